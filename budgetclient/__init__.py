@@ -1,0 +1,104 @@
+"""budgetclient: drop-in LLM clients that make token spend a measured, engineered quantity.
+
+Change one import (``bc.Anthropic()`` for ``anthropic.Anthropic()``, or ``bc.wrap(client)``) and
+every call gets cache breakpoints, a prefix-drift check, and is metered into the running task.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .clients import wrap
+from .config import Settings, configure, get_settings
+from .drift import PrefixDrift
+from .errors import (
+    BudgetClientError,
+    BudgetClientWarning,
+    BudgetExceeded,
+    BudgetWarning,
+    ConfigurationError,
+    LedgerError,
+    PlanError,
+    PrefixDriftError,
+    PrefixDriftWarning,
+    UnenforceableBudgetWarning,
+    UnknownPriceWarning,
+)
+from .ledger.writer import flush
+from .options import ClientOptions
+from .tasks import Task, current_task, task, task_executor, track_task
+from .usage import CallRecord, CostBreakdown, TaskRecord, Usage
+
+if TYPE_CHECKING:
+    from .lineage import conversation
+    from .providers.anthropic import Anthropic, AsyncAnthropic
+    from .providers.google import GenAIClient
+    from .providers.openai import AsyncOpenAI, OpenAI
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Anthropic",
+    "AsyncAnthropic",
+    "AsyncOpenAI",
+    "BudgetClientError",
+    "BudgetClientWarning",
+    "BudgetExceeded",
+    "BudgetWarning",
+    "CallRecord",
+    "ClientOptions",
+    "ConfigurationError",
+    "CostBreakdown",
+    "GenAIClient",
+    "LedgerError",
+    "OpenAI",
+    "PlanError",
+    "PrefixDrift",
+    "PrefixDriftError",
+    "PrefixDriftWarning",
+    "Settings",
+    "Task",
+    "TaskRecord",
+    "UnenforceableBudgetWarning",
+    "UnknownPriceWarning",
+    "Usage",
+    "configure",
+    "conversation",
+    "current_task",
+    "flush",
+    "get_settings",
+    "task",
+    "task_executor",
+    "track_task",
+    "wrap",
+]
+
+# SDK-backed clients load on first use, so ``import budgetclient`` works with any subset of the
+# provider extras installed.
+_LAZY = {
+    "Anthropic": ("providers.anthropic", "anthropic"),
+    "AsyncAnthropic": ("providers.anthropic", "anthropic"),
+    "OpenAI": ("providers.openai", "openai"),
+    "AsyncOpenAI": ("providers.openai", "openai"),
+    "GenAIClient": ("providers.google", "google"),
+    "conversation": ("lineage", ""),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, extra = _LAZY[name]
+        import importlib
+
+        try:
+            mod = importlib.import_module(f".{module}", __name__)
+        except ImportError as exc:
+            if not extra:
+                raise
+            raise ImportError(
+                f"bc.{name} needs the provider SDK: pip install 'budgetclient[{extra}]' ({exc})"
+            ) from exc
+        value = getattr(mod, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'budgetclient' has no attribute {name!r}")

@@ -1,0 +1,60 @@
+"""The ``budgetclient`` command: one module per subcommand, each with ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..errors import BudgetClientError
+
+__all__ = ["main"]
+
+# subcommand name -> module under budgetclient.cli; a module that is missing is skipped
+_COMMANDS = ("demo", "report", "prices", "estimate", "check", "fake_server")
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="budgetclient",
+        description="Measure, attribute and reduce LLM token spend (see `budgetclient COMMAND --help`).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMANDS:
+        try:
+            module = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith(f"{__name__}.{name}"):
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        result = args.func(args)
+    except (CommandError, BudgetClientError, FileNotFoundError, PermissionError) as exc:
+        print(f"budgetclient {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"budgetclient {args.command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        try:
+            from ..ledger.writer import flush
+
+            flush(10)
+        except Exception:
+            pass
+    return int(result or 0)

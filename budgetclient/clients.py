@@ -1,0 +1,40 @@
+"""``wrap()``: instrument an SDK client built elsewhere, whichever provider it belongs to."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from .options import ClientOptions
+
+__all__ = ["wrap"]
+
+C = TypeVar("C")
+
+_SUPPORTED = (
+    "anthropic.Anthropic, anthropic.AsyncAnthropic (and Bedrock/Vertex/Foundry/AWS/GoogleCloud variants), "
+    "openai.OpenAI, openai.AsyncOpenAI, openai.AzureOpenAI, openai.AsyncAzureOpenAI, google.genai.Client"
+)
+
+
+def wrap(client: C, **options: Any) -> C:
+    """Return an instrumented copy of ``client``, of the same class; the original is untouched.
+
+    Options: ``cache="auto"|"off"``, ``cache_ttl="auto"|"5m"|"1h"``, ``drift="warn"|"raise"|"off"``.
+    """
+    opts = ClientOptions.create(**options)
+    root = type(client).__module__.split(".", 1)[0]
+    if root == "anthropic":
+        from .providers.anthropic import wrap_anthropic
+
+        return wrap_anthropic(client, opts)
+    if root == "openai":
+        from .providers.openai import wrap_openai
+
+        return wrap_openai(client, opts)
+    if root == "google":
+        from .providers.google import wrap_genai
+
+        return wrap_genai(client, opts)
+    raise TypeError(f"wrap() cannot instrument {type(client).__module__}.{type(client).__qualname__}; it accepts {_SUPPORTED}")
+
+

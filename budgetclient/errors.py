@@ -1,0 +1,93 @@
+"""Every exception and warning budgetclient raises, in one hierarchy.
+
+Catch `BudgetClientError` for anything the library itself decided to raise; the SDK's own
+errors (``anthropic.APIStatusError`` and friends) pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .drift import PrefixDrift
+
+__all__ = [
+    "BudgetClientError",
+    "BudgetClientWarning",
+    "BudgetExceeded",
+    "BudgetWarning",
+    "ConfigurationError",
+    "LedgerError",
+    "PlanError",
+    "PrefixDriftError",
+    "PrefixDriftWarning",
+    "UnenforceableBudgetWarning",
+    "UnknownPriceWarning",
+]
+
+
+class BudgetClientError(Exception):
+    """Base class of every error budgetclient raises on its own account."""
+
+
+class ConfigurationError(BudgetClientError, ValueError):
+    """A configuration value (argument, environment variable or file) is invalid."""
+
+
+class LedgerError(BudgetClientError):
+    """The ledger URL or database cannot be used."""
+
+
+class PlanError(BudgetClientError, ValueError):
+    """A budget plan is malformed."""
+
+
+class BudgetExceeded(BudgetClientError):
+    """A call would take a task past its ``budget_usd``; the request was not sent."""
+
+    def __init__(
+        self, task_name: str, budget_usd: Decimal, spent_usd: Decimal, estimate_usd: Decimal, model: str
+    ) -> None:
+        self.task_name = task_name
+        self.budget_usd = budget_usd
+        self.spent_usd = spent_usd
+        self.estimate_usd = estimate_usd
+        self.model = model
+        super().__init__(
+            f"task {task_name!r} would exceed its budget: spent_usd={spent_usd} + "
+            f"estimated_input_usd={estimate_usd} for model {model!r} > budget_usd={budget_usd}; "
+            "the request was not sent. Raise budget_usd, shrink the request, or pick a cheaper model."
+        )
+
+
+class PrefixDriftError(BudgetClientError):
+    """With ``drift="raise"``: the cacheable prefix changed since the previous call; not sent."""
+
+    def __init__(self, drift: PrefixDrift) -> None:
+        self.drift = drift
+        super().__init__(f"cacheable prefix drifted before sending: {drift.describe()}")
+
+
+class BudgetClientWarning(UserWarning):
+    """Base class of budgetclient's warnings."""
+
+
+class UnknownPriceWarning(BudgetClientWarning):
+    """A model has no known price; its cost is recorded as ``None`` (never 0)."""
+
+
+class BudgetWarning(BudgetClientWarning):
+    """A task crossed its ``warn_at`` share of ``budget_usd``."""
+
+
+class UnenforceableBudgetWarning(BudgetWarning):
+    """A budget was set, but the model has no price, so the budget cannot be enforced."""
+
+
+class PrefixDriftWarning(BudgetClientWarning):
+    """The cacheable prefix changed since the previous call of the same conversation."""
+
+    def __init__(self, drift: PrefixDrift) -> None:
+        self.drift = drift
+        super().__init__(f"cacheable prefix drifted: {drift.describe()}")

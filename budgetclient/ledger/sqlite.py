@@ -1,0 +1,349 @@
+"""SQLite ledger: one file, WAL journal, shared safely by threads and processes.
+
+The file is created with mode 0600 (its directory 0700) before SQLite opens it: records carry
+costs, models and task names that are nobody else's business. Several processes may open a fresh
+file at once; schema migrations run under ``BEGIN IMMEDIATE``, so exactly one applies each step.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import LedgerError
+from ..usage import CallRecord, TaskRecord
+from . import _codec
+from .base import AlertRecord, mask_secrets, mask_url, sqlite_path_from_url
+
+__all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteLedger"]
+
+BUSY_TIMEOUT_S = 30.0
+"""How long a write waits for another process's transaction before giving up."""
+
+_USAGE_DDL = """
+    input_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    cache_write_long_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    cost TEXT,
+    cost_uncached_input TEXT,
+    cost_cache_read TEXT,
+    cost_cache_write TEXT,
+    cost_output TEXT,
+    cost_storage TEXT,"""
+
+# Ordered and append-only: a released step is never edited; a change is a new step.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        f"""CREATE TABLE calls (
+            id TEXT PRIMARY KEY,
+            started_at TEXT NOT NULL,
+            duration_s REAL NOT NULL,
+            task_id TEXT,
+            task_name TEXT,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            status TEXT NOT NULL,
+            http_status INTEGER,
+            error TEXT,{_USAGE_DDL}
+            conversation TEXT,
+            prefix_hash TEXT,
+            response_id TEXT,
+            request_bytes INTEGER NOT NULL,
+            stream INTEGER NOT NULL,
+            batch INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            service_tier TEXT,
+            drift TEXT,
+            metadata TEXT NOT NULL
+        )""",
+        "CREATE INDEX calls_started_at ON calls (started_at)",
+        "CREATE INDEX calls_task_name ON calls (task_name, started_at)",
+        "CREATE INDEX calls_task_id ON calls (task_id)",
+        f"""CREATE TABLE tasks (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            parent_id TEXT,
+            outcome TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            ended_at TEXT NOT NULL,
+            duration_s REAL NOT NULL,{_USAGE_DDL}
+            calls INTEGER NOT NULL,
+            budget_usd TEXT,
+            error TEXT,
+            metadata TEXT NOT NULL
+        )""",
+        "CREATE INDEX tasks_started_at ON tasks (started_at)",
+        "CREATE INDEX tasks_name ON tasks (name, started_at)",
+        """CREATE TABLE alerts (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            task_name TEXT,
+            task_id TEXT,
+            created_at TEXT NOT NULL,
+            message TEXT NOT NULL,
+            value REAL,
+            threshold REAL,
+            details TEXT NOT NULL
+        )""",
+        "CREATE INDEX alerts_created_at ON alerts (created_at)",
+        "CREATE INDEX alerts_task_name ON alerts (task_name, created_at)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+_INSERT_CALL = _insert_sql("calls", _codec.CALL_COLUMNS)
+_INSERT_TASK = _insert_sql("tasks", _codec.TASK_COLUMNS)
+_INSERT_ALERT = _insert_sql("alerts", _codec.ALERT_COLUMNS)
+
+
+def _select_sql(table: str, columns: tuple[str, ...], time_column: str, filters: list[str]) -> str:
+    where = f" WHERE {' AND '.join(filters)}" if filters else ""
+    return f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY {time_column}, rowid"
+
+
+def _make_private_dirs(directory: Path) -> None:
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:  # another process won the race
+            pass
+
+
+def _create_private_file(path: Path) -> None:
+    """Create ``path`` with mode 0600 unless it exists, so SQLite (and its -wal/-shm) inherit 0600."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)  # a restrictive umask must not leave us unable to write
+    finally:
+        os.close(fd)
+
+
+# Connections inherited across fork() must never be used or closed by the child (SQLite's rule);
+# holding them here keeps the garbage collector from closing them either.
+_inherited_connections: list[sqlite3.Connection] = []
+_instances: weakref.WeakSet[SQLiteLedger] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for ledger in list(_instances):
+        ledger._forget_inherited_connection()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class SQLiteLedger:
+    """A ledger in one SQLite file; one connection guarded by a lock, so threads can share it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = Path(sqlite_path_from_url(url)).absolute()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._closed = False
+        self._conn: sqlite3.Connection | None = self._connect()
+        _instances.add(self)
+
+    def __repr__(self) -> str:
+        return f"SQLiteLedger({mask_url(self.url)!r})"
+
+    def _fail(self, doing: str, exc: BaseException) -> LedgerError:
+        return LedgerError(
+            f"SQLite ledger {str(self.path)!r}: {doing} failed: "
+            f"{type(exc).__name__}: {mask_secrets(str(exc))}. "
+            "Check that the file and its directory are writable and the disk is not full, or point "
+            "BUDGETCLIENT_LEDGER / bc.configure(ledger=...) elsewhere."
+        )
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            _make_private_dirs(self.path.parent)
+            _create_private_file(self.path)
+        except OSError as exc:
+            raise self._fail("creating the database file", exc) from exc
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise self._fail("opening", exc) from exc
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._enable_wal(conn)
+            self._migrate(conn)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, LedgerError):
+                raise
+            if isinstance(exc, sqlite3.Error):
+                raise self._fail("preparing the schema", exc) from exc
+            raise
+        return conn
+
+    @staticmethod
+    def _enable_wal(conn: sqlite3.Connection) -> None:
+        # Switching to WAL needs a moment of exclusive access; on a fresh file several processes
+        # may try at once, so retry briefly past "database is locked".
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TEXT)"
+            )
+            (current,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+            if current > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"SQLite ledger {str(self.path)!r} has schema version {current}, newer than this "
+                    f"budgetclient understands ({SCHEMA_VERSION}); upgrade budgetclient."
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, datetime('now'))", (version,)
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _forget_inherited_connection(self) -> None:
+        # runs in a forked child: the parent's lock may have been held at fork time
+        if self._conn is not None:
+            _inherited_connections.append(self._conn)
+        self._conn = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise LedgerError(
+                    f"SQLite ledger {str(self.path)!r} is closed; open a new one with open_ledger()"
+                )
+            if self._conn is None or self._pid != os.getpid():  # first use in a forked child
+                if self._conn is not None:
+                    _inherited_connections.append(self._conn)
+                self._pid = os.getpid()
+                self._conn = None
+                self._conn = self._connect()
+            yield self._conn
+
+    def write(
+        self,
+        calls: Sequence[CallRecord] = (),
+        tasks: Sequence[TaskRecord] = (),
+        alerts: Sequence[AlertRecord] = (),
+    ) -> None:
+        if not (calls or tasks or alerts):
+            return
+        call_rows = [_codec.call_to_row(r) for r in calls]
+        task_rows = [_codec.task_to_row(r) for r in tasks]
+        alert_rows = [_codec.alert_to_row(r) for r in alerts]
+        with self._connection() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if call_rows:
+                        conn.executemany(_INSERT_CALL, call_rows)
+                    if task_rows:
+                        conn.executemany(_INSERT_TASK, task_rows)
+                    if alert_rows:
+                        conn.executemany(_INSERT_ALERT, alert_rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                count = len(call_rows) + len(task_rows) + len(alert_rows)
+                raise self._fail(f"writing {count} records", exc) from exc
+
+    def _read(self, table: str, columns: tuple[str, ...], time_column: str, since: datetime | None,
+              **equal: str | None) -> list[sqlite3.Row]:  # fmt: skip
+        filters: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            filters.append(f"{time_column} >= ?")
+            params.append(_codec.time_text(since))
+        for column, value in equal.items():  # column names come from this module, never from callers
+            if value is not None:
+                filters.append(f"{column} = ?")
+                params.append(value)
+        sql = _select_sql(table, columns, time_column, filters)
+        with self._connection() as conn:
+            try:
+                return list(conn.execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                raise self._fail(f"reading {table}", exc) from exc
+
+    def read_calls(
+        self, *, since: datetime | None = None, task_name: str | None = None, task_id: str | None = None
+    ) -> list[CallRecord]:
+        rows = self._read(
+            "calls", _codec.CALL_COLUMNS, "started_at", since, task_name=task_name, task_id=task_id
+        )
+        return [_codec.call_from_row(row) for row in rows]
+
+    def read_tasks(self, *, since: datetime | None = None, name: str | None = None) -> list[TaskRecord]:
+        rows = self._read("tasks", _codec.TASK_COLUMNS, "started_at", since, name=name)
+        return [_codec.task_from_row(row) for row in rows]
+
+    def read_alerts(
+        self, *, since: datetime | None = None, task_name: str | None = None
+    ) -> list[AlertRecord]:
+        rows = self._read("alerts", _codec.ALERT_COLUMNS, "created_at", since, task_name=task_name)
+        return [_codec.alert_from_row(row) for row in rows]
+
+    def schema_version(self) -> int:
+        with self._connection() as conn:
+            (version,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+        return int(version)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                conn.close()
+            elif conn is not None:
+                _inherited_connections.append(conn)

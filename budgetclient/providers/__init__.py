@@ -1,0 +1,1 @@
+"""Provider-specific code: hooking each SDK, reading request blocks, placing markers, reading usage."""

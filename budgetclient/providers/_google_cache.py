@@ -1,0 +1,863 @@
+"""Managed Gemini context caches: when a stable prefix moves into ``cachedContents``, and for how long.
+
+With ``cache="auto"`` the system instruction, tools and tool config of a ``generateContent``
+request (plus a large leading run of user contents repeated from the previous call of the
+conversation) can be held in an explicit cache entry. The request is then rewritten on the wire:
+those fields are removed (Gemini rejects them next to ``cachedContent``), the leading contents held
+in the entry are dropped, and ``cachedContent`` names the entry.
+
+Whether an entry pays is decided by ``cache_pays`` (pure): explicit caching guarantees the cache-read
+rate on the prefix, which implicit caching (Gemini 2.5+) may already give for free, so the saving is
+counted only on the share of the prefix implicit caching has been missing. Entries are content
+addressed per model and shared by every conversation of the client that sends the same prefix;
+their TTL is refreshed while in use, and they are deleted on ``close()`` (or interpreter exit).
+
+Billing follows Gemini's: creation is billed as input tokens (a ``cache.create`` record); storage
+per token-hour for the entry's life, from its ``createTime`` to its deletion or expiry, measured on
+the server's clock (``Date`` headers) and recorded as ``cache.storage`` records, one per span of
+the entry's life charged to one task. Caches created by the caller with ``client.caches.create``
+are metered the same way, their storage charged until deletion or expiry.
+
+All HTTP here is written as generators that yield ``httpx2.Request`` objects and receive the read
+``httpx2.Response`` (or have the transport's exception thrown in), so one implementation serves
+the sync and the async client.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import httpx2
+import structlog
+
+from .. import metering, pricing
+from ..errors import BudgetExceeded
+from ..metering import CallContext
+from ..tasks import Task
+from ..usage import CallRecord, CostBreakdown, Usage
+from ._google_drift import PREFIX_FIELDS, Segment, prefix_segments
+
+__all__ = [
+    "CacheEconomics",
+    "CacheEntry",
+    "GeminiRoute",
+    "HttpStep",
+    "ManagedCaches",
+    "ServerClock",
+    "auto_ttl",
+    "cache_pays",
+    "min_cache_tokens",
+    "parse_route",
+    "rewrite_body",
+]
+
+log = structlog.get_logger("budgetclient")
+
+PROVIDER = "google"
+T = TypeVar("T")
+HttpStep = Generator[httpx2.Request, httpx2.Response, T]
+"""A piece of work that needs HTTP: yields requests, is sent the (read) responses, returns T."""
+
+_MILLION = Decimal(1_000_000)
+_HOUR = Decimal(3600)
+_EXPIRY_MARGIN_S = 15.0
+"""An entry this close to expiry is treated as gone: a request might reach it just too late."""
+_MAX_TRACKED = 1024
+_CREATE_BACKOFF_S = 600.0
+"""After a refused creation (too small, quota...) the same prefix is not tried again for this long."""
+
+_ROUTE = re.compile(
+    r"^(?P<root>.*?/v\d+(?:alpha|beta)?\d*/)"
+    r"(?P<parent>projects/[^/]+/locations/[^/]+/)?"
+    r"(?:(?P<model>(?:publishers/[^/]+/)?(?:models|tunedModels)/[^/:]+):(?P<method>[A-Za-z]+)"
+    r"|cachedContents(?:/(?P<cache_id>[^/:]+))?)$"
+)
+
+
+def min_cache_tokens(model: str) -> int:
+    """Gemini's minimum cacheable prompt: 4,096 tokens for Pro models, 1,024 for Flash and others.
+
+    (ai.google.dev/gemini-api/docs/caching: 1,024 for 2.5 Flash / 3 Flash, 4,096 for 2.5 / 3 Pro.)
+    """
+    return 4096 if "pro" in model.rsplit("/", 1)[-1] else 1024
+
+
+@dataclass(frozen=True, slots=True)
+class GeminiRoute:
+    """What a Gemini API URL addresses: a model method or the ``cachedContents`` collection."""
+
+    method: str
+    """``generateContent``, ``streamGenerateContent``, ``countTokens``... or ``cachedContents``."""
+    model: str
+    """Short model name (``gemini-2.5-flash``), as priced; empty for cache URLs."""
+    model_resource: str
+    """The model as a cache body names it: ``models/x``, or on Vertex
+    ``projects/p/locations/l/publishers/google/models/x``."""
+    root: str
+    """URL path up to and including the API version, e.g. ``/v1beta/``."""
+    parent: str
+    """``projects/p/locations/l/`` on Vertex, else empty."""
+    cache_id: str | None = None
+
+    @property
+    def caches_path(self) -> str:
+        return f"{self.root}{self.parent}cachedContents"
+
+    @property
+    def is_generate(self) -> bool:
+        return self.method in ("generateContent", "streamGenerateContent")
+
+
+def parse_route(url: httpx2.URL) -> GeminiRoute | None:
+    match = _ROUTE.match(url.path)
+    if match is None:
+        return None
+    root, parent = match["root"], match["parent"] or ""
+    if match["model"] is None:
+        return GeminiRoute("cachedContents", "", "", root, parent, match["cache_id"])
+    resource = parent + match["model"]
+    return GeminiRoute(match["method"], match["model"].rsplit("/", 1)[-1], resource, root, parent)
+
+
+# -- decisions (pure) -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEconomics:
+    """The three rates that decide whether an explicit cache pays (USD per million tokens)."""
+
+    input: Decimal
+    cache_read: Decimal
+    storage_per_hour: Decimal
+
+
+def cache_pays(
+    *, expected_reads: int, implicit_hit_share: float, expected_hours: Decimal, economics: CacheEconomics
+) -> bool:
+    """True when the reads an entry guarantees are worth more than creating and storing it.
+
+    Per prefix token: each expected read saves ``input - cache_read`` on the share implicit caching
+    misses; the entry costs its creation (``input``) plus storage for ``expected_hours``.
+    """
+    miss = Decimal(str(min(max(1.0 - implicit_hit_share, 0.0), 1.0)))
+    saving = expected_reads * (economics.input - economics.cache_read) * miss
+    cost = economics.input + economics.storage_per_hour * expected_hours
+    return saving > cost
+
+
+def auto_ttl(option: str, max_gap_s: float) -> int:
+    """Seconds an entry lives without use: 5m / 1h as asked, or for ``auto`` twice the longest
+    observed gap between calls of the prefix, kept within [5 min, 1 h]."""
+    if option == "5m":
+        return 300
+    if option == "1h":
+        return 3600
+    return int(min(max(2 * max_gap_s, 300.0), 3600.0))
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+
+
+def _segments_digest(segments: Sequence[Segment]) -> str:
+    h = hashlib.sha256()
+    for path, data in segments:
+        h.update(path.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+    return h.hexdigest()
+
+
+def leading_user_run(contents: Sequence[Any]) -> list[Any]:
+    """The contents before the first model turn (the opening context of a conversation)."""
+    run = []
+    for content in contents:
+        if not isinstance(content, Mapping) or content.get("role", "user") != "user":
+            break
+        run.append(content)
+    return run
+
+
+def rewrite_body(body: Mapping[str, Any], cache_name: str, leading: int) -> dict[str, Any]:
+    """The request body that reads ``cache_name`` instead of sending what the entry holds."""
+    rewritten = {k: v for k, v in body.items() if k not in PREFIX_FIELDS}
+    rewritten["contents"] = list(body.get("contents") or ())[leading:]
+    rewritten["cachedContent"] = cache_name
+    return rewritten
+
+
+def _rfc3339(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        text = value.replace("Z", "+00:00")
+        # Python < 3.12 parses at most 6 fractional digits; the API may send 9
+        text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+class ServerClock:
+    """The API server's time, from ``Date`` headers; storage is billed on the server's clock."""
+
+    def __init__(self) -> None:
+        self._offset: float | None = None
+
+    def observe(self, date_header: str | None) -> float:
+        """Record a response's ``Date``; returns it as epoch seconds (local estimate if absent)."""
+        if date_header:
+            try:
+                at = email.utils.parsedate_to_datetime(date_header).timestamp()
+            except (TypeError, ValueError):
+                return self.now()
+            self._offset = at - time.time()
+            return at
+        return self.now()
+
+    def now(self) -> float:
+        return time.time() + (self._offset or 0.0)
+
+
+# -- state -----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    """A ``cachedContents`` entry this client knows of, and what of its storage is billed so far."""
+
+    name: str
+    model: str
+    base_key: str
+    leading: tuple[str, ...]
+    """Digests of the leading contents the entry holds after system instruction and tools."""
+    tokens: int
+    managed: bool
+    """Created (and deleted) by budgetclient; False for a cache the caller created."""
+    url: httpx2.URL
+    headers: dict[str, str]
+    create_time: float
+    expire_time: float
+    ttl_s: int
+    accounted_until: float
+    task: Task | None
+    """Who pays storage accrued since ``accounted_until``: the task that used the entry last."""
+    conversation: str | None = None
+    uses: int = 0
+    lineages: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class PrefixStats:
+    """How often a stable prefix (per model) has been sent, and how well implicit caching did."""
+
+    seen: int = 0
+    last_seen: float | None = None
+    max_gap_s: float = 0.0
+    total_gap_s: float = 0.0
+    gaps: int = 0
+    implicit_cached: int = 0
+    implicit_prompt: int = 0
+    tokens: int | None = None
+    refused_at: float | None = None
+
+    @property
+    def mean_gap_s(self) -> float:
+        return self.total_gap_s / self.gaps if self.gaps else 0.0
+
+    @property
+    def implicit_hit_share(self) -> float:
+        return min(self.implicit_cached / self.implicit_prompt, 1.0) if self.implicit_prompt else 0.0
+
+
+@dataclass(slots=True)
+class LineageState:
+    """What one conversation sent last: the prefix fingerprint and its opening contents."""
+
+    key: str
+    segments: list[Segment] | None = None
+    base_key: str | None = None
+    opening: tuple[str, ...] = ()
+    entry: str | None = None
+
+
+@dataclass(slots=True)
+class CachePlan:
+    """The stable prefix of one request, as found before sending."""
+
+    route: GeminiRoute
+    lineage: LineageState
+    fields: dict[str, Any]
+    base_key: str
+    segments: list[Segment]
+    previous_segments: list[Segment] | None
+    previous_base_key: str | None
+    opening: tuple[str, ...]
+    opening_contents: list[Any]
+    previous_opening: tuple[str, ...]
+    contents_count: int
+
+
+def _bounded_get(store: OrderedDict[Any, T], key: Any, factory: Callable[[], T]) -> T:
+    value = store.get(key)
+    if value is None:
+        value = store[key] = factory()
+        while len(store) > _MAX_TRACKED:
+            store.popitem(last=False)
+    else:
+        store.move_to_end(key)
+    return value
+
+
+_AUTH_HEADERS = ("x-goog-api-key", "authorization", "x-goog-user-project", "user-agent", "x-goog-api-client")
+
+
+class ManagedCaches:
+    """Every cache entry one instrumented client knows of, and the prefix statistics behind them."""
+
+    def __init__(self, *, cache_ttl: str = "auto", on_entry: Callable[[], None] | None = None) -> None:
+        self.cache_ttl = cache_ttl
+        self._on_entry = on_entry
+        self.clock = ServerClock()
+        self._lock = threading.Lock()
+        self._entries: dict[str, CacheEntry] = {}
+        self._stats: OrderedDict[tuple[str, str], PrefixStats] = OrderedDict()
+        self._lineages: OrderedDict[str, LineageState] = OrderedDict()
+        self._creating: set[tuple[str, str, tuple[str, ...]]] = set()
+        self.closed = False
+
+    # -- inspection ------------------------------------------------------------------------------
+    def entries(self) -> list[CacheEntry]:
+        with self._lock:
+            return list(self._entries.values())
+
+    def has_managed_entries(self) -> bool:
+        with self._lock:
+            return any(e.managed for e in self._entries.values())
+
+    # -- before a request ------------------------------------------------------------------------
+    def plan(self, route: GeminiRoute, body: Mapping[str, Any], lineage_key: str) -> CachePlan:
+        """Fingerprint the request's stable prefix, next to what the conversation sent last."""
+        fields = {k: body[k] for k in PREFIX_FIELDS if body.get(k) is not None}
+        segments = prefix_segments(fields)
+        contents = body.get("contents") or []
+        opening_contents = leading_user_run(contents if isinstance(contents, list) else [])
+        opening = tuple(_digest(c) for c in opening_contents)
+        with self._lock:
+            state = _bounded_get(self._lineages, lineage_key, lambda: LineageState(lineage_key))
+            plan = CachePlan(
+                route=route,
+                lineage=state,
+                fields=fields,
+                base_key=_segments_digest(segments),
+                segments=segments,
+                previous_segments=state.segments,
+                previous_base_key=state.base_key,
+                opening=opening,
+                opening_contents=opening_contents,
+                previous_opening=state.opening,
+                contents_count=len(contents) if isinstance(contents, list) else 0,
+            )
+        return plan
+
+    def commit(self, plan: CachePlan) -> None:
+        """The request is going out: its prefix becomes the one the conversation's next call is
+        compared with (a request refused for drift leaves the lineage as it was)."""
+        with self._lock:
+            state = plan.lineage
+            state.segments, state.base_key, state.opening = plan.segments, plan.base_key, plan.opening
+
+    def prefix_tokens(self, plan: CachePlan) -> int:
+        """Tokens of the stable prefix: the size of the entry once known, else an offline estimate."""
+        stats = self._stats_for(plan)
+        if stats.tokens is not None:
+            return stats.tokens
+        from ..tokens import estimate_tokens
+
+        tokens = estimate_tokens(PROVIDER, plan.fields, plan.route.model) if plan.fields else 0
+        stats.tokens = tokens
+        return tokens
+
+    def previous_prefix_tokens(self, plan: CachePlan) -> int:
+        """Tokens of the prefix the conversation sent before this call (what a drift puts at risk)."""
+        with self._lock:
+            stats = self._stats.get((plan.route.model, plan.previous_base_key or ""))
+        if stats is not None and stats.tokens is not None:
+            return stats.tokens
+        return sum(len(data) for _, data in plan.previous_segments or ()) // 4
+
+    def _stats_for(self, plan: CachePlan) -> PrefixStats:
+        with self._lock:
+            return _bounded_get(self._stats, (plan.route.model, plan.base_key), PrefixStats)
+
+    def _inherit(self, plan: CachePlan, replaced: CacheEntry) -> None:
+        """A conversation's cached prefix changed after it proved its reuse: let the new prefix
+        start from the old one's history, so its entry replaces the old one at once. (A prefix
+        that changes on every call, e.g. a timestamp, never proves reuse and is never cached.)"""
+        if replaced.uses < 2:
+            return
+        stats = self._stats_for(plan)
+        with self._lock:
+            old = self._stats.get((replaced.model, replaced.base_key))
+            if old is None or stats.seen:
+                return
+            stats.seen, stats.last_seen = old.seen, old.last_seen
+            stats.max_gap_s, stats.total_gap_s, stats.gaps = old.max_gap_s, old.total_gap_s, old.gaps
+            stats.implicit_cached, stats.implicit_prompt = old.implicit_cached, old.implicit_prompt
+
+    def acquire(self, plan: CachePlan, request: httpx2.Request) -> HttpStep[CacheEntry | None]:
+        """The live entry this request should read (created or refreshed if that pays), or None."""
+        retired: list[tuple[CacheEntry, float]] = []
+        headers = {k: v for k, v in request.headers.items() if k.lower() in _AUTH_HEADERS}
+        now = self.clock.now()
+        with self._lock:
+            for entry in list(self._entries.values()):
+                if entry.expire_time - now <= _EXPIRY_MARGIN_S:
+                    retired.append((entry, entry.expire_time))
+                    del self._entries[entry.name]
+            entry_found = self._match(plan)
+            previous = self._entries.get(plan.lineage.entry) if plan.lineage.entry else None
+        self._publish_retired(retired)
+        if previous is not None and previous is not entry_found:
+            if previous.base_key != plan.base_key:
+                self._inherit(plan, previous)
+            yield from self._leave(previous, plan.lineage.key)
+        if entry_found is not None:
+            entry_found.headers = headers
+            stale = entry_found.expire_time - now < self._refresh_margin(plan, entry_found)
+            if entry_found.managed and stale and not (yield from self._refresh(entry_found)):
+                return None
+            with self._lock:
+                entry_found.lineages.add(plan.lineage.key)
+                plan.lineage.entry = entry_found.name
+            return entry_found
+        with self._lock:
+            plan.lineage.entry = None
+        return (yield from self._maybe_create(plan, request, headers))
+
+    def _refresh_margin(self, plan: CachePlan, entry: CacheEntry) -> float:
+        """Refresh when less than half the TTL plus a typical gap is left, so the entry outlives
+        the gap to the next call (the server time known here may be a gap old)."""
+        return entry.ttl_s / 2 + self._stats_for(plan).mean_gap_s
+
+    def _match(self, plan: CachePlan) -> CacheEntry | None:
+        """The managed entry holding this request's prefix, preferring the one holding most contents."""
+        best: CacheEntry | None = None
+        for entry in self._entries.values():
+            if not entry.managed or entry.model != plan.route.model or entry.base_key != plan.base_key:
+                continue
+            n = len(entry.leading)
+            if n and (n >= plan.contents_count or plan.opening[:n] != entry.leading):
+                continue
+            if best is None or n > len(best.leading):
+                best = entry
+        return best
+
+    def _leading_to_hold(self, plan: CachePlan) -> int:
+        """How many opening contents to put in a new entry: those repeated from the previous call,
+        if they alone reach the model's minimum (small openings would tie the entry to one
+        conversation for no gain), always leaving at least one content in the request."""
+        common = 0
+        for now_digest, before in zip(plan.opening, plan.previous_opening, strict=False):
+            if now_digest != before:
+                break
+            common += 1
+        common = min(common, plan.contents_count - 1)
+        if common <= 0:
+            return 0
+        from ..tokens import estimate_tokens
+
+        tokens = estimate_tokens(PROVIDER, {"contents": plan.opening_contents[:common]}, plan.route.model)
+        return common if tokens >= min_cache_tokens(plan.route.model) else 0
+
+    def _maybe_create(
+        self, plan: CachePlan, request: httpx2.Request, headers: dict[str, str]
+    ) -> HttpStep[CacheEntry | None]:
+        if not plan.fields:
+            return None
+        model = plan.route.model
+        stats = self._stats_for(plan)
+        tokens = self.prefix_tokens(plan)
+        now = self.clock.now()
+        if stats.refused_at is not None and now - stats.refused_at < _CREATE_BACKOFF_S:
+            return None
+        leading = self._leading_to_hold(plan)
+        if leading:
+            from ..tokens import estimate_tokens
+
+            tokens += estimate_tokens(PROVIDER, {"contents": plan.opening_contents[:leading]}, model)
+        if tokens < min_cache_tokens(model):
+            return None
+        economics = economics_for(model)
+        if economics is None:
+            return None
+        ttl = auto_ttl(self.cache_ttl, stats.max_gap_s)
+        expected_reads = max(stats.seen, 1)
+        hours = (Decimal(str((expected_reads - 1) * stats.mean_gap_s)) + ttl) / _HOUR
+        if not cache_pays(
+            expected_reads=expected_reads,
+            implicit_hit_share=stats.implicit_hit_share,
+            expected_hours=hours,
+            economics=economics,
+        ):
+            return None
+        key = (model, plan.base_key, plan.opening[:leading])
+        with self._lock:
+            if key in self._creating:
+                return None  # another request of the client is creating it right now
+            self._creating.add(key)
+        try:
+            return (yield from self._create(plan, request, headers, leading, ttl, tokens))
+        finally:
+            with self._lock:
+                self._creating.discard(key)
+
+    def _create(
+        self,
+        plan: CachePlan,
+        request: httpx2.Request,
+        headers: dict[str, str],
+        leading: int,
+        ttl: int,
+        estimate: int,
+    ) -> HttpStep[CacheEntry | None]:
+        route = plan.route
+        body: dict[str, Any] = {
+            "model": route.model_resource,
+            **plan.fields,
+            "ttl": f"{ttl}s",
+            "displayName": f"budgetclient-{plan.base_key[:12]}",
+        }
+        if leading:
+            body["contents"] = plan.opening_contents[:leading]
+        try:
+            ctx = metering.begin_call(
+                PROVIDER,
+                route.model,
+                "cache.create",
+                estimated_input_tokens=lambda: estimate,
+                conversation=plan.lineage.key,
+            )
+        except BudgetExceeded:
+            log.info("cache.skipped", provider=PROVIDER, model=route.model, reason="budget")
+            return None
+        create = httpx2.Request(
+            "POST",
+            request.url.copy_with(path=route.caches_path, query=None),
+            headers={**headers, "content-type": "application/json"},
+            content=json.dumps(body).encode(),
+        )
+        try:
+            response = yield create
+        except Exception as exc:
+            metering.finish_call(ctx, Usage(), status="error", error=type(exc).__name__)
+            return None
+        server_now = self.clock.observe(response.headers.get("date"))
+        document = _json_or_none(response)
+        if response.status_code >= 400 or not isinstance(document, Mapping) or not document.get("name"):
+            self._stats_for(plan).refused_at = server_now
+            metering.finish_call(
+                ctx,
+                Usage(),
+                status="error",
+                http_status=response.status_code,
+                error=f"HTTP {response.status_code}",
+            )
+            log.warning(
+                "cache.create_failed",
+                provider=PROVIDER,
+                model=route.model,
+                http_status=response.status_code,
+                detail=_error_message(document),
+            )
+            return None
+        entry = self._register(
+            document,
+            route,
+            ctx,
+            managed=True,
+            server_now=server_now,
+            ttl=ttl,
+            base_key=plan.base_key,
+            leading=plan.opening[:leading],
+            headers=headers,
+            request_url=request.url,
+        )
+        with self._lock:
+            entry.lineages.add(plan.lineage.key)
+            plan.lineage.entry = entry.name
+        log.info(
+            "cache.created",
+            provider=PROVIDER,
+            model=route.model,
+            cache=entry.name,
+            tokens=entry.tokens,
+            ttl_s=ttl,
+        )
+        return entry
+
+    def _register(
+        self,
+        document: Mapping[str, Any],
+        route: GeminiRoute,
+        ctx: CallContext | None,
+        *,
+        managed: bool,
+        server_now: float,
+        ttl: int,
+        base_key: str,
+        leading: tuple[str, ...],
+        headers: dict[str, str],
+        request_url: httpx2.URL,
+    ) -> CacheEntry:
+        """Record a created entry and bill its creation (input-priced tokens)."""
+        usage_metadata = document.get("usageMetadata") or {}
+        tokens = usage_metadata.get("totalTokenCount") if isinstance(usage_metadata, Mapping) else None
+        tokens = tokens if isinstance(tokens, int) and tokens >= 0 else 0
+        name = str(document["name"])
+        create_time = _rfc3339(document.get("createTime")) or server_now
+        expire_time = _rfc3339(document.get("expireTime")) or server_now + ttl
+        model = str(document.get("model") or route.model).rsplit("/", 1)[-1] or route.model
+        entry = CacheEntry(
+            name=name,
+            model=model,
+            base_key=base_key,
+            leading=leading,
+            tokens=tokens,
+            managed=managed,
+            url=request_url.copy_with(path=f"{route.root}{name}", query=None),
+            headers=headers,
+            create_time=create_time,
+            expire_time=expire_time,
+            ttl_s=ttl,
+            accounted_until=create_time,
+            task=ctx.task if ctx is not None else None,
+            conversation=ctx.conversation if ctx is not None else None,
+        )
+        if ctx is not None:
+            metering.finish_call(
+                ctx,
+                Usage(input_tokens=tokens),
+                model=model,
+                http_status=200,
+                metadata={"cache_name": name, "cache_tokens": tokens, "managed": managed},
+            )
+        with self._lock:
+            self._entries[name] = entry
+        if self._on_entry is not None:
+            self._on_entry()
+        return entry
+
+    def _refresh(self, entry: CacheEntry) -> HttpStep[bool]:
+        """Extend the entry's life by its TTL; False if it turned out to be gone."""
+        patch = httpx2.Request(
+            "PATCH",
+            entry.url.copy_with(params={"updateMask": "ttl"}),
+            headers={**entry.headers, "content-type": "application/json"},
+            content=json.dumps({"ttl": f"{entry.ttl_s}s"}).encode(),
+        )
+        try:
+            response = yield patch
+        except Exception:
+            return True  # still alive for at least half its TTL: use it, refresh next time
+        server_now = self.clock.observe(response.headers.get("date"))
+        if response.status_code in (403, 404):
+            self.drop(entry, at=server_now)
+            return False
+        document = _json_or_none(response)
+        if response.status_code < 400 and isinstance(document, Mapping):
+            entry.expire_time = _rfc3339(document.get("expireTime")) or server_now + entry.ttl_s
+        return True
+
+    def _leave(self, entry: CacheEntry, lineage_key: str) -> HttpStep[None]:
+        """A conversation moved to another prefix: delete the entry if nobody else reads it."""
+        with self._lock:
+            entry.lineages.discard(lineage_key)
+            orphan = entry.managed and not entry.lineages and self._entries.get(entry.name) is entry
+            if orphan:
+                del self._entries[entry.name]
+        if orphan:
+            yield from self._delete(entry)
+
+    def _delete(self, entry: CacheEntry) -> HttpStep[None]:
+        end = entry.expire_time
+        try:
+            response = yield httpx2.Request("DELETE", entry.url, headers=entry.headers)
+            if response.status_code < 400 or response.status_code == 404:
+                end = self.clock.observe(response.headers.get("date"))
+            else:
+                log.warning(
+                    "cache.delete_failed",
+                    provider=PROVIDER,
+                    cache=entry.name,
+                    http_status=response.status_code,
+                )
+        except Exception as exc:
+            log.warning("cache.delete_failed", provider=PROVIDER, cache=entry.name, error=type(exc).__name__)
+        log.info("cache.deleted", provider=PROVIDER, cache=entry.name)
+        self._publish_retired([(entry, end)])
+
+    def drop(self, entry: CacheEntry, *, at: float | None = None) -> None:
+        """Forget an entry the server no longer has (expired or deleted elsewhere)."""
+        with self._lock:
+            if self._entries.get(entry.name) is not entry:
+                return
+            del self._entries[entry.name]
+        self._publish_retired([(entry, self.clock.now() if at is None else at)])
+
+    def close(self) -> HttpStep[None]:
+        """Delete every managed entry; bill each entry's storage to its deletion (or expiry)."""
+        with self._lock:
+            entries = list(self._entries.values())
+            self._entries.clear()
+            self.closed = True
+        now = self.clock.now()
+        for entry in entries:
+            if entry.managed and entry.expire_time - now > 0:
+                yield from self._delete(entry)
+            else:  # the caller's own caches live on until they expire: that storage is owed
+                self._publish_retired([(entry, entry.expire_time)])
+
+    # -- after a response ------------------------------------------------------------------------
+    def observe_call(
+        self, plan: CachePlan, entry: CacheEntry | None, usage: Usage, server_time: float, task: Task | None
+    ) -> None:
+        """Learn from one finished request: gaps, implicit hits, entry use; bill storage on task change."""
+        stats = self._stats_for(plan)
+        with self._lock:
+            if stats.last_seen is not None and server_time >= stats.last_seen:
+                gap = server_time - stats.last_seen
+                stats.max_gap_s = max(stats.max_gap_s, gap)
+                stats.total_gap_s += gap
+                stats.gaps += 1
+            repeat = stats.seen > 0
+            stats.seen += 1
+            stats.last_seen = server_time
+            if entry is None and repeat and stats.tokens:
+                stats.implicit_cached += min(usage.cache_read_tokens, stats.tokens)
+                stats.implicit_prompt += stats.tokens
+            if entry is not None:
+                entry.uses += 1
+                if entry.tokens and not entry.leading:
+                    stats.tokens = entry.tokens
+                switched = entry.task is not task
+        if entry is not None and switched:
+            self._accrue(entry, server_time)
+            entry.task = task
+
+    def observe_user_cache(
+        self,
+        route: GeminiRoute,
+        method: str,
+        request_url: httpx2.URL,
+        document: Any,
+        server_now: float,
+        ctx: CallContext | None,
+    ) -> None:
+        """Track a cache the caller manages through ``client.caches``: creation, TTL changes, deletion."""
+        name = f"{route.parent}cachedContents/{route.cache_id}" if route.cache_id else None
+        if method == "POST" and isinstance(document, Mapping) and document.get("name"):
+            self._register(
+                document,
+                route,
+                ctx,
+                managed=False,
+                server_now=server_now,
+                ttl=0,
+                base_key="",
+                leading=(),
+                headers={},
+                request_url=request_url,
+            )
+            return
+        with self._lock:
+            entry = self._entries.get(name) if name else None
+        if entry is None:
+            return
+        if method == "DELETE":
+            self.drop(entry, at=server_now)
+        elif isinstance(document, Mapping):
+            expire = _rfc3339(document.get("expireTime"))
+            if expire is not None:
+                entry.expire_time = expire
+
+    # -- storage ---------------------------------------------------------------------------------
+    def _publish_retired(self, retired: Sequence[tuple[CacheEntry, float]]) -> None:
+        for entry, end in retired:
+            self._accrue(entry, end)
+
+    def _accrue(self, entry: CacheEntry, until: float) -> None:
+        """Bill storage from ``accounted_until`` to ``until`` (never past expiry) to ``entry.task``."""
+        with self._lock:  # one span is billed once, whichever thread gets here first
+            start = entry.accounted_until
+            end = max(min(until, entry.expire_time), start)
+            entry.accounted_until = end
+            task = entry.task
+        seconds = end - start
+        if seconds <= 0 or not entry.tokens:
+            return
+        try:
+            hours = Decimal(str(round(seconds, 6))) / _HOUR
+            cost = pricing.storage_cost(entry.tokens, hours, entry.model, PROVIDER)
+            record = CallRecord(
+                id=uuid.uuid4().hex,
+                provider=PROVIDER,
+                model=entry.model,
+                operation="cache.storage",
+                started_at=datetime.fromtimestamp(start, UTC),
+                duration_s=seconds,
+                usage=Usage(),
+                cost=cost,
+                cost_breakdown=None if cost is None else CostBreakdown(storage=cost),
+                task_id=task.id if task is not None else None,
+                task_name=task.name if task is not None else None,
+                conversation=entry.conversation,
+                metadata={
+                    "cache_name": entry.name,
+                    "cache_tokens": entry.tokens,
+                    "storage_hours": str(hours),
+                    "managed": entry.managed,
+                },
+            )
+        except Exception as exc:
+            log.error("meter.failed", stage="cache.storage", error=type(exc).__name__, detail=str(exc)[:200])
+            return
+        metering.publish_call(record, task)
+
+
+def economics_for(model: str) -> CacheEconomics | None:
+    """The model's input, cache-read and storage rates, or None if any is unknown."""
+    try:
+        rates = pricing.rates_for(model, PROVIDER)
+        if rates is None or rates.cache_storage is None:
+            return None
+        return CacheEconomics(
+            input=rates.input.base, cache_read=rates.cache_read.base, storage_per_hour=rates.cache_storage
+        )
+    except Exception as exc:
+        log.error("price.failed", model=model, error=type(exc).__name__, detail=str(exc)[:200])
+        return None
+
+
+def _json_or_none(response: httpx2.Response) -> Any:
+    try:
+        return response.json()
+    except Exception:
+        return None
+
+
+def _error_message(document: Any) -> str | None:
+    if isinstance(document, Mapping) and isinstance(document.get("error"), Mapping):
+        message = document["error"].get("message")
+        return str(message)[:200] if message is not None else None
+    return None

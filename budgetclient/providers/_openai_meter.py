@@ -1,0 +1,464 @@
+"""The OpenAI meter: prepares each model request, admits it, and records what its body reports.
+
+One ``OpenAIMeter`` belongs to one instrumented client and all of its copies. Per HTTP attempt:
+
+1. ``begin`` rewrites the JSON body (``include_usage``, ``prompt_cache_key``, breakpoint; see
+   `_openai_cache`), checks the stable prefix for drift (``PrefixDriftError`` before sending with
+   ``drift="raise"``) and opens a metering context (``BudgetExceeded`` before sending);
+2. ``observe`` taps the response body as the SDK reads it (plain, raw, streaming responses and
+   stream helpers alike) and hides the usage-only chunk when budgetclient asked for it;
+3. ``record`` turns the folded usage into a call record. Retries and failed attempts are records
+   of their own; a stream cut short is recorded ``incomplete`` with what arrived.
+
+Background responses (``background=True``) bill when they finish: the usage read by a later
+``GET /responses/{id}`` goes to the task that created the response, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx2
+import structlog
+
+from .. import metering
+from ..drift import PrefixDrift
+from ..errors import PrefixDriftError
+from ..lineage import current_conversation, lineage_key
+from ..metering import CallContext
+from ..options import ClientOptions
+from ..tasks import Task, current_task
+from ..usage import CallStatus, Usage
+from ._openai_cache import (
+    CHAT,
+    COMPACT,
+    COMPLETIONS,
+    RESPONSES,
+    PreparedRequest,
+    Segment,
+    background_poll,
+    classify,
+    prepare_request,
+    prompt_cache_key_for,
+)
+from ._openai_drift import announce_drift, drift_fields, explain_prefix_drift, merge_diagnostics
+from ._openai_stream import hide_usage_chunk
+from ._openai_usage import usage_from_chat, usage_from_responses
+from ._sse import BodyObserver, tap_response
+
+__all__ = ["PROVIDER", "OpenAIMeter"]
+
+log = structlog.get_logger("budgetclient")
+
+PROVIDER = "openai"
+_MAX_LINEAGES = 4096
+_TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+_PENDING_STATUSES = ("queued", "in_progress")
+
+
+@dataclass(slots=True)
+class _Lineage:
+    """What budgetclient remembers of the previous successful call of one conversation."""
+
+    key: str
+    prefix: tuple[Segment, ...] | None = None
+    prefix_hash: str | None = None
+    response_id: str | None = None
+    last_call_at: float | None = None
+    gap_s: float | None = None
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One HTTP attempt in flight."""
+
+    operation: str
+    request: httpx2.Request
+    ctx: CallContext
+    prepared: PreparedRequest | None
+    lineage: _Lineage | None
+    started: float
+    raw_estimate: int = 0
+    """Uncalibrated input-token estimate made for the budget check (0 when none was needed)."""
+    poll: str | None = None
+    """For ``GET /responses/{id}`` of a background response: its id."""
+
+
+class OpenAIMeter:
+    """budgetclient's state for one OpenAI client and all its copies: options and conversations."""
+
+    def __init__(self, options: ClientOptions | None = None) -> None:
+        self.options = options or ClientOptions()
+        self.client_key = f"{id(self):x}"
+        self._lineages: OrderedDict[str, _Lineage] = OrderedDict()
+        self._background: OrderedDict[str, tuple[Task | None, str]] = OrderedDict()
+        """Background responses still running: id -> (task that created it, model)."""
+        self._lock = threading.Lock()
+
+    def _lineage(self, key: str) -> _Lineage:
+        with self._lock:
+            state = self._lineages.get(key)
+            if state is None:
+                state = self._lineages[key] = _Lineage(key)
+                while len(self._lineages) > _MAX_LINEAGES:
+                    self._lineages.popitem(last=False)
+            else:
+                self._lineages.move_to_end(key)
+            return state
+
+    # -- before sending ------------------------------------------------------------------------
+    def begin(self, request: httpx2.Request) -> _Attempt | None:
+        """Prepare and admit one attempt; None when the request is not a model request.
+
+        Raises only ``BudgetExceeded`` and (with ``drift="raise"``) ``PrefixDriftError``.
+        """
+        operation = classify(request.method, request.url.path)
+        if operation is None:
+            return self._poll(request)
+        attempt_no = _retries_taken(request)
+        body: Mapping[str, Any] | None = None
+        try:
+            document = json.loads(request.content) if request.content else None
+            body = document if isinstance(document, Mapping) else None
+        except Exception:  # a multipart or unread body: metered, not prepared
+            body = None
+        model = str(body.get("model") or "") if body is not None else ""
+        prepared: PreparedRequest | None = None
+        lineage: _Lineage | None = None
+        drift: PrefixDrift | None = None
+        if body is not None and operation in (CHAT, RESPONSES, COMPLETIONS):
+            try:
+                prepared, lineage, drift = self._prepare(body, operation, model)
+            except Exception as exc:  # preparation must never cost the user a request
+                log.error(
+                    "cache.prepare_failed",
+                    provider=PROVIDER,
+                    model=model,
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200],
+                )
+        if drift is not None and self.options.drift == "raise":
+            log.warning("cache.drift", provider=PROVIDER, model=model, action="raised", **drift_fields(drift))
+            raise PrefixDriftError(drift)
+        send_body: Mapping[str, Any] | None = prepared.body if prepared is not None else body
+        send = request
+        if prepared is not None and prepared.changed:
+            try:
+                send = _with_body(request, prepared.body)
+            except Exception as exc:
+                log.error("cache.rewrite_failed", provider=PROVIDER, error=type(exc).__name__)
+                prepared, send_body = None, body
+        raw_estimate = [0]
+
+        def estimate() -> int:
+            from ..tokens import estimate_request
+
+            assert send_body is not None
+            result = estimate_request(PROVIDER, send_body, model)
+            raw_estimate[0] = result.raw_tokens
+            return result.tokens
+
+        ctx = metering.begin_call(
+            PROVIDER,
+            model,
+            operation,
+            estimated_input_tokens=estimate if send_body is not None else None,
+            stream=bool(body.get("stream")) if body is not None else False,
+            attempt=attempt_no,
+            request_bytes=len(send.content) if _has_content(send) else 0,
+            conversation=lineage.key if lineage is not None else None,
+        )
+        if prepared is not None:
+            ctx.prefix_hash = prepared.prefix_hash
+            ctx.drift = drift
+            if prepared.breakpoints:
+                ctx.metadata["breakpoints"] = list(prepared.breakpoints)
+            if prepared.prompt_cache_key is not None:
+                ctx.metadata["prompt_cache_key"] = prepared.prompt_cache_key
+        if drift is not None and self.options.drift == "warn" and attempt_no == 0:
+            announce_drift(drift, model)
+        return _Attempt(operation, send, ctx, prepared, lineage, time.time(), raw_estimate[0])
+
+    def _poll(self, request: httpx2.Request) -> _Attempt | None:
+        """A retrieve of a background response: its usage belongs to the task that created it."""
+        response_id = background_poll(request.method, request.url.path)
+        if response_id is None:
+            return None
+        with self._lock:
+            pending = self._background.get(response_id)
+        if pending is None:
+            return None
+        task, model = pending
+        ctx = CallContext(
+            provider=PROVIDER,
+            model=model,
+            operation=RESPONSES,
+            task=task,
+            started_at=datetime.now(UTC),
+            t0=time.monotonic(),
+            stream=request.url.params.get("stream") == "true",
+            metadata={"background": True},
+        )
+        return _Attempt(RESPONSES, request, ctx, None, None, time.time(), poll=response_id)
+
+    def _prepare(
+        self, body: Mapping[str, Any], operation: str, model: str
+    ) -> tuple[PreparedRequest, _Lineage, PrefixDrift | None]:
+        task = current_task()
+        conversation = current_conversation()
+        # Chat Completions and Responses keep separate conversations, even for one model and task
+        client_key = f"{self.client_key}/{operation}"
+        task_id = task.id if task else None
+        lineage = self._lineage(lineage_key(client_key, PROVIDER, model, task_id, conversation))
+        now = time.time()
+        gap = now - lineage.last_call_at if lineage.last_call_at is not None else lineage.gap_s
+        prepared = prepare_request(
+            body,
+            operation,
+            self.options,
+            cache_key=prompt_cache_key_for(model, task.name if task else None, conversation),
+            previous_response_id=lineage.response_id,
+            gap_s=gap,
+            count_tokens=lambda prefix_body: _estimate_tokens(prefix_body, model),
+        )
+        drift = None
+        if (
+            self.options.drift != "off"
+            and lineage.prefix is not None
+            and prepared.prefix_hash != lineage.prefix_hash
+        ):
+            drift = explain_prefix_drift(lineage.prefix, prepared.prefix, model)
+        return prepared, lineage, drift
+
+    # -- after the attempt ---------------------------------------------------------------------
+    def failed(self, attempt: _Attempt, exc: BaseException) -> None:
+        """The attempt raised before a response arrived (connection error, timeout, cancel)."""
+        if attempt.poll is not None:
+            return  # a failed poll bills nothing; the response stays pending
+        interrupted = isinstance(exc, (KeyboardInterrupt, GeneratorExit, asyncio.CancelledError))
+        status: CallStatus = "incomplete" if interrupted else "error"
+        metering.finish_call(attempt.ctx, Usage(), status=status, error=type(exc).__name__)
+
+    def observe(self, attempt: _Attempt, response: httpx2.Response, *, is_async: bool) -> None:
+        """Record the attempt once its body has been read; never raises."""
+        status = response.status_code
+        try:
+            if status >= 400 and attempt.poll is not None:
+                return
+            if status >= 400:
+                metering.finish_call(
+                    attempt.ctx, Usage(), status="error", http_status=status, error=f"HTTP {status}"
+                )
+                return
+            sse = "text/event-stream" in response.headers.get("content-type", "")
+            tap_response(response, _UsageObserver(self, attempt, status, sse))
+            if sse and attempt.prepared is not None and attempt.prepared.hide_usage_chunk:
+                hide_usage_chunk(response, is_async=is_async)
+        except Exception as exc:
+            log.error("meter.failed", stage="openai.tap", error=type(exc).__name__, detail=str(exc)[:200])
+            metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=status)
+
+    def record(
+        self,
+        attempt: _Attempt,
+        usage_fields: Mapping[str, Any] | None,
+        message: Mapping[str, Any],
+        *,
+        status: CallStatus,
+        http_status: int,
+        error: str | None,
+    ) -> None:
+        """Turn what the body said into a call record; a successful call updates its lineage."""
+        try:
+            response_id = message.get("id")
+            response_status = message.get("status")
+            if not self._settle_background(attempt, response_id, response_status, status):
+                return
+            if attempt.operation in (RESPONSES, COMPACT):
+                usage = usage_from_responses(usage_fields)
+            else:
+                usage = usage_from_chat(usage_fields)
+            if usage_fields is None and response_status in _PENDING_STATUSES:
+                usage = Usage()  # a background response bills when it finishes (see ``_poll``)
+            drift = attempt.ctx.drift
+            diagnostics = message.get("prompt_cache_diagnostics")
+            if isinstance(diagnostics, Mapping):
+                merged = merge_diagnostics(drift, diagnostics, attempt.ctx.model)
+                if merged is not None and drift is None and self.options.drift == "warn":
+                    announce_drift(merged, attempt.ctx.model)
+                drift = merged
+            if status == "ok" and attempt.lineage is not None and attempt.prepared is not None:
+                self._commit(attempt.lineage, attempt.prepared, message, attempt.started)
+            if status == "ok" and attempt.raw_estimate and usage.input_tokens:
+                _calibrate(attempt.ctx.model, attempt.raw_estimate, usage.input_tokens)
+            tier = message.get("service_tier")
+            metering.finish_call(
+                attempt.ctx,
+                usage,
+                status=status,
+                model=str(message.get("model") or attempt.ctx.model) or None,
+                http_status=http_status,
+                error=error,
+                response_id=response_id if isinstance(response_id, str) else None,
+                service_tier=tier if isinstance(tier, str) else None,
+                drift=drift,
+                metadata={"response_status": response_status} if isinstance(response_status, str) else None,
+            )
+        except Exception as exc:
+            log.error("meter.failed", stage="openai.record", error=type(exc).__name__, detail=str(exc)[:200])
+
+    def _settle_background(
+        self, attempt: _Attempt, response_id: Any, response_status: Any, status: str
+    ) -> bool:
+        """Track background responses; False when this body must not be recorded.
+
+        Not recorded: a failed poll, a poll of a response still running, or of one already recorded.
+        """
+        if attempt.poll is not None:
+            if status != "ok" or response_status in _PENDING_STATUSES:
+                return False
+            with self._lock:
+                return self._background.pop(attempt.poll, None) is not None
+        queued = isinstance(response_id, str) and response_status in _PENDING_STATUSES
+        if attempt.operation == RESPONSES and queued:
+            with self._lock:
+                self._background[response_id] = (attempt.ctx.task, attempt.ctx.model)
+                while len(self._background) > _MAX_LINEAGES:
+                    self._background.popitem(last=False)
+        return True
+
+    def _commit(
+        self, lineage: _Lineage, prepared: PreparedRequest, message: Mapping[str, Any], at: float
+    ) -> None:
+        with self._lock:
+            if lineage.last_call_at is not None:
+                lineage.gap_s = at - lineage.last_call_at
+            lineage.last_call_at = at
+            lineage.prefix = prepared.prefix
+            lineage.prefix_hash = prepared.prefix_hash
+            response_id = message.get("id")
+            if isinstance(response_id, str) and response_id.startswith("resp"):
+                lineage.response_id = response_id
+
+
+class _UsageObserver(BodyObserver):
+    """Folds one response body (JSON, chat chunks or Responses events) into one call record."""
+
+    def __init__(self, meter: OpenAIMeter, attempt: _Attempt, http_status: int, sse: bool) -> None:
+        self.mode = "sse" if sse else "json"
+        self._meter = meter
+        self._attempt = attempt
+        self._http_status = http_status
+        self._usage: Mapping[str, Any] | None = None
+        self._message: dict[str, Any] = {}
+        self._failure: str | None = None
+        self._lock = threading.Lock()
+        self._done = False
+
+    def on_event(self, event: str | None, data: str) -> None:
+        if data.startswith("[DONE]"):
+            self._finish(True)
+            return
+        document = json.loads(data)
+        if not isinstance(document, Mapping):
+            return
+        kind = document.get("type")
+        if isinstance(kind, str) and kind.startswith("response."):
+            response = document.get("response")
+            if isinstance(response, Mapping):
+                self._take(response)
+            if kind in _TERMINAL_EVENTS:
+                if kind == "response.failed":
+                    self._failure = _failure(response)
+                self._finish(True)
+        elif kind == "error" or event == "error":
+            self._failure = "stream error event"
+        else:  # a chat or legacy completions chunk
+            self._take(document)
+
+    def on_json(self, document: Any) -> None:
+        if isinstance(document, Mapping):
+            self._take(document)
+
+    def on_done(self, complete: bool, error: BaseException | None) -> None:
+        # a Responses stream is whole only with its terminal event (which finishes earlier)
+        self._finish(complete and not (self.mode == "sse" and self._attempt.operation == RESPONSES), error)
+
+    def _take(self, document: Mapping[str, Any]) -> None:
+        for key in ("id", "model", "service_tier", "status", "prompt_cache_diagnostics"):
+            if document.get(key) is not None:
+                self._message[key] = document[key]
+        usage = document.get("usage")
+        if isinstance(usage, Mapping):
+            self._usage = usage  # cumulative: the last report wins, never a sum
+
+    def _finish(self, complete: bool, error: BaseException | None = None) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        status: CallStatus = "error" if self._failure else ("ok" if complete else "incomplete")
+        detail = self._failure or (type(error).__name__ if error is not None and not complete else None)
+        self._meter.record(
+            self._attempt,
+            self._usage,
+            self._message,
+            status=status,
+            http_status=self._http_status,
+            error=detail,
+        )
+
+
+def _failure(response: Any) -> str:
+    if isinstance(response, Mapping) and isinstance(response.get("error"), Mapping):
+        code = response["error"].get("code")
+        return f"response.failed: {code}" if code else "response.failed"
+    return "response.failed"
+
+
+def _retries_taken(request: httpx2.Request) -> int:
+    try:
+        return max(int(request.headers.get("x-stainless-retry-count", "0")), 0)
+    except ValueError:
+        return 0
+
+
+def _has_content(request: httpx2.Request) -> bool:
+    try:
+        request.content  # noqa: B018 - raises RequestNotRead for unread streaming bodies
+    except httpx2.RequestNotRead:
+        return False
+    return True
+
+
+def _with_body(request: httpx2.Request, body: Mapping[str, Any]) -> httpx2.Request:
+    """A copy of ``request`` with a new JSON body (and Content-Length)."""
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    headers = httpx2.Headers(
+        [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
+    )
+    headers["Content-Length"] = str(len(content))
+    return httpx2.Request(
+        request.method, request.url, headers=headers, content=content, extensions=request.extensions
+    )
+
+
+def _estimate_tokens(body: Mapping[str, Any], model: str) -> int:
+    from ..tokens import estimate_tokens
+
+    return int(estimate_tokens(PROVIDER, body, model))
+
+
+def _calibrate(model: str, raw_estimate: int, reported: int) -> None:
+    """Teach the pre-call estimator what OpenAI actually counted (budget checks get sharper)."""
+    from ..tokens import calibrate
+
+    calibrate(PROVIDER, model, raw_estimate, reported)

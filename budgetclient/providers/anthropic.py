@@ -1,0 +1,445 @@
+"""Anthropic: hook (SDK middleware), request preparation, and usage from responses and streams.
+
+anthropic 2.x runs client middleware once per HTTP attempt for every call style (create,
+stream helpers, raw/streaming responses, beta, batches, tool runners, ``with_options`` copies),
+which is the seam used here: no monkey-patching, and the caller gets the SDK's own objects.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anthropic
+import httpx2
+import structlog
+from anthropic import APIRequest, Middleware
+
+from .. import metering
+from ..drift import PrefixDrift, notify_drift
+from ..errors import PrefixDriftError, PrefixDriftWarning
+from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
+from ..metering import CallContext
+from ..options import ClientOptions, split_client_options
+from ..tasks import current_task
+from ..usage import Usage
+from ._anthropic_cache import PreparedRequest, observe_response, prepare_request
+from ._sse import BodyObserver, tap_response
+
+__all__ = ["Anthropic", "AsyncAnthropic", "BudgetMiddleware", "usage_from_anthropic", "wrap_anthropic"]
+
+log = structlog.get_logger("budgetclient")
+
+PROVIDER = "anthropic"
+_MESSAGES_PATH = "/v1/messages"
+_BATCHES_PREFIX = "/v1/messages/batches/"
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def usage_from_anthropic(usage: Mapping[str, Any] | None) -> Usage:
+    """Normalise an Anthropic ``usage`` object: its ``input_tokens`` excludes cache tokens."""
+    if not usage:
+        return Usage(requests=1)
+    read = _int(usage.get("cache_read_input_tokens"))
+    write = _int(usage.get("cache_creation_input_tokens"))
+    creation = usage.get("cache_creation")
+    long_write = _int(creation.get("ephemeral_1h_input_tokens")) if isinstance(creation, Mapping) else 0
+    if isinstance(creation, Mapping) and not write:
+        write = long_write + _int(creation.get("ephemeral_5m_input_tokens"))
+    details = usage.get("output_tokens_details")
+    thinking = _int(details.get("thinking_tokens")) if isinstance(details, Mapping) else 0
+    output = _int(usage.get("output_tokens"))
+    return Usage(
+        input_tokens=_int(usage.get("input_tokens")) + read + write,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        cache_write_long_tokens=min(long_write, write),
+        output_tokens=output,
+        reasoning_tokens=min(thinking, output),
+        requests=1,
+    )
+
+
+def _fold_stream_usage(current: dict[str, Any], delta: Mapping[str, Any]) -> None:
+    """``message_delta`` usage is cumulative: present fields overwrite (never add)."""
+    for key, value in delta.items():
+        if value is not None:
+            current[key] = value
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One attempt in flight: what was sent and the metering context it belongs to."""
+
+    request: APIRequest
+    ctx: CallContext
+    prepared: PreparedRequest | None
+    state: LineageState | None
+
+
+class _MessageObserver(BodyObserver):
+    """Folds a Messages response (JSON or SSE) into one call record."""
+
+    def __init__(self, middleware: BudgetMiddleware, plan: _Plan, http_status: int, sse: bool) -> None:
+        self.mode = "sse" if sse else "json"
+        self._mw = middleware
+        self._plan = plan
+        self._http_status = http_status
+        self._usage: dict[str, Any] = {}
+        self._message: dict[str, Any] = {}
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._done = False
+
+    def on_event(self, event: str | None, data: str) -> None:
+        if event == "message_start":
+            message = json.loads(data).get("message") or {}
+            self._message = {k: message.get(k) for k in ("id", "model", "diagnostics")}
+            _fold_stream_usage(self._usage, message.get("usage") or {})
+        elif event == "message_delta":
+            _fold_stream_usage(self._usage, json.loads(data).get("usage") or {})
+        elif event == "message_stop":
+            self._stopped = True
+            self._finish(True)
+
+    def on_json(self, document: Any) -> None:
+        if isinstance(document, Mapping):
+            self._message = dict(document)
+            self._usage = dict(document.get("usage") or {})
+            self._stopped = True
+
+    def on_done(self, complete: bool, error: BaseException | None) -> None:
+        self._finish(complete and self._stopped, error)
+
+    def _finish(self, complete: bool, error: BaseException | None = None) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._mw._record(self._plan, self._usage, self._message, complete, self._http_status, error)
+
+
+class BudgetMiddleware(Middleware):
+    """The budgetclient middleware: placement, drift check, budget, and metering per attempt."""
+
+    def __init__(
+        self,
+        options: ClientOptions | None = None,
+        *,
+        diagnostics: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.options = options or ClientOptions()
+        self.diagnostics = diagnostics
+        self.clock = clock
+        """Wall clock used for TTL decisions (gaps between calls); a fake clock in simulations."""
+        self.client_key = f"{id(self):x}"
+        self.lineages = LineageRegistry()
+        self._seen_batch_results: set[tuple[str, str]] = set()
+        self._seen_lock = threading.Lock()
+
+    # -- the middleware protocol -------------------------------------------------------------
+    def handle(self, request: APIRequest, call_next: Callable[[APIRequest], Any]) -> Any:
+        plan = self._before(request)
+        if plan is None:
+            return call_next(request)
+        try:
+            response = call_next(plan.request)
+        except BaseException as exc:
+            self._failed(plan, exc)
+            raise
+        self._after(plan, response)
+        return response
+
+    async def handle_async(
+        self, request: APIRequest, call_next: Callable[[APIRequest], Awaitable[Any]]
+    ) -> Any:
+        plan = self._before(request)
+        if plan is None:
+            return await call_next(request)
+        try:
+            response = await call_next(plan.request)
+        except BaseException as exc:
+            self._failed(plan, exc)
+            raise
+        self._after(plan, response)
+        return response
+
+    # -- before sending ----------------------------------------------------------------------
+    def _before(self, request: APIRequest) -> _Plan | None:
+        path = request.url.split("?", 1)[0]
+        method = request.method.lower()
+        if method == "get" and path.startswith(_BATCHES_PREFIX) and path.endswith("/results"):
+            ctx = metering.begin_call(PROVIDER, "", "batch", attempt=request.retries_taken)
+            return _Plan(request=request, ctx=ctx, prepared=None, state=None)
+        if method != "post" or path != _MESSAGES_PATH or not isinstance(request.json, Mapping):
+            return None
+        body: Mapping[str, Any] = request.json
+        model = str(body.get("model") or "")
+        t = current_task()
+        state: LineageState | None = None
+        prepared: PreparedRequest | None = None
+        try:
+            key = lineage_key(self.client_key, PROVIDER, model, t.id if t else None, current_conversation())
+            state = self.lineages.get(key)
+            prepared = prepare_request(
+                body,
+                cache=self.options.cache,
+                cache_ttl=self.options.cache_ttl,
+                drift=self.options.drift,
+                state=state,
+                now=self.clock(),
+                diagnostics=self.diagnostics,
+            )
+        except Exception as exc:  # placement must never cost the user a request
+            log.error("cache.prepare_failed", model=model, error=type(exc).__name__, detail=str(exc)[:200])
+            prepared = None
+        drift = prepared.drift if prepared is not None else None
+        if drift is not None and self.options.drift == "raise":
+            log.warning("cache.drift", model=model, action="raised", **_drift_fields(drift))
+            raise PrefixDriftError(drift)
+        send_body: Mapping[str, Any] = prepared.body if prepared is not None else body
+        ctx = metering.begin_call(
+            PROVIDER,
+            model,
+            "messages",
+            estimated_input_tokens=lambda: _estimate_tokens(send_body),
+            stream=bool(body.get("stream")) or request.stream,
+            attempt=request.retries_taken,
+            conversation=(state.key if state is not None else None),
+        )
+        if prepared is not None:
+            ctx.prefix_hash = prepared.prefix_hash
+            ctx.drift = drift
+            if prepared.breakpoints:
+                ctx.metadata["breakpoints"] = list(prepared.breakpoints)
+        if drift is not None and self.options.drift == "warn" and request.retries_taken == 0:
+            _announce_drift(drift, model)
+        if prepared is not None and prepared.body is not body:
+            request = request.copy(body=prepared.body)
+        return _Plan(request=request, ctx=ctx, prepared=prepared, state=state)
+
+    # -- after the attempt -------------------------------------------------------------------
+    def _failed(self, plan: _Plan, exc: BaseException) -> None:
+        if plan.ctx.operation == "batch":
+            return  # reading results failed: nothing was billed by this request
+        status = "incomplete" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "error"
+        metering.finish_call(plan.ctx, Usage(), status=status, error=type(exc).__name__)
+
+    def _after(self, plan: _Plan, response: Any) -> None:
+        try:
+            http_response: httpx2.Response = response.http_response
+        except AttributeError:  # another middleware short-circuited with a model
+            metering.finish_call(plan.ctx, Usage(), status="ok", error="no-http-response")
+            return
+        status = http_response.status_code
+        if status >= 400:
+            if plan.ctx.operation == "batch":
+                return
+            metering.finish_call(
+                plan.ctx, Usage(), status="error", http_status=status, error=f"HTTP {status}"
+            )
+            return
+        try:
+            if plan.ctx.operation == "batch":
+                batch_id = plan.request.url.split("?", 1)[0][len(_BATCHES_PREFIX) :].split("/", 1)[0]
+                tap_response(http_response, _JSONLBatchObserver(self, batch_id, plan.ctx))
+                return
+            sse = "text/event-stream" in http_response.headers.get("content-type", "")
+            tap_response(http_response, _MessageObserver(self, plan, status, sse))
+        except Exception as exc:
+            log.error("meter.failed", stage="tap", error=type(exc).__name__, detail=str(exc)[:200])
+            metering.finish_call(plan.ctx, Usage(requests=1), status="incomplete", http_status=status)
+
+    def _record(
+        self,
+        plan: _Plan,
+        usage_fields: Mapping[str, Any],
+        message: Mapping[str, Any],
+        complete: bool,
+        http_status: int,
+        error: BaseException | None,
+    ) -> None:
+        try:
+            usage = usage_from_anthropic(usage_fields) if usage_fields or complete else Usage(requests=1)
+            drift = plan.ctx.drift
+            if plan.prepared is not None and plan.state is not None and complete:
+                try:
+                    merged = observe_response(plan.state, plan.prepared, usage, message, now=self.clock())
+                    if merged is not None and merged is not drift:
+                        if drift is None and self.options.drift == "warn":
+                            _announce_drift(merged, plan.ctx.model)
+                        drift = merged
+                except Exception as exc:
+                    log.error("cache.observe_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            tier = usage_fields.get("service_tier") if isinstance(usage_fields, Mapping) else None
+            metering.finish_call(
+                plan.ctx,
+                usage,
+                status="ok" if complete else "incomplete",
+                model=str(message.get("model") or plan.ctx.model) or None,
+                http_status=http_status,
+                error=None if error is None else type(error).__name__,
+                response_id=message.get("id") if isinstance(message.get("id"), str) else None,
+                service_tier=tier if isinstance(tier, str) else None,
+                drift=drift,
+            )
+        except Exception as exc:
+            log.error(
+                "meter.failed", stage="anthropic.record", error=type(exc).__name__, detail=str(exc)[:200]
+            )
+
+    def _record_batch_results(self, batch_id: str, ctx: CallContext, results: Sequence[Any]) -> None:
+        for item in results:
+            try:
+                if not isinstance(item, Mapping):
+                    continue
+                result = item.get("result") or {}
+                if result.get("type") != "succeeded":
+                    continue
+                custom_id = str(item.get("custom_id"))
+                with self._seen_lock:
+                    if (batch_id, custom_id) in self._seen_batch_results:
+                        continue  # results read twice are billed once
+                    self._seen_batch_results.add((batch_id, custom_id))
+                message = result.get("message") or {}
+                one = CallContext(
+                    provider=PROVIDER,
+                    model=str(message.get("model") or ""),
+                    operation="batch",
+                    task=ctx.task,
+                    started_at=ctx.started_at,
+                    t0=ctx.t0,
+                    attempt=ctx.attempt,
+                )
+                metering.finish_call(
+                    one,
+                    usage_from_anthropic(message.get("usage")),
+                    batch=True,
+                    response_id=message.get("id"),
+                    metadata={"batch_id": batch_id, "custom_id": custom_id},
+                )
+            except Exception as exc:
+                log.error("meter.failed", stage="batch", error=type(exc).__name__, detail=str(exc)[:200])
+
+
+class _JSONLBatchObserver(BodyObserver):
+    """JSON Lines body of ``GET /v1/messages/batches/{id}/results``."""
+
+    mode = "lines"
+
+    def __init__(self, middleware: BudgetMiddleware, batch_id: str, ctx: CallContext) -> None:
+        self._mw = middleware
+        self._batch_id = batch_id
+        self._ctx = ctx
+
+    def on_line(self, line: str) -> None:
+        try:
+            document = json.loads(line)
+        except ValueError:
+            return
+        self._mw._record_batch_results(self._batch_id, self._ctx, [document])
+
+
+def _estimate_tokens(body: Mapping[str, Any]) -> int:
+    from ..tokens import estimate_tokens
+
+    return estimate_tokens(PROVIDER, body)
+
+
+def _drift_fields(drift: PrefixDrift) -> dict[str, Any]:
+    return {
+        "segment": drift.segment,
+        "offset": drift.offset,
+        "cause": drift.cause,
+        "tokens_at_risk": drift.tokens_at_risk,
+        "est_extra_cost": None if drift.est_extra_cost is None else str(drift.est_extra_cost),
+        "provider_reason": drift.provider_reason,
+    }
+
+
+def _announce_drift(drift: PrefixDrift, model: str) -> None:
+    log.warning("cache.drift", provider=PROVIDER, model=model, **_drift_fields(drift))
+    notify_drift(drift)
+    warnings.warn(PrefixDriftWarning(drift), stacklevel=2)
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+
+def _with_budget_middleware(
+    middleware: Sequence[Any] | None, options: ClientOptions, *, diagnostics: bool = True
+) -> list[Any]:
+    chain = list(middleware or ())
+    if not any(isinstance(m, BudgetMiddleware) for m in chain):
+        chain.append(BudgetMiddleware(options, diagnostics=diagnostics))
+    return chain
+
+
+class Anthropic(anthropic.Anthropic):
+    """``anthropic.Anthropic`` with budgetclient's metering, placement and drift checks.
+
+    Takes the SDK's constructor arguments plus ``cache``, ``cache_ttl`` and ``drift``.
+    """
+
+    def __init__(self, *args: Any, middleware: Sequence[Any] | None = None, **kwargs: Any) -> None:
+        options, rest = split_client_options(kwargs)
+        super().__init__(*args, middleware=_with_budget_middleware(middleware, options), **rest)
+
+    @property
+    def budget_options(self) -> ClientOptions:
+        return _budget_middleware(self).options
+
+
+class AsyncAnthropic(anthropic.AsyncAnthropic):
+    """``anthropic.AsyncAnthropic`` with budgetclient's metering, placement and drift checks."""
+
+    def __init__(self, *args: Any, middleware: Sequence[Any] | None = None, **kwargs: Any) -> None:
+        options, rest = split_client_options(kwargs)
+        super().__init__(*args, middleware=_with_budget_middleware(middleware, options), **rest)
+
+    @property
+    def budget_options(self) -> ClientOptions:
+        return _budget_middleware(self).options
+
+
+def _budget_middleware(client: Any) -> BudgetMiddleware:
+    for m in getattr(client, "_middleware", ()):
+        if isinstance(m, BudgetMiddleware):
+            return m
+    raise LookupError("client is not instrumented by budgetclient")
+
+
+C = TypeVar("C")
+
+# Bedrock and Vertex strip unknown body fields differently and have no cache diagnostics.
+_NO_DIAGNOSTICS = ("AnthropicBedrock", "AnthropicVertex", "AnthropicBedrockMantle")
+
+
+def wrap_anthropic(client: C, options: ClientOptions) -> C:
+    """A copy of an Anthropic SDK client (any platform variant) with budgetclient installed."""
+    existing = [m for m in getattr(client, "_middleware", ()) if not isinstance(m, BudgetMiddleware)]
+    diagnostics = not any(type(client).__name__.endswith(n) for n in _NO_DIAGNOSTICS)
+    chain = [*existing, BudgetMiddleware(options, diagnostics=diagnostics)]
+    copy = getattr(client, "copy", None)
+    if copy is None:
+        raise TypeError(f"cannot instrument {type(client).__name__}: it has no copy(middleware=...)")
+    try:
+        return copy(middleware=chain)  # type: ignore[no-any-return]
+    except TypeError as exc:
+        raise TypeError(
+            f"cannot instrument {type(client).__name__}: this anthropic version does not accept "
+            f"middleware on copy() ({exc}); upgrade anthropic to >= 2.10"
+        ) from exc
+
+
+def anthropic_wrap(client: Any, **options: Any) -> Any:
+    return wrap_anthropic(client, ClientOptions.create(**options))

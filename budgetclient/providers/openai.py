@@ -1,0 +1,111 @@
+"""OpenAI: ``bc.OpenAI``, ``bc.AsyncOpenAI`` and ``wrap()`` for OpenAI and Azure OpenAI clients.
+
+The hook is the client's ``http_client`` (see `_openai_http`): budgetclient puts a delegating
+``httpx2`` client in front of the one the SDK would use. ``copy()`` / ``with_options()`` hand
+that same ``http_client`` to the new client, so every copy is metered too, and the client keeps
+the SDK's class, methods, return types and static types.
+
+- ``bc.OpenAI(...)`` / ``bc.AsyncOpenAI(...)``: subclasses taking the SDK's arguments plus
+  ``cache``, ``cache_ttl`` and ``drift``.
+- ``wrap_openai(client, options)``: ``client.copy(http_client=<metered>)`` for ``OpenAI``,
+  ``AsyncOpenAI``, ``AzureOpenAI`` and ``AsyncAzureOpenAI`` (anything built on the SDK's base
+  clients); the original client is left untouched.
+
+Clients built on a legacy ``httpx`` (not ``httpx2``) client cannot be instrumented: pass an
+``httpx2`` client (``openai.DefaultHttpxClient(...)``) instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import httpx2
+import openai
+
+from ..options import ClientOptions, split_client_options
+from ._openai_cache import prompt_cache_key_for
+from ._openai_http import AsyncMeteredHttpClient, MeteredHttpClient
+from ._openai_meter import OpenAIMeter
+from ._openai_usage import usage_from_chat, usage_from_openai, usage_from_responses
+
+__all__ = [
+    "AsyncOpenAI",
+    "OpenAI",
+    "OpenAIMeter",
+    "prompt_cache_key_for",
+    "usage_from_chat",
+    "usage_from_openai",
+    "usage_from_responses",
+    "wrap_openai",
+]
+
+C = TypeVar("C")
+
+_OPTION_NAMES = ("cache", "cache_ttl", "drift")
+
+
+def _instrumented(http_client: Any, options: ClientOptions | None) -> httpx2.Client | httpx2.AsyncClient:
+    """``http_client`` behind budgetclient's metering (re-using its meter if it already has one)."""
+    if isinstance(http_client, (MeteredHttpClient, AsyncMeteredHttpClient)):
+        if options is None or options == http_client.meter.options:
+            return http_client
+        http_client = http_client.inner
+    meter = OpenAIMeter(options)
+    if isinstance(http_client, httpx2.AsyncClient):
+        return AsyncMeteredHttpClient(http_client, meter)
+    if isinstance(http_client, httpx2.Client):
+        return MeteredHttpClient(http_client, meter)
+    raise TypeError(
+        f"budgetclient can only instrument OpenAI clients that use an httpx2 client, got "
+        f"{type(http_client).__module__}.{type(http_client).__qualname__}; pass "
+        "http_client=openai.DefaultHttpxClient(...) (or an httpx2.Client) instead"
+    )
+
+
+def _budget_options(client: Any) -> ClientOptions:
+    http_client = getattr(client, "_client", None)
+    if isinstance(http_client, (MeteredHttpClient, AsyncMeteredHttpClient)):
+        return http_client.meter.options
+    raise LookupError("client is not instrumented by budgetclient")
+
+
+class OpenAI(openai.OpenAI):
+    """``openai.OpenAI`` with budgetclient's metering, prompt-cache key, breakpoints and drift checks.
+
+    Takes the SDK's constructor arguments plus ``cache``, ``cache_ttl`` and ``drift``.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        ours = any(name in kwargs for name in _OPTION_NAMES)
+        options, rest = split_client_options(kwargs)
+        super().__init__(**rest)
+        self._client = _instrumented(self._client, options if ours else None)  # type: ignore[assignment]
+
+    @property
+    def budget_options(self) -> ClientOptions:
+        return _budget_options(self)
+
+
+class AsyncOpenAI(openai.AsyncOpenAI):
+    """``openai.AsyncOpenAI`` with budgetclient's metering, prompt-cache key, breakpoints and drift checks."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        ours = any(name in kwargs for name in _OPTION_NAMES)
+        options, rest = split_client_options(kwargs)
+        super().__init__(**rest)
+        self._client = _instrumented(self._client, options if ours else None)  # type: ignore[assignment]
+
+    @property
+    def budget_options(self) -> ClientOptions:
+        return _budget_options(self)
+
+
+def wrap_openai(client: C, options: ClientOptions) -> C:
+    """An instrumented copy of an OpenAI SDK client, of the same class; ``client`` is untouched."""
+    http_client = getattr(client, "_client", None)
+    copy = getattr(client, "copy", None)
+    if http_client is None or copy is None:
+        raise TypeError(f"cannot instrument {type(client).__qualname__}: it is not an openai SDK client")
+    if isinstance(http_client, (MeteredHttpClient, AsyncMeteredHttpClient)):
+        http_client = http_client.inner
+    return copy(http_client=_instrumented(http_client, options))  # type: ignore[no-any-return]

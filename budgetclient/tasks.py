@@ -1,0 +1,479 @@
+"""Task scope: which task is running, what it has spent, and whether it may spend more.
+
+A task is found through a ``contextvars.ContextVar``, so it follows asyncio tasks (each inherits
+its creator's scope) and threads started with ``contextvars.copy_context()`` or
+``task_executor()``. Calls are attributed to the task that was current when the request was made,
+even when the response (a stream) finishes later.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+import structlog
+
+from .errors import BudgetExceeded, BudgetWarning, ConfigurationError, UnenforceableBudgetWarning
+from .usage import CallRecord, CostBreakdown, Outcome, TaskRecord, Usage
+
+__all__ = [
+    "Task",
+    "add_task_end_hook",
+    "current_task",
+    "task",
+    "task_executor",
+    "track_task",
+]
+
+log = structlog.get_logger("budgetclient")
+
+_current: contextvars.ContextVar[Task | None] = contextvars.ContextVar("budgetclient_task", default=None)
+_task_end_hooks: list[Callable[[TaskRecord], None]] = []
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def current_task() -> Task | None:
+    """The innermost running task in this context, or None."""
+    return _current.get()
+
+
+def add_task_end_hook(hook: Callable[[TaskRecord], None]) -> Callable[[], None]:
+    """Call ``hook(record)`` whenever a task ends; returns a function that removes it."""
+    _task_end_hooks.append(hook)
+    return lambda: _task_end_hooks.remove(hook) if hook in _task_end_hooks else None
+
+
+def _usd(value: Decimal | float | str | None, what: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError:
+        amount = Decimal(-1)
+    if isinstance(value, bool) or not amount.is_finite() or amount < 0:
+        raise ConfigurationError(f"{what} must be a non-negative USD amount, got {value!r}")
+    return amount
+
+
+@dataclass(slots=True)
+class _Reservation:
+    amount: Decimal
+    tasks: tuple[Task, ...]
+
+    def release(self) -> None:
+        for t in self.tasks:
+            t._release(self.amount)
+
+
+class Task:
+    """A unit of agent work whose calls are metered together; see ``task()``.
+
+    Live totals are updated as each call ends; a child's calls also count in every parent.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        parent: Task | None = None,
+        budget_usd: Decimal | float | str | None = None,
+        warn_at: float | None = 0.8,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"task name must be a non-empty string, got {name!r}")
+        if warn_at is not None and not (0 < warn_at <= 1):
+            raise ConfigurationError(f"warn_at must be a fraction in (0, 1], got {warn_at!r}; e.g. warn_at=0.8")
+        self.id: str = uuid.uuid4().hex
+        self.name = name
+        self.parent = parent
+        self.budget_usd = _usd(budget_usd, "budget_usd")
+        self.warn_at = warn_at
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.outcome: Outcome | None = None
+        self.error: str | None = None
+        self.started_at = datetime.now(UTC)
+        self.ended_at: datetime | None = None
+        self._t0 = time.monotonic()
+        self._t1: float | None = None
+        self._lock = threading.Lock()
+        self._usage = Usage()
+        self._breakdown = CostBreakdown()
+        self._priced_cost = Decimal(0)
+        self._unpriced_calls = 0
+        self._calls = 0
+        self._records: list[CallRecord] = []
+        self._reserved = Decimal(0)
+        self._warned = False
+        self._unenforceable_warned: set[str] = set()
+
+    # -- outcome -----------------------------------------------------------------------------
+    def succeed(self) -> None:
+        self.outcome = "success"
+
+    def partial(self, reason: str | None = None) -> None:
+        self.outcome = "partial"
+        self.error = reason
+
+    def fail(self, reason: str | None = None) -> None:
+        self.outcome = "failure"
+        self.error = reason
+
+    # -- live totals -------------------------------------------------------------------------
+    @property
+    def usage(self) -> Usage:
+        return self._usage
+
+    @property
+    def cost(self) -> Decimal | None:
+        """USD spent so far; None if any call had no known price."""
+        with self._lock:
+            return None if self._unpriced_calls else self._priced_cost
+
+    @property
+    def spent_usd(self) -> Decimal:
+        """USD of the priced calls so far (unpriced calls count as 0 here)."""
+        return self._priced_cost
+
+    @property
+    def cost_breakdown(self) -> CostBreakdown:
+        return self._breakdown
+
+    @property
+    def calls(self) -> int:
+        return self._calls
+
+    @property
+    def cache_hit_rate(self) -> float:
+        return self._usage.cache_hit_rate
+
+    @property
+    def records(self) -> tuple[CallRecord, ...]:
+        """Per-call records of this task and its children, in the order they ended."""
+        with self._lock:
+            return tuple(self._records)
+
+    @property
+    def duration_s(self) -> float:
+        end = self._t1 if self._t1 is not None else time.monotonic()
+        return end - self._t0
+
+    @property
+    def ancestry(self) -> tuple[Task, ...]:
+        """This task followed by its parents, innermost first."""
+        chain: list[Task] = []
+        node: Task | None = self
+        while node is not None:
+            chain.append(node)
+            node = node.parent
+        return tuple(chain)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r} id={self.id[:8]} calls={self._calls} cost={self.cost} outcome={self.outcome}>"
+
+    # -- metering (called by the record pipeline) --------------------------------------------
+    def _add(self, record: CallRecord) -> None:
+        with self._lock:
+            self._usage = self._usage + record.usage
+            self._calls += 1
+            self._records.append(record)
+            if record.cost_breakdown is not None and record.cost is not None:
+                self._breakdown = self._breakdown + record.cost_breakdown
+                self._priced_cost += record.cost
+            else:
+                self._unpriced_calls += 1
+            crossed = self._crossed_warn_at()
+        if crossed:
+            self._emit_budget_warning()
+
+    def _crossed_warn_at(self) -> bool:
+        if self._warned or self.budget_usd is None or self.warn_at is None:
+            return False
+        if self._priced_cost >= self.budget_usd * Decimal(str(self.warn_at)):
+            self._warned = True
+            return True
+        return False
+
+    def _emit_budget_warning(self) -> None:
+        assert self.budget_usd is not None
+        log.warning(
+            "budget.warning",
+            task=self.name,
+            task_id=self.id,
+            spent_usd=str(self._priced_cost),
+            budget_usd=str(self.budget_usd),
+            warn_at=self.warn_at,
+        )
+        warnings.warn(
+            BudgetWarning(
+                f"task {self.name!r} has spent ${self._priced_cost} of its ${self.budget_usd} budget "
+                f"(warn_at={self.warn_at})"
+            ),
+            stacklevel=2,
+        )
+
+    def _check(self, estimate: Decimal | None, model: str) -> None:
+        """Raise BudgetExceeded if this task cannot afford ``estimate`` more (lock held by caller)."""
+        if self.budget_usd is None:
+            return
+        if estimate is None:
+            if model not in self._unenforceable_warned:
+                self._unenforceable_warned.add(model)
+                log.warning("budget.unenforceable", task=self.name, task_id=self.id, model=model)
+                warnings.warn(
+                    UnenforceableBudgetWarning(
+                        f"task {self.name!r} has budget_usd={self.budget_usd}, but model {model!r} has no "
+                        "known price, so the budget cannot be enforced for its calls; add a price with "
+                        "bc.configure(prices={...})"
+                    ),
+                    stacklevel=4,
+                )
+            return
+        if self._priced_cost + self._reserved + estimate > self.budget_usd:
+            log.warning(
+                "budget.exceeded",
+                task=self.name,
+                task_id=self.id,
+                spent_usd=str(self._priced_cost),
+                reserved_usd=str(self._reserved),
+                estimate_usd=str(estimate),
+                budget_usd=str(self.budget_usd),
+                model=model,
+            )
+            raise BudgetExceeded(self.name, self.budget_usd, self._priced_cost + self._reserved, estimate, model)
+
+    def _release(self, amount: Decimal) -> None:
+        with self._lock:
+            self._reserved -= amount
+
+    # -- end ---------------------------------------------------------------------------------
+    def _finish(self, exc: BaseException | None) -> TaskRecord:
+        self._t1 = time.monotonic()
+        self.ended_at = datetime.now(UTC)
+        if exc is not None:
+            self.outcome = "failure"
+            if self.error is None:
+                self.error = type(exc).__name__
+        elif self.outcome is None:
+            self.outcome = "success"
+        with self._lock:
+            record = TaskRecord(
+                id=self.id,
+                name=self.name,
+                parent_id=self.parent.id if self.parent else None,
+                outcome=self.outcome,
+                started_at=self.started_at,
+                ended_at=self.ended_at,
+                usage=self._usage,
+                cost=None if self._unpriced_calls else self._priced_cost,
+                cost_breakdown=self._breakdown,
+                calls=self._calls,
+                budget_usd=self.budget_usd,
+                error=self.error,
+                metadata=dict(self.metadata),
+            )
+        _publish_task_end(record)
+        return record
+
+
+def reserve_budget(task: Task | None, estimate: Decimal | None, model: str) -> _Reservation | None:
+    """Check every budget on the task chain and hold ``estimate`` until the call ends.
+
+    Raises BudgetExceeded (nothing is reserved then) so that no request is sent.
+    """
+    if task is None:
+        return None
+    chain = tuple(t for t in task.ancestry if t.budget_usd is not None)
+    if not chain:
+        return None
+    locked: list[Task] = []
+    try:
+        for t in chain:
+            t._lock.acquire()
+            locked.append(t)
+        for t in chain:
+            t._check(estimate, model)
+        if estimate is None:
+            return None
+        for t in chain:
+            t._reserved += estimate
+        return _Reservation(estimate, chain)
+    finally:
+        for t in reversed(locked):
+            t._lock.release()
+
+
+def _publish_task_end(record: TaskRecord) -> None:
+    """Send a finished task to the ledger, the log and hooks; never raises."""
+    try:
+        from .ledger.writer import get_writer
+
+        get_writer().submit_task(record)
+    except Exception as exc:  # a metering fault must never break the user's code
+        log.error("task.persist_failed", task=record.name, error=type(exc).__name__, detail=str(exc)[:200])
+    log.info(
+        "task.end",
+        task=record.name,
+        task_id=record.id,
+        parent_id=record.parent_id,
+        outcome=record.outcome,
+        calls=record.calls,
+        cost_usd=None if record.cost is None else str(record.cost),
+        input_tokens=record.usage.input_tokens,
+        cache_read_tokens=record.usage.cache_read_tokens,
+        cache_write_tokens=record.usage.cache_write_tokens,
+        output_tokens=record.usage.output_tokens,
+        cache_hit_rate=round(record.usage.cache_hit_rate, 4),
+        duration_s=round(record.duration_s, 4),
+    )
+    for hook in list(_task_end_hooks):
+        try:
+            hook(record)
+        except Exception as exc:
+            log.error("task.hook_failed", task=record.name, hook=repr(hook), error=type(exc).__name__)
+
+
+class task:  # noqa: N801 - used like a function: ``with bc.task("name") as t``
+    """Scope of one task: ``with bc.task("triage", budget_usd=0.5) as t:`` (or ``async with``).
+
+    Clean exit with no outcome set records ``"success"``; an exception records ``"failure"`` and
+    is re-raised unchanged.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        budget_usd: Decimal | float | str | None = None,
+        warn_at: float | None = 0.8,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        # validate now, so a bad argument fails at the call site
+        Task(name, budget_usd=budget_usd, warn_at=warn_at, metadata=metadata)
+        self._args = (name, budget_usd, warn_at, metadata)
+        self._task: Task | None = None
+        self._token: contextvars.Token[Task | None] | None = None
+
+    def _enter(self) -> Task:
+        if self._task is not None:
+            raise RuntimeError("a bc.task(...) scope object can be entered only once; create a new one")
+        name, budget_usd, warn_at, metadata = self._args
+        self._task = Task(name, parent=_current.get(), budget_usd=budget_usd, warn_at=warn_at, metadata=metadata)
+        self._token = _current.set(self._task)
+        return self._task
+
+    def _exit(self, exc: BaseException | None) -> None:
+        assert self._task is not None and self._token is not None
+        try:
+            _current.reset(self._token)
+        except ValueError:
+            # exited in another context (e.g. a generator finalised elsewhere): restore the parent
+            _current.set(self._task.parent)
+        self._task._finish(exc)
+
+    def __enter__(self) -> Task:
+        return self._enter()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._exit(exc)
+
+    async def __aenter__(self) -> Task:
+        return self._enter()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._exit(exc)
+
+
+@overload
+def track_task(func: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def track_task(
+    name: str | None = None,
+    /,
+    *,
+    budget_usd: Decimal | float | str | None = None,
+    warn_at: float | None = 0.8,
+    metadata: Mapping[str, Any] | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def track_task(
+    func_or_name: Callable[P, R] | str | None = None,
+    /,
+    *,
+    budget_usd: Decimal | float | str | None = None,
+    warn_at: float | None = 0.8,
+    metadata: Mapping[str, Any] | None = None,
+) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run each call of the decorated function (sync or async) as a task.
+
+    Bare ``@bc.track_task`` names the task after the function's qualified name.
+    """
+
+    def decorate(func: Callable[P, R], name: str | None) -> Callable[P, R]:
+        task_name = name or getattr(func, "__qualname__", None) or repr(func)
+        if inspect.iscoroutinefunction(func):
+            afunc: Callable[P, Awaitable[Any]] = func
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                async with task(task_name, budget_usd=budget_usd, warn_at=warn_at, metadata=metadata):
+                    return await afunc(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with task(task_name, budget_usd=budget_usd, warn_at=warn_at, metadata=metadata):
+                return func(*args, **kwargs)
+
+        return wrapper
+
+    if callable(func_or_name):
+        return decorate(func_or_name, None)
+    if func_or_name is not None and not isinstance(func_or_name, str):
+        raise TypeError(f"track_task takes a function or a task name, got {func_or_name!r}")
+    name = func_or_name
+    # validate arguments at decoration time
+    Task(name or "_", budget_usd=budget_usd, warn_at=warn_at, metadata=metadata)
+    return lambda func: decorate(func, name)
+
+
+class _ContextExecutor(ThreadPoolExecutor):
+    """A thread pool whose jobs run in a copy of the submitter's context (so they see its task)."""
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        ctx = contextvars.copy_context()
+        return super().submit(ctx.run, functools.partial(fn, *args, **kwargs))
+
+
+def task_executor(max_workers: int | None = None, thread_name_prefix: str = "budgetclient") -> ThreadPoolExecutor:
+    """A ``ThreadPoolExecutor`` whose workers run in the submitting context, current task included."""
+    return _ContextExecutor(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+
+
+@contextmanager
+def _no_task() -> Iterator[None]:
+    """Run a block outside any task (used for internal bookkeeping calls)."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)

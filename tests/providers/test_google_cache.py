@@ -1,0 +1,379 @@
+"""Managed Gemini context caches over a mocked wire: when they are made, used, refreshed, deleted, billed.
+
+Expected money is computed here from what the fake server reported (usage fields, cache sizes,
+cache lifetimes on its clock) and the published Gemini 2.5 Flash rates: $0.30 input, $0.03 cached
+input, $2.50 output per million tokens, and $1.00 per million tokens per hour of cache storage.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from google import genai
+from google.genai import types as gtypes
+
+import budgetclient as bc
+from budgetclient.providers import google as google_provider
+from budgetclient.providers._google_cache import CacheEconomics, auto_ttl, cache_pays
+from budgetclient.testing.fake_gemini import FakeGemini
+
+from .test_google import API_KEY, CACHED, INPUT, MODEL, MTOK, cost_of, http_options, usage_of
+
+STORAGE = Decimal("1.00")  # USD per million tokens per hour, Gemini 2.5 Flash
+HOUR = Decimal(3600)
+GAP_S = 36  # seconds between calls; a multiple of 36 s keeps hours exact (0.01 h)
+
+# 160,000 bytes = 40,000 tokens under the fake's rule (one token per 4 bytes of text)
+PREFIX_40K = (" ".join(f"clause-{i} applies to every ticket" for i in range(6000)))[:160_000]
+PREFIX_40K_TOKENS = 160_000 // 4
+
+
+def client(fake: FakeGemini, **options: Any) -> bc.GenAIClient:
+    return bc.GenAIClient(api_key=API_KEY, http_options=http_options(fake), **options)
+
+
+def storage_cost(fake: FakeGemini) -> Decimal:
+    """Storage billed by the server: every entry's tokens for its life on the server's clock."""
+    return sum(
+        (
+            tokens * Decimal(str(seconds)) / HOUR * STORAGE / MTOK
+            for _, tokens, seconds in fake.cache_lifetimes()
+        ),
+        Decimal(0),
+    )
+
+
+def creation_cost(fake: FakeGemini) -> Decimal:
+    return sum((c.tokens * INPUT / MTOK for c in fake.caches.values()), Decimal(0))
+
+
+def server_cost(fake: FakeGemini) -> Decimal:
+    """Everything the server billed: requests, cache creation, cache storage."""
+    requests = sum((cost_of(g.usage_metadata) for g in fake.generations), Decimal(0))
+    return requests + creation_cost(fake) + storage_cost(fake)
+
+
+def run_conversation(fake: FakeGemini, turns: int, **options: Any) -> bc.Task:
+    c = client(fake, **options)
+    with bc.task("conversation") as t:
+        chat = c.chats.create(model=MODEL, config=gtypes.GenerateContentConfig(system_instruction=PREFIX_40K))
+        for i in range(turns):
+            chat.send_message(f"Question {i}: what does the policy say?")
+            fake.advance(GAP_S)
+        c.close()
+    return t
+
+
+# -- the economics -------------------------------------------------------------------------------
+
+
+def test_twenty_call_conversation_costs_less_with_managed_caching() -> None:
+    """Implicit caching gives no guarantee; here it misses every time (off in the fake)."""
+    cached = FakeGemini(implicit_caching=False)
+    with_cache = run_conversation(cached, 20)
+    plain = FakeGemini(implicit_caching=False)
+    without_cache = run_conversation(plain, 20, cache="off")
+
+    # what the server billed, from its own usage fields, cache sizes and cache lifetimes
+    expected_with, expected_without = server_cost(cached), server_cost(plain)
+    assert with_cache.cost == expected_with
+    assert without_cache.cost == expected_without
+    assert expected_with < expected_without
+
+    # one entry holding exactly the 40,000-token prefix, read by calls 3..20, gone at close
+    (entry,) = cached.caches.values()
+    assert entry.tokens == PREFIX_40K_TOKENS
+    reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in cached.generations]
+    assert reads == [0, 0] + [PREFIX_40K_TOKENS] * 18
+    assert entry.deleted_at is not None and not cached.live_caches()
+    assert plain.caches == {}
+
+    # the saving by hand: 18 reads at the cached rate, minus creation, minus storage from the
+    # 3rd call (t = 72 s) to close (t = 720 s)
+    storage_hours = Decimal(20 * GAP_S - 2 * GAP_S) / HOUR
+    saving = (
+        18 * PREFIX_40K_TOKENS * (INPUT - CACHED)
+        - PREFIX_40K_TOKENS * INPUT
+        - PREFIX_40K_TOKENS * storage_hours * STORAGE
+    ) / MTOK
+    assert expected_without - expected_with == saving == Decimal("0.1752")
+
+    # the task's breakdown puts storage in its own bucket, and usage stays exact
+    assert with_cache.cost_breakdown.storage == storage_cost(cached) == Decimal("0.0072")
+    assert with_cache.usage == sum(usage_of(g.usage_metadata) for g in cached.generations) + bc.Usage(
+        input_tokens=PREFIX_40K_TOKENS
+    )
+    assert with_cache.usage.requests == 20
+    operations = [r.operation for r in with_cache.records]
+    assert operations.count("cache.create") == 1 and operations.count("cache.storage") == 1
+
+
+async def test_async_conversation_uses_and_deletes_the_cache() -> None:
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake)
+    async with bc.task("conversation") as t:
+        chat = c.aio.chats.create(
+            model=MODEL, config=gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
+        )
+        for i in range(6):
+            await chat.send_message(f"Question {i}?")
+            fake.advance(GAP_S)
+        await c.aio.aclose()
+    reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
+    assert reads == [0, 0] + [PREFIX_40K_TOKENS] * 4
+    assert not fake.live_caches()
+    assert t.cost == server_cost(fake)
+
+
+def test_working_implicit_caching_makes_no_explicit_entry() -> None:
+    fake = FakeGemini()  # implicit caching hits from the second call on: an entry would only add storage
+    t = run_conversation(fake, 8)
+    assert fake.caches == {}
+    assert t.cost == server_cost(fake)
+    assert (
+        t.usage.cache_read_tokens
+        == sum(g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations)
+        > 0
+    )
+
+
+def test_small_prefix_is_never_cached() -> None:
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake)
+    for i in range(6):
+        c.models.generate_content(
+            model=MODEL, contents=f"q{i}", config=gtypes.GenerateContentConfig(system_instruction="Be brief.")
+        )
+    assert fake.caches == {}
+
+
+def test_cache_off_never_rewrites() -> None:
+    fake = FakeGemini(implicit_caching=False)
+    run_conversation(fake, 5, cache="off")
+    assert fake.caches == {}
+    assert all("cachedContent" not in b for b in fake.bodies(":generateContent"))
+
+
+def test_cache_pays_counts_only_what_implicit_caching_misses() -> None:
+    flash = CacheEconomics(
+        input=Decimal("0.30"), cache_read=Decimal("0.03"), storage_per_hour=Decimal("1.00")
+    )
+    hours = Decimal("0.1")
+    # one read cannot repay creation (0.27 saved < 0.30 + storage)
+    assert not cache_pays(expected_reads=1, implicit_hit_share=0.0, expected_hours=hours, economics=flash)
+    # two reads: 0.54 > 0.30 + 0.10
+    assert cache_pays(expected_reads=2, implicit_hit_share=0.0, expected_hours=hours, economics=flash)
+    # implicit caching already hitting: nothing left to save
+    assert not cache_pays(expected_reads=50, implicit_hit_share=1.0, expected_hours=hours, economics=flash)
+    # a long idle life makes storage dominate
+    assert not cache_pays(
+        expected_reads=2, implicit_hit_share=0.0, expected_hours=Decimal(1), economics=flash
+    )
+    assert (
+        auto_ttl("5m", 9999),
+        auto_ttl("1h", 0),
+        auto_ttl("auto", 30),
+        auto_ttl("auto", 900),
+        auto_ttl("auto", 10_000),
+    ) == (300, 3600, 300, 1800, 3600)
+
+
+# -- the wire ------------------------------------------------------------------------------------
+
+
+def test_rewritten_request_carries_only_what_the_cache_does_not_hold() -> None:
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake)
+    tools = [
+        gtypes.Tool(
+            function_declarations=[
+                gtypes.FunctionDeclaration(
+                    name="lookup", description="Look a ticket up", parameters_json_schema={"type": "object"}
+                )
+            ]
+        )
+    ]
+    cfg = gtypes.GenerateContentConfig(
+        system_instruction=PREFIX_40K,
+        tools=tools,
+        temperature=0.2,
+        automatic_function_calling=gtypes.AutomaticFunctionCallingConfig(disable=True),
+    )
+    for i in range(3):
+        c.models.generate_content(model=MODEL, contents=f"Q{i}", config=cfg)
+    create = json.loads(next(r for r in fake.requests if r.url.path.endswith("/cachedContents")).content)
+    assert create["model"] == f"models/{MODEL}"
+    assert set(create) >= {"systemInstruction", "tools", "ttl"} and "contents" not in create
+    last = fake.bodies(":generateContent")[-1]
+    assert last["cachedContent"] == next(iter(fake.caches))
+    assert not {"systemInstruction", "tools", "toolConfig"} & set(last)
+    assert last["generationConfig"]["temperature"] == 0.2
+    assert last["contents"] == [{"parts": [{"text": "Q2"}], "role": "user"}]
+    c.close()
+
+
+def test_large_repeated_opening_is_held_in_the_entry() -> None:
+    """A document sent as its own leading user content, repeated call after call, joins the entry
+    (content granularity: turns are never split or merged)."""
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake)
+    document = " ".join(f"section {i} of the contract" for i in range(2000))
+    cfg = gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
+    for i in range(4):
+        c.models.generate_content(
+            model=MODEL,
+            config=cfg,
+            contents=[
+                gtypes.UserContent(parts=[gtypes.Part(text=document)]),
+                gtypes.UserContent(parts=[gtypes.Part(text=f"Question {i}?")]),
+            ],
+        )
+    (entry,) = fake.caches.values()
+    assert entry.tokens == PREFIX_40K_TOKENS + -(-len(document.encode()) // 4)
+    last = fake.bodies(":generateContent")[-1]
+    assert last["contents"] == [{"parts": [{"text": "Question 3?"}], "role": "user"}]
+    assert fake.generations[-1].usage_metadata["cachedContentTokenCount"] == entry.tokens
+    c.close()
+
+
+# -- lifecycle -------------------------------------------------------------------------------------
+
+
+def make_entry(fake: FakeGemini, c: bc.GenAIClient, calls: int = 3, gap: int = GAP_S) -> None:
+    cfg = gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
+    for i in range(calls):
+        c.models.generate_content(model=MODEL, contents=f"q{i}", config=cfg)
+        fake.advance(gap)
+
+
+def test_entry_is_deleted_when_the_with_block_ends() -> None:
+    fake = FakeGemini(implicit_caching=False)
+    with client(fake) as c:
+        make_entry(fake, c)
+        assert len(fake.live_caches()) == 1
+    assert not fake.live_caches()
+
+
+def test_entry_is_deleted_at_interpreter_exit() -> None:
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake)
+    with bc.task("t") as t:
+        make_entry(fake, c)
+        google_provider._close_all_at_exit()
+    assert not fake.live_caches()
+    assert t.cost == server_cost(fake)
+
+
+def test_ttl_is_refreshed_while_in_use() -> None:
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake, cache_ttl="5m")
+    make_entry(fake, c, calls=3, gap=120)
+    (entry,) = fake.caches.values()
+    created_expiry = entry.expire_time
+    make_entry(fake, c, calls=3, gap=120)
+    assert any(r.method == "PATCH" for r in fake.requests)
+    assert entry.expire_time > created_expiry and entry.alive(fake.now())
+    reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
+    assert reads[2:] == [PREFIX_40K_TOKENS] * 4
+    c.close()
+
+
+def test_vanished_entry_falls_back_without_failing_the_call() -> None:
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake)
+    with bc.task("t") as t:
+        make_entry(fake, c)
+        (entry,) = fake.caches.values()
+        entry.deleted_at = fake.now()  # gone on the server (deleted elsewhere)
+        response = c.models.generate_content(
+            model=MODEL, contents="after", config=gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
+        )
+    assert response.text == fake.reply
+    assert fake.generations[-1].cached_content is None
+    generate = [r for r in t.records if r.operation == "generate_content"]
+    assert len(generate) == 4 and all(r.status == "ok" for r in generate)
+    assert t.cost == server_cost(fake)
+
+
+def test_changed_prefix_replaces_the_entry_and_reports_drift() -> None:
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake)
+    with bc.task("t") as t:
+        make_entry(fake, c, calls=4)
+        (old,) = fake.caches.values()
+        edited = PREFIX_40K.replace("clause-0 ", "clause-zero ", 1)
+        with pytest.warns(bc.PrefixDriftWarning) as caught:
+            c.models.generate_content(
+                model=MODEL,
+                contents="new rules",
+                config=gtypes.GenerateContentConfig(system_instruction=edited),
+            )
+        fake.advance(GAP_S)
+        c.close()
+    drift = caught[0].message.drift  # type: ignore[union-attr]
+    assert drift.segment == "systemInstruction.parts[0].text" and drift.offset == len("clause-")
+    assert drift.tokens_at_risk == PREFIX_40K_TOKENS
+    assert drift.est_extra_cost == PREFIX_40K_TOKENS * (INPUT - CACHED) / MTOK
+    assert old.deleted_at is not None
+    new = next(cache for cache in fake.caches.values() if cache is not old)
+    assert fake.generations[-1].cached_content == new.name  # replaced at once
+    assert t.cost == server_cost(fake)
+
+
+def test_entries_are_shared_by_conversations_with_the_same_prefix() -> None:
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake)
+    cfg = gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
+    with bc.task("first") as first:
+        make_entry(fake, c)
+    with bc.task("second") as second:
+        c.models.generate_content(model=MODEL, contents="another ticket", config=cfg)
+        fake.advance(GAP_S)
+        c.close()
+    assert len(fake.caches) == 1
+    assert fake.generations[-1].cached_content is not None
+    # storage is charged to the task that kept the entry alive, span by span
+    storage = [r for r in first.records + second.records if r.operation == "cache.storage"]
+    assert sum((r.cost for r in storage if r.cost is not None), Decimal(0)) == storage_cost(fake)
+    assert {r.task_name for r in storage} == {"first", "second"}
+
+
+def test_callers_own_caches_are_metered() -> None:
+    fake = FakeGemini()
+    c = client(fake)
+    with bc.task("t") as t:
+        cache = c.caches.create(
+            model=MODEL, config=gtypes.CreateCachedContentConfig(system_instruction=PREFIX_40K, ttl="3600s")
+        )
+        assert cache.name is not None
+        response = c.models.generate_content(
+            model=MODEL, contents="hi", config=gtypes.GenerateContentConfig(cached_content=cache.name)
+        )
+        fake.advance(360)
+        c.caches.delete(name=cache.name)
+    assert response.usage_metadata is not None
+    assert response.usage_metadata.cached_content_token_count == PREFIX_40K_TOKENS
+    create, call, storage = t.records
+    assert create.operation == "cache.create" and create.usage == bc.Usage(input_tokens=PREFIX_40K_TOKENS)
+    assert create.cost == PREFIX_40K_TOKENS * INPUT / MTOK
+    assert call.usage == usage_of(fake.generations[0].usage_metadata)
+    assert storage.operation == "cache.storage"
+    assert storage.cost == PREFIX_40K_TOKENS * Decimal("0.1") * STORAGE / MTOK  # 360 s = 0.1 h
+    assert t.cost == server_cost(fake)
+
+
+def test_wrapped_client_deletes_only_its_own_entries() -> None:
+    fake = FakeGemini(implicit_caching=False)
+    original = genai.Client(api_key=API_KEY, http_options=http_options(fake))
+    wrapped = bc.wrap(original)
+    make_entry(fake, wrapped)
+    assert len(fake.live_caches()) == 1
+    wrapped.close()
+    assert not fake.live_caches()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        original.models.generate_content(model=MODEL, contents="still fine")

@@ -1,0 +1,667 @@
+"""Ledger backends (memory://, SQLite), URL handling and the background writer."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import sys
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+import budgetclient as bc
+from budgetclient.drift import PrefixDrift
+from budgetclient.errors import LedgerError
+from budgetclient.ledger import (
+    AlertRecord,
+    Ledger,
+    LedgerWriter,
+    get_ledger,
+    get_writer,
+    mask_url,
+    open_ledger,
+)
+from budgetclient.ledger import writer as writer_module
+from budgetclient.ledger.sqlite import SCHEMA_VERSION
+from budgetclient.usage import CallRecord, CostBreakdown, TaskRecord, Usage
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def make_call(n: int = 0, **changes: Any) -> CallRecord:
+    usage = Usage(
+        input_tokens=1000 + n,
+        cache_read_tokens=600,
+        cache_write_tokens=300,
+        cache_write_long_tokens=100,
+        output_tokens=250,
+        reasoning_tokens=40,
+        requests=1,
+    )
+    breakdown = CostBreakdown(
+        uncached_input=Decimal("0.000300"),
+        cache_read=Decimal("0.00018"),
+        cache_write=Decimal("0.001125"),
+        output=Decimal("0.003750"),
+        storage=Decimal("0"),
+    )
+    record = CallRecord(
+        id=f"call-{n}-{uuid.uuid4().hex}",
+        provider="anthropic",
+        model="claude-sonnet-4-5",
+        operation="messages",
+        started_at=T0 + timedelta(seconds=n),
+        duration_s=1.25 + n / 1000,
+        usage=usage,
+        cost=breakdown.total,
+        cost_breakdown=breakdown,
+        status="ok",
+        http_status=200,
+        task_id="task-1",
+        task_name="triage",
+        conversation="conv-9",
+        stream=True,
+        batch=False,
+        attempt=1,
+        request_bytes=4096,
+        prefix_hash="sha256:abc",
+        response_id="msg_01",
+        service_tier="standard",
+        metadata={"tenant": "acme", "nested": {"k": [1, 2, 3]}},
+    )
+    return replace(record, **changes)
+
+
+def make_task(n: int = 0, **changes: Any) -> TaskRecord:
+    breakdown = CostBreakdown(output=Decimal("0.1234567890123456789012345"), cache_read=Decimal("1E-9"))
+    record = TaskRecord(
+        id=f"task-{n}-{uuid.uuid4().hex}",
+        name="triage",
+        parent_id=None,
+        outcome="success",
+        started_at=T0 + timedelta(minutes=n),
+        ended_at=T0 + timedelta(minutes=n, seconds=3.5),
+        usage=Usage(input_tokens=5000, cache_read_tokens=4000, output_tokens=700, requests=3),
+        cost=breakdown.total,
+        cost_breakdown=breakdown,
+        calls=3,
+        budget_usd=Decimal("0.50"),
+        metadata={"tenant": "acme"},
+    )
+    return replace(record, **changes)
+
+
+def make_alert(n: int = 0, **changes: Any) -> AlertRecord:
+    record = AlertRecord(
+        id=f"alert-{n}-{uuid.uuid4().hex}",
+        kind="cost_per_task",
+        task_name="triage",
+        task_id="task-1",
+        created_at=T0 + timedelta(hours=n),
+        message="cost per task 0.42 > baseline 0.20",
+        value=0.42,
+        threshold=0.2,
+        details={"baseline": "0.20", "window": 20},
+    )
+    return replace(record, **changes)
+
+
+DRIFT = PrefixDrift(
+    segment="system[0].text",
+    offset=118,
+    before="Today is 2025-03-01T12:00",
+    after="Today is 2025-03-01T12:05",
+    cause="timestamp",
+    tokens_at_risk=4200,
+    est_extra_cost=Decimal("0.0141750000000000001"),
+    provider_reason="system_changed",
+    provider_missed_tokens=4100,
+)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return f"memory://test-{uuid.uuid4().hex}"
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+@pytest.fixture
+def ledger(url: str) -> Iterator[Ledger]:
+    handle = open_ledger(url)
+    yield handle
+    handle.close()
+
+
+# -- round trips --------------------------------------------------------------------------------
+
+
+def test_records_round_trip_exactly(ledger: Ledger) -> None:
+    with_drift = make_call(1, drift=DRIFT, cost=Decimal("0.123456789012345678901234567890"))
+    unpriced = make_call(2, model="future-model", cost=None, cost_breakdown=None, status="incomplete",
+                         http_status=None, task_id=None, task_name=None, metadata={})  # fmt: skip
+    drift_unpriced = make_call(3, drift=replace(DRIFT, est_extra_cost=None, provider_reason=None))
+    task = make_task(1, error="no answer", outcome="failure", parent_id="parent-1")
+    unpriced_task = make_task(2, cost=None, budget_usd=None)
+    alert = make_alert(1)
+    bare_alert = make_alert(2, task_name=None, task_id=None, value=None, threshold=None, details={})
+
+    ledger.write(
+        calls=[with_drift, unpriced, drift_unpriced], tasks=[task, unpriced_task], alerts=[alert, bare_alert]
+    )
+
+    assert ledger.read_calls() == [with_drift, unpriced, drift_unpriced]
+    assert ledger.read_tasks() == [task, unpriced_task]
+    assert ledger.read_alerts() == [alert, bare_alert]
+    (read,) = ledger.read_calls(task_id="task-1", since=T0 + timedelta(seconds=1), task_name="triage")[:1]
+    assert read.drift == DRIFT
+    assert isinstance(read.cost, Decimal) and str(read.cost) == "0.123456789012345678901234567890"
+    assert read.cost_breakdown == with_drift.cost_breakdown
+    assert read.usage == with_drift.usage
+    assert read.started_at == T0 + timedelta(seconds=1)
+    tasks = ledger.read_tasks()
+    assert str(tasks[0].cost_breakdown.output) == "0.1234567890123456789012345"
+    assert tasks[0].cost == Decimal("0.1234567890123456789012345") + Decimal("1E-9")
+    assert tasks[1].cost is None
+
+
+def test_empty_ledger_reads_empty(ledger: Ledger) -> None:
+    ledger.write()
+    assert ledger.read_calls() == [] and ledger.read_tasks() == [] and ledger.read_alerts() == []
+
+
+def test_retried_batch_does_not_duplicate(ledger: Ledger) -> None:
+    calls = [make_call(i) for i in range(3)]
+    task, alert = make_task(), make_alert()
+    ledger.write(calls=calls, tasks=[task], alerts=[alert])
+    ledger.write(calls=calls, tasks=[task], alerts=[alert])
+    assert ledger.read_calls() == calls
+    assert ledger.read_tasks() == [task]
+    assert ledger.read_alerts() == [alert]
+
+
+def test_filters_and_time_order(ledger: Ledger) -> None:
+    a = make_call(5, task_name="alpha", task_id="t-a")
+    b = make_call(1, task_name="beta", task_id="t-b")
+    c = make_call(9, task_name="alpha", task_id="t-c")
+    ledger.write(calls=[a, b, c])
+    assert ledger.read_calls() == [b, a, c]
+    assert ledger.read_calls(task_name="alpha") == [a, c]
+    assert ledger.read_calls(task_id="t-c") == [c]
+    assert ledger.read_calls(since=T0 + timedelta(seconds=5)) == [a, c]
+    # the same instant written in another time zone
+    plus_two = timezone(timedelta(hours=2))
+    assert ledger.read_calls(since=(T0 + timedelta(seconds=6)).astimezone(plus_two)) == [c]
+    assert ledger.read_calls(task_name="alpha", since=T0 + timedelta(seconds=6)) == [c]
+    assert ledger.read_calls(task_name="nobody") == []
+
+    early, late = make_task(1, name="alpha"), make_task(10, name="beta")
+    ledger.write(tasks=[late, early])
+    assert ledger.read_tasks() == [early, late]
+    assert ledger.read_tasks(name="beta") == [late]
+    assert ledger.read_tasks(since=T0 + timedelta(minutes=2)) == [late]
+
+    x, y = make_alert(1, task_name="alpha"), make_alert(3, task_name="beta")
+    ledger.write(alerts=[y, x])
+    assert ledger.read_alerts() == [x, y]
+    assert ledger.read_alerts(task_name="alpha") == [x]
+    assert ledger.read_alerts(since=T0 + timedelta(hours=2)) == [y]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["x'; DROP TABLE calls; --", "Robert'); DROP TABLE tasks;--", 'a" OR "1"="1', "%_\\ ' ; \x00?"],
+)
+def test_sql_injection_looking_names_are_stored_verbatim(ledger: Ledger, name: str) -> None:
+    call = make_call(task_name=name, model=name, metadata={name: name})
+    task = make_task(name=name)
+    alert = make_alert(task_name=name, message=name)
+    other = make_call(7, task_name="other")
+    ledger.write(calls=[call, other], tasks=[task], alerts=[alert])
+    assert ledger.read_calls(task_name=name) == [call]
+    assert ledger.read_tasks(name=name) == [task]
+    assert ledger.read_alerts(task_name=name) == [alert]
+    assert len(ledger.read_calls()) == 2
+
+
+# -- SQLite specifics ---------------------------------------------------------------------------
+
+
+def test_sqlite_file_is_private_and_directories_are_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "ledger.db"
+    ledger = open_ledger(f"sqlite:///{path}")
+    ledger.write(calls=[make_call()])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o700
+    for companion in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if companion.exists():
+            assert stat.S_IMODE(companion.stat().st_mode) == 0o600
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    ledger.close()
+
+
+def test_sqlite_schema_is_versioned_and_reopening_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    call = make_call(cost=Decimal("0.000001234567890123456789"))
+    first = open_ledger(f"sqlite:///{path}")
+    first.write(calls=[call])
+    first.close()
+    for _ in range(3):
+        again = open_ledger(f"sqlite:///{path}")
+        assert again.read_calls() == [call]
+        again.close()
+    with sqlite3.connect(path) as raw:
+        versions = [v for (v,) in raw.execute("SELECT version FROM schema_version ORDER BY version")]
+        assert versions == list(range(1, SCHEMA_VERSION + 1))
+        columns = {row[1]: row[2] for row in raw.execute("PRAGMA table_info(calls)")}
+        for column in ("task_id", "task_name", "provider", "model", "operation", "started_at", "duration_s",
+                       "status", "http_status", "input_tokens", "cache_read_tokens", "cache_write_tokens",
+                       "cache_write_long_tokens", "output_tokens", "reasoning_tokens", "requests",
+                       "conversation", "prefix_hash", "response_id", "request_bytes", "stream", "batch",
+                       "attempt", "service_tier", "drift", "metadata"):  # fmt: skip
+            assert column in columns
+        for column in ("cost", "cost_uncached_input", "cost_cache_read", "cost_cache_write", "cost_output",
+                       "cost_storage"):  # fmt: skip
+            assert columns[column] == "TEXT"
+        # money is stored as exact decimal text, not a float
+        (cost_text,) = raw.execute("SELECT cost FROM calls").fetchone()
+        assert cost_text == "0.000001234567890123456789"
+        indexes = {row[1] for row in raw.execute("PRAGMA index_list(calls)")}
+        assert {"calls_started_at", "calls_task_name", "calls_task_id"} <= indexes
+
+
+def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    open_ledger(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as raw:
+        raw.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(LedgerError, match="upgrade budgetclient"):
+        open_ledger(f"sqlite:///{path}")
+
+
+def test_sqlite_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(LedgerError, match="a-file"):
+        open_ledger(f"sqlite:///{blocker}/ledger.db")
+
+
+def test_sqlite_ledger_shared_by_threads(tmp_path: Path) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    batches = [[make_call(i * 10 + j) for j in range(10)] for i in range(8)]
+    threads = [threading.Thread(target=ledger.write, kwargs={"calls": b}) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.id for r in ledger.read_calls()) == sorted(r.id for b in batches for r in b)
+    ledger.close()
+    with pytest.raises(LedgerError, match="closed"):
+        ledger.read_calls()
+
+
+# -- URLs ---------------------------------------------------------------------------------------
+
+
+def test_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    call = make_call()
+    relative = open_ledger("sqlite:///relative.db")
+    relative.write(calls=[call])
+    relative.close()
+    assert (tmp_path / "relative.db").is_file()
+    plain = open_ledger(str(tmp_path / "plain.db"))
+    plain.write(calls=[call])
+    plain.close()
+    assert open_ledger(str(tmp_path / "plain.db")).read_calls() == [call]
+    absolute = open_ledger(f"sqlite:///{tmp_path / 'relative.db'}")
+    assert absolute.read_calls() == [call]
+    absolute.close()
+
+
+def test_memory_ledgers_are_shared_by_name() -> None:
+    name = f"memory://shared-{uuid.uuid4().hex}"
+    call = make_call()
+    open_ledger(name).write(calls=[call])
+    assert open_ledger(name).read_calls() == [call]
+    assert open_ledger(f"memory://other-{uuid.uuid4().hex}").read_calls() == []
+    default = open_ledger("memory://")
+    default.write(tasks=[task := make_task()])
+    assert task in open_ledger("memory://").read_tasks()
+
+
+@pytest.mark.parametrize(
+    "bad", ["mysql://u:hunter2@h/db", "ledger.txt", "", "sqlite://host/x.db", "sqlite:///"]
+)
+def test_bad_urls_name_the_url_and_the_accepted_forms(bad: str) -> None:
+    with pytest.raises(LedgerError) as caught:
+        open_ledger(bad)
+    message = str(caught.value)
+    assert "sqlite:///" in message and "memory://" in message
+    assert "hunter2" not in message
+    if bad:
+        assert mask_url(bad) in message
+
+
+def test_postgres_url_points_to_the_extra_and_masks_the_password() -> None:
+    with pytest.raises(LedgerError) as caught:
+        open_ledger("postgresql://u:secret@h/db")
+    message = str(caught.value)
+    assert "budgetclient[postgres]" in message
+    assert "secret" not in message
+    assert "postgresql://u:***@h/db" in message
+
+
+def test_mask_url() -> None:
+    assert (
+        mask_url("postgresql://u:secret@h:5432/db?sslmode=require")
+        == "postgresql://u:***@h:5432/db?sslmode=require"
+    )
+    assert (
+        mask_url("postgresql://h/db?user=u&password=secret&x=1")
+        == "postgresql://h/db?user=u&password=***&x=1"
+    )
+    assert mask_url("host=h password=secret dbname=db") == "host=h password=*** dbname=db"
+    assert mask_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert mask_url("sqlite:////tmp/ledger.db") == "sqlite:////tmp/ledger.db"
+
+
+# -- the writer ---------------------------------------------------------------------------------
+
+
+class FlakyLedger:
+    """A memory ledger whose ``write`` fails while ``failures_left`` > 0 (or ``down`` is set)."""
+
+    def __init__(self, url: str, state: dict[str, Any]) -> None:
+        self.url = url
+        self.inner = open_ledger(url)
+        self.state = state
+
+    def write(self, calls: Sequence[CallRecord] = (), tasks: Sequence[TaskRecord] = (),
+              alerts: Sequence[AlertRecord] = ()) -> None:  # fmt: skip
+        with self.state["lock"]:
+            self.state["attempts"] += 1
+            if self.state["down"] or self.state["failures_left"] > 0:
+                self.state["failures_left"] -= 1
+                raise LedgerError("server at postgresql://u:secret@h/db went away")
+        self.inner.write(calls, tasks, alerts)
+
+    def read_calls(self, **kw: Any) -> list[CallRecord]:
+        return self.inner.read_calls(**kw)
+
+    def read_tasks(self, **kw: Any) -> list[TaskRecord]:
+        return self.inner.read_tasks(**kw)
+
+    def read_alerts(self, **kw: Any) -> list[AlertRecord]:
+        return self.inner.read_alerts(**kw)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def flaky(failures: int = 0, down: bool = False) -> tuple[dict[str, Any], Any]:
+    state: dict[str, Any] = {"lock": threading.Lock(), "attempts": 0, "failures_left": failures, "down": down}
+    return state, lambda url: FlakyLedger(url, state)
+
+
+def memory_url() -> str:
+    return f"memory://writer-{uuid.uuid4().hex}"
+
+
+def test_writer_many_threads_every_record_exactly_once() -> None:
+    url = memory_url()
+    writer = LedgerWriter(url, batch_size=256, flush_interval=0.01)
+    per_thread, threads_n = 500, 8
+    ids: list[list[str]] = [[] for _ in range(threads_n)]
+    base = make_call()
+    start = threading.Barrier(threads_n)
+
+    def work(t: int) -> None:
+        start.wait()
+        for i in range(per_thread):
+            record = replace(base, id=f"{t}-{i}", task_name=f"thread-{t}")
+            ids[t].append(record.id)
+            writer.submit_call(record)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert writer.flush(10)
+    assert writer.pending == 0
+    stored = [r.id for r in open_ledger(url).read_calls()]
+    assert len(stored) == per_thread * threads_n
+    assert sorted(stored) == sorted(i for chunk in ids for i in chunk)
+    assert [r.id for r in open_ledger(url).read_calls(task_name="thread-3")] == ids[3]  # same instant: FIFO
+    writer.close()
+
+
+def test_writer_handles_all_record_kinds() -> None:
+    url = memory_url()
+    writer = LedgerWriter(url)
+    call, task, alert = make_call(), make_task(), make_alert()
+    writer.submit_call(call)
+    writer.submit_task(task)
+    writer.submit_alert(alert)
+    assert writer.flush(10)
+    ledger = open_ledger(url)
+    assert (ledger.read_calls(), ledger.read_tasks(), ledger.read_alerts()) == ([call], [task], [alert])
+    writer.close()
+    # a closed writer still accepts records and writes them
+    late = make_call(2)
+    writer.submit_call(late)
+    assert writer.flush(10)
+    assert ledger.read_calls() == [call, late]
+
+
+def test_writer_keeps_and_retries_records_when_writes_fail() -> None:
+    url = memory_url()
+    state, opener = flaky(failures=3)
+    writer = LedgerWriter(url, batch_size=50, flush_interval=0.01, opener=opener)
+    records = [make_call(i, task_name="very-private-task-name") for i in range(120)]
+    with capture_logs() as logs:
+        for r in records:
+            writer.submit_call(r)
+        assert writer.flush(20)
+    stored = open_ledger(url).read_calls()
+    assert sorted(r.id for r in stored) == sorted(r.id for r in records)
+    assert state["attempts"] >= 3 + 3  # three failures, then at least three batches of <= 50
+    failed = [e for e in logs if e["event"] == "ledger.write_failed"]
+    assert len(failed) == 3
+    assert all(e["error"] == "LedgerError" and e["log_level"] == "error" for e in failed)
+    assert any(e["event"] == "ledger.write_recovered" for e in logs)
+    dumped = repr(logs)
+    assert "secret" not in dumped and "u:***@h" in dumped
+    assert "very-private-task-name" not in dumped and records[0].id not in dumped
+    writer.close()
+
+
+def test_flush_times_out_while_the_ledger_is_down_then_catches_up() -> None:
+    url = memory_url()
+    state, opener = flaky(down=True)
+    writer = LedgerWriter(url, flush_interval=0.01, opener=opener)
+    records = [make_call(i) for i in range(10)]
+    with capture_logs():
+        for r in records:
+            writer.submit_call(r)
+        assert writer.flush(0.3) is False
+        assert writer.flush(0) is False
+        assert writer.pending == 10
+        assert open_ledger(url).read_calls() == []
+        with state["lock"]:
+            state["down"] = False
+        assert writer.flush(20)
+    assert writer.pending == 0
+    assert open_ledger(url).read_calls() == records
+    writer.close()
+
+
+def test_open_failure_is_retried_and_logged_with_password_masked() -> None:
+    target = memory_url()
+    state = {"up": False}
+
+    def opener(url: str) -> Ledger:
+        return open_ledger(target) if state["up"] else open_ledger(url)  # a postgres URL fails: no extra yet
+
+    writer = LedgerWriter("postgresql://u:secret@db.internal/ledger", flush_interval=0.01, opener=opener)
+    call = make_call()
+    with capture_logs() as logs:
+        writer.submit_call(call)
+        assert writer.flush(0.3) is False
+        state["up"] = True
+        assert writer.flush(20)
+    failed = [e for e in logs if e["event"] == "ledger.write_failed"]
+    assert failed and all(e["url"] == "postgresql://u:***@db.internal/ledger" for e in failed)
+    assert "secret" not in repr(logs)
+    assert "secret" not in repr(writer)
+    assert open_ledger(target).read_calls() == [call]
+    writer.close()
+
+
+def test_submit_never_raises_and_records_survive_a_broken_opener() -> None:
+    url = memory_url()
+    state = {"broken": True}
+
+    def opener(u: str) -> Ledger:
+        if state["broken"]:
+            raise ZeroDivisionError("division by zero")
+        return open_ledger(u)
+
+    writer = LedgerWriter(url, flush_interval=0.01, opener=opener)
+    records = (make_call(), make_task(), make_alert())
+    with capture_logs() as logs:
+        writer.submit_call(records[0])
+        writer.submit_task(records[1])
+        writer.submit_alert(records[2])
+        assert writer.flush(0.05) is False
+        assert writer.pending == 3
+        state["broken"] = False
+        assert writer.flush(20)
+    assert any(e["event"] == "ledger.write_failed" and e["error"] == "ZeroDivisionError" for e in logs)
+    ledger = open_ledger(url)
+    assert (*ledger.read_calls(), *ledger.read_tasks(), *ledger.read_alerts()) == records
+    writer.close()
+
+
+def test_a_record_that_cannot_be_encoded_does_not_block_the_others() -> None:
+    url = memory_url()
+    writer = LedgerWriter(url, flush_interval=0.01)
+    good, broken, later = make_call(1), make_call(2, usage=None), make_call(3)
+    with capture_logs() as logs:
+        for r in (good, broken, later):
+            writer.submit_call(r)
+        assert writer.flush(20)
+    assert open_ledger(url).read_calls() == [good, later]
+    assert writer.rejected == [broken]
+    (rejected,) = [e for e in logs if e["event"] == "ledger.record_rejected"]
+    assert rejected["id"] == broken.id and rejected["error"] == "AttributeError"
+    writer.close()
+
+
+def test_odd_metadata_is_stored_not_refused(ledger: Ledger) -> None:
+    circular: dict[str, Any] = {"a": 1}
+    circular["self"] = circular
+    odd = make_call(metadata={"when": T0, "amount": Decimal("1.10"), "tags": {"x"}, "obj": object()})
+    loop = make_call(1, metadata=circular)
+    ledger.write(calls=[odd, loop])
+    first, second = ledger.read_calls()
+    assert first.metadata["when"] == T0.isoformat() and first.metadata["amount"] == "1.10"
+    assert first.metadata["tags"] == ["x"] and first.metadata["obj"].startswith("<object")
+    assert "unserialisable" in second.metadata
+
+
+def test_writer_rejects_bad_settings() -> None:
+    with pytest.raises(bc.ConfigurationError, match="batch_size"):
+        LedgerWriter("memory://", batch_size=0)
+    with pytest.raises(bc.ConfigurationError, match="flush_interval"):
+        LedgerWriter("memory://", flush_interval=-1)
+
+
+# -- the process-wide writer ----------------------------------------------------------------------
+
+
+def test_process_writer_follows_the_configured_url(ledger_url: str) -> None:
+    first = get_writer()
+    assert first.url == ledger_url
+    call = make_call()
+    first.submit_call(call)
+    other = memory_url()
+    bc.configure(ledger=other)
+    # the old writer was drained to its own URL before configure() returned
+    assert open_ledger(ledger_url).read_calls() == [call]
+    second = get_writer()
+    assert second is not first and second.url == other
+    later = make_call(1)
+    second.submit_call(later)
+    assert writer_module.flush(10)
+    assert get_ledger().read_calls() == [later]
+    assert open_ledger(ledger_url).read_calls() == [call]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_does_not_inherit_queued_records(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    state: dict[str, Any] = {"down": True}
+
+    def opener(u: str) -> Ledger:
+        if state["down"]:
+            raise LedgerError("down")
+        return open_ledger(u)
+
+    writer = LedgerWriter(url, flush_interval=0.01, opener=opener)
+    parent_records = [make_call(i, task_name="parent") for i in range(5)]
+    with capture_logs():
+        for r in parent_records:
+            writer.submit_call(r)
+        assert writer.flush(0.1) is False
+        child_record = make_call(99, task_name="child")
+        pid = os.fork()
+        if pid == 0:  # the child: its own empty queue and its own thread
+            code = 1
+            try:
+                state["down"] = False
+                if writer.pending == 0:
+                    writer.submit_call(child_record)
+                    code = 0 if writer.flush(10) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert [r.id for r in open_ledger(url).read_calls()] == [child_record.id]
+        assert writer.pending == 5
+        state["down"] = False
+        assert writer.flush(20)
+    stored = sorted(r.id for r in open_ledger(url).read_calls())
+    assert stored == sorted([child_record.id, *(r.id for r in parent_records)])
+    writer.close()
+
+
+def test_exit_flush_writes_queued_records(tmp_path: Path) -> None:
+    """Records queued just before the interpreter exits still reach the ledger."""
+    import subprocess
+
+    path = tmp_path / "exit.db"
+    code = (
+        "import budgetclient as bc\n"
+        "from budgetclient.ledger import get_writer\n"
+        "from tests.test_ledger import make_call\n"
+        f"bc.configure(ledger={f'sqlite:///{path}'!r})\n"
+        "w = get_writer()\n"
+        "for i in range(50): w.submit_call(make_call(i))\n"
+    )
+    root = Path(__file__).absolute().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env=env, timeout=60)
+    assert len(open_ledger(f"sqlite:///{path}").read_calls()) == 50

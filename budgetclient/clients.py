@@ -22,7 +22,9 @@ def wrap(client: C, **options: Any) -> C:
     Options: ``cache="auto"|"off"``, ``cache_ttl="auto"|"5m"|"1h"``, ``drift="warn"|"raise"|"off"``.
     """
     opts = ClientOptions.create(**options)
-    root = type(client).__module__.split(".", 1)[0]
+    # by the SDK class it derives from, so budgetclient's own subclasses re-wrap too
+    roots = [cls.__module__.split(".", 1)[0] for cls in type(client).__mro__]
+    root = next((r for r in roots if r in ("anthropic", "openai", "google")), roots[0])
     if root == "anthropic":
         from .providers.anthropic import wrap_anthropic
 

@@ -12,10 +12,19 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["Settings", "configure", "default_ledger_url", "get_settings", "reset_settings"]
+__all__ = [
+    "Settings",
+    "SignalThresholds",
+    "configure",
+    "default_ledger_url",
+    "get_settings",
+    "reset_settings",
+]
 
 LEDGER_ENV = "BUDGETCLIENT_LEDGER"
 PRICES_ENV = "BUDGETCLIENT_PRICES"
+ALERT_COST_ENV = "BUDGETCLIENT_ALERT_COST_PER_TASK"
+"""``0.50`` or ``triage=0.50,summarize=0.10,*=1`` (USD); lets ``budgetclient check`` see the thresholds."""
 
 _UNSET: Any = object()
 
@@ -24,6 +33,56 @@ def default_ledger_url() -> str:
     """SQLite under ``$XDG_DATA_HOME/budgetclient/ledger.db`` (``~/.local/share`` when unset)."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return f"sqlite:///{Path(base) / 'budgetclient' / 'ledger.db'}"
+
+
+@dataclass(frozen=True, slots=True)
+class SignalThresholds:
+    """When the warning signals of ``budgetclient.signals`` fire; set with ``configure(signals={...})``.
+
+    Defaults follow the guide: cost per task 1.5x its baseline, output more than 3x input, and
+    conservative floors so that a handful of runs cannot raise an alarm.
+    """
+
+    cost_baseline_factor: float = 1.5
+    """Alert when a task costs more than this times the median of earlier tasks of its name..."""
+    cost_baseline_window: int = 20
+    """...over at most this many earlier priced tasks of that name..."""
+    cost_baseline_min_history: int = 5
+    """...once at least this many exist..."""
+    calls_rise_tolerance: float = 1.2
+    """...and only while its call count stays within this factor of their median (more calls explain
+    more cost)."""
+    cache_hit_rate_min: float = 0.5
+    """Alert when calls that repeat an already-sent prefix read less than this share of their input
+    from cache."""
+    cache_min_input_tokens: int = 1024
+    """Calls with less input are ignored by the cache signal (below the providers' minimum cacheable
+    length)."""
+    failure_cost_share_max: float = 0.25
+    """Alert when failed tasks account for more than this share of a task name's recent cost..."""
+    failure_window: int = 20
+    """...over its last this-many tasks (the one that just failed included)..."""
+    failure_min_runs: int = 5
+    """...once at least this many tasks are in that window."""
+    failure_cost_max: Decimal | None = None
+    """Alert when one failed task costs more than this (USD); None disables the absolute check."""
+    output_input_ratio_max: float = 3.0
+    """Alert when a task's output tokens exceed this multiple of its input tokens."""
+
+
+_SIGNAL_LIMITS: dict[str, tuple[type, float, float | None]] = {
+    # name: (type, lowest allowed, highest allowed)
+    "cost_baseline_factor": (float, 1.0, None),
+    "cost_baseline_window": (int, 1, None),
+    "cost_baseline_min_history": (int, 1, None),
+    "calls_rise_tolerance": (float, 1.0, None),
+    "cache_hit_rate_min": (float, 0.0, 1.0),
+    "cache_min_input_tokens": (int, 0, None),
+    "failure_cost_share_max": (float, 0.0, 1.0),
+    "failure_window": (int, 1, None),
+    "failure_min_runs": (int, 1, None),
+    "output_input_ratio_max": (float, 0.0, None),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +102,10 @@ class Settings:
     alert_cost_per_task_by_name: Mapping[str, Decimal] = field(default_factory=dict)
     log_prompts: bool = False
     """Never store prompt text unless explicitly enabled."""
+    signals: SignalThresholds = field(default_factory=SignalThresholds)
+    """Thresholds of the warning signals (cost baseline, cache hit rate, failure cost, output ratio)."""
+    otel: bool = False
+    """Export a span per call and per task, and token metrics, through OpenTelemetry."""
 
 
 _lock = threading.RLock()
@@ -51,10 +114,35 @@ _listeners: list[Any] = []
 
 
 def _from_environment() -> Settings:
-    return Settings(
+    settings = Settings(
         ledger_url=os.environ.get(LEDGER_ENV) or default_ledger_url(),
         prices_file=os.environ.get(PRICES_ENV) or None,
     )
+    alert_cost = os.environ.get(ALERT_COST_ENV, "").strip()
+    if alert_cost:
+        try:
+            settings = _with_alert_threshold(settings, _parse_alert_cost(alert_cost))
+        except ConfigurationError as exc:
+            # reading settings happens on the metering path, which must never raise: warn and go on
+            import warnings
+
+            warnings.warn(f"{ALERT_COST_ENV} ignored: {exc}", stacklevel=2)
+    return settings
+
+
+def _parse_alert_cost(text: str) -> str | dict[str, str]:
+    """``0.5`` -> one threshold; ``a=0.5,b=1,*=2`` -> per task name (``*`` is the default)."""
+    if "=" not in text:
+        return text
+    by_name: dict[str, str] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ConfigurationError(
+                f"{ALERT_COST_ENV}={text!r}: expected USD or name=USD pairs, e.g. 'triage=0.5,*=1'"
+            )
+        by_name[name.strip()] = value.strip()
+    return by_name
 
 
 def get_settings() -> Settings:
@@ -118,13 +206,17 @@ def configure(
     prices_file: str | os.PathLike[str] | None = _UNSET,
     alert_cost_per_task: Decimal | float | str | Mapping[str, Decimal | float | str] | None = _UNSET,
     log_prompts: bool = _UNSET,
+    signals: SignalThresholds | Mapping[str, Any] | None = _UNSET,
+    otel: bool = _UNSET,
 ) -> Settings:
     """Change process-wide settings; arguments left out keep their current value.
 
     ``ledger`` is a URL (``sqlite:///path``, ``postgresql://...``, ``memory://``; ``None`` restores
     the default). ``prices`` overrides per-model rates in USD per million tokens.
     ``alert_cost_per_task`` is one USD threshold, or a mapping of task name to threshold
-    (key ``"*"`` for the default).
+    (key ``"*"`` for the default). ``signals`` changes warning-signal thresholds (a mapping of
+    `SignalThresholds` fields, merged over the current ones; ``None`` restores the defaults).
+    ``otel=True`` exports spans and metrics through OpenTelemetry (needs ``budgetclient[otel]``).
     """
     global _settings
     with _lock:
@@ -142,6 +234,10 @@ def configure(
             new = _with_alert_threshold(new, alert_cost_per_task)
         if log_prompts is not _UNSET:
             new = replace(new, log_prompts=bool(log_prompts))
+        if signals is not _UNSET:
+            new = replace(new, signals=_signal_thresholds(new.signals, signals))
+        if otel is not _UNSET:
+            new = replace(new, otel=bool(otel))
         _settings = new
         listeners = list(_listeners)
     for callback in listeners:
@@ -167,6 +263,38 @@ def _with_alert_threshold(settings: Settings, value: Any) -> Settings:
         default = _usd(value["*"], "alert_cost_per_task['*']") if "*" in value else None
         return replace(settings, alert_cost_per_task=default, alert_cost_per_task_by_name=by_name)
     return replace(settings, alert_cost_per_task=_usd(value, "alert_cost_per_task"))
+
+
+def _signal_thresholds(current: SignalThresholds, value: Any) -> SignalThresholds:
+    if value is None:
+        return SignalThresholds()
+    if isinstance(value, SignalThresholds):
+        value = {name: getattr(value, name) for name in (*_SIGNAL_LIMITS, "failure_cost_max")}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"signals must be a mapping of threshold names to values, got {value!r}; "
+            "e.g. configure(signals={'cost_baseline_factor': 2.0})"
+        )
+    allowed = sorted((*_SIGNAL_LIMITS, "failure_cost_max"))
+    changes: dict[str, Any] = {}
+    for name, raw in value.items():
+        if name == "failure_cost_max":
+            changes[name] = None if raw is None else _usd(raw, "signals['failure_cost_max']")
+            continue
+        if name not in _SIGNAL_LIMITS:
+            raise ConfigurationError(f"unknown signal threshold {name!r}; allowed: {allowed}")
+        kind, low, high = _SIGNAL_LIMITS[name]
+        ok = isinstance(raw, int | float | Decimal) and not isinstance(raw, bool)
+        if ok and kind is int:
+            ok = isinstance(raw, int)
+        number = float(raw) if ok else float("nan")
+        if not ok or not (number >= low and (high is None or number <= high)):
+            bounds = f">= {low}" if high is None else f"between {low} and {high}"
+            raise ConfigurationError(
+                f"signals[{name!r}] must be {'an int' if kind is int else 'a number'} {bounds}, got {raw!r}"
+            )
+        changes[name] = int(raw) if kind is int else number
+    return replace(current, **changes)
 
 
 def reset_settings() -> None:

@@ -1,12 +1,39 @@
-"""Fingerprints of the cacheable prefix and explanations of what drifted (pure)."""
+"""Fingerprints of the cacheable prefix and explanations of what drifted.
+
+Everything here is pure except the listener hook (`add_drift_listener` / `notify_drift`), which
+lets a test suite (`budgetclient.testing.assert_cache_stable`) see every drift a client reports.
+A drift is located from the bytes actually sent: the first block whose digest differs, then the
+first differing byte inside it, then a best guess at the cause from the bytes around it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["DriftCause", "PrefixDrift"]
+import structlog
+
+from .blocks import Block, block_digest, first_divergence
+
+__all__ = [
+    "DriftCause",
+    "DriftListener",
+    "PrefixDrift",
+    "add_drift_listener",
+    "excerpt",
+    "explain_drift",
+    "mask_secrets",
+    "notify_drift",
+    "prefix_fingerprint",
+]
+
+log = structlog.get_logger("budgetclient")
 
 DriftCause = Literal["timestamp", "uuid", "key-order", "whitespace", "reordered", "edited", "content"]
 
@@ -40,3 +67,337 @@ class PrefixDrift:
             f"{self.before!r} -> {self.after!r}; ~{self.tokens_at_risk} tokens at risk"
             + (f", ~${self.est_extra_cost} extra" if self.est_extra_cost is not None else "")
         )
+
+
+# --- listeners --------------------------------------------------------------------------------
+
+DriftListener = Callable[[PrefixDrift], None]
+
+_listeners: list[DriftListener] = []
+_listeners_lock = threading.Lock()
+
+
+def add_drift_listener(callback: DriftListener) -> Callable[[], None]:
+    """Call ``callback(drift)`` for every drift a client reports; returns a function that removes it.
+
+    Used by `budgetclient.testing.assert_cache_stable`; listeners run on the calling thread and
+    must be quick. A listener that raises is logged and skipped, never breaking the call.
+    """
+    with _listeners_lock:
+        _listeners.append(callback)
+
+    def remove() -> None:
+        with _listeners_lock:
+            try:
+                _listeners.remove(callback)
+            except ValueError:
+                pass
+
+    return remove
+
+
+def notify_drift(drift: PrefixDrift) -> None:
+    """Hand ``drift`` to every listener (provider middleware calls this once per reported drift)."""
+    with _listeners_lock:
+        listeners = list(_listeners)
+    for callback in listeners:
+        try:
+            callback(drift)
+        except Exception as exc:
+            log.error("cache.drift_listener_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+
+# --- fingerprints -----------------------------------------------------------------------------
+
+
+def prefix_fingerprint(blocks: Sequence[Block], params: Sequence[tuple[str, int, bytes]] = ()) -> str:
+    """Hex fingerprint of a prefix from its per-block digests (each block hashed once, when built)."""
+    h = hashlib.blake2b(digest_size=16)
+    cut = len(blocks)
+    for name, position, data in params:
+        if position <= cut:
+            h.update(b"p" + name.encode() + b"\0" + block_digest(data))
+    for block in blocks:
+        h.update(b"b" + block.digest)
+    return h.hexdigest()
+
+
+# --- secrets and excerpts ---------------------------------------------------------------------
+
+EXCERPT_BEFORE = 24
+EXCERPT_AFTER = 40
+_SECRET_CONTEXT = 256
+
+_SECRETS = re.compile(
+    rb"sk-ant-[A-Za-z0-9_\-]{6,}"
+    rb"|sk-[A-Za-z0-9_\-]{8,}"
+    rb"|AIza[0-9A-Za-z_\-]{16,}"
+    rb"|ya29\.[0-9A-Za-z_\-.]{8,}"
+    rb"|gh[pousr]_[A-Za-z0-9]{16,}"
+    rb"|xox[abprs]-[A-Za-z0-9\-]{8,}"
+    rb"|AKIA[0-9A-Z]{16}"
+    rb"|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
+)
+_LABELLED_SECRETS = re.compile(
+    rb"(?i)(?:bearer|basic)\s+([A-Za-z0-9._~+/=\-]{8,})"
+    rb"|(?i:api[_-]?key|access[_-]?key|secret|password|passwd|token|authorization)"
+    rb"\\?[\"']?\s*[:=]\s*\\?[\"']?([^\s\"'\\,;}]{6,})"
+)
+
+
+def _secret_spans(data: bytes) -> list[tuple[int, int]]:
+    spans = [(m.start(), m.end()) for m in _SECRETS.finditer(data)]
+    for m in _LABELLED_SECRETS.finditer(data):
+        group = 1 if m.group(1) is not None else 2
+        spans.append((m.start(group), m.end(group)))
+    return sorted(spans)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with anything that looks like a credential replaced by ``***``."""
+    data = text.encode()
+    return _masked(data, 0, len(data), _secret_spans(data))
+
+
+def _masked(data: bytes, lo: int, hi: int, spans: Sequence[tuple[int, int]]) -> str:
+    out: list[bytes] = []
+    at = lo
+    for start, end in spans:
+        if end <= at or start >= hi:
+            continue
+        if start > at:
+            out.append(data[at:start])
+        out.append(b"***")
+        at = max(at, end)
+    if at < hi:
+        out.append(data[at:hi])
+    return b"".join(out).decode("utf-8", errors="replace")
+
+
+def _char_start(data: bytes, i: int) -> int:
+    while 0 < i < len(data) and data[i] & 0xC0 == 0x80:
+        i -= 1
+    return i
+
+
+def excerpt(data: bytes, offset: int) -> str:
+    """A short window of ``data`` around ``offset``, cut on character boundaries, secrets masked.
+
+    Secrets are found in a wider window first, so a key cut by the excerpt's edge is still masked.
+    """
+    if not data:
+        return ""
+    lo = _char_start(data, max(offset - EXCERPT_BEFORE, 0))
+    hi = _char_start(data, min(offset + EXCERPT_AFTER, len(data)))
+    context_lo = max(lo - _SECRET_CONTEXT, 0)
+    context = data[context_lo : min(hi + _SECRET_CONTEXT, len(data))]
+    spans = [(s + context_lo, e + context_lo) for s, e in _secret_spans(context)]
+    return ("…" if lo > 0 else "") + _masked(data, lo, hi, spans) + ("…" if hi < len(data) else "")
+
+
+# --- explaining a divergence --------------------------------------------------------------------
+
+_UUID = re.compile(
+    rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|\b[0-9a-f]{32}\b"
+)
+_MONTH = rb"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+_TIMESTAMP = re.compile(
+    rb"\d{4}-\d{2}-\d{2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+    rb"|\b\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s*[AaPp]\.?[Mm]\.?)?"
+    rb"|\b1[5-9]\d{8}(?:\d{3})?(?:\.\d+)?\b"
+    rb"|\b\d{1,2}/\d{1,2}/\d{2,4}\b"
+    rb"|(?i:\b" + _MONTH + rb"\s+\d{1,2}(?:st|nd|rd|th)?(?:,?\s+\d{4})?)"
+    rb"|(?i:\b\d{1,2}\s+" + _MONTH + rb"\s+\d{4})"
+    rb"|(?i:\b(?:mon|tues|wednes|thurs|fri|satur|sun)day\b)"
+)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _covers(pattern: re.Pattern[bytes], data: bytes, offset: int) -> bool:
+    return any(m.start() <= offset <= m.end() and m.end() > m.start() for m in pattern.finditer(data))
+
+
+def _squash(value: Any) -> Any:
+    """``value`` with all whitespace removed from its strings (JSON structure kept)."""
+    if isinstance(value, str):
+        return _WHITESPACE.sub("", value)
+    if isinstance(value, list):
+        return [_squash(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _squash(v) for k, v in value.items()}
+    return value
+
+
+def _value_bytes(value: Any) -> tuple[bytes, bool]:
+    if isinstance(value, str):
+        return value.encode(), True
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode(), False
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _locate(old: Block | None, new: Block | None) -> tuple[str, bytes, bytes, bool]:
+    """The segment path, the old and new bytes the offset is measured in, and whether they are text.
+
+    Tools and system blocks are narrowed to the first top-level field whose value changed
+    (``"tools[3].input_schema"``, ``"system[0].text"``); a text value is measured in its UTF-8
+    text, any other value in its compact JSON as sent. Message blocks are named whole
+    (``"messages[4].content[0]"``, measured in the block's compact JSON); string shorthand
+    (``"system"``, ``"messages[4].content"``) is measured in its text.
+    """
+    if old is None or new is None:
+        block = new if new is not None else old
+        assert block is not None
+        return block.path, old.raw if old else b"", new.raw if new else b"", False
+    if old.path != new.path or not old.raw or not new.raw:
+        return new.path, old.raw, new.raw, False
+    if old.shorthand and new.shorthand:
+        before, after = _parse(old.raw), _parse(new.raw)
+        if isinstance(before, dict) and isinstance(after, dict):
+            text_before, text_after = before.get("text"), after.get("text")
+            if isinstance(text_before, str) and isinstance(text_after, str):
+                return new.path, text_before.encode(), text_after.encode(), True
+    if new.section != "messages":
+        before, after = _parse(old.raw), _parse(new.raw)
+        if isinstance(before, dict) and isinstance(after, dict) and set(before) == set(after):
+            for key, value in after.items():
+                old_bytes, is_text = _value_bytes(before[key])
+                new_bytes, _ = _value_bytes(value)
+                if old_bytes != new_bytes:
+                    return f"{new.path}.{key}", old_bytes, new_bytes, is_text and isinstance(before[key], str)
+    return new.path, old.raw, new.raw, False
+
+
+def _reordered(previous: Sequence[Block], current: Sequence[Block], index: int) -> bool:
+    if index >= len(previous) or index >= len(current):
+        return False
+    old, new = previous[index], current[index]
+    if old.section != new.section:
+        return False
+    before = {b.digest for b in previous if b.section == old.section}
+    after = {b.digest for b in current if b.section == new.section}
+    return new.digest in before and old.digest in after
+
+
+def _cause(
+    old: Block | None, new: Block | None, old_bytes: bytes, new_bytes: bytes, is_text: bool, offset: int
+) -> DriftCause:
+    if old_bytes and new_bytes:
+        if is_text:
+            before: Any = old_bytes.decode("utf-8", errors="replace")
+            after: Any = new_bytes.decode("utf-8", errors="replace")
+        else:
+            before, after = _parse(old_bytes), _parse(new_bytes)
+            if before is not None and before == after:
+                return "key-order"
+        if before is not None and after is not None and _squash(before) == _squash(after):
+            return "whitespace"
+        if _covers(_UUID, old_bytes, offset) or _covers(_UUID, new_bytes, offset):
+            return "uuid"
+        if _covers(_TIMESTAMP, old_bytes, offset) or _covers(_TIMESTAMP, new_bytes, offset):
+            return "timestamp"
+    if old is not None and new is not None and new.section == "messages" and old.path == new.path:
+        return "edited"
+    return "content"
+
+
+def explain_drift(
+    previous: Sequence[Block],
+    current: Sequence[Block],
+    *,
+    region_end: int | None = None,
+    previous_params: Sequence[tuple[str, int, bytes]] = (),
+    current_params: Sequence[tuple[str, int, bytes]] = (),
+    extra_cost: Callable[[int], Decimal | None] | None = None,
+) -> PrefixDrift | None:
+    """Where and why ``current`` stopped repeating the first ``region_end`` blocks of ``previous``.
+
+    None when it repeats them (appending is not drift). Offsets are computed only here, once a
+    digest differs. ``tokens_at_risk`` is the part of the previous prefix from the change on;
+    ``extra_cost(tokens)`` prices it (None when unknown).
+    """
+    end = len(previous) if region_end is None else max(0, min(region_end, len(previous)))
+    index = first_divergence(previous[:end], current)
+    param = _param_change(previous_params, current_params, min(index, end))
+    if index >= end and param is None:
+        return None
+    if param is not None:
+        name, position, old_bytes, new_bytes = param
+        at_risk = sum(block.tokens for block in previous[position:end])
+        offset = _common_prefix(old_bytes, new_bytes)
+        return PrefixDrift(
+            segment=name,
+            offset=offset,
+            before=excerpt(old_bytes, offset),
+            after=excerpt(new_bytes, offset),
+            cause="content",
+            tokens_at_risk=at_risk,
+            est_extra_cost=extra_cost(at_risk) if extra_cost else None,
+        )
+    old = previous[index] if index < len(previous) else None
+    new = current[index] if index < len(current) else None
+    at_risk = sum(block.tokens for block in previous[index:end])
+    cost = extra_cost(at_risk) if extra_cost else None
+    if _reordered(previous, current, index):
+        assert new is not None and old is not None
+        offset = _common_prefix(old.raw, new.raw)
+        return PrefixDrift(
+            segment=new.path,
+            offset=offset,
+            before=excerpt(old.raw, offset),
+            after=excerpt(new.raw, offset),
+            cause="reordered",
+            tokens_at_risk=at_risk,
+            est_extra_cost=cost,
+        )
+    segment, old_bytes, new_bytes, is_text = _locate(old, new)
+    offset = _common_prefix(old_bytes, new_bytes)
+    return PrefixDrift(
+        segment=segment,
+        offset=offset,
+        before=excerpt(old_bytes, offset),
+        after=excerpt(new_bytes, offset),
+        cause=_cause(old, new, old_bytes, new_bytes, is_text, offset),
+        tokens_at_risk=at_risk,
+        est_extra_cost=cost,
+    )
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # binary search on slices: fast for long blocks (memcmp, not a Python loop)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _param_change(
+    previous: Sequence[tuple[str, int, bytes]], current: Sequence[tuple[str, int, bytes]], limit: int
+) -> tuple[str, int, bytes, bytes] | None:
+    """The first cache-relevant parameter (at a position before ``limit``) that changed."""
+    old = {name: (position, data) for name, position, data in previous}
+    new = {name: (position, data) for name, position, data in current}
+    changed: list[tuple[int, str, bytes, bytes]] = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before is not None and after is not None and before[1] == after[1]:
+            continue
+        positions = [entry[0] for entry in (before, after) if entry is not None]
+        position = min(positions)
+        if position <= limit:
+            changed.append((position, name, before[1] if before else b"", after[1] if after else b""))
+    if not changed:
+        return None
+    position, name, old_bytes, new_bytes = min(changed)
+    return name, position, old_bytes, new_bytes

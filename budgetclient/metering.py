@@ -52,6 +52,8 @@ class CallContext:
     prefix_hash: str | None = None
     drift: PrefixDrift | None = None
     reservation: _Reservation | None = None
+    estimated_raw_tokens: int = 0
+    """Uncalibrated input estimate made for a budget check; calibrates against the reported count."""
     finished: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -69,7 +71,7 @@ def begin_call(
     model: str,
     operation: str,
     *,
-    estimated_input_tokens: Callable[[], int] | None = None,
+    estimated_input_tokens: Callable[[], int | Any] | None = None,
     stream: bool = False,
     attempt: int = 0,
     request_bytes: int = 0,
@@ -78,13 +80,17 @@ def begin_call(
     """Capture the current task and enforce its budget before a request is sent.
 
     Raises ``BudgetExceeded`` when the task (or a parent) cannot afford the estimated input.
-    ``estimated_input_tokens`` is only evaluated when some task on the chain has a budget.
+    ``estimated_input_tokens`` is only evaluated when some task on the chain has a budget; it
+    returns a token count or a ``tokens.TokenEstimate`` (whose raw count then feeds calibration).
     """
     t = current_task()
     reservation = None
+    raw = 0
     if t is not None and estimated_input_tokens is not None and any(x.budget_usd is not None for x in t.ancestry):
         try:
-            tokens = estimated_input_tokens()
+            estimate = estimated_input_tokens()
+            tokens = int(getattr(estimate, "tokens", estimate))
+            raw = int(getattr(estimate, "raw_tokens", 0))
         except Exception as exc:
             log.error("tokens.estimate_failed", model=model, error=type(exc).__name__)
             tokens = 0
@@ -101,6 +107,7 @@ def begin_call(
         request_bytes=request_bytes,
         conversation=conversation,
         reservation=reservation,
+        estimated_raw_tokens=raw,
     )
 
 
@@ -131,6 +138,8 @@ def finish_call(
             ctx.reservation.release()
             ctx.reservation = None
         model_name = model or ctx.model
+        if ctx.estimated_raw_tokens and status == "ok" and usage.input_tokens:
+            _calibrate(ctx.provider, model_name, ctx.estimated_raw_tokens, usage.input_tokens)
         try:
             breakdown = pricing.price_call(usage, model_name, ctx.provider, batch=batch)
         except Exception as exc:  # pricing must never break a call
@@ -167,6 +176,15 @@ def finish_call(
         log.error("meter.failed", stage="record", error=type(exc).__name__, detail=str(exc)[:200])
         return None
     return publish_call(record, ctx.task)
+
+
+def _calibrate(provider: str, model: str, raw: int, reported: int) -> None:
+    try:
+        from .tokens import calibrate
+
+        calibrate(provider, model, raw, reported)
+    except Exception as exc:
+        log.error("tokens.calibrate_failed", model=model, error=type(exc).__name__)
 
 
 def publish_call(record: CallRecord, task: Task | None) -> CallRecord:

@@ -14,9 +14,13 @@ httpx2 transport, so no network and no API key are needed. Run::
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 
 import structlog
 from google.genai import types
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import budgetclient as bc
 from budgetclient.testing.fake_gemini import FakeGemini

@@ -12,11 +12,14 @@ No network and no API key: the fake backend answers with OpenAI's caching rules.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -110,6 +113,8 @@ def handle_ticket(client: bc.OpenAI, question: str) -> str:
 
 
 def main() -> None:
+    # budgetclient logs every call (``llm.call``) and task (``task.end``); keep this demo's output short
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if "BUDGETCLIENT_LEDGER" not in os.environ:
         bc.configure(ledger="memory://openai-agent-example")  # keep example runs out of your real ledger
     fake = FakeOpenAI(responder=fake_model)

@@ -25,12 +25,9 @@ the sync and the async client.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
-import re
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -43,25 +40,25 @@ import httpx2
 import structlog
 
 from .. import metering, pricing
+from ..blocks import Block
 from ..errors import BudgetExceeded
 from ..metering import CallContext
 from ..tasks import Task
 from ..usage import CallRecord, CostBreakdown, Usage
-from ._google_drift import PREFIX_FIELDS, Segment, prefix_segments
+from ._google_drift import PREFIX_FIELDS, prefix_blocks
+from ._google_rules import (
+    GeminiRoute,
+    ServerClock,
+    auto_ttl,
+    cache_pays,
+    content_digest,
+    economics_for,
+    leading_user_run,
+    min_cache_tokens,
+    parse_rfc3339,
+)
 
-__all__ = [
-    "CacheEconomics",
-    "CacheEntry",
-    "GeminiRoute",
-    "HttpStep",
-    "ManagedCaches",
-    "ServerClock",
-    "auto_ttl",
-    "cache_pays",
-    "min_cache_tokens",
-    "parse_route",
-    "rewrite_body",
-]
+__all__ = ["CacheEntry", "CachePlan", "HttpStep", "ManagedCaches"]
 
 log = structlog.get_logger("budgetclient")
 
@@ -70,7 +67,6 @@ T = TypeVar("T")
 HttpStep = Generator[httpx2.Request, httpx2.Response, T]
 """A piece of work that needs HTTP: yields requests, is sent the (read) responses, returns T."""
 
-_MILLION = Decimal(1_000_000)
 _HOUR = Decimal(3600)
 _EXPIRY_MARGIN_S = 15.0
 """An entry this close to expiry is treated as gone: a request might reach it just too late."""
@@ -78,155 +74,12 @@ _MAX_TRACKED = 1024
 _CREATE_BACKOFF_S = 600.0
 """After a refused creation (too small, quota...) the same prefix is not tried again for this long."""
 
-_ROUTE = re.compile(
-    r"^(?P<root>.*?/v\d+(?:alpha|beta)?\d*/)"
-    r"(?P<parent>projects/[^/]+/locations/[^/]+/)?"
-    r"(?:(?P<model>(?:publishers/[^/]+/)?(?:models|tunedModels)/[^/:]+):(?P<method>[A-Za-z]+)"
-    r"|cachedContents(?:/(?P<cache_id>[^/:]+))?)$"
-)
 
-
-def min_cache_tokens(model: str) -> int:
-    """Gemini's minimum cacheable prompt: 4,096 tokens for Pro models, 1,024 for Flash and others.
-
-    (ai.google.dev/gemini-api/docs/caching: 1,024 for 2.5 Flash / 3 Flash, 4,096 for 2.5 / 3 Pro.)
-    """
-    return 4096 if "pro" in model.rsplit("/", 1)[-1] else 1024
-
-
-@dataclass(frozen=True, slots=True)
-class GeminiRoute:
-    """What a Gemini API URL addresses: a model method or the ``cachedContents`` collection."""
-
-    method: str
-    """``generateContent``, ``streamGenerateContent``, ``countTokens``... or ``cachedContents``."""
-    model: str
-    """Short model name (``gemini-2.5-flash``), as priced; empty for cache URLs."""
-    model_resource: str
-    """The model as a cache body names it: ``models/x``, or on Vertex
-    ``projects/p/locations/l/publishers/google/models/x``."""
-    root: str
-    """URL path up to and including the API version, e.g. ``/v1beta/``."""
-    parent: str
-    """``projects/p/locations/l/`` on Vertex, else empty."""
-    cache_id: str | None = None
-
-    @property
-    def caches_path(self) -> str:
-        return f"{self.root}{self.parent}cachedContents"
-
-    @property
-    def is_generate(self) -> bool:
-        return self.method in ("generateContent", "streamGenerateContent")
-
-
-def parse_route(url: httpx2.URL) -> GeminiRoute | None:
-    match = _ROUTE.match(url.path)
-    if match is None:
-        return None
-    root, parent = match["root"], match["parent"] or ""
-    if match["model"] is None:
-        return GeminiRoute("cachedContents", "", "", root, parent, match["cache_id"])
-    resource = parent + match["model"]
-    return GeminiRoute(match["method"], match["model"].rsplit("/", 1)[-1], resource, root, parent)
-
-
-# -- decisions (pure) -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CacheEconomics:
-    """The three rates that decide whether an explicit cache pays (USD per million tokens)."""
-
-    input: Decimal
-    cache_read: Decimal
-    storage_per_hour: Decimal
-
-
-def cache_pays(
-    *, expected_reads: int, implicit_hit_share: float, expected_hours: Decimal, economics: CacheEconomics
-) -> bool:
-    """True when the reads an entry guarantees are worth more than creating and storing it.
-
-    Per prefix token: each expected read saves ``input - cache_read`` on the share implicit caching
-    misses; the entry costs its creation (``input``) plus storage for ``expected_hours``.
-    """
-    miss = Decimal(str(min(max(1.0 - implicit_hit_share, 0.0), 1.0)))
-    saving = expected_reads * (economics.input - economics.cache_read) * miss
-    cost = economics.input + economics.storage_per_hour * expected_hours
-    return saving > cost
-
-
-def auto_ttl(option: str, max_gap_s: float) -> int:
-    """Seconds an entry lives without use: 5m / 1h as asked, or for ``auto`` twice the longest
-    observed gap between calls of the prefix, kept within [5 min, 1 h]."""
-    if option == "5m":
-        return 300
-    if option == "1h":
-        return 3600
-    return int(min(max(2 * max_gap_s, 300.0), 3600.0))
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
-
-
-def _segments_digest(segments: Sequence[Segment]) -> str:
+def _blocks_digest(blocks: Sequence[Block]) -> str:
     h = hashlib.sha256()
-    for path, data in segments:
-        h.update(path.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+    for block in blocks:
+        h.update(block.path.encode() + b"\0" + block.digest)
     return h.hexdigest()
-
-
-def leading_user_run(contents: Sequence[Any]) -> list[Any]:
-    """The contents before the first model turn (the opening context of a conversation)."""
-    run = []
-    for content in contents:
-        if not isinstance(content, Mapping) or content.get("role", "user") != "user":
-            break
-        run.append(content)
-    return run
-
-
-def rewrite_body(body: Mapping[str, Any], cache_name: str, leading: int) -> dict[str, Any]:
-    """The request body that reads ``cache_name`` instead of sending what the entry holds."""
-    rewritten = {k: v for k, v in body.items() if k not in PREFIX_FIELDS}
-    rewritten["contents"] = list(body.get("contents") or ())[leading:]
-    rewritten["cachedContent"] = cache_name
-    return rewritten
-
-
-def _rfc3339(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        text = value.replace("Z", "+00:00")
-        # Python < 3.12 parses at most 6 fractional digits; the API may send 9
-        text = re.sub(r"(\.\d{6})\d+", r"\1", text)
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
-
-
-class ServerClock:
-    """The API server's time, from ``Date`` headers; storage is billed on the server's clock."""
-
-    def __init__(self) -> None:
-        self._offset: float | None = None
-
-    def observe(self, date_header: str | None) -> float:
-        """Record a response's ``Date``; returns it as epoch seconds (local estimate if absent)."""
-        if date_header:
-            try:
-                at = email.utils.parsedate_to_datetime(date_header).timestamp()
-            except (TypeError, ValueError):
-                return self.now()
-            self._offset = at - time.time()
-            return at
-        return self.now()
-
-    def now(self) -> float:
-        return time.time() + (self._offset or 0.0)
 
 
 # -- state -----------------------------------------------------------------------------------------
@@ -285,7 +138,7 @@ class LineageState:
     """What one conversation sent last: the prefix fingerprint and its opening contents."""
 
     key: str
-    segments: list[Segment] | None = None
+    blocks: list[Block] | None = None
     base_key: str | None = None
     opening: tuple[str, ...] = ()
     entry: str | None = None
@@ -299,8 +152,8 @@ class CachePlan:
     lineage: LineageState
     fields: dict[str, Any]
     base_key: str
-    segments: list[Segment]
-    previous_segments: list[Segment] | None
+    blocks: list[Block]
+    previous_blocks: list[Block] | None
     previous_base_key: str | None
     opening: tuple[str, ...]
     opening_contents: list[Any]
@@ -349,19 +202,19 @@ class ManagedCaches:
     def plan(self, route: GeminiRoute, body: Mapping[str, Any], lineage_key: str) -> CachePlan:
         """Fingerprint the request's stable prefix, next to what the conversation sent last."""
         fields = {k: body[k] for k in PREFIX_FIELDS if body.get(k) is not None}
-        segments = prefix_segments(fields)
+        blocks = prefix_blocks(fields)
         contents = body.get("contents") or []
         opening_contents = leading_user_run(contents if isinstance(contents, list) else [])
-        opening = tuple(_digest(c) for c in opening_contents)
+        opening = tuple(content_digest(c) for c in opening_contents)
         with self._lock:
             state = _bounded_get(self._lineages, lineage_key, lambda: LineageState(lineage_key))
             plan = CachePlan(
                 route=route,
                 lineage=state,
                 fields=fields,
-                base_key=_segments_digest(segments),
-                segments=segments,
-                previous_segments=state.segments,
+                base_key=_blocks_digest(blocks),
+                blocks=blocks,
+                previous_blocks=state.blocks,
                 previous_base_key=state.base_key,
                 opening=opening,
                 opening_contents=opening_contents,
@@ -375,7 +228,7 @@ class ManagedCaches:
         compared with (a request refused for drift leaves the lineage as it was)."""
         with self._lock:
             state = plan.lineage
-            state.segments, state.base_key, state.opening = plan.segments, plan.base_key, plan.opening
+            state.blocks, state.base_key, state.opening = plan.blocks, plan.base_key, plan.opening
 
     def prefix_tokens(self, plan: CachePlan) -> int:
         """Tokens of the stable prefix: the size of the entry once known, else an offline estimate."""
@@ -394,7 +247,7 @@ class ManagedCaches:
             stats = self._stats.get((plan.route.model, plan.previous_base_key or ""))
         if stats is not None and stats.tokens is not None:
             return stats.tokens
-        return sum(len(data) for _, data in plan.previous_segments or ()) // 4
+        return sum(len(block.raw) for block in plan.previous_blocks or ()) // 4
 
     def _stats_for(self, plan: CachePlan) -> PrefixStats:
         with self._lock:
@@ -625,8 +478,8 @@ class ManagedCaches:
         tokens = usage_metadata.get("totalTokenCount") if isinstance(usage_metadata, Mapping) else None
         tokens = tokens if isinstance(tokens, int) and tokens >= 0 else 0
         name = str(document["name"])
-        create_time = _rfc3339(document.get("createTime")) or server_now
-        expire_time = _rfc3339(document.get("expireTime")) or server_now + ttl
+        create_time = parse_rfc3339(document.get("createTime")) or server_now
+        expire_time = parse_rfc3339(document.get("expireTime")) or server_now + ttl
         model = str(document.get("model") or route.model).rsplit("/", 1)[-1] or route.model
         entry = CacheEntry(
             name=name,
@@ -676,7 +529,7 @@ class ManagedCaches:
             return False
         document = _json_or_none(response)
         if response.status_code < 400 and isinstance(document, Mapping):
-            entry.expire_time = _rfc3339(document.get("expireTime")) or server_now + entry.ttl_s
+            entry.expire_time = parse_rfc3339(document.get("expireTime")) or server_now + entry.ttl_s
         return True
 
     def _leave(self, entry: CacheEntry, lineage_key: str) -> HttpStep[None]:
@@ -787,7 +640,7 @@ class ManagedCaches:
         if method == "DELETE":
             self.drop(entry, at=server_now)
         elif isinstance(document, Mapping):
-            expire = _rfc3339(document.get("expireTime"))
+            expire = parse_rfc3339(document.get("expireTime"))
             if expire is not None:
                 entry.expire_time = expire
 
@@ -833,20 +686,6 @@ class ManagedCaches:
             log.error("meter.failed", stage="cache.storage", error=type(exc).__name__, detail=str(exc)[:200])
             return
         metering.publish_call(record, task)
-
-
-def economics_for(model: str) -> CacheEconomics | None:
-    """The model's input, cache-read and storage rates, or None if any is unknown."""
-    try:
-        rates = pricing.rates_for(model, PROVIDER)
-        if rates is None or rates.cache_storage is None:
-            return None
-        return CacheEconomics(
-            input=rates.input.base, cache_read=rates.cache_read.base, storage_per_hour=rates.cache_storage
-        )
-    except Exception as exc:
-        log.error("price.failed", model=model, error=type(exc).__name__, detail=str(exc)[:200])
-        return None
 
 
 def _json_or_none(response: httpx2.Response) -> Any:

@@ -8,7 +8,8 @@ Given the JSON body a caller's SDK call produced, decide what budgetclient sends
 - on models with explicit breakpoints (gpt-5.6+), a ``prompt_cache_breakpoint`` at the end of the
   stable prefix (tools, instructions, leading system/developer messages), within the 4-write cap,
   plus ``prompt_cache_options`` (never beside a caller's ``prompt_cache_retention``);
-- the stable prefix itself, as ``(segment path, bytes)`` pairs, for the drift check.
+- the stable prefix itself, as `blocks.Block` s (bytes as sent, markers stripped), for the drift
+  check.
 
 Nothing here does I/O; the caller's body is never mutated (changed parts are copied).
 """
@@ -16,12 +17,13 @@ Nothing here does I/O; the caller's body is never mutated (changed parts are cop
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..blocks import Block, block_digest, raw_bytes
+from ..drift import prefix_fingerprint
 from ..options import ClientOptions
 from ._openai_usage import supports_prompt_cache_breakpoints
 
@@ -32,8 +34,8 @@ __all__ = [
     "EMBEDDINGS",
     "RESPONSES",
     "PreparedRequest",
-    "Segment",
     "background_poll",
+    "cache_params",
     "classify",
     "prepare_request",
     "prompt_cache_key_for",
@@ -64,8 +66,8 @@ _BREAKPOINT_PARTS = frozenset(
 )
 _PREFIX_ROLES = ("system", "developer")
 
-Segment = tuple[str, bytes]
-"""A block of the stable prefix: its path in the body (``"messages[0].content"``) and its bytes."""
+TokenCounter = Callable[[bytes, str], int]
+"""``(block digest, text) -> tokens``; the digest lets a caller memoise counts per block."""
 
 
 def classify(method: str, path: str) -> str | None:
@@ -111,17 +113,14 @@ class PreparedRequest:
     """include_usage was added for metering: drop the usage-only chunk before the caller sees it."""
     prompt_cache_key: str | None = None
     """The key budgetclient added (None when the caller set one or caching is off)."""
-    prefix: tuple[Segment, ...] = ()
+    prefix: tuple[Block, ...] = ()
+    """The stable prefix as sent by the caller (tools, instructions, leading system messages)."""
+    params: tuple[tuple[str, int, bytes], ...] = ()
+    """Parameters that change OpenAI's cache key as a whole (see `cache_params`)."""
     prefix_hash: str | None = None
     breakpoints: tuple[str, ...] = ()
     """Paths of the content parts budgetclient marked with ``prompt_cache_breakpoint``."""
     notes: dict[str, Any] = field(default_factory=dict)
-
-
-def _render(value: Any) -> bytes:
-    if isinstance(value, str):
-        return value.encode()
-    return json.dumps(_without_markers(value), ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _without_markers(value: Any) -> Any:
@@ -147,34 +146,83 @@ def _leading_messages(body: Mapping[str, Any], operation: str) -> list[tuple[str
     return leading
 
 
-def stable_prefix(body: Mapping[str, Any], operation: str) -> tuple[Segment, ...]:
-    """The part of a request every call of a conversation should repeat byte for byte."""
+def _block(
+    path: str, section: Any, value: Any, count: TokenCounter | None, *, text_type: str = "text", **where: Any
+) -> Block:
+    """One prefix block; a plain string is recorded in its text-part form (``shorthand``)."""
+    shorthand = isinstance(value, str)
+    part = {"type": text_type, "text": value} if shorthand else _without_markers(value)
+    raw = raw_bytes(part)
+    digest = block_digest(raw)
+    text = part.get("text") if isinstance(part, Mapping) and isinstance(part.get("text"), str) else None
+    tokens = count(digest, text if text is not None else raw.decode()) if count is not None else 0
+    markable = shorthand or (isinstance(part, Mapping) and part.get("type") in _BREAKPOINT_PARTS)
+    return Block(path, section, raw, digest, tokens, markable, shorthand=shorthand, **where)
+
+
+def stable_prefix(
+    body: Mapping[str, Any], operation: str, count: TokenCounter | None = None
+) -> tuple[Block, ...]:
+    """The part of a request every call of a conversation should repeat byte for byte.
+
+    Tools first, then ``instructions``, then the leading system/developer messages: the order in
+    which they open the prompt. ``count`` gives each block its token estimate (0 without one).
+    """
     if operation not in (CHAT, RESPONSES):
         return ()
-    segments: list[Segment] = []
-    for index, tool in enumerate(body.get("tools") or ()):
-        segments.append((f"tools[{index}]", _render(tool)))
-    for index, function in enumerate(body.get("functions") or ()):
-        segments.append((f"functions[{index}]", _render(function)))
+    text_type = "text" if operation == CHAT else "input_text"
+    blocks = [
+        _block(f"{key}[{i}]", "tools", tool, count)
+        for key in ("tools", "functions")  # ``functions``: the deprecated form of chat tools
+        for i, tool in enumerate(body.get(key) or ())
+    ]
     instructions = body.get("instructions")
     if operation == RESPONSES and isinstance(instructions, str):
-        segments.append(("instructions", _render(instructions)))
-    for path, message in _leading_messages(body, operation):
+        blocks.append(_block("instructions", "system", instructions, count, text_type=text_type))
+    for index, (path, message) in enumerate(_leading_messages(body, operation)):
+        role = str(message.get("role"))
         content = message.get("content")
         if isinstance(content, Sequence) and not isinstance(content, str):
-            segments.extend((f"{path}.content[{j}]", _render(part)) for j, part in enumerate(content))
+            blocks += [
+                _block(f"{path}.content[{j}]", "system", part, count, message=index, content=j, role=role)
+                for j, part in enumerate(content)
+            ]
         else:
-            segments.append((f"{path}.content", _render(content if content is not None else "")))
-    return tuple(segments)
+            text = content if isinstance(content, str) else ""
+            blocks.append(_block(f"{path}.content", "system", text, count, text_type=text_type,
+                                 message=index, role=role))
+    return tuple(blocks)
 
 
-def prefix_hash(prefix: Sequence[Segment]) -> str | None:
-    if not prefix:
-        return None
-    digest = hashlib.sha256()
-    for path, data in prefix:
-        digest.update(path.encode() + b"\x00" + len(data).to_bytes(8, "big") + data)
-    return digest.hexdigest()[:32]
+_CACHE_PARAMS = {
+    CHAT: (
+        ("prompt_cache_key",),
+        ("reasoning_effort",),
+        ("verbosity",),
+        ("response_format",),
+        ("service_tier",),
+    ),
+    RESPONSES: (
+        ("prompt_cache_key",),
+        ("reasoning", "effort"),
+        ("text", "verbosity"),
+        ("text", "format"),
+        ("service_tier",),
+    ),
+}
+"""What OpenAI's ``prompt_cache_diagnostics`` names as reasons besides the prompt itself."""
+
+
+def cache_params(body: Mapping[str, Any], operation: str) -> tuple[tuple[str, int, bytes], ...]:
+    """``(name, 0, bytes)`` of the parameters sent that decide whether any cached prefix is reused."""
+    params: list[tuple[str, int, bytes]] = []
+    for path in _CACHE_PARAMS.get(operation, ()):
+        value: Any = body
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if value is not None:
+            params.append((".".join(path), 0, raw_bytes(value)))
+    return tuple(params)
 
 
 def _caller_breakpoints(body: Mapping[str, Any]) -> int:
@@ -222,11 +270,15 @@ def prepare_request(
     cache_key: str,
     previous_response_id: str | None = None,
     gap_s: float | None = None,
-    count_tokens: Callable[[Mapping[str, Any]], int] | None = None,
+    count_block: TokenCounter | None = None,
 ) -> PreparedRequest:
-    """Decide the body budgetclient sends for ``body`` (see the module docstring)."""
+    """Decide the body budgetclient sends for ``body`` (see the module docstring).
+
+    ``count_block`` estimates each prefix block's tokens: the breakpoint's minimum-length check
+    and drift's tokens at risk use them (without it the length check is skipped).
+    """
     out: dict[str, Any] = dict(body)
-    prefix = stable_prefix(body, operation)
+    prefix = stable_prefix(body, operation, count_block)
     hide = False
     injected_key: str | None = None
     marked: list[str] = []
@@ -244,7 +296,8 @@ def prepare_request(
         if not body.get("prompt_cache_key"):
             out["prompt_cache_key"] = injected_key = cache_key
         if supports_prompt_cache_breakpoints(model):
-            marked = _place_breakpoint(out, body, operation, options, gap_s, count_tokens, notes)
+            prefix_tokens = sum(b.tokens for b in prefix) if count_block is not None else None
+            marked = _place_breakpoint(out, body, operation, options, gap_s, prefix_tokens, notes)
             if body.get("prompt_cache_options") is None and body.get("prompt_cache_retention") is None:
                 cache_options: dict[str, Any] = {"mode": "implicit"}
                 if operation == RESPONSES and previous_response_id and options.drift != "off":
@@ -253,13 +306,15 @@ def prepare_request(
                     out["prompt_cache_options"] = cache_options
 
     changed = len(out) != len(body) or any(out[k] is not body[k] for k in body)
+    params = cache_params(out, operation)
     return PreparedRequest(
         body=out if changed else body,
         changed=changed,
         hide_usage_chunk=hide,
         prompt_cache_key=injected_key,
         prefix=prefix,
-        prefix_hash=prefix_hash(prefix),
+        params=params,
+        prefix_hash=prefix_fingerprint(prefix, params) if prefix or params else None,
         breakpoints=tuple(marked),
         notes=notes,
     )
@@ -293,7 +348,7 @@ def _place_breakpoint(
     operation: str,
     options: ClientOptions,
     gap_s: float | None,
-    count_tokens: Callable[[Mapping[str, Any]], int] | None,
+    prefix_tokens: int | None,
     notes: dict[str, Any],
 ) -> list[str]:
     """Mark the end of the stable prefix in ``out``; returns the marked path (or nothing)."""
@@ -313,15 +368,9 @@ def _place_breakpoint(
     if _caller_breakpoints(body) + 1 > cap:
         notes["breakpoint"] = "the caller's breakpoints use every slot"
         return []
-    if count_tokens is not None:
-        prefix_keys = ("model", "tools", "functions", "instructions")
-        prefix_body = {k: v for k, v in candidate.items() if k in prefix_keys}
-        prefix_body[key] = [message for _, message in leading]
-        tokens = count_tokens(prefix_body)
-        notes["prefix_tokens"] = tokens
-        if tokens < MIN_CACHEABLE_TOKENS:
-            notes["breakpoint"] = f"stable prefix below {MIN_CACHEABLE_TOKENS} tokens"
-            return []
+    if prefix_tokens is not None and prefix_tokens < MIN_CACHEABLE_TOKENS:
+        notes["breakpoint"] = f"stable prefix of ~{prefix_tokens} tokens is below {MIN_CACHEABLE_TOKENS}"
+        return []
     ttl = _ttl(options, operation, gap_s)
     marker = {"mode": "explicit", "ttl": ttl} if ttl != "30m" else {"mode": "explicit"}
     path, message = leading[-1]

@@ -19,20 +19,23 @@ from ._openai_meter import OpenAIMeter
 __all__ = ["AsyncMeteredHttpClient", "MeteredHttpClient"]
 
 
-class MeteredHttpClient(httpx2.Client):
-    """An ``httpx2.Client`` that meters OpenAI model requests and delegates everything to ``inner``.
+def _delegated(name: str) -> Any:
+    """An attribute read from, and written to, the wrapped client."""
+    return property(
+        lambda self: getattr(self._bc_inner, name), lambda self, value: setattr(self._bc_inner, name, value)
+    )
 
-    It never calls ``httpx2.Client.__init__``: configuration, connections and state all belong to
-    the wrapped client, which keeps sending every request.
+
+class _Delegating:
+    """What both metered clients share: the wrapped client owns every setting, connection and state.
+
+    ``httpx2``'s own ``__init__`` is never called; anything not defined here is read from the
+    wrapped client, so the metered client behaves exactly like it.
     """
 
-    def __init__(self, inner: httpx2.Client, meter: OpenAIMeter) -> None:
+    def __init__(self, inner: Any, meter: OpenAIMeter) -> None:
         self._bc_inner = inner
         self._bc_meter = meter
-
-    @property
-    def inner(self) -> httpx2.Client:
-        return self._bc_inner
 
     @property
     def meter(self) -> OpenAIMeter:
@@ -43,26 +46,49 @@ class MeteredHttpClient(httpx2.Client):
             raise AttributeError(name)
         return getattr(self._bc_inner, name)
 
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx2.Request:
+        request: httpx2.Request = self._bc_inner.build_request(*args, **kwargs)
+        return request
+
+    is_closed = _delegated("is_closed")
+    timeout = _delegated("timeout")
+    headers = _delegated("headers")
+    base_url = _delegated("base_url")
+    cookies = _delegated("cookies")
+    params = _delegated("params")
+    auth = _delegated("auth")
+    event_hooks = _delegated("event_hooks")
+    trust_env = _delegated("trust_env")
+
+
+class MeteredHttpClient(_Delegating, httpx2.Client):
+    """An ``httpx2.Client`` that meters OpenAI model requests and delegates everything to ``inner``."""
+
+    def __init__(self, inner: httpx2.Client, meter: OpenAIMeter) -> None:
+        super().__init__(inner, meter)
+
+    @property
+    def inner(self) -> httpx2.Client:
+        inner: httpx2.Client = self._bc_inner
+        return inner
+
     def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:  # type: ignore[override]
         attempt = self._bc_meter.begin(request)
         if attempt is None:
-            return self._bc_inner.send(request, **kwargs)
+            return self.inner.send(request, **kwargs)
         try:
-            response = self._bc_inner.send(attempt.request, **kwargs)
+            response = self.inner.send(attempt.request, **kwargs)
         except BaseException as exc:
             self._bc_meter.failed(attempt, exc)
             raise
         self._bc_meter.observe(attempt, response, is_async=False)
         return response
 
-    def build_request(self, *args: Any, **kwargs: Any) -> httpx2.Request:
-        return self._bc_inner.build_request(*args, **kwargs)
-
     def close(self) -> None:
-        self._bc_inner.close()
+        self.inner.close()
 
     def __enter__(self) -> MeteredHttpClient:
-        self._bc_inner.__enter__()
+        self.inner.__enter__()
         return self
 
     def __exit__(
@@ -71,60 +97,37 @@ class MeteredHttpClient(httpx2.Client):
         exc: BaseException | None = None,
         tb: TracebackType | None = None,
     ) -> None:
-        self._bc_inner.__exit__(exc_type, exc, tb)
-
-    is_closed = property(lambda self: self._bc_inner.is_closed)  # type: ignore[assignment]
-    timeout = property(  # type: ignore[assignment]
-        lambda self: self._bc_inner.timeout, lambda self, value: setattr(self._bc_inner, "timeout", value)
-    )
-    headers = property(  # type: ignore[assignment]
-        lambda self: self._bc_inner.headers, lambda self, value: setattr(self._bc_inner, "headers", value)
-    )
-    base_url = property(  # type: ignore[assignment]
-        lambda self: self._bc_inner.base_url, lambda self, value: setattr(self._bc_inner, "base_url", value)
-    )
+        self.inner.__exit__(exc_type, exc, tb)
 
 
-class AsyncMeteredHttpClient(httpx2.AsyncClient):
+class AsyncMeteredHttpClient(_Delegating, httpx2.AsyncClient):
     """The ``httpx2.AsyncClient`` counterpart of `MeteredHttpClient`."""
 
     def __init__(self, inner: httpx2.AsyncClient, meter: OpenAIMeter) -> None:
-        self._bc_inner = inner
-        self._bc_meter = meter
+        super().__init__(inner, meter)
 
     @property
     def inner(self) -> httpx2.AsyncClient:
-        return self._bc_inner
-
-    @property
-    def meter(self) -> OpenAIMeter:
-        return self._bc_meter
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_bc_"):
-            raise AttributeError(name)
-        return getattr(self._bc_inner, name)
+        inner: httpx2.AsyncClient = self._bc_inner
+        return inner
 
     async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:  # type: ignore[override]
         attempt = self._bc_meter.begin(request)
         if attempt is None:
-            return await self._bc_inner.send(request, **kwargs)
+            return await self.inner.send(request, **kwargs)
         try:
-            response = await self._bc_inner.send(attempt.request, **kwargs)
+            response = await self.inner.send(attempt.request, **kwargs)
         except BaseException as exc:
             self._bc_meter.failed(attempt, exc)
             raise
         self._bc_meter.observe(attempt, response, is_async=True)
         return response
 
-    def build_request(self, *args: Any, **kwargs: Any) -> httpx2.Request:
-        return self._bc_inner.build_request(*args, **kwargs)
-
     async def aclose(self) -> None:
-        await self._bc_inner.aclose()
+        await self.inner.aclose()
 
     async def __aenter__(self) -> AsyncMeteredHttpClient:
-        await self._bc_inner.__aenter__()
+        await self.inner.__aenter__()
         return self
 
     async def __aexit__(
@@ -133,15 +136,4 @@ class AsyncMeteredHttpClient(httpx2.AsyncClient):
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
     ) -> None:
-        await self._bc_inner.__aexit__(exc_type, exc_value, traceback)
-
-    is_closed = property(lambda self: self._bc_inner.is_closed)  # type: ignore[assignment]
-    timeout = property(  # type: ignore[assignment]
-        lambda self: self._bc_inner.timeout, lambda self, value: setattr(self._bc_inner, "timeout", value)
-    )
-    headers = property(  # type: ignore[assignment]
-        lambda self: self._bc_inner.headers, lambda self, value: setattr(self._bc_inner, "headers", value)
-    )
-    base_url = property(  # type: ignore[assignment]
-        lambda self: self._bc_inner.base_url, lambda self, value: setattr(self._bc_inner, "base_url", value)
-    )
+        await self.inner.__aexit__(exc_type, exc_value, traceback)

@@ -30,9 +30,10 @@ import httpx2
 import structlog
 
 from .. import metering
-from ..drift import PrefixDrift
+from ..blocks import PrefixPrint, count_tokens
+from ..drift import PrefixDrift, explain_drift
 from ..errors import PrefixDriftError
-from ..lineage import current_conversation, lineage_key
+from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions
 from ..tasks import Task, current_task
@@ -43,13 +44,12 @@ from ._openai_cache import (
     COMPLETIONS,
     RESPONSES,
     PreparedRequest,
-    Segment,
     background_poll,
     classify,
     prepare_request,
     prompt_cache_key_for,
 )
-from ._openai_drift import announce_drift, drift_fields, explain_prefix_drift, merge_diagnostics
+from ._openai_drift import announce_drift, drift_fields, extra_cost, merge_diagnostics
 from ._openai_stream import hide_usage_chunk
 from ._openai_usage import usage_from_chat, usage_from_responses
 from ._sse import BodyObserver, tap_response
@@ -59,21 +59,9 @@ __all__ = ["PROVIDER", "OpenAIMeter"]
 log = structlog.get_logger("budgetclient")
 
 PROVIDER = "openai"
-_MAX_LINEAGES = 4096
+_MAX_PENDING = 4096
 _TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 _PENDING_STATUSES = ("queued", "in_progress")
-
-
-@dataclass(slots=True)
-class _Lineage:
-    """What budgetclient remembers of the previous successful call of one conversation."""
-
-    key: str
-    prefix: tuple[Segment, ...] | None = None
-    prefix_hash: str | None = None
-    response_id: str | None = None
-    last_call_at: float | None = None
-    gap_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -84,7 +72,7 @@ class _Attempt:
     request: httpx2.Request
     ctx: CallContext
     prepared: PreparedRequest | None
-    lineage: _Lineage | None
+    lineage: LineageState | None
     started: float
     raw_estimate: int = 0
     """Uncalibrated input-token estimate made for the budget check (0 when none was needed)."""
@@ -98,21 +86,10 @@ class OpenAIMeter:
     def __init__(self, options: ClientOptions | None = None) -> None:
         self.options = options or ClientOptions()
         self.client_key = f"{id(self):x}"
-        self._lineages: OrderedDict[str, _Lineage] = OrderedDict()
+        self.lineages = LineageRegistry()
         self._background: OrderedDict[str, tuple[Task | None, str]] = OrderedDict()
         """Background responses still running: id -> (task that created it, model)."""
         self._lock = threading.Lock()
-
-    def _lineage(self, key: str) -> _Lineage:
-        with self._lock:
-            state = self._lineages.get(key)
-            if state is None:
-                state = self._lineages[key] = _Lineage(key)
-                while len(self._lineages) > _MAX_LINEAGES:
-                    self._lineages.popitem(last=False)
-            else:
-                self._lineages.move_to_end(key)
-            return state
 
     # -- before sending ------------------------------------------------------------------------
     def begin(self, request: httpx2.Request) -> _Attempt | None:
@@ -132,7 +109,7 @@ class OpenAIMeter:
             body = None
         model = str(body.get("model") or "") if body is not None else ""
         prepared: PreparedRequest | None = None
-        lineage: _Lineage | None = None
+        lineage: LineageState | None = None
         drift: PrefixDrift | None = None
         if body is not None and operation in (CHAT, RESPONSES, COMPLETIONS):
             try:
@@ -211,32 +188,43 @@ class OpenAIMeter:
 
     def _prepare(
         self, body: Mapping[str, Any], operation: str, model: str
-    ) -> tuple[PreparedRequest, _Lineage, PrefixDrift | None]:
+    ) -> tuple[PreparedRequest, LineageState, PrefixDrift | None]:
         task = current_task()
         conversation = current_conversation()
         # Chat Completions and Responses keep separate conversations, even for one model and task
         client_key = f"{self.client_key}/{operation}"
         task_id = task.id if task else None
-        lineage = self._lineage(lineage_key(client_key, PROVIDER, model, task_id, conversation))
-        now = time.time()
-        gap = now - lineage.last_call_at if lineage.last_call_at is not None else lineage.gap_s
+        state = self.lineages.get(lineage_key(client_key, PROVIDER, model, task_id, conversation))
+        with state.lock:
+            previous, previous_response = state.prefix, state.response_id
+            gap = time.time() - state.last_call_at if state.last_call_at is not None else None
+        memo = state.token_memo
+
+        def count_block(digest: bytes, text: str) -> int:
+            tokens = memo.get(digest)
+            if tokens is None:
+                tokens = memo[digest] = count_tokens(text, model)
+            return tokens
+
         prepared = prepare_request(
             body,
             operation,
             self.options,
             cache_key=prompt_cache_key_for(model, task.name if task else None, conversation),
-            previous_response_id=lineage.response_id,
+            previous_response_id=previous_response,
             gap_s=gap,
-            count_tokens=lambda prefix_body: _estimate_tokens(prefix_body, model),
+            count_block=count_block,
         )
         drift = None
-        if (
-            self.options.drift != "off"
-            and lineage.prefix is not None
-            and prepared.prefix_hash != lineage.prefix_hash
-        ):
-            drift = explain_prefix_drift(lineage.prefix, prepared.prefix, model)
-        return prepared, lineage, drift
+        if self.options.drift != "off" and previous is not None:
+            drift = explain_drift(
+                previous.blocks,
+                prepared.prefix,
+                previous_params=previous.params,
+                current_params=prepared.params,
+                extra_cost=lambda tokens: extra_cost(tokens, model),
+            )
+        return prepared, state, drift
 
     # -- after the attempt ---------------------------------------------------------------------
     def failed(self, attempt: _Attempt, exc: BaseException) -> None:
@@ -290,11 +278,8 @@ class OpenAIMeter:
                 usage = Usage()  # a background response bills when it finishes (see ``_poll``)
             drift = attempt.ctx.drift
             diagnostics = message.get("prompt_cache_diagnostics")
-            if isinstance(diagnostics, Mapping):
-                merged = merge_diagnostics(drift, diagnostics, attempt.ctx.model)
-                if merged is not None and drift is None and self.options.drift == "warn":
-                    announce_drift(merged, attempt.ctx.model)
-                drift = merged
+            if drift is not None and isinstance(diagnostics, Mapping):
+                drift = merge_diagnostics(drift, diagnostics)
             if status == "ok" and attempt.lineage is not None and attempt.prepared is not None:
                 self._commit(attempt.lineage, attempt.prepared, message, attempt.started)
             if status == "ok" and attempt.raw_estimate and usage.input_tokens:
@@ -331,22 +316,19 @@ class OpenAIMeter:
         if attempt.operation == RESPONSES and queued:
             with self._lock:
                 self._background[response_id] = (attempt.ctx.task, attempt.ctx.model)
-                while len(self._background) > _MAX_LINEAGES:
+                while len(self._background) > _MAX_PENDING:
                     self._background.popitem(last=False)
         return True
 
     def _commit(
-        self, lineage: _Lineage, prepared: PreparedRequest, message: Mapping[str, Any], at: float
+        self, state: LineageState, prepared: PreparedRequest, message: Mapping[str, Any], at: float
     ) -> None:
-        with self._lock:
-            if lineage.last_call_at is not None:
-                lineage.gap_s = at - lineage.last_call_at
-            lineage.last_call_at = at
-            lineage.prefix = prepared.prefix
-            lineage.prefix_hash = prepared.prefix_hash
+        with state.lock:
+            state.record_gap(at)
+            state.remember(PrefixPrint(prepared.prefix, prepared.params))
             response_id = message.get("id")
             if isinstance(response_id, str) and response_id.startswith("resp"):
-                lineage.response_id = response_id
+                state.response_id = response_id
 
 
 class _UsageObserver(BodyObserver):
@@ -449,12 +431,6 @@ def _with_body(request: httpx2.Request, body: Mapping[str, Any]) -> httpx2.Reque
     return httpx2.Request(
         request.method, request.url, headers=headers, content=content, extensions=request.extensions
     )
-
-
-def _estimate_tokens(body: Mapping[str, Any], model: str) -> int:
-    from ..tokens import estimate_tokens
-
-    return int(estimate_tokens(PROVIDER, body, model))
 
 
 def _calibrate(model: str, raw_estimate: int, reported: int) -> None:

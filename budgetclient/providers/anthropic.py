@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import anthropic
 import httpx2
@@ -175,7 +176,7 @@ class BudgetMiddleware(Middleware):
 
     # -- before sending ----------------------------------------------------------------------
     def _before(self, request: APIRequest) -> _Plan | None:
-        path = request.url.split("?", 1)[0]
+        path = _path(request.url)
         method = request.method.lower()
         if method == "get" and path.startswith(_BATCHES_PREFIX) and path.endswith("/results"):
             ctx = metering.begin_call(PROVIDER, "", "batch", attempt=request.retries_taken)
@@ -250,7 +251,7 @@ class BudgetMiddleware(Middleware):
             return
         try:
             if plan.ctx.operation == "batch":
-                batch_id = plan.request.url.split("?", 1)[0][len(_BATCHES_PREFIX) :].split("/", 1)[0]
+                batch_id = _path(plan.request.url)[len(_BATCHES_PREFIX) :].split("/", 1)[0]
                 tap_response(http_response, _JSONLBatchObserver(self, batch_id, plan.ctx))
                 return
             sse = "text/event-stream" in http_response.headers.get("content-type", "")
@@ -349,10 +350,15 @@ class _JSONLBatchObserver(BodyObserver):
         self._mw._record_batch_results(self._batch_id, self._ctx, [document])
 
 
-def _estimate_tokens(body: Mapping[str, Any]) -> int:
-    from ..tokens import estimate_tokens
+def _path(url: str) -> str:
+    """The path of a request URL: logical (``/v1/messages``) or absolute (a batch ``results_url``)."""
+    return urlsplit(url).path if "://" in url else url.split("?", 1)[0]
 
-    return estimate_tokens(PROVIDER, body)
+
+def _estimate_tokens(body: Mapping[str, Any]) -> Any:
+    from ..tokens import estimate_request
+
+    return estimate_request(PROVIDER, body)
 
 
 def _drift_fields(drift: PrefixDrift) -> dict[str, Any]:

@@ -9,7 +9,12 @@ the SDK's class, methods, return types and static types.
   ``cache``, ``cache_ttl`` and ``drift``.
 - ``wrap_openai(client, options)``: ``client.copy(http_client=<metered>)`` for ``OpenAI``,
   ``AsyncOpenAI``, ``AzureOpenAI`` and ``AsyncAzureOpenAI`` (anything built on the SDK's base
-  clients); the original client is left untouched.
+  clients); the original client is left untouched. The two share the underlying HTTP client (and
+  its connections), as SDK copies do: closing one closes it for both.
+
+``bc.OpenAI(...).with_options(http_client=other)`` meters ``other`` too. A wrapped SDK client
+given a new ``http_client`` in ``with_options`` is not (its class cannot be changed): wrap that
+copy again.
 
 Clients built on a legacy ``httpx`` (not ``httpx2``) client cannot be instrumented: pass an
 ``httpx2`` client (``openai.DefaultHttpxClient(...)``) instead.
@@ -17,7 +22,7 @@ Clients built on a legacy ``httpx`` (not ``httpx2``) client cannot be instrument
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx2
 import openai
@@ -44,13 +49,10 @@ C = TypeVar("C")
 _OPTION_NAMES = ("cache", "cache_ttl", "drift")
 
 
-def _instrumented(http_client: Any, options: ClientOptions | None) -> httpx2.Client | httpx2.AsyncClient:
-    """``http_client`` behind budgetclient's metering (re-using its meter if it already has one)."""
-    if isinstance(http_client, (MeteredHttpClient, AsyncMeteredHttpClient)):
-        if options is None or options == http_client.meter.options:
-            return http_client
-        http_client = http_client.inner
-    meter = OpenAIMeter(options)
+_METERED = (MeteredHttpClient, AsyncMeteredHttpClient)
+
+
+def _metered(http_client: Any, meter: OpenAIMeter) -> httpx2.Client | httpx2.AsyncClient:
     if isinstance(http_client, httpx2.AsyncClient):
         return AsyncMeteredHttpClient(http_client, meter)
     if isinstance(http_client, httpx2.Client):
@@ -62,9 +64,26 @@ def _instrumented(http_client: Any, options: ClientOptions | None) -> httpx2.Cli
     )
 
 
+def _instrumented(http_client: Any, options: ClientOptions | None) -> httpx2.Client | httpx2.AsyncClient:
+    """``http_client`` behind budgetclient's metering (re-using its meter if it already has one)."""
+    if isinstance(http_client, _METERED):
+        if options is None or options == http_client.meter.options:
+            return http_client
+        http_client = http_client.inner
+    return _metered(http_client, OpenAIMeter(options))
+
+
+def _keep_meter(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A copy given an http_client of its own keeps this client's meter (options, conversations)."""
+    given, current = kwargs.get("http_client"), getattr(client, "_client", None)
+    if given is not None and not isinstance(given, _METERED) and isinstance(current, _METERED):
+        kwargs["http_client"] = _metered(given, current.meter)
+    return kwargs
+
+
 def _budget_options(client: Any) -> ClientOptions:
     http_client = getattr(client, "_client", None)
-    if isinstance(http_client, (MeteredHttpClient, AsyncMeteredHttpClient)):
+    if isinstance(http_client, _METERED):
         return http_client.meter.options
     raise LookupError("client is not instrumented by budgetclient")
 
@@ -85,6 +104,13 @@ class OpenAI(openai.OpenAI):
     def budget_options(self) -> ClientOptions:
         return _budget_options(self)
 
+    if not TYPE_CHECKING:  # type checkers keep seeing the SDK's fully typed copy / with_options
+
+        def copy(self, **kwargs: Any) -> OpenAI:
+            return super().copy(**_keep_meter(self, kwargs))
+
+        with_options = copy
+
 
 class AsyncOpenAI(openai.AsyncOpenAI):
     """``openai.AsyncOpenAI`` with budgetclient's metering, prompt-cache key, breakpoints and drift checks."""
@@ -99,6 +125,13 @@ class AsyncOpenAI(openai.AsyncOpenAI):
     def budget_options(self) -> ClientOptions:
         return _budget_options(self)
 
+    if not TYPE_CHECKING:
+
+        def copy(self, **kwargs: Any) -> AsyncOpenAI:
+            return super().copy(**_keep_meter(self, kwargs))
+
+        with_options = copy
+
 
 def wrap_openai(client: C, options: ClientOptions) -> C:
     """An instrumented copy of an OpenAI SDK client, of the same class; ``client`` is untouched."""
@@ -106,6 +139,6 @@ def wrap_openai(client: C, options: ClientOptions) -> C:
     copy = getattr(client, "copy", None)
     if http_client is None or copy is None:
         raise TypeError(f"cannot instrument {type(client).__qualname__}: it is not an openai SDK client")
-    if isinstance(http_client, (MeteredHttpClient, AsyncMeteredHttpClient)):
+    if isinstance(http_client, _METERED):
         http_client = http_client.inner
     return copy(http_client=_instrumented(http_client, options))  # type: ignore[no-any-return]

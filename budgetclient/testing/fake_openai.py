@@ -48,7 +48,7 @@ from ._sse import ChunkStream
 from .fake_anthropic import FakeClock
 from .tokenizer import _TOKEN
 
-__all__ = ["FakeClock", "FakeOpenAI", "FakeReply", "RecordedRequest", "tokenize"]
+__all__ = ["FakeClock", "FakeOpenAI", "FakeOpenAIRequest", "FakeReply", "tokenize"]
 
 MIN_CACHEABLE_TOKENS = 1024
 CACHE_INCREMENT = 128
@@ -65,7 +65,7 @@ def tokenize(text: str) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class RecordedRequest:
+class FakeOpenAIRequest:
     """One request the fake received."""
 
     method: str
@@ -181,7 +181,7 @@ class FakeOpenAI:
         self.words_per_delta = max(1, words_per_delta)
         self.background_polls = background_polls
         """How many retrieves of a ``background=True`` response answer ``in_progress`` before it is done."""
-        self.requests: list[RecordedRequest] = []
+        self.requests: list[FakeOpenAIRequest] = []
         self._replies: list[FakeReply] = [_reply(r) for r in replies]
         self._failures: list[tuple[int, str | None]] = []
         self._cuts: list[int] = []
@@ -243,7 +243,7 @@ class FakeOpenAI:
         response, usage = self._answer(request.method, request.url.path, body)
         with self._lock:
             self.requests.append(
-                RecordedRequest(
+                FakeOpenAIRequest(
                     request.method,
                     request.url.path,
                     {k.lower(): v for k, v in request.headers.items()},

@@ -296,7 +296,7 @@ def test_interrupted_stream_records_what_arrived_flagged_incomplete() -> None:
     wire = Wire(default=lambda r: sse_response(anthropic_stream_events(usage), cut_after=4))
     c = sync_client(wire)
     with bc.task("t") as t:
-        with pytest.raises(anthropic.APIConnectionError):
+        with pytest.raises(httpx2.ReadError):  # what the raw SDK raises mid-stream
             list(c.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES, stream=True))
     (record,) = t.records
     assert record.status == "incomplete"
@@ -372,6 +372,7 @@ def test_unwritable_ledger_never_breaks_the_call(tmp_path: Any) -> None:
     assert isinstance(msg, Message)
     assert t.cost == cost_of(USAGE)
     assert bc.flush(0.5) is False  # kept in memory, retried, not lost
+    bc.configure(ledger="memory://")
 
 
 def test_unknown_model_cost_none_tokens_kept() -> None:
@@ -396,3 +397,12 @@ def test_records_reach_ledger_without_prompt_text_or_key(ledger_url: str) -> Non
     assert record.usage == expected_usage(USAGE)
     dumped = repr(record)
     assert secret_prompt not in dumped and "sk-ant-test-key" not in dumped
+
+
+def test_wrap_of_a_budgetclient_client_replaces_its_options() -> None:
+    c = sync_client(json_wire(), drift="warn")
+    again = bc.wrap(c, drift="off", cache="off")
+    assert type(again) is bc.Anthropic
+    assert again.budget_options == bc.ClientOptions(cache="off", drift="off")
+    assert c.budget_options == bc.ClientOptions()
+    assert sum(type(m).__name__ == "BudgetMiddleware" for m in again._middleware) == 1

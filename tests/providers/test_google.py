@@ -20,7 +20,9 @@ from google.genai import types as gtypes
 
 import budgetclient as bc
 from budgetclient.ledger import open_ledger
+from budgetclient.providers import _google_meter
 from budgetclient.providers import google as google_provider
+from budgetclient.providers._google_cache import ManagedCaches
 from budgetclient.testing.fake_gemini import FakeGemini
 
 MODEL = "gemini-2.5-flash"
@@ -338,10 +340,13 @@ def test_metering_faults_never_break_the_call(monkeypatch: pytest.MonkeyPatch) -
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("metering bug")
 
-    monkeypatch.setattr(google_provider, "usage_from_gemini", boom)
-    response = c.models.generate_content(model=MODEL, contents="Hello", config=config())
+    monkeypatch.setattr(_google_meter, "usage_from_gemini", boom)
+    with bc.task("t", budget_usd=1) as t:
+        response = c.models.generate_content(model=MODEL, contents="Hello", config=config())
     assert response.text == fake.reply
-    monkeypatch.setattr(google_provider.ManagedCaches, "plan", boom)
+    (record,) = t.records  # kept, flagged, and the budget reservation released
+    assert record.status == "incomplete" and t.spent_usd == Decimal(0)
+    monkeypatch.setattr(ManagedCaches, "plan", boom)
     response = c.models.generate_content(model=MODEL, contents="Hello again", config=config())
     assert response.text == fake.reply
     chunks = list(c.models.generate_content_stream(model=MODEL, contents="Hi", config=config()))
@@ -433,14 +438,30 @@ def test_changed_system_instruction_is_reported_as_drift() -> None:
     assert t.records[1].drift == drift and t.records[0].drift is None
 
 
+def get_forecast(city: str) -> str:
+    """Tomorrow's forecast for a city."""
+    return f"rain in {city}"
+
+
 def test_drift_raise_sends_nothing() -> None:
-    fake = FakeGemini()
+    fake = FakeGemini(call_functions=False)
+    c = client(fake, drift="raise")
+    c.models.generate_content(model=MODEL, contents="a", config=config(tools=[get_weather]))
+    with pytest.raises(bc.PrefixDriftError) as info:
+        c.models.generate_content(model=MODEL, contents="b", config=config(tools=[get_forecast]))
+    assert info.value.drift.segment.startswith("tools[0].functionDeclarations[0].")
+    with pytest.raises(bc.PrefixDriftError):  # refused, so still compared with what was sent last
+        c.models.generate_content(model=MODEL, contents="b", config=config(tools=[get_forecast]))
+    assert len(fake.generations) == 1
+
+
+def test_appending_a_tool_is_not_drift() -> None:
+    """What was sent before is still a prefix of what is sent now (the shared drift rule)."""
+    fake = FakeGemini(call_functions=False)
     c = client(fake, drift="raise")
     c.models.generate_content(model=MODEL, contents="a", config=config())
-    with pytest.raises(bc.PrefixDriftError) as info:
-        c.models.generate_content(model=MODEL, contents="b", config=config(tools=[get_weather]))
-    assert info.value.drift.segment == "tools[0].functionDeclarations[0]"
-    assert len(fake.generations) == 1
+    c.models.generate_content(model=MODEL, contents="b", config=config(tools=[get_weather]))
+    assert len(fake.generations) == 2
 
 
 def test_same_prefix_in_another_conversation_is_not_drift() -> None:
@@ -454,3 +475,30 @@ def test_same_prefix_in_another_conversation_is_not_drift() -> None:
             c.models.generate_content(
                 model=MODEL, contents="b", config=gtypes.GenerateContentConfig(system_instruction="other")
             )
+
+
+def test_wrap_of_an_instrumented_client_applies_new_options() -> None:
+    fake = FakeGemini()
+    first = client(fake, drift="raise")
+    # (bc.wrap dispatches on the SDK's module name, so it is called directly here)
+    second = google_provider.wrap_genai(first, bc.ClientOptions(drift="off"))
+    assert type(second) is bc.GenAIClient
+    assert second.budget_options.drift == "off" and first.budget_options.drift == "raise"
+    with bc.task("t") as t:
+        second.models.generate_content(model=MODEL, contents="a", config=config())
+        second.models.generate_content(model=MODEL, contents="b", config=config(tools=[get_weather]))
+    assert t.usage.requests == 3  # one call, then two function-calling hops; no drift raised, metered once
+
+
+def test_usage_normalisation_reads_sdk_snake_case_too() -> None:
+    meta = {
+        "prompt_token_count": 100,
+        "cached_content_token_count": 40,
+        "tool_use_prompt_token_count": 3,
+        "candidates_token_count": 10,
+        "thoughts_token_count": 5,
+    }
+    assert google_provider.usage_from_gemini(meta) == bc.Usage(
+        input_tokens=103, cache_read_tokens=40, output_tokens=15, reasoning_tokens=5, requests=1
+    )
+    assert google_provider.usage_from_gemini(None) == bc.Usage(requests=1)

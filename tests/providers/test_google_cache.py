@@ -18,7 +18,7 @@ from google.genai import types as gtypes
 
 import budgetclient as bc
 from budgetclient.providers import google as google_provider
-from budgetclient.providers._google_cache import CacheEconomics, auto_ttl, cache_pays
+from budgetclient.providers._google_rules import CacheEconomics, auto_ttl, cache_pays
 from budgetclient.testing.fake_gemini import FakeGemini
 
 from .test_google import API_KEY, CACHED, INPUT, MODEL, MTOK, cost_of, http_options, usage_of
@@ -377,3 +377,29 @@ def test_wrapped_client_deletes_only_its_own_entries() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         original.models.generate_content(model=MODEL, contents="still fine")
+
+
+def test_one_hour_ttl_needs_more_expected_reads_to_pay() -> None:
+    """Each entry may idle for its whole TTL: with 1h at $1.00/MTok/h on Flash, creation waits
+    until five reads are expected (5 x 0.27 > 0.30 + 1.0 x (4 x 36 s + 1 h))."""
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake, cache_ttl="1h")
+    make_entry(fake, c, calls=7)
+    create = json.loads(next(r for r in fake.requests if r.url.path.endswith("/cachedContents")).content)
+    assert create["ttl"] == "3600s"
+    reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
+    assert reads == [0] * 5 + [PREFIX_40K_TOKENS] * 2
+    c.close()
+
+
+def test_vertex_express_paths_are_metered_and_cached() -> None:
+    fake = FakeGemini(implicit_caching=False)
+    c = bc.GenAIClient(vertexai=True, api_key=API_KEY, http_options=http_options(fake))
+    with bc.task("t") as t:
+        make_entry(fake, c, calls=4)
+        c.close()
+    assert all("/v1beta1/" in str(r.url) for r in fake.requests)
+    assert [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations] == [0, 0] + [
+        PREFIX_40K_TOKENS
+    ] * 2
+    assert t.cost == server_cost(fake)

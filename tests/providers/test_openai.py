@@ -7,6 +7,8 @@ the usage fields the fake put on the wire and from the published per-million rat
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 from collections.abc import Mapping
 from decimal import Decimal
@@ -19,6 +21,11 @@ import pytest
 import respx
 
 import budgetclient as bc
+from budgetclient import pricing
+from budgetclient.metering import add_call_hook
+from budgetclient.providers import _openai_meter
+from budgetclient.providers.openai import wrap_openai
+from budgetclient.testing._sse import ChunkStream
 from budgetclient.testing.fake_openai import FakeOpenAI, FakeReply
 
 MILLION = Decimal(1_000_000)
@@ -260,9 +267,10 @@ def test_responses_create_stream_and_parse(fake: FakeOpenAI, client: bc.OpenAI) 
             for _ in stream:
                 pass
             streamed = stream.get_final_response()
-        parsed = client.responses.parse(
-            model="gpt-5.6-terra", instructions=SYSTEM, input="Where?", text_format=City
-        )
+        with pytest.warns(bc.PrefixDriftWarning):  # a new text.format: OpenAI's cache key changes
+            parsed = client.responses.parse(
+                model="gpt-5.6-terra", instructions=SYSTEM, input="Where?", text_format=City
+            )
     assert created.output_text == "Thirty days."
     assert streamed.output_text == "Ninety days."
     assert parsed.output_parsed == City(city="Rome")
@@ -281,10 +289,13 @@ async def test_async_responses_create_stream_and_parse(fake: FakeOpenAI, aclient
         ) as stream:
             async for _ in stream:
                 pass
-        parsed = await aclient.responses.parse(
-            model="gpt-5.6-terra", instructions=SYSTEM, input="Where?", text_format=City
-        )
+        with pytest.warns(bc.PrefixDriftWarning):
+            parsed = await aclient.responses.parse(
+                model="gpt-5.6-terra", instructions=SYSTEM, input="Where?", text_format=City
+            )
     assert parsed.output_parsed == City(city="Rome")
+    drift = t.records[2].drift
+    assert drift is not None and drift.segment == "text.format"
     usage, cost = expected(fake, "gpt-5.6-terra")
     assert (t.usage, t.cost, t.calls) == (usage, cost, 3)
 
@@ -421,8 +432,6 @@ async def test_wrap_async_azure_client(fake: FakeOpenAI) -> None:
 
 
 def test_wrap_of_an_instrumented_client_does_not_meter_twice(fake: FakeOpenAI, client: bc.OpenAI) -> None:
-    from budgetclient.providers.openai import wrap_openai
-
     again = wrap_openai(client, bc.ClientOptions(cache="off"))
     with bc.task("twice") as t:
         again.chat.completions.create(model="gpt-4o", messages=chat("Hi"))
@@ -432,8 +441,6 @@ def test_wrap_of_an_instrumented_client_does_not_meter_twice(fake: FakeOpenAI, c
 
 def test_calls_outside_a_task_are_still_metered(fake: FakeOpenAI, client: bc.OpenAI) -> None:
     records: list[bc.CallRecord] = []
-    from budgetclient.metering import add_call_hook
-
     remove = add_call_hook(records.append)
     try:
         client.chat.completions.create(model="gpt-4o", messages=chat("Hi"))
@@ -503,9 +510,6 @@ def test_stream_closed_early_by_the_caller_is_incomplete(fake: FakeOpenAI, clien
 def test_metering_fault_never_breaks_the_call(
     fake: FakeOpenAI, client: bc.OpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from budgetclient import pricing
-    from budgetclient.providers import _openai_meter
-
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("price table on fire")
 
@@ -570,10 +574,6 @@ def test_types_are_the_sdks(fake: FakeOpenAI, client: bc.OpenAI) -> None:
 
 
 def test_gzipped_stream_is_decoded_filtered_and_metered(fake: FakeOpenAI) -> None:
-    import gzip
-
-    from budgetclient.testing._sse import ChunkStream
-
     def gzipping(request: httpx2.Request) -> httpx2.Response:
         answer = fake.handler(request)
         body = gzip.compress(answer.read())
@@ -610,3 +610,50 @@ def test_background_response_is_billed_once_to_the_task_that_created_it(
     usage, cost = expected(fake, "gpt-4o")
     assert usage.input_tokens > 0
     assert (t.usage, t.cost, t.calls) == (usage, cost, 2)  # the queued create, then the finished response
+
+
+def test_with_options_given_a_new_http_client_keeps_metering(fake: FakeOpenAI) -> None:
+    client = bc.OpenAI(api_key="sk-test", http_client=fake.http_client(), drift="off")
+    proxied = client.with_options(http_client=FakeOpenAI().http_client())
+    assert proxied.budget_options == bc.ClientOptions(drift="off")
+    with bc.task("proxied") as t:
+        proxied.chat.completions.create(model="gpt-4o", messages=chat("Hi"))
+    assert t.calls == 1
+
+
+async def test_concurrent_tasks_each_get_exactly_their_own_usage(
+    fake: FakeOpenAI, aclient: bc.AsyncOpenAI
+) -> None:
+    async def ticket(n: int) -> tuple[bc.Task, str]:
+        async with bc.task(f"ticket-{n}") as t:
+            question = "word " * n + "?"
+            stream = await aclient.chat.completions.create(
+                model="gpt-4o", messages=chat(question), stream=True
+            )
+            async for chunk in stream:
+                assert chunk.choices
+        return t, question
+
+    results = await asyncio.gather(*(ticket(n) for n in range(1, 31)))
+    by_question = {r.body["messages"][1]["content"]: r.usage for r in fake.requests}
+    for t, question in results:
+        assert t.usage == usage_of(by_question[question])
+        assert t.calls == 1
+
+
+def test_the_callers_http_client_settings_still_apply(fake: FakeOpenAI) -> None:
+    seen: list[str] = []
+    http = httpx2.Client(
+        transport=fake.transport(),
+        event_hooks={"request": [lambda request: seen.append(request.url.path)]},
+        headers={"x-proxy-auth": "secret"},
+    )
+    client = bc.OpenAI(api_key="sk-test", http_client=http)
+    assert client._client.headers["x-proxy-auth"] == "secret"
+    with bc.task("hooks") as t:
+        client.chat.completions.create(model="gpt-4o", messages=chat("Hi"))
+    assert seen == ["/v1/chat/completions"]
+    assert fake.requests[0].headers["x-proxy-auth"] == "secret"
+    assert t.calls == 1
+    client.close()
+    assert http.is_closed and client.is_closed()

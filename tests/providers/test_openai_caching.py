@@ -81,6 +81,19 @@ def test_prompt_cache_key_is_stable_per_conversation_and_across_clients(fake: Fa
     assert all(k.startswith("bc-") and len(k) <= 64 for k in keys)
 
 
+def test_an_explicit_conversation_keeps_its_key_across_tasks(fake: FakeOpenAI) -> None:
+    client = client_for(fake)
+    with bc.conversation("ticket-9"):
+        with bc.task("triage"):
+            client.chat.completions.create(model="gpt-4o", messages=messages("a"))
+        with bc.task("triage"):
+            client.chat.completions.create(model="gpt-4o", messages=messages("b"))
+    with bc.conversation("ticket-10"), bc.task("triage"):
+        client.chat.completions.create(model="gpt-4o", messages=messages("c"))
+    first, second, other = (r.body["prompt_cache_key"] for r in fake.requests)
+    assert first == second != other
+
+
 def test_callers_prompt_cache_key_wins(fake: FakeOpenAI) -> None:
     client = client_for(fake)
     with bc.task("triage"):
@@ -267,6 +280,10 @@ def test_a_changed_system_prompt_is_reported(fake: FakeOpenAI) -> None:
     offset = next(i for i, (x, y) in enumerate(zip(before.encode(), after.encode(), strict=True)) if x != y)
     assert drift.offset == offset
     assert "28" in drift.before and "29" in drift.after
+    assert drift.cause == "timestamp"
+    # what the change costs: the system prompt from the change on is no longer read from cache
+    assert drift.tokens_at_risk > 0
+    assert drift.est_extra_cost == drift.tokens_at_risk * (Decimal("2.50") - Decimal("1.25")) / MILLION
     assert t.records[0].drift is None
 
 
@@ -280,6 +297,17 @@ def test_tools_changes_are_reported(fake: FakeOpenAI) -> None:
         client.responses.create(model="gpt-4o", instructions=SYSTEM, input="b", tools=[changed])
     drift = t.records[1].drift
     assert drift is not None and drift.segment.startswith("tools[0]")
+
+
+def test_a_changed_cache_parameter_is_reported(fake: FakeOpenAI) -> None:
+    client = client_for(fake)
+    with bc.task("drift") as t, warnings.catch_warnings():
+        warnings.simplefilter("ignore", bc.PrefixDriftWarning)
+        client.chat.completions.create(model="gpt-4o", messages=messages("a"), reasoning_effort="low")
+        client.chat.completions.create(model="gpt-4o", messages=messages("b"), reasoning_effort="high")
+    drift = t.records[1].drift
+    assert drift is not None and drift.segment == "reasoning_effort"
+    assert (drift.before, drift.after) == ('"low"', '"high"')
 
 
 def test_drift_raise_stops_the_request_before_sending(fake: FakeOpenAI) -> None:

@@ -168,7 +168,9 @@ def test_prepare_never_mutates_the_callers_body() -> None:
         "stream_options": {"include_obfuscation": False},
     }
     snapshot = copy.deepcopy(body)
-    prepared = prepare_request(body, CHAT, bc.ClientOptions(), cache_key="bc-k", count_tokens=lambda b: 1500)
+    prepared = prepare_request(
+        body, CHAT, bc.ClientOptions(), cache_key="bc-k", count_block=lambda digest, text: len(text.split())
+    )
     assert body == snapshot
     assert prepared.changed and prepared.hide_usage_chunk
     assert prepared.body["stream_options"] == {"include_obfuscation": False, "include_usage": True}
@@ -182,7 +184,7 @@ def test_an_unchanged_body_is_returned_as_is() -> None:
     assert prepared.body is body and not prepared.changed and prepared.prompt_cache_key is None
 
 
-def test_stable_prefix_segments() -> None:
+def test_stable_prefix_blocks() -> None:
     tool = {"type": "function", "function": {"name": "f"}}
     body = {
         "tools": [tool],
@@ -191,21 +193,22 @@ def test_stable_prefix_segments() -> None:
             {
                 "role": "developer",
                 "content": [
-                    {"type": "text", "text": "more", "prompt_cache_breakpoint": {"mode": "explicit"}}
+                    {"type": "text", "text": "more", "prompt_cache_breakpoint": {"mode": "explicit"}},
                 ],
             },
             {"role": "user", "content": "q"},
             {"role": "system", "content": "late system message: not prefix"},
         ],
     }
-    assert stable_prefix(body, CHAT) == (
-        ("tools[0]", json.dumps(tool, separators=(",", ":")).encode()),
-        ("messages[0].content", b"rules"),
-        ("messages[1].content[0]", b'{"type":"text","text":"more"}'),  # markers are not content
-    )
-    assert stable_prefix({"instructions": "be kind", "input": "q"}, RESPONSES) == (
-        ("instructions", b"be kind"),
-    )
+    blocks = stable_prefix(body, CHAT, count=lambda digest, text: len(text.split()))
+    assert [(b.path, b.section, b.raw, b.tokens, b.shorthand) for b in blocks] == [
+        ("tools[0]", "tools", json.dumps(tool, separators=(",", ":")).encode(), 1, False),
+        ("messages[0].content", "system", b'{"type":"text","text":"rules"}', 1, True),
+        ("messages[1].content[0]", "system", b'{"type":"text","text":"more"}', 1, False),  # markers stripped
+    ]
+    (instructions,) = stable_prefix({"instructions": "be kind", "input": "q"}, RESPONSES)
+    assert instructions.path == "instructions"
+    assert instructions.raw == b'{"type":"input_text","text":"be kind"}'
 
 
 def sse(document: Any) -> bytes:

@@ -1,0 +1,322 @@
+"""What each prompt-caching strategy pays on the reference traces, against the best found offline.
+
+    python benchmarks/cache_cost.py              # table on stdout
+    python benchmarks/cache_cost.py --markdown   # the table in benchmarks/README.md
+
+Every trace (`budgetclient.testing.traces`) is replayed against `FakeAnthropic`, which bills
+prompt caching by Anthropic's documented rules, once per strategy: no caching, system prefix only
+(the guide's advice), the provider's automatic mode (top-level ``cache_control``) and
+budgetclient. Costs come from the usage the fake reports, at the published Claude Sonnet 4.6
+rates ($3 input, $0.30 cache read, $3.75 5m write, $6 1h write, $15 output per MTok).
+
+The yardstick is the best placement found offline, knowing the whole trace: a beam search over
+each call's breakpoints (where the last write ends, among the points later calls share with it,
+and the TTLs), simulating the cache exactly with the fake's own accounting. States with the same
+live entries that later calls can use are merged (keeping the cheaper), then the cheapest
+``beam`` are kept. The chosen plan is replayed through the fake, so its cost is measured, not
+modelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the checkout importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from budgetclient.placement import Marker
+from budgetclient.providers._anthropic_cache import apply_markers, request_blocks
+from budgetclient.testing._prompt_cache import (
+    Breakpoint,
+    PromptBlock,
+    PromptCache,
+    min_cacheable_tokens,
+    prompt_blocks,
+)
+from budgetclient.testing.fake_anthropic import DEFAULT_EPOCH, FakeAnthropic, FakeClock
+from budgetclient.testing.traces import (
+    Trace,
+    TraceRun,
+    reference_traces,
+    run_trace,
+    send,
+    usage_cost,
+)
+
+STRATEGY_NAMES = ("none", "system-only", "provider-auto", "budgetclient")
+OUTPUT_TOKENS = 20
+"""Tokens the fake answers per call (the same for every strategy)."""
+
+
+def _fake() -> FakeAnthropic:
+    return FakeAnthropic(clock=FakeClock(), output_tokens=OUTPUT_TOKENS)
+
+
+class _ForkableCache(PromptCache):
+    """The fake's prompt cache, copyable so a search can branch on it."""
+
+    def fork(self) -> _ForkableCache:
+        other = _ForkableCache()
+        other._entries = dict(self._entries)
+        return other
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    body: Mapping[str, Any]
+    time: float
+    blocks: tuple[PromptBlock, ...]
+    keys: tuple[str, ...]
+    fixed_end: int
+    """Index of the last tools/system block (-1 if none)."""
+
+
+@dataclass(slots=True)
+class _State:
+    cost: Decimal
+    cache: _ForkableCache
+    plan: tuple[tuple[Breakpoint, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OfflinePlan:
+    cost: Decimal
+    """Simulated cost of the plan (equal to the replayed cost)."""
+    breakpoints: tuple[tuple[Breakpoint, ...], ...]
+    """Breakpoints of each call, by block index."""
+
+
+def _calls(trace: Trace) -> list[_Call]:
+    now = DEFAULT_EPOCH
+    out = []
+    for call in trace.calls:
+        now += call.gap_s
+        blocks = prompt_blocks(call.body)
+        fixed = max((b.index for b in blocks if b.section != "messages"), default=-1)
+        out.append(_Call(call.body, now, blocks, tuple(b.key for b in blocks), fixed))
+    return out
+
+
+def _lcp(a: Sequence[str], b: Sequence[str]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _markable(blocks: Sequence[PromptBlock], index: int) -> int | None:
+    for i in range(min(index, len(blocks) - 1), -1, -1):
+        if blocks[i].cacheable:
+            return i
+    return None
+
+
+def _deepest_live(cache: PromptCache, call: _Call) -> int | None:
+    live = {entry.key for entry in cache.entries(call.time)}
+    return next((i for i in range(len(call.keys) - 1, -1, -1) if call.keys[i] in live), None)
+
+
+def _options(calls: Sequence[_Call], t: int, horizon: int, min_tokens: int) -> list[int | None]:
+    """Where call ``t``'s last write may end: the points later calls share with it, the end, the
+    fixed prefix, or nowhere."""
+    call = calls[t]
+    points: set[int | None] = {None, _markable(call.blocks, len(call.blocks) - 1)}
+    if call.fixed_end >= 0:
+        points.add(_markable(call.blocks, call.fixed_end))
+    for u in range(t + 1, min(len(calls), t + 1 + horizon)):
+        shared = _lcp(call.keys, calls[u].keys)
+        if shared:
+            points.add(_markable(call.blocks, shared - 1))
+    return sorted(
+        (p for p in points if p is None or call.blocks[p].prefix_tokens >= min_tokens),
+        key=lambda p: -1 if p is None else p,
+    )
+
+
+_TTLS: tuple[tuple[str, str], ...] = (("5m", "5m"), ("1h", "5m"), ("1h", "1h"))
+"""(TTL of the stable-prefix breakpoint, TTL of the others): longer TTLs must come first."""
+
+
+def _breakpoints(call: _Call, deepest: int | None, end: int | None, share_next: int | None,
+                 ttls: tuple[str, str]) -> tuple[Breakpoint, ...]:
+    fixed_ttl, ttl = ttls
+    points: dict[int, str] = {}
+    if call.fixed_end >= 0:
+        fixed = _markable(call.blocks, call.fixed_end)
+        if fixed is not None:
+            points[fixed] = fixed_ttl
+    candidates = [deepest, end]
+    if end is not None and share_next is not None and share_next < end:
+        candidates.append(share_next)
+    for index in candidates:
+        if index is not None and index not in points:
+            points[index] = ttl
+    ordered = sorted(points.items())[:4]
+    return tuple(Breakpoint(i, "1h" if t == "1h" else "5m") for i, t in ordered)
+
+
+def _choices(calls: Sequence[_Call], t: int, horizon: int, min_tokens: int, deepest: int | None,
+             share_next: int | None, ttls: Sequence[str | None] | None) -> list[tuple[Breakpoint, ...]]:
+    call = calls[t]
+    if ttls is not None and ttls[t] is None:
+        return [()]
+    pairs = _TTLS if ttls is None else ((str(ttls[t]), str(ttls[t])),)
+    return [_breakpoints(call, deepest, end, share_next, pair)
+            for end in _options(calls, t, horizon, min_tokens) for pair in pairs]
+
+
+def _signature(cache: PromptCache, now: float, future: set[str]) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((e.key, e.expires_at) for e in cache.entries(now) if e.key in future))
+
+
+def offline_best(
+    trace: Trace, *, beam: int = 48, horizon: int = 3, ttls: Sequence[str | None] | None = None
+) -> OfflinePlan:
+    """The cheapest breakpoint plan for ``trace`` the beam search finds (see module doc).
+
+    ``ttls``: the TTL each call must use (None: no breakpoints), e.g. the ones an online policy
+    chose from the gaps it had seen; without it the TTLs are searched too (clairvoyant).
+    """
+    if ttls is not None and len(ttls) != len(trace.calls):
+        raise ValueError(f"ttls has {len(ttls)} entries for {len(trace.calls)} calls")
+    calls = _calls(trace)
+    min_tokens = min_cacheable_tokens(trace.model)
+    future_keys = [set().union(*(set(c.keys) for c in calls[t + 1:])) for t in range(len(calls))]
+    states = [_State(Decimal(0), _ForkableCache(), ())]
+    for t, call in enumerate(calls):
+        share = _lcp(call.keys, calls[t + 1].keys) if t + 1 < len(calls) else 0
+        share_next = _markable(call.blocks, share - 1) if share else None
+        merged: dict[tuple[tuple[str, float], ...], _State] = {}
+        for state in states:
+            deepest = _deepest_live(state.cache, call)
+            seen: set[tuple[Breakpoint, ...]] = set()
+            for points in _choices(calls, t, horizon, min_tokens, deepest, share_next, ttls):
+                if points in seen:
+                    continue
+                seen.add(points)
+                cache = state.cache.fork()
+                accounting = cache.account(call.blocks, points, now=call.time, min_tokens=min_tokens)
+                cost = state.cost + usage_cost(accounting.usage(OUTPUT_TOKENS))
+                next_time = calls[t + 1].time if t + 1 < len(calls) else call.time
+                key = _signature(cache, next_time, future_keys[t])
+                best = merged.get(key)
+                if best is None or cost < best.cost:
+                    merged[key] = _State(cost, cache, (*state.plan, points))
+        states = sorted(merged.values(), key=lambda s: s.cost)[:beam]
+    winner = states[0]
+    return OfflinePlan(winner.cost, winner.plan)
+
+
+def replay(trace: Trace, plan: OfflinePlan, label: str = "offline-best") -> TraceRun:
+    """Send ``trace`` with ``plan``'s breakpoints to a fresh fake backend; what it reports."""
+    fake = _fake()
+    usages = []
+    for call, points in zip(trace.calls, plan.breakpoints, strict=True):
+        fake.clock.advance(call.gap_s)
+        request = request_blocks(call.body)
+        markers = [Marker(p.index, p.ttl, "rolling") for p in points]
+        message = send(fake, apply_markers(call.body, request, markers))
+        usages.append(message["usage"])
+    return TraceRun(trace.name, label, tuple(usages))
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    trace: Trace
+    runs: Mapping[str, TraceRun]
+    """Every strategy, plus ``offline-best`` (budgetclient's TTLs) and ``clairvoyant`` (any TTLs)."""
+
+    def cost(self, strategy: str) -> Decimal:
+        return self.runs[strategy].cost()
+
+
+def measure(traces: Mapping[str, Trace] | None = None, *, beam: int = 48) -> list[Row]:
+    """Run every strategy and both offline searches on every trace."""
+    rows = []
+    for trace in (traces or reference_traces()).values():
+        runs = {name: run_trace(trace, name, fake=_fake()) for name in STRATEGY_NAMES}
+        for label, ttls in (("offline-best", runs["budgetclient"].ttls), ("clairvoyant", None)):
+            plan = offline_best(trace, beam=beam, ttls=ttls)
+            run = replay(trace, plan, label)
+            if run.cost() != plan.cost:
+                raise AssertionError(f"{trace.name}: the search simulated ${plan.cost}, the fake billed "
+                                     f"${run.cost()}: the simulation no longer matches the fake backend")
+            runs[label] = run
+        rows.append(Row(trace, runs))
+    return rows
+
+
+COLUMNS = (*STRATEGY_NAMES, "offline-best", "clairvoyant")
+
+
+def table(rows: Sequence[Row], *, markdown: bool = False) -> str:
+    header = ["trace", "calls", *COLUMNS, "vs offline-best", "vs clairvoyant"]
+    lines = []
+    for row in rows:
+        ours = row.cost("budgetclient")
+        lines.append([
+            row.trace.name, str(len(row.trace.calls)), *(f"${row.cost(n):.4f}" for n in COLUMNS),
+            f"{(ours / row.cost('offline-best') - 1) * 100:+.2f}%",
+            f"{(ours / row.cost('clairvoyant') - 1) * 100:+.2f}%",
+        ])
+    if markdown:
+        out = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+        out += ["| " + " | ".join(line) + " |" for line in lines]
+        return "\n".join(out)
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), *(fmt.format(*line) for line in lines)])
+
+
+def guide_input_share(rows: Sequence[Row]) -> Decimal | None:
+    """budgetclient's input cost on the guide's session as a share of the uncached input cost."""
+    for row in rows:
+        if row.trace.name == "guide_session":
+            return row.runs["budgetclient"].input_cost() / row.runs["none"].input_cost()
+    return None
+
+
+def check(rows: Sequence[Row], *, tolerance: Decimal = Decimal("0.02")) -> list[str]:
+    """The claims the README makes; each failed one as a line (empty when all hold)."""
+    problems = []
+    for row in rows:
+        ours = row.cost("budgetclient")
+        if ours > row.cost("offline-best") * (1 + tolerance):
+            problems.append(f"{row.trace.name}: budgetclient ${ours:.4f} is more than {tolerance:.0%} above "
+                            f"the offline best ${row.cost('offline-best'):.4f}")
+        for other in ("provider-auto", "system-only"):
+            if ours > row.cost(other):
+                problems.append(
+                    f"{row.trace.name}: budgetclient ${ours:.4f} > {other} ${row.cost(other):.4f}")
+    share = guide_input_share(rows)
+    if share is not None and share >= Decimal("0.5"):
+        problems.append(f"guide_session: budgetclient input cost is {share:.1%} of uncached (want < 50%)")
+    return problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--markdown", action="store_true", help="print the README table")
+    parser.add_argument("--beam", type=int, default=48, help="beam width of the offline search")
+    args = parser.parse_args(argv)
+    rows = measure(beam=args.beam)
+    print(table(rows, markdown=args.markdown))
+    share = guide_input_share(rows)
+    if share is not None:
+        print(f"\nguide session: budgetclient input cost = {share:.1%} of uncached input cost")
+    problems = check(rows)
+    for problem in problems:
+        print(f"FAIL {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""A request as an ordered list of cacheable blocks, provider-neutral.
+
+Prompt caches hash the prompt block by block in a fixed order (Anthropic: tools → system →
+messages), so placement and drift detection both work on that list. Each `Block` keeps the bytes
+as sent (compact JSON in the caller's key order, cache markers stripped): a fingerprint must
+change exactly when the provider's cache key does, and a reordered key *is* a changed key. The
+canonical form (sorted keys) is derived on demand, only to tell a key-order change from an edit.
+
+Provider modules build blocks (`providers/_anthropic_cache.py`); everything here is pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+__all__ = [
+    "Block",
+    "PrefixPrint",
+    "RequestBlocks",
+    "Section",
+    "Ttl",
+    "block_digest",
+    "canonical_bytes",
+    "count_tokens",
+    "first_divergence",
+    "raw_bytes",
+]
+
+Section = Literal["tools", "system", "messages"]
+Ttl = Literal["5m", "1h"]
+
+BYTES_PER_TOKEN = 4
+"""Fallback estimate when no tokenizer is available (English prose and JSON average ~4 bytes)."""
+
+
+def raw_bytes(value: Any) -> bytes:
+    """Compact JSON of ``value`` in its own key order, ``cache_control`` stripped at the top level."""
+    if isinstance(value, Mapping) and "cache_control" in value:
+        value = {k: v for k, v in value.items() if k != "cache_control"}
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
+def canonical_bytes(raw: bytes) -> bytes:
+    """Sorted-key compact JSON of serialised bytes (equal canonical bytes = same content)."""
+    try:
+        return json.dumps(json.loads(raw), ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+    except ValueError:
+        return raw
+
+
+def block_digest(raw: bytes) -> bytes:
+    """16-byte BLAKE2b of a block's bytes: fast, and collisions are not a practical concern."""
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def _approximate(text: str, model: str) -> int:
+    return (len(text.encode()) + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
+
+
+def _tiktoken_counter() -> Callable[[str, str], int]:
+    try:
+        from .tokens import _count_texts, encoding_for
+    except ImportError:  # pragma: no cover - tokens.py ships with the package
+        return _approximate
+
+    def count(text: str, model: str) -> int:
+        # tokens' counter is exact up to ~16k characters and sampled beyond, and memoised.
+        return _count_texts(encoding_for(model), [text])
+
+    return count
+
+
+_counter: Callable[[str, str], int] | None = None
+
+
+def count_tokens(text: str, model: str) -> int:
+    """Estimated tokens of ``text`` for ``model``: the one place placement and drift count tokens."""
+    global _counter
+    if _counter is None:
+        _counter = _tiktoken_counter()
+    return _counter(text, model)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One cacheable block of a request, in cache order."""
+
+    path: str
+    """Where it sits in the request: ``"tools[3]"``, ``"system[0]"``, ``"messages[4].content[0]"``;
+    a string ``system`` or message ``content`` is one block named ``"system"`` / ``"messages[4].content"``."""
+    section: Section
+    raw: bytes
+    """Compact JSON as sent, without ``cache_control``; string shorthand as its text-block form."""
+    digest: bytes
+    tokens: int
+    """Estimated tokens of this block alone."""
+    markable: bool
+    """Whether a cache marker may sit here (not on thinking / redacted_thinking / empty text)."""
+    marker: Ttl | None = None
+    """TTL of the caller's own ``cache_control`` on this block, if any."""
+    message: int | None = None
+    """Index of the message this block belongs to (None for tools and system)."""
+    content: int | None = None
+    """Index inside the message's content list, or inside ``tools`` / ``system`` (None for string
+    shorthand)."""
+    role: str | None = None
+    shorthand: bool = False
+    """The caller sent a plain string (the text is the segment's bytes when explaining drift)."""
+
+    def canonical(self) -> bytes:
+        """Sorted-key bytes: equal for two blocks that differ only in key order."""
+        return canonical_bytes(self.raw)
+
+    def without_bytes(self) -> Block:
+        return replace(self, raw=b"")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBlocks:
+    """The cacheable blocks of one request plus the parameters folded into its cache key."""
+
+    model: str
+    blocks: tuple[Block, ...]
+    params: tuple[tuple[str, int, bytes], ...] = ()
+    """``(name, position, bytes)`` of cache-relevant parameters (``tool_choice``, ``thinking``,
+    ``speed``...): ``position`` is the block index they precede in the cache key."""
+    top_level_ttl: Ttl | None = None
+    """TTL of a top-level (automatic) ``cache_control``: a breakpoint on the last markable block."""
+    prefix_tokens: tuple[int, ...] = field(default=())
+    """Cumulative tokens through each block."""
+
+    def __post_init__(self) -> None:
+        if not self.prefix_tokens:
+            total = 0
+            cumulative = []
+            for block in self.blocks:
+                total += block.tokens
+                cumulative.append(total)
+            object.__setattr__(self, "prefix_tokens", tuple(cumulative))
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prefix_tokens[-1] if self.prefix_tokens else 0
+
+    @property
+    def fixed_end(self) -> int:
+        """Number of tools and system blocks (the stable prefix every call repeats)."""
+        return sum(1 for block in self.blocks if block.section != "messages")
+
+    @property
+    def message_count(self) -> int:
+        last = next((b.message for b in reversed(self.blocks) if b.message is not None), None)
+        return 0 if last is None else last + 1
+
+    def message_start(self, message: int) -> int:
+        """Index of the first block of message ``message`` (len(blocks) past the end)."""
+        for i, block in enumerate(self.blocks):
+            if block.message is not None and block.message >= message:
+                return i
+        return len(self.blocks)
+
+    def last_markable_at_or_before(self, index: int) -> int | None:
+        for i in range(min(index, len(self.blocks) - 1), -1, -1):
+            if self.blocks[i].markable:
+                return i
+        return None
+
+    @property
+    def automatic_index(self) -> int | None:
+        """Block the top-level ``cache_control`` applies to (None without one)."""
+        if self.top_level_ttl is None:
+            return None
+        return self.last_markable_at_or_before(len(self.blocks) - 1)
+
+    def caller_markers(self) -> dict[int, Ttl]:
+        """Breakpoints the caller placed: block markers plus the top-level one."""
+        markers = {i: b.marker for i, b in enumerate(self.blocks) if b.marker is not None}
+        auto = self.automatic_index
+        if auto is not None and auto not in markers and self.top_level_ttl is not None:
+            markers[auto] = self.top_level_ttl
+        return markers
+
+    def digests(self) -> tuple[bytes, ...]:
+        return tuple(block.digest for block in self.blocks)
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixPrint:
+    """What a lineage remembers of its previous call: per-block hashes and (budget allowing) bytes."""
+
+    blocks: tuple[Block, ...]
+    params: tuple[tuple[str, int, bytes], ...] = ()
+    has_bytes: bool = True
+
+    @classmethod
+    def of(cls, request: RequestBlocks) -> PrefixPrint:
+        return cls(request.blocks, request.params)
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(len(block.raw) for block in self.blocks) if self.has_bytes else 0
+
+    def without_bytes(self) -> PrefixPrint:
+        return PrefixPrint(tuple(b.without_bytes() for b in self.blocks), self.params, has_bytes=False)
+
+    def digests(self) -> tuple[bytes, ...]:
+        return tuple(block.digest for block in self.blocks)
+
+
+def first_divergence(previous: Sequence[Block], current: Sequence[Block]) -> int:
+    """Index of the first block whose bytes differ (``len(previous)`` if ``current`` extends it)."""
+    for i, (old, new) in enumerate(zip(previous, current, strict=False)):
+        if old.digest != new.digest:
+            return i
+    return min(len(previous), len(current))

@@ -1,0 +1,124 @@
+"""What the ledger-reading commands (``report``, ``check``) share: arguments, time windows, progress."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import TextIO
+
+from .. import config
+from ..ledger.base import AlertRecord, Ledger, mask_url, open_ledger, sqlite_path_from_url
+from ..usage import CallRecord, TaskRecord
+from . import CommandError
+
+__all__ = ["LedgerRecords", "Progress", "add_ledger_arguments", "parse_since", "read_records"]
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """``7d``, ``24h``, ``30m``, ``2w``, ``90s`` ago, or an ISO date / date-time (naive means UTC)."""
+    now = now or datetime.now(UTC)
+    match = _RELATIVE.match(text)
+    if match:
+        amount, unit = float(match.group(1)), match.group(2).lower()
+        return now - timedelta(**{_UNITS[unit]: amount})
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+            day = date.fromisoformat(text.strip())
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandError(
+            f"--since {text!r} is neither a relative age (7d, 24h, 30m, 2w) nor an ISO date or date-time "
+            "(2025-03-01, 2025-03-01T12:00, 2025-03-01T12:00+02:00)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ledger",
+        metavar="URL",
+        help="ledger to read (default: BUDGETCLIENT_LEDGER or the SQLite file under $XDG_DATA_HOME)",
+    )
+    parser.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only records from this time on: an age (7d, 24h, 30m) or an ISO date/time (UTC if naive)",
+    )
+    parser.add_argument("--task", metavar="NAME", help="only this task name")
+
+
+def _open(url: str) -> Ledger:
+    if url.lower().startswith("sqlite:") or "://" not in url:
+        path = sqlite_path_from_url(url)
+        if not os.path.exists(path):
+            raise CommandError(
+                f"no ledger at {path!r} yet: run code that uses budgetclient first, or name another ledger "
+                "with --ledger URL or BUDGETCLIENT_LEDGER"
+            )
+    return open_ledger(url)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRecords:
+    url: str
+    since: datetime | None
+    task: str | None
+    tasks: list[TaskRecord]
+    calls: list[CallRecord]
+    alerts: list[AlertRecord]
+
+
+def read_records(args: argparse.Namespace, progress: Progress | None = None) -> LedgerRecords:
+    """Read the records the arguments select; a ledger that cannot be used is a one-line error."""
+    url = args.ledger or config.get_settings().ledger_url
+    since = parse_since(args.since) if args.since else None
+    task = args.task or None
+    ledger = _open(url)
+    try:
+        if progress:
+            progress.update("reading tasks")
+        tasks = ledger.read_tasks(since=since, name=task)
+        if progress:
+            progress.update(f"reading calls ({len(tasks)} tasks)")
+        calls = ledger.read_calls(since=since, task_name=task)
+        if progress:
+            progress.update(f"reading alerts ({len(calls)} calls)")
+        alerts = ledger.read_alerts(since=since, task_name=task)
+    finally:
+        ledger.close()
+    return LedgerRecords(mask_url(url), since, task, tasks, calls, alerts)
+
+
+class Progress:
+    """One self-overwriting status line on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._width = 0
+
+    def update(self, stage: str, done: int | None = None, total: int | None = None) -> None:
+        if not self.enabled:
+            return
+        text = stage if done is None or total is None else f"{stage}: {done}/{total}"
+        line = f"budgetclient: {text}"
+        self.stream.write("\r" + line.ljust(self._width))
+        self.stream.flush()
+        self._width = len(line)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.update(stage, done, total)
+
+    def done(self) -> None:
+        if self.enabled and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0

@@ -1,0 +1,380 @@
+"""PostgreSQL ledger (psycopg 3) for fleets of workers writing one store.
+
+Same tables, columns and migration steps as the SQLite ledger, with PostgreSQL types: money as
+``NUMERIC`` (exact), times as ``TIMESTAMPTZ``, nested values as JSON text. Tables live in their
+own schema, ``budgetclient`` by default (``?schema=NAME`` in the URL picks another; it is removed
+before the URL reaches libpq), so they never collide with an application's tables. Migrations run
+under a transaction-scoped advisory lock: any number of processes may open a fresh database at
+once and exactly one applies each step.
+
+PostgreSQL text cannot hold NUL characters; a NUL in a stored string becomes U+FFFD rather than
+making the record unstorable (which would block every record queued behind it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import LedgerError
+from ..usage import CallRecord, TaskRecord
+from . import _codec
+from .base import AlertRecord, mask_secrets, mask_url
+
+__all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "PostgresLedger", "open_postgres_ledger"]
+
+DEFAULT_SCHEMA = "budgetclient"
+CONNECT_TIMEOUT_S = 10
+
+_USAGE_DDL = """
+    input_tokens BIGINT NOT NULL,
+    cache_read_tokens BIGINT NOT NULL,
+    cache_write_tokens BIGINT NOT NULL,
+    cache_write_long_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    reasoning_tokens BIGINT NOT NULL,
+    requests BIGINT NOT NULL,
+    cost NUMERIC,
+    cost_uncached_input NUMERIC,
+    cost_cache_read NUMERIC,
+    cost_cache_write NUMERIC,
+    cost_output NUMERIC,
+    cost_storage NUMERIC,"""
+
+# Ordered and append-only, step for step the SQLite ledger's MIGRATIONS: a released step is
+# never edited; a change is a new step in both backends.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        f"""CREATE TABLE calls (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY,
+            id TEXT PRIMARY KEY,
+            started_at TIMESTAMPTZ NOT NULL,
+            duration_s DOUBLE PRECISION NOT NULL,
+            task_id TEXT,
+            task_name TEXT,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            status TEXT NOT NULL,
+            http_status INTEGER,
+            error TEXT,{_USAGE_DDL}
+            conversation TEXT,
+            prefix_hash TEXT,
+            response_id TEXT,
+            request_bytes BIGINT NOT NULL,
+            stream INTEGER NOT NULL,
+            batch INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            service_tier TEXT,
+            drift TEXT,
+            metadata TEXT NOT NULL
+        )""",
+        "CREATE INDEX calls_started_at ON calls (started_at)",
+        "CREATE INDEX calls_task_name ON calls (task_name, started_at)",
+        "CREATE INDEX calls_task_id ON calls (task_id)",
+        f"""CREATE TABLE tasks (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY,
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            parent_id TEXT,
+            outcome TEXT NOT NULL,
+            started_at TIMESTAMPTZ NOT NULL,
+            ended_at TIMESTAMPTZ NOT NULL,
+            duration_s DOUBLE PRECISION NOT NULL,{_USAGE_DDL}
+            calls BIGINT NOT NULL,
+            budget_usd NUMERIC,
+            error TEXT,
+            metadata TEXT NOT NULL
+        )""",
+        "CREATE INDEX tasks_started_at ON tasks (started_at)",
+        "CREATE INDEX tasks_name ON tasks (name, started_at)",
+        """CREATE TABLE alerts (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY,
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            task_name TEXT,
+            task_id TEXT,
+            created_at TIMESTAMPTZ NOT NULL,
+            message TEXT NOT NULL,
+            value DOUBLE PRECISION,
+            threshold DOUBLE PRECISION,
+            details TEXT NOT NULL
+        )""",
+        "CREATE INDEX alerts_created_at ON alerts (created_at)",
+        "CREATE INDEX alerts_task_name ON alerts (task_name, created_at)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_TIME_COLUMNS = frozenset({"started_at", "ended_at", "created_at"})
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``(libpq URL, schema)``: the ``schema`` query parameter is budgetclient's, not libpq's."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [v for k, v in query if k == "schema"]
+    schema = schemas[-1] if schemas else DEFAULT_SCHEMA
+    if not _SCHEMA_NAME.match(schema):
+        raise LedgerError(
+            f"ledger URL {mask_url(url)!r}: schema={schema!r} is not a plain identifier; use letters, digits "
+            "and underscores (at most 63), e.g. ?schema=budgetclient"
+        )
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    scheme = "postgresql" if parts.scheme.lower() in {"postgres", "postgresql"} else parts.scheme
+    return urlunsplit((scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+
+
+def _lock_key(schema: str) -> int:
+    """A stable signed 64-bit advisory-lock key for this schema's migrations."""
+    digest = hashlib.sha256(f"budgetclient-migrate:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
+def _insert_sql(schema: str, table: str, columns: tuple[str, ...]) -> str:
+    placeholders = ", ".join(["%s"] * len(columns))
+    return (
+        f'INSERT INTO "{schema}".{table} ({", ".join(columns)}) VALUES ({placeholders}) '
+        "ON CONFLICT (id) DO NOTHING"
+    )
+
+
+def _as_text_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Typed PostgreSQL values back to the text forms the shared row codec reads."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, datetime):
+            out[key] = _codec.time_text(value)
+        elif isinstance(value, Decimal):
+            out[key] = str(value)
+        else:
+            out[key] = value
+    return out
+
+
+# Connections inherited across fork() share the parent's socket: the child must neither use nor
+# close them (closing would end the parent's session), so they are kept here, untouched.
+_inherited_connections: list[Any] = []
+_instances: weakref.WeakSet[PostgresLedger] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for ledger in list(_instances):
+        ledger._forget_inherited_connection()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class PostgresLedger:
+    """A ledger in a PostgreSQL schema; one connection guarded by a lock, reopened after a failure."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise LedgerError(
+                f"cannot open ledger {mask_url(url)!r}: PostgreSQL support needs psycopg 3 ({exc}). "
+                "Install it with: pip install 'budgetclient[postgres]'"
+            ) from None
+        self._psycopg = psycopg
+        self.url = url
+        self._dsn, self.schema = split_url(url)
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._closed = False
+        self._conn: Any = None
+        self._insert = {
+            "calls": _insert_sql(self.schema, "calls", _codec.CALL_COLUMNS),
+            "tasks": _insert_sql(self.schema, "tasks", _codec.TASK_COLUMNS),
+            "alerts": _insert_sql(self.schema, "alerts", _codec.ALERT_COLUMNS),
+        }
+        with self._connection():  # connect and migrate now, so a bad URL fails at open
+            pass
+        _instances.add(self)
+
+    def __repr__(self) -> str:
+        return f"PostgresLedger({mask_url(self.url)!r}, schema={self.schema!r})"
+
+    def _fail(self, doing: str, exc: BaseException) -> LedgerError:
+        return LedgerError(
+            f"PostgreSQL ledger {mask_url(self.url)!r}: {doing} failed: {type(exc).__name__}: "
+            f"{mask_secrets(str(exc)).strip()}. Check that the server is reachable, the database exists "
+            "and the user may create tables in it, or point BUDGETCLIENT_LEDGER / bc.configure(ledger=...) "
+            "elsewhere."
+        )
+
+    def _connect(self) -> Any:
+        psycopg = self._psycopg
+        try:
+            conn = psycopg.connect(
+                self._dsn,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name="budgetclient",
+                autocommit=False,
+            )
+        except psycopg.Error as exc:
+            raise self._fail("connecting", exc) from None
+        try:
+            self._migrate(conn)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, psycopg.Error):
+                raise self._fail("preparing the schema", exc) from None
+            raise
+        return conn
+
+    def _migrate(self, conn: Any) -> None:
+        schema = self.schema
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
+            cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            cur.execute(
+                f'CREATE TABLE IF NOT EXISTS "{schema}".schema_version '
+                "(version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            cur.execute(f'SELECT COALESCE(MAX(version), 0) FROM "{schema}".schema_version')
+            (current,) = cur.fetchone()
+            if current > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"PostgreSQL ledger {mask_url(self.url)!r} (schema {schema!r}) has schema version "
+                    f"{current}, newer than this budgetclient understands ({SCHEMA_VERSION}); "
+                    "upgrade budgetclient."
+                )
+            cur.execute(f'SET LOCAL search_path TO "{schema}"')
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    cur.execute(statement)
+                cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+
+    def _forget_inherited_connection(self) -> None:
+        # runs in a forked child: the parent's lock may have been held at fork time
+        if self._conn is not None:
+            _inherited_connections.append(self._conn)
+        self._conn = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        with self._lock:
+            if self._closed:
+                raise LedgerError(
+                    f"PostgreSQL ledger {mask_url(self.url)!r} is closed; open a new one with open_ledger()"
+                )
+            if self._conn is not None and self._pid != os.getpid():  # first use in a forked child
+                _inherited_connections.append(self._conn)
+                self._conn = None
+            self._pid = os.getpid()
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = self._connect()
+            yield self._conn
+
+    def write(
+        self,
+        calls: Sequence[CallRecord] = (),
+        tasks: Sequence[TaskRecord] = (),
+        alerts: Sequence[AlertRecord] = (),
+    ) -> None:
+        if not (calls or tasks or alerts):
+            return
+        batches = (
+            ("calls", [tuple(map(_clean, _codec.call_to_row(r))) for r in calls]),
+            ("tasks", [tuple(map(_clean, _codec.task_to_row(r))) for r in tasks]),
+            ("alerts", [tuple(map(_clean, _codec.alert_to_row(r))) for r in alerts]),
+        )
+        with self._connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    for table, rows in batches:
+                        if rows:
+                            cur.executemany(self._insert[table], rows)
+            except self._psycopg.Error as exc:
+                count = sum(len(rows) for _, rows in batches)
+                raise self._fail(f"writing {count} records", exc) from None
+
+    def _read(
+        self,
+        table: str,
+        columns: tuple[str, ...],
+        time_column: str,
+        since: datetime | None,
+        **equal: str | None,
+    ) -> list[dict[str, Any]]:
+        from psycopg.rows import dict_row
+
+        filters: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            filters.append(f"{time_column} >= %s")
+            params.append(since if since.tzinfo else since.replace(tzinfo=UTC))  # naive means UTC
+        for column, value in equal.items():  # column names come from this module, never from callers
+            if value is not None:
+                filters.append(f"{column} = %s")
+                params.append(_clean(value))
+        where = f" WHERE {' AND '.join(filters)}" if filters else ""
+        sql = f'SELECT {", ".join(columns)} FROM "{self.schema}".{table}{where} ORDER BY {time_column}, seq'
+        with self._connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                    cur.execute(sql, params)
+                    rows = cur.fetchall()
+            except self._psycopg.Error as exc:
+                raise self._fail(f"reading {table}", exc) from None
+        return [_as_text_row(row) for row in rows]
+
+    def read_calls(
+        self, *, since: datetime | None = None, task_name: str | None = None, task_id: str | None = None
+    ) -> list[CallRecord]:
+        rows = self._read(
+            "calls", _codec.CALL_COLUMNS, "started_at", since, task_name=task_name, task_id=task_id
+        )
+        return [_codec.call_from_row(row) for row in rows]
+
+    def read_tasks(self, *, since: datetime | None = None, name: str | None = None) -> list[TaskRecord]:
+        rows = self._read("tasks", _codec.TASK_COLUMNS, "started_at", since, name=name)
+        return [_codec.task_from_row(row) for row in rows]
+
+    def read_alerts(
+        self, *, since: datetime | None = None, task_name: str | None = None
+    ) -> list[AlertRecord]:
+        rows = self._read("alerts", _codec.ALERT_COLUMNS, "created_at", since, task_name=task_name)
+        return [_codec.alert_from_row(row) for row in rows]
+
+    def schema_version(self) -> int:
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(f'SELECT COALESCE(MAX(version), 0) FROM "{self.schema}".schema_version')
+            (version,) = cur.fetchone()
+        return int(version)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+            elif conn is not None:
+                _inherited_connections.append(conn)
+
+
+def open_postgres_ledger(url: str) -> PostgresLedger:
+    """The factory ``open_ledger`` uses for ``postgresql://`` and ``postgres://`` URLs."""
+    return PostgresLedger(url)

@@ -1,0 +1,190 @@
+"""Conversations ("lineages"): which calls are consecutive turns of one prompt, and what they taught us.
+
+A lineage is identified by client + provider + model + task, or by an explicit
+``bc.conversation("id")`` scope, which wins over the task (a conversation may span several tasks).
+Its `LineageState` holds what placement and drift detection learn from one call for the next:
+the previous prefix fingerprint, the previous response id (for Anthropic ``diagnostics``), call
+times (for the TTL choice) and where consecutive calls diverged (the volatile tail).
+
+States live in a bounded `LineageRegistry`: at most ``max_lineages`` (least recently used dropped)
+and at most ``max_bytes`` of remembered prefix bytes; past that budget the oldest lineages keep
+their per-block hashes (drift is still detected) but drop the bytes used to quote excerpts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .blocks import PrefixPrint
+from .placement import TailRule
+
+__all__ = [
+    "LineageRegistry",
+    "LineageState",
+    "conversation",
+    "current_conversation",
+    "lineage_key",
+]
+
+_conversation: ContextVar[str | None] = ContextVar("budgetclient_conversation", default=None)
+
+GAP_HISTORY = 8
+"""How many recent gaps between calls a lineage remembers for the TTL decision."""
+
+
+@contextmanager
+def conversation(conversation_id: str) -> Iterator[None]:
+    """Treat every call inside this scope as a turn of conversation ``conversation_id``.
+
+    Without it, a conversation is the calls of one client and model within one task. Scope
+    follows ``contextvars`` (asyncio tasks inherit it; threads through ``copy_context``).
+    """
+    if not isinstance(conversation_id, str) or not conversation_id:
+        raise ValueError(
+            f"bc.conversation() needs a non-empty string id, got {conversation_id!r}; "
+            'e.g. bc.conversation(f"ticket-{ticket.id}")'
+        )
+    token = _conversation.set(conversation_id)
+    try:
+        yield
+    finally:
+        _conversation.reset(token)
+
+
+def current_conversation() -> str | None:
+    """The id of the innermost ``bc.conversation`` scope, or None."""
+    return _conversation.get()
+
+
+def lineage_key(
+    client_key: str, provider: str, model: str, task_id: str | None, conversation: str | None
+) -> str:
+    """Stable key of the lineage a call belongs to; an explicit conversation wins over the task."""
+    scope = f"conversation:{conversation}" if conversation is not None else f"task:{task_id or '-'}"
+    return f"{provider}|{model}|{client_key}|{scope}"
+
+
+@dataclass(eq=False)
+class LineageState:
+    """Mutable memory of one conversation; guard every read-modify-write with ``lock``."""
+
+    key: str
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    prefix: PrefixPrint | None = None
+    """Fingerprint of the previous call's blocks, as sent (per-block hashes, optionally bytes)."""
+    drift_end: int = 0
+    """Blocks of ``prefix`` that the next call is expected to repeat (the drift-checked region)."""
+    written_end: int | None = None
+    """Block count of the deepest prefix the previous call wrote or read (its cache entry end)."""
+    response_id: str | None = None
+    """``id`` of the previous response, for Anthropic ``diagnostics.previous_message_id``."""
+    calls: int = 0
+    last_call_at: float | None = None
+    gaps: list[float] = field(default_factory=list)
+    """Recent gaps between calls, seconds (most recent last, at most ``GAP_HISTORY``)."""
+    tail: TailRule | None = None
+    volatile_fixed: str | None = None
+    """Path of a tools/system block that changed on each of the last calls (a timestamp...)."""
+    ttl: Literal["5m", "1h"] | None = None
+    """TTL chosen for the previous call (None before the first call or when nothing was placed)."""
+    token_memo: dict[bytes, int] = field(default_factory=dict, repr=False)
+    """Token counts by block digest, so each distinct block is counted once per conversation."""
+    fixed_divergence: str | None = None
+    """Path of the tools/system block where the previous comparison diverged, if it did there."""
+    token_scale: float = 1.0
+    """Reported / estimated input tokens of recent calls (corrects the minimum-length test)."""
+    _registry: LineageRegistry | None = field(default=None, repr=False)
+
+    def record_gap(self, now: float) -> None:
+        if self.last_call_at is not None and now >= self.last_call_at:
+            self.gaps.append(now - self.last_call_at)
+            del self.gaps[:-GAP_HISTORY]
+        self.last_call_at = now
+        self.calls += 1
+
+    def remember(self, prefix: PrefixPrint) -> None:
+        """Keep ``prefix`` for the next call, accounting its bytes; call with ``lock`` held."""
+        old = self.prefix.stored_bytes if self.prefix is not None else 0
+        self.prefix = prefix
+        if self._registry is not None:
+            self._registry._account(self, prefix.stored_bytes - old)
+
+    def _drop_bytes(self) -> int:
+        """Forget the remembered bytes (keep the hashes), unless another thread holds this state."""
+        if not self.lock.acquire(blocking=False):
+            return 0
+        try:
+            prefix = self.prefix
+            if prefix is None or not prefix.stored_bytes:
+                return 0
+            self.prefix = prefix.without_bytes()
+            return prefix.stored_bytes
+        finally:
+            self.lock.release()
+
+
+class LineageRegistry:
+    """Thread-safe LRU of lineage states, bounded by count and by remembered prefix bytes."""
+
+    def __init__(self, max_lineages: int = 10_000, max_bytes: int = 256 * 1024 * 1024) -> None:
+        if max_lineages < 1 or max_bytes < 0:
+            raise ValueError(
+                "LineageRegistry needs max_lineages >= 1 and max_bytes >= 0, "
+                f"got {max_lineages=}, {max_bytes=}"
+            )
+        self.max_lineages = max_lineages
+        self.max_bytes = max_bytes
+        self._states: OrderedDict[str, LineageState] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> LineageState:
+        """The state of lineage ``key``, created on first use; marks it most recently used."""
+        with self._lock:
+            state = self._states.get(key)
+            if state is not None:
+                self._states.move_to_end(key)
+                return state
+            state = LineageState(key=key, _registry=self)
+            self._states[key] = state
+            while len(self._states) > self.max_lineages:
+                _, old = self._states.popitem(last=False)
+                self._bytes -= old.prefix.stored_bytes if old.prefix is not None else 0
+                old._registry = None
+            return state
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._states)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._states
+
+    @property
+    def stored_bytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def _account(self, state: LineageState, delta: int) -> None:
+        # Called with ``state.lock`` held. Other states' locks are only tried, never waited for,
+        # so two threads accounting at once cannot deadlock; a busy state keeps its bytes for now.
+        with self._lock:
+            if state._registry is not self:
+                return
+            self._bytes += delta
+            if self._bytes <= self.max_bytes:
+                return
+            for other in list(self._states.values()):
+                if self._bytes <= self.max_bytes:
+                    break
+                if other is not state:
+                    self._bytes -= other._drop_bytes()
+            if self._bytes > self.max_bytes:
+                self._bytes -= state._drop_bytes()

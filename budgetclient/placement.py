@@ -1,0 +1,261 @@
+"""Where cache breakpoints go (pure decisions over `blocks.RequestBlocks`).
+
+Anthropic bills a request as: the longest live cached prefix found from any breakpoint (looking
+back at most 20 blocks) is read at 0.1x; everything from there to the last breakpoint is written
+at 1.25x (5m) or 2x (1h); the rest is plain input. Extra breakpoints cost nothing by themselves,
+so the decisions that matter are how far the last write reaches and whether the next call can
+find it. Up to four breakpoints, in priority order:
+
+1. rolling: the end of what the next call will repeat. In an append-only loop that is the last
+   block; when the previous calls showed a volatile tail (documents injected into the latest
+   user turn and dropped afterwards) it is the block before that tail, so the tail is sent as
+   plain input instead of being written at a premium and never read;
+2. intermediate: the position the previous call wrote, when the rolling breakpoint is 20 or more
+   blocks past it (out of the lookback window), so that entry is still read;
+3. stable: the end of tools + system, reused by every call and every conversation sharing them.
+
+A breakpoint whose prefix is below the model's minimum cacheable length does nothing and is not
+placed; caller markers are kept and count towards the four; TTLs are ordered longest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+from .blocks import Block, RequestBlocks, Ttl
+
+__all__ = [
+    "LONG_GAP_S",
+    "LOOKBACK_BLOCKS",
+    "MAX_BREAKPOINTS",
+    "MIN_CACHEABLE_TOKENS",
+    "Marker",
+    "TailRule",
+    "choose_ttl",
+    "drift_region_end",
+    "learn_tail",
+    "min_cacheable_tokens",
+    "place_breakpoints",
+    "trailing_turn_start",
+    "volatile_tail_start",
+]
+
+LOOKBACK_BLOCKS = 20
+"""A breakpoint looks back at most this many blocks (itself included) for an earlier write."""
+MAX_BREAKPOINTS = 4
+LONG_GAP_S = 285.0
+"""Gaps longer than this (5 minutes, less a margin for request latency) outlive a 5m entry."""
+ONE_HOUR_S = 3600.0
+
+# Anthropic's published multipliers of the base input price, used to weigh TTL choices.
+WRITE_5M = 1.25
+WRITE_1H = 2.0
+READ = 0.1
+
+MIN_CACHEABLE_TOKENS: Mapping[str, int] = MappingProxyType({
+    # Model-id prefix (longest match wins) → minimum cacheable prefix, from Anthropic's table.
+    "claude-opus-5": 512,
+    "claude-fable-5": 512,
+    "claude-mythos-5": 512,
+    "claude-mythos-preview": 2048,
+    "claude-opus-4-8": 1024,
+    "claude-opus-4-7": 2048,
+    "claude-opus-4-6": 4096,
+    "claude-opus-4-5": 4096,
+    "claude-opus-4-1": 1024,
+    "claude-opus-4": 1024,
+    "claude-sonnet-5": 1024,
+    "claude-sonnet-4-6": 1024,
+    "claude-sonnet-4-5": 1024,
+    "claude-sonnet-4": 1024,
+    "claude-3-7-sonnet": 1024,
+    "claude-haiku-4-5": 4096,
+    "claude-3-5-haiku": 2048,
+    "claude-haiku-3-5": 2048,
+    "claude-3-haiku": 2048,
+})
+DEFAULT_MIN_CACHEABLE_TOKENS = 1024
+
+
+def min_cacheable_tokens(model: str) -> int:
+    """Minimum cacheable prefix of ``model`` (provider-qualified ids match from ``claude-`` on)."""
+    start = model.find("claude-")
+    bare = model[start:] if start >= 0 else model
+    matches = [p for p in MIN_CACHEABLE_TOKENS if bare == p or bare.startswith((p + "-", p + "@"))]
+    return MIN_CACHEABLE_TOKENS[max(matches, key=len)] if matches else DEFAULT_MIN_CACHEABLE_TOKENS
+
+
+@dataclass(frozen=True, slots=True)
+class TailRule:
+    """Where the volatile tail of a call starts, relative to its last message."""
+
+    messages_from_end: int
+    """0 = the final message."""
+    content_index: int
+    """First volatile content block of that message (0 = the whole message is volatile)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """A breakpoint budgetclient adds."""
+
+    index: int
+    """Block index in cache order."""
+    ttl: Ttl
+    role: Literal["rolling", "intermediate", "stable"]
+
+
+def trailing_turn_start(blocks: Sequence[Block]) -> int:
+    """First block after the last assistant message: the turn the next call may still rewrite."""
+    for i in range(len(blocks) - 1, -1, -1):
+        block = blocks[i]
+        if block.section != "messages":
+            return i + 1
+        if block.role == "assistant":
+            return i + 1
+    return 0
+
+
+def volatile_tail_start(request: RequestBlocks, tail: TailRule | None) -> int:
+    """First block of ``request`` that ``tail`` says the next call will not repeat."""
+    count = request.message_count
+    if tail is None or count == 0:
+        return len(request)
+    message = count - 1 - tail.messages_from_end
+    if message < 0:
+        return len(request)
+    for i in range(request.message_start(message), len(request)):
+        block = request.blocks[i]
+        if block.message != message or (block.content or 0) >= tail.content_index:
+            return i
+    return len(request)
+
+
+def drift_region_end(request: RequestBlocks, tail: TailRule | None) -> int:
+    """Blocks of this call that the next call is expected to repeat byte for byte."""
+    start = trailing_turn_start(request.blocks)
+    if tail is None:
+        return start
+    return max(start, min(volatile_tail_start(request, tail), len(request)))
+
+
+def learn_tail(previous: Sequence[Block], divergence: int) -> TailRule | None:
+    """The volatile-tail rule implied by the previous call diverging at block ``divergence``.
+
+    Only a divergence inside the previous call's trailing user turn is a tail (the caller
+    rewrites the latest turn); one earlier is drift, and a clean append means no tail.
+    """
+    if divergence >= len(previous) or divergence < trailing_turn_start(previous):
+        return None
+    block = previous[divergence]
+    last = previous[-1].message
+    if block.message is None or last is None:
+        return None
+    return TailRule(messages_from_end=last - block.message, content_index=block.content or 0)
+
+
+def choose_ttl(
+    requested: Literal["auto", "5m", "1h"],
+    gaps: Sequence[float],
+    *,
+    prefix_tokens: int,
+    new_tokens: int,
+) -> Ttl | None:
+    """TTL for this call's breakpoints; None when no cache entry can outlive the gaps.
+
+    ``"auto"``: 5m until a gap between calls of the conversation outlives a 5m entry. Then 1h
+    when the rewrites it avoids (the share of long gaps x the prefix x (1.25 - 0.1)) outweigh its
+    extra premium on what each call newly writes ((2 - 1.25) x the new tokens). When every
+    recent gap exceeds an hour, no entry is ever read again: writing would only cost.
+    """
+    if requested != "auto":
+        return requested
+    recent = list(gaps)[-8:]
+    if not recent:
+        return "5m"
+    if len(recent) >= 2 and min(recent) > ONE_HOUR_S:
+        return None
+    long_share = sum(1 for g in recent if LONG_GAP_S < g <= ONE_HOUR_S) / len(recent)
+    if long_share == 0:
+        return "5m"
+    saved = long_share * (WRITE_5M - READ) * prefix_tokens
+    premium = (WRITE_1H - WRITE_5M) * max(new_tokens, 1)
+    return "1h" if saved >= premium else "5m"
+
+
+def _reaches(points: Sequence[int], target: int, lookback: int) -> bool:
+    return any(0 <= point - target < lookback for point in points)
+
+
+def place_breakpoints(
+    request: RequestBlocks,
+    *,
+    ttl: Ttl,
+    min_tokens: int,
+    tail: TailRule | None = None,
+    previous_end: int | None = None,
+    volatile_fixed: int | None = None,
+    token_scale: float = 1.0,
+    lookback: int = LOOKBACK_BLOCKS,
+    max_breakpoints: int = MAX_BREAKPOINTS,
+) -> tuple[Marker, ...]:
+    """The breakpoints to add to ``request`` (the caller's own are kept and counted).
+
+    ``previous_end``: block count of the prefix the previous call of the conversation wrote (or
+    read), if this request still starts with it. ``volatile_fixed``: index of a tools/system block
+    that changed on each recent call; nothing after it can be reused. ``token_scale`` corrects
+    estimated tokens towards what the provider reported, for the minimum-length test.
+    """
+    blocks = request.blocks
+    if not blocks:
+        return ()
+    existing = request.caller_markers()
+    free = max_breakpoints - len(existing)
+    if free <= 0:
+        return ()
+
+    def cacheable(index: int | None) -> bool:
+        return index is not None and request.prefix_tokens[index] * token_scale >= min_tokens
+
+    if volatile_fixed is not None:
+        rolling = None
+        stable = request.last_markable_at_or_before(volatile_fixed - 1) if volatile_fixed > 0 else None
+    else:
+        end = volatile_tail_start(request, tail) - 1
+        rolling = request.last_markable_at_or_before(end) if end >= 0 else None
+        fixed_end = request.fixed_end
+        stable = request.last_markable_at_or_before(fixed_end - 1) if fixed_end else None
+
+    wanted: list[tuple[int, Literal["rolling", "intermediate", "stable"]]] = []
+    if cacheable(rolling) and rolling is not None:
+        wanted.append((rolling, "rolling"))
+    if previous_end is not None and 0 < previous_end <= len(blocks) and rolling is not None:
+        target = previous_end - 1
+        points = [rolling, *existing]
+        reachable = _reaches(points, target, lookback)
+        if blocks[target].markable and target < rolling and not reachable and cacheable(target):
+            wanted.append((target, "intermediate"))
+    if cacheable(stable) and stable is not None:
+        wanted.append((stable, "stable"))
+
+    chosen: dict[int, Literal["rolling", "intermediate", "stable"]] = {}
+    for index, role in wanted:
+        if len(chosen) >= free:
+            break
+        if index not in existing and index not in chosen:
+            chosen[index] = role
+    return tuple(
+        Marker(index, _ordered_ttl(index, ttl, existing), role) for index, role in sorted(chosen.items())
+    )
+
+
+def _ordered_ttl(index: int, wanted: Ttl, existing: Mapping[int, Ttl]) -> Ttl:
+    """``wanted``, unless the caller's markers force an order (1h breakpoints before 5m ones)."""
+    if any(ttl == "5m" for at, ttl in existing.items() if at < index):
+        return "5m"
+    if any(ttl == "1h" for at, ttl in existing.items() if at > index):
+        return "1h"
+    return wanted

@@ -1,0 +1,515 @@
+"""Anthropic Messages caching: body → blocks, breakpoint markers, drift, and cache diagnostics.
+
+Works on the JSON body the SDK is about to send (no SDK import). `prepare_request` runs before
+each attempt: it fingerprints the blocks, compares them with the previous call of the lineage,
+learns from where they diverged, places breakpoints and returns a new body (the caller's
+objects are never mutated). `observe_response` runs after it: it learns where the cache entry
+ended from the reported usage and merges Anthropic's own ``diagnostics.cache_miss_reason``.
+
+Byte stability: markers are added only as ``cache_control`` keys (stripped from the cache key by
+the API and from our fingerprints), and a marked string ``content`` / ``system`` becomes the
+one-text-block list the API treats it as; no block is ever inserted, removed or reordered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, Literal, cast
+
+from ..blocks import (
+    Block,
+    PrefixPrint,
+    RequestBlocks,
+    Section,
+    Ttl,
+    block_digest,
+    count_tokens,
+    first_divergence,
+    raw_bytes,
+)
+from ..drift import PrefixDrift, explain_drift, prefix_fingerprint
+from ..lineage import LineageState
+from ..placement import (
+    Marker,
+    choose_ttl,
+    drift_region_end,
+    learn_tail,
+    min_cacheable_tokens,
+    place_breakpoints,
+)
+from ..usage import Usage
+
+__all__ = [
+    "PreparedRequest",
+    "apply_markers",
+    "cache_control",
+    "observe_response",
+    "prepare_request",
+    "request_blocks",
+]
+
+_MILLION = Decimal(1_000_000)
+_NOT_MARKABLE = frozenset({"thinking", "redacted_thinking"})
+_MESSAGE_PARAMS = ("tool_choice", "thinking", "output_config")
+"""Parameters that invalidate the messages part of the cache (folded in before the messages)."""
+_MEDIA_TOKENS = 1_600
+"""An image (Anthropic caps images at ~1.15 MP, i.e. ~1,600 tokens)."""
+_PDF_BYTES_PER_PAGE = 100_000
+_PDF_PAGE_TOKENS = 2_000
+_DIAGNOSED = frozenset({"model_changed", "system_changed", "tools_changed", "messages_changed"})
+_REASON_SEGMENT = {
+    "model_changed": "model",
+    "system_changed": "system",
+    "tools_changed": "tools",
+    "messages_changed": "messages",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """What to send for one attempt, and what budgetclient concluded about its prefix."""
+
+    body: dict[str, Any]
+    """What to send (a new dict when anything was added; caller's objects never mutated)."""
+    prefix_hash: str | None
+    """Fingerprint of the cacheable prefix actually sent (through the last breakpoint)."""
+    drift: PrefixDrift | None
+    """Drift against the previous call of this lineage, from the bytes sent."""
+    breakpoints: tuple[str, ...]
+    """Block paths where budgetclient placed markers."""
+    blocks: RequestBlocks | None = None
+    markers: tuple[Marker, ...] = ()
+    ttl: Ttl | None = None
+    cache_points: tuple[int, ...] = ()
+    """Every breakpoint of the body sent (caller's, automatic and ours), by block index."""
+    expected_divergence: bool = False
+    """The previous call's volatile tail was not repeated, as placement expected (not drift)."""
+    diagnostics: bool = False
+    """Whether ``diagnostics`` was requested from the API."""
+    sequence: int = 0
+    """The lineage's call number this request was prepared as."""
+
+
+def cache_control(ttl: Ttl) -> dict[str, str]:
+    """The marker for ``ttl`` (5m is the API default, so it is sent without ``ttl``)."""
+    return {"type": "ephemeral"} if ttl == "5m" else {"type": "ephemeral", "ttl": "1h"}
+
+
+def _marker_ttl(value: Any) -> Ttl | None:
+    if not isinstance(value, Mapping):
+        return None
+    return "1h" if value.get("ttl") == "1h" else "5m"
+
+
+# --- body → blocks ------------------------------------------------------------------------------
+
+
+def _media_tokens(value: Any) -> tuple[Any, int]:
+    """``value`` with base64 payloads replaced by nothing, and the tokens those payloads stand for."""
+    if isinstance(value, list):
+        total = 0
+        items = []
+        for item in value:
+            stripped, tokens = _media_tokens(item)
+            items.append(stripped)
+            total += tokens
+        return items, total
+    if not isinstance(value, Mapping):
+        return value, 0
+    if value.get("type") == "base64" and isinstance(value.get("data"), str):
+        media = str(value.get("media_type") or "")
+        if media == "application/pdf":
+            size = len(value["data"]) * 3 // 4
+            return {}, _PDF_PAGE_TOKENS * max(1, -(-size // _PDF_BYTES_PER_PAGE))
+        return {}, _MEDIA_TOKENS
+    if value.get("type") in ("url", "file") and value.get("url", value.get("file_id")) is not None:
+        return {}, _MEDIA_TOKENS
+    total = 0
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key == "cache_control":
+            continue
+        stripped, tokens = _media_tokens(item)
+        out[key] = stripped
+        total += tokens
+    return out, total
+
+
+def _estimate(value: Any, raw: bytes, model: str) -> int:
+    if isinstance(value, Mapping):
+        kind = value.get("type")
+        if kind == "text" and isinstance(value.get("text"), str):
+            return count_tokens(value["text"], model)
+        if kind == "thinking" and isinstance(value.get("thinking"), str):
+            return count_tokens(value["thinking"], model)
+        if kind == "redacted_thinking":
+            return 0
+        if b'"data":"' in raw or b'"url":"' in raw or b'"file_id":"' in raw:
+            stripped, media = _media_tokens(value)
+            return count_tokens(raw_bytes(stripped).decode(), model) + media
+    return count_tokens(raw.decode("utf-8", errors="replace"), model)
+
+
+class _Builder:
+    def __init__(self, model: str, memo: dict[bytes, int] | None) -> None:
+        self.model = model
+        self.memo = memo if memo is not None else {}
+        self.seen: dict[bytes, int] = {}
+        self.blocks: list[Block] = []
+
+    def add(
+        self,
+        section: Section,
+        path: str,
+        value: Any,
+        *,
+        label: bytes,
+        message: int | None = None,
+        content: int | None = None,
+        role: str | None = None,
+        shorthand: bool = False,
+    ) -> None:
+        raw = raw_bytes(value)
+        digest = block_digest(label + raw)
+        tokens = self.memo.get(digest)
+        if tokens is None:
+            tokens = _estimate(value, raw, self.model)
+        self.seen[digest] = tokens
+        markable = isinstance(value, Mapping) and value.get("type") not in _NOT_MARKABLE
+        if markable and value.get("type") == "text" and not value.get("text"):
+            markable = False  # the API rejects cache_control on empty text blocks
+        self.blocks.append(
+            Block(
+                path=path,
+                section=section,
+                raw=raw,
+                digest=digest,
+                tokens=tokens,
+                markable=markable,
+                marker=_marker_ttl(value.get("cache_control")) if isinstance(value, Mapping) else None,
+                message=message,
+                content=content,
+                role=role,
+                shorthand=shorthand,
+            )
+        )
+
+
+def request_blocks(body: Mapping[str, Any], *, memo: dict[bytes, int] | None = None) -> RequestBlocks:
+    """The cacheable blocks of a Messages body in cache order (tools → system → messages).
+
+    ``memo`` maps block digests to token counts; it is replaced in place by the counts of this
+    request's blocks, so a conversation counts each distinct block once.
+    """
+    model = str(body.get("model") or "")
+    builder = _Builder(model, memo)
+    params: list[tuple[str, int, bytes]] = []
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        for i, tool in enumerate(tools):
+            builder.add("tools", f"tools[{i}]", tool, label=b"t", content=i)
+    if body.get("speed") is not None:
+        params.append(("speed", len(builder.blocks), raw_bytes(body["speed"])))
+    system = body.get("system")
+    if isinstance(system, str):
+        builder.add("system", "system", {"type": "text", "text": system}, label=b"s", shorthand=True)
+    elif isinstance(system, list):
+        for i, block in enumerate(system):
+            builder.add("system", f"system[{i}]", block, label=b"s", content=i)
+    for name in _MESSAGE_PARAMS:
+        if body.get(name) is not None:
+            params.append((name, len(builder.blocks), raw_bytes(body[name])))
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for m, message in enumerate(messages):
+            if not isinstance(message, Mapping):
+                continue
+            role = str(message.get("role") or "")
+            label = f"m{m}:{role}:".encode()
+            content = message.get("content")
+            if isinstance(content, str):
+                builder.add(
+                    "messages",
+                    f"messages[{m}].content",
+                    {"type": "text", "text": content},
+                    label=label,
+                    message=m,
+                    role=role,
+                    shorthand=True,
+                )
+            elif isinstance(content, list):
+                for c, block in enumerate(content):
+                    builder.add(
+                        "messages",
+                        f"messages[{m}].content[{c}]",
+                        block,
+                        label=label,
+                        message=m,
+                        content=c,
+                        role=role,
+                    )
+    if memo is not None:
+        memo.clear()
+        memo.update(builder.seen)
+    return RequestBlocks(
+        model=model,
+        blocks=tuple(builder.blocks),
+        params=tuple(params),
+        top_level_ttl=_marker_ttl(body.get("cache_control")),
+    )
+
+
+# --- markers ------------------------------------------------------------------------------------
+
+
+def apply_markers(
+    body: Mapping[str, Any],
+    request: RequestBlocks,
+    markers: Sequence[Marker],
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A copy of ``body`` with ``cache_control`` on the marked blocks (and ``extra`` top-level keys).
+
+    Copy-on-write along each marked path: untouched lists and blocks are shared, not copied.
+    """
+    new = dict(body)
+    if extra:
+        new.update(extra)
+    copied: set[str] = set()
+
+    def own_list(key: str) -> list[Any]:
+        if key not in copied:
+            new[key] = list(new[key])
+            copied.add(key)
+        return cast(list[Any], new[key])
+
+    for marker in markers:
+        block = request.blocks[marker.index]
+        control = cache_control(marker.ttl)
+        if block.section in ("tools", "system") and block.shorthand:
+            new["system"] = [{"type": "text", "text": body["system"], "cache_control": control}]
+        elif block.section in ("tools", "system"):
+            items = own_list(block.section)
+            assert block.content is not None
+            items[block.content] = {**items[block.content], "cache_control": control}
+        else:
+            assert block.message is not None
+            messages = own_list("messages")
+            message = dict(messages[block.message])
+            if block.shorthand:
+                message["content"] = [{"type": "text", "text": message["content"], "cache_control": control}]
+            else:
+                assert block.content is not None
+                content = list(message["content"])
+                content[block.content] = {**content[block.content], "cache_control": control}
+                message["content"] = content
+            messages[block.message] = message
+    return new
+
+
+# --- prepare / observe ----------------------------------------------------------------------------
+
+
+def _extra_cost(model: str, total_tokens: int, *, rewrite: bool) -> Callable[[int], Decimal | None]:
+    """Price of losing ``n`` cached tokens: a rewrite (or plain input) instead of a cache read."""
+    try:
+        from ..pricing import rates_for
+
+        rates = rates_for(model, "anthropic")
+    except Exception:  # pricing must never break placement
+        rates = None
+    if rates is None:
+        return lambda tokens: None
+    read = rates.cache_read.at(total_tokens)
+    paid = (rates.cache_write if rewrite else rates.input).at(total_tokens)
+    return lambda tokens: tokens * (paid - read) / _MILLION
+
+
+def _index_of(request: RequestBlocks, path: str | None) -> int | None:
+    if path is None:
+        return None
+    fixed = request.fixed_end
+    return next((i for i in range(fixed) if request.blocks[i].path == path), None)
+
+
+def prepare_request(
+    body: Mapping[str, Any],
+    *,
+    cache: Literal["auto", "off"],
+    cache_ttl: Literal["auto", "5m", "1h"],
+    drift: Literal["warn", "raise", "off"],
+    state: LineageState,
+    now: float,
+    diagnostics: bool = True,
+) -> PreparedRequest:
+    """Fingerprint, compare with the previous call, place breakpoints; the body to send.
+
+    With ``drift="raise"`` and a drift found, the lineage is left as it was: the request will
+    not be sent, so the next attempt is compared with the same previous call.
+    """
+    model = str(body.get("model") or "")
+    with state.lock:
+        request = request_blocks(body, memo=state.token_memo)
+        previous = state.prefix
+        found: PrefixDrift | None = None
+        expected = False
+        divergence = len(request)
+        identical = False
+        if previous is not None:
+            divergence = first_divergence(previous.blocks, request.blocks)
+            same_params = previous.params == request.params
+            identical = divergence == len(previous.blocks) == len(request.blocks) and same_params
+            expected = divergence < len(previous.blocks) and divergence >= state.drift_end
+            if drift != "off":
+                found = explain_drift(
+                    previous.blocks,
+                    request.blocks,
+                    region_end=state.drift_end,
+                    previous_params=previous.params,
+                    current_params=request.params,
+                    extra_cost=_extra_cost(model, request.total_tokens, rewrite=cache == "auto"),
+                )
+        if found is not None and drift == "raise":
+            return PreparedRequest(
+                body=dict(body), prefix_hash=None, drift=found, breakpoints=(), blocks=request,
+                sequence=state.calls,
+            )
+
+        if previous is not None and not identical:
+            _learn(state, previous, divergence)
+        if not identical:
+            state.record_gap(now)
+        common = request.prefix_tokens[divergence - 1] if 0 < divergence <= len(request) else 0
+        ttl = choose_ttl(
+            cache_ttl, state.gaps, prefix_tokens=common, new_tokens=request.total_tokens - common
+        )
+        markers: tuple[Marker, ...] = ()
+        min_tokens = min_cacheable_tokens(model)
+        if cache == "auto" and ttl is not None:
+            reusable = state.written_end if previous is not None and state.written_end is not None else None
+            markers = place_breakpoints(
+                request,
+                ttl=ttl,
+                min_tokens=min_tokens,
+                tail=state.tail,
+                previous_end=reusable if reusable is not None and divergence >= reusable else None,
+                volatile_fixed=_index_of(request, state.volatile_fixed),
+                token_scale=state.token_scale,
+            )
+        ask = diagnostics and drift != "off" and "diagnostics" not in body
+        extra = {"diagnostics": {"previous_message_id": state.response_id}} if ask else None
+        send = apply_markers(body, request, markers, extra=extra) if markers or extra else _as_dict(body)
+
+        points = sorted({*request.caller_markers(), *(m.index for m in markers)})
+        cut = points[-1] + 1 if points else request.fixed_end
+        prefix_hash = prefix_fingerprint(request.blocks[:cut], request.params) if cut else None
+        live = [p for p in points if request.prefix_tokens[p] * state.token_scale >= min_tokens]
+
+        state.remember(PrefixPrint.of(request))
+        state.drift_end = drift_region_end(request, state.tail)
+        state.written_end = live[-1] + 1 if live else None
+        state.ttl = ttl if markers else None
+        return PreparedRequest(
+            body=send,
+            prefix_hash=prefix_hash,
+            drift=found,
+            breakpoints=tuple(request.blocks[m.index].path for m in markers),
+            blocks=request,
+            markers=markers,
+            ttl=ttl,
+            cache_points=tuple(points),
+            expected_divergence=expected,
+            diagnostics=ask,
+            sequence=state.calls,
+        )
+
+
+def _as_dict(body: Mapping[str, Any]) -> dict[str, Any]:
+    return body if isinstance(body, dict) else dict(body)
+
+
+def _learn(state: LineageState, previous: PrefixPrint, divergence: int) -> None:
+    """Update the volatile-tail rule and the volatile fixed block from where this call diverged."""
+    blocks = previous.blocks
+    if divergence >= len(blocks):
+        state.tail = None
+        state.fixed_divergence = None
+        state.volatile_fixed = None
+        return
+    tail = learn_tail(blocks, divergence)
+    if tail is not None:
+        state.tail = tail
+    fixed = blocks[divergence].section != "messages"
+    path = blocks[divergence].path if fixed else None
+    state.volatile_fixed = path if fixed and path == state.fixed_divergence else None
+    state.fixed_divergence = path
+
+
+def observe_response(
+    state: LineageState,
+    prepared: PreparedRequest,
+    usage: Usage,
+    message: Mapping[str, Any] | None,
+    *,
+    now: float,
+) -> PrefixDrift | None:
+    """Learn from the response; the drift to record (``prepared.drift`` merged with the API's reason).
+
+    The reported cache reads + writes say where the deepest entry ended; the reported input
+    tokens calibrate our token estimates. A ``cache_miss_reason`` is merged into the local drift,
+    or becomes one when we saw none, except a ``messages_changed`` that is the volatile tail
+    placement already expected.
+    """
+    with state.lock:
+        response_id = message.get("id") if message is not None else None
+        if isinstance(response_id, str) and state.calls == prepared.sequence:
+            state.response_id = response_id
+        request = prepared.blocks
+        if request is not None and state.calls == prepared.sequence and usage.input_tokens > 0:
+            if request.total_tokens > 0:
+                ratio = min(max(usage.input_tokens / request.total_tokens, 0.25), 4.0)
+                state.token_scale = ratio if state.calls <= 1 else (state.token_scale + ratio) / 2
+            cached = usage.cache_read_tokens + usage.cache_write_tokens
+            if cached == 0:
+                state.written_end = None
+            elif prepared.cache_points:
+                scale = state.token_scale
+                ends = request.prefix_tokens
+                best = min(prepared.cache_points, key=lambda i: abs(ends[i] * scale - cached))
+                state.written_end = best + 1
+    return _merge_diagnostics(prepared, message, request.model if request is not None else "")
+
+
+def _merge_diagnostics(
+    prepared: PreparedRequest, message: Mapping[str, Any] | None, model: str
+) -> PrefixDrift | None:
+    if not prepared.diagnostics or message is None:
+        return prepared.drift
+    diagnostics = message.get("diagnostics")
+    reason = diagnostics.get("cache_miss_reason") if isinstance(diagnostics, Mapping) else None
+    if not isinstance(reason, Mapping) or reason.get("type") not in _DIAGNOSED:
+        return prepared.drift
+    kind = str(reason["type"])
+    missed_value = reason.get("cache_missed_input_tokens")
+    missed = missed_value if isinstance(missed_value, int) and not isinstance(missed_value, bool) else None
+    if prepared.drift is not None:
+        return replace(prepared.drift, provider_reason=kind, provider_missed_tokens=missed)
+    if kind == "messages_changed" and prepared.expected_divergence:
+        return None
+    total = prepared.blocks.total_tokens if prepared.blocks is not None else 0
+    cost = _extra_cost(model, total, rewrite=bool(prepared.markers))(missed or 0)
+    return PrefixDrift(
+        segment=_REASON_SEGMENT[kind],
+        offset=0,
+        before="",
+        after="",
+        cause="content",
+        tokens_at_risk=missed or 0,
+        est_extra_cost=cost if missed is not None else None,
+        provider_reason=kind,
+        provider_missed_tokens=missed,
+    )
+

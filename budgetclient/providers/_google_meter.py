@@ -1,0 +1,570 @@
+"""The meter of one instrumented Gemini client: what each HTTP request is, what it cost, and its cache.
+
+`GeminiMeter.send` / `send_async` see every request the SDK makes (the SDK's own httpx2 clients
+do the sending). A ``generateContent`` / ``streamGenerateContent`` request is fingerprinted
+(drift), checked against the task's budget, possibly rewritten to read a managed cache entry, and
+its response body is observed as the caller reads it; the caller's own ``cachedContents``
+requests are billed too. Everything else passes through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import httpx2
+import structlog
+
+from .. import metering, pricing
+from ..drift import PrefixDrift, explain_drift, notify_drift
+from ..errors import BudgetExceeded, PrefixDriftError, PrefixDriftWarning
+from ..lineage import current_conversation, lineage_key
+from ..metering import CallContext
+from ..options import ClientOptions
+from ..tasks import Task, current_task
+from ..usage import CallStatus, Usage
+from ._google_cache import CacheEntry, CachePlan, HttpStep, ManagedCaches
+from ._google_drift import with_tokens
+from ._google_rules import GeminiRoute, parse_route, rewrite_body
+from ._sse import BodyObserver, tap_response
+
+__all__ = ["GeminiMeter", "meters_with_caches", "usage_from_gemini"]
+
+log = structlog.get_logger("budgetclient")
+
+PROVIDER = "google"
+R = TypeVar("R")
+_MILLION = Decimal(1_000_000)
+_CACHE_OP_TIMEOUT = httpx2.Timeout(30.0).as_dict()
+"""Our own cache requests (create, refresh, delete) never wait longer than this."""
+
+
+# -- usage -------------------------------------------------------------------------------------------
+
+
+def _count(meta: Mapping[str, Any], camel: str, snake: str) -> int:
+    value = meta.get(camel, meta.get(snake))
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def usage_from_gemini(meta: Mapping[str, Any] | None) -> Usage:
+    """Normalise Gemini ``usageMetadata`` (REST camelCase or the SDK's snake_case).
+
+    ``promptTokenCount`` already includes ``cachedContentTokenCount``; ``toolUsePromptTokenCount``
+    is further input; ``thoughtsTokenCount`` is output billed on top of ``candidatesTokenCount``.
+    """
+    if not meta:
+        return Usage(requests=1)
+    prompt = _count(meta, "promptTokenCount", "prompt_token_count")
+    tool_use = _count(meta, "toolUsePromptTokenCount", "tool_use_prompt_token_count")
+    cached = _count(meta, "cachedContentTokenCount", "cached_content_token_count")
+    candidates = _count(meta, "candidatesTokenCount", "candidates_token_count")
+    thoughts = _count(meta, "thoughtsTokenCount", "thoughts_token_count")
+    return Usage(
+        input_tokens=prompt + tool_use,
+        cache_read_tokens=min(cached, prompt + tool_use),
+        output_tokens=candidates + thoughts,
+        reasoning_tokens=thoughts,
+        requests=1,
+    )
+
+
+# -- one request in flight ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Call:
+    """A metered request: what the caller sent, what went on the wire, and its metering context."""
+
+    route: GeminiRoute
+    original: httpx2.Request
+    sent: httpx2.Request
+    ctx: CallContext | None
+    task: Task | None
+    plan: CachePlan | None = None
+    entry: CacheEntry | None = None
+    estimate_raw: list[int] = field(default_factory=list)
+
+    def without_cache(self) -> _Call:
+        if self.ctx is not None:
+            self.ctx.metadata.pop("cached_content", None)
+        return replace(self, sent=self.original, entry=None)
+
+
+class _GenerateObserver(BodyObserver):
+    """Folds a generateContent response (JSON, or SSE chunks with running totals) into one record."""
+
+    def __init__(
+        self, meter: GeminiMeter, call: _Call, http_status: int, server_time: float, sse: bool
+    ) -> None:
+        self.mode = "sse" if sse else "json"
+        self._meter = meter
+        self._call = call
+        self._http_status = http_status
+        self._server_time = server_time
+        self._meta: Mapping[str, Any] | None = None
+        self._response: dict[str, Any] = {}
+        self._finished_reason = False
+        self._lock = threading.Lock()
+        self._done = False
+
+    def _chunk(self, chunk: Any) -> None:
+        if not isinstance(chunk, Mapping):
+            return
+        meta = chunk.get("usageMetadata")
+        if isinstance(meta, Mapping):
+            self._meta = meta  # a running total for this HTTP request: keep the last, never add
+        for key in ("modelVersion", "responseId"):
+            if isinstance(chunk.get(key), str):
+                self._response[key] = chunk[key]
+        for candidate in chunk.get("candidates") or ():
+            if isinstance(candidate, Mapping) and candidate.get("finishReason"):
+                self._finished_reason = True
+
+    def on_event(self, event: str | None, data: str) -> None:
+        try:
+            self._chunk(json.loads(data))
+        except ValueError:
+            pass
+
+    def on_json(self, document: Any) -> None:
+        for chunk in document if isinstance(document, list) else [document]:
+            self._chunk(chunk)
+        self._finished_reason = True
+
+    def on_done(self, complete: bool, error: BaseException | None) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        ended = complete and (self._finished_reason or self._meta is not None)
+        self._meter._finish_generate(
+            self._call, self._meta, self._response, ended, self._http_status, error, self._server_time
+        )
+
+
+class _CacheOpObserver(BodyObserver):
+    """The JSON answer to a caller's own ``client.caches`` request."""
+
+    mode = "json"
+
+    def __init__(self, meter: GeminiMeter, call: _Call, server_time: float) -> None:
+        self._meter = meter
+        self._call = call
+        self._server_time = server_time
+        self._document: Any = None
+
+    def on_json(self, document: Any) -> None:
+        self._document = document
+
+    def on_done(self, complete: bool, error: BaseException | None) -> None:
+        self._meter._finish_cache_op(
+            self._call, self._document if complete else None, self._server_time, error
+        )
+
+
+# -- the meter: one per instrumented client ----------------------------------------------------------
+
+
+class GeminiMeter:
+    """budgetclient's state for one Gemini client: options, caches, and the SDK's own HTTP clients."""
+
+    def __init__(
+        self,
+        options: ClientOptions,
+        inner: httpx2.Client,
+        inner_async: httpx2.AsyncClient,
+        *,
+        owns_inner: bool,
+        owns_inner_async: bool,
+    ) -> None:
+        self.options = options
+        self.inner = inner
+        self.inner_async = inner_async
+        self.owns_inner = owns_inner
+        self.owns_inner_async = owns_inner_async
+        self.client_key = f"{id(self):x}"
+        self.caches = ManagedCaches(cache_ttl=options.cache_ttl, on_entry=self._track)
+
+    def _track(self) -> None:
+        with _meters_lock:
+            _meters_with_caches.add(self)
+
+    # -- sending -----------------------------------------------------------------------------------
+    def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+        try:
+            call = _run_sync(self._prepare(request), self.inner)
+        except (BudgetExceeded, PrefixDriftError, PrefixDriftWarning):
+            raise
+        except Exception as exc:  # metering must never cost the caller a request
+            log.error("meter.failed", stage="google.prepare", error=type(exc).__name__, detail=str(exc)[:200])
+            call = None
+        if call is None:
+            return self.inner.send(request, **kwargs)
+        try:
+            response = self.inner.send(call.sent, **kwargs)
+            if call.entry is not None and _maybe_cache_error(response) and _is_cache_error(response.read()):
+                response.close()
+                call = self._cache_vanished(call, response)
+                response = self.inner.send(call.sent, **kwargs)
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+        self._after(call, response)
+        return response
+
+    async def send_async(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+        try:
+            call = await _run_async(self._prepare(request), self.inner_async)
+        except (BudgetExceeded, PrefixDriftError, PrefixDriftWarning):
+            raise
+        except Exception as exc:
+            log.error("meter.failed", stage="google.prepare", error=type(exc).__name__, detail=str(exc)[:200])
+            call = None
+        if call is None:
+            return await self.inner_async.send(request, **kwargs)
+        try:
+            response = await self.inner_async.send(call.sent, **kwargs)
+            if (
+                call.entry is not None
+                and _maybe_cache_error(response)
+                and _is_cache_error(await response.aread())
+            ):
+                await response.aclose()
+                call = self._cache_vanished(call, response)
+                response = await self.inner_async.send(call.sent, **kwargs)
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+        self._after(call, response)
+        return response
+
+    # -- before sending ----------------------------------------------------------------------------
+    def _prepare(self, request: httpx2.Request) -> HttpStep[_Call | None]:
+        route = parse_route(request.url)
+        if route is None:
+            return None
+        if route.method == "cachedContents":
+            return self._prepare_cache_op(route, request)
+        if not route.is_generate or request.method.upper() != "POST":
+            return None
+        body = json.loads(request.read() or b"null")
+        if not isinstance(body, dict):
+            return None
+        task = current_task()
+        key = lineage_key(
+            self.client_key, PROVIDER, route.model, task.id if task else None, current_conversation()
+        )
+        plan = None if body.get("cachedContent") else self.caches.plan(route, body, key)
+        drift = self._drift(plan) if plan is not None else None
+        if drift is not None and self.options.drift == "raise":
+            log.warning(
+                "cache.drift", provider=PROVIDER, model=route.model, action="raised", **_drift_fields(drift)
+            )
+            raise PrefixDriftError(drift)
+        if drift is not None and self.options.drift == "warn":
+            _announce_drift(drift, route.model)  # before anything is reserved: it may raise under -W error
+        call = _Call(route=route, original=request, sent=request, ctx=None, task=task, plan=plan)
+        call.ctx = metering.begin_call(
+            PROVIDER,
+            route.model,
+            "generate_content",
+            estimated_input_tokens=lambda: self._estimate(body, route.model, call),
+            stream=route.method == "streamGenerateContent",
+            request_bytes=len(request.content),
+            conversation=key,
+        )
+        if plan is not None:
+            self.caches.commit(plan)
+            call.ctx.prefix_hash = plan.base_key if plan.fields else None
+        call.ctx.drift = drift
+        if plan is None or self.options.cache != "auto" or not plan.fields:
+            return call
+        try:
+            call.entry = yield from self.caches.acquire(plan, request)
+            if call.entry is not None:
+                rewritten = rewrite_body(body, call.entry.name, len(call.entry.leading))
+                call.sent = _with_body(request, rewritten)
+                call.ctx.metadata["cached_content"] = call.entry.name
+        except Exception as exc:
+            log.error(
+                "cache.prepare_failed",
+                provider=PROVIDER,
+                model=route.model,
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+            )
+            call.entry, call.sent = None, request
+        return call
+
+    def _prepare_cache_op(self, route: GeminiRoute, request: httpx2.Request) -> _Call | None:
+        method = request.method.upper()
+        if method == "POST" and route.cache_id is None:
+            body = json.loads(request.read() or b"null")
+            if not isinstance(body, dict):
+                return None
+            model = str(body.get("model") or "").rsplit("/", 1)[-1]
+            call = _Call(
+                route=replace(route, model=model),
+                original=request,
+                sent=request,
+                ctx=None,
+                task=current_task(),
+            )
+            call.ctx = metering.begin_call(
+                PROVIDER,
+                model,
+                "cache.create",
+                estimated_input_tokens=lambda: self._estimate(body, model, call),
+                request_bytes=len(request.content),
+                conversation=current_conversation(),
+            )
+            return call
+        if method in ("PATCH", "DELETE", "GET") and route.cache_id is not None:
+            return _Call(route=route, original=request, sent=request, ctx=None, task=current_task())
+        return None
+
+    def _drift(self, plan: CachePlan) -> PrefixDrift | None:
+        previous = plan.previous_blocks
+        if self.options.drift == "off" or not previous:
+            return None
+        if [b.digest for b in previous] == [b.digest for b in plan.blocks]:
+            return None
+        model = plan.route.model
+        return explain_drift(
+            with_tokens(previous, self.caches.previous_prefix_tokens(plan)),
+            plan.blocks,
+            extra_cost=lambda tokens: _lost_discount(tokens, model),
+        )
+
+    def _estimate(self, body: Mapping[str, Any], model: str, call: _Call) -> int:
+        from ..tokens import estimate_request
+
+        estimate = estimate_request(PROVIDER, body, model)
+        call.estimate_raw.append(estimate.raw_tokens)
+        return estimate.tokens
+
+    # -- after the response ------------------------------------------------------------------------
+    def _cache_vanished(self, call: _Call, response: httpx2.Response) -> _Call:
+        """The entry is gone on the server (deleted elsewhere, or expired): bill its storage up to
+        now at most, and send the request as the caller wrote it."""
+        assert call.entry is not None
+        log.warning("cache.vanished", provider=PROVIDER, cache=call.entry.name, action="resent without cache")
+        self.caches.drop(call.entry, at=self.caches.clock.observe(response.headers.get("date")))
+        return call.without_cache()
+
+    def _failed(self, call: _Call, exc: BaseException) -> None:
+        if call.ctx is None:
+            return
+        status: CallStatus = "incomplete" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "error"
+        metering.finish_call(call.ctx, Usage(), status=status, error=type(exc).__name__)
+
+    def _after(self, call: _Call, response: httpx2.Response) -> None:
+        status = response.status_code
+        try:
+            server_time = self.caches.clock.observe(response.headers.get("date"))
+            if call.route.method == "cachedContents":
+                if status >= 400:
+                    if call.ctx is not None:
+                        metering.finish_call(
+                            call.ctx, Usage(), status="error", http_status=status, error=f"HTTP {status}"
+                        )
+                    return
+                tap_response(response, _CacheOpObserver(self, call, server_time))
+                return
+            if status >= 400:
+                if call.ctx is not None:
+                    metering.finish_call(
+                        call.ctx, Usage(), status="error", http_status=status, error=f"HTTP {status}"
+                    )
+                return
+            sse = "text/event-stream" in response.headers.get("content-type", "")
+            tap_response(response, _GenerateObserver(self, call, status, server_time, sse))
+        except Exception as exc:
+            log.error("meter.failed", stage="google.tap", error=type(exc).__name__, detail=str(exc)[:200])
+            if call.ctx is not None:
+                metering.finish_call(call.ctx, Usage(requests=1), status="incomplete", http_status=status)
+
+    def _finish_generate(
+        self,
+        call: _Call,
+        meta: Mapping[str, Any] | None,
+        response: Mapping[str, Any],
+        complete: bool,
+        http_status: int,
+        error: BaseException | None,
+        server_time: float,
+    ) -> None:
+        try:
+            usage = usage_from_gemini(meta)
+            tier = meta.get("trafficType") if isinstance(meta, Mapping) else None
+            version = response.get("modelVersion")
+            if call.ctx is not None:
+                # priced as requested: modelVersion may name a dated variant the price table lacks
+                metering.finish_call(
+                    call.ctx,
+                    usage,
+                    status="ok" if complete else "incomplete",
+                    http_status=http_status,
+                    error=None if error is None else type(error).__name__,
+                    response_id=response.get("responseId"),
+                    service_tier=tier if isinstance(tier, str) else None,
+                    metadata={"model_version": version} if isinstance(version, str) else None,
+                )
+            if call.plan is not None and meta is not None:
+                self.caches.observe_call(call.plan, call.entry, usage, server_time, call.task)
+            if call.estimate_raw and meta is not None and call.entry is None:
+                from ..tokens import calibrate
+
+                calibrate(PROVIDER, call.route.model, call.estimate_raw[-1], usage.input_tokens)
+        except Exception as exc:
+            log.error("meter.failed", stage="google.record", error=type(exc).__name__, detail=str(exc)[:200])
+            if call.ctx is not None:  # still release the budget reservation and keep a record
+                metering.finish_call(
+                    call.ctx, Usage(requests=1), status="incomplete", http_status=http_status
+                )
+
+    def _finish_cache_op(
+        self, call: _Call, document: Any, server_time: float, error: BaseException | None
+    ) -> None:
+        try:
+            if document is None:
+                if call.ctx is not None:
+                    metering.finish_call(
+                        call.ctx,
+                        Usage(),
+                        status="incomplete",
+                        error=None if error is None else type(error).__name__,
+                    )
+                return
+            self.caches.observe_user_cache(
+                call.route, call.original.method.upper(), call.original.url, document, server_time, call.ctx
+            )
+            if call.ctx is not None and not call.ctx.finished:  # an answer without a cache in it
+                metering.finish_call(call.ctx, Usage(), status="error", error="no cache in response")
+        except Exception as exc:
+            log.error(
+                "meter.failed", stage="google.cache_op", error=type(exc).__name__, detail=str(exc)[:200]
+            )
+
+    # -- closing -----------------------------------------------------------------------------------
+    def close_caches(self) -> None:
+        """Delete managed cache entries (blocking); never raises."""
+        try:
+            _run_sync(self.caches.close(), self.inner)
+        except Exception as exc:
+            log.error(
+                "cache.close_failed", provider=PROVIDER, error=type(exc).__name__, detail=str(exc)[:200]
+            )
+        with _meters_lock:
+            _meters_with_caches.discard(self)
+
+    async def aclose_caches(self) -> None:
+        try:
+            await _run_async(self.caches.close(), self.inner_async)
+        except Exception as exc:
+            log.error(
+                "cache.close_failed", provider=PROVIDER, error=type(exc).__name__, detail=str(exc)[:200]
+            )
+        with _meters_lock:
+            _meters_with_caches.discard(self)
+
+
+def _lost_discount(tokens: int, model: str) -> Decimal | None:
+    """What a missed cache costs on ``tokens``: input rate minus cache-read rate."""
+    try:
+        rates = pricing.rates_for(model, PROVIDER)
+    except Exception:
+        return None
+    if rates is None:
+        return None
+    return tokens * (rates.input.at(tokens) - rates.cache_read.at(tokens)) / _MILLION
+
+
+def _maybe_cache_error(response: httpx2.Response) -> bool:
+    return response.status_code in (400, 403, 404)
+
+
+def _is_cache_error(body: bytes) -> bool:
+    text = body.decode("utf-8", errors="replace").lower()
+    return "cachedcontent" in text or "cached content" in text or "cached_content" in text
+
+
+def _with_body(request: httpx2.Request, body: Mapping[str, Any]) -> httpx2.Request:
+    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
+    return httpx2.Request(
+        request.method,
+        request.url,
+        headers=headers,
+        content=json.dumps(body).encode(),
+        extensions=dict(request.extensions),
+    )
+
+
+def _run_sync(step: Generator[httpx2.Request, httpx2.Response, R], client: httpx2.Client) -> R:
+    """Drive an ``HttpStep`` with a sync client."""
+    try:
+        request = next(step)
+        while True:
+            request.extensions.setdefault("timeout", _CACHE_OP_TIMEOUT)
+            try:
+                response = client.send(request)
+                response.read()
+            except Exception as exc:
+                request = step.throw(exc)
+                continue
+            request = step.send(response)
+    except StopIteration as stop:
+        result: R = stop.value
+        return result
+
+
+async def _run_async(step: Generator[httpx2.Request, httpx2.Response, R], client: httpx2.AsyncClient) -> R:
+    """Drive an ``HttpStep`` with an async client."""
+    try:
+        request = next(step)
+        while True:
+            request.extensions.setdefault("timeout", _CACHE_OP_TIMEOUT)
+            try:
+                response = await client.send(request)
+                await response.aread()
+            except Exception as exc:
+                request = step.throw(exc)
+                continue
+            request = step.send(response)
+    except StopIteration as stop:
+        result: R = stop.value
+        return result
+
+
+def _drift_fields(drift: PrefixDrift) -> dict[str, Any]:
+    return {
+        "segment": drift.segment,
+        "offset": drift.offset,
+        "cause": drift.cause,
+        "tokens_at_risk": drift.tokens_at_risk,
+        "est_extra_cost": None if drift.est_extra_cost is None else str(drift.est_extra_cost),
+    }
+
+
+def _announce_drift(drift: PrefixDrift, model: str) -> None:
+    log.warning("cache.drift", provider=PROVIDER, model=model, **_drift_fields(drift))
+    notify_drift(drift)
+    warnings.warn(PrefixDriftWarning(drift), stacklevel=2)
+
+
+# -- meters holding live managed cache entries -------------------------------------------------
+
+_meters_lock = threading.Lock()
+_meters_with_caches: set[GeminiMeter] = set()
+
+
+def meters_with_caches() -> list[GeminiMeter]:
+    """Meters that still hold managed cache entries (strongly referenced until closed)."""
+    with _meters_lock:
+        return list(_meters_with_caches)

@@ -1,0 +1,502 @@
+"""Warning signals from the guide, per task name, and the hooks that hear about them.
+
+Each finished task is compared with the earlier tasks of its name:
+
+- ``cost_per_task``: it cost more than its alert threshold (``configure(alert_cost_per_task=...)``);
+- ``cost_baseline``: it cost more than ``cost_baseline_factor`` x the median of the earlier tasks
+  of that name while its call count did not rise (so the context package grew, not the work);
+- ``cache_hit_rate``: its calls that repeat a prefix already sent (same conversation, or same
+  prefix hash within the provider's 5-minute TTL) read too little of their input from cache;
+- ``failure_cost_share`` / ``failure_cost``: failed tasks take too large a share of the recent
+  cost of that name, or one failed task cost more than ``failure_cost_max``;
+- ``output_ratio``: output tokens above ``output_input_ratio_max`` x input tokens.
+
+The checks are plain functions of records (``evaluate_task``), so reports replay them over a
+ledger's history (``evaluate_history``) exactly as they ran live. Live evaluation (``install()``)
+keeps the history of this process only; a fleet's history is judged by ``budgetclient report``.
+Every alert is logged as ``alert.<kind>``, stored in the ledger and handed to ``on_alert`` hooks.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from . import config
+from .config import Settings, SignalThresholds
+from .ledger.base import AlertRecord
+from .usage import CallRecord, TaskRecord
+
+__all__ = [
+    "ALERT_KINDS",
+    "AlertRecord",
+    "SignalEngine",
+    "SignalThresholds",
+    "check_cache_hit_rate",
+    "check_cost_baseline",
+    "check_cost_limit",
+    "check_failure_cost",
+    "check_output_ratio",
+    "cost_limit_for",
+    "evaluate_history",
+    "evaluate_task",
+    "install",
+    "on_alert",
+    "reset",
+    "uninstall",
+]
+
+log = structlog.get_logger("budgetclient")
+
+ALERT_KINDS = (
+    "cost_per_task",
+    "cost_baseline",
+    "cache_hit_rate",
+    "failure_cost_share",
+    "failure_cost",
+    "output_ratio",
+)
+
+CACHE_TTL = timedelta(minutes=5)
+"""A prefix sent longer ago than this may have left the cache legitimately (the default TTL)."""
+_MAX_SEEN_KEYS = 4096
+_MAX_PENDING_TASKS = 10_000
+_RESERVED_LOG_KEYS = frozenset({"event", "message", "task", "task_id", "value", "threshold"})
+
+
+def _alert(
+    kind: str,
+    task: TaskRecord,
+    message: str,
+    value: float | None,
+    threshold: float | None,
+    at: datetime | None,
+    **details: Any,
+) -> AlertRecord:
+    return AlertRecord(
+        id=uuid.uuid4().hex,
+        kind=kind,
+        task_name=task.name,
+        task_id=task.id,
+        created_at=at or datetime.now(UTC),
+        message=message,
+        value=value,
+        threshold=threshold,
+        details=details,
+    )
+
+
+def _usd(amount: Decimal) -> str:
+    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
+
+
+# -- the checks: plain functions of records ------------------------------------------------------
+
+
+def check_cost_limit(
+    task: TaskRecord, limit: Decimal | None, *, at: datetime | None = None
+) -> AlertRecord | None:
+    """``cost_per_task`` when a priced task cost more than ``limit`` USD."""
+    if limit is None or task.cost is None or task.cost <= limit:
+        return None
+    return _alert(
+        "cost_per_task", task,
+        f"task {task.name!r} cost {_usd(task.cost)}, above its alert threshold {_usd(limit)}",
+        float(task.cost), float(limit), at, cost_usd=f"{task.cost:f}", limit_usd=f"{limit:f}",
+    )  # fmt: skip
+
+
+def check_cost_baseline(
+    task: TaskRecord,
+    earlier: Sequence[TaskRecord],
+    thresholds: SignalThresholds,
+    *,
+    at: datetime | None = None,
+) -> AlertRecord | None:
+    """``cost_baseline`` when cost rose against the rolling median of earlier runs but calls did not.
+
+    The baseline is the median cost of the last ``cost_baseline_window`` earlier priced runs of the
+    name (at least ``cost_baseline_min_history`` of them); the call count must stay within
+    ``calls_rise_tolerance`` x the median call count of those runs.
+    """
+    if task.cost is None:
+        return None
+    priced = [t for t in earlier if t.cost is not None][-thresholds.cost_baseline_window :]
+    if len(priced) < thresholds.cost_baseline_min_history:
+        return None
+    baseline = statistics.median([t.cost for t in priced if t.cost is not None])
+    limit = baseline * Decimal(str(thresholds.cost_baseline_factor))
+    median_calls = statistics.median([t.calls for t in priced])
+    if baseline <= 0 or task.cost <= limit or task.calls > median_calls * thresholds.calls_rise_tolerance:
+        return None
+    return _alert(
+        "cost_baseline", task,
+        f"task {task.name!r} cost {_usd(task.cost)}, {float(task.cost / baseline):.1f}x its baseline "
+        f"{_usd(baseline)} (median of {len(priced)} earlier runs) with {task.calls} calls against a median "
+        f"of {median_calls:g}: the context package is growing; check history, tools and system prompt",
+        float(task.cost), float(limit), at,
+        baseline_usd=f"{baseline:f}", runs=len(priced), calls=task.calls, median_calls=float(median_calls),
+        factor=thresholds.cost_baseline_factor,
+    )  # fmt: skip
+
+
+def _call_keys(call: CallRecord) -> list[str]:
+    keys = []
+    if call.conversation:
+        keys.append(f"conversation:{call.conversation}")
+    if call.prefix_hash:
+        keys.append(f"prefix:{call.prefix_hash}")
+    return keys
+
+
+def _call_end(call: CallRecord) -> datetime:
+    return call.started_at + timedelta(seconds=max(call.duration_s, 0.0))
+
+
+def repeat_prefix_calls(
+    calls: Sequence[CallRecord], seen: dict[str, datetime] | None = None
+) -> list[CallRecord]:
+    """The calls that repeat a prefix sent before (within ``CACHE_TTL``), so they should read cache.
+
+    A call repeats when its conversation or its prefix hash was seen earlier (in ``seen``, the
+    name's recent history, or earlier in ``calls``). Calls that carry neither key count as
+    repeats after the first call of the task. ``seen`` is updated in place.
+    """
+    seen = {} if seen is None else seen
+    ordered = sorted(calls, key=lambda c: c.started_at)
+    keyed = any(_call_keys(c) for c in ordered)
+    repeats: list[CallRecord] = []
+    for index, call in enumerate(ordered):
+        keys = _call_keys(call)
+        if keyed:
+            last = [seen[k] for k in keys if k in seen]
+            if any(call.started_at - moment <= CACHE_TTL for moment in last):
+                repeats.append(call)
+        elif index > 0:
+            repeats.append(call)
+        end = _call_end(call)
+        for key in keys:
+            seen[key] = max(end, seen.get(key, end))
+    return repeats
+
+
+def check_cache_hit_rate(
+    task: TaskRecord,
+    calls: Sequence[CallRecord],
+    thresholds: SignalThresholds,
+    *,
+    seen: dict[str, datetime] | None = None,
+    at: datetime | None = None,
+) -> AlertRecord | None:
+    """``cache_hit_rate`` when calls repeating a fixed prefix read too little from cache.
+
+    Only calls with at least ``cache_min_input_tokens`` input count (smaller prompts cannot be
+    cached). ``seen`` (prefix keys of the name's recent calls) is updated in place.
+    """
+    repeats = [
+        c
+        for c in repeat_prefix_calls(calls, seen)
+        if c.usage.input_tokens >= thresholds.cache_min_input_tokens
+    ]
+    input_tokens = sum(c.usage.input_tokens for c in repeats)
+    if not repeats or not input_tokens:
+        return None
+    read = sum(c.usage.cache_read_tokens for c in repeats)
+    rate = read / input_tokens
+    if rate >= thresholds.cache_hit_rate_min:
+        return None
+    return _alert(
+        "cache_hit_rate", task,
+        f"task {task.name!r}: {len(repeats)} calls repeating a prefix already sent read {rate:.0%} of their "
+        f"input from cache (threshold {thresholds.cache_hit_rate_min:.0%}); check that the system prompt and "
+        "tools are byte-identical across calls (timestamps, ids, key order) and that caching is on",
+        rate, thresholds.cache_hit_rate_min, at,
+        calls=len(repeats), input_tokens=input_tokens, cache_read_tokens=read,
+    )  # fmt: skip
+
+
+def check_failure_cost(
+    task: TaskRecord,
+    earlier: Sequence[TaskRecord],
+    thresholds: SignalThresholds,
+    *,
+    at: datetime | None = None,
+) -> list[AlertRecord]:
+    """``failure_cost`` / ``failure_cost_share`` when a failed task makes failures too expensive.
+
+    Evaluated when a task fails: the absolute check compares its own cost with
+    ``failure_cost_max``; the share check takes the last ``failure_window`` runs of the name (this
+    one included, at least ``failure_min_runs``) and compares failed cost with total cost.
+    """
+    if task.outcome != "failure" or task.cost is None:
+        return []
+    alerts: list[AlertRecord] = []
+    limit = thresholds.failure_cost_max
+    if limit is not None and task.cost > limit:
+        alerts.append(_alert(
+            "failure_cost", task,
+            f"failed task {task.name!r} cost {_usd(task.cost)}, above failure_cost_max {_usd(limit)}: tokens "
+            "spent on failures cost the same as on successes; look for dead ends in the context package",
+            float(task.cost), float(limit), at, cost_usd=f"{task.cost:f}", limit_usd=f"{limit:f}",
+        ))  # fmt: skip
+    window = [*earlier[-(thresholds.failure_window - 1) :], task] if thresholds.failure_window > 1 else [task]
+    priced = [t for t in window if t.cost is not None]
+    if len(priced) < thresholds.failure_min_runs:
+        return alerts
+    total = sum((t.cost for t in priced if t.cost is not None), Decimal(0))
+    failed = sum((t.cost for t in priced if t.cost is not None and t.outcome == "failure"), Decimal(0))
+    if total <= 0:
+        return alerts
+    share = float(failed / total)
+    if share > thresholds.failure_cost_share_max:
+        alerts.append(_alert(
+            "failure_cost_share", task,
+            f"failed runs of {task.name!r} took {share:.0%} of its cost over the last {len(priced)} runs "
+            f"({_usd(failed)} of {_usd(total)}; threshold {thresholds.failure_cost_share_max:.0%})",
+            share, thresholds.failure_cost_share_max, at,
+            failure_cost_usd=f"{failed:f}", total_cost_usd=f"{total:f}", runs=len(priced),
+            failures=sum(1 for t in priced if t.outcome == "failure"),
+        ))  # fmt: skip
+    return alerts
+
+
+def check_output_ratio(
+    task: TaskRecord, thresholds: SignalThresholds, *, at: datetime | None = None
+) -> AlertRecord | None:
+    """``output_ratio`` when output tokens exceed ``output_input_ratio_max`` x input tokens."""
+    usage = task.usage
+    if (
+        not usage.input_tokens
+        or usage.output_tokens <= thresholds.output_input_ratio_max * usage.input_tokens
+    ):
+        return None
+    ratio = usage.output_tokens / usage.input_tokens
+    return _alert(
+        "output_ratio", task,
+        f"task {task.name!r} generated {usage.output_tokens} output tokens for {usage.input_tokens} input "
+        f"({ratio:.1f}x, threshold {thresholds.output_input_ratio_max:g}x): constrain output length in the "
+        "system prompt or with max_tokens",
+        ratio, thresholds.output_input_ratio_max, at,
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+    )  # fmt: skip
+
+
+def cost_limit_for(name: str, settings: Settings) -> Decimal | None:
+    """The ``alert_cost_per_task`` threshold for a task name (per-name override, then the default)."""
+    return settings.alert_cost_per_task_by_name.get(name, settings.alert_cost_per_task)
+
+
+def evaluate_task(
+    task: TaskRecord,
+    earlier: Sequence[TaskRecord] = (),
+    calls: Sequence[CallRecord] = (),
+    *,
+    thresholds: SignalThresholds | None = None,
+    cost_limit: Decimal | None = None,
+    seen: dict[str, datetime] | None = None,
+    at: datetime | None = None,
+) -> list[AlertRecord]:
+    """Every signal for one finished task, given the earlier tasks of its name and its calls.
+
+    ``calls`` are the task's call records (its children's included); ``seen`` maps prefix keys of
+    the name's earlier calls to when they were last sent, and is updated in place.
+    """
+    thresholds = thresholds or SignalThresholds()
+    alerts = [
+        check_cost_limit(task, cost_limit, at=at),
+        check_cost_baseline(task, earlier, thresholds, at=at),
+        check_cache_hit_rate(task, calls, thresholds, seen=seen, at=at),
+        *check_failure_cost(task, earlier, thresholds, at=at),
+        check_output_ratio(task, thresholds, at=at),
+    ]
+    return [a for a in alerts if a is not None]
+
+
+# -- history: shared by live evaluation and report replay ----------------------------------------
+
+
+class SignalEngine:
+    """Per-name history and per-task calls, fed in the order records finish; not thread-safe.
+
+    ``add_call`` as each call ends; ``end_task`` as each task ends (children before parents, as
+    they finish) returns the alerts for that task and then adds it to its name's history.
+    """
+
+    def __init__(self) -> None:
+        self._history: dict[str, list[TaskRecord]] = {}
+        self._seen: dict[str, dict[str, datetime]] = {}
+        self._pending: OrderedDict[str, list[CallRecord]] = OrderedDict()
+
+    def add_call(self, record: CallRecord) -> None:
+        if record.task_id is None:
+            return
+        calls = self._pending.get(record.task_id)
+        if calls is None:
+            calls = self._pending[record.task_id] = []
+            while len(self._pending) > _MAX_PENDING_TASKS:  # tasks that never ended: forget the oldest
+                self._pending.popitem(last=False)
+        calls.append(record)
+
+    def end_task(
+        self,
+        task: TaskRecord,
+        *,
+        thresholds: SignalThresholds,
+        cost_limit: Decimal | None,
+        at: datetime | None = None,
+    ) -> list[AlertRecord]:
+        calls = self._pending.pop(task.id, [])
+        if task.parent_id is not None and calls:  # a child's calls are the parent's too
+            self._pending.setdefault(task.parent_id, []).extend(calls)
+        earlier = self._history.setdefault(task.name, [])
+        seen = self._seen.setdefault(task.name, {})
+        alerts = evaluate_task(
+            task, earlier, calls, thresholds=thresholds, cost_limit=cost_limit, seen=seen, at=at
+        )
+        earlier.append(task)
+        keep = max(thresholds.cost_baseline_window * 2, thresholds.failure_window, 50)
+        if len(earlier) > keep:
+            del earlier[: len(earlier) - keep]
+        if len(seen) > _MAX_SEEN_KEYS:
+            for key in sorted(seen, key=seen.__getitem__)[: len(seen) - _MAX_SEEN_KEYS // 2]:
+                del seen[key]
+        return alerts
+
+
+def evaluate_history(
+    tasks: Iterable[TaskRecord],
+    calls: Iterable[CallRecord] = (),
+    *,
+    settings: Settings | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[AlertRecord]:
+    """Replay the signals over stored records, in the order the tasks ended.
+
+    Gives the alerts live evaluation would have raised had one process seen this whole history.
+    Each alert's ``created_at`` is its task's end.
+    """
+    settings = settings or config.get_settings()
+    ordered = sorted(tasks, key=lambda t: (t.ended_at, t.started_at))
+    engine = SignalEngine()
+    for call in calls:
+        engine.add_call(call)
+    alerts: list[AlertRecord] = []
+    for done, task in enumerate(ordered, 1):
+        alerts.extend(
+            engine.end_task(
+                task,
+                thresholds=settings.signals,
+                cost_limit=cost_limit_for(task.name, settings),
+                at=task.ended_at,
+            )
+        )
+        if progress is not None and (done % 500 == 0 or done == len(ordered)):
+            progress(done, len(ordered))
+    return alerts
+
+
+# -- live evaluation, delivery and hooks ---------------------------------------------------------
+
+_lock = threading.Lock()
+_engine = SignalEngine()
+_callbacks: list[Callable[[AlertRecord], None]] = []
+_removers: list[Callable[[], None]] = []
+
+
+def on_alert(callback: Callable[[AlertRecord], None]) -> Callable[[], None]:
+    """Call ``callback(alert)`` for every alert raised in this process; returns a remover.
+
+    A callback that raises is logged (``alert.hook_failed``) and never disturbs the task or the
+    other callbacks. Installs live evaluation if it is not installed yet.
+    """
+    install()
+    with _lock:
+        _callbacks.append(callback)
+
+    def remove() -> None:
+        with _lock:
+            if callback in _callbacks:
+                _callbacks.remove(callback)
+
+    return remove
+
+
+def _on_call(record: CallRecord) -> None:
+    with _lock:
+        _engine.add_call(record)
+
+
+def _on_task_end(task: TaskRecord) -> None:
+    settings = config.get_settings()
+    with _lock:
+        alerts = _engine.end_task(
+            task, thresholds=settings.signals, cost_limit=cost_limit_for(task.name, settings)
+        )
+        callbacks = list(_callbacks)
+    for alert in alerts:
+        deliver(alert, callbacks)
+
+
+def deliver(alert: AlertRecord, callbacks: Sequence[Callable[[AlertRecord], None]] | None = None) -> None:
+    """Log an alert as ``alert.<kind>``, queue it for the ledger and call the hooks; never raises."""
+    try:
+        log.warning(
+            f"alert.{alert.kind}",
+            task=alert.task_name,
+            task_id=alert.task_id,
+            value=alert.value,
+            threshold=alert.threshold,
+            message=alert.message,
+            **{k: v for k, v in alert.details.items() if k not in _RESERVED_LOG_KEYS},
+        )
+    except Exception:
+        pass
+    try:
+        from .ledger.writer import get_writer
+
+        get_writer().submit_alert(alert)
+    except Exception as exc:
+        log.error("alert.persist_failed", kind=alert.kind, error=type(exc).__name__)
+    if callbacks is None:
+        with _lock:
+            callbacks = list(_callbacks)
+    for callback in callbacks:
+        try:
+            callback(alert)
+        except Exception as exc:
+            log.error("alert.hook_failed", kind=alert.kind, hook=repr(callback), error=type(exc).__name__)
+
+
+def install() -> None:
+    """Evaluate the signals as tasks end in this process (idempotent)."""
+    from .metering import add_call_hook
+    from .tasks import add_task_end_hook
+
+    with _lock:
+        if _removers:
+            return
+        _removers.append(add_call_hook(_on_call))
+        _removers.append(add_task_end_hook(_on_task_end))
+
+
+def uninstall() -> None:
+    """Stop live evaluation (the ``on_alert`` callbacks stay registered)."""
+    with _lock:
+        removers, _removers[:] = list(_removers), []
+    for remove in removers:
+        remove()
+
+
+def reset() -> None:
+    """Forget this process's history and pending calls (for tests)."""
+    global _engine
+    with _lock:
+        _engine = SignalEngine()

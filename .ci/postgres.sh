@@ -55,7 +55,8 @@ _bc_pg_main() {
     return 0
   fi
 
-  if [ -f "$base/port" ] && _bc_pg_run "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+  # reuse a server started earlier only if it really answers (a killed one may leave a pid behind)
+  if [ -f "$base/port" ] && "$bindir/pg_isready" -q -h 127.0.0.1 -p "$(cat "$base/port")" -t 3 >/dev/null 2>&1; then
     port="$(cat "$base/port")"
   else
     # a leftover directory (server gone, machine reused) is thrown away: it only ever held test data

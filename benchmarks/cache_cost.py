@@ -30,6 +30,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from budgetclient.lineage import LineageRegistry
 from budgetclient.placement import Marker
 from budgetclient.providers._anthropic_cache import apply_markers, request_blocks
 from budgetclient.testing._prompt_cache import (
@@ -41,6 +42,7 @@ from budgetclient.testing._prompt_cache import (
 )
 from budgetclient.testing.fake_anthropic import DEFAULT_EPOCH, FakeAnthropic, FakeClock
 from budgetclient.testing.traces import (
+    BudgetclientStrategy,
     Trace,
     TraceRun,
     reference_traces,
@@ -141,36 +143,52 @@ def _options(calls: Sequence[_Call], t: int, horizon: int, min_tokens: int) -> l
     )
 
 
-_TTLS: tuple[tuple[str, str], ...] = (("5m", "5m"), ("1h", "5m"), ("1h", "1h"))
-"""(TTL of the stable-prefix breakpoint, TTL of the others): longer TTLs must come first."""
+_TTL_PLANS: tuple[tuple[str, str, bool], ...] = (
+    ("5m", "5m", False), ("1h", "5m", False), ("1h", "1h", False), ("1h", "5m", True),
+)
+"""(TTL of the stable-prefix breakpoint, TTL of the others, whether the first new block gets a 1h
+anchor): every mix budgetclient can send, longer TTLs first as the API requires."""
+
+
+_MODES = {"5m": _TTL_PLANS[0], "1h": _TTL_PLANS[2], "anchored": _TTL_PLANS[3]}
+"""budgetclient's TTL modes (`TraceRun.ttls`) as plans."""
 
 
 def _breakpoints(call: _Call, deepest: int | None, end: int | None, share_next: int | None,
-                 ttls: tuple[str, str]) -> tuple[Breakpoint, ...]:
-    fixed_ttl, ttl = ttls
+                 plan: tuple[str, str, bool]) -> tuple[Breakpoint, ...]:
+    fixed_ttl, ttl, anchored = plan
     points: dict[int, str] = {}
-    if call.fixed_end >= 0:
-        fixed = _markable(call.blocks, call.fixed_end)
-        if fixed is not None:
-            points[fixed] = fixed_ttl
+    fixed = _markable(call.blocks, call.fixed_end) if call.fixed_end >= 0 else None
+    if fixed is not None:
+        points[fixed] = fixed_ttl
     candidates = [deepest, end]
     if end is not None and share_next is not None and share_next < end:
         candidates.append(share_next)
     for index in candidates:
         if index is not None and index not in points:
             points[index] = ttl
-    ordered = sorted(points.items())[:4]
-    return tuple(Breakpoint(i, "1h" if t == "1h" else "5m") for i, t in ordered)
+    if anchored and end is not None:
+        start = max(i for i in (deepest, fixed, -1) if i is not None) + 1
+        anchor = next((i for i in range(start, end) if call.blocks[i].cacheable), None)
+        if anchor is not None:
+            points[anchor] = "1h"
+    ordered = sorted(points.items())
+    if len(ordered) > 4:  # keep the stable prefix, the read position, the anchor and the end
+        keep = {fixed, deepest, end} | {i for i, t in ordered if t == "1h" and i not in (fixed, deepest)}
+        ordered = [item for item in ordered if item[0] in keep][:4]
+    last_long = max((i for i, t in ordered if t == "1h"), default=-1)
+    return tuple(Breakpoint(i, "1h" if i <= last_long else "5m") for i, _ in ordered)
 
 
 def _choices(calls: Sequence[_Call], t: int, horizon: int, min_tokens: int, deepest: int | None,
              share_next: int | None, ttls: Sequence[str | None] | None) -> list[tuple[Breakpoint, ...]]:
+    """Breakpoint sets to try for call ``t``: in ``ttls[t]``'s TTL mode, or in any (clairvoyant)."""
     call = calls[t]
     if ttls is not None and ttls[t] is None:
         return [()]
-    pairs = _TTLS if ttls is None else ((str(ttls[t]), str(ttls[t])),)
-    return [_breakpoints(call, deepest, end, share_next, pair)
-            for end in _options(calls, t, horizon, min_tokens) for pair in pairs]
+    plans = _TTL_PLANS if ttls is None else (_MODES[str(ttls[t])],)
+    return [_breakpoints(call, deepest, end, share_next, plan)
+            for end in _options(calls, t, horizon, min_tokens) for plan in plans]
 
 
 def _signature(cache: PromptCache, now: float, future: set[str]) -> tuple[tuple[str, float], ...]:
@@ -182,8 +200,9 @@ def offline_best(
 ) -> OfflinePlan:
     """The cheapest breakpoint plan for ``trace`` the beam search finds (see module doc).
 
-    ``ttls``: the TTL each call must use (None: no breakpoints), e.g. the ones an online policy
-    chose from the gaps it had seen; without it the TTLs are searched too (clairvoyant).
+    ``ttls``: per call, the TTL mode it must use (``"5m"``, ``"1h"``, ``"anchored"``; None: no
+    breakpoints), e.g. the ones an online policy chose from the gaps it had seen; without it
+    every mode is tried on every call (clairvoyant: as if the future gaps were known).
     """
     if ttls is not None and len(ttls) != len(trace.calls):
         raise ValueError(f"ttls has {len(ttls)} entries for {len(trace.calls)} calls")
@@ -238,12 +257,18 @@ class Row:
         return self.runs[strategy].cost()
 
 
-def measure(traces: Mapping[str, Trace] | None = None, *, beam: int = 48) -> list[Row]:
-    """Run every strategy and both offline searches on every trace."""
+def measure(
+    traces: Mapping[str, Trace] | None = None, *, beam: int = 48, clairvoyant: bool = True
+) -> list[Row]:
+    """Run every strategy and the offline searches on every trace (``clairvoyant``: also search TTLs)."""
     rows = []
     for trace in (traces or reference_traces()).values():
         runs = {name: run_trace(trace, name, fake=_fake()) for name in STRATEGY_NAMES}
-        for label, ttls in (("offline-best", runs["budgetclient"].ttls), ("clairvoyant", None)):
+        searches: list[tuple[str, Sequence[str | None] | None]] = [
+            ("offline-best", runs["budgetclient"].ttls)]
+        if clairvoyant:
+            searches.append(("clairvoyant", None))
+        for label, ttls in searches:
             plan = offline_best(trace, beam=beam, ttls=ttls)
             run = replay(trace, plan, label)
             if run.cost() != plan.cost:
@@ -258,14 +283,15 @@ COLUMNS = (*STRATEGY_NAMES, "offline-best", "clairvoyant")
 
 
 def table(rows: Sequence[Row], *, markdown: bool = False) -> str:
-    header = ["trace", "calls", *COLUMNS, "vs offline-best", "vs clairvoyant"]
+    columns = [c for c in COLUMNS if all(c in row.runs for row in rows)]
+    versus = [c for c in ("offline-best", "clairvoyant") if c in columns]
+    header = ["trace", "calls", *columns, *(f"vs {c}" for c in versus)]
     lines = []
     for row in rows:
         ours = row.cost("budgetclient")
         lines.append([
-            row.trace.name, str(len(row.trace.calls)), *(f"${row.cost(n):.4f}" for n in COLUMNS),
-            f"{(ours / row.cost('offline-best') - 1) * 100:+.2f}%",
-            f"{(ours / row.cost('clairvoyant') - 1) * 100:+.2f}%",
+            row.trace.name, str(len(row.trace.calls)), *(f"${row.cost(n):.4f}" for n in columns),
+            *(f"{(ours / row.cost(c) - 1) * 100:+.2f}%" for c in versus),
         ])
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -274,6 +300,26 @@ def table(rows: Sequence[Row], *, markdown: bool = False) -> str:
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)
     return "\n".join([fmt.format(*header), *(fmt.format(*line) for line in lines)])
+
+
+def warm_client_cost(trace: Trace) -> tuple[Decimal, Decimal]:
+    """budgetclient's cost on ``trace`` as a client's first conversation, and as its second (two
+    hours later, so nothing is cached) when it has seen the first one's gaps."""
+    registry = LineageRegistry()
+    strategy = BudgetclientStrategy()
+    fake = _fake()
+    costs = []
+    for conversation in range(2):
+        state = registry.get(f"{trace.name}:{conversation}")
+        total = Decimal(0)
+        for call in trace.calls:
+            fake.clock.advance(call.gap_s)
+            message = send(fake, strategy(dict(call.body), state, fake.clock.now()))
+            strategy.observe(state, message, fake.clock.now())
+            total += usage_cost(message["usage"])
+        costs.append(total)
+        fake.clock.advance(7200)
+    return costs[0], costs[1]
 
 
 def guide_input_share(rows: Sequence[Row]) -> Decimal | None:
@@ -312,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     share = guide_input_share(rows)
     if share is not None:
         print(f"\nguide session: budgetclient input cost = {share:.1%} of uncached input cost")
+    first, second = warm_client_cost(reference_traces()["long_gaps"])
+    print(f"long_gaps: first conversation of a client ${first:.4f}, a later one ${second:.4f}")
     problems = check(rows)
     for problem in problems:
         print(f"FAIL {problem}", file=sys.stderr)

@@ -85,7 +85,14 @@ _LAZY = {
 }
 
 
+_SUBMODULES = ("testing",)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         module, extra = _LAZY[name]
         import importlib

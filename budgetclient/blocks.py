@@ -22,6 +22,7 @@ __all__ = [
     "PrefixPrint",
     "RequestBlocks",
     "Section",
+    "TokenCounter",
     "Ttl",
     "block_digest",
     "canonical_bytes",
@@ -63,26 +64,43 @@ def _approximate(text: str, model: str) -> int:
 
 def _tiktoken_counter() -> Callable[[str, str], int]:
     try:
-        from .tokens import _count_texts, encoding_for
+        from .tokens import count_text
     except ImportError:  # pragma: no cover - tokens.py ships with the package
         return _approximate
-
-    def count(text: str, model: str) -> int:
-        # tokens' counter is exact up to ~16k characters and sampled beyond, and memoised.
-        return _count_texts(encoding_for(model), [text])
-
-    return count
+    return count_text
 
 
 _counter: Callable[[str, str], int] | None = None
 
 
 def count_tokens(text: str, model: str) -> int:
-    """Estimated tokens of ``text`` for ``model``: the one place placement and drift count tokens."""
+    """Exact tokens of ``text`` for ``model`` (tokenizer of `budgetclient.tokens`, ~4 bytes/token
+    without it): the one place placement and drift count tokens."""
     global _counter
     if _counter is None:
         _counter = _tiktoken_counter()
     return _counter(text, model)
+
+
+class TokenCounter:
+    """Counts the new blocks of one request: exactly up to ``budget_chars``, then by the density
+    measured so far, so the first call of a 150k-token conversation stays a few milliseconds."""
+
+    def __init__(self, model: str, budget_chars: int = 32_768) -> None:
+        self.model = model
+        self.budget = budget_chars
+        self.chars = 0
+        self.tokens = 0
+
+    def __call__(self, text: str) -> int:
+        if len(text) <= self.budget:
+            self.budget -= len(text)
+            count = count_tokens(text, self.model)
+            self.chars += len(text)
+            self.tokens += count
+            return count
+        density = self.tokens / self.chars if self.chars >= 256 else 1 / BYTES_PER_TOKEN
+        return max(1, round(len(text) * density)) if text else 0
 
 
 @dataclass(frozen=True, slots=True)

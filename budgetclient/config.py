@@ -163,7 +163,9 @@ def on_settings_change(callback: Any) -> None:
 _PRICE_KEYS = frozenset({"input", "output", "cache_read", "cache_write", "cache_write_long", "cache_storage"})
 
 
-def normalise_prices(prices: Mapping[str, Mapping[str, Any]], *, source: str) -> dict[str, dict[str, Decimal]]:
+def normalise_prices(
+    prices: Mapping[str, Mapping[str, Any]], *, source: str
+) -> dict[str, dict[str, Decimal]]:
     """Validate a ``{model: {bucket: usd_per_million}}`` mapping and turn values into Decimal."""
     if not isinstance(prices, Mapping):
         raise ConfigurationError(

@@ -356,6 +356,11 @@ def explain_drift(
             est_extra_cost=cost,
         )
     segment, old_bytes, new_bytes, is_text = _locate(old, new)
+    if old is not None and new is not None and old.path != new.path:
+        # a block was removed or inserted at a section boundary: name the section that changed size
+        section = old.section
+        shrank = sum(b.section == section for b in current) < sum(b.section == section for b in previous)
+        segment = old.path if shrank else new.path
     offset = _common_prefix(old_bytes, new_bytes)
     return PrefixDrift(
         segment=segment,

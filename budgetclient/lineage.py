@@ -14,7 +14,7 @@ their per-block hashes (drift is still detected) but drop the bytes used to quot
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -82,6 +82,8 @@ class LineageState:
     """Blocks of ``prefix`` that the next call is expected to repeat (the drift-checked region)."""
     written_end: int | None = None
     """Block count of the deepest prefix the previous call wrote or read (its cache entry end)."""
+    long_end: int | None = None
+    """Block count of the deepest prefix written with a 1h TTL (what survives a long pause)."""
     response_id: str | None = None
     """``id`` of the previous response, for Anthropic ``diagnostics.previous_message_id``."""
     calls: int = 0
@@ -103,10 +105,22 @@ class LineageState:
 
     def record_gap(self, now: float) -> None:
         if self.last_call_at is not None and now >= self.last_call_at:
-            self.gaps.append(now - self.last_call_at)
+            gap = now - self.last_call_at
+            self.gaps.append(gap)
             del self.gaps[:-GAP_HISTORY]
+            if self._registry is not None:
+                self._registry._note_gap(self.key, gap)
         self.last_call_at = now
         self.calls += 1
+
+    def gap_evidence(self) -> list[float]:
+        """Gaps to decide the TTL on: this conversation's own once it has a few, topped up before
+        that with gaps other conversations of the same client showed (most recent last)."""
+        own = list(self.gaps)
+        if len(own) >= 3 or self._registry is None:
+            return own
+        others = self._registry.recent_gaps(exclude=self.key)
+        return [*others[-(GAP_HISTORY - len(own)):], *own]
 
     def remember(self, prefix: PrefixPrint) -> None:
         """Keep ``prefix`` for the next call, accounting its bytes; call with ``lock`` held."""
@@ -142,6 +156,7 @@ class LineageRegistry:
         self.max_bytes = max_bytes
         self._states: OrderedDict[str, LineageState] = OrderedDict()
         self._bytes = 0
+        self._gaps: deque[tuple[str, float]] = deque(maxlen=4 * GAP_HISTORY)
         self._lock = threading.Lock()
 
     def get(self, key: str) -> LineageState:
@@ -166,6 +181,15 @@ class LineageRegistry:
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return key in self._states
+
+    def recent_gaps(self, *, exclude: str | None = None) -> list[float]:
+        """Gaps between calls recently seen in any lineage (but ``exclude``), oldest first."""
+        with self._lock:
+            return [gap for key, gap in self._gaps if key != exclude]
+
+    def _note_gap(self, key: str, gap: float) -> None:
+        with self._lock:
+            self._gaps.append((key, gap))
 
     @property
     def stored_bytes(self) -> int:

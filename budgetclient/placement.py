@@ -33,10 +33,12 @@ __all__ = [
     "MAX_BREAKPOINTS",
     "MIN_CACHEABLE_TOKENS",
     "Marker",
+    "Role",
     "TailRule",
     "choose_ttl",
     "drift_region_end",
     "learn_tail",
+    "long_gap_share",
     "min_cacheable_tokens",
     "place_breakpoints",
     "trailing_turn_start",
@@ -98,6 +100,9 @@ class TailRule:
     """First volatile content block of that message (0 = the whole message is volatile)."""
 
 
+Role = Literal["rolling", "anchor", "intermediate", "stable"]
+
+
 @dataclass(frozen=True, slots=True)
 class Marker:
     """A breakpoint budgetclient adds."""
@@ -105,7 +110,7 @@ class Marker:
     index: int
     """Block index in cache order."""
     ttl: Ttl
-    role: Literal["rolling", "intermediate", "stable"]
+    role: Role
 
 
 def trailing_turn_start(blocks: Sequence[Block]) -> int:
@@ -166,9 +171,11 @@ def choose_ttl(
 ) -> Ttl | None:
     """TTL for this call's breakpoints; None when no cache entry can outlive the gaps.
 
-    ``"auto"``: 5m until a gap between calls of the conversation outlives a 5m entry. Then 1h
-    when the rewrites it avoids (the share of long gaps x the prefix x (1.25 - 0.1)) outweigh its
-    extra premium on what each call newly writes ((2 - 1.25) x the new tokens). When every
+    ``prefix_tokens``: what the next call will read back; ``new_tokens``: what this call writes.
+    ``"auto"``: 5m until gaps between calls outlive a 5m entry. Then 1h when the rewrite it
+    avoids (share of long gaps x prefix x (1.25 - 0.1)) outweighs its extra premium on what this
+    call writes ((2 - 1.25) x new tokens): a first call, which writes everything, needs most gaps
+    to be long; a later call, which writes little on top of a large prefix, needs few. When every
     recent gap exceeds an hour, no entry is ever read again: writing would only cost.
     """
     if requested != "auto":
@@ -186,6 +193,12 @@ def choose_ttl(
     return "1h" if saved >= premium else "5m"
 
 
+def long_gap_share(gaps: Sequence[float]) -> float:
+    """Share of recent gaps that outlive a 5m entry but not a 1h one."""
+    recent = list(gaps)[-8:]
+    return sum(1 for g in recent if LONG_GAP_S < g <= ONE_HOUR_S) / len(recent) if recent else 0.0
+
+
 def _reaches(points: Sequence[int], target: int, lookback: int) -> bool:
     return any(0 <= point - target < lookback for point in points)
 
@@ -198,6 +211,7 @@ def place_breakpoints(
     tail: TailRule | None = None,
     previous_end: int | None = None,
     volatile_fixed: int | None = None,
+    anchored: bool = False,
     token_scale: float = 1.0,
     lookback: int = LOOKBACK_BLOCKS,
     max_breakpoints: int = MAX_BREAKPOINTS,
@@ -206,8 +220,11 @@ def place_breakpoints(
 
     ``previous_end``: block count of the prefix the previous call of the conversation wrote (or
     read), if this request still starts with it. ``volatile_fixed``: index of a tools/system block
-    that changed on each recent call; nothing after it can be reused. ``token_scale`` corrects
-    estimated tokens towards what the provider reported, for the minimum-length test.
+    that changed on each recent call; nothing after it can be reused. ``anchored`` (with a 1h
+    ``ttl``): only the first new block gets the 1h entry (an *anchor* that keeps everything
+    before it through a long pause) and the rolling breakpoint stays 5m, for conversations where
+    only some gaps are long. ``token_scale`` corrects estimated tokens towards what the provider
+    reported, for the minimum-length test.
     """
     blocks = request.blocks
     if not blocks:
@@ -229,26 +246,34 @@ def place_breakpoints(
         fixed_end = request.fixed_end
         stable = request.last_markable_at_or_before(fixed_end - 1) if fixed_end else None
 
-    wanted: list[tuple[int, Literal["rolling", "intermediate", "stable"]]] = []
+    known = previous_end is not None and 0 < previous_end <= len(blocks)
+    wanted: list[tuple[int, Role]] = []
     if cacheable(rolling) and rolling is not None:
         wanted.append((rolling, "rolling"))
-    if previous_end is not None and 0 < previous_end <= len(blocks) and rolling is not None:
+    anchor = None
+    if anchored and ttl == "1h" and known and rolling is not None and previous_end is not None:
+        anchor = next((i for i in range(previous_end, rolling) if blocks[i].markable and cacheable(i)), None)
+        if anchor is not None:
+            wanted.append((anchor, "anchor"))
+    if known and rolling is not None and previous_end is not None:
         target = previous_end - 1
-        points = [rolling, *existing]
+        points = [rolling, *existing] + ([anchor] if anchor is not None else [])
         reachable = _reaches(points, target, lookback)
         if blocks[target].markable and target < rolling and not reachable and cacheable(target):
             wanted.append((target, "intermediate"))
     if cacheable(stable) and stable is not None:
         wanted.append((stable, "stable"))
 
-    chosen: dict[int, Literal["rolling", "intermediate", "stable"]] = {}
+    chosen: dict[int, Role] = {}
     for index, role in wanted:
         if len(chosen) >= free:
             break
         if index not in existing and index not in chosen:
             chosen[index] = role
+    has_anchor = "anchor" in chosen.values()
     return tuple(
-        Marker(index, _ordered_ttl(index, ttl, existing), role) for index, role in sorted(chosen.items())
+        Marker(index, _ordered_ttl(index, "5m" if role == "rolling" and has_anchor else ttl, existing), role)
+        for index, role in sorted(chosen.items())
     )
 
 

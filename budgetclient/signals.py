@@ -94,6 +94,10 @@ def _alert(
     )
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _usd(amount: Decimal) -> str:
     return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
 
@@ -167,22 +171,25 @@ def repeat_prefix_calls(
     """The calls that repeat a prefix sent before (within ``CACHE_TTL``), so they should read cache.
 
     A call repeats when its conversation or its prefix hash was seen earlier (in ``seen``, the
-    name's recent history, or earlier in ``calls``). Calls that carry neither key count as
-    repeats after the first call of the task. ``seen`` is updated in place.
+    name's recent history, or earlier in ``calls``). When no call carries either key, a call
+    repeats when the previous call of ``calls`` ended within ``CACHE_TTL`` before it.
+    ``seen`` is updated in place.
     """
     seen = {} if seen is None else seen
     ordered = sorted(calls, key=lambda c: c.started_at)
     keyed = any(_call_keys(c) for c in ordered)
     repeats: list[CallRecord] = []
-    for index, call in enumerate(ordered):
+    previous_end: datetime | None = None
+    for call in ordered:
         keys = _call_keys(call)
         if keyed:
             last = [seen[k] for k in keys if k in seen]
             if any(call.started_at - moment <= CACHE_TTL for moment in last):
                 repeats.append(call)
-        elif index > 0:
+        elif previous_end is not None and call.started_at - previous_end <= CACHE_TTL:
             repeats.append(call)
         end = _call_end(call)
+        previous_end = end if previous_end is None else max(previous_end, end)
         for key in keys:
             seen[key] = max(end, seen.get(key, end))
     return repeats
@@ -215,9 +222,10 @@ def check_cache_hit_rate(
         return None
     return _alert(
         "cache_hit_rate", task,
-        f"task {task.name!r}: {len(repeats)} calls repeating a prefix already sent read {rate:.0%} of their "
-        f"input from cache (threshold {thresholds.cache_hit_rate_min:.0%}); check that the system prompt and "
-        "tools are byte-identical across calls (timestamps, ids, key order) and that caching is on",
+        f"task {task.name!r}: {_count(len(repeats), 'call')} repeating a prefix already sent read "
+        f"{rate:.0%} of their input from cache (threshold {thresholds.cache_hit_rate_min:.0%}); check that "
+        "the system prompt and tools are byte-identical across calls (timestamps, ids, key order) "
+        "and that caching is on",
         rate, thresholds.cache_hit_rate_min, at,
         calls=len(repeats), input_tokens=input_tokens, cache_read_tokens=read,
     )  # fmt: skip
@@ -330,7 +338,8 @@ class SignalEngine:
     they finish) returns the alerts for that task and then adds it to its name's history.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_pending_tasks: int | None = _MAX_PENDING_TASKS) -> None:
+        self._max_pending = max_pending_tasks
         self._history: dict[str, list[TaskRecord]] = {}
         self._seen: dict[str, dict[str, datetime]] = {}
         self._pending: OrderedDict[str, list[CallRecord]] = OrderedDict()
@@ -341,7 +350,8 @@ class SignalEngine:
         calls = self._pending.get(record.task_id)
         if calls is None:
             calls = self._pending[record.task_id] = []
-            while len(self._pending) > _MAX_PENDING_TASKS:  # tasks that never ended: forget the oldest
+            while self._max_pending is not None and len(self._pending) > self._max_pending:
+                # tasks that never ended (live only): forget the oldest
                 self._pending.popitem(last=False)
         calls.append(record)
 
@@ -385,7 +395,7 @@ def evaluate_history(
     """
     settings = settings or config.get_settings()
     ordered = sorted(tasks, key=lambda t: (t.ended_at, t.started_at))
-    engine = SignalEngine()
+    engine = SignalEngine(max_pending_tasks=None)  # every stored call must reach its task
     for call in calls:
         engine.add_call(call)
     alerts: list[AlertRecord] = []

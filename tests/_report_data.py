@@ -87,8 +87,12 @@ def task_from_calls(
         started_at=started_at,
         ended_at=max((c.started_at for c in calls), default=started_at) + timedelta(seconds=2),
         usage=sum((c.usage for c in calls), Usage()),
-        cost=None if len(priced) < len(calls) else sum((c.cost for c in priced if c.cost is not None), Decimal(0)),
-        cost_breakdown=sum((c.cost_breakdown for c in priced if c.cost_breakdown is not None), CostBreakdown()),
+        cost=None
+        if len(priced) < len(calls)
+        else sum((c.cost for c in priced if c.cost is not None), Decimal(0)),
+        cost_breakdown=sum(
+            (c.cost_breakdown for c in priced if c.cost_breakdown is not None), CostBreakdown()
+        ),
         calls=len(calls),
         budget_usd=budget_usd,
     )
@@ -140,7 +144,12 @@ def sample_history(seed: int = 7, days: int = 10) -> History:
             )
         history.calls.extend(calls)
         record = task_from_calls(
-            task_id, name, outcome, [*calls, *extra], started_at=start - timedelta(seconds=1), parent_id=parent_id
+            task_id,
+            name,
+            outcome,
+            [*calls, *extra],
+            started_at=start - timedelta(seconds=1),
+            parent_id=parent_id,
         )
         history.tasks.append(record)
         return record
@@ -155,8 +164,9 @@ def sample_history(seed: int = 7, days: int = 10) -> History:
             # research: expensive, long, a third of the runs fail
             if k % 2 == 0:
                 parent_id = f"research-agent-{day}-{k}"
-                child = run("summarize-doc", start + timedelta(minutes=5), 2, base_input=6000, growth=0, out=600,
-                            hit=0.0, outcome="success", model="claude-haiku-4-5", parent_id=parent_id)  # fmt: skip
+                child = run("summarize-doc", start + timedelta(minutes=5), 2, base_input=6000, growth=0,
+                            out=600, hit=0.0, outcome="success", model="claude-haiku-4-5",
+                            parent_id=parent_id)  # fmt: skip
                 child_calls = [c for c in history.calls if c.task_id == child.id]
                 run("research-agent", start + timedelta(minutes=4), 8, base_input=12000, growth=1500, out=900,
                     hit=0.7, outcome="failure" if k == 4 else ("partial" if day % 3 == 0 else "success"),

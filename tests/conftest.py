@@ -36,12 +36,10 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     url = f"memory://{uuid.uuid4().hex}"
     monkeypatch.setenv("BUDGETCLIENT_LEDGER", url)
     config.reset_settings()
-    try:
-        from budgetclient import pricing
+    from budgetclient import pricing, tokens
 
-        pricing.reset_price_cache()
-    except ImportError:
-        pass
+    pricing.reset_price_cache()
+    tokens.reset_calibration()
     yield url
     try:
         from budgetclient.ledger import writer

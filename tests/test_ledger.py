@@ -354,7 +354,8 @@ def test_bad_urls_name_the_url_and_the_accepted_forms(bad: str) -> None:
         assert mask_url(bad) in message
 
 
-def test_postgres_url_points_to_the_extra_and_masks_the_password() -> None:
+def test_postgres_url_points_to_the_extra_and_masks_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if budgetclient[postgres] were not installed
     with pytest.raises(LedgerError) as caught:
         open_ledger("postgresql://u:secret@h/db")
     message = str(caught.value)

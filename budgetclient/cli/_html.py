@@ -14,6 +14,7 @@ from decimal import Decimal
 from html import escape
 
 from ..config import SignalThresholds
+from ..ledger.base import AlertRecord
 from ..reports import OUTCOMES, Report, RunPoint, TaskNameRow
 from .report import usd
 
@@ -49,9 +50,11 @@ section { background:var(--card); border:1px solid var(--line); border-radius:8p
 .grid2 { display:grid; grid-template-columns:1fr 1fr; gap:16px; } .grid2 section { margin-bottom:0; }
 .grid2 + section { margin-top:16px; }
 svg.chart { display:block; width:100%; height:auto; }
-table { border-collapse:collapse; width:100%; font-variant-numeric:tabular-nums; }
-th, td { padding:6px 8px; border-bottom:1px solid var(--line); text-align:right; white-space:nowrap; }
-th { color:var(--muted); font-weight:600; font-size:12px; text-transform:uppercase; }
+table { border-collapse:collapse; width:100%; font-size:13px; font-variant-numeric:tabular-nums; }
+.scroll { overflow-x:auto; }
+th, td { padding:5px 6px; border-bottom:1px solid var(--line); text-align:right; white-space:nowrap; }
+th { color:var(--muted); font-weight:600; font-size:11px; text-transform:uppercase; white-space:normal;
+     vertical-align:bottom; }
 th:first-child, td:first-child { text-align:left; }
 td.none { color:var(--muted); font-style:italic; }
 ul.alerts { margin:0; padding-left:18px; } ul.alerts li { margin:4px 0; }
@@ -209,13 +212,13 @@ def cost_by_bucket_chart(rows: Sequence[TaskNameRow]) -> str:
     top_total = float(max(r.cost_breakdown.total for r in shown))
     plot_w = width - left - right
     out = [_svg_open(width, height, label)]
-    lx = left
+    lx = 10
     for _key, name, color in BUCKETS:
         out.append(
             f'<rect x="{lx}" y="8" width="10" height="10" rx="2" fill="{color}"/>'
-            f'<text x="{lx + 14}" y="17" font-size="11" fill="#1f2933">{name}</text>'
+            f'<text x="{lx + 14}" y="17" font-size="11" fill="{INK}">{name}</text>'
         )
-        lx += 14 + 7 * len(name) + 14
+        lx += 14 + int(6.2 * len(name)) + 16
     for index, row in enumerate(shown):
         by = top + index * (bar_h + gap)
         name = "(no task)" if row.task is None else row.task
@@ -237,7 +240,7 @@ def cost_by_bucket_chart(rows: Sequence[TaskNameRow]) -> str:
             bx += w
         out.append(
             f'<text x="{bx + 6:.1f}" y="{by + bar_h / 2 + 4}" font-size="12" fill="#6b7785">'
-            f"{escape(usd(row.cost_breakdown.total))}</text>"
+            f"{escape(money(row.cost_breakdown.total))}</text>"
         )
     out.append("</svg>")
     return "".join(out)
@@ -289,9 +292,31 @@ def cache_hit_rate_chart(rows: Sequence[TaskNameRow], threshold: float) -> str:
     return "".join(out)
 
 
+def money(amount: Decimal | None) -> str:
+    """Four significant digits: enough to compare at a glance, short enough for a wide table."""
+    if amount is None:
+        return "?"
+    if not amount:
+        return "$0"
+    rounded = amount.quantize(Decimal(1).scaleb(min(amount.adjusted() - 3, 0)))
+    return f"${rounded:,f}"
+
+
+def _tokens(count: int) -> str:
+    """A table cell with three significant digits (``2.54M``, ``372k``); the exact count on hover."""
+    if count < 10_000:
+        text = f"{count:,}"
+    elif count < 1_000_000:
+        text = f"{count / 1000:.3g}k"
+    else:
+        text = f"{count / 1_000_000:.3g}M"
+    return f'<td title="{count:,}">{text}</td>'
+
+
 def _table(rows: Sequence[TaskNameRow]) -> str:
     head = (
-        "<tr><th>task</th><th>runs</th><th>success / partial / failure</th><th>calls</th><th>total</th>"
+        '<tr><th>task</th><th>runs</th><th title="success / partial / failure">ok / part / fail</th>'
+        "<th>calls</th><th>total</th>"
         "<th>p50</th><th>p95</th><th>per success</th><th>failure cost</th><th>cache hit</th>"
         "<th>input tok</th><th>cache read</th><th>cache write</th><th>output tok</th><th>alerts</th></tr>"
     )
@@ -306,37 +331,46 @@ def _table(rows: Sequence[TaskNameRow]) -> str:
             + name
             + (f"<td>{r.runs}</td>" if per_run else cell)
             + (f"<td>{' / '.join(str(r.outcomes.get(o, 0)) for o in OUTCOMES)}</td>" if per_run else cell)
-            + f"<td>{r.calls:,}</td><td>{escape(usd(r.cost_total))}{unpriced}</td>"
+            + f"<td>{r.calls:,}</td><td>{escape(money(r.cost_total))}{unpriced}</td>"
             + (
-                f"<td>{escape(usd(r.cost_p50))}</td><td>{escape(usd(r.cost_p95))}</td>"
+                f"<td>{escape(money(r.cost_p50))}</td><td>{escape(money(r.cost_p95))}</td>"
                 if per_run
                 else cell * 2
             )
             + (
-                f"<td>{escape(usd(r.cost_per_success)) if r.cost_per_success is not None else '-'}</td>"
+                f"<td>{escape(money(r.cost_per_success)) if r.cost_per_success is not None else '-'}</td>"
                 if per_run
                 else cell
             )
-            + (f"<td>{escape(usd(r.failure_cost))}</td>" if per_run else cell)
-            + f"<td>{r.cache_hit_rate:.1%}</td><td>{r.usage.input_tokens:,}</td>"
-            + f"<td>{r.usage.cache_read_tokens:,}</td><td>{r.usage.cache_write_tokens:,}</td>"
-            + f"<td>{r.usage.output_tokens:,}</td><td>{len(r.alerts) or ''}</td></tr>"
+            + (f"<td>{escape(money(r.failure_cost))}</td>" if per_run else cell)
+            + f"<td>{r.cache_hit_rate:.1%}</td>{_tokens(r.usage.input_tokens)}"
+            + f"{_tokens(r.usage.cache_read_tokens)}{_tokens(r.usage.cache_write_tokens)}"
+            + f"{_tokens(r.usage.output_tokens)}<td>{len(r.alerts) or ''}</td></tr>"
         )
-    return f"<table>{head}{''.join(body)}</table>"
+    return f'<div class="scroll"><table>{head}{"".join(body)}</table></div>'
 
 
-def _alerts(rows: Sequence[TaskNameRow], limit: int = 50) -> str:
-    alerts = sorted((a for r in rows for a in r.alerts), key=lambda a: a.created_at, reverse=True)
-    if not alerts:
+def _alerts(rows: Sequence[TaskNameRow], limit: int = 40) -> str:
+    """One line per (task name, kind): the latest message and how often it fired."""
+    groups: dict[tuple[str | None, str], list[AlertRecord]] = {}
+    for row in rows:
+        for alert in row.alerts:
+            groups.setdefault((row.task, alert.kind), []).append(alert)
+    if not groups:
         return '<p class="muted">No warning signal fired in this window.</p>'
-    items = [
-        f'<li><span class="muted">{escape(a.created_at.strftime("%Y-%m-%d %H:%M"))}</span> '
-        f'<span class="kind">{escape(a.kind)}</span> {escape(a.message)}</li>'
-        for a in alerts[:limit]
-    ]
+    ordered = sorted(groups.values(), key=lambda g: max(a.created_at for a in g), reverse=True)
+    items = []
+    for group in ordered[:limit]:
+        latest = max(group, key=lambda a: a.created_at)
+        times = f"{len(group)} times, latest " if len(group) > 1 else ""
+        items.append(
+            f'<li><span class="kind">{escape(latest.kind)}</span> '
+            f'<span class="muted">({times}{escape(latest.created_at.strftime("%Y-%m-%d %H:%M"))})</span> '
+            f"{escape(latest.message)}</li>"
+        )
     more = (
-        f'<p class="muted">… and {len(alerts) - limit} more (see --format json).</p>'
-        if len(alerts) > limit
+        f'<p class="muted">… and {len(ordered) - limit} more (see --format json).</p>'
+        if len(ordered) > limit
         else ""
     )
     return f'<ul class="alerts">{"".join(items)}</ul>{more}'
@@ -349,7 +383,7 @@ def render_html(report: Report, *, ledger: str = "", thresholds: SignalThreshold
     alerts = sum(len(r.alerts) for r in report.rows)
     window = f"since {report.since:%Y-%m-%d %H:%M} UTC" if report.since else "all records"
     cards = [
-        ("total cost", usd(report.cost_total)),
+        ("total cost", money(report.cost_total)),
         ("calls", f"{report.calls:,}"),
         ("task runs", f"{runs:,}"),
         ("cache hit rate", f"{report.usage.cache_hit_rate:.1%}"),

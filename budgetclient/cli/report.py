@@ -126,6 +126,8 @@ def usd(amount: Decimal | None) -> str:
     """Money for people: more decimals for small amounts (a task often costs fractions of a cent)."""
     if amount is None:
         return "?"
+    if not amount:
+        return "$0"
     if abs(amount) >= 100:
         return f"${amount:,.2f}"
     if abs(amount) >= 1:

@@ -23,19 +23,21 @@ from ..blocks import (
     PrefixPrint,
     RequestBlocks,
     Section,
+    TokenCounter,
     Ttl,
     block_digest,
-    count_tokens,
     first_divergence,
     raw_bytes,
 )
 from ..drift import PrefixDrift, explain_drift, prefix_fingerprint
 from ..lineage import LineageState
 from ..placement import (
+    LONG_GAP_S,
     Marker,
     choose_ttl,
     drift_region_end,
     learn_tail,
+    long_gap_share,
     min_cacheable_tokens,
     place_breakpoints,
 )
@@ -58,6 +60,9 @@ _MEDIA_TOKENS = 1_600
 """An image (Anthropic caps images at ~1.15 MP, i.e. ~1,600 tokens)."""
 _PDF_BYTES_PER_PAGE = 100_000
 _PDF_PAGE_TOKENS = 2_000
+ANCHOR_BELOW_SHARE = 0.5
+"""Below this share of long gaps, 1h goes on an anchor only (see `placement.place_breakpoints`):
+a long pause then costs a rewrite of the last few blocks, cheaper than 1h on every write."""
 _DIAGNOSED = frozenset({"model_changed", "system_changed", "tools_changed", "messages_changed"})
 _REASON_SEGMENT = {
     "model_changed": "model",
@@ -74,7 +79,8 @@ class PreparedRequest:
     body: dict[str, Any]
     """What to send (a new dict when anything was added; caller's objects never mutated)."""
     prefix_hash: str | None
-    """Fingerprint of the cacheable prefix actually sent (through the last breakpoint)."""
+    """Fingerprint of the cacheable prefix actually sent: through the last breakpoint (caller's,
+    automatic or ours), or the tools + system prefix when there is none."""
     drift: PrefixDrift | None
     """Drift against the previous call of this lineage, from the bytes sent."""
     breakpoints: tuple[str, ...]
@@ -137,24 +143,24 @@ def _media_tokens(value: Any) -> tuple[Any, int]:
     return out, total
 
 
-def _estimate(value: Any, raw: bytes, model: str) -> int:
+def _estimate(value: Any, raw: bytes, count: TokenCounter) -> int:
     if isinstance(value, Mapping):
         kind = value.get("type")
         if kind == "text" and isinstance(value.get("text"), str):
-            return count_tokens(value["text"], model)
+            return count(value["text"])
         if kind == "thinking" and isinstance(value.get("thinking"), str):
-            return count_tokens(value["thinking"], model)
+            return count(value["thinking"])
         if kind == "redacted_thinking":
             return 0
         if b'"data":"' in raw or b'"url":"' in raw or b'"file_id":"' in raw:
             stripped, media = _media_tokens(value)
-            return count_tokens(raw_bytes(stripped).decode(), model) + media
-    return count_tokens(raw.decode("utf-8", errors="replace"), model)
+            return count(raw_bytes(stripped).decode()) + media
+    return count(raw.decode("utf-8", errors="replace"))
 
 
 class _Builder:
     def __init__(self, model: str, memo: dict[bytes, int] | None) -> None:
-        self.model = model
+        self.count = TokenCounter(model)
         self.memo = memo if memo is not None else {}
         self.seen: dict[bytes, int] = {}
         self.blocks: list[Block] = []
@@ -175,11 +181,12 @@ class _Builder:
         digest = block_digest(label + raw)
         tokens = self.memo.get(digest)
         if tokens is None:
-            tokens = _estimate(value, raw, self.model)
+            tokens = _estimate(value, raw, self.count)
         self.seen[digest] = tokens
-        markable = isinstance(value, Mapping) and value.get("type") not in _NOT_MARKABLE
-        if markable and value.get("type") == "text" and not value.get("text"):
-            markable = False  # the API rejects cache_control on empty text blocks
+        is_mapping = type(value) is dict or isinstance(value, Mapping)
+        kind = value.get("type") if is_mapping else None
+        # the API rejects cache_control on thinking blocks and on empty text blocks
+        markable = is_mapping and kind not in _NOT_MARKABLE and (kind != "text" or bool(value.get("text")))
         self.blocks.append(
             Block(
                 path=path,
@@ -188,7 +195,7 @@ class _Builder:
                 digest=digest,
                 tokens=tokens,
                 markable=markable,
-                marker=_marker_ttl(value.get("cache_control")) if isinstance(value, Mapping) else None,
+                marker=_marker_ttl(value.get("cache_control")) if is_mapping else None,
                 message=message,
                 content=content,
                 role=role,
@@ -328,6 +335,11 @@ def _extra_cost(model: str, total_tokens: int, *, rewrite: bool) -> Callable[[in
     return lambda tokens: tokens * (paid - read) / _MILLION
 
 
+def _lazy_cost(model: str, total_tokens: int, *, rewrite: bool) -> Callable[[int], Decimal | None]:
+    """`_extra_cost`, resolving the model's rates only if a drift is actually priced."""
+    return lambda tokens: _extra_cost(model, total_tokens, rewrite=rewrite)(tokens)
+
+
 def _index_of(request: RequestBlocks, path: str | None) -> int | None:
     if path is None:
         return None
@@ -351,6 +363,17 @@ def prepare_request(
     not be sent, so the next attempt is compared with the same previous call.
     """
     model = str(body.get("model") or "")
+    thread = body.get("thread")
+    if isinstance(thread, Mapping) and thread.get("type") == "continue":
+        # A server-held thread: the earlier turns (and possibly tools and system) live on the
+        # server, so this body is not the prompt; leave it alone and start afresh afterwards.
+        with state.lock:
+            state.record_gap(now)
+            state.prefix = None
+            state.written_end = state.long_end = None
+            state.response_id = None
+            return PreparedRequest(body=_as_dict(body), prefix_hash=None, drift=None, breakpoints=(),
+                                   sequence=state.calls)
     with state.lock:
         request = request_blocks(body, memo=state.token_memo)
         previous = state.prefix
@@ -370,7 +393,7 @@ def prepare_request(
                     region_end=state.drift_end,
                     previous_params=previous.params,
                     current_params=request.params,
-                    extra_cost=_extra_cost(model, request.total_tokens, rewrite=cache == "auto"),
+                    extra_cost=_lazy_cost(model, request.total_tokens, rewrite=cache == "auto"),
                 )
         if found is not None and drift == "raise":
             return PreparedRequest(
@@ -380,16 +403,24 @@ def prepare_request(
 
         if previous is not None and not identical:
             _learn(state, previous, divergence)
+        paused = state.last_call_at is not None and now - state.last_call_at > LONG_GAP_S
         if not identical:
             state.record_gap(now)
         common = request.prefix_tokens[divergence - 1] if 0 < divergence <= len(request) else 0
         ttl = choose_ttl(
-            cache_ttl, state.gaps, prefix_tokens=common, new_tokens=request.total_tokens - common
+            cache_ttl,
+            state.gap_evidence(),
+            prefix_tokens=request.total_tokens,
+            new_tokens=request.total_tokens - common,
         )
         markers: tuple[Marker, ...] = ()
         min_tokens = min_cacheable_tokens(model)
         if cache == "auto" and ttl is not None:
-            reusable = state.written_end if previous is not None and state.written_end is not None else None
+            # after a pause only the 1h entries are left to read
+            reusable = state.long_end if paused else state.written_end
+            if previous is None:
+                reusable = None
+            evidence = state.gap_evidence()
             markers = place_breakpoints(
                 request,
                 ttl=ttl,
@@ -397,6 +428,7 @@ def prepare_request(
                 tail=state.tail,
                 previous_end=reusable if reusable is not None and divergence >= reusable else None,
                 volatile_fixed=_index_of(request, state.volatile_fixed),
+                anchored=cache_ttl == "auto" and long_gap_share(evidence) < ANCHOR_BELOW_SHARE,
                 token_scale=state.token_scale,
             )
         ask = diagnostics and drift != "off" and "diagnostics" not in body
@@ -411,6 +443,11 @@ def prepare_request(
         state.remember(PrefixPrint.of(request))
         state.drift_end = drift_region_end(request, state.tail)
         state.written_end = live[-1] + 1 if live else None
+        long_lived = [p for p in live if _ttl_at(request, markers, p) == "1h"]
+        if long_lived:
+            state.long_end = long_lived[-1] + 1
+        elif paused or not live:
+            state.long_end = None
         state.ttl = ttl if markers else None
         return PreparedRequest(
             body=send,
@@ -425,6 +462,13 @@ def prepare_request(
             diagnostics=ask,
             sequence=state.calls,
         )
+
+
+def _ttl_at(request: RequestBlocks, markers: Sequence[Marker], index: int) -> Ttl | None:
+    for marker in markers:
+        if marker.index == index:
+            return marker.ttl
+    return request.caller_markers().get(index)
 
 
 def _as_dict(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -31,9 +31,11 @@ from ..lineage import LineageState
 from ..providers._anthropic_cache import PreparedRequest, cache_control, observe_response, prepare_request
 from ..usage import Usage
 from .fake_anthropic import FakeAnthropic, FakeClock
+from .tokenizer import block_tokens
 
 __all__ = [
     "SONNET_4_6",
+    "BudgetclientStrategy",
     "STRATEGIES",
     "Rates",
     "Strategy",
@@ -135,16 +137,17 @@ def _fixed_prefix(text: _Text, *, system_tokens: int = 400, tools: int = 8, tool
     """The guide's fixed components: system prompt, tool definitions, safety instructions."""
     tool_defs = []
     for i in range(tools):
-        # ~30 tokens of JSON structure around the description
-        tool_defs.append({
+        tool = {
             "name": f"tool_{i}",
-            "description": text.words(max(tool_tokens - 30, 1)),
+            "description": "",
             "input_schema": {
                 "type": "object",
                 "properties": {"query": {"type": "string", "description": text.words(4)}},
                 "required": ["query"],
             },
-        })
+        }
+        tool["description"] = text.words(max(tool_tokens - block_tokens(tool), 1))  # JSON counts too
+        tool_defs.append(tool)
     return {
         "tools": tool_defs,
         "system": [
@@ -338,7 +341,7 @@ def _provider_auto(body: dict[str, Any], state: LineageState, now: float) -> dic
     return {**body, "cache_control": cache_control("5m")}
 
 
-class _Budgetclient:
+class BudgetclientStrategy:
     """budgetclient's placement; remembers each lineage's last preparation for `observe`."""
 
     def __init__(self) -> None:
@@ -351,9 +354,12 @@ class _Budgetclient:
         return prepared.body
 
     def ttl_of(self, state: LineageState) -> str | None:
-        """TTL of the breakpoints placed in the last request prepared for ``state`` (None: none)."""
+        """TTL mode of the last request prepared for ``state``: ``"5m"``, ``"1h"``, ``"anchored"``
+        (1h on an anchor, 5m on the rest) or None (no breakpoints placed)."""
         prepared = self._prepared.get(state)
-        return prepared.ttl if prepared is not None and prepared.markers else None
+        if prepared is None or not prepared.markers:
+            return None
+        return "anchored" if any(m.role == "anchor" for m in prepared.markers) else prepared.ttl
 
     def observe(self, state: LineageState, message: Mapping[str, Any], now: float) -> None:
         prepared = self._prepared.get(state)
@@ -365,7 +371,7 @@ STRATEGIES: dict[str, Strategy] = {
     "none": _none,
     "system-only": _system_only,
     "provider-auto": _provider_auto,
-    "budgetclient": _Budgetclient(),
+    "budgetclient": BudgetclientStrategy(),
 }
 strategies = STRATEGIES
 """Alias: ``strategies[name](body, state, now) -> body to send``."""

@@ -26,6 +26,7 @@ from .errors import (
 )
 from .ledger.writer import flush
 from .options import ClientOptions
+from .signals import on_alert
 from .tasks import Task, current_task, task, task_executor, track_task
 from .usage import CallRecord, CostBreakdown, TaskRecord, Usage
 
@@ -66,6 +67,7 @@ __all__ = [
     "conversation",
     "current_task",
     "flush",
+    "on_alert",
     "get_settings",
     "task",
     "task_executor",
@@ -84,6 +86,14 @@ _LAZY = {
     "conversation": ("lineage", ""),
 }
 
+
+# alerts are evaluated as tasks end; OpenTelemetry export follows configure(otel=...) and imports
+# nothing from opentelemetry until enabled
+from . import signals as _signals  # noqa: E402
+from . import telemetry as _telemetry  # noqa: E402
+
+_signals.install()
+_telemetry.install()
 
 _SUBMODULES = ("testing",)
 

@@ -37,6 +37,5 @@ def wrap(client: C, **options: Any) -> C:
         from .providers.google import wrap_genai
 
         return wrap_genai(client, opts)
-    raise TypeError(f"wrap() cannot instrument {type(client).__module__}.{type(client).__qualname__}; it accepts {_SUPPORTED}")
-
-
+    name = f"{type(client).__module__}.{type(client).__qualname__}"
+    raise TypeError(f"wrap() cannot instrument {name}; it accepts {_SUPPORTED}")

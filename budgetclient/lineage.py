@@ -129,6 +129,13 @@ class LineageState:
         if self._registry is not None:
             self._registry._account(self, prefix.stored_bytes - old)
 
+    def forget(self) -> None:
+        """Forget the previous call's prefix (the next call starts a fresh comparison)."""
+        if self.prefix is not None and self._registry is not None:
+            self._registry._account(self, -self.prefix.stored_bytes)
+        self.prefix = None
+        self.written_end = self.long_end = None
+
     def _drop_bytes(self) -> int:
         """Forget the remembered bytes (keep the hashes), unless another thread holds this state."""
         if not self.lock.acquire(blocking=False):

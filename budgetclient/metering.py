@@ -86,7 +86,11 @@ def begin_call(
     t = current_task()
     reservation = None
     raw = 0
-    if t is not None and estimated_input_tokens is not None and any(x.budget_usd is not None for x in t.ancestry):
+    if (
+        t is not None
+        and estimated_input_tokens is not None
+        and any(x.budget_usd is not None for x in t.ancestry)
+    ):
         try:
             estimate = estimated_input_tokens()
             tokens = int(getattr(estimate, "tokens", estimate))

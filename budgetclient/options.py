@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from .errors import ConfigurationError
 
@@ -52,4 +52,4 @@ def split_client_options(kwargs: Mapping[str, Any]) -> tuple[ClientOptions, dict
     """Separate budgetclient's options from the SDK constructor's keyword arguments."""
     ours = {k: v for k, v in kwargs.items() if k in _ALLOWED}
     rest = {k: v for k, v in kwargs.items() if k not in _ALLOWED}
-    return ClientOptions.create(**ours), cast(dict[str, Any], rest)
+    return ClientOptions.create(**ours), rest

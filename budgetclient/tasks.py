@@ -98,7 +98,9 @@ class Task:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"task name must be a non-empty string, got {name!r}")
         if warn_at is not None and not (0 < warn_at <= 1):
-            raise ConfigurationError(f"warn_at must be a fraction in (0, 1], got {warn_at!r}; e.g. warn_at=0.8")
+            raise ConfigurationError(
+                f"warn_at must be a fraction in (0, 1], got {warn_at!r}; e.g. warn_at=0.8"
+            )
         self.id: str = uuid.uuid4().hex
         self.name = name
         self.parent = parent
@@ -184,7 +186,8 @@ class Task:
         return tuple(chain)
 
     def __repr__(self) -> str:
-        return f"<Task {self.name!r} id={self.id[:8]} calls={self._calls} cost={self.cost} outcome={self.outcome}>"
+        cost = self.cost
+        return f"<Task {self.name!r} id={self.id[:8]} calls={self._calls} cost={cost} outcome={self.outcome}>"
 
     # -- metering (called by the record pipeline) --------------------------------------------
     def _add(self, record: CallRecord) -> None:
@@ -255,7 +258,9 @@ class Task:
                 budget_usd=str(self.budget_usd),
                 model=model,
             )
-            raise BudgetExceeded(self.name, self.budget_usd, self._priced_cost + self._reserved, estimate, model)
+            raise BudgetExceeded(
+                self.name, self.budget_usd, self._priced_cost + self._reserved, estimate, model
+            )
 
     def _release(self, amount: Decimal) -> None:
         with self._lock:
@@ -348,7 +353,7 @@ def _publish_task_end(record: TaskRecord) -> None:
             log.error("task.hook_failed", task=record.name, hook=repr(hook), error=type(exc).__name__)
 
 
-class task:  # noqa: N801 - used like a function: ``with bc.task("name") as t``
+class task:
     """Scope of one task: ``with bc.task("triage", budget_usd=0.5) as t:`` (or ``async with``).
 
     Clean exit with no outcome set records ``"success"``; an exception records ``"failure"`` and
@@ -373,7 +378,9 @@ class task:  # noqa: N801 - used like a function: ``with bc.task("name") as t``
         if self._task is not None:
             raise RuntimeError("a bc.task(...) scope object can be entered only once; create a new one")
         name, budget_usd, warn_at, metadata = self._args
-        self._task = Task(name, parent=_current.get(), budget_usd=budget_usd, warn_at=warn_at, metadata=metadata)
+        self._task = Task(
+            name, parent=_current.get(), budget_usd=budget_usd, warn_at=warn_at, metadata=metadata
+        )
         self._token = _current.set(self._task)
         return self._task
 
@@ -464,7 +471,9 @@ class _ContextExecutor(ThreadPoolExecutor):
         return super().submit(ctx.run, functools.partial(fn, *args, **kwargs))
 
 
-def task_executor(max_workers: int | None = None, thread_name_prefix: str = "budgetclient") -> ThreadPoolExecutor:
+def task_executor(
+    max_workers: int | None = None, thread_name_prefix: str = "budgetclient"
+) -> ThreadPoolExecutor:
     """A ``ThreadPoolExecutor`` whose workers run in the submitting context, current task included."""
     return _ContextExecutor(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
 

@@ -28,7 +28,11 @@ TOOLS = [
     {
         "name": f"lookup_{name}",
         "description": f"Look up {name} for a customer account. " * 20,
-        "input_schema": {"type": "object", "properties": {"account": {"type": "string"}}, "required": ["account"]},
+        "input_schema": {
+            "type": "object",
+            "properties": {"account": {"type": "string"}},
+            "required": ["account"],
+        },
     }
     for name in ("invoices", "usage", "incidents", "plan")
 ]
@@ -50,7 +54,9 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     bc.configure(ledger="memory://examples")
     fake = FakeAnthropic(output_tokens=120)
-    client = bc.Anthropic(api_key="offline", base_url="https://api.anthropic.com", http_client=fake.http_client())
+    client = bc.Anthropic(
+        api_key="offline", base_url="https://api.anthropic.com", http_client=fake.http_client()
+    )
     for ticket in ("T-1001", "T-1002"):
         t = run_ticket(client, ticket)
         b = t.cost_breakdown

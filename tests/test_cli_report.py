@@ -30,13 +30,25 @@ CONTRACT_KEYS = {
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """``main()`` points structlog at the (captured, soon closed) stderr; undo that after each test."""
+def _silent_logging() -> Iterator[None]:
+    """Keep library log lines (from this or any background writer) out of the captured stdout/stderr.
+
+    ``main()`` configures structlog only when nothing else did, so configuring it here first wins;
+    the previous configuration comes back afterwards.
+    """
+    import logging
+
     import structlog
 
-    configured = structlog.is_configured()
+    configured, previous = structlog.is_configured(), structlog.get_config()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
+        logger_factory=structlog.ReturnLoggerFactory(),
+    )
     yield
-    if not configured:
+    if configured:
+        structlog.configure(**previous)
+    else:
         structlog.reset_defaults()
 
 

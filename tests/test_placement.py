@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from budgetclient.lineage import LineageState
+from budgetclient.lineage import LineageRegistry, LineageState
 from budgetclient.placement import (
     Marker,
     TailRule,
@@ -437,3 +437,34 @@ def test_any_caller_markers_stay_valid_and_kept(
     before, after = marked_paths(original), marked_paths(sent)
     assert {path: before[path] for path in before} == {path: after[path] for path in before}
     assert sent.get("cache_control") == original.get("cache_control")
+
+
+def test_a_new_conversation_starts_from_the_gaps_its_client_has_seen() -> None:
+    registry = LineageRegistry()
+    seasoned = registry.get("first")
+    for k, gap in enumerate((0.0, 600.0, 900.0)):
+        prepare_request(conversation(k + 1), cache="auto", cache_ttl="auto", drift="warn", state=seasoned,
+                        now=1000.0 + gap * k)
+    fresh = registry.get("second")
+    prepared = prepare_request(conversation(1), cache="auto", cache_ttl="auto", drift="warn", state=fresh,
+                               now=5000.0)
+    assert prepared.ttl == "1h" and {m.ttl for m in prepared.markers} == {"1h"}
+    alone = prepare_request(conversation(1), cache="auto", cache_ttl="auto", drift="warn",
+                            state=LineageState("alone"), now=5000.0)
+    assert alone.ttl == "5m"
+
+
+def test_occasional_pauses_keep_the_prefix_on_a_one_hour_anchor() -> None:
+    session = Session()
+    totals = []
+    for turn, gap in enumerate((0.0, 5.0, 5.0, 400.0, 5.0, 1000.0), start=1):
+        _, usage, prepared = session.call(conversation(turn), gap=gap)
+        totals.append(total_input(usage))
+        roles = {m.role: m.ttl for m in prepared.markers}
+        if turn == 4:  # the first pause: nothing lasting was cached yet, so all of it goes to 1h
+            assert usage["cache_creation"]["ephemeral_1h_input_tokens"] == totals[3]
+        if turn == 5:  # one gap in four outlived 5 minutes: 1h on an anchor only, 5m on the rest
+            assert roles["anchor"] == "1h" and roles["rolling"] == "5m"
+    # after the 1000 s pause the 5m entries are gone; the 5th call's 1h anchor (just past the 4th
+    # prompt) is still read, only the part the 5th call wrote at 5m is written again
+    assert totals[3] < usage["cache_read_input_tokens"] < totals[4]

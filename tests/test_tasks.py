@@ -12,8 +12,13 @@ import budgetclient as bc
 from budgetclient import metering
 
 # Literal test prices, USD per million tokens.
-RATES = {"input": Decimal("2"), "output": Decimal("10"), "cache_read": Decimal("0.2"),
-         "cache_write": Decimal("2.5"), "cache_write_long": Decimal("4")}
+RATES = {
+    "input": Decimal("2"),
+    "output": Decimal("10"),
+    "cache_read": Decimal("0.2"),
+    "cache_write": Decimal("2.5"),
+    "cache_write_long": Decimal("4"),
+}
 MTOK = Decimal(1_000_000)
 
 
@@ -24,19 +29,33 @@ def _prices() -> None:
 
 def expected_cost(u: bc.Usage) -> Decimal:
     uncached = u.input_tokens - u.cache_read_tokens - u.cache_write_tokens
-    return (uncached * RATES["input"] + u.cache_read_tokens * RATES["cache_read"]
-            + (u.cache_write_tokens - u.cache_write_long_tokens) * RATES["cache_write"]
-            + u.cache_write_long_tokens * RATES["cache_write_long"] + u.output_tokens * RATES["output"]) / MTOK
+    return (
+        uncached * RATES["input"]
+        + u.cache_read_tokens * RATES["cache_read"]
+        + (u.cache_write_tokens - u.cache_write_long_tokens) * RATES["cache_write"]
+        + u.cache_write_long_tokens * RATES["cache_write_long"]
+        + u.output_tokens * RATES["output"]
+    ) / MTOK
 
 
 def fake_call(usage: bc.Usage, model: str = "test-model", estimate: int | None = None) -> None:
-    ctx = metering.begin_call("anthropic", model, "messages",
-                              estimated_input_tokens=(lambda: estimate) if estimate is not None else None)
+    ctx = metering.begin_call(
+        "anthropic",
+        model,
+        "messages",
+        estimated_input_tokens=(lambda: estimate) if estimate is not None else None,
+    )
     metering.finish_call(ctx, usage)
 
 
-U1 = bc.Usage(input_tokens=1200, cache_read_tokens=800, cache_write_tokens=300, cache_write_long_tokens=100,
-              output_tokens=90, requests=1)
+U1 = bc.Usage(
+    input_tokens=1200,
+    cache_read_tokens=800,
+    cache_write_tokens=300,
+    cache_write_long_tokens=100,
+    output_tokens=90,
+    requests=1,
+)
 U2 = bc.Usage(input_tokens=500, output_tokens=40, requests=1)
 
 
@@ -52,7 +71,9 @@ def test_task_collects_usage_cost_and_records() -> None:
     assert t.cost == expected_cost(U1) + expected_cost(U2)
     assert t.cost_breakdown.total == t.cost
     assert t.cost_breakdown.cache_read == 800 * RATES["cache_read"] / MTOK
-    assert t.cost_breakdown.cache_write == (200 * RATES["cache_write"] + 100 * RATES["cache_write_long"]) / MTOK
+    assert (
+        t.cost_breakdown.cache_write == (200 * RATES["cache_write"] + 100 * RATES["cache_write_long"]) / MTOK
+    )
     assert [r.usage for r in t.records] == [U1, U2]
     assert all(r.task_id == t.id and r.task_name == "triage" for r in t.records)
     assert t.cache_hit_rate == 800 / 1700
@@ -177,7 +198,10 @@ def test_budget_exceeded_before_call_and_warning_once() -> None:
     assert cost == Decimal("0.003")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with pytest.raises(bc.BudgetExceeded) as info, bc.task("b", budget_usd=Decimal("0.01"), warn_at=0.5) as t:
+        with (
+            pytest.raises(bc.BudgetExceeded) as info,
+            bc.task("b", budget_usd=Decimal("0.01"), warn_at=0.5) as t,
+        ):
             for _ in range(10):
                 fake_call(per_call, estimate=1000)
     # 3 calls spent 0.009; the 4th's input estimate 1000*2/1e6 = 0.002 would pass 0.01
@@ -220,6 +244,11 @@ def test_calls_outside_tasks_and_task_records_reach_the_ledger(ledger_url: str) 
     assert bc.flush(10)
     ledger = open_ledger(ledger_url)
     calls = ledger.read_calls()
-    assert sorted((c.task_name or "", c.usage.input_tokens) for c in calls) == [("", 1200), ("persisted", 500)]
+    assert sorted((c.task_name or "", c.usage.input_tokens) for c in calls) == [
+        ("", 1200),
+        ("persisted", 500),
+    ]
     tasks = ledger.read_tasks()
-    assert [(r.id, r.name, r.outcome, r.cost) for r in tasks] == [(t.id, "persisted", "success", expected_cost(U2))]
+    assert [(r.id, r.name, r.outcome, r.cost) for r in tasks] == [
+        (t.id, "persisted", "success", expected_cost(U2))
+    ]

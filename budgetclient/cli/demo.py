@@ -158,7 +158,9 @@ def _table(rows: list[DemoRow]) -> str:
     lines = []
     for trace in dict.fromkeys(r.trace for r in rows):
         lines.append(f"trace: {trace}")
-        lines.append(f"  {'strategy':<28} {'calls':>5} {'cost':>10} {'input':>10} {'vs none':>8} {'hit rate':>9}")
+        lines.append(
+            f"  {'strategy':<28} {'calls':>5} {'cost':>10} {'input':>10} {'vs none':>8} {'hit rate':>9}"
+        )
         for r in (r for r in rows if r.trace == trace):
             base = _baseline(r, rows)
             share = f"{float(r.input_cost / base):.0%}" if base else "-"

@@ -369,8 +369,7 @@ def prepare_request(
         # server, so this body is not the prompt; leave it alone and start afresh afterwards.
         with state.lock:
             state.record_gap(now)
-            state.prefix = None
-            state.written_end = state.long_end = None
+            state.forget()
             state.response_id = None
             return PreparedRequest(body=_as_dict(body), prefix_hash=None, drift=None, breakpoints=(),
                                    sequence=state.calls)

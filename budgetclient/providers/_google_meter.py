@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import warnings
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -21,13 +20,14 @@ import httpx2
 import structlog
 
 from .. import metering, pricing
-from ..drift import PrefixDrift, explain_drift, notify_drift
+from ..drift import PrefixDrift, explain_drift
 from ..errors import BudgetExceeded, PrefixDriftError, PrefixDriftWarning
 from ..lineage import current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions
 from ..tasks import Task, current_task
 from ..usage import CallStatus, Usage
+from ._drift_report import announce_drift, drift_fields
 from ._google_cache import CacheEntry, CachePlan, HttpStep, ManagedCaches
 from ._google_drift import with_tokens
 from ._google_rules import GeminiRoute, parse_route, rewrite_body
@@ -264,7 +264,7 @@ class GeminiMeter:
         drift = self._drift(plan) if plan is not None else None
         if drift is not None and self.options.drift == "raise":
             log.warning(
-                "cache.drift", provider=PROVIDER, model=route.model, action="raised", **_drift_fields(drift)
+                "cache.drift", provider=PROVIDER, model=route.model, action="raised", **drift_fields(drift)
             )
             raise PrefixDriftError(drift)
         if drift is not None and self.options.drift == "warn":
@@ -542,20 +542,8 @@ async def _run_async(step: Generator[httpx2.Request, httpx2.Response, R], client
         return result
 
 
-def _drift_fields(drift: PrefixDrift) -> dict[str, Any]:
-    return {
-        "segment": drift.segment,
-        "offset": drift.offset,
-        "cause": drift.cause,
-        "tokens_at_risk": drift.tokens_at_risk,
-        "est_extra_cost": None if drift.est_extra_cost is None else str(drift.est_extra_cost),
-    }
-
-
 def _announce_drift(drift: PrefixDrift, model: str) -> None:
-    log.warning("cache.drift", provider=PROVIDER, model=model, **_drift_fields(drift))
-    notify_drift(drift)
-    warnings.warn(PrefixDriftWarning(drift), stacklevel=2)
+    announce_drift(drift, provider=PROVIDER, model=model, stacklevel=4)
 
 
 # -- meters holding live managed cache entries -------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
@@ -10,9 +9,10 @@ from typing import Any
 
 import structlog
 
-from ..drift import PrefixDrift, notify_drift
-from ..errors import PrefixDriftWarning
+from ..drift import PrefixDrift
 from ..pricing import rates_for
+from ._drift_report import announce_drift as _announce
+from ._drift_report import drift_fields
 
 __all__ = ["announce_drift", "drift_fields", "extra_cost", "merge_diagnostics"]
 
@@ -46,21 +46,5 @@ def merge_diagnostics(drift: PrefixDrift, diagnostics: Mapping[str, Any]) -> Pre
     )
 
 
-def drift_fields(drift: PrefixDrift) -> dict[str, Any]:
-    return {
-        "segment": drift.segment,
-        "offset": drift.offset,
-        "cause": drift.cause,
-        "tokens_at_risk": drift.tokens_at_risk,
-        "est_extra_cost": None if drift.est_extra_cost is None else str(drift.est_extra_cost),
-        "provider_reason": drift.provider_reason,
-    }
-
-
 def announce_drift(drift: PrefixDrift, model: str) -> None:
-    log.warning("cache.drift", provider="openai", model=model, **drift_fields(drift))
-    try:
-        notify_drift(drift)
-    except Exception as exc:
-        log.error("cache.drift_notify_failed", error=type(exc).__name__)
-    warnings.warn(PrefixDriftWarning(drift), stacklevel=2)
+    _announce(drift, provider="openai", model=model, stacklevel=4)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,14 +21,14 @@ import structlog
 from anthropic import APIRequest, Middleware
 
 from .. import metering
-from ..drift import PrefixDrift, notify_drift
-from ..errors import PrefixDriftError, PrefixDriftWarning
+from ..errors import PrefixDriftError
 from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions, split_client_options
 from ..tasks import current_task
-from ..usage import Usage
+from ..usage import CallStatus, Usage
 from ._anthropic_cache import PreparedRequest, observe_response, prepare_request
+from ._drift_report import announce_drift, drift_fields
 from ._sse import BodyObserver, tap_response
 
 __all__ = ["Anthropic", "AsyncAnthropic", "BudgetMiddleware", "usage_from_anthropic", "wrap_anthropic"]
@@ -189,6 +188,10 @@ class BudgetMiddleware(Middleware):
         state: LineageState | None = None
         prepared: PreparedRequest | None = None
         try:
+            if _server_side_thread(body):
+                # the server holds the conversation: the body carries only the new turn, so there
+                # is no client-side prefix to place markers in or to compare
+                raise _SkipPlacement
             key = lineage_key(self.client_key, PROVIDER, model, t.id if t else None, current_conversation())
             state = self.lineages.get(key)
             prepared = prepare_request(
@@ -200,12 +203,14 @@ class BudgetMiddleware(Middleware):
                 now=self.clock(),
                 diagnostics=self.diagnostics,
             )
+        except _SkipPlacement:
+            prepared = None
         except Exception as exc:  # placement must never cost the user a request
             log.error("cache.prepare_failed", model=model, error=type(exc).__name__, detail=str(exc)[:200])
             prepared = None
         drift = prepared.drift if prepared is not None else None
         if drift is not None and self.options.drift == "raise":
-            log.warning("cache.drift", model=model, action="raised", **_drift_fields(drift))
+            log.warning("cache.drift", provider=PROVIDER, model=model, action="raised", **drift_fields(drift))
             raise PrefixDriftError(drift)
         send_body: Mapping[str, Any] = prepared.body if prepared is not None else body
         ctx = metering.begin_call(
@@ -223,7 +228,7 @@ class BudgetMiddleware(Middleware):
             if prepared.breakpoints:
                 ctx.metadata["breakpoints"] = list(prepared.breakpoints)
         if drift is not None and self.options.drift == "warn" and request.retries_taken == 0:
-            _announce_drift(drift, model)
+            announce_drift(drift, provider=PROVIDER, model=model)
         if prepared is not None and prepared.body is not body:
             request = request.copy(body=prepared.body)
         return _Plan(request=request, ctx=ctx, prepared=prepared, state=state)
@@ -232,7 +237,7 @@ class BudgetMiddleware(Middleware):
     def _failed(self, plan: _Plan, exc: BaseException) -> None:
         if plan.ctx.operation == "batch":
             return  # reading results failed: nothing was billed by this request
-        status = "incomplete" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "error"
+        status: CallStatus = "incomplete" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "error"
         metering.finish_call(plan.ctx, Usage(), status=status, error=type(exc).__name__)
 
     def _after(self, plan: _Plan, response: Any) -> None:
@@ -277,7 +282,7 @@ class BudgetMiddleware(Middleware):
                     merged = observe_response(plan.state, plan.prepared, usage, message, now=self.clock())
                     if merged is not None and merged is not drift:
                         if drift is None and self.options.drift == "warn":
-                            _announce_drift(merged, plan.ctx.model)
+                            announce_drift(merged, provider=PROVIDER, model=plan.ctx.model)
                         drift = merged
                 except Exception as exc:
                     log.error("cache.observe_failed", error=type(exc).__name__, detail=str(exc)[:200])
@@ -350,6 +355,16 @@ class _JSONLBatchObserver(BodyObserver):
         self._mw._record_batch_results(self._batch_id, self._ctx, [document])
 
 
+class _SkipPlacement(Exception):
+    pass
+
+
+def _server_side_thread(body: Mapping[str, Any]) -> bool:
+    """A beta ``thread`` continuation (tool runners): earlier turns live on the server."""
+    thread = body.get("thread")
+    return isinstance(thread, Mapping) and thread.get("type") == "continue"
+
+
 def _path(url: str) -> str:
     """The path of a request URL: logical (``/v1/messages``) or absolute (a batch ``results_url``)."""
     return urlsplit(url).path if "://" in url else url.split("?", 1)[0]
@@ -359,23 +374,6 @@ def _estimate_tokens(body: Mapping[str, Any]) -> Any:
     from ..tokens import estimate_request
 
     return estimate_request(PROVIDER, body)
-
-
-def _drift_fields(drift: PrefixDrift) -> dict[str, Any]:
-    return {
-        "segment": drift.segment,
-        "offset": drift.offset,
-        "cause": drift.cause,
-        "tokens_at_risk": drift.tokens_at_risk,
-        "est_extra_cost": None if drift.est_extra_cost is None else str(drift.est_extra_cost),
-        "provider_reason": drift.provider_reason,
-    }
-
-
-def _announce_drift(drift: PrefixDrift, model: str) -> None:
-    log.warning("cache.drift", provider=PROVIDER, model=model, **_drift_fields(drift))
-    notify_drift(drift)
-    warnings.warn(PrefixDriftWarning(drift), stacklevel=2)
 
 
 # -- clients ---------------------------------------------------------------------------------

@@ -28,8 +28,13 @@ from .wire import (
 MODEL = "claude-sonnet-4-6"
 MTOK = Decimal(1_000_000)
 # Published Claude Sonnet 4.6 rates (USD per million tokens): standard and batch.
-STANDARD = {"input": Decimal("3"), "output": Decimal("15"), "read": Decimal("0.30"),
-            "write_5m": Decimal("3.75"), "write_1h": Decimal("6")}
+STANDARD = {
+    "input": Decimal("3"),
+    "output": Decimal("15"),
+    "read": Decimal("0.30"),
+    "write_5m": Decimal("3.75"),
+    "write_1h": Decimal("6"),
+}
 BATCH = {k: v / 2 for k, v in STANDARD.items()}
 
 MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": "Hi there"}]
@@ -38,35 +43,51 @@ MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": "Hi there"}]
 def cost_of(usage: dict[str, Any], rates: dict[str, Decimal] = STANDARD) -> Decimal:
     """Expected cost from Anthropic's own usage fields (input_tokens excludes cache tokens)."""
     creation = usage.get("cache_creation") or {}
-    return (usage["input_tokens"] * rates["input"]
-            + usage.get("cache_read_input_tokens", 0) * rates["read"]
-            + creation.get("ephemeral_5m_input_tokens", 0) * rates["write_5m"]
-            + creation.get("ephemeral_1h_input_tokens", 0) * rates["write_1h"]
-            + usage["output_tokens"] * rates["output"]) / MTOK
+    return (
+        usage["input_tokens"] * rates["input"]
+        + usage.get("cache_read_input_tokens", 0) * rates["read"]
+        + creation.get("ephemeral_5m_input_tokens", 0) * rates["write_5m"]
+        + creation.get("ephemeral_1h_input_tokens", 0) * rates["write_1h"]
+        + usage["output_tokens"] * rates["output"]
+    ) / MTOK
 
 
 def expected_usage(usage: dict[str, Any]) -> bc.Usage:
     creation = usage.get("cache_creation") or {}
     read = usage.get("cache_read_input_tokens", 0)
     write = usage.get("cache_creation_input_tokens", 0)
-    return bc.Usage(input_tokens=usage["input_tokens"] + read + write, cache_read_tokens=read,
-                    cache_write_tokens=write, cache_write_long_tokens=creation.get("ephemeral_1h_input_tokens", 0),
-                    output_tokens=usage["output_tokens"],
-                    reasoning_tokens=(usage.get("output_tokens_details") or {}).get("thinking_tokens", 0),
-                    requests=1)
+    return bc.Usage(
+        input_tokens=usage["input_tokens"] + read + write,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        cache_write_long_tokens=creation.get("ephemeral_1h_input_tokens", 0),
+        output_tokens=usage["output_tokens"],
+        reasoning_tokens=(usage.get("output_tokens_details") or {}).get("thinking_tokens", 0),
+        requests=1,
+    )
 
 
 USAGE = anthropic_usage(21, 34, read=1800, write_5m=300, write_1h=200, thinking=12)
 
 
 def sync_client(wire: Wire, **options: Any) -> bc.Anthropic:
-    return bc.Anthropic(api_key="sk-ant-test-key", base_url="http://anthropic.test", http_client=wire.client(),
-                        max_retries=options.pop("max_retries", 0), **options)
+    return bc.Anthropic(
+        api_key="sk-ant-test-key",
+        base_url="http://anthropic.test",
+        http_client=wire.client(),
+        max_retries=options.pop("max_retries", 0),
+        **options,
+    )
 
 
 def async_client(wire: Wire, **options: Any) -> bc.AsyncAnthropic:
-    return bc.AsyncAnthropic(api_key="sk-ant-test-key", base_url="http://anthropic.test",
-                             http_client=wire.async_client(), max_retries=options.pop("max_retries", 0), **options)
+    return bc.AsyncAnthropic(
+        api_key="sk-ant-test-key",
+        base_url="http://anthropic.test",
+        http_client=wire.async_client(),
+        max_retries=options.pop("max_retries", 0),
+        **options,
+    )
 
 
 def json_wire(usage: dict[str, Any] = USAGE, **kw: Any) -> Wire:
@@ -88,6 +109,7 @@ def assert_one_call(t: bc.Task, usage: dict[str, Any] = USAGE, *, stream: bool =
 
 # -- construction ------------------------------------------------------------------------------
 
+
 def test_is_the_sdk_class_and_copies_stay_instrumented() -> None:
     c = sync_client(json_wire())
     assert isinstance(c, anthropic.Anthropic)
@@ -99,7 +121,7 @@ def test_is_the_sdk_class_and_copies_stay_instrumented() -> None:
 
 
 def test_options_are_validated() -> None:
-    with pytest.raises(TypeError, match="unexpected keyword|unknown"):
+    with pytest.raises(TypeError, match=r"unexpected keyword|unknown"):
         bc.Anthropic(api_key="k", cahce="auto")
     with pytest.raises(bc.ConfigurationError, match="cache_ttl='2h'"):
         bc.Anthropic(api_key="k", cache_ttl="2h")
@@ -109,8 +131,9 @@ def test_options_are_validated() -> None:
 
 def test_wrap_returns_same_class_and_leaves_original_untouched() -> None:
     wire = json_wire()
-    original = anthropic.Anthropic(api_key="k", base_url="http://anthropic.test", http_client=wire.client(),
-                                   max_retries=0)
+    original = anthropic.Anthropic(
+        api_key="k", base_url="http://anthropic.test", http_client=wire.client(), max_retries=0
+    )
     wrapped = bc.wrap(original, drift="off")
     assert type(wrapped) is anthropic.Anthropic
     assert original._middleware == ()
@@ -122,6 +145,7 @@ def test_wrap_returns_same_class_and_leaves_original_untouched() -> None:
 
 
 # -- every call path, sync ---------------------------------------------------------------------
+
 
 def test_create() -> None:
     c = sync_client(json_wire())
@@ -169,7 +193,9 @@ def test_with_raw_response() -> None:
 def test_with_streaming_response() -> None:
     c = sync_client(json_wire())
     with bc.task("t") as t:
-        with c.messages.with_streaming_response.create(model=MODEL, max_tokens=100, messages=MESSAGES) as resp:
+        with c.messages.with_streaming_response.create(
+            model=MODEL, max_tokens=100, messages=MESSAGES
+        ) as resp:
             assert t.calls == 0  # body not read yet
             body = b"".join(resp.iter_bytes())
         assert json.loads(body)["usage"]["output_tokens"] == 34
@@ -181,7 +207,9 @@ def test_with_options_and_copy_and_beta() -> None:
     with bc.task("t") as t:
         c.with_options(max_retries=0).messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
         c.copy(timeout=20).messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
-        beta = c.beta.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES, betas=["context-1m-2025-08-07"])
+        beta = c.beta.messages.create(
+            model=MODEL, max_tokens=10, messages=MESSAGES, betas=["context-1m-2025-08-07"]
+        )
     assert beta.usage.input_tokens == 21
     assert t.calls == 3
     assert t.usage == expected_usage(USAGE) + expected_usage(USAGE) + expected_usage(USAGE)
@@ -199,14 +227,20 @@ def test_tool_runner_meters_every_hop() -> None:
     first = anthropic_usage(400, 30, read=0, write_5m=0)
     second = anthropic_usage(450, 12, read=0, write_5m=0)
     tool_use = [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]
-    wire = Wire(responders=[
-        lambda r: json_response(anthropic_message(first, content=tool_use, stop_reason="tool_use", msg_id="m1")),
-        lambda r: json_response(anthropic_message(second, msg_id="m2")),
-    ])
-    c = sync_client(wire)
+    wire = Wire(
+        responders=[
+            lambda r: json_response(
+                anthropic_message(first, content=tool_use, stop_reason="tool_use", msg_id="m1")
+            ),
+            lambda r: json_response(anthropic_message(second, msg_id="m2")),
+        ]
+    )
+    c = sync_client(wire, drift="raise")
     with bc.task("agent") as t:
-        runner = c.beta.messages.tool_runner(model=MODEL, max_tokens=100, tools=[get_weather], messages=MESSAGES)
-        final = runner.until_done()
+        runner = c.beta.messages.tool_runner(
+            model=MODEL, max_tokens=100, tools=[get_weather], messages=MESSAGES
+        )
+        final = runner.until_done()  # a server-side thread continuation is not prefix drift
     assert final.id == "m2"
     assert t.calls == 2
     assert t.usage == expected_usage(first) + expected_usage(second)
@@ -219,27 +253,44 @@ def test_batch_results_priced_at_batch_rates() -> None:
     lines = [
         {"custom_id": "a", "result": {"type": "succeeded", "message": anthropic_message(u1, msg_id="m1")}},
         {"custom_id": "b", "result": {"type": "succeeded", "message": anthropic_message(u2, msg_id="m2")}},
-        {"custom_id": "c", "result": {"type": "errored", "error": {"type": "error", "error": {
-            "type": "invalid_request_error", "message": "bad"}}}},
+        {
+            "custom_id": "c",
+            "result": {
+                "type": "errored",
+                "error": {"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}},
+            },
+        },
     ]
     jsonl = "\n".join(json.dumps(x) for x in lines).encode()
-    batch = {"id": "msgbatch_1", "type": "message_batch", "processing_status": "ended",
-             "request_counts": {"processing": 0, "succeeded": 2, "errored": 1, "canceled": 0, "expired": 0},
-             "ended_at": "2026-11-29T00:00:00Z", "created_at": "2026-11-29T00:00:00Z",
-             "expires_at": "2026-11-30T00:00:00Z", "archived_at": None, "cancel_initiated_at": None,
-             "results_url": "http://anthropic.test/v1/messages/batches/msgbatch_1/results"}
+    batch = {
+        "id": "msgbatch_1",
+        "type": "message_batch",
+        "processing_status": "ended",
+        "request_counts": {"processing": 0, "succeeded": 2, "errored": 1, "canceled": 0, "expired": 0},
+        "ended_at": "2026-11-29T00:00:00Z",
+        "created_at": "2026-11-29T00:00:00Z",
+        "expires_at": "2026-11-30T00:00:00Z",
+        "archived_at": None,
+        "cancel_initiated_at": None,
+        "results_url": "http://anthropic.test/v1/messages/batches/msgbatch_1/results",
+    }
 
     def handler(request: httpx2.Request) -> httpx2.Response:
         if request.url.path.endswith("/results"):
             from .wire import ChunkStream
-            return httpx2.Response(200, headers={"content-type": "application/binary"},
-                                   stream=ChunkStream([jsonl[:50], jsonl[50:]]))
+
+            return httpx2.Response(
+                200,
+                headers={"content-type": "application/binary"},
+                stream=ChunkStream([jsonl[:50], jsonl[50:]]),
+            )
         return httpx2.Response(200, json=batch)
 
     c = sync_client(Wire(default=handler))
     with bc.task("batch") as t:
-        c.messages.batches.create(requests=[{"custom_id": "a", "params": {
-            "model": MODEL, "max_tokens": 10, "messages": MESSAGES}}])
+        c.messages.batches.create(
+            requests=[{"custom_id": "a", "params": {"model": MODEL, "max_tokens": 10, "messages": MESSAGES}}]
+        )
         assert t.calls == 0  # creating a batch bills nothing
         results = list(c.messages.batches.results("msgbatch_1"))
         list(c.messages.batches.results("msgbatch_1"))  # read twice, billed once
@@ -252,6 +303,7 @@ def test_batch_results_priced_at_batch_rates() -> None:
 
 # -- async -------------------------------------------------------------------------------------
 
+
 async def test_async_paths() -> None:
     c = async_client(json_wire())
     s = async_client(sse_wire())
@@ -259,7 +311,9 @@ async def test_async_paths() -> None:
         msg = await c.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
         raw = await c.messages.with_raw_response.create(model=MODEL, max_tokens=100, messages=MESSAGES)
         assert (await raw.parse()).usage.output_tokens == 34
-        async with c.messages.with_streaming_response.create(model=MODEL, max_tokens=10, messages=MESSAGES) as r:
+        async with c.messages.with_streaming_response.create(
+            model=MODEL, max_tokens=10, messages=MESSAGES
+        ) as r:
             await r.read()
         stream = await s.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES, stream=True)
         async for _ in stream:
@@ -291,13 +345,13 @@ async def test_async_task_scope_follows_asyncio_tasks() -> None:
 
 # -- failures, interruptions, budgets ----------------------------------------------------------
 
+
 def test_interrupted_stream_records_what_arrived_flagged_incomplete() -> None:
     usage = anthropic_usage(70, 5, read=100, write_5m=0)
     wire = Wire(default=lambda r: sse_response(anthropic_stream_events(usage), cut_after=4))
     c = sync_client(wire)
-    with bc.task("t") as t:
-        with pytest.raises(httpx2.ReadError):  # what the raw SDK raises mid-stream
-            list(c.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES, stream=True))
+    with bc.task("t") as t, pytest.raises(httpx2.ReadError):  # what the raw SDK raises mid-stream
+        list(c.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES, stream=True))
     (record,) = t.records
     assert record.status == "incomplete"
     # message_start arrived: input and cache figures are known, output so far is 1
@@ -306,23 +360,27 @@ def test_interrupted_stream_records_what_arrived_flagged_incomplete() -> None:
 
 def test_early_close_of_stream_is_incomplete() -> None:
     c = sync_client(sse_wire())
-    with bc.task("t") as t:
-        with c.messages.stream(model=MODEL, max_tokens=100, messages=MESSAGES) as stream:
-            for _event in stream:
-                break
+    with bc.task("t") as t, c.messages.stream(model=MODEL, max_tokens=100, messages=MESSAGES) as stream:
+        for _event in stream:
+            break
     (record,) = t.records
     assert record.status == "incomplete"
     assert record.usage.input_tokens == expected_usage(USAGE).input_tokens
 
 
 def test_retried_attempts_are_recorded_as_errors() -> None:
-    wire = Wire(responders=[lambda r: anthropic_error(500), lambda r: anthropic_error(429, "rate_limit_error")],
-                default=lambda r: json_response(anthropic_message(USAGE)))
+    wire = Wire(
+        responders=[lambda r: anthropic_error(500), lambda r: anthropic_error(429, "rate_limit_error")],
+        default=lambda r: json_response(anthropic_message(USAGE)),
+    )
     c = sync_client(wire, max_retries=2)
     with bc.task("t") as t:
         c.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
     assert [(r.status, r.http_status, r.attempt) for r in t.records] == [
-        ("error", 500, 0), ("error", 429, 1), ("ok", 200, 2)]
+        ("error", 500, 0),
+        ("error", 429, 1),
+        ("ok", 200, 2),
+    ]
     assert t.usage == expected_usage(USAGE)
     assert t.cost == cost_of(USAGE)
 
@@ -332,7 +390,12 @@ def test_client_error_raises_sdk_error_unchanged_and_is_recorded() -> None:
     with pytest.raises(anthropic.BadRequestError), bc.task("t") as t:
         c.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
     (record,) = t.records
-    assert (record.status, record.http_status, record.usage.requests, record.cost) == ("error", 400, 0, Decimal(0))
+    assert (record.status, record.http_status, record.usage.requests, record.cost) == (
+        "error",
+        400,
+        0,
+        Decimal(0),
+    )
     assert t.outcome == "failure"
 
 
@@ -371,8 +434,13 @@ def test_unwritable_ledger_never_breaks_the_call(tmp_path: Any) -> None:
         msg = c.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
     assert isinstance(msg, Message)
     assert t.cost == cost_of(USAGE)
-    assert bc.flush(0.5) is False  # kept in memory, retried, not lost
-    bc.configure(ledger="memory://")
+    assert bc.flush(0.5) is False  # kept in memory and retried
+    blocked.unlink()
+    blocked.mkdir()  # the disk comes back: the records written late are all there
+    assert bc.flush(15) is True
+    ledger = open_ledger(f"sqlite:///{blocked}/ledger.db")
+    assert [r.usage for r in ledger.read_calls()] == [expected_usage(USAGE)]
+    assert [r.id for r in ledger.read_tasks()] == [t.id]
 
 
 def test_unknown_model_cost_none_tokens_kept() -> None:

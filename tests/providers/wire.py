@@ -41,26 +41,30 @@ class ChunkStream(httpx2.SyncByteStream, httpx2.AsyncByteStream):
         self.closed = True
 
 
-def json_response(body: dict[str, Any], *, status: int = 200, gzip_body: bool = False,
-                  chunk: int = 37) -> httpx2.Response:
+def json_response(
+    body: dict[str, Any], *, status: int = 200, gzip_body: bool = False, chunk: int = 37
+) -> httpx2.Response:
     raw = json.dumps(body).encode()
     headers = {"content-type": "application/json", "request-id": "req_test"}
     if gzip_body:
         raw = gzip.compress(raw)
         headers["content-encoding"] = "gzip"
-    return httpx2.Response(status, headers=headers,
-                           stream=ChunkStream([raw[i:i + chunk] for i in range(0, len(raw), chunk)]))
+    return httpx2.Response(
+        status, headers=headers, stream=ChunkStream([raw[i : i + chunk] for i in range(0, len(raw), chunk)])
+    )
 
 
-def sse_response(events: list[tuple[str | None, dict[str, Any]]], *, cut_after: int | None = None,
-                 crlf: bool = False) -> httpx2.Response:
+def sse_response(
+    events: list[tuple[str | None, dict[str, Any]]], *, cut_after: int | None = None, crlf: bool = False
+) -> httpx2.Response:
     nl = "\r\n" if crlf else "\n"
     chunks = []
     for name, data in events:
         text = (f"event: {name}{nl}" if name else "") + f"data: {json.dumps(data)}{nl}{nl}"
         chunks.append(text.encode())
-    return httpx2.Response(200, headers={"content-type": "text/event-stream"},
-                           stream=ChunkStream(chunks, cut_after=cut_after))
+    return httpx2.Response(
+        200, headers={"content-type": "text/event-stream"}, stream=ChunkStream(chunks, cut_after=cut_after)
+    )
 
 
 @dataclass
@@ -91,8 +95,16 @@ class Wire:
 
 # -- Anthropic payloads ------------------------------------------------------------------------
 
-def anthropic_usage(input_tokens: int, output_tokens: int, *, read: int = 0, write_5m: int = 0,
-                    write_1h: int = 0, thinking: int | None = None) -> dict[str, Any]:
+
+def anthropic_usage(
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    read: int = 0,
+    write_5m: int = 0,
+    write_1h: int = 0,
+    thinking: int | None = None,
+) -> dict[str, Any]:
     usage: dict[str, Any] = {
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
@@ -106,17 +118,29 @@ def anthropic_usage(input_tokens: int, output_tokens: int, *, read: int = 0, wri
     return usage
 
 
-def anthropic_message(usage: dict[str, Any], *, model: str = "claude-sonnet-4-6", msg_id: str = "msg_01",
-                      content: list[dict[str, Any]] | None = None, stop_reason: str = "end_turn") -> dict[str, Any]:
+def anthropic_message(
+    usage: dict[str, Any],
+    *,
+    model: str = "claude-sonnet-4-6",
+    msg_id: str = "msg_01",
+    content: list[dict[str, Any]] | None = None,
+    stop_reason: str = "end_turn",
+) -> dict[str, Any]:
     return {
-        "id": msg_id, "type": "message", "role": "assistant", "model": model,
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
         "content": content if content is not None else [{"type": "text", "text": "Hello!"}],
-        "stop_reason": stop_reason, "stop_sequence": None, "usage": usage,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage,
     }
 
 
-def anthropic_stream_events(usage: dict[str, Any], *, model: str = "claude-sonnet-4-6",
-                            deltas: tuple[int, ...] | None = None) -> list[tuple[str | None, dict[str, Any]]]:
+def anthropic_stream_events(
+    usage: dict[str, Any], *, model: str = "claude-sonnet-4-6", deltas: tuple[int, ...] | None = None
+) -> list[tuple[str | None, dict[str, Any]]]:
     """message_start with the input/cache usage, then cumulative message_delta usages."""
     start_usage = {**usage, "output_tokens": 1}
     message = anthropic_message(start_usage, model=model, content=[])
@@ -124,21 +148,35 @@ def anthropic_stream_events(usage: dict[str, Any], *, model: str = "claude-sonne
     finals = deltas or (usage["output_tokens"],)
     events: list[tuple[str | None, dict[str, Any]]] = [
         ("message_start", {"type": "message_start", "message": message}),
-        ("content_block_start", {"type": "content_block_start", "index": 0,
-                                 "content_block": {"type": "text", "text": ""}}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
         ("ping", {"type": "ping"}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "text_delta", "text": "Hello"}}),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}},
+        ),
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
     ]
     for out in finals:
-        events.append(("message_delta", {"type": "message_delta",
-                                         "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                         "usage": {"output_tokens": out}}))
+        events.append(
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": out},
+                },
+            )
+        )
     events.append(("message_stop", {"type": "message_stop"}))
     return events
 
 
 def anthropic_error(status: int, kind: str = "api_error") -> httpx2.Response:
-    return httpx2.Response(status, headers={"content-type": "application/json", "retry-after": "0"},
-                           json={"type": "error", "error": {"type": kind, "message": "boom"}})
+    return httpx2.Response(
+        status,
+        headers={"content-type": "application/json", "retry-after": "0"},
+        json={"type": "error", "error": {"type": kind, "message": "boom"}},
+    )

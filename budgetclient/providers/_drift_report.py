@@ -1,0 +1,34 @@
+"""How every provider reports a drift: one log event, the drift listeners, one warning."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import structlog
+
+from ..drift import PrefixDrift, notify_drift
+from ..errors import PrefixDriftWarning
+
+__all__ = ["announce_drift", "drift_fields"]
+
+log = structlog.get_logger("budgetclient")
+
+
+def drift_fields(drift: PrefixDrift) -> dict[str, Any]:
+    """The log fields of a drift (never the excerpts' full bytes, never prompt text beyond them)."""
+    return {
+        "segment": drift.segment,
+        "offset": drift.offset,
+        "cause": drift.cause,
+        "tokens_at_risk": drift.tokens_at_risk,
+        "est_extra_cost": None if drift.est_extra_cost is None else str(drift.est_extra_cost),
+        "provider_reason": drift.provider_reason,
+    }
+
+
+def announce_drift(drift: PrefixDrift, *, provider: str, model: str, stacklevel: int = 3) -> None:
+    """Log ``cache.drift``, notify drift listeners (``assert_cache_stable``) and warn once."""
+    log.warning("cache.drift", provider=provider, model=model, **drift_fields(drift))
+    notify_drift(drift)
+    warnings.warn(PrefixDriftWarning(drift), stacklevel=stacklevel)

@@ -188,7 +188,11 @@ def wrap_genai(client: C, options: ClientOptions) -> C:
         raise TypeError(f"cannot instrument {type(client).__name__}: it has no google-genai API client")
     new_api = copy.copy(api)
     _instrument(new_api, options, owns_inner=False)
-    return _rebind(client, api, new_api)
+    wrapped = _rebind(client, api, new_api)
+    # genai.Client.__del__ closes its HTTP clients, which the copy shares: ``bc.wrap(genai.Client())``
+    # drops the original at once, so the copy keeps it alive
+    new_api._budget_original = client
+    return wrapped
 
 
 # -- interpreter exit -----------------------------------------------------------------------------------

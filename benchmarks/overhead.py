@@ -1,0 +1,466 @@
+"""Per-call overhead of budgetclient over the raw SDKs, on a local mocked transport.
+
+For each provider (anthropic, openai chat completions, google-genai), sync and streaming, and
+for prompts of about 1k, 30k and 150k tokens with 20 tools, the raw SDK client and the same client
+wrapped by budgetclient (``bc.wrap``) send the same request to the same ``httpx2.MockTransport``
+(a canned response, no network). Calls are interleaved (raw, wrapped, raw, ...; the order flips
+every round) so both sides see the same machine state, and the median time per call is reported.
+
+The wrapped client runs the whole hot path: placement, fingerprinting and the drift check over
+the conversation, the budget check of an active task with a budget, metering of the response and
+the ledger write (SQLite, batched on the writer thread). The conversation grows append-only: each
+round adds one small user turn, as an agent loop does, and both sides send the same messages.
+
+    python benchmarks/overhead.py            # 3 sizes x 3 providers x sync/stream, ~2 min
+    python benchmarks/overhead.py --quick    # fewer rounds, under a minute
+    python benchmarks/overhead.py --markdown # the README table
+    python benchmarks/overhead.py --profile anthropic:150000:sync  # cProfile of the wrapped side
+
+Token counts are nominal (about 4 characters per token of English-like text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import logging
+import os
+import pstats
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import structlog
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import budgetclient as bc  # noqa: E402
+
+SIZES = (1_000, 30_000, 150_000)
+PROVIDERS = ("anthropic", "openai", "google")
+MODES = ("sync", "stream")
+TOOLS = 20
+_WORDS = (
+    "the agent reads the repository and plans a change before editing files carefully while "
+    "tests run in the background and results are summarised for the reviewer each step"
+).split()
+
+
+def text(tokens: int, seed: int) -> str:
+    """About ``tokens`` tokens of text (4 characters per token), varied by ``seed``."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    size = 0
+    while size < tokens * 4:
+        word = rng.choice(_WORDS)
+        out.append(word)
+        size += len(word) + 1
+    return " ".join(out)
+
+
+def tool_schema(i: int) -> tuple[str, str, dict[str, Any]]:
+    params = {
+        "type": "object",
+        "properties": {
+            "path": {"type": "string", "description": f"file path for tool {i}"},
+            "limit": {"type": "integer", "description": "maximum number of lines"},
+        },
+        "required": ["path"],
+    }
+    return f"tool_{i}", f"Tool {i}: " + text(40, 1000 + i), params
+
+
+# -- requests: a system prompt, 20 tools and a history of turns adding up to the size ----------
+
+
+@dataclass
+class Conversation:
+    """Provider-neutral conversation: (role, text) turns, append-only."""
+
+    system: str
+    turns: list[tuple[str, str]]
+
+    @classmethod
+    def of_size(cls, tokens: int) -> Conversation:
+        system = text(min(2_000, tokens // 4), 1)
+        rest = max(tokens - len(system) // 4 - TOOLS * 60, 200)
+        n = max(2, min(40, rest // 1_000))
+        turns = [("user" if i % 2 == 0 else "assistant", text(rest // n, 10 + i)) for i in range(n)]
+        if turns[-1][0] == "assistant":
+            turns.append(("user", "continue"))
+        return cls(system, turns)
+
+    def append_round(self, i: int) -> None:
+        """One more exchange, as an agent loop would add: assistant reply then a new user turn."""
+        self.turns.append(("assistant", f"step {i} done: " + text(30, 500 + i)))
+        self.turns.append(("user", f"next step {i}"))
+
+
+def anthropic_body(c: Conversation) -> dict[str, Any]:
+    tools = [{"name": n, "description": d, "input_schema": p} for n, d, p in map(tool_schema, range(TOOLS))]
+    return {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 256,
+        "system": c.system,
+        "tools": tools,
+        "messages": [{"role": r, "content": t} for r, t in c.turns],
+    }
+
+
+def openai_body(c: Conversation) -> dict[str, Any]:
+    tools = [
+        {"type": "function", "function": {"name": n, "description": d, "parameters": p}}
+        for n, d, p in map(tool_schema, range(TOOLS))
+    ]
+    messages = [{"role": "system", "content": c.system}] + [{"role": r, "content": t} for r, t in c.turns]
+    return {"model": "gpt-4o", "tools": tools, "messages": messages}
+
+
+def google_args(c: Conversation) -> dict[str, Any]:
+    from google.genai import types as gtypes
+
+    tools = [
+        gtypes.Tool(
+            function_declarations=[
+                gtypes.FunctionDeclaration(name=n, description=d, parameters_json_schema=p)
+                for n, d, p in map(tool_schema, range(TOOLS))
+            ]
+        )
+    ]
+    contents = [
+        gtypes.Content(role="user" if r == "user" else "model", parts=[gtypes.Part(text=t)]) for r, t in c.turns
+    ]
+    return {
+        "model": "gemini-2.5-flash",
+        "contents": contents,
+        "config": gtypes.GenerateContentConfig(system_instruction=c.system, tools=tools),
+    }
+
+
+# -- canned responses --------------------------------------------------------------------------
+
+
+class _Body(httpx2.SyncByteStream, httpx2.AsyncByteStream):
+    """A lazily read body, like a socket (``Response(content=...)`` is read eagerly)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+
+    async def __aiter__(self) -> Any:
+        for chunk in self.chunks:
+            yield chunk
+
+
+def _sse(events: list[tuple[str | None, dict[str, Any]]]) -> list[bytes]:
+    return [((f"event: {e}\n" if e else "") + f"data: {json.dumps(d)}\n\n").encode() for e, d in events]
+
+
+def anthropic_responses(tokens: int) -> tuple[bytes, list[bytes]]:
+    usage = {
+        "input_tokens": 50,
+        "output_tokens": 20,
+        "cache_read_input_tokens": tokens - 50,
+        "cache_creation_input_tokens": 0,
+        "service_tier": "standard",
+    }
+    message = {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-6",
+        "content": [{"type": "text", "text": "Done."}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    events: list[tuple[str | None, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": start}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": "Done."}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                           "usage": {"output_tokens": 20}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return json.dumps(message).encode(), _sse(events)
+
+
+def openai_responses(tokens: int) -> tuple[bytes, list[bytes]]:
+    usage = {
+        "prompt_tokens": tokens,
+        "completion_tokens": 20,
+        "total_tokens": tokens + 20,
+        "prompt_tokens_details": {"cached_tokens": (tokens // 128) * 128 - 128 if tokens > 1024 else 0},
+    }
+    completion = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-2024-08-06",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done."}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024-08-06"}
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Done."}}]},
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {**base, "choices": [], "usage": usage},
+    ]
+    body = _sse([(None, c) for c in chunks]) + [b"data: [DONE]\n\n"]
+    return json.dumps(completion).encode(), body
+
+
+def google_responses(tokens: int) -> tuple[bytes, list[bytes]]:
+    meta = {"promptTokenCount": tokens, "candidatesTokenCount": 20, "totalTokenCount": tokens + 20}
+    doc = {
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "Done."}]}, "finishReason": "STOP"}],
+        "usageMetadata": meta,
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "bench",
+    }
+    first = {**doc, "candidates": [{"content": {"role": "model", "parts": [{"text": "Do"}]}}],
+             "usageMetadata": {"promptTokenCount": tokens, "totalTokenCount": tokens}}
+    second = {**doc, "candidates": [{"content": {"role": "model", "parts": [{"text": "ne."}]},
+                                     "finishReason": "STOP"}]}
+    chunks = [f"data: {json.dumps(d)}\r\n\r\n".encode() for d in (first, second)]
+    return json.dumps(doc).encode(), chunks
+
+
+def transport(json_body: bytes, sse_chunks: list[bytes]) -> httpx2.MockTransport:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        url = str(request.url)
+        streaming = "alt=sse" in url or b'"stream":true' in request.content[-200:] or b'"stream": true' in (
+            request.content[-200:]
+        )
+        if streaming:
+            return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=_Body(sse_chunks))
+        return httpx2.Response(200, headers={"content-type": "application/json"}, stream=_Body([json_body]))
+
+    return httpx2.MockTransport(handler)
+
+
+# -- one case: a pair of call functions over the same conversation -----------------------------
+
+
+Call = Callable[[], None]
+_keep: list[Any] = []
+
+
+def make_case(provider: str, tokens: int, mode: str) -> tuple[Call, Call, Callable[[int], None]]:
+    """(raw call, wrapped call, append round i) for one provider, size and mode."""
+    conv = Conversation.of_size(tokens)
+    stream = mode == "stream"
+    if provider == "anthropic":
+        import anthropic
+
+        raw = anthropic.Anthropic(
+            api_key="sk-ant-bench", base_url="http://anthropic.test", max_retries=0,
+            http_client=httpx2.Client(transport=transport(*anthropic_responses(tokens))),
+        )
+        wrapped = bc.wrap(
+            anthropic.Anthropic(
+                api_key="sk-ant-bench", base_url="http://anthropic.test", max_retries=0,
+                http_client=httpx2.Client(transport=transport(*anthropic_responses(tokens))),
+            )
+        )
+
+        def call_of(client: Any) -> Call:
+            def call() -> None:
+                body = anthropic_body(conv)
+                if stream:
+                    with client.messages.create(**body, stream=True) as events:
+                        for _ in events:
+                            pass
+                else:
+                    client.messages.create(**body)
+
+            return call
+
+    elif provider == "openai":
+        import openai
+
+        raw = openai.OpenAI(
+            api_key="sk-bench", base_url="http://openai.test/v1", max_retries=0,
+            http_client=httpx2.Client(transport=transport(*openai_responses(tokens))),
+        )
+        wrapped = bc.wrap(
+            openai.OpenAI(
+                api_key="sk-bench", base_url="http://openai.test/v1", max_retries=0,
+                http_client=httpx2.Client(transport=transport(*openai_responses(tokens))),
+            )
+        )
+
+        def call_of(client: Any) -> Call:
+            def call() -> None:
+                body = openai_body(conv)
+                if stream:
+                    chunks = client.chat.completions.create(
+                        **body, stream=True, stream_options={"include_usage": True}
+                    )
+                    with chunks:
+                        for _ in chunks:
+                            pass
+                else:
+                    client.chat.completions.create(**body)
+
+            return call
+
+    elif provider == "google":
+        from google import genai
+        from google.genai import types as gtypes
+
+        def genai_client() -> Any:
+            return genai.Client(
+                api_key="AIza-bench",
+                http_options=gtypes.HttpOptions(
+                    base_url="http://gemini.test/",
+                    client_args={"transport": transport(*google_responses(tokens))},
+                ),
+            )
+
+        raw = genai_client()
+        original = genai_client()  # kept alive: wrap() copies share its HTTP client
+        wrapped = bc.wrap(original)
+        _keep.append(original)
+
+        def call_of(client: Any) -> Call:
+            def call() -> None:
+                args = google_args(conv)
+                if stream:
+                    for _ in client.models.generate_content_stream(**args):
+                        pass
+                else:
+                    client.models.generate_content(**args)
+
+            return call
+
+    else:
+        raise SystemExit(f"unknown provider {provider!r}; choose from {', '.join(PROVIDERS)}")
+    return call_of(raw), call_of(wrapped), conv.append_round
+
+
+@dataclass
+class Result:
+    provider: str
+    tokens: int
+    mode: str
+    raw_s: float
+    wrapped_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.wrapped_s / self.raw_s
+
+    @property
+    def added_us(self) -> float:
+        return (self.wrapped_s - self.raw_s) * 1e6
+
+
+def measure(provider: str, tokens: int, mode: str, rounds: int, warmup: int) -> Result:
+    raw, wrapped, append = make_case(provider, tokens, mode)
+    raw_times: list[float] = []
+    wrapped_times: list[float] = []
+    clock = time.perf_counter
+    for i in range(warmup + rounds):
+        append(i)  # both sides send the same, one exchange longer each round
+        pair = ((raw, raw_times), (wrapped, wrapped_times))
+        for fn, times in pair if i % 2 == 0 else reversed(pair):
+            gc.collect()
+            t0 = clock()
+            fn()
+            elapsed = clock() - t0
+            if i >= warmup:
+                times.append(elapsed)
+    return Result(provider, tokens, mode, statistics.median(raw_times), statistics.median(wrapped_times))
+
+
+def rounds_for(tokens: int, quick: bool) -> int:
+    if quick:
+        return 9 if tokens >= 100_000 else 15 if tokens >= 10_000 else 41
+    return 31 if tokens >= 100_000 else 61 if tokens >= 10_000 else 201
+
+
+def setup(tmp: str) -> None:
+    """A SQLite ledger, prices for the benchmark models, and a task with a budget (the full path)."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    bc.configure(ledger=f"sqlite:///{tmp}/ledger.db")
+
+
+def profile(spec: str) -> None:
+    provider, size, mode = spec.split(":")
+    _, wrapped, append = make_case(provider, int(size), mode)
+    for i in range(5):
+        append(i)
+        wrapped()
+    prof = cProfile.Profile()
+    prof.enable()
+    for i in range(5, 45):
+        append(i)
+        wrapped()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (under a minute)")
+    parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
+    parser.add_argument("--providers", default=",".join(PROVIDERS))
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--profile", metavar="PROVIDER:TOKENS:MODE", help="profile the wrapped side")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        setup(tmp)
+        with bc.task("benchmark", budget_usd=1_000_000):
+            if args.profile:
+                profile(args.profile)
+                return
+            results: list[Result] = []
+            for provider in args.providers.split(","):
+                for tokens in map(int, args.sizes.split(",")):
+                    for mode in args.modes.split(","):
+                        r = measure(provider, tokens, mode, rounds_for(tokens, args.quick), 3)
+                        results.append(r)
+                        print(
+                            f"provider={r.provider} tokens={r.tokens} raw_ms={r.raw_s * 1e3:.3f} "
+                            f"budgetclient_ms={r.wrapped_s * 1e3:.3f} ratio={r.ratio:.3f} "
+                            f"mode={r.mode} added_us={r.added_us:.0f}",
+                            flush=True,
+                        )
+        bc.flush(30)
+    worst = max(results, key=lambda r: r.ratio)
+    print(
+        f"worst_ratio={worst.ratio:.3f} provider={worst.provider} tokens={worst.tokens} mode={worst.mode} "
+        f"max_added_us_at_150k={max((r.added_us for r in results if r.tokens >= 150_000), default=0):.0f}"
+    )
+    if args.markdown:
+        print()
+        print("| provider | tokens | mode | raw ms | budgetclient ms | ratio | added µs |")
+        print("|---|---:|---|---:|---:|---:|---:|")
+        for r in results:
+            print(
+                f"| {r.provider} | {r.tokens:,} | {r.mode} | {r.raw_s * 1e3:.3f} | {r.wrapped_s * 1e3:.3f} "
+                f"| {r.ratio:.3f} | {r.added_us:+.0f} |"
+            )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()

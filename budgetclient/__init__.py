@@ -31,6 +31,8 @@ from .tasks import Task, current_task, task, task_executor, track_task
 from .usage import CallRecord, CostBreakdown, TaskRecord, Usage
 
 if TYPE_CHECKING:
+    from . import history, models, plan, testing
+    from . import toolsets as tools
     from .lineage import conversation
     from .providers.anthropic import Anthropic, AsyncAnthropic
     from .providers.google import GenAIClient
@@ -95,14 +97,15 @@ from . import telemetry as _telemetry  # noqa: E402
 _signals.install()
 _telemetry.install()
 
-_SUBMODULES = ("testing",)
+# submodules reached as attributes: bc.testing, bc.plan, bc.history, bc.tools, bc.models
+_SUBMODULES = {"testing": "testing", "plan": "plan", "history": "history", "tools": "toolsets", "models": "models"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         import importlib
 
-        return importlib.import_module(f".{name}", __name__)
+        return importlib.import_module(f".{_SUBMODULES[name]}", __name__)
     if name in _LAZY:
         module, extra = _LAZY[name]
         import importlib

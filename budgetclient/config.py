@@ -106,6 +106,9 @@ class Settings:
     """Thresholds of the warning signals (cost baseline, cache hit rate, failure cost, output ratio)."""
     otel: bool = False
     """Export a span per call and per task, and token metrics, through OpenTelemetry."""
+    allocation_check: Any = None
+    """``None``: off. Otherwise the ``plan.AllocationTargets`` each request sent is checked against
+    (``plan.allocation_exceeded`` is logged per component over its share of the window)."""
 
 
 _lock = threading.RLock()
@@ -210,6 +213,7 @@ def configure(
     log_prompts: bool = _UNSET,
     signals: SignalThresholds | Mapping[str, Any] | None = _UNSET,
     otel: bool = _UNSET,
+    allocation_check: Any = _UNSET,
 ) -> Settings:
     """Change process-wide settings; arguments left out keep their current value.
 
@@ -219,6 +223,8 @@ def configure(
     (key ``"*"`` for the default). ``signals`` changes warning-signal thresholds (a mapping of
     `SignalThresholds` fields, merged over the current ones; ``None`` restores the defaults).
     ``otel=True`` exports spans and metrics through OpenTelemetry (needs ``budgetclient[otel]``).
+    ``allocation_check=True`` checks every request sent against the guide's 32k allocation (or
+    pass a ``bc.plan.AllocationTargets``); ``False`` turns it off.
     """
     global _settings
     with _lock:
@@ -240,6 +246,8 @@ def configure(
             new = replace(new, signals=_signal_thresholds(new.signals, signals))
         if otel is not _UNSET:
             new = replace(new, otel=bool(otel))
+        if allocation_check is not _UNSET:
+            new = replace(new, allocation_check=_allocation_targets(allocation_check))
         _settings = new
         listeners = list(_listeners)
     for callback in listeners:
@@ -247,7 +255,22 @@ def configure(
     return new
 
 
-def _usd(value: Any, what: str) -> Decimal:
+def _allocation_targets(value: Any) -> Any:
+    if value is None or value is False:
+        return None
+    from .plan import AllocationTargets
+
+    if value is True:
+        return AllocationTargets.guide_default()
+    if isinstance(value, AllocationTargets):
+        return value
+    raise ConfigurationError(
+        f"allocation_check must be True, False or a bc.plan.AllocationTargets, got {value!r}"
+    )
+
+
+def parse_usd(value: Any, what: str) -> Decimal:
+    """A non-negative finite USD amount from a number or string; ConfigurationError otherwise."""
     try:
         amount = Decimal(str(value))
     except ArithmeticError:
@@ -261,10 +284,10 @@ def _with_alert_threshold(settings: Settings, value: Any) -> Settings:
     if value is None:
         return replace(settings, alert_cost_per_task=None, alert_cost_per_task_by_name={})
     if isinstance(value, Mapping):
-        by_name = {str(k): _usd(v, f"alert_cost_per_task[{k!r}]") for k, v in value.items() if k != "*"}
-        default = _usd(value["*"], "alert_cost_per_task['*']") if "*" in value else None
+        by_name = {str(k): parse_usd(v, f"alert_cost_per_task[{k!r}]") for k, v in value.items() if k != "*"}
+        default = parse_usd(value["*"], "alert_cost_per_task['*']") if "*" in value else None
         return replace(settings, alert_cost_per_task=default, alert_cost_per_task_by_name=by_name)
-    return replace(settings, alert_cost_per_task=_usd(value, "alert_cost_per_task"))
+    return replace(settings, alert_cost_per_task=parse_usd(value, "alert_cost_per_task"))
 
 
 def _signal_thresholds(current: SignalThresholds, value: Any) -> SignalThresholds:
@@ -281,7 +304,7 @@ def _signal_thresholds(current: SignalThresholds, value: Any) -> SignalThreshold
     changes: dict[str, Any] = {}
     for name, raw in value.items():
         if name == "failure_cost_max":
-            changes[name] = None if raw is None else _usd(raw, "signals['failure_cost_max']")
+            changes[name] = None if raw is None else parse_usd(raw, "signals['failure_cost_max']")
             continue
         if name not in _SIGNAL_LIMITS:
             raise ConfigurationError(f"unknown signal threshold {name!r}; allowed: {allowed}")

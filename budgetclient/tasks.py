@@ -26,6 +26,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import structlog
 
+from .config import parse_usd
 from .errors import BudgetExceeded, BudgetWarning, ConfigurationError, UnenforceableBudgetWarning
 from .usage import CallRecord, CostBreakdown, Outcome, TaskRecord, Usage
 
@@ -56,18 +57,6 @@ def add_task_end_hook(hook: Callable[[TaskRecord], None]) -> Callable[[], None]:
     """Call ``hook(record)`` whenever a task ends; returns a function that removes it."""
     _task_end_hooks.append(hook)
     return lambda: _task_end_hooks.remove(hook) if hook in _task_end_hooks else None
-
-
-def _usd(value: Decimal | float | str | None, what: str) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        amount = Decimal(str(value))
-    except ArithmeticError:
-        amount = Decimal(-1)
-    if isinstance(value, bool) or not amount.is_finite() or amount < 0:
-        raise ConfigurationError(f"{what} must be a non-negative USD amount, got {value!r}")
-    return amount
 
 
 @dataclass(slots=True)
@@ -104,7 +93,7 @@ class Task:
         self.id: str = uuid.uuid4().hex
         self.name = name
         self.parent = parent
-        self.budget_usd = _usd(budget_usd, "budget_usd")
+        self.budget_usd = None if budget_usd is None else parse_usd(budget_usd, "budget_usd")
         self.warn_at = warn_at
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.outcome: Outcome | None = None

@@ -21,6 +21,7 @@ import structlog
 from anthropic import APIRequest, Middleware
 
 from .. import metering
+from ..config import get_settings
 from ..errors import PrefixDriftError
 from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
 from ..metering import CallContext
@@ -229,6 +230,11 @@ class BudgetMiddleware(Middleware):
                 ctx.metadata["breakpoints"] = list(prepared.breakpoints)
         if drift is not None and self.options.drift == "warn" and request.retries_taken == 0:
             announce_drift(drift, provider=PROVIDER, model=model)
+        targets = get_settings().allocation_check
+        if targets is not None:
+            from ..plan import check_allocation
+
+            check_allocation(PROVIDER, send_body, targets, model=model)
         if prepared is not None and prepared.body is not body:
             request = request.copy(body=prepared.body)
         return _Plan(request=request, ctx=ctx, prepared=prepared, state=state)

@@ -474,3 +474,21 @@ def test_wrap_of_a_budgetclient_client_replaces_its_options() -> None:
     assert again.budget_options == bc.ClientOptions(cache="off", drift="off")
     assert c.budget_options == bc.ClientOptions()
     assert sum(type(m).__name__ == "BudgetMiddleware" for m in again._middleware) == 1
+
+
+def test_opt_in_allocation_check_logs_components_over_target() -> None:
+    from structlog.testing import capture_logs
+
+    c = sync_client(json_wire(), cache="off", drift="off")
+    system = "policy " * 9_000  # far beyond 15% of a 32k window
+    with capture_logs() as quiet:
+        c.messages.create(model=MODEL, max_tokens=10, system=system, messages=MESSAGES)
+    assert not [e for e in quiet if e["event"] == "plan.allocation_exceeded"]
+    bc.configure(allocation_check=True)
+    with capture_logs() as logs:
+        c.messages.create(model=MODEL, max_tokens=10, system=system, messages=MESSAGES)
+    exceeded = [e for e in logs if e["event"] == "plan.allocation_exceeded"]
+    assert exceeded and all(e["tokens"] > e["target_tokens"] for e in exceeded)
+    assert exceeded[0]["target_tokens"] == 32_000 * 15 // 100
+    with pytest.raises(bc.ConfigurationError, match="allocation_check"):
+        bc.configure(allocation_check="yes")

@@ -43,7 +43,10 @@ def records(n: int) -> list[CallRecord]:
     out = []
     for i in range(n):
         usage = Usage(
-            input_tokens=1000 + i % 5000, cache_read_tokens=(i % 7) * 100, output_tokens=50 + i % 300, requests=1
+            input_tokens=1000 + i % 5000,
+            cache_read_tokens=(i % 7) * 100,
+            output_tokens=50 + i % 300,
+            requests=1,
         )
         try:
             breakdown = pricing.price_call(usage, "claude-sonnet-4-6", "anthropic")

@@ -11,7 +11,7 @@ the conversation, the budget check of an active task with a budget, metering of 
 the ledger write (SQLite, batched on the writer thread). The conversation grows append-only: each
 round adds one small user turn, as an agent loop does, and both sides send the same messages.
 
-    python benchmarks/overhead.py            # 3 sizes x 3 providers x sync/stream, ~2 min
+    python benchmarks/overhead.py            # 3 sizes x 3 providers x sync/stream, ~3 min
     python benchmarks/overhead.py --quick    # fewer rounds, under a minute
     python benchmarks/overhead.py --markdown # the README table
     python benchmarks/overhead.py --profile anthropic:150000:sync  # cProfile of the wrapped side
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import gc
 import json
 import logging
@@ -50,10 +51,36 @@ SIZES = (1_000, 30_000, 150_000)
 PROVIDERS = ("anthropic", "openai", "google")
 MODES = ("sync", "stream")
 TOOLS = 20
-_WORDS = (
-    "the agent reads the repository and plans a change before editing files carefully while "
-    "tests run in the background and results are summarised for the reviewer each step"
-).split()
+_WORDS = [
+    "the",
+    "agent",
+    "reads",
+    "the",
+    "repository",
+    "and",
+    "plans",
+    "a",
+    "change",
+    "before",
+    "editing",
+    "files",
+    "carefully",
+    "while",
+    "tests",
+    "run",
+    "in",
+    "the",
+    "background",
+    "and",
+    "results",
+    "are",
+    "summarised",
+    "for",
+    "the",
+    "reviewer",
+    "each",
+    "step",
+]
 
 
 def text(tokens: int, seed: int) -> str:
@@ -68,6 +95,7 @@ def text(tokens: int, seed: int) -> str:
     return " ".join(out)
 
 
+@functools.cache
 def tool_schema(i: int) -> tuple[str, str, dict[str, Any]]:
     params = {
         "type": "object",
@@ -138,7 +166,8 @@ def google_args(c: Conversation) -> dict[str, Any]:
         )
     ]
     contents = [
-        gtypes.Content(role="user" if r == "user" else "model", parts=[gtypes.Part(text=t)]) for r, t in c.turns
+        gtypes.Content(role="user" if r == "user" else "model", parts=[gtypes.Part(text=t)])
+        for r, t in c.turns
     ]
     return {
         "model": "gemini-2.5-flash",
@@ -189,13 +218,23 @@ def anthropic_responses(tokens: int) -> tuple[bytes, list[bytes]]:
     start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
     events: list[tuple[str | None, dict[str, Any]]] = [
         ("message_start", {"type": "message_start", "message": start}),
-        ("content_block_start", {"type": "content_block_start", "index": 0,
-                                 "content_block": {"type": "text", "text": ""}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "text_delta", "text": "Done."}}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Done."}},
+        ),
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                           "usage": {"output_tokens": 20}}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 20},
+            },
+        ),
         ("message_stop", {"type": "message_stop"}),
     ]
     return json.dumps(message).encode(), _sse(events)
@@ -213,16 +252,23 @@ def openai_responses(tokens: int) -> tuple[bytes, list[bytes]]:
         "object": "chat.completion",
         "created": 1,
         "model": "gpt-4o-2024-08-06",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done."}, "finish_reason": "stop"}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Done."}, "finish_reason": "stop"}
+        ],
         "usage": usage,
     }
-    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024-08-06"}
+    base = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o-2024-08-06",
+    }
     chunks = [
         {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Done."}}]},
         {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
         {**base, "choices": [], "usage": usage},
     ]
-    body = _sse([(None, c) for c in chunks]) + [b"data: [DONE]\n\n"]
+    body = [*_sse([(None, c) for c in chunks]), b"data: [DONE]\n\n"]
     return json.dumps(completion).encode(), body
 
 
@@ -234,10 +280,15 @@ def google_responses(tokens: int) -> tuple[bytes, list[bytes]]:
         "modelVersion": "gemini-2.5-flash",
         "responseId": "bench",
     }
-    first = {**doc, "candidates": [{"content": {"role": "model", "parts": [{"text": "Do"}]}}],
-             "usageMetadata": {"promptTokenCount": tokens, "totalTokenCount": tokens}}
-    second = {**doc, "candidates": [{"content": {"role": "model", "parts": [{"text": "ne."}]},
-                                     "finishReason": "STOP"}]}
+    first = {
+        **doc,
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "Do"}]}}],
+        "usageMetadata": {"promptTokenCount": tokens, "totalTokenCount": tokens},
+    }
+    second = {
+        **doc,
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "ne."}]}, "finishReason": "STOP"}],
+    }
     chunks = [f"data: {json.dumps(d)}\r\n\r\n".encode() for d in (first, second)]
     return json.dumps(doc).encode(), chunks
 
@@ -245,11 +296,15 @@ def google_responses(tokens: int) -> tuple[bytes, list[bytes]]:
 def transport(json_body: bytes, sse_chunks: list[bytes]) -> httpx2.MockTransport:
     def handler(request: httpx2.Request) -> httpx2.Response:
         url = str(request.url)
-        streaming = "alt=sse" in url or b'"stream":true' in request.content[-200:] or b'"stream": true' in (
-            request.content[-200:]
+        streaming = (
+            "alt=sse" in url
+            or b'"stream":true' in request.content[-200:]
+            or b'"stream": true' in (request.content[-200:])
         )
         if streaming:
-            return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=_Body(sse_chunks))
+            return httpx2.Response(
+                200, headers={"content-type": "text/event-stream"}, stream=_Body(sse_chunks)
+            )
         return httpx2.Response(200, headers={"content-type": "application/json"}, stream=_Body([json_body]))
 
     return httpx2.MockTransport(handler)
@@ -270,12 +325,16 @@ def make_case(provider: str, tokens: int, mode: str) -> tuple[Call, Call, Callab
         import anthropic
 
         raw = anthropic.Anthropic(
-            api_key="sk-ant-bench", base_url="http://anthropic.test", max_retries=0,
+            api_key="sk-ant-bench",
+            base_url="http://anthropic.test",
+            max_retries=0,
             http_client=httpx2.Client(transport=transport(*anthropic_responses(tokens))),
         )
         wrapped = bc.wrap(
             anthropic.Anthropic(
-                api_key="sk-ant-bench", base_url="http://anthropic.test", max_retries=0,
+                api_key="sk-ant-bench",
+                base_url="http://anthropic.test",
+                max_retries=0,
                 http_client=httpx2.Client(transport=transport(*anthropic_responses(tokens))),
             )
         )
@@ -296,12 +355,16 @@ def make_case(provider: str, tokens: int, mode: str) -> tuple[Call, Call, Callab
         import openai
 
         raw = openai.OpenAI(
-            api_key="sk-bench", base_url="http://openai.test/v1", max_retries=0,
+            api_key="sk-bench",
+            base_url="http://openai.test/v1",
+            max_retries=0,
             http_client=httpx2.Client(transport=transport(*openai_responses(tokens))),
         )
         wrapped = bc.wrap(
             openai.OpenAI(
-                api_key="sk-bench", base_url="http://openai.test/v1", max_retries=0,
+                api_key="sk-bench",
+                base_url="http://openai.test/v1",
+                max_retries=0,
                 http_client=httpx2.Client(transport=transport(*openai_responses(tokens))),
             )
         )
@@ -336,7 +399,9 @@ def make_case(provider: str, tokens: int, mode: str) -> tuple[Call, Call, Callab
 
         raw = genai_client()
         original = genai_client()  # kept alive: wrap() copies share its HTTP client
-        wrapped = bc.wrap(original)
+        # explicit context caches are a separate, billed resource with their own requests;
+        # the per-call path (metering, drift check) is what is measured here
+        wrapped = bc.wrap(original, cache="off")
         _keep.append(original)
 
         def call_of(client: Any) -> Call:
@@ -372,12 +437,21 @@ class Result:
         return (self.wrapped_s - self.raw_s) * 1e6
 
 
+SEGMENT = 8
+"""Rounds per conversation: the history grows append-only for this many calls, then a new
+conversation of the nominal size starts (so the prompt stays near its nominal size)."""
+
+
 def measure(provider: str, tokens: int, mode: str, rounds: int, warmup: int) -> Result:
-    raw, wrapped, append = make_case(provider, tokens, mode)
     raw_times: list[float] = []
     wrapped_times: list[float] = []
     clock = time.perf_counter
+    raw = wrapped = append = None
     for i in range(warmup + rounds):
+        if i % SEGMENT == 0:
+            # new clients: a new conversation (lineage) on the budgetclient side
+            raw, wrapped, append = make_case(provider, tokens, mode)
+        assert raw is not None and wrapped is not None and append is not None
         append(i)  # both sides send the same, one exchange longer each round
         pair = ((raw, raw_times), (wrapped, wrapped_times))
         for fn, times in pair if i % 2 == 0 else reversed(pair):
@@ -392,8 +466,8 @@ def measure(provider: str, tokens: int, mode: str, rounds: int, warmup: int) -> 
 
 def rounds_for(tokens: int, quick: bool) -> int:
     if quick:
-        return 9 if tokens >= 100_000 else 15 if tokens >= 10_000 else 41
-    return 31 if tokens >= 100_000 else 61 if tokens >= 10_000 else 201
+        return 5 if tokens >= 100_000 else 7 if tokens >= 10_000 else 9
+    return 31 if tokens >= 100_000 else 41 if tokens >= 10_000 else 81
 
 
 def setup(tmp: str) -> None:
@@ -414,7 +488,9 @@ def profile(spec: str) -> None:
         append(i)
         wrapped()
     prof.disable()
-    pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
+    stats = pstats.Stats(prof)
+    stats.sort_stats("cumulative").print_stats(45)
+    stats.print_callers("encoder.py.*iterencode|dumps")
 
 
 def main() -> None:
@@ -424,11 +500,16 @@ def main() -> None:
     parser.add_argument("--providers", default=",".join(PROVIDERS))
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument(
+        "--no-budget",
+        action="store_true",
+        help="no task budget: skips the pre-call token estimate (metering only)",
+    )
     parser.add_argument("--profile", metavar="PROVIDER:TOKENS:MODE", help="profile the wrapped side")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         setup(tmp)
-        with bc.task("benchmark", budget_usd=1_000_000):
+        with bc.task("benchmark", budget_usd=None if args.no_budget else 1_000_000):
             if args.profile:
                 profile(args.profile)
                 return
@@ -436,7 +517,8 @@ def main() -> None:
             for provider in args.providers.split(","):
                 for tokens in map(int, args.sizes.split(",")):
                     for mode in args.modes.split(","):
-                        r = measure(provider, tokens, mode, rounds_for(tokens, args.quick), 3)
+                        warmup = 1 if args.quick else 3
+                        r = measure(provider, tokens, mode, rounds_for(tokens, args.quick), warmup)
                         results.append(r)
                         print(
                             f"provider={r.provider} tokens={r.tokens} raw_ms={r.raw_s * 1e3:.3f} "

@@ -59,9 +59,9 @@ _PROVIDER_ALIASES = {"gemini": "google", "vertex": "google", "vertexai": "google
 
 EXACT_BUDGET_CHARS = 16_384
 """New (not memoised) request text counted exactly per estimate, about 2 ms; the rest is sampled."""
-MEMO_MIN_CHARS = 512
+MEMO_MIN_CHARS = 64
 """Texts at least this long have their exact count memoised, so a growing conversation is cheap."""
-MEMO_ENTRIES = 8_192
+MEMO_ENTRIES = 32_768
 SAMPLE_WINDOWS = 64
 SAMPLE_WIDTH = 256
 """Characters per sample window (narrower for dense text, down to a quarter of this)."""

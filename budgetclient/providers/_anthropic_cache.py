@@ -158,8 +158,70 @@ def _estimate(value: Any, raw: bytes, count: TokenCounter) -> int:
     return count(raw.decode("utf-8", errors="replace"))
 
 
+# Serialised bytes and digest per block content, so an append-only conversation serialises and
+# hashes only its new blocks: keys are built from the block's values (strings compare by identity
+# first and cache their hash), which costs per node, not per byte of prompt text.
+_SERIALISED: dict[Any, tuple[bytes, bytes]] = {}
+_SERIALISED_MAX_BYTES = 64 * 1024 * 1024
+_serialised_bytes = 0
+
+
+class _Unkeyable(Exception):
+    pass
+
+
+def _key(value: Any, top: bool = False) -> Any:
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is dict:
+        items = []
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _Unkeyable
+            if top and k == "cache_control":
+                continue  # raw_bytes strips it
+            items.append((k, _key(v)))
+        return (dict, tuple(items))
+    if kind is list:
+        return (list, tuple(_key(v) for v in value))
+    if kind is int or kind is bool or value is None:
+        return (kind, value)  # 1, True and 1.0 serialise differently
+    if kind is float:
+        return (float, repr(value))  # -0.0 == 0.0, but not in JSON
+    raise _Unkeyable  # other types serialise through default=str: not cached
+
+
+def _serialised(label: bytes, value: Any) -> tuple[bytes, bytes]:
+    """``raw_bytes(value)`` and its labelled digest, from the cache when this content was seen."""
+    global _serialised_bytes
+    try:
+        key: Any = (label, _key(value, top=True))
+    except (_Unkeyable, RecursionError):
+        raw = raw_bytes(value)
+        return raw, block_digest(label + raw)
+    hit = _SERIALISED.get(key)
+    if hit is not None:
+        return hit
+    raw = raw_bytes(value)
+    entry = (raw, block_digest(label + raw))
+    if _serialised_bytes + len(raw) > _SERIALISED_MAX_BYTES:
+        _SERIALISED.clear()
+        _BLOCKS.clear()  # blocks hold the same bytes: both are bounded together
+        _serialised_bytes = 0
+    _SERIALISED[key] = entry
+    _serialised_bytes += len(raw)
+    return entry
+
+
+_BLOCKS: dict[Any, Block] = {}
+"""Finished blocks by position and content (the same content at the same place is the same block)."""
+_BLOCKS_MAX = 65_536
+
+
 class _Builder:
     def __init__(self, model: str, memo: dict[bytes, int] | None) -> None:
+        self.model = model
         self.count = TokenCounter(model)
         self.memo = memo if memo is not None else {}
         self.seen: dict[bytes, int] = {}
@@ -177,31 +239,51 @@ class _Builder:
         role: str | None = None,
         shorthand: bool = False,
     ) -> None:
-        raw = raw_bytes(value)
-        digest = block_digest(label + raw)
+        is_mapping = type(value) is dict or isinstance(value, Mapping)
+        marker = _marker_ttl(value.get("cache_control")) if is_mapping else None
+        try:
+            key: Any = (
+                self.model, section, path, label, message, content, role, shorthand, marker,
+                _key(value, top=True),
+            )  # fmt: skip
+        except (_Unkeyable, RecursionError):
+            key = None
+        block = _BLOCKS.get(key) if key is not None else None
+        if block is not None:
+            known = self.memo.get(block.digest)
+            if known is not None and known != block.tokens:
+                block = replace(block, tokens=known)
+            self.seen[block.digest] = block.tokens
+            self.blocks.append(block)
+            return
+        raw, digest = _serialised(label, value)
         tokens = self.memo.get(digest)
         if tokens is None:
             tokens = _estimate(value, raw, self.count)
         self.seen[digest] = tokens
-        is_mapping = type(value) is dict or isinstance(value, Mapping)
         kind = value.get("type") if is_mapping else None
+        if not isinstance(kind, str):
+            kind = None  # a malformed block (e.g. an unhashable "type") must not crash placement
         # the API rejects cache_control on thinking blocks and on empty text blocks
         markable = is_mapping and kind not in _NOT_MARKABLE and (kind != "text" or bool(value.get("text")))
-        self.blocks.append(
-            Block(
-                path=path,
-                section=section,
-                raw=raw,
-                digest=digest,
-                tokens=tokens,
-                markable=markable,
-                marker=_marker_ttl(value.get("cache_control")) if is_mapping else None,
-                message=message,
-                content=content,
-                role=role,
-                shorthand=shorthand,
-            )
+        block = Block(
+            path=path,
+            section=section,
+            raw=raw,
+            digest=digest,
+            tokens=tokens,
+            markable=markable,
+            marker=marker,
+            message=message,
+            content=content,
+            role=role,
+            shorthand=shorthand,
         )
+        self.blocks.append(block)
+        if key is not None:
+            if len(_BLOCKS) >= _BLOCKS_MAX:
+                _BLOCKS.clear()
+            _BLOCKS[key] = block
 
 
 def request_blocks(body: Mapping[str, Any], *, memo: dict[bytes, int] | None = None) -> RequestBlocks:

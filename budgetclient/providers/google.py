@@ -191,7 +191,7 @@ def wrap_genai(client: C, options: ClientOptions) -> C:
     wrapped = _rebind(client, api, new_api)
     # genai.Client.__del__ closes its HTTP clients, which the copy shares: ``bc.wrap(genai.Client())``
     # drops the original at once, so the copy keeps it alive
-    new_api._budget_original = client
+    new_api._budget_original = client  # type: ignore[attr-defined]
     return wrapped
 
 

@@ -27,7 +27,12 @@ from budgetclient.ledger import open_ledger
 MODEL = "conc-model"
 KEY = "sk-ant-api03-concurrency-0123456789"
 MTOK = Decimal(1_000_000)
-RATES = {"input": Decimal(3), "output": Decimal(15), "cache_read": Decimal("0.30"), "cache_write": Decimal("3.75")}
+RATES = {
+    "input": Decimal(3),
+    "output": Decimal(15),
+    "cache_read": Decimal("0.30"),
+    "cache_write": Decimal("3.75"),
+}
 PRICES = {MODEL: {k: str(v) for k, v in RATES.items()}}
 
 
@@ -59,10 +64,15 @@ def _respond(request: httpx2.Request) -> httpx2.Response:
     body = json.loads(request.content)
     n = int(body["metadata"]["user_id"])
     message = {
-        "id": f"msg_{n}", "type": "message", "role": "assistant", "model": MODEL,
-        "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "stop_sequence": None,
+        "id": f"msg_{n}",
+        "type": "message",
+        "role": "assistant",
+        "model": MODEL,
+        "content": [{"type": "text", "text": "ok"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
         "usage": usage_for(n),
-    }  # fmt: skip
+    }
     return httpx2.Response(200, json=message)
 
 
@@ -87,15 +97,21 @@ def _rates() -> Iterator[None]:
 
 
 def test_threads_share_one_client_and_each_own_a_task(ledger_url: str) -> None:
-    client = bc.Anthropic(api_key=KEY, base_url="http://anthropic.test", max_retries=0,
-                          http_client=httpx2.Client(transport=httpx2.MockTransport(_respond)))  # fmt: skip
+    client = bc.Anthropic(
+        api_key=KEY,
+        base_url="http://anthropic.test",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(_respond)),
+    )
     threads, per_thread = 8, 40
     barrier = threading.Barrier(threads)
     with bc.task("parent") as parent:
 
         def work(k: int) -> bc.Task:
             barrier.wait()
-            with bc.task(f"thread-{k}") as t:  # a child of "parent": each thread runs in a copy of its context
+            with bc.task(
+                f"thread-{k}"
+            ) as t:  # a child of "parent": each thread runs in a copy of its context
                 for i in range(per_thread):
                     client.messages.create(**_request(k * per_thread + i))
             return t
@@ -121,8 +137,12 @@ def test_threads_share_one_client_and_each_own_a_task(ledger_url: str) -> None:
 
 
 def test_task_executor_carries_the_task_into_threads(ledger_url: str) -> None:
-    client = bc.Anthropic(api_key=KEY, base_url="http://anthropic.test", max_retries=0,
-                          http_client=httpx2.Client(transport=httpx2.MockTransport(_respond)))  # fmt: skip
+    client = bc.Anthropic(
+        api_key=KEY,
+        base_url="http://anthropic.test",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(_respond)),
+    )
     with bc.task("fan-out") as t, bc.task_executor(max_workers=4) as pool:
         list(pool.map(lambda n: client.messages.create(**_request(n)), range(100)))
     assert t.calls == 100
@@ -130,8 +150,12 @@ def test_task_executor_carries_the_task_into_threads(ledger_url: str) -> None:
 
 
 async def test_asyncio_tasks_with_their_own_budget_tasks(ledger_url: str) -> None:
-    client = bc.AsyncAnthropic(api_key=KEY, base_url="http://anthropic.test", max_retries=0,
-                               http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(_respond_async)))  # fmt: skip
+    client = bc.AsyncAnthropic(
+        api_key=KEY,
+        base_url="http://anthropic.test",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(_respond_async)),
+    )
     jobs, per_job = 25, 8
 
     async def job(k: int) -> bc.Task:
@@ -163,8 +187,12 @@ def _process_worker(url: str, process: int, calls: int, start: Any) -> None:
     import budgetclient as b
 
     b.configure(ledger=url, prices=PRICES)
-    client = b.Anthropic(api_key=KEY, base_url="http://anthropic.test", max_retries=0,
-                         http_client=h.Client(transport=h.MockTransport(_respond)))  # fmt: skip
+    client = b.Anthropic(
+        api_key=KEY,
+        base_url="http://anthropic.test",
+        max_retries=0,
+        http_client=h.Client(transport=h.MockTransport(_respond)),
+    )
     start.wait()
     with b.task(f"proc-{process}"):
         for i in range(calls):

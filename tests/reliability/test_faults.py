@@ -44,13 +44,20 @@ from tests.providers.wire import (
 MODEL = "claude-sonnet-4-6"
 KEY = "sk-ant-api03-faultinjection-0123456789"
 MTOK = Decimal(1_000_000)
-RATES = {"input": Decimal(3), "output": Decimal(15), "cache_read": Decimal("0.30"), "cache_write": Decimal("3.75")}
+RATES = {
+    "input": Decimal(3),
+    "output": Decimal(15),
+    "cache_read": Decimal("0.30"),
+    "cache_write": Decimal("3.75"),
+}
 Responder = Callable[[httpx2.Request], httpx2.Response]
 
 
 @pytest.fixture(autouse=True)
-def _rates() -> None:
+def _rates(monkeypatch: pytest.MonkeyPatch) -> None:
     bc.configure(prices={MODEL: {k: str(v) for k, v in RATES.items()}})
+    # no back-off sleeps between retries (for the raw SDK and budgetclient alike): a fast suite
+    monkeypatch.setattr(anthropic._base_client.BaseClient, "_calculate_retry_timeout", lambda *a, **k: 0.0)
 
 
 def cost(input_tokens: int, output_tokens: int) -> Decimal:
@@ -171,7 +178,9 @@ def test_ledger_fault_keeps_every_record_until_it_recovers(flaky: FlakyLedger, f
     assert task_record.calls == 5 and task_record.cost == 5 * cost(120, 30)
 
 
-def test_ledger_that_raises_a_bug_never_reaches_the_user(ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ledger_that_raises_a_bug_never_reaches_the_user(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     usage = anthropic_usage(10, 5)
     raw, ours, _, _ = clients(lambda: [lambda r: json_response(anthropic_message(usage))])
 
@@ -187,7 +196,9 @@ def test_ledger_that_raises_a_bug_never_reaches_the_user(ledger_url: str, monkey
 # -- prices ----------------------------------------------------------------------------------------
 
 
-def test_price_lookup_failing_keeps_tokens_and_the_call(ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_price_lookup_failing_keeps_tokens_and_the_call(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     usage = anthropic_usage(200, 40, read=100)
     raw, ours, _, _ = clients(lambda: [lambda r: json_response(anthropic_message(usage))])
 
@@ -200,7 +211,11 @@ def test_price_lookup_failing_keeps_tokens_and_the_call(ledger_url: str, monkeyp
         assert outcome(create(ours)) == outcome(create(raw))
     (record,) = calls(ledger_url)
     assert record.cost is None and record.status == "ok"
-    assert (record.usage.input_tokens, record.usage.cache_read_tokens, record.usage.output_tokens) == (300, 100, 40)
+    assert (record.usage.input_tokens, record.usage.cache_read_tokens, record.usage.output_tokens) == (
+        300,
+        100,
+        40,
+    )
 
 
 # -- malformed and missing usage ---------------------------------------------------------------------
@@ -217,7 +232,9 @@ MALFORMED: dict[str, Callable[[], httpx2.Response]] = {
         anthropic_message({"input_tokens": "many", "output_tokens": -4, "cache_creation": "x"})
     ),
     "usage a list": lambda: json_response({**anthropic_message(anthropic_usage(1, 1)), "usage": [1, 2]}),
-    "body not json": lambda: httpx2.Response(200, headers={"content-type": "application/json"}, content=b"{oops"),
+    "body not json": lambda: httpx2.Response(
+        200, headers={"content-type": "application/json"}, content=b"{oops"
+    ),
     "body a list": lambda: json_response([1, 2, 3]),  # type: ignore[arg-type]
     "empty body": lambda: httpx2.Response(200, headers={"content-type": "application/json"}, content=b""),
 }
@@ -249,9 +266,12 @@ def test_stream_with_garbage_usage_events(ledger_url: str) -> None:
 
 def _openai_completion(usage: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-2024-08-06",
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-2024-08-06",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-    }  # fmt: skip
+    }
     if usage != "absent":
         body["usage"] = usage
     return body
@@ -265,10 +285,16 @@ def _openai_completion(usage: Any) -> dict[str, Any]:
 def test_openai_malformed_usage_gives_what_the_sdk_gives(ledger_url: str, usage: Any) -> None:
     def run(client_cls: type[Any]) -> tuple[Any, ...]:
         wire = Wire([lambda r: json_response(_openai_completion(usage))])
-        client = client_cls(api_key="sk-test-0123456789", base_url="http://openai.test/v1",
-                            http_client=wire.client(), max_retries=0)  # fmt: skip
+        client = client_cls(
+            api_key="sk-test-0123456789",
+            base_url="http://openai.test/v1",
+            http_client=wire.client(),
+            max_retries=0,
+        )
         return outcome(
-            lambda: client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+            lambda: client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+            )
         )
 
     assert run(bc.OpenAI) == run(openai.OpenAI)
@@ -287,8 +313,10 @@ def test_gemini_malformed_usage_gives_what_the_sdk_gives(ledger_url: str, meta: 
 
     def run(wrapped: bool) -> tuple[Any, ...]:
         transport = httpx2.MockTransport(lambda r: json_response(doc))
-        client = genai.Client(api_key="AIza-test-key-0123456789",
-                              http_options=gtypes.HttpOptions(client_args={"transport": transport}))  # fmt: skip
+        client = genai.Client(
+            api_key="AIza-test-key-0123456789",
+            http_options=gtypes.HttpOptions(client_args={"transport": transport}),
+        )
         if wrapped:
             client = bc.wrap(client)
         return outcome(lambda: client.models.generate_content(model="gemini-2.5-flash", contents="hi"))
@@ -320,15 +348,24 @@ def test_stream_cut_mid_way_raises_as_the_sdk_does(ledger_url: str, cut_after: i
 
 def test_openai_stream_cut_mid_way(ledger_url: str) -> None:
     chunks = [
-        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-         "choices": [{"index": 0, "delta": {"content": f"part{i}"}}]}
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o",
+            "choices": [{"index": 0, "delta": {"content": f"part{i}"}}],
+        }
         for i in range(4)
-    ]  # fmt: skip
+    ]
 
     def run(client_cls: type[Any]) -> tuple[Any, ...]:
         wire = Wire([lambda r: sse_response([(None, c) for c in chunks], cut_after=2)])
-        client = client_cls(api_key="sk-test-0123456789", base_url="http://openai.test/v1",
-                            http_client=wire.client(), max_retries=0)  # fmt: skip
+        client = client_cls(
+            api_key="sk-test-0123456789",
+            base_url="http://openai.test/v1",
+            http_client=wire.client(),
+            max_retries=0,
+        )
 
         def consume() -> list[Any]:
             stream = client.chat.completions.create(
@@ -361,8 +398,10 @@ def test_429_then_500_then_success_with_retries(ledger_url: str) -> None:
     assert len(bc_wire.requests) == len(raw_wire.requests) == 3
     records = sorted(calls(ledger_url), key=lambda r: r.attempt)
     assert [(r.attempt, r.status, r.http_status) for r in records] == [
-        (0, "error", 429), (1, "error", 500), (2, "ok", 200)
-    ]  # fmt: skip
+        (0, "error", 429),
+        (1, "error", 500),
+        (2, "ok", 200),
+    ]
     assert t.cost == cost(90, 12)  # failed attempts bill nothing
     assert t.usage.input_tokens == 90
 
@@ -405,7 +444,9 @@ async def _cancelled_call(client_cls: type[Any], budget: Decimal | None) -> tupl
     client = client_cls(api_key=KEY, base_url="http://anthropic.test", http_client=http, max_retries=0)
     with bc.task("cancel-me", budget_usd=budget) as t:
         job = asyncio.ensure_future(
-            client.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "x " * 2000}])
+            client.messages.create(
+                model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "x " * 2000}]
+            )
         )
         await started.wait()
         reserved_during = t._reserved
@@ -442,8 +483,12 @@ async def test_budget_is_right_after_a_cancelled_call(ledger_url: str) -> None:
             await asyncio.sleep(3600)
         return json_response(anthropic_message(usage))
 
-    client = bc.AsyncAnthropic(api_key=KEY, base_url="http://anthropic.test", max_retries=0,
-                               http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)))  # fmt: skip
+    client = bc.AsyncAnthropic(
+        api_key=KEY,
+        base_url="http://anthropic.test",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
+    )
     prompt = [{"role": "user", "content": "word " * 3000}]
     with bc.task("tight") as probe:
         pass

@@ -70,9 +70,14 @@ __all__ = [
     "current_task",
     "flush",
     "on_alert",
+    "plan",
     "get_settings",
+    "history",
+    "models",
     "task",
     "task_executor",
+    "testing",
+    "tools",
     "track_task",
     "wrap",
 ]
@@ -98,7 +103,13 @@ _signals.install()
 _telemetry.install()
 
 # submodules reached as attributes: bc.testing, bc.plan, bc.history, bc.tools, bc.models
-_SUBMODULES = {"testing": "testing", "plan": "plan", "history": "history", "tools": "toolsets", "models": "models"}
+_SUBMODULES = {
+    "testing": "testing",
+    "plan": "plan",
+    "history": "history",
+    "tools": "toolsets",
+    "models": "models",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-import structlog
-
+from ._log import log
 from .blocks import Block, block_digest, first_divergence
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "prefix_fingerprint",
 ]
 
-log = structlog.get_logger("budgetclient")
 
 DriftCause = Literal["timestamp", "uuid", "key-order", "whitespace", "reordered", "edited", "content"]
 

@@ -15,16 +15,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import structlog
-
 from . import pricing
+from ._log import log
 from .drift import PrefixDrift
 from .tasks import Task, _Reservation, current_task, reserve_budget
 from .usage import CallRecord, CallStatus, Usage
 
 __all__ = ["CallContext", "add_call_hook", "begin_call", "finish_call"]
 
-log = structlog.get_logger("budgetclient")
 
 _call_hooks: list[Callable[[CallRecord], None]] = []
 

@@ -30,9 +30,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-import structlog
-
 from . import config
+from ._log import log
 from .errors import ConfigurationError, UnknownPriceWarning
 from .usage import CostBreakdown, Usage
 
@@ -48,7 +47,6 @@ __all__ = [
     "storage_cost",
 ]
 
-log = structlog.get_logger("budgetclient")
 
 _MILLION = Decimal(1_000_000)
 _BATCH_FACTOR = Decimal("0.5")

@@ -28,9 +28,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import structlog
-
 from . import config
+from ._log import log
 from .config import Settings, SignalThresholds
 from .ledger.base import AlertRecord
 from .usage import CallRecord, TaskRecord
@@ -54,7 +53,6 @@ __all__ = [
     "uninstall",
 ]
 
-log = structlog.get_logger("budgetclient")
 
 ALERT_KINDS = (
     "cost_per_task",

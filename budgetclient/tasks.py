@@ -24,8 +24,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-import structlog
-
+from ._log import log
 from .config import parse_usd
 from .errors import BudgetExceeded, BudgetWarning, ConfigurationError, UnenforceableBudgetWarning
 from .usage import CallRecord, CostBreakdown, Outcome, TaskRecord, Usage
@@ -39,7 +38,6 @@ __all__ = [
     "track_task",
 ]
 
-log = structlog.get_logger("budgetclient")
 
 _current: contextvars.ContextVar[Task | None] = contextvars.ContextVar("budgetclient_task", default=None)
 _task_end_hooks: list[Callable[[TaskRecord], None]] = []

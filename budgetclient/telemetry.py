@@ -20,9 +20,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import structlog
-
 from . import config
+from ._log import log
 from .errors import ConfigurationError
 from .usage import CallRecord, CostBreakdown, TaskRecord
 
@@ -37,7 +36,6 @@ __all__ = [
     "task_attributes",
 ]
 
-log = structlog.get_logger("budgetclient")
 
 AttributeValue = str | bool | int | float
 

@@ -24,9 +24,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
-import structlog
-
 from .. import config
+from .._log import log
 from ..errors import ConfigurationError
 from ..usage import CallRecord, TaskRecord
 from . import _codec
@@ -34,7 +33,6 @@ from .base import AlertRecord, Ledger, mask_secrets, mask_url, open_ledger
 
 __all__ = ["LedgerWriter", "flush", "get_ledger", "get_writer"]
 
-log = structlog.get_logger("budgetclient")
 
 _Kind = Literal["call", "task", "alert"]
 _Item = tuple[_Kind, Any]

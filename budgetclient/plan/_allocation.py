@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-import structlog
-
+from .._log import log
 from ..errors import PlanError
 from ..tokens import (
     ANTHROPIC_TOOL_PREAMBLE,
@@ -51,7 +50,6 @@ __all__ = [
     "check_components",
 ]
 
-log = structlog.get_logger("budgetclient")
 
 GUIDE_ALLOCATION: Mapping[str, float] = MappingProxyType(
     {

@@ -5,14 +5,12 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import structlog
-
+from .._log import log
 from ..drift import PrefixDrift, notify_drift
 from ..errors import PrefixDriftWarning
 
 __all__ = ["announce_drift", "drift_fields"]
 
-log = structlog.get_logger("budgetclient")
 
 
 def drift_fields(drift: PrefixDrift) -> dict[str, Any]:

@@ -37,9 +37,9 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import httpx2
-import structlog
 
 from .. import metering, pricing
+from .._log import log
 from ..blocks import Block
 from ..errors import BudgetExceeded
 from ..metering import CallContext
@@ -60,7 +60,6 @@ from ._google_rules import (
 
 __all__ = ["CacheEntry", "CachePlan", "HttpStep", "ManagedCaches"]
 
-log = structlog.get_logger("budgetclient")
 
 PROVIDER = "google"
 T = TypeVar("T")

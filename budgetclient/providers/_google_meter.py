@@ -17,9 +17,9 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import httpx2
-import structlog
 
 from .. import metering, pricing
+from .._log import log
 from ..drift import PrefixDrift, explain_drift
 from ..errors import BudgetExceeded, PrefixDriftError, PrefixDriftWarning
 from ..lineage import current_conversation, lineage_key
@@ -35,7 +35,6 @@ from ._sse import BodyObserver, tap_response
 
 __all__ = ["GeminiMeter", "meters_with_caches", "usage_from_gemini"]
 
-log = structlog.get_logger("budgetclient")
 
 PROVIDER = "google"
 R = TypeVar("R")

@@ -19,9 +19,9 @@ from decimal import Decimal
 from typing import Any
 
 import httpx2
-import structlog
 
 from .. import pricing
+from .._log import log
 from ._google_drift import PREFIX_FIELDS
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "rewrite_body",
 ]
 
-log = structlog.get_logger("budgetclient")
 
 PROVIDER = "google"
 

@@ -7,8 +7,6 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-import structlog
-
 from ..drift import PrefixDrift
 from ..pricing import rates_for
 from ._drift_report import announce_drift as _announce
@@ -16,7 +14,6 @@ from ._drift_report import drift_fields
 
 __all__ = ["announce_drift", "drift_fields", "extra_cost", "merge_diagnostics"]
 
-log = structlog.get_logger("budgetclient")
 
 _MILLION = Decimal(1_000_000)
 

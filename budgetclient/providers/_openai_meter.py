@@ -27,9 +27,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
-import structlog
 
 from .. import metering
+from .._log import log
 from ..blocks import PrefixPrint, count_tokens
 from ..drift import PrefixDrift, explain_drift
 from ..errors import PrefixDriftError
@@ -56,7 +56,6 @@ from ._sse import BodyObserver, tap_response
 
 __all__ = ["PROVIDER", "OpenAIMeter"]
 
-log = structlog.get_logger("budgetclient")
 
 PROVIDER = "openai"
 _MAX_PENDING = 4096

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import anthropic
 import httpx2
-import structlog
 from anthropic import APIRequest, Middleware
 
 from .. import metering
+from .._log import log
 from ..config import get_settings
 from ..errors import PrefixDriftError
 from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
@@ -35,7 +35,6 @@ from ._sse import BodyObserver, tap_response
 
 __all__ = ["Anthropic", "AsyncAnthropic", "BudgetMiddleware", "usage_from_anthropic", "wrap_anthropic"]
 
-log = structlog.get_logger("budgetclient")
 
 PROVIDER = "anthropic"
 _MESSAGES_PATH = "/v1/messages"

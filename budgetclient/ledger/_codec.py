@@ -9,6 +9,7 @@ the ledger refuses would be retried forever.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -220,3 +221,37 @@ def alert_from_row(row: RowLike) -> AlertRecord:
         threshold=row["threshold"],
         details=_metadata(row["details"]),
     )
+
+
+class RowReads:
+    """``read_calls`` / ``read_tasks`` / ``read_alerts`` for SQL ledgers, over one ``_read`` query.
+
+    A ledger provides ``_read(table, columns, time_column, since, **equal)`` returning rows that
+    map column names to stored values, oldest first.
+    """
+
+    def _read(
+        self,
+        table: str,
+        columns: tuple[str, ...],
+        time_column: str,
+        since: datetime | None,
+        **equal: str | None,
+    ) -> Sequence[RowLike]:
+        raise NotImplementedError
+
+    def read_calls(
+        self, *, since: datetime | None = None, task_name: str | None = None, task_id: str | None = None
+    ) -> list[CallRecord]:
+        rows = self._read("calls", CALL_COLUMNS, "started_at", since, task_name=task_name, task_id=task_id)
+        return [call_from_row(row) for row in rows]
+
+    def read_tasks(self, *, since: datetime | None = None, name: str | None = None) -> list[TaskRecord]:
+        rows = self._read("tasks", TASK_COLUMNS, "started_at", since, name=name)
+        return [task_from_row(row) for row in rows]
+
+    def read_alerts(
+        self, *, since: datetime | None = None, task_name: str | None = None
+    ) -> list[AlertRecord]:
+        rows = self._read("alerts", ALERT_COLUMNS, "created_at", since, task_name=task_name)
+        return [alert_from_row(row) for row in rows]

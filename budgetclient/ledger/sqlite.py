@@ -159,7 +159,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class SQLiteLedger:
+class SQLiteLedger(_codec.RowReads):
     """A ledger in one SQLite file; one connection guarded by a lock, so threads can share it."""
 
     def __init__(self, url: str) -> None:
@@ -315,24 +315,6 @@ class SQLiteLedger:
                 return list(conn.execute(sql, params).fetchall())
             except sqlite3.Error as exc:
                 raise self._fail(f"reading {table}", exc) from exc
-
-    def read_calls(
-        self, *, since: datetime | None = None, task_name: str | None = None, task_id: str | None = None
-    ) -> list[CallRecord]:
-        rows = self._read(
-            "calls", _codec.CALL_COLUMNS, "started_at", since, task_name=task_name, task_id=task_id
-        )
-        return [_codec.call_from_row(row) for row in rows]
-
-    def read_tasks(self, *, since: datetime | None = None, name: str | None = None) -> list[TaskRecord]:
-        rows = self._read("tasks", _codec.TASK_COLUMNS, "started_at", since, name=name)
-        return [_codec.task_from_row(row) for row in rows]
-
-    def read_alerts(
-        self, *, since: datetime | None = None, task_name: str | None = None
-    ) -> list[AlertRecord]:
-        rows = self._read("alerts", _codec.ALERT_COLUMNS, "created_at", since, task_name=task_name)
-        return [_codec.alert_from_row(row) for row in rows]
 
     def schema_version(self) -> int:
         with self._connection() as conn:

@@ -17,7 +17,6 @@ import hashlib
 import os
 import re
 import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..errors import LedgerError
 from ..usage import CallRecord, TaskRecord
 from . import _codec
+from ._fork import ForkSafeConnection, inherited
 from .base import AlertRecord, mask_secrets, mask_url
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "PostgresLedger", "open_postgres_ledger"]
@@ -168,21 +168,7 @@ def _as_text_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Connections inherited across fork() share the parent's socket: the child must neither use nor
-# close them (closing would end the parent's session), so they are kept here, untouched.
-_inherited_connections: list[Any] = []
-_instances: weakref.WeakSet[PostgresLedger] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for ledger in list(_instances):
-        ledger._forget_inherited_connection()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class PostgresLedger(_codec.RowReads):
+class PostgresLedger(_codec.RowReads, ForkSafeConnection):
     """A ledger in a PostgreSQL schema; one connection guarded by a lock, reopened after a failure."""
 
     def __init__(self, url: str) -> None:
@@ -207,7 +193,7 @@ class PostgresLedger(_codec.RowReads):
         }
         with self._connection():  # connect and migrate now, so a bad URL fails at open
             pass
-        _instances.add(self)
+        self._track_forks()
 
     def __repr__(self) -> str:
         return f"PostgresLedger({mask_url(self.url)!r}, schema={self.schema!r})"
@@ -263,13 +249,6 @@ class PostgresLedger(_codec.RowReads):
                     cur.execute(statement)
                 cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
 
-    def _forget_inherited_connection(self) -> None:
-        # runs in a forked child: the parent's lock may have been held at fork time
-        if self._conn is not None:
-            _inherited_connections.append(self._conn)
-        self._conn = None
-        self._lock = threading.Lock()
-
     @contextmanager
     def _connection(self) -> Iterator[Any]:
         with self._lock:
@@ -278,7 +257,7 @@ class PostgresLedger(_codec.RowReads):
                     f"PostgreSQL ledger {mask_url(self.url)!r} is closed; open a new one with open_ledger()"
                 )
             if self._conn is not None and self._pid != os.getpid():  # first use in a forked child
-                _inherited_connections.append(self._conn)
+                inherited.append(self._conn)
                 self._conn = None
             self._pid = os.getpid()
             if self._conn is None or self._conn.closed or self._conn.broken:
@@ -354,7 +333,7 @@ class PostgresLedger(_codec.RowReads):
                 except Exception:
                     pass
             elif conn is not None:
-                _inherited_connections.append(conn)
+                inherited.append(conn)
 
 
 def open_postgres_ledger(url: str) -> PostgresLedger:

@@ -11,7 +11,6 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -21,6 +20,7 @@ from typing import Any
 from ..errors import LedgerError
 from ..usage import CallRecord, TaskRecord
 from . import _codec
+from ._fork import ForkSafeConnection, inherited
 from .base import AlertRecord, mask_secrets, mask_url, sqlite_path_from_url
 
 __all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteLedger"]
@@ -145,21 +145,7 @@ def _create_private_file(path: Path) -> None:
         os.close(fd)
 
 
-# Connections inherited across fork() must never be used or closed by the child (SQLite's rule);
-# holding them here keeps the garbage collector from closing them either.
-_inherited_connections: list[sqlite3.Connection] = []
-_instances: weakref.WeakSet[SQLiteLedger] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for ledger in list(_instances):
-        ledger._forget_inherited_connection()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class SQLiteLedger(_codec.RowReads):
+class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
     """A ledger in one SQLite file; one connection guarded by a lock, so threads can share it."""
 
     def __init__(self, url: str) -> None:
@@ -169,7 +155,7 @@ class SQLiteLedger(_codec.RowReads):
         self._pid = os.getpid()
         self._closed = False
         self._conn: sqlite3.Connection | None = self._connect()
-        _instances.add(self)
+        self._track_forks()
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({mask_url(self.url)!r})"
@@ -246,13 +232,6 @@ class SQLiteLedger(_codec.RowReads):
                 conn.execute("ROLLBACK")
             raise
 
-    def _forget_inherited_connection(self) -> None:
-        # runs in a forked child: the parent's lock may have been held at fork time
-        if self._conn is not None:
-            _inherited_connections.append(self._conn)
-        self._conn = None
-        self._lock = threading.Lock()
-
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -262,7 +241,7 @@ class SQLiteLedger(_codec.RowReads):
                 )
             if self._conn is None or self._pid != os.getpid():  # first use in a forked child
                 if self._conn is not None:
-                    _inherited_connections.append(self._conn)
+                    inherited.append(self._conn)
                 self._pid = os.getpid()
                 self._conn = None
                 self._conn = self._connect()
@@ -328,4 +307,4 @@ class SQLiteLedger(_codec.RowReads):
             if conn is not None and self._pid == os.getpid():
                 conn.close()
             elif conn is not None:
-                _inherited_connections.append(conn)
+                inherited.append(conn)

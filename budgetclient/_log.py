@@ -17,7 +17,7 @@ import structlog
 __all__ = ["log"]
 
 _stdlib = structlog.wrap_logger(
-    logging.getLogger("budgetclient"),
+    logging.getLogger("budgetclient"),  # the same logger as _logger below
     processors=[
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True),
@@ -27,12 +27,36 @@ _stdlib = structlog.wrap_logger(
 _structlog = structlog.get_logger("budgetclient")
 
 
+_logger = logging.getLogger("budgetclient")
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def _disabled(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
 class _LibraryLogger:
-    """Routes each call at call time, so configuring structlog later takes effect at once."""
+    """Routes each call at call time, so configuring structlog later takes effect at once.
+
+    On the stdlib route a level nobody listens to costs one cached ``isEnabledFor`` (structlog
+    would render the event first): ``llm.call`` is logged on every model call.
+    """
 
     def __getattr__(self, name: str) -> Any:
-        target = _structlog if structlog.is_configured() else _stdlib
-        return getattr(target, name)
+        if structlog.is_configured():
+            return getattr(_structlog, name)
+        level = _LEVELS.get(name)
+        if level is not None and not _logger.isEnabledFor(level):
+            return _disabled
+        return getattr(_stdlib, name)
 
 
 log: Any = _LibraryLogger()

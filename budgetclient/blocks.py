@@ -15,6 +15,8 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import accumulate
+from operator import attrgetter
 from typing import Any, Literal
 
 __all__ = [
@@ -38,11 +40,15 @@ BYTES_PER_TOKEN = 4
 """Fallback estimate when no tokenizer is available (English prose and JSON average ~4 bytes)."""
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+"""One encoder for every block (``json.dumps`` with options builds a new one per call)."""
+
+
 def raw_bytes(value: Any) -> bytes:
     """Compact JSON of ``value`` in its own key order, ``cache_control`` stripped at the top level."""
     if isinstance(value, Mapping) and "cache_control" in value:
         value = {k: v for k, v in value.items() if k != "cache_control"}
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+    return _COMPACT.encode(value).encode()
 
 
 def canonical_bytes(raw: bytes) -> bytes:
@@ -150,15 +156,13 @@ class RequestBlocks:
     """TTL of a top-level (automatic) ``cache_control``: a breakpoint on the last markable block."""
     prefix_tokens: tuple[int, ...] = field(default=())
     """Cumulative tokens through each block."""
+    _fixed_end: int = field(default=-1, repr=False, compare=False)
+    _markers: dict[int, Ttl] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # per-call work on every request: kept in C (map/accumulate), no Python loop per block
         if not self.prefix_tokens:
-            total = 0
-            cumulative = []
-            for block in self.blocks:
-                total += block.tokens
-                cumulative.append(total)
-            object.__setattr__(self, "prefix_tokens", tuple(cumulative))
+            object.__setattr__(self, "prefix_tokens", tuple(accumulate(map(_TOKENS, self.blocks))))
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -170,7 +174,10 @@ class RequestBlocks:
     @property
     def fixed_end(self) -> int:
         """Number of tools and system blocks (the stable prefix every call repeats)."""
-        return sum(1 for block in self.blocks if block.section != "messages")
+        if self._fixed_end < 0:
+            end = next((i for i, block in enumerate(self.blocks) if block.section == "messages"), None)
+            object.__setattr__(self, "_fixed_end", len(self.blocks) if end is None else end)
+        return self._fixed_end
 
     @property
     def message_count(self) -> int:
@@ -199,14 +206,19 @@ class RequestBlocks:
 
     def caller_markers(self) -> dict[int, Ttl]:
         """Breakpoints the caller placed: block markers plus the top-level one."""
-        markers = {i: b.marker for i, b in enumerate(self.blocks) if b.marker is not None}
-        auto = self.automatic_index
-        if auto is not None and auto not in markers and self.top_level_ttl is not None:
-            markers[auto] = self.top_level_ttl
-        return markers
+        if self._markers is None:
+            markers: dict[int, Ttl] = {}
+            if any(map(_MARKER, self.blocks)):
+                markers = {i: b.marker for i, b in enumerate(self.blocks) if b.marker is not None}
+            auto = self.automatic_index
+            if auto is not None and auto not in markers and self.top_level_ttl is not None:
+                markers[auto] = self.top_level_ttl
+            object.__setattr__(self, "_markers", markers)
+        assert self._markers is not None
+        return dict(self._markers)
 
     def digests(self) -> tuple[bytes, ...]:
-        return tuple(block.digest for block in self.blocks)
+        return tuple(map(_DIGEST, self.blocks))
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,24 +229,41 @@ class PrefixPrint:
     params: tuple[tuple[str, int, bytes], ...] = ()
     has_bytes: bool = True
 
+    _stored: int = field(default=-1, repr=False, compare=False)
+
     @classmethod
     def of(cls, request: RequestBlocks) -> PrefixPrint:
         return cls(request.blocks, request.params)
 
     @property
     def stored_bytes(self) -> int:
-        return sum(len(block.raw) for block in self.blocks) if self.has_bytes else 0
+        if not self.has_bytes:
+            return 0
+        if self._stored < 0:
+            object.__setattr__(self, "_stored", sum(map(len, map(_RAW, self.blocks))))
+        return self._stored
 
     def without_bytes(self) -> PrefixPrint:
         return PrefixPrint(tuple(b.without_bytes() for b in self.blocks), self.params, has_bytes=False)
 
     def digests(self) -> tuple[bytes, ...]:
-        return tuple(block.digest for block in self.blocks)
+        return tuple(map(_DIGEST, self.blocks))
+
+
+_TOKENS = attrgetter("tokens")
+_DIGEST = attrgetter("digest")
+_RAW = attrgetter("raw")
+_MARKER = attrgetter("marker")
 
 
 def first_divergence(previous: Sequence[Block], current: Sequence[Block]) -> int:
     """Index of the first block whose bytes differ (``len(previous)`` if ``current`` extends it)."""
+    n = min(len(previous), len(current))
+    # an unchanged prefix reuses the previous call's Block objects: one C-level comparison
+    # (identical elements compare equal without a look inside; equal blocks have equal digests)
+    if type(previous) is tuple and type(current) is tuple and previous[:n] == current[:n]:
+        return n
     for i, (old, new) in enumerate(zip(previous, current, strict=False)):
         if old.digest != new.digest:
             return i
-    return min(len(previous), len(current))
+    return n

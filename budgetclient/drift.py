@@ -115,8 +115,8 @@ def prefix_fingerprint(blocks: Sequence[Block], params: Sequence[tuple[str, int,
     for name, position, data in params:
         if position <= cut:
             h.update(b"p" + name.encode() + b"\0" + block_digest(data))
-    for block in blocks:
-        h.update(b"b" + block.digest)
+    if blocks:
+        h.update(b"b" + b"b".join([block.digest for block in blocks]))  # = one update per block
     return h.hexdigest()
 
 

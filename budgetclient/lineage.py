@@ -101,6 +101,10 @@ class LineageState:
     """Path of the tools/system block where the previous comparison diverged, if it did there."""
     token_scale: float = 1.0
     """Reported / estimated input tokens of recent calls (corrects the minimum-length test)."""
+    built: object | None = field(default=None, repr=False)
+    """The provider's build of the previous request (its values and blocks), so the next request
+    is built from what changed; dropped with the prefix bytes it shares."""
+    built_bytes: int = 0
     _registry: LineageRegistry | None = field(default=None, repr=False)
 
     def record_gap(self, now: float) -> None:
@@ -122,18 +126,27 @@ class LineageState:
         others = self._registry.recent_gaps(exclude=self.key)
         return [*others[-(GAP_HISTORY - len(own)):], *own]
 
-    def remember(self, prefix: PrefixPrint) -> None:
-        """Keep ``prefix`` for the next call, accounting its bytes; call with ``lock`` held."""
-        old = self.prefix.stored_bytes if self.prefix is not None else 0
+    def remember(self, prefix: PrefixPrint, built: object | None = None, built_bytes: int = 0) -> None:
+        """Keep ``prefix`` (and the provider's ``built`` request of ``built_bytes``) for the next
+        call, accounting their bytes; call with ``lock`` held."""
+        old = self.stored_bytes
         self.prefix = prefix
+        self.built = built
+        self.built_bytes = built_bytes if built is not None else 0
         if self._registry is not None:
-            self._registry._account(self, prefix.stored_bytes - old)
+            self._registry._account(self, self.stored_bytes - old)
+
+    @property
+    def stored_bytes(self) -> int:
+        return (self.prefix.stored_bytes if self.prefix is not None else 0) + self.built_bytes
 
     def forget(self) -> None:
         """Forget the previous call's prefix (the next call starts a fresh comparison)."""
-        if self.prefix is not None and self._registry is not None:
-            self._registry._account(self, -self.prefix.stored_bytes)
+        if self._registry is not None:
+            self._registry._account(self, -self.stored_bytes)
         self.prefix = None
+        self.built = None
+        self.built_bytes = 0
         self.written_end = self.long_end = None
 
     def _drop_bytes(self) -> int:
@@ -142,10 +155,13 @@ class LineageState:
             return 0
         try:
             prefix = self.prefix
-            if prefix is None or not prefix.stored_bytes:
+            freed = self.stored_bytes
+            if prefix is None or not freed:
                 return 0
             self.prefix = prefix.without_bytes()
-            return prefix.stored_bytes
+            self.built = None
+            self.built_bytes = 0
+            return freed
         finally:
             self.lock.release()
 
@@ -177,7 +193,7 @@ class LineageRegistry:
             self._states[key] = state
             while len(self._states) > self.max_lineages:
                 _, old = self._states.popitem(last=False)
-                self._bytes -= old.prefix.stored_bytes if old.prefix is not None else 0
+                self._bytes -= old.stored_bytes
                 old._registry = None
             return state
 

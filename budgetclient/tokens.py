@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
+import marshal
 import re
 import threading
-from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -41,14 +43,20 @@ import tiktoken
 from .errors import ConfigurationError
 
 __all__ = [
+    "EstimateMemo",
     "TokenEstimate",
+    "anthropic_block_parts",
+    "anthropic_overhead",
     "calibrate",
+    "calibrated_estimate",
     "calibration_factor",
+    "count_each",
     "count_text",
     "encoding_for",
     "estimate_request",
     "estimate_request_tokens",
     "estimate_tokens",
+    "last_assistant_index",
     "load_encoding_file",
     "model_family",
     "reset_calibration",
@@ -182,6 +190,7 @@ _DATED_SUFFIX = re.compile(r"(-\d{8}|-\d{4}-\d{2}-\d{2}|-\d{4}|@[\w.-]+|-v\d+(:\
 _BEDROCK_PREFIX = re.compile(r"^(?:[a-z]{2,6}\.)?anthropic\.")
 
 
+@functools.lru_cache(maxsize=1024)
 def model_family(model: str) -> str:
     """The model name without provider path, dated snapshot or version suffix.
 
@@ -214,15 +223,32 @@ def encoding_for(model: str) -> tiktoken.Encoding:
     o200k_base is exact for gpt-4o, gpt-4.1, gpt-5 and the o-series, and the approximation used for
     claude-* and gemini-* (their tokenizers are not public; calibration corrects the scale).
     """
+    return _encoding(_encoding_name(model))
+
+
+@functools.lru_cache(maxsize=1024)
+def _encoding_name(model: str) -> str:
     family = model_family(model)
     if family == "gpt-4" or family.startswith(_CL100K_PREFIXES):
-        return _encoding("cl100k_base")
-    return _encoding("o200k_base")
+        return "cl100k_base"
+    return "o200k_base"
 
 
 def count_text(text: str, model: str = "gpt-4o") -> int:
-    """Exact token count of ``text``, with special-token strings counted as plain text."""
-    return len(encoding_for(model).encode_ordinary(text))
+    """Exact token count of ``text``, with special-token strings counted as plain text.
+
+    Memoised like `count_each` (placement counts a new block, the budget estimate then finds it).
+    """
+    enc = encoding_for(model)
+    n = len(text)
+    if n < MEMO_MIN_CHARS:
+        return len(enc.encode_ordinary(text))
+    key = (enc.name, n, hash(text))
+    known = _memo.get(key)
+    if known is None:
+        known = len(enc.encode_ordinary(text))
+        _remember(key, known)
+    return known
 
 
 _NEWLINE = re.compile(r"\n")
@@ -267,44 +293,80 @@ def _count_sampled(enc: tiktoken.Encoding, text: str) -> int:
     return round(n * density / windows)
 
 
-_memo: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+_memo: dict[tuple[str, int, int], int] = {}
+"""Token counts by (encoding, length, ``hash(text)``); cleared when full (cheaper than an LRU on
+every lookup, and a conversation re-fills it with its own texts within one call)."""
+_sampled: dict[tuple[str, int, int], int] = {}
+"""Estimated counts of texts that were sampled, not counted (never returned as exact)."""
+_short: defaultdict[str, dict[str, int]] = defaultdict(dict)
+"""Exact counts of texts shorter than ``MEMO_MIN_CHARS``, by encoding and text."""
 _memo_lock = threading.Lock()
 
 
-def _count_texts(enc: tiktoken.Encoding, texts: list[str]) -> int:
-    """Sum of the texts' token counts: memoised, else exact within the budget, else sampled.
+def _remember(key: tuple[str, int, int], count: int, memo: dict[tuple[str, int, int], int] = _memo) -> None:
+    with _memo_lock:
+        if len(memo) >= MEMO_ENTRIES:
+            memo.clear()
+        memo[key] = count
+
+
+def count_each(enc: tiktoken.Encoding, texts: list[str]) -> list[int]:
+    """Each text's token count: memoised, else exact within the budget, else sampled.
 
     The memo key is (encoding, length, ``hash(text)``), so it keeps no text alive: a request body
     repeats the caller's own string objects call after call and Python caches their hash, so a
-    lookup is nearly free. A 64-bit hash collision would only skew one estimate.
+    lookup is nearly free. A 64-bit hash collision would only skew one estimate. Texts beyond
+    ``EXACT_BUDGET_CHARS`` of new text are sampled together, and each gets its share (its length
+    times the sampled density), memoised like an exact count so the next call does not sample again.
     """
-    total = 0
+    counts = [0] * len(texts)
     budget = EXACT_BUDGET_CHARS
-    leftover: list[str] = []
-    for text in texts:
-        key = (enc.name, len(text), hash(text)) if len(text) >= MEMO_MIN_CHARS else None
+    leftover: list[int] = []
+    name = enc.name
+    memo = _memo
+    short = _short[name]
+    for i, text in enumerate(texts):
+        n = len(text)
+        if n < MEMO_MIN_CHARS:
+            # roles, names, short turns: keyed by the text itself (cheap to hash, no collision)
+            known = short.get(text)
+            if known is None:
+                known = len(enc.encode_ordinary(text))
+                if len(short) >= MEMO_ENTRIES:
+                    short.clear()
+                short[text] = known
+            counts[i] = known
+            continue
+        key = (name, n, hash(text))
         if key is not None:
-            with _memo_lock:
-                known = _memo.get(key)
-                if known is not None:
-                    _memo.move_to_end(key)
+            known = memo.get(key)  # a dict read is atomic; writes take the lock
+            if known is None:
+                known = _sampled.get(key)
             if known is not None:
-                total += known
+                counts[i] = known
                 continue
-        if len(text) > budget:
-            leftover.append(text)
+        if n > budget:
+            leftover.append(i)
             continue
         count = len(enc.encode_ordinary(text))
-        budget -= len(text)
-        total += count
+        budget -= n
+        counts[i] = count
         if key is not None:
-            with _memo_lock:
-                _memo[key] = count
-                if len(_memo) > MEMO_ENTRIES:
-                    _memo.popitem(last=False)
+            _remember(key, count)
     if leftover:
-        total += _count_sampled(enc, "\n".join(leftover))
-    return total
+        joined = "\n".join(texts[i] for i in leftover)
+        density = _count_sampled(enc, joined) / max(1, len(joined))
+        for i in leftover:
+            text = texts[i]
+            counts[i] = max(1, round(len(text) * density)) if text else 0
+            if len(text) >= MEMO_MIN_CHARS:
+                _remember((name, len(text), hash(text)), counts[i], _sampled)
+    return counts
+
+
+def _count_texts(enc: tiktoken.Encoding, texts: list[str]) -> int:
+    """Sum of the texts' token counts (see `count_each`)."""
+    return sum(count_each(enc, texts))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,6 +408,30 @@ _OPAQUE_KEYS = frozenset(
 )
 
 
+class EstimateMemo:
+    """What `estimate_request` collected per body element (a Gemini content or tool declaration),
+    by object identity, so a conversation's next estimate walks only its new elements.
+
+    Only for bodies whose objects are never changed after the call: budgetclient's own decoded
+    request bodies, which reuse the previous call's unchanged elements. It holds the elements it
+    describes (an id is not reused while its object lives) and keeps the last call's only.
+    """
+
+    __slots__ = ("_items", "_lock")
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[Any, list[str], int]] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, value: Any) -> tuple[list[str], int] | None:
+        hit = self._items.get(id(value))
+        return (hit[1], hit[2]) if hit is not None and hit[0] is value else None
+
+    def _replace(self, items: dict[int, tuple[Any, list[str], int]]) -> None:
+        with self._lock:
+            self._items = items
+
+
 @dataclass(slots=True)
 class _Collected:
     """Text to count plus tokens known without counting (overheads, media)."""
@@ -353,6 +439,23 @@ class _Collected:
     provider: str
     texts: list[str] = field(default_factory=list)
     fixed: int = 0
+    memo: EstimateMemo | None = None
+    seen: dict[int, tuple[Any, list[str], int]] | None = None
+
+    def element(self, value: Any, collect: Callable[[_Collected, Any], None]) -> None:
+        """``collect(self, value)``, or what it collected for this very object last time."""
+        if self.memo is None or self.seen is None or type(value) not in (dict, list):
+            collect(self, value)
+            return
+        hit = self.memo._get(value)
+        if hit is None:
+            part = _Collected(self.provider)
+            collect(part, value)
+            hit = (part.texts, part.fixed)
+        texts, fixed = hit
+        self.texts.extend(texts)
+        self.fixed += fixed
+        self.seen[id(value)] = (value, texts, fixed)
 
     def text(self, value: Any) -> None:
         if isinstance(value, str) and value:
@@ -363,15 +466,45 @@ class _Collected:
         if value is not None and value != {} and value != []:
             if isinstance(value, Mapping) and "cache_control" in value:
                 value = {k: v for k, v in value.items() if k != "cache_control"}
-            self.texts.append(_to_json(value))
+            self.texts.append(_json_text(value))
 
     def unknown(self, value: Any) -> None:
         """A block type this module does not know: its JSON minus ids, signatures and payloads."""
         self.json(_scrub(value))
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def _to_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _COMPACT.encode(value)
+
+
+_JSON_TEXTS: dict[bytes, str] = {}
+_JSON_TEXTS_MAX = 4_096
+_JSON_TEXT_MAX_CHARS = 16_384
+
+
+def _json_text(value: Any) -> str:
+    """``_to_json(value)``, the same string object as last time for the same value: tool schemas
+    are resent on every call, and a repeated string's count is a memo hit on its cached hash.
+
+    Keyed by ``marshal`` (C, exact: key order and ``1`` / ``1.0`` / ``True`` differ); a value
+    marshal cannot take is serialised every time.
+    """
+    try:
+        key = marshal.dumps(value, 4)
+    except (ValueError, RecursionError):
+        return _to_json(value)
+    text = _JSON_TEXTS.get(key)
+    if text is None:
+        text = _to_json(value)
+        if len(text) <= _JSON_TEXT_MAX_CHARS:
+            with _memo_lock:
+                if len(_JSON_TEXTS) >= _JSON_TEXTS_MAX:
+                    _JSON_TEXTS.clear()
+                _JSON_TEXTS[key] = text
+    return text
 
 
 def _scrub(value: Any) -> Any:
@@ -474,23 +607,50 @@ def _anthropic_block(out: _Collected, block: Any, *, keep_thinking: bool) -> Non
 
 
 def _collect_anthropic(body: Mapping[str, Any]) -> _Collected:
+    # cache order (tools, system, messages): the order `anthropic_block_parts` callers count in
     out = _Collected("anthropic")
-    for block in _as_list(body.get("system")):
-        _anthropic_block(out, block, keep_thinking=False)
     tools = _as_list(body.get("tools"))
     for tool in tools:
         out.json(tool)
-        out.fixed += TOOL_OVERHEAD["anthropic"]
-    if any(isinstance(t, Mapping) and t.get("type") in (None, "custom") for t in tools):
-        out.fixed += ANTHROPIC_TOOL_PREAMBLE
+    for block in _as_list(body.get("system")):
+        _anthropic_block(out, block, keep_thinking=False)
     messages = [m for m in _as_list(body.get("messages")) if isinstance(m, Mapping)]
-    last_assistant = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1)
+    last_assistant = last_assistant_index(messages)
     for i, message in enumerate(messages):
-        out.fixed += MESSAGE_OVERHEAD["anthropic"]
         for block in _as_list(message.get("content")):
             _anthropic_block(out, block, keep_thinking=i == last_assistant)
-    out.fixed += REPLY_PRIMING["anthropic"]
+    custom = any(isinstance(t, Mapping) and t.get("type") in (None, "custom") for t in tools)
+    out.fixed += anthropic_overhead(len(tools), len(messages), custom=custom)
     return out
+
+
+def last_assistant_index(messages: list[Any]) -> int:
+    """Index of the last assistant message (-1 if none): only its thinking counts as input."""
+    return max(
+        (i for i, m in enumerate(messages) if isinstance(m, Mapping) and m.get("role") == "assistant"),
+        default=-1,
+    )
+
+
+def anthropic_overhead(tools: int, messages: int, *, custom: bool) -> int:
+    """Tokens an Anthropic request adds around its blocks: per tool, the tool-use preamble (with
+    a ``custom`` tool among them), per message, and the reply priming."""
+    fixed = TOOL_OVERHEAD["anthropic"] * tools + MESSAGE_OVERHEAD["anthropic"] * messages
+    if custom:
+        fixed += ANTHROPIC_TOOL_PREAMBLE
+    return fixed + REPLY_PRIMING["anthropic"]
+
+
+def anthropic_block_parts(tool: bool, value: Any, *, keep_thinking: bool = False) -> tuple[list[str], int]:
+    """The texts to count and the fixed tokens of one Anthropic block: a tool (``tool=True``), a
+    system block or a message content block, exactly as `estimate_request` counts it, so a caller
+    that keeps per-block results can estimate an append-only conversation from its new blocks."""
+    out = _Collected("anthropic")
+    if tool:
+        out.json(value)
+    else:
+        _anthropic_block(out, value, keep_thinking=keep_thinking)
+    return out.texts, out.fixed
 
 
 # --- OpenAI chat.completions and responses ---------------------------------------------------
@@ -532,7 +692,17 @@ def _openai_content(out: _Collected, content: Any) -> None:
 
 
 def _collect_openai_chat(body: Mapping[str, Any], out: _Collected) -> None:
+    texts = out.texts
     for message in _as_list(body.get("messages")):
+        if type(message) is dict and len(message) == 2:
+            role, content = message.get("role"), message.get("content")
+            if type(role) is str and type(content) is str:  # the common plain turn, inline
+                out.fixed += MESSAGE_OVERHEAD["openai"]
+                if role:
+                    texts.append(role)
+                if content:
+                    texts.append(content)
+                continue
         if not isinstance(message, Mapping):
             continue
         out.fixed += MESSAGE_OVERHEAD["openai"]
@@ -659,20 +829,24 @@ def _google_content(out: _Collected, content: Any) -> None:
         _google_part(out, content)
 
 
-def _collect_google(body: Mapping[str, Any]) -> _Collected:
-    out = _Collected("google")
+def _google_declaration(out: _Collected, declaration: Any) -> None:
+    out.json(declaration)
+    out.fixed += TOOL_OVERHEAD["google"]
+
+
+def _collect_google(body: Mapping[str, Any], memo: EstimateMemo | None = None) -> _Collected:
+    out = _Collected("google", memo=memo, seen={} if memo is not None else None)
     system = _get(body, "systemInstruction", "system_instruction")
     if system is not None:
-        _google_content(out, system)
+        out.element(system, _google_content)
     for content in _as_list(body.get("contents")):
-        _google_content(out, content)
+        out.element(content, _google_content)
     for tool in _as_list(body.get("tools")):
         declarations = (
             _get(tool, "functionDeclarations", "function_declarations") if isinstance(tool, Mapping) else None
         )
         for declaration in _as_list(declarations) or [tool]:
-            out.json(declaration)
-            out.fixed += TOOL_OVERHEAD["google"]
+            out.element(declaration, _google_declaration)
     config = _get(body, "generationConfig", "generation_config")
     if isinstance(config, Mapping):
         out.json(_get(config, "responseSchema", "response_schema"))
@@ -712,19 +886,33 @@ def _provider(provider: str) -> str:
     return name
 
 
-def estimate_request(provider: str, body: Mapping[str, Any], model: str | None = None) -> TokenEstimate:
+def estimate_request(
+    provider: str, body: Mapping[str, Any], model: str | None = None, *, memo: EstimateMemo | None = None
+) -> TokenEstimate:
     """Estimate a request's input tokens: text and JSON of structured parts, overheads, media.
 
     ``model`` wins over ``body["model"]`` (Gemini bodies carry no model; it is in the URL).
+    ``memo`` (Gemini bodies only, see `EstimateMemo`) skips the elements seen in the last call.
     """
     name = _provider(provider)
     if model is None:
         body_model = body.get("model")
         model = body_model if isinstance(body_model, str) else ""
-    collected = _COLLECTORS[name](body)
+    if name == "google" and memo is not None:
+        collected = _collect_google(body, memo)
+        assert collected.seen is not None
+        memo._replace(collected.seen)
+    else:
+        collected = _COLLECTORS[name](body)
     raw = _count_texts(encoding_for(model), collected.texts) + collected.fixed
+    return calibrated_estimate(name, model, raw)
+
+
+def calibrated_estimate(provider: str, model: str, raw_tokens: int) -> TokenEstimate:
+    """``raw_tokens`` counted for ``model`` as a `TokenEstimate`, scaled by the learnt factor."""
+    name = _provider(provider)
     factor = calibration_factor(name, model)
-    return TokenEstimate(name, model, raw, factor, int(raw * factor + 0.5))
+    return TokenEstimate(name, model, raw_tokens, factor, int(raw_tokens * factor + 0.5))
 
 
 def estimate_tokens(provider: str, body: Mapping[str, Any], model: str | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -30,8 +31,18 @@ from budgetclient.ledger import (
     mask_url,
     open_ledger,
 )
+from budgetclient.ledger import sqlite as sqlite_module
 from budgetclient.ledger import writer as writer_module
-from budgetclient.ledger.sqlite import SCHEMA_VERSION
+from budgetclient.ledger._codec import (
+    ALERT_COLUMNS,
+    CALL_COLUMNS,
+    COMPACT_RECORD_FIELDS,
+    TASK_COLUMNS,
+    alert_to_row,
+    call_to_row,
+    task_to_row,
+)
+from budgetclient.ledger.sqlite import MIGRATIONS, SCHEMA_VERSION
 from budgetclient.usage import CallRecord, CostBreakdown, TaskRecord, Usage
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -263,22 +274,146 @@ def test_sqlite_schema_is_versioned_and_reopening_is_idempotent(tmp_path: Path) 
         again.close()
     with sqlite3.connect(path) as raw:
         versions = [v for (v,) in raw.execute("SELECT version FROM schema_version ORDER BY version")]
-        assert versions == list(range(1, SCHEMA_VERSION + 1))
+        assert versions == list(range(1, SCHEMA_VERSION + 1)) and SCHEMA_VERSION == 2
         columns = {row[1]: row[2] for row in raw.execute("PRAGMA table_info(calls)")}
-        for column in ("task_id", "task_name", "provider", "model", "operation", "started_at", "duration_s",
-                       "status", "http_status", "input_tokens", "cache_read_tokens", "cache_write_tokens",
-                       "cache_write_long_tokens", "output_tokens", "reasoning_tokens", "requests",
-                       "conversation", "prefix_hash", "response_id", "request_bytes", "stream", "batch",
-                       "attempt", "service_tier", "drift", "metadata"):  # fmt: skip
-            assert column in columns
-        for column in ("cost", "cost_uncached_input", "cost_cache_read", "cost_cache_write", "cost_output",
-                       "cost_storage"):  # fmt: skip
-            assert columns[column] == "TEXT"
+        counts = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_long_tokens",
+                  "output_tokens", "reasoning_tokens", "requests", "request_bytes")  # fmt: skip
+        assert columns == {
+            "id": "TEXT", "started_at": "INTEGER", "task_id": "TEXT", "task_name": "TEXT",
+            "duration_s": "REAL", **dict.fromkeys(counts, "INTEGER"), "record": "TEXT",
+        }  # fmt: skip
+        (started_at, record) = raw.execute("SELECT started_at, record FROM calls").fetchone()
+        assert started_at == (call.started_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
         # money is stored as exact decimal text, not a float
-        (cost_text,) = raw.execute("SELECT cost FROM calls").fetchone()
-        assert cost_text == "0.000001234567890123456789"
-        indexes = {row[1] for row in raw.execute("PRAGMA index_list(calls)")}
-        assert {"calls_started_at", "calls_task_name", "calls_task_id"} <= indexes
+        fields = dict(zip(COMPACT_RECORD_FIELDS, json.loads(record), strict=True))
+        assert fields["cost"] == "0.000001234567890123456789"
+        assert fields["cost_breakdown"] == ["0.000300", "0.00018", "0.001125", "0.003750", "0"]
+        assert fields["model"] == "claude-sonnet-4-5" and fields["metadata"] == call.metadata
+        indexes = {row[1]: row[2] for row in raw.execute("PRAGMA index_list(calls)")}
+        assert indexes == {"calls_started_at": 1, "calls_task_name": 0}  # name -> unique
+        assert raw.execute("PRAGMA page_size").fetchone() == (16384,)
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def make_version_1_ledger(
+    path: Path, calls: Sequence[CallRecord] = (), tasks: Sequence[TaskRecord] = (),
+    alerts: Sequence[AlertRecord] = (),
+) -> None:  # fmt: skip
+    """A ledger file as budgetclient left it at schema version 1: its DDL, one column per field."""
+    path.touch(mode=0o600)
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA journal_mode = WAL")
+        for statement in MIGRATIONS[0]:
+            assert isinstance(statement, str)
+            raw.execute(statement)
+        raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TEXT)")
+        raw.execute("INSERT INTO schema_version (version, applied_at) VALUES (1, datetime('now'))")
+        for table, columns, encode, records in (
+            ("calls", CALL_COLUMNS, call_to_row, calls),
+            ("tasks", TASK_COLUMNS, task_to_row, tasks),
+            ("alerts", ALERT_COLUMNS, alert_to_row, alerts),
+        ):
+            insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            raw.executemany(insert, [encode(r) for r in records])
+
+
+def test_sqlite_migrates_a_version_1_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    tie = T0 + timedelta(seconds=30)
+    hostile = "x'; DROP TABLE calls; --"
+    odd_metadata = {"n": [1, 2.50, None], "ü": "é 🚀", "amount": "1.10"}
+    unpriced = {"cost": None, "cost_breakdown": None, "http_status": None, "task_id": None, "task_name": None}
+    inserted = [  # in this (rowid) order; the two calls started at the same instant keep it
+        make_call(3, task_name=hostile, error="boom\x00", task_id="t-3", metadata=odd_metadata),
+        make_call(1, drift=DRIFT, cost=Decimal("0.123456789012345678901234567890")),
+        make_call(9, started_at=tie, duration_s=0.1 + 0.2),
+        make_call(8, started_at=tie, stream=False, batch=True, attempt=0, service_tier=None),
+        make_call(2, model="future-model", status="incomplete", metadata={}, prefix_hash=None, **unpriced),
+        make_call(4, drift=replace(DRIFT, est_extra_cost=None, provider_reason=None)),
+    ]
+    tasks, alerts = [make_task(1), make_task(2, cost=None, budget_usd=None)], [make_alert(1)]
+    make_version_1_ledger(path, inserted, tasks, alerts)
+    expected = sorted(inserted, key=lambda c: c.started_at)  # stable: ties in rowid order
+
+    ledger = open_ledger(f"sqlite:///{path}")
+    assert ledger.schema_version() == SCHEMA_VERSION  # type: ignore[attr-defined]
+    assert ledger.read_calls() == expected
+    assert [c.id for c in ledger.read_calls(since=tie)] == [inserted[2].id, inserted[3].id]
+    assert ledger.read_calls(task_name=hostile) == [inserted[0]]
+    assert ledger.read_calls(task_id="t-3") == [inserted[0]]
+    (priced,) = ledger.read_calls(since=T0 + timedelta(seconds=1), task_name="triage")[:1]
+    assert str(priced.cost) == "0.123456789012345678901234567890" and priced.drift == DRIFT
+    assert priced.cost_breakdown is not None and str(priced.cost_breakdown.uncached_input) == "0.000300"
+    assert ledger.read_tasks() == tasks and ledger.read_alerts() == alerts
+
+    # new records go in beside the old ones; old ones written again are not duplicated
+    new = [make_call(20 + i) for i in range(70)]
+    ledger.write(calls=[*new, inserted[1]])
+    ledger.write(calls=new[:10])
+    assert ledger.read_calls() == sorted([*inserted, *new], key=lambda c: c.started_at)
+    ledger.close()
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with sqlite3.connect(path) as raw:
+        tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == {"calls", "tasks", "alerts", "schema_version"}
+        assert raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,)]
+        assert raw.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM calls").fetchone() == (76, 76)
+        assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_failed_migration_leaves_the_version_1_ledger_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    make_version_1_ledger(path, [make_call(1), make_call(2)])
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE calls SET metadata = '{not json' WHERE id LIKE 'call-2-%'")
+    with pytest.raises(LedgerError, match=r"version 2 failed: JSONDecodeError: .*unchanged, at version 1"):
+        open_ledger(f"sqlite:///{path}")
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert "metadata" in {row[1] for row in raw.execute("PRAGMA table_info(calls)")}
+        assert raw.execute("SELECT COUNT(*) FROM calls").fetchone() == (2,)
+
+
+def test_sqlite_stores_any_text_and_numbers_python_holds(tmp_path: Path) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    naive = datetime(2025, 3, 1, 11, 59, 0, 7)  # before T0: taken as UTC
+    odd = [
+        make_call(1, error="lone \udc80 surrogate", conversation="é ü 🚀 \x00", response_id='q " b \\ \n',
+                  metadata={"k\udc00": "v\x00", "deep": {"x": [1.5, -0.0, 10**30]}}, duration_s=float("inf")),
+        make_call(2, cost=Decimal("-0E-30"), usage=Usage(input_tokens=2**62, output_tokens=3, requests=1),
+                  cost_breakdown=CostBreakdown(output=Decimal("1.000"), storage=Decimal("1E+3")),
+                  request_bytes=2**40, http_status=599, duration_s=5e-324),
+        make_call(3, started_at=naive, provider="ünïcode", model="m\u2028odel", operation="op\x7f"),
+    ]  # fmt: skip
+    ledger.write(calls=odd)
+    expected = [replace(odd[2], started_at=naive.replace(tzinfo=UTC)), odd[0], odd[1]]
+    assert ledger.read_calls() == expected
+    assert [str(c.cost) for c in ledger.read_calls()] == ["0.005355", "0.005355", "-0E-30"]
+    assert ledger.read_calls(since=naive) == expected
+    assert ledger.read_calls(since=naive + timedelta(microseconds=1)) == expected[1:]
+    ledger.close()
+
+
+def test_a_sqlite_write_is_atomic_and_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    calls = [make_call(i) for i in range(150)]  # two 64-row statements, then 22 single rows
+    real = sqlite_module._insert_calls
+
+    def fails_before_commit(conn: sqlite3.Connection, rows: Sequence[Any]) -> None:
+        real(conn, rows)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(sqlite_module, "_insert_calls", fails_before_commit)
+    with pytest.raises(LedgerError, match="writing 150 records failed: OperationalError: disk I/O error"):
+        ledger.write(calls=calls)
+    assert ledger.read_calls() == []
+    monkeypatch.undo()
+    ledger.write(calls=calls[:100])
+    ledger.write(calls=calls)  # a retry overlapping what was written
+    ledger.write(calls=[*calls, *calls])  # and duplicates within one write
+    assert ledger.read_calls() == calls
+    ledger.close()
 
 
 def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
@@ -568,6 +703,55 @@ def test_a_record_that_cannot_be_encoded_does_not_block_the_others() -> None:
     assert writer.rejected == [broken]
     (rejected,) = [e for e in logs if e["event"] == "ledger.record_rejected"]
     assert rejected["id"] == broken.id and rejected["error"] == "AttributeError"
+    writer.close()
+
+
+def test_records_sqlite_cannot_store_are_set_aside_not_retried_forever(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    writer = LedgerWriter(url, flush_interval=0.01)
+    good, later = make_call(1), make_call(4)
+    surrogate = make_call(2, task_name="half a pair: \ud800")  # UTF-8 cannot encode it: SQLite cannot bind it
+    nan = make_call(3, duration_s=float("nan"))  # SQLite would store NULL
+    with capture_logs() as logs:
+        for r in (good, surrogate, nan, later):
+            writer.submit_call(r)
+        assert writer.flush(20)
+    assert open_ledger(url).read_calls() == [good, later]
+    assert writer.rejected == [surrogate, nan]
+    rejected = [e for e in logs if e["event"] == "ledger.record_rejected"]
+    assert [e["error"] for e in rejected] == ["UnicodeEncodeError", "ValueError"]
+    writer.close()
+
+
+def test_a_backlog_is_written_in_transactions_of_at_most_batch_size() -> None:
+    assert LedgerWriter("memory://").batch_size == writer_module.BATCH_SIZE == 20_000
+    url = memory_url()
+    state, opener = flaky(down=True)
+    sizes: list[int] = []
+
+    def recording(u: str) -> Ledger:
+        ledger = opener(u)
+        write = ledger.write
+
+        def counted(calls: Sequence[CallRecord] = (), tasks: Sequence[TaskRecord] = (),
+                    alerts: Sequence[AlertRecord] = ()) -> None:  # fmt: skip
+            write(calls, tasks, alerts)
+            sizes.append(len(calls))
+
+        ledger.write = counted
+        return ledger
+
+    writer = LedgerWriter(url, batch_size=1000, flush_interval=0.01, opener=recording)
+    records = [make_call(i) for i in range(2500)]
+    with capture_logs():
+        for r in records:
+            writer.submit_call(r)
+        assert writer.flush(0.1) is False
+        with state["lock"]:
+            state["down"] = False
+        assert writer.flush(20)
+    assert sum(sizes) == 2500 and max(sizes) == 1000
+    assert open_ledger(url).read_calls() == records
     writer.close()
 
 

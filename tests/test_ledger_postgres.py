@@ -95,29 +95,32 @@ def test_nul_characters_cannot_block_the_queue(ledger: Ledger) -> None:
     assert read.metadata == {"k": "v\x00"}  # JSON text escapes it, so it survives exactly
 
 
-def test_same_schema_version_and_columns_as_sqlite(ledger: Ledger, schema: str) -> None:
+def test_columns_are_the_shared_one_column_per_field_layout(ledger: Ledger, schema: str) -> None:
+    """PostgreSQL keeps one typed column per field (SQLite's version-1 layout; SQLite moved its calls
+    to a compact row in version 2, which PostgreSQL does not need: it binds columns cheaply)."""
     import psycopg
 
-    from budgetclient.ledger import postgres
+    from budgetclient.ledger import _codec, postgres
 
-    assert postgres.SCHEMA_VERSION == sqlite_ledger.SCHEMA_VERSION
+    assert postgres.SCHEMA_VERSION == 1 and sqlite_ledger.SCHEMA_VERSION == 2
     assert isinstance(ledger, postgres.PostgresLedger) and ledger.schema_version() == postgres.SCHEMA_VERSION
+    expected = {"calls": _codec.CALL_COLUMNS, "tasks": _codec.TASK_COLUMNS, "alerts": _codec.ALERT_COLUMNS}
     with psycopg.connect(BASE_URL) as conn:
-        for table in ("calls", "tasks", "alerts"):
+        for table, codec_columns in expected.items():
             rows = conn.execute(
                 "SELECT column_name FROM information_schema.columns "
                 "WHERE table_schema = %s AND table_name = %s",
                 (schema, table),
             ).fetchall()
             columns = {r[0] for r in rows} - {"seq"}
-            sqlite_columns = {
+            sqlite_v1_columns = {
                 line.strip().split()[0]
                 for statement in sqlite_ledger.MIGRATIONS[0]
-                if statement.startswith(f"CREATE TABLE {table} ")
+                if isinstance(statement, str) and statement.startswith(f"CREATE TABLE {table} ")
                 for line in statement.split("(", 1)[1].rsplit(")", 1)[0].split(",")
                 if line.strip()
             }
-            assert columns == sqlite_columns, table
+            assert columns == set(codec_columns) == sqlite_v1_columns, table
 
 
 def test_reopening_does_not_migrate_again(url: str, schema: str) -> None:

@@ -1,7 +1,9 @@
 """PostgreSQL ledger (psycopg 3) for fleets of workers writing one store.
 
-Same tables, columns and migration steps as the SQLite ledger, with PostgreSQL types: money as
-``NUMERIC`` (exact), times as ``TIMESTAMPTZ``, nested values as JSON text. Tables live in their
+The tables and columns of the SQLite ledger's schema version 1, one per record field, with
+PostgreSQL types: money as ``NUMERIC`` (exact), times as ``TIMESTAMPTZ``, nested values as JSON text.
+(SQLite's version 2 packs calls into a compact row for write speed; PostgreSQL keeps the typed
+columns, which SQL on a fleet's ledger can sum and filter directly.) Tables live in their
 own schema, ``budgetclient`` by default (``?schema=NAME`` in the URL picks another; it is removed
 before the URL reaches libpq), so they never collide with an application's tables. Migrations run
 under a transaction-scoped advisory lock: any number of processes may open a fresh database at
@@ -50,8 +52,8 @@ _USAGE_DDL = """
     cost_output NUMERIC,
     cost_storage NUMERIC,"""
 
-# Ordered and append-only, step for step the SQLite ledger's MIGRATIONS: a released step is
-# never edited; a change is a new step in both backends.
+# Ordered and append-only: a released step is never edited; a change is a new step. Step 1 is the
+# SQLite ledger's step 1; SQLite's step 2 (compact calls rows) has no counterpart here.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         f"""CREATE TABLE calls (

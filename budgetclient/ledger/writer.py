@@ -43,12 +43,15 @@ EXIT_TIMEOUT_S = 10.0
 """Longest the interpreter waits at exit for queued records to reach a working ledger."""
 EXIT_TIMEOUT_FAILING_S = 1.0
 """...and for a ledger that is failing right now (one more attempt, then give up)."""
+BATCH_SIZE = 20_000
+"""Default for the most records one write (one transaction) takes."""
 
-_ENCODERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {
-    "call": _codec.call_to_row,
-    "task": _codec.task_to_row,
-    "alert": _codec.alert_to_row,
+_ENCODERS: dict[str, tuple[Callable[[Any], tuple[Any, ...]], ...]] = {
+    "call": (_codec.call_to_row, _codec.call_to_compact_row),
+    "task": (_codec.task_to_row,),
+    "alert": (_codec.alert_to_row,),
 }
+"""Every encoding a backend applies to a record kind: a record one of them refuses is unstorable."""
 
 _instances: weakref.WeakSet[LedgerWriter] = weakref.WeakSet()
 # Ledgers opened by a parent process: a forked child must neither use nor close them.
@@ -56,13 +59,18 @@ _inherited_ledgers: list[Ledger] = []
 
 
 class LedgerWriter:
-    """Queue records and write them to ``url`` in batches from a daemon thread."""
+    """Queue records and write them to ``url`` in batches from a daemon thread.
+
+    A write (one transaction) starts when ``batch_size`` records are queued, or ``flush_interval``
+    seconds after the first, or on `flush`; it takes at most ``batch_size`` records. So transactions
+    grow with the load, and each commit's sync is shared by more records.
+    """
 
     def __init__(
         self,
         url: str,
         *,
-        batch_size: int = 1000,
+        batch_size: int = BATCH_SIZE,
         flush_interval: float = 0.2,
         opener: Callable[[str], Ledger] = open_ledger,
     ) -> None:
@@ -78,7 +86,8 @@ class LedgerWriter:
         _instances.add(self)
 
     def _init_state(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._queue: deque[_Item] = deque()
         self._in_flight = 0
         self._submitted = 0
@@ -108,13 +117,13 @@ class LedgerWriter:
 
     def _submit(self, kind: _Kind, record: Any) -> None:
         try:
-            with self._cond:
-                self._queue.append((kind, record))
+            with self._mutex:  # the condition's own lock, without Condition's Python-level wrapper
+                queue = self._queue
+                queue.append((kind, record))
                 self._submitted += 1
-                queued = len(self._queue)
                 if self._thread is None:
                     self._start_thread()
-                elif queued == 1 or queued >= self.batch_size:
+                elif len(queue) == 1 or len(queue) == self.batch_size:  # the writer waits for one of these
                     self._cond.notify_all()
         except Exception:  # the caller's model call must not fail because of the ledger
             pass
@@ -252,8 +261,11 @@ class LedgerWriter:
 
     def _write(self, batch: list[_Item]) -> bool:
         calls = [r for kind, r in batch if kind == "call"]
-        tasks = [r for kind, r in batch if kind == "task"]
-        alerts = [r for kind, r in batch if kind == "alert"]
+        tasks: list[Any] = []
+        alerts: list[Any] = []
+        if len(calls) < len(batch):  # most batches are calls only
+            tasks = [r for kind, r in batch if kind == "task"]
+            alerts = [r for kind, r in batch if kind == "alert"]
         try:
             if self._ledger is None:
                 self._ledger = self._opener(self.url)
@@ -312,7 +324,8 @@ class LedgerWriter:
         storable: list[_Item] = []
         for kind, record in batch:
             try:
-                _ENCODERS[kind](record)
+                for encode in _ENCODERS[kind]:
+                    encode(record)
             except Exception as exc:
                 self.rejected.append(record)
                 try:

@@ -13,9 +13,12 @@ one-text-block list the API treats it as; no block is ever inserted, removed or 
 
 from __future__ import annotations
 
+import json
+import marshal
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Literal, cast
 
 from ..blocks import (
@@ -41,18 +44,31 @@ from ..placement import (
     min_cacheable_tokens,
     place_breakpoints,
 )
+from ..tokens import (
+    TokenEstimate,
+    anthropic_block_parts,
+    anthropic_overhead,
+    calibrated_estimate,
+    count_each,
+    encoding_for,
+)
 from ..usage import Usage
 
 __all__ = [
+    "BuiltRequest",
     "PreparedRequest",
     "apply_markers",
+    "build_request",
     "cache_control",
+    "estimate_input",
     "observe_response",
     "prepare_request",
     "request_blocks",
 ]
 
 _MILLION = Decimal(1_000_000)
+_DIGEST = attrgetter("digest")
+_TOKENS = attrgetter("tokens")
 _NOT_MARKABLE = frozenset({"thinking", "redacted_thinking"})
 _MESSAGE_PARAMS = ("tool_choice", "thinking", "output_config")
 """Parameters that invalidate the messages part of the cache (folded in before the messages)."""
@@ -96,6 +112,8 @@ class PreparedRequest:
     """Whether ``diagnostics`` was requested from the API."""
     sequence: int = 0
     """The lineage's call number this request was prepared as."""
+    built: BuiltRequest | None = None
+    """The blocks with their values, for an incremental token estimate (`estimate_input`)."""
 
 
 def cache_control(ttl: Ttl) -> dict[str, str]:
@@ -192,11 +210,12 @@ def _key(value: Any, top: bool = False) -> Any:
     raise _Unkeyable  # other types serialise through default=str: not cached
 
 
-def _serialised(label: bytes, value: Any) -> tuple[bytes, bytes]:
-    """``raw_bytes(value)`` and its labelled digest, from the cache when this content was seen."""
+def _serialised(label: bytes, value: Any, content_key: Any = None) -> tuple[bytes, bytes]:
+    """``raw_bytes(value)`` and its labelled digest, from the cache when this content was seen
+    (``content_key`` is ``_key(value, top=True)`` when the caller has it already)."""
     global _serialised_bytes
     try:
-        key: Any = (label, _key(value, top=True))
+        key: Any = (label, _key(value, top=True) if content_key is None else content_key)
     except (_Unkeyable, RecursionError):
         raw = raw_bytes(value)
         return raw, block_digest(label + raw)
@@ -219,13 +238,88 @@ _BLOCKS: dict[Any, Block] = {}
 _BLOCKS_MAX = 65_536
 
 
+Print = bytes | tuple[str, ...] | None
+"""What a value is compared by on the next call (see `_fingerprint`)."""
+
+
+def _fingerprint(value: Any) -> Print:
+    """Something equal only when two JSON values serialise the same (``None``: not comparable).
+
+    A plain-text message (``{"role": ..., "content": "..."}``) or a string is kept as its strings:
+    the caller resends the same string objects, so the comparison is an identity check, whatever
+    the text's length. Anything else goes through ``marshal``, which keeps key order, tells
+    ``1`` from ``1.0`` and ``True``, and runs in C, several times faster than serialising to JSON.
+    Its output decodes back to the value, so different values never give equal bytes; the same
+    value may (rarely) give different bytes, as version 4 back-references repeated objects: that
+    only costs a rebuild.
+    """
+    kind = type(value)
+    if kind is str:
+        return (value,)
+    if kind is dict and len(value) == 2:
+        role = value.get("role")
+        text = value.get("content")
+        if type(role) is str and type(text) is str and next(iter(value)) == "role":
+            return (role, text)
+    try:
+        return marshal.dumps(value, 4)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _print_size(value: Print) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bytes):
+        return len(value)
+    return sum(map(len, value))  # the caller's strings, kept alive by this reference
+
+
+@dataclass(slots=True)
+class BuiltRequest:
+    """One request's blocks plus fingerprints of the values they came from, so the next request of
+    the conversation rebuilds only what changed (`build_request` ``previous=``) and its token
+    estimate counts only new blocks (`estimate_input`)."""
+
+    request: RequestBlocks
+    tools: Print
+    system: Print
+    messages: list[Print]
+    tools_span: tuple[int, int]
+    system_span: tuple[int, int]
+    messages_span: tuple[int, int]
+    message_spans: list[tuple[int, int]]
+    """Each message's blocks, relative to the first message block."""
+    messages_estimable: bool
+    last_assistant: int
+    """Index of the last assistant message (-1 if none): its thinking counts as input."""
+    tool_overhead: tuple[int, bool]
+    """Number of tools and whether one is a custom tool (`tokens.anthropic_overhead` inputs)."""
+    messages_count: int
+    estimable: bool
+    """The body has the shapes `tokens.estimate_request` reads (else estimate the whole body)."""
+    estimates: dict[bytes, int] = field(default_factory=dict)
+    """Estimated tokens per block digest (``!``-suffixed in the last assistant message)."""
+    extends: BuiltRequest | None = None
+    """The previous build, when this request starts with all of its blocks (append-only)."""
+    blocks_estimate: int | None = None
+    """Sum of the blocks' estimates, once `estimate_input` ran (the next call starts from it)."""
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(map(_print_size, (self.tools, self.system, *self.messages)))
+
+
 class _Builder:
     def __init__(self, model: str, memo: dict[bytes, int] | None) -> None:
         self.model = model
         self.count = TokenCounter(model)
         self.memo = memo if memo is not None else {}
-        self.seen: dict[bytes, int] = {}
         self.blocks: list[Block] = []
+
+    def reuse(self, previous: BuiltRequest, span: tuple[int, int]) -> None:
+        start, end = span
+        self.blocks.extend(previous.request.blocks[start:end])
 
     def add(
         self,
@@ -242,25 +336,23 @@ class _Builder:
         is_mapping = type(value) is dict or isinstance(value, Mapping)
         marker = _marker_ttl(value.get("cache_control")) if is_mapping else None
         try:
+            content_key: Any = _key(value, top=True)
             key: Any = (
-                self.model, section, path, label, message, content, role, shorthand, marker,
-                _key(value, top=True),
+                self.model, section, path, label, message, content, role, shorthand, marker, content_key,
             )  # fmt: skip
         except (_Unkeyable, RecursionError):
-            key = None
+            content_key = key = None
         block = _BLOCKS.get(key) if key is not None else None
         if block is not None:
             known = self.memo.get(block.digest)
             if known is not None and known != block.tokens:
                 block = replace(block, tokens=known)
-            self.seen[block.digest] = block.tokens
             self.blocks.append(block)
             return
-        raw, digest = _serialised(label, value)
+        raw, digest = _serialised(label, value, content_key)
         tokens = self.memo.get(digest)
         if tokens is None:
             tokens = _estimate(value, raw, self.count)
-        self.seen[digest] = tokens
         kind = value.get("type") if is_mapping else None
         if not isinstance(kind, str):
             kind = None  # a malformed block (e.g. an unhashable "type") must not crash placement
@@ -292,32 +384,100 @@ def request_blocks(body: Mapping[str, Any], *, memo: dict[bytes, int] | None = N
     ``memo`` maps block digests to token counts; it is replaced in place by the counts of this
     request's blocks, so a conversation counts each distinct block once.
     """
+    return build_request(body, memo=memo).request
+
+
+def build_request(
+    body: Mapping[str, Any],
+    *,
+    memo: dict[bytes, int] | None = None,
+    previous: BuiltRequest | None = None,
+) -> BuiltRequest:
+    """`request_blocks`, reusing ``previous``'s blocks for the tools, the system prompt and every
+    message whose value is unchanged: an append-only conversation builds its new blocks only,
+    and compares the rest in C (`_fingerprint`) rather than serialising and hashing it again.
+
+    ``previous`` must be a build of a request of the same conversation (a lineage's previous call).
+    """
     model = str(body.get("model") or "")
     builder = _Builder(model, memo)
+    if previous is not None and previous.request.model != model:
+        previous = None
     params: list[tuple[str, int, bytes]] = []
+    estimable = True
     tools = body.get("tools")
+    tools_print = None
+    custom = False
     if isinstance(tools, list):
-        for i, tool in enumerate(tools):
-            builder.add("tools", f"tools[{i}]", tool, label=b"t", content=i)
+        tools_print = _fingerprint(tools)
+        if previous is not None and tools_print is not None and tools_print == previous.tools:
+            builder.reuse(previous, previous.tools_span)
+            custom = previous.tool_overhead[1]
+        else:
+            for i, tool in enumerate(tools):
+                builder.add("tools", f"tools[{i}]", tool, label=b"t", content=i)
+            custom = any(isinstance(t, Mapping) and t.get("type") in (None, "custom") for t in tools)
+    elif tools is not None:
+        estimable = False
+    tools_span = (0, len(builder.blocks))
     if body.get("speed") is not None:
         params.append(("speed", len(builder.blocks), raw_bytes(body["speed"])))
     system = body.get("system")
-    if isinstance(system, str):
+    start = len(builder.blocks)
+    system_print = _fingerprint(system) if isinstance(system, str | list) else None
+    if system is not None and not isinstance(system, str | list):
+        estimable = False
+    elif previous is not None and system_print is not None and system_print == previous.system:
+        builder.reuse(previous, previous.system_span)
+    elif isinstance(system, str):
         builder.add("system", "system", {"type": "text", "text": system}, label=b"s", shorthand=True)
     elif isinstance(system, list):
         for i, block in enumerate(system):
             builder.add("system", f"system[{i}]", block, label=b"s", content=i)
+    system_span = (start, len(builder.blocks))
     for name in _MESSAGE_PARAMS:
         if body.get(name) is not None:
             params.append((name, len(builder.blocks), raw_bytes(body[name])))
     messages = body.get("messages")
+    extends = False
+    spans: list[tuple[int, int]] = []
+    prints: list[Print] = []
+    last_assistant = -1
+    messages_ok = True
     if isinstance(messages, list):
-        for m, message in enumerate(messages):
+        first = len(builder.blocks)
+        prints = [_fingerprint(message) for message in messages]
+        old = previous.messages if previous is not None else []
+        reused = 0
+        if previous is not None and len(old) <= len(prints) and prints[: len(old)] == old and None not in old:
+            # the common case, an append-only conversation: every previous message is unchanged
+            reused = len(old)
+            builder.reuse(previous, previous.messages_span)
+            extends = builder.blocks == list(previous.request.blocks)
+            spans = list(previous.message_spans)
+            last_assistant = previous.last_assistant
+            messages_ok = previous.messages_estimable
+        for m in range(reused, len(messages)):
+            message = messages[m]
+            start = len(builder.blocks) - first
             if not isinstance(message, Mapping):
+                messages_ok = False
+                spans.append((start, start))
+                continue
+            if message.get("role") == "assistant":
+                last_assistant = m
+            content = message.get("content")
+            if content is not None and not isinstance(content, str | list):
+                messages_ok = False
+            if prints[m] is not None and m < len(old) and prints[m] == old[m]:
+                assert previous is not None
+                a, b = previous.message_spans[m]
+                offset = previous.messages_span[0]
+                builder.reuse(previous, (offset + a, offset + b))
+                spans.append((start, len(builder.blocks) - first))
                 continue
             role = str(message.get("role") or "")
             label = f"m{m}:{role}:".encode()
-            content = message.get("content")
             if isinstance(content, str):
                 builder.add(
                     "messages",
@@ -339,15 +499,109 @@ def request_blocks(body: Mapping[str, Any], *, memo: dict[bytes, int] | None = N
                         content=c,
                         role=role,
                     )
+            spans.append((start, len(builder.blocks) - first))
+    elif messages is not None:
+        messages_ok = False
+    messages_span = (system_span[1], len(builder.blocks))
+    estimable = estimable and messages_ok
     if memo is not None:
         memo.clear()
-        memo.update(builder.seen)
-    return RequestBlocks(
+        memo.update(zip(map(_DIGEST, builder.blocks), map(_TOKENS, builder.blocks), strict=True))
+    if previous is not None:
+        previous.extends = None  # no chain of builds: only the last one is kept
+    request = RequestBlocks(
         model=model,
         blocks=tuple(builder.blocks),
         params=tuple(params),
         top_level_ttl=_marker_ttl(body.get("cache_control")),
     )
+    return BuiltRequest(
+        request=request,
+        tools=tools_print,
+        system=system_print,
+        messages=prints,
+        tools_span=tools_span,
+        system_span=system_span,
+        messages_span=messages_span,
+        message_spans=spans,
+        messages_estimable=messages_ok,
+        last_assistant=last_assistant,
+        tool_overhead=(len(tools) if isinstance(tools, list) else 0, custom),
+        messages_count=len(prints),
+        estimable=estimable,
+        estimates=previous.estimates if previous is not None else {},
+        extends=previous if extends and previous is not None else None,
+    )
+
+
+def estimate_input(built: BuiltRequest) -> TokenEstimate:
+    """The request's input-token estimate, equal to `tokens.estimate_request` of its body.
+
+    Work is proportional to what is new: a request that extends the previous one starts from
+    that one's sum, and a block's estimate is kept by digest (a new block's value is read back
+    from its bytes, so a caller editing its objects in place afterwards cannot skew it).
+    """
+    request = built.request
+    known = built.estimates
+    if len(known) > 4 * len(request.blocks) + 64:
+        known.clear()  # a conversation that trimmed its history: forget the dropped blocks
+    blocks = _blocks_estimate(built, known)
+    if blocks is None:
+        blocks = _sum_estimates(built, request.blocks, known)
+    built.blocks_estimate = blocks
+    tools, custom = built.tool_overhead
+    total = blocks + anthropic_overhead(tools, built.messages_count, custom=custom)
+    return calibrated_estimate("anthropic", request.model, total)
+
+
+def _blocks_estimate(built: BuiltRequest, known: dict[bytes, int]) -> int | None:
+    """The blocks' sum from the previous request's, when this one extends it (else None)."""
+    base = built.extends
+    if base is None or base.blocks_estimate is None:
+        return None
+    total = base.blocks_estimate
+    start = len(base.request.blocks)
+    old_last = base.last_assistant
+    if old_last >= 0 and old_last != built.last_assistant:
+        # the previous last assistant message no longer is: its thinking stops counting
+        a, b = base.message_spans[old_last]
+        offset = base.messages_span[0]
+        moved = base.request.blocks[offset + a : offset + b]
+        for block in moved:
+            before = known.get(block.digest + b"!")
+            if before is None:
+                return None
+            total -= before
+        total += _sum_estimates(built, moved, known, last=-1)
+    return total + _sum_estimates(built, built.request.blocks[start:], known)
+
+
+def _sum_estimates(
+    built: BuiltRequest, blocks: Sequence[Block], known: dict[bytes, int], *, last: int | None = None
+) -> int:
+    """Sum of the blocks' estimates, counting the ones not known yet (together, in one pass)."""
+    total = 0
+    missing: list[tuple[bytes, int, int, int]] = []
+    texts: list[str] = []
+    last = built.last_assistant if last is None else last
+    for block in blocks:
+        keep = block.message is not None and block.message == last
+        key = block.digest + b"!" if keep else block.digest
+        tokens = known.get(key)
+        if tokens is not None:
+            total += tokens
+            continue
+        value = json.loads(block.raw)
+        parts, fixed = anthropic_block_parts(block.section == "tools", value, keep_thinking=keep)
+        missing.append((key, len(texts), len(texts) + len(parts), fixed))
+        texts.extend(parts)
+    if missing:
+        counts = count_each(encoding_for(built.request.model), texts)
+        for key, start, end, fixed in missing:
+            tokens = sum(counts[start:end]) + fixed
+            known[key] = tokens
+            total += tokens
+    return total
 
 
 # --- markers ------------------------------------------------------------------------------------
@@ -456,7 +710,8 @@ def prepare_request(
             return PreparedRequest(body=_as_dict(body), prefix_hash=None, drift=None, breakpoints=(),
                                    sequence=state.calls)
     with state.lock:
-        request = request_blocks(body, memo=state.token_memo)
+        built = build_request(body, memo=state.token_memo, previous=_previous_build(state))
+        request = built.request
         previous = state.prefix
         found: PrefixDrift | None = None
         expected = False
@@ -479,7 +734,7 @@ def prepare_request(
         if found is not None and drift == "raise":
             return PreparedRequest(
                 body=dict(body), prefix_hash=None, drift=found, breakpoints=(), blocks=request,
-                sequence=state.calls,
+                sequence=state.calls, built=built,
             )
 
         if previous is not None and not identical:
@@ -521,7 +776,7 @@ def prepare_request(
         prefix_hash = prefix_fingerprint(request.blocks[:cut], request.params) if cut else None
         live = [p for p in points if request.prefix_tokens[p] * state.token_scale >= min_tokens]
 
-        state.remember(PrefixPrint.of(request))
+        state.remember(PrefixPrint.of(request), built, built.stored_bytes)
         state.drift_end = drift_region_end(request, state.tail)
         state.written_end = live[-1] + 1 if live else None
         long_lived = [p for p in live if _ttl_at(request, markers, p) == "1h"]
@@ -542,7 +797,13 @@ def prepare_request(
             expected_divergence=expected,
             diagnostics=ask,
             sequence=state.calls,
+            built=built,
         )
+
+
+def _previous_build(state: LineageState) -> BuiltRequest | None:
+    built = state.built
+    return built if isinstance(built, BuiltRequest) else None
 
 
 def _ttl_at(request: RequestBlocks, markers: Sequence[Marker], index: int) -> Ttl | None:

@@ -25,7 +25,6 @@ the sync and the async client.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import uuid
@@ -45,15 +44,13 @@ from ..errors import BudgetExceeded
 from ..metering import CallContext
 from ..tasks import Task
 from ..usage import CallRecord, CostBreakdown, Usage
-from ._google_drift import PREFIX_FIELDS, prefix_blocks
+from ._google_body import WireBody
 from ._google_rules import (
     GeminiRoute,
     ServerClock,
     auto_ttl,
     cache_pays,
-    content_digest,
     economics_for,
-    leading_user_run,
     min_cache_tokens,
     parse_rfc3339,
 )
@@ -72,13 +69,6 @@ _EXPIRY_MARGIN_S = 15.0
 _MAX_TRACKED = 1024
 _CREATE_BACKOFF_S = 600.0
 """After a refused creation (too small, quota...) the same prefix is not tried again for this long."""
-
-
-def _blocks_digest(blocks: Sequence[Block]) -> str:
-    h = hashlib.sha256()
-    for block in blocks:
-        h.update(block.path.encode() + b"\0" + block.digest)
-    return h.hexdigest()
 
 
 # -- state -----------------------------------------------------------------------------------------
@@ -198,21 +188,19 @@ class ManagedCaches:
             return any(e.managed for e in self._entries.values())
 
     # -- before a request ------------------------------------------------------------------------
-    def plan(self, route: GeminiRoute, body: Mapping[str, Any], lineage_key: str) -> CachePlan:
+    def plan(self, route: GeminiRoute, wire: WireBody, lineage_key: str) -> CachePlan:
         """Fingerprint the request's stable prefix, next to what the conversation sent last."""
-        fields = {k: body[k] for k in PREFIX_FIELDS if body.get(k) is not None}
-        blocks = prefix_blocks(fields)
-        contents = body.get("contents") or []
-        opening_contents = leading_user_run(contents if isinstance(contents, list) else [])
-        opening = tuple(content_digest(c) for c in opening_contents)
+        prefix = wire.prefix()
+        opening_contents, opening = wire.opening()
+        contents = wire.body.get("contents")
         with self._lock:
             state = _bounded_get(self._lineages, lineage_key, lambda: LineageState(lineage_key))
             plan = CachePlan(
                 route=route,
                 lineage=state,
-                fields=fields,
-                base_key=_blocks_digest(blocks),
-                blocks=blocks,
+                fields=prefix.fields,
+                base_key=prefix.base_key,
+                blocks=prefix.blocks,
                 previous_blocks=state.blocks,
                 previous_base_key=state.base_key,
                 opening=opening,

@@ -5,12 +5,17 @@ do the sending). A ``generateContent`` / ``streamGenerateContent`` request is fi
 (drift), checked against the task's budget, possibly rewritten to read a managed cache entry, and
 its response body is observed as the caller reads it; the caller's own ``cachedContents``
 requests are billed too. Everything else passes through untouched.
+
+The body is decoded next to the conversation's previous one (`_google_body`), so a call costs in
+proportion to what it adds to the conversation, not to the conversation's length; a request that
+needs no rewrite is sent as the SDK wrote it, the very same ``httpx2.Request``.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -26,11 +31,13 @@ from ..lineage import current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions
 from ..tasks import Task, current_task
+from ..tokens import EstimateMemo, estimate_request
 from ..usage import CallStatus, Usage
 from ._drift_report import announce_drift, drift_fields
+from ._google_body import BodyHistory
 from ._google_cache import CacheEntry, CachePlan, HttpStep, ManagedCaches
 from ._google_drift import with_tokens
-from ._google_rules import GeminiRoute, parse_route, rewrite_body
+from ._google_rules import GeminiRoute, parse_route
 from ._sse import BodyObserver, tap_response
 
 __all__ = ["GeminiMeter", "meters_with_caches", "usage_from_gemini"]
@@ -39,6 +46,8 @@ __all__ = ["GeminiMeter", "meters_with_caches", "usage_from_gemini"]
 PROVIDER = "google"
 R = TypeVar("R")
 _MILLION = Decimal(1_000_000)
+_ESTIMATE_MEMOS = 32
+"""Conversations per client whose token-estimate memo is kept (as many as bodies are)."""
 _CACHE_OP_TIMEOUT = httpx2.Timeout(30.0).as_dict()
 """Our own cache requests (create, refresh, delete) never wait longer than this."""
 
@@ -189,6 +198,21 @@ class GeminiMeter:
         self.owns_inner_async = owns_inner_async
         self.client_key = f"{id(self):x}"
         self.caches = ManagedCaches(cache_ttl=options.cache_ttl, on_entry=self._track)
+        self.bodies = BodyHistory()
+        self._memos: OrderedDict[str, EstimateMemo] = OrderedDict()
+        """Token-estimate memos per conversation: its decoded bodies reuse unchanged contents."""
+        self._memos_lock = threading.Lock()
+
+    def _estimate_memo(self, conversation: str) -> EstimateMemo:
+        with self._memos_lock:
+            memo = self._memos.get(conversation)
+            if memo is None:
+                memo = self._memos[conversation] = EstimateMemo()
+                while len(self._memos) > _ESTIMATE_MEMOS:
+                    self._memos.popitem(last=False)
+            else:
+                self._memos.move_to_end(conversation)
+            return memo
 
     def _track(self) -> None:
         with _meters_lock:
@@ -252,14 +276,15 @@ class GeminiMeter:
             return self._prepare_cache_op(route, request)
         if not route.is_generate or request.method.upper() != "POST":
             return None
-        body = json.loads(request.read() or b"null")
-        if not isinstance(body, dict):
-            return None
         task = current_task()
         key = lineage_key(
             self.client_key, PROVIDER, route.model, task.id if task else None, current_conversation()
         )
-        plan = None if body.get("cachedContent") else self.caches.plan(route, body, key)
+        wire = self.bodies.decode(key, request.read() or b"null")
+        if wire is None:
+            return None
+        body = wire.body
+        plan = None if body.get("cachedContent") else self.caches.plan(route, wire, key)
         drift = self._drift(plan) if plan is not None else None
         if drift is not None and self.options.drift == "raise":
             log.warning(
@@ -273,7 +298,7 @@ class GeminiMeter:
             PROVIDER,
             route.model,
             "generate_content",
-            estimated_input_tokens=lambda: self._estimate(body, route.model, call),
+            estimated_input_tokens=lambda: self._estimate(body, route.model, call, self._estimate_memo(key)),
             stream=route.method == "streamGenerateContent",
             request_bytes=len(request.content),
             conversation=key,
@@ -287,8 +312,7 @@ class GeminiMeter:
         try:
             call.entry = yield from self.caches.acquire(plan, request)
             if call.entry is not None:
-                rewritten = rewrite_body(body, call.entry.name, len(call.entry.leading))
-                call.sent = _with_body(request, rewritten)
+                call.sent = _with_body(request, wire.rewritten(call.entry.name, len(call.entry.leading)))
                 call.ctx.metadata["cached_content"] = call.entry.name
         except Exception as exc:
             log.error(
@@ -332,7 +356,7 @@ class GeminiMeter:
         previous = plan.previous_blocks
         if self.options.drift == "off" or not previous:
             return None
-        if [b.digest for b in previous] == [b.digest for b in plan.blocks]:
+        if previous is plan.blocks or [b.digest for b in previous] == [b.digest for b in plan.blocks]:
             return None
         model = plan.route.model
         return explain_drift(
@@ -341,10 +365,10 @@ class GeminiMeter:
             extra_cost=lambda tokens: _lost_discount(tokens, model),
         )
 
-    def _estimate(self, body: Mapping[str, Any], model: str, call: _Call) -> int:
-        from ..tokens import estimate_request
-
-        estimate = estimate_request(PROVIDER, body, model)
+    def _estimate(
+        self, body: Mapping[str, Any], model: str, call: _Call, memo: EstimateMemo | None = None
+    ) -> int:
+        estimate = estimate_request(PROVIDER, body, model, memo=memo)
         call.estimate_raw.append(estimate.raw_tokens)
         return estimate.tokens
 
@@ -494,14 +518,10 @@ def _is_cache_error(body: bytes) -> bool:
     return "cachedcontent" in text or "cached content" in text or "cached_content" in text
 
 
-def _with_body(request: httpx2.Request, body: Mapping[str, Any]) -> httpx2.Request:
+def _with_body(request: httpx2.Request, content: bytes) -> httpx2.Request:
     headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
     return httpx2.Request(
-        request.method,
-        request.url,
-        headers=headers,
-        content=json.dumps(body).encode(),
-        extensions=dict(request.extensions),
+        request.method, request.url, headers=headers, content=content, extensions=dict(request.extensions)
     )
 
 

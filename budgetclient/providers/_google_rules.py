@@ -8,6 +8,7 @@ rewrite that reads an entry, and the server clock storage is billed on.
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 import json
 import re
@@ -85,7 +86,13 @@ class GeminiRoute:
 
 
 def parse_route(url: httpx2.URL) -> GeminiRoute | None:
-    match = _ROUTE.match(url.path)
+    return _route_of_path(url.path)
+
+
+@functools.lru_cache(maxsize=256)
+def _route_of_path(path: str) -> GeminiRoute | None:
+    """Memoised: a client sends to a handful of paths (routes are frozen, so sharing them is safe)."""
+    match = _ROUTE.match(path)
     if match is None:
         return None
     root, parent = match["root"], match["parent"] or ""
@@ -171,14 +178,19 @@ class ServerClock:
 
     def __init__(self) -> None:
         self._offset: float | None = None
+        self._last: tuple[str, float] = ("", 0.0)
+        """The last ``Date`` parsed: responses within the same second carry the same header."""
 
     def observe(self, date_header: str | None) -> float:
         """Record a response's ``Date``; returns it as epoch seconds (local estimate if absent)."""
         if date_header:
-            try:
-                at = email.utils.parsedate_to_datetime(date_header).timestamp()
-            except (TypeError, ValueError):
-                return self.now()
+            header, at = self._last
+            if header != date_header:
+                try:
+                    at = email.utils.parsedate_to_datetime(date_header).timestamp()
+                except (TypeError, ValueError):
+                    return self.now()
+                self._last = (date_header, at)
             self._offset = at - time.time()
             return at
         return self.now()

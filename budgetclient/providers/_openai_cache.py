@@ -9,14 +9,19 @@ Given the JSON body a caller's SDK call produced, decide what budgetclient sends
   stable prefix (tools, instructions, leading system/developer messages), within the 4-write cap,
   plus ``prompt_cache_options`` (never beside a caller's ``prompt_cache_retention``);
 - the stable prefix itself, as `blocks.Block` s (bytes as sent, markers stripped), for the drift
-  check.
+  check. A conversation repeats its prefix every call, so the previous call's blocks are reused
+  for values that have not changed (`PrefixMemo`): only new or edited blocks are serialised,
+  hashed and counted.
 
 Nothing here does I/O; the caller's body is never mutated (changed parts are copied).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
+import marshal
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +38,10 @@ __all__ = [
     "COMPLETIONS",
     "EMBEDDINGS",
     "RESPONSES",
+    "PrefixMemo",
     "PreparedRequest",
     "background_poll",
+    "build_prefix",
     "cache_params",
     "classify",
     "prepare_request",
@@ -92,6 +99,7 @@ def background_poll(method: str, path: str) -> str | None:
     return match.group(1) if match else None
 
 
+@functools.lru_cache(maxsize=4096)
 def prompt_cache_key_for(model: str, task_name: str | None, conversation: str | None) -> str:
     """A ``prompt_cache_key`` that is the same for every call of one conversation, in any process.
 
@@ -121,6 +129,8 @@ class PreparedRequest:
     breakpoints: tuple[str, ...] = ()
     """Paths of the content parts budgetclient marked with ``prompt_cache_breakpoint``."""
     notes: dict[str, Any] = field(default_factory=dict)
+    memo: PrefixMemo | None = None
+    """The prefix blocks with what they were built from, for the next call of the conversation."""
 
 
 def _without_markers(value: Any) -> Any:
@@ -135,15 +145,102 @@ def _leading_messages(body: Mapping[str, Any], operation: str) -> list[tuple[str
     items = body.get("messages") if operation == CHAT else body.get("input")
     name = "messages" if operation == CHAT else "input"
     leading: list[tuple[str, Mapping[str, Any]]] = []
-    if not isinstance(items, Sequence) or isinstance(items, str):
+    if type(items) is not list and (not isinstance(items, Sequence) or isinstance(items, str)):
         return leading
     for index, item in enumerate(items):
-        if not isinstance(item, Mapping) or item.get("role") not in _PREFIX_ROLES:
+        if type(item) is not dict and not isinstance(item, Mapping):
+            break
+        if item.get("role") not in _PREFIX_ROLES:
             break
         if operation == RESPONSES and item.get("type", "message") != "message":
             break
         leading.append((f"{name}[{index}]", item))
     return leading
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixMemo:
+    """One request's prefix blocks with fingerprints of the values they were built from.
+
+    The next call of the conversation reuses the whole prefix when its values fingerprint the
+    same (the usual case: one C-speed ``marshal`` of the tools, instructions and leading
+    messages), else each block whose value is unchanged; so an unchanged prefix is neither
+    serialised, hashed nor counted again. ``marshal`` keeps key order and tells ``1`` from
+    ``1.0`` and ``True``, and loads back what it dumped: equal fingerprints mean equal values,
+    which serialise to equal JSON.
+    """
+
+    source: bytes | None
+    """Fingerprint of everything the prefix is built from (None when it holds non-JSON values)."""
+    blocks: tuple[Block, ...]
+    items: Mapping[str, tuple[_Fingerprint, Block]]
+    """Each block by path, with the fingerprint of its own value."""
+    counted: bool
+    """Whether the blocks' tokens were counted (a memo without counts cannot serve a counted call)."""
+    stored_bytes: int = 0
+    """Bytes the fingerprints keep alive, for the lineage's memory bound (the blocks' bytes are
+    the lineage's remembered prefix)."""
+    hashed: dict[tuple[tuple[str, int, bytes], ...], str] = field(default_factory=dict, compare=False)
+    """The prefix's fingerprint with the last cache parameters it was hashed with."""
+
+    def prefix_hash(self, params: tuple[tuple[str, int, bytes], ...]) -> str | None:
+        """`drift.prefix_fingerprint` of the blocks and ``params``, computed once per parameters."""
+        if not self.blocks and not params:
+            return None
+        known = self.hashed.get(params)
+        if known is None:
+            known = prefix_fingerprint(self.blocks, params)
+            self.hashed.clear()  # one entry: a conversation's parameters rarely change
+            self.hashed[params] = known
+        return known
+
+
+_Fingerprint = tuple[str, str | None, str | bytes]
+"""``(text type, role, the string itself or the value's marshal bytes)``."""
+
+_MARSHAL_VERSION = 2
+"""The last version without back-references: its bytes do not depend on how objects are shared."""
+
+
+def _marshalled(value: Any) -> bytes | None:
+    try:
+        return marshal.dumps(value, _MARSHAL_VERSION)
+    except (ValueError, RecursionError):  # not plain JSON values: rebuilt every time
+        return None
+
+
+def _fingerprint(value: Any, text_type: str, role: str | None) -> _Fingerprint | None:
+    if type(value) is str:
+        return (text_type, role, value)  # compared by identity first, then by bytes
+    data = _marshalled(value)
+    return None if data is None else (text_type, role, data)
+
+
+class _PrefixBuilder:
+    """Builds prefix blocks, reusing the previous call's block wherever the value is unchanged."""
+
+    __slots__ = ("count", "items", "previous", "stored")
+
+    def __init__(self, count: TokenCounter | None, previous: PrefixMemo | None) -> None:
+        self.count = count
+        self.previous = previous.items if previous is not None else None
+        self.items: dict[str, tuple[_Fingerprint, Block]] = {}
+        self.stored = 0
+
+    def block(
+        self, path: str, section: Any, value: Any, *, text_type: str = "text", **where: Any
+    ) -> Block:
+        fingerprint = _fingerprint(value, text_type, where.get("role"))
+        known = self.previous.get(path) if self.previous is not None else None
+        # ``==`` on str and bytes checks identity first; a str never equals bytes
+        if known is not None and fingerprint is not None and known[0] == fingerprint:
+            block = known[1]
+        else:
+            block = _block(path, section, value, self.count, text_type=text_type, **where)
+        if fingerprint is not None:
+            self.items[path] = (fingerprint, block)
+            self.stored += len(fingerprint[2])
+        return block
 
 
 def _block(
@@ -168,30 +265,52 @@ def stable_prefix(
     Tools first, then ``instructions``, then the leading system/developer messages: the order in
     which they open the prompt. ``count`` gives each block its token estimate (0 without one).
     """
+    return build_prefix(body, operation, count)[0]
+
+
+def build_prefix(
+    body: Mapping[str, Any],
+    operation: str,
+    count: TokenCounter | None = None,
+    previous: PrefixMemo | None = None,
+) -> tuple[tuple[Block, ...], PrefixMemo]:
+    """`stable_prefix` plus its memo, reusing ``previous`` (the last call's memo) where unchanged."""
+    if previous is not None and previous.counted != (count is not None):
+        previous = None
     if operation not in (CHAT, RESPONSES):
-        return ()
+        return (), PrefixMemo(None, (), {}, count is not None)
+    tools, functions = body.get("tools"), body.get("functions")
+    instructions = body.get("instructions") if operation == RESPONSES else None
+    leading = _leading_messages(body, operation)
+    source = _marshalled((operation, tools, functions, instructions, [message for _, message in leading]))
+    if previous is not None and source is not None and previous.source == source:
+        return previous.blocks, previous
+    builder = _PrefixBuilder(count, previous)
     text_type = "text" if operation == CHAT else "input_text"
+    block = builder.block
     blocks = [
-        _block(f"{key}[{i}]", "tools", tool, count)
-        for key in ("tools", "functions")  # ``functions``: the deprecated form of chat tools
-        for i, tool in enumerate(body.get(key) or ())
+        block(f"{key}[{i}]", "tools", tool)
+        for key, listed in (("tools", tools), ("functions", functions))  # ``functions``: deprecated
+        for i, tool in enumerate(listed or ())
     ]
-    instructions = body.get("instructions")
-    if operation == RESPONSES and isinstance(instructions, str):
-        blocks.append(_block("instructions", "system", instructions, count, text_type=text_type))
-    for index, (path, message) in enumerate(_leading_messages(body, operation)):
+    if isinstance(instructions, str):
+        blocks.append(block("instructions", "system", instructions, text_type=text_type))
+    for index, (path, message) in enumerate(leading):
         role = str(message.get("role"))
         content = message.get("content")
         if isinstance(content, Sequence) and not isinstance(content, str):
             blocks += [
-                _block(f"{path}.content[{j}]", "system", part, count, message=index, content=j, role=role)
+                block(f"{path}.content[{j}]", "system", part, message=index, content=j, role=role)
                 for j, part in enumerate(content)
             ]
         else:
             text = content if isinstance(content, str) else ""
-            blocks.append(_block(f"{path}.content", "system", text, count, text_type=text_type,
-                                 message=index, role=role))
-    return tuple(blocks)
+            blocks.append(
+                block(f"{path}.content", "system", text, text_type=text_type, message=index, role=role)
+            )
+    prefix = tuple(blocks)
+    stored = builder.stored + (len(source) if source is not None else 0)
+    return prefix, PrefixMemo(source, prefix, builder.items, count is not None, stored)
 
 
 _CACHE_PARAMS = {
@@ -211,17 +330,23 @@ _CACHE_PARAMS = {
     ),
 }
 """What OpenAI's ``prompt_cache_diagnostics`` names as reasons besides the prompt itself."""
+_CACHE_PARAM_NAMES = {
+    operation: tuple((".".join(path), path) for path in paths) for operation, paths in _CACHE_PARAMS.items()
+}
+_json_string: Callable[[str], str] = json.encoder.encode_basestring  # what ensure_ascii=False uses
 
 
 def cache_params(body: Mapping[str, Any], operation: str) -> tuple[tuple[str, int, bytes], ...]:
     """``(name, 0, bytes)`` of the parameters sent that decide whether any cached prefix is reused."""
     params: list[tuple[str, int, bytes]] = []
-    for path in _CACHE_PARAMS.get(operation, ()):
+    for name, path in _CACHE_PARAM_NAMES.get(operation, ()):
         value: Any = body
         for key in path:
             value = value.get(key) if isinstance(value, Mapping) else None
         if value is not None:
-            params.append((".".join(path), 0, raw_bytes(value)))
+            # a string (the usual parameter) as `raw_bytes` writes it, without building an encoder
+            data = _json_string(value).encode() if type(value) is str else raw_bytes(value)
+            params.append((name, 0, data))
     return tuple(params)
 
 
@@ -271,14 +396,16 @@ def prepare_request(
     previous_response_id: str | None = None,
     gap_s: float | None = None,
     count_block: TokenCounter | None = None,
+    previous: PrefixMemo | None = None,
 ) -> PreparedRequest:
     """Decide the body budgetclient sends for ``body`` (see the module docstring).
 
     ``count_block`` estimates each prefix block's tokens: the breakpoint's minimum-length check
-    and drift's tokens at risk use them (without it the length check is skipped).
+    and drift's tokens at risk use them (without it the length check is skipped). ``previous`` is
+    the memo of the conversation's last call (`PreparedRequest.memo`): unchanged blocks are reused.
     """
     out: dict[str, Any] = dict(body)
-    prefix = stable_prefix(body, operation, count_block)
+    prefix, memo = build_prefix(body, operation, count_block, previous)
     hide = False
     injected_key: str | None = None
     marked: list[str] = []
@@ -314,9 +441,10 @@ def prepare_request(
         prompt_cache_key=injected_key,
         prefix=prefix,
         params=params,
-        prefix_hash=prefix_fingerprint(prefix, params) if prefix or params else None,
+        prefix_hash=memo.prefix_hash(params),
         breakpoints=tuple(marked),
         notes=notes,
+        memo=memo,
     )
 
 

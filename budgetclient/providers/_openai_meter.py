@@ -2,9 +2,12 @@
 
 One ``OpenAIMeter`` belongs to one instrumented client and all of its copies. Per HTTP attempt:
 
-1. ``begin`` rewrites the JSON body (``include_usage``, ``prompt_cache_key``, breakpoint; see
-   `_openai_cache`), checks the stable prefix for drift (``PrefixDriftError`` before sending with
-   ``drift="raise"``) and opens a metering context (``BudgetExceeded`` before sending);
+1. ``plan_options`` decides the JSON body (``include_usage``, ``prompt_cache_key``, breakpoint;
+   see `_openai_cache`) and checks the stable prefix for drift while the body is still the SDK's
+   dict, so the SDK encodes the final body once (`_openai_hook`); a request built without that
+   hook is planned from its bytes by ``begin`` instead. ``begin`` then raises the drift
+   (``PrefixDriftError`` before sending with ``drift="raise"``) and opens a metering context
+   (``BudgetExceeded`` before sending);
 2. ``observe`` taps the response body as the SDK reads it (plain, raw, streaming responses and
    stream helpers alike) and hides the usage-only chunk when budgetclient asked for it;
 3. ``record`` turns the folded usage into a call record. Retries and failed attempts are records
@@ -27,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
+import openai
 
 from .. import metering
 from .._log import log
@@ -43,6 +47,7 @@ from ._openai_cache import (
     COMPACT,
     COMPLETIONS,
     RESPONSES,
+    PrefixMemo,
     PreparedRequest,
     background_poll,
     classify,
@@ -54,13 +59,42 @@ from ._openai_stream import hide_usage_chunk
 from ._openai_usage import usage_from_chat, usage_from_responses
 from ._sse import BodyObserver, tap_response
 
-__all__ = ["PROVIDER", "OpenAIMeter"]
+__all__ = ["PROVIDER", "OpenAIMeter", "Plan", "plan_of"]
 
 
 PROVIDER = "openai"
 _MAX_PENDING = 4096
 _TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 _PENDING_STATUSES = ("queued", "in_progress")
+
+
+_PLAN = "_budgetclient_plan"
+"""Attribute of an ``httpx2.Request`` carrying the `Plan` its body was encoded from."""
+
+
+@dataclass(slots=True)
+class Plan:
+    """What budgetclient decided for one attempt's body, and what it learnt deciding it."""
+
+    meter: OpenAIMeter
+    operation: str
+    body: Mapping[str, Any] | None
+    """The body as sent (None when it is not a JSON object)."""
+    model: str
+    stream: bool
+    prepared: PreparedRequest | None = None
+    lineage: LineageState | None = None
+    drift: PrefixDrift | None = None
+
+
+def plan_of(request: httpx2.Request) -> Plan | None:
+    """The plan ``request`` was built from, if budgetclient planned it before encoding."""
+    plan = getattr(request, _PLAN, None)
+    return plan if isinstance(plan, Plan) else None
+
+
+def attach_plan(request: httpx2.Request, plan: Plan) -> None:
+    setattr(request, _PLAN, plan)
 
 
 @dataclass(slots=True)
@@ -91,28 +125,53 @@ class OpenAIMeter:
         self._lock = threading.Lock()
 
     # -- before sending ------------------------------------------------------------------------
-    def begin(self, request: httpx2.Request) -> _Attempt | None:
-        """Prepare and admit one attempt; None when the request is not a model request.
+    def plan_options(self, options: Any, headers: Mapping[str, Any] | None = None) -> Plan | None:
+        """Plan one attempt from the SDK's request options, before the SDK encodes the body.
 
-        Raises only ``BudgetExceeded`` and (with ``drift="raise"``) ``PrefixDriftError``.
+        ``options`` is the attempt's own ``FinalRequestOptions`` (the SDK copies them for every
+        attempt, so each attempt is planned once, from the caller's body); a changed body is put
+        back as ``options.json_data``, merged with ``extra_json`` exactly as the SDK merges them.
+        ``headers`` are the client's custom headers. None (options untouched) when the request is
+        not a JSON model request; never raises.
         """
-        operation = classify(request.method, request.url.path)
-        if operation is None:
-            return self._poll(request)
-        attempt_no = _retries_taken(request)
-        body: Mapping[str, Any] | None = None
         try:
-            document = json.loads(request.content) if request.content else None
-            body = document if isinstance(document, Mapping) else None
-        except Exception:  # a multipart or unread body: metered, not prepared
-            body = None
+            method, url = options.method, options.url
+            if not isinstance(method, str) or method.upper() != "POST" or not isinstance(url, str):
+                return None
+            operation = classify("POST", url.split("?", 1)[0])
+            if operation is None or options.content is not None or options.files is not None:
+                return None
+            if _multipart(options.headers) or _multipart(headers):
+                return None
+            json_data, extra = options.json_data, options.extra_json
+            body: Any
+            if extra is None:
+                body = json_data
+            elif json_data is None:
+                body = extra
+            elif isinstance(json_data, Mapping) and isinstance(extra, Mapping):
+                body = {k: v for k, v in {**json_data, **extra}.items() if not isinstance(v, openai.Omit)}
+            else:
+                return None
+            if not isinstance(body, Mapping):
+                return None
+            plan = self._plan(operation, body)
+            if plan.prepared is not None and plan.prepared.changed:
+                options.json_data = plan.prepared.body
+                options.extra_json = None
+            return plan
+        except Exception as exc:  # planning must never cost the user a request
+            detail = str(exc)[:200]
+            log.error("cache.prepare_failed", provider=PROVIDER, error=type(exc).__name__, detail=detail)
+            return None
+
+    def _plan(self, operation: str, body: Mapping[str, Any] | None) -> Plan:
         model = str(body.get("model") or "") if body is not None else ""
-        prepared: PreparedRequest | None = None
-        lineage: LineageState | None = None
-        drift: PrefixDrift | None = None
+        plan = Plan(self, operation, body, model, bool(body.get("stream")) if body is not None else False)
         if body is not None and operation in (CHAT, RESPONSES, COMPLETIONS):
             try:
-                prepared, lineage, drift = self._prepare(body, operation, model)
+                plan.prepared, plan.lineage, plan.drift = self._prepare(body, operation, model)
+                plan.body = plan.prepared.body
             except Exception as exc:  # preparation must never cost the user a request
                 log.error(
                     "cache.prepare_failed",
@@ -121,17 +180,44 @@ class OpenAIMeter:
                     error=type(exc).__name__,
                     detail=str(exc)[:200],
                 )
+        return plan
+
+    def _plan_request(self, request: httpx2.Request, operation: str) -> tuple[Plan, httpx2.Request]:
+        """Plan a request the SDK encoded without budgetclient's hook: decode, plan, re-encode."""
+        body: Mapping[str, Any] | None = None
+        try:
+            document = json.loads(request.content) if request.content else None
+            body = document if isinstance(document, Mapping) else None
+        except Exception:  # a multipart or unread body: metered, not prepared
+            body = None
+        plan = self._plan(operation, body)
+        send = request
+        if plan.prepared is not None and plan.prepared.changed:
+            try:
+                send = _with_body(request, plan.prepared.body)
+            except Exception as exc:
+                log.error("cache.rewrite_failed", provider=PROVIDER, error=type(exc).__name__)
+                plan.prepared, plan.body = None, body
+        return plan, send
+
+    def begin(self, request: httpx2.Request) -> _Attempt | None:
+        """Admit one attempt; None when the request is not a model request.
+
+        Raises only ``BudgetExceeded`` and (with ``drift="raise"``) ``PrefixDriftError``.
+        """
+        plan = plan_of(request)
+        send = request
+        if plan is None or plan.meter is not self:
+            operation = classify(request.method, request.url.path)
+            if operation is None:
+                return self._poll(request)
+            plan, send = self._plan_request(request, operation)
+        attempt_no = _retries_taken(request)
+        model, prepared, lineage, drift = plan.model, plan.prepared, plan.lineage, plan.drift
         if drift is not None and self.options.drift == "raise":
             log.warning("cache.drift", provider=PROVIDER, model=model, action="raised", **drift_fields(drift))
             raise PrefixDriftError(drift)
-        send_body: Mapping[str, Any] | None = prepared.body if prepared is not None else body
-        send = request
-        if prepared is not None and prepared.changed:
-            try:
-                send = _with_body(request, prepared.body)
-            except Exception as exc:
-                log.error("cache.rewrite_failed", provider=PROVIDER, error=type(exc).__name__)
-                prepared, send_body = None, body
+        send_body = plan.body
         raw_estimate = [0]
 
         def estimate() -> int:
@@ -145,9 +231,9 @@ class OpenAIMeter:
         ctx = metering.begin_call(
             PROVIDER,
             model,
-            operation,
+            plan.operation,
             estimated_input_tokens=estimate if send_body is not None else None,
-            stream=bool(body.get("stream")) if body is not None else False,
+            stream=plan.stream,
             attempt=attempt_no,
             request_bytes=len(send.content) if _has_content(send) else 0,
             conversation=lineage.key if lineage is not None else None,
@@ -161,7 +247,7 @@ class OpenAIMeter:
                 ctx.metadata["prompt_cache_key"] = prepared.prompt_cache_key
         if drift is not None and self.options.drift == "warn" and attempt_no == 0:
             announce_drift(drift, model)
-        return _Attempt(operation, send, ctx, prepared, lineage, time.time(), raw_estimate[0])
+        return _Attempt(plan.operation, send, ctx, prepared, lineage, time.time(), raw_estimate[0])
 
     def _poll(self, request: httpx2.Request) -> _Attempt | None:
         """A retrieve of a background response: its usage belongs to the task that created it."""
@@ -197,6 +283,7 @@ class OpenAIMeter:
         with state.lock:
             previous, previous_response = state.prefix, state.response_id
             gap = time.time() - state.last_call_at if state.last_call_at is not None else None
+            built = state.built
         memo = state.token_memo
 
         def count_block(digest: bytes, text: str) -> int:
@@ -213,9 +300,15 @@ class OpenAIMeter:
             previous_response_id=previous_response,
             gap_s=gap,
             count_block=count_block,
+            previous=built if isinstance(built, PrefixMemo) else None,
         )
         drift = None
-        if self.options.drift != "off" and previous is not None:
+        # the previous call's own blocks (a memo hit) with the same parameters cannot have drifted
+        if (
+            self.options.drift != "off"
+            and previous is not None
+            and not (previous.blocks is prepared.prefix and previous.params == prepared.params)
+        ):
             drift = explain_drift(
                 previous.blocks,
                 prepared.prefix,
@@ -324,7 +417,18 @@ class OpenAIMeter:
     ) -> None:
         with state.lock:
             state.record_gap(at)
-            state.remember(PrefixPrint(prepared.prefix, prepared.params))
+            memo, known = prepared.memo, state.prefix
+            repeated = (
+                memo is not None
+                and state.built is memo
+                and known is not None
+                and known.blocks is prepared.prefix
+                and known.params == prepared.params
+            )
+            if not repeated:  # a memo hit leaves the lineage as the previous call left it
+                state.remember(
+                    PrefixPrint(prepared.prefix, prepared.params), memo, memo.stored_bytes if memo else 0
+                )
             response_id = message.get("id")
             if isinstance(response_id, str) and response_id.startswith("resp"):
                 state.response_id = response_id
@@ -430,6 +534,15 @@ def _with_body(request: httpx2.Request, body: Mapping[str, Any]) -> httpx2.Reque
     return httpx2.Request(
         request.method, request.url, headers=headers, content=content, extensions=request.extensions
     )
+
+
+def _multipart(headers: Any) -> bool:
+    if not isinstance(headers, Mapping):
+        return False
+    for name, value in headers.items():
+        if isinstance(name, str) and name.lower() == "content-type":
+            return isinstance(value, str) and value.lower().startswith("multipart/")
+    return False
 
 
 def _calibrate(model: str, raw_estimate: int, reported: int) -> None:

@@ -7,6 +7,7 @@ functions take plain JSON mappings (what the wire carries), so they need no SDK 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -95,6 +96,7 @@ def usage_from_openai(usage: Mapping[str, Any] | None) -> Usage:
 _VERSION = re.compile(r"gpt-(\d+)(?:\.(\d+))?")
 
 
+@functools.lru_cache(maxsize=1024)
 def supports_prompt_cache_breakpoints(model: str) -> bool:
     """True for models that accept ``prompt_cache_breakpoint`` / ``prompt_cache_options`` (gpt-5.6+)."""
     match = _VERSION.search(model.lower())

@@ -28,8 +28,9 @@ from ..lineage import LineageRegistry, LineageState, current_conversation, linea
 from ..metering import CallContext
 from ..options import ClientOptions, split_client_options
 from ..tasks import current_task
+from ..tokens import TokenEstimate, estimate_request
 from ..usage import CallStatus, Usage
-from ._anthropic_cache import PreparedRequest, observe_response, prepare_request
+from ._anthropic_cache import PreparedRequest, estimate_input, observe_response, prepare_request
 from ._drift_report import announce_drift, drift_fields
 from ._sse import BodyObserver, tap_response
 
@@ -218,7 +219,7 @@ class BudgetMiddleware(Middleware):
             PROVIDER,
             model,
             "messages",
-            estimated_input_tokens=lambda: _estimate_tokens(send_body),
+            estimated_input_tokens=lambda: _estimate_tokens(send_body, prepared),
             stream=bool(body.get("stream")) or request.stream,
             attempt=request.retries_taken,
             conversation=(state.key if state is not None else None),
@@ -401,9 +402,11 @@ def _with_body(request: APIRequest, body: Mapping[str, Any]) -> APIRequest:
         return request.copy(body=body)
 
 
-def _estimate_tokens(body: Mapping[str, Any]) -> Any:
-    from ..tokens import estimate_request
-
+def _estimate_tokens(body: Mapping[str, Any], prepared: PreparedRequest | None) -> TokenEstimate:
+    """From the blocks placement built (new blocks counted only), else from the whole body."""
+    built = prepared.built if prepared is not None else None
+    if built is not None and built.estimable:
+        return estimate_input(built)
     return estimate_request(PROVIDER, body)
 
 

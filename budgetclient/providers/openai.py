@@ -3,7 +3,8 @@
 The hook is the client's ``http_client`` (see `_openai_http`): budgetclient puts a delegating
 ``httpx2`` client in front of the one the SDK would use. ``copy()`` / ``with_options()`` hand
 that same ``http_client`` to the new client, so every copy is metered too, and the client keeps
-the SDK's class, methods, return types and static types.
+the SDK's class, methods, return types and static types. The body itself is rewritten before
+the SDK encodes it (`_openai_hook`), where the client allows it.
 
 - ``bc.OpenAI(...)`` / ``bc.AsyncOpenAI(...)``: subclasses taking the SDK's arguments plus
   ``cache``, ``cache_ttl`` and ``drift``.
@@ -29,9 +30,13 @@ import openai
 
 from ..options import ClientOptions, split_client_options
 from ._openai_cache import prompt_cache_key_for
+from ._openai_hook import install, planned_build
 from ._openai_http import AsyncMeteredHttpClient, MeteredHttpClient
 from ._openai_meter import OpenAIMeter
 from ._openai_usage import usage_from_chat, usage_from_openai, usage_from_responses
+
+if TYPE_CHECKING:
+    from openai._models import FinalRequestOptions
 
 __all__ = [
     "AsyncOpenAI",
@@ -100,9 +105,15 @@ class OpenAI(openai.OpenAI):
         super().__init__(**rest)
         self._client = _instrumented(self._client, options if ours else None)  # type: ignore[assignment]
 
+    _bc_plans = True
+    """Requests are planned by ``_build_request`` below (`_openai_hook.install` leaves it alone)."""
+
     @property
     def budget_options(self) -> ClientOptions:
         return _budget_options(self)
+
+    def _build_request(self, options: FinalRequestOptions, *, retries_taken: int = 0) -> httpx2.Request:
+        return planned_build(self, super()._build_request, options, retries_taken)
 
     if not TYPE_CHECKING:  # type checkers keep seeing the SDK's fully typed copy / with_options
 
@@ -121,9 +132,15 @@ class AsyncOpenAI(openai.AsyncOpenAI):
         super().__init__(**rest)
         self._client = _instrumented(self._client, options if ours else None)  # type: ignore[assignment]
 
+    _bc_plans = True
+    """Requests are planned by ``_build_request`` below (`_openai_hook.install` leaves it alone)."""
+
     @property
     def budget_options(self) -> ClientOptions:
         return _budget_options(self)
+
+    def _build_request(self, options: FinalRequestOptions, *, retries_taken: int = 0) -> httpx2.Request:
+        return planned_build(self, super()._build_request, options, retries_taken)
 
     if not TYPE_CHECKING:
 
@@ -141,4 +158,6 @@ def wrap_openai(client: C, options: ClientOptions) -> C:
         raise TypeError(f"cannot instrument {type(client).__qualname__}: it is not an openai SDK client")
     if isinstance(http_client, _METERED):
         http_client = http_client.inner
-    return copy(http_client=_instrumented(http_client, options))  # type: ignore[no-any-return]
+    wrapped = copy(http_client=_instrumented(http_client, options))
+    install(wrapped)
+    return wrapped  # type: ignore[no-any-return]

@@ -46,9 +46,8 @@ def write_records(url: str, process: int, start: Any) -> None:
     writer.close()
 
 
-def test_four_processes_write_one_sqlite_file_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "shared" / "ledger.db"  # fresh: the processes also race to create the schema
-    url = f"sqlite:///{path}"
+def run_writers(url: str) -> None:
+    """PROCESSES spawned processes writing RECORDS_PER_PROCESS records each into ``url`` at once."""
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Barrier(PROCESSES)
     workers = [ctx.Process(target=write_records, args=(url, p, start)) for p in range(PROCESSES)]
@@ -57,6 +56,12 @@ def test_four_processes_write_one_sqlite_file_at_once(tmp_path: Path) -> None:
     for w in workers:
         w.join(120)
     assert [w.exitcode for w in workers] == [0] * PROCESSES
+
+
+def test_four_processes_write_one_sqlite_file_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "shared" / "ledger.db"  # fresh: the processes also race to create the schema
+    url = f"sqlite:///{path}"
+    run_writers(url)
 
     expected_ids = {f"p{p}-{i}" for p in range(PROCESSES) for i in range(RECORDS_PER_PROCESS)}
     expected_total = sum(
@@ -124,3 +129,35 @@ def test_fork_started_children_write_their_records_at_exit(tmp_path: Path) -> No
         (record_cost(p, i) for p in range(2) for i in range(RECORDS_PER_PROCESS)), Decimal(0)
     )
     assert sum((c.cost or Decimal(0) for c in calls), Decimal(0)) == expected_total
+
+
+def test_processes_opening_a_version_1_ledger_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """An upgrade: every process races to migrate the old file; one does, all old rows survive."""
+    from dataclasses import replace
+
+    from budgetclient.ledger import open_ledger
+    from budgetclient.ledger.sqlite import SCHEMA_VERSION
+    from tests.test_ledger import make_call, make_version_1_ledger
+
+    path = tmp_path / "ledger.db"
+    old = [
+        replace(make_call(i), id=f"old-{i}", cost=record_cost(99, i), started_at=T0 - timedelta(seconds=i))
+        for i in range(300)
+    ]
+    make_version_1_ledger(path, old)
+    url = f"sqlite:///{path}"
+    run_writers(url)
+
+    ledger = open_ledger(url)
+    calls = ledger.read_calls()
+    ledger.close()
+    assert calls[:300] == sorted(old, key=lambda c: c.started_at)  # exactly as they were, oldest first
+    assert len(calls) == len({c.id for c in calls}) == 300 + PROCESSES * RECORDS_PER_PROCESS
+    expected_total = sum(
+        (record_cost(p, i) for p in range(PROCESSES) for i in range(RECORDS_PER_PROCESS)),
+        sum((c.cost or Decimal(0) for c in old), Decimal(0)),
+    )
+    assert sum((c.cost or Decimal(0) for c in calls), Decimal(0)) == expected_total
+    with sqlite3.connect(path) as raw:
+        versions = raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]

@@ -275,3 +275,12 @@ def test_gemini_estimate_memo_never_answers_for_another_object() -> None:
     edited["contents"][1]["parts"][0]["text"] += " and much more text " * 20
     expected = tokens.estimate_request("google", copy.deepcopy(edited), "gemini-2.5-flash").raw_tokens
     assert tokens.estimate_request("google", edited, "gemini-2.5-flash", memo=memo).raw_tokens == expected
+
+
+def test_what_a_build_keeps_is_accounted_whether_built_fresh_or_extended() -> None:
+    body = _body()
+    first = build_request(_sdk_copy(body))
+    body["messages"].append({"role": "assistant", "content": "done " * 50})
+    extended = build_request(_sdk_copy(body), previous=first)
+    fresh = build_request(_sdk_copy(body))
+    assert extended.stored_bytes == fresh.stored_bytes > first.stored_bytes

@@ -305,9 +305,12 @@ class BuiltRequest:
     blocks_estimate: int | None = None
     """Sum of the blocks' estimates, once `estimate_input` ran (the next call starts from it)."""
 
+    messages_bytes: int = 0
+    """`_print_size` of the messages' prints (carried over from the previous build when extended)."""
+
     @property
     def stored_bytes(self) -> int:
-        return sum(map(_print_size, (self.tools, self.system, *self.messages)))
+        return _print_size(self.tools) + _print_size(self.system) + self.messages_bytes
 
 
 class _Builder:
@@ -439,6 +442,7 @@ def build_request(
         if body.get(name) is not None:
             params.append((name, len(builder.blocks), raw_bytes(body[name])))
     messages = body.get("messages")
+    messages_bytes = 0
     extends = False
     spans: list[tuple[int, int]] = []
     prints: list[Print] = []
@@ -452,11 +456,13 @@ def build_request(
         if previous is not None and len(old) <= len(prints) and prints[: len(old)] == old and None not in old:
             # the common case, an append-only conversation: every previous message is unchanged
             reused = len(old)
+            messages_bytes = previous.messages_bytes
             builder.reuse(previous, previous.messages_span)
             extends = builder.blocks == list(previous.request.blocks)
             spans = list(previous.message_spans)
             last_assistant = previous.last_assistant
             messages_ok = previous.messages_estimable
+        messages_bytes += sum(map(_print_size, prints[reused:]))
         for m in range(reused, len(messages)):
             message = messages[m]
             start = len(builder.blocks) - first
@@ -528,6 +534,7 @@ def build_request(
         last_assistant=last_assistant,
         tool_overhead=(len(tools) if isinstance(tools, list) else 0, custom),
         messages_count=len(prints),
+        messages_bytes=messages_bytes,
         estimable=estimable,
         estimates=previous.estimates if previous is not None else {},
         extends=previous if extends and previous is not None else None,

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from .blocks import PrefixPrint
 from .placement import TailRule
@@ -70,6 +70,13 @@ def lineage_key(
     return f"{provider}|{model}|{client_key}|{scope}"
 
 
+class Built(Protocol):
+    """What a provider keeps of its previous request, sized for the registry's byte budget."""
+
+    @property
+    def stored_bytes(self) -> int: ...
+
+
 @dataclass(eq=False)
 class LineageState:
     """Mutable memory of one conversation; guard every read-modify-write with ``lock``."""
@@ -101,10 +108,11 @@ class LineageState:
     """Path of the tools/system block where the previous comparison diverged, if it did there."""
     token_scale: float = 1.0
     """Reported / estimated input tokens of recent calls (corrects the minimum-length test)."""
-    built: object | None = field(default=None, repr=False)
+    built: Built | None = field(default=None, repr=False)
     """The provider's build of the previous request (its values and blocks), so the next request
     is built from what changed; dropped with the prefix bytes it shares."""
     built_bytes: int = 0
+    """``built.stored_bytes`` when it was remembered (what the registry accounted for it)."""
     _registry: LineageRegistry | None = field(default=None, repr=False)
 
     def record_gap(self, now: float) -> None:
@@ -126,13 +134,13 @@ class LineageState:
         others = self._registry.recent_gaps(exclude=self.key)
         return [*others[-(GAP_HISTORY - len(own)):], *own]
 
-    def remember(self, prefix: PrefixPrint, built: object | None = None, built_bytes: int = 0) -> None:
-        """Keep ``prefix`` (and the provider's ``built`` request of ``built_bytes``) for the next
-        call, accounting their bytes; call with ``lock`` held."""
+    def remember(self, prefix: PrefixPrint, built: Built | None = None) -> None:
+        """Keep ``prefix`` (and the provider's ``built`` request) for the next call, accounting
+        their bytes; call with ``lock`` held."""
         old = self.stored_bytes
         self.prefix = prefix
         self.built = built
-        self.built_bytes = built_bytes if built is not None else 0
+        self.built_bytes = built.stored_bytes if built is not None else 0
         if self._registry is not None:
             self._registry._account(self, self.stored_bytes - old)
 

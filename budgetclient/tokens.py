@@ -27,8 +27,6 @@ import base64
 import binascii
 import functools
 import hashlib
-import json
-import marshal
 import re
 import threading
 from collections import defaultdict, deque
@@ -40,6 +38,7 @@ from typing import Any
 
 import tiktoken
 
+from .blocks import compact_json, value_print
 from .errors import ConfigurationError
 
 __all__ = [
@@ -56,6 +55,7 @@ __all__ = [
     "estimate_request",
     "estimate_request_tokens",
     "estimate_tokens",
+    "has_custom_tool",
     "last_assistant_index",
     "load_encoding_file",
     "model_family",
@@ -239,16 +239,7 @@ def count_text(text: str, model: str = "gpt-4o") -> int:
 
     Memoised like `count_each` (placement counts a new block, the budget estimate then finds it).
     """
-    enc = encoding_for(model)
-    n = len(text)
-    if n < MEMO_MIN_CHARS:
-        return len(enc.encode_ordinary(text))
-    key = (enc.name, n, hash(text))
-    known = _memo.get(key)
-    if known is None:
-        known = len(enc.encode_ordinary(text))
-        _remember(key, known)
-    return known
+    return _exact(encoding_for(model), text)
 
 
 _NEWLINE = re.compile(r"\n")
@@ -323,36 +314,21 @@ def count_each(enc: tiktoken.Encoding, texts: list[str]) -> list[int]:
     budget = EXACT_BUDGET_CHARS
     leftover: list[int] = []
     name = enc.name
-    memo = _memo
-    short = _short[name]
     for i, text in enumerate(texts):
         n = len(text)
-        if n < MEMO_MIN_CHARS:
-            # roles, names, short turns: keyed by the text itself (cheap to hash, no collision)
-            known = short.get(text)
-            if known is None:
-                known = len(enc.encode_ordinary(text))
-                if len(short) >= MEMO_ENTRIES:
-                    short.clear()
-                short[text] = known
-            counts[i] = known
-            continue
-        key = (name, n, hash(text))
-        if key is not None:
-            known = memo.get(key)  # a dict read is atomic; writes take the lock
+        if n >= MEMO_MIN_CHARS:
+            key = (name, n, hash(text))
+            known = _memo.get(key)  # a dict read is atomic; writes take the lock
             if known is None:
                 known = _sampled.get(key)
             if known is not None:
                 counts[i] = known
                 continue
-        if n > budget:
-            leftover.append(i)
-            continue
-        count = len(enc.encode_ordinary(text))
-        budget -= n
-        counts[i] = count
-        if key is not None:
-            _remember(key, count)
+            if n > budget:
+                leftover.append(i)
+                continue
+            budget -= n
+        counts[i] = _exact(enc, text)
     if leftover:
         joined = "\n".join(texts[i] for i in leftover)
         density = _count_sampled(enc, joined) / max(1, len(joined))
@@ -362,6 +338,28 @@ def count_each(enc: tiktoken.Encoding, texts: list[str]) -> list[int]:
             if len(text) >= MEMO_MIN_CHARS:
                 _remember((name, len(text), hash(text)), counts[i], _sampled)
     return counts
+
+
+def _exact(enc: tiktoken.Encoding, text: str) -> int:
+    """Exact count, memoised: texts shorter than ``MEMO_MIN_CHARS`` (roles, names, short turns)
+    by the text itself, cheap to hash and free of collisions; longer ones by (encoding, length,
+    ``hash(text)``)."""
+    n = len(text)
+    if n < MEMO_MIN_CHARS:
+        short = _short[enc.name]
+        known = short.get(text)
+        if known is None:
+            known = len(enc.encode_ordinary(text))
+            if len(short) >= MEMO_ENTRIES:
+                short.clear()
+            short[text] = known
+        return known
+    key = (enc.name, n, hash(text))
+    known = _memo.get(key)
+    if known is None:
+        known = len(enc.encode_ordinary(text))
+        _remember(key, known)
+    return known
 
 
 def _count_texts(enc: tiktoken.Encoding, texts: list[str]) -> int:
@@ -473,32 +471,22 @@ class _Collected:
         self.json(_scrub(value))
 
 
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _to_json(value: Any) -> str:
-    return _COMPACT.encode(value)
-
-
 _JSON_TEXTS: dict[bytes, str] = {}
 _JSON_TEXTS_MAX = 4_096
 _JSON_TEXT_MAX_CHARS = 16_384
 
 
 def _json_text(value: Any) -> str:
-    """``_to_json(value)``, the same string object as last time for the same value: tool schemas
-    are resent on every call, and a repeated string's count is a memo hit on its cached hash.
-
-    Keyed by ``marshal`` (C, exact: key order and ``1`` / ``1.0`` / ``True`` differ); a value
-    marshal cannot take is serialised every time.
+    """``compact_json(value)``, the same string object as last time for the same value: tool
+    schemas are resent on every call, and a repeated string's count is a memo hit on its cached
+    hash. Keyed by `blocks.value_print`; other values are serialised every time.
     """
-    try:
-        key = marshal.dumps(value, 4)
-    except (ValueError, RecursionError):
-        return _to_json(value)
+    key = value_print(value)
+    if key is None:
+        return compact_json(value)
     text = _JSON_TEXTS.get(key)
     if text is None:
-        text = _to_json(value)
+        text = compact_json(value)
         if len(text) <= _JSON_TEXT_MAX_CHARS:
             with _memo_lock:
                 if len(_JSON_TEXTS) >= _JSON_TEXTS_MAX:
@@ -619,8 +607,7 @@ def _collect_anthropic(body: Mapping[str, Any]) -> _Collected:
     for i, message in enumerate(messages):
         for block in _as_list(message.get("content")):
             _anthropic_block(out, block, keep_thinking=i == last_assistant)
-    custom = any(isinstance(t, Mapping) and t.get("type") in (None, "custom") for t in tools)
-    out.fixed += anthropic_overhead(len(tools), len(messages), custom=custom)
+    out.fixed += anthropic_overhead(len(tools), len(messages), custom=has_custom_tool(tools))
     return out
 
 
@@ -630,6 +617,11 @@ def last_assistant_index(messages: list[Any]) -> int:
         (i for i, m in enumerate(messages) if isinstance(m, Mapping) and m.get("role") == "assistant"),
         default=-1,
     )
+
+
+def has_custom_tool(tools: list[Any]) -> bool:
+    """Whether an Anthropic request declares a client tool (which adds the tool-use preamble)."""
+    return any(isinstance(t, Mapping) and t.get("type") in (None, "custom") for t in tools)
 
 
 def anthropic_overhead(tools: int, messages: int, *, custom: bool) -> int:

@@ -36,6 +36,7 @@ from ..tokens import (
     _openai_part,
     calibration_factor,
     encoding_for,
+    has_custom_tool,
 )
 from ._schema import ALLOCATION_KEYS
 
@@ -211,7 +212,7 @@ def _split_anthropic(body: Mapping[str, Any], counter: _Counter, retrieved: Pred
     for tool in tools:
         parts["tools"].json(tool)
         parts["overhead"].fixed += TOOL_OVERHEAD["anthropic"]
-    if any(isinstance(t, Mapping) and t.get("type") in (None, "custom") for t in tools):
+    if has_custom_tool(tools):
         parts["overhead"].fixed += ANTHROPIC_TOOL_PREAMBLE
     messages = [m for m in _as_list(body.get("messages")) if isinstance(m, Mapping)]
     turn_start = max(

@@ -14,7 +14,6 @@ one-text-block list the API treats it as; no block is ever inserted, removed or 
 from __future__ import annotations
 
 import json
-import marshal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -31,6 +30,7 @@ from ..blocks import (
     block_digest,
     first_divergence,
     raw_bytes,
+    value_print,
 )
 from ..drift import PrefixDrift, explain_drift, prefix_fingerprint
 from ..lineage import LineageState
@@ -51,6 +51,7 @@ from ..tokens import (
     calibrated_estimate,
     count_each,
     encoding_for,
+    has_custom_tool,
 )
 from ..usage import Usage
 
@@ -247,11 +248,7 @@ def _fingerprint(value: Any) -> Print:
 
     A plain-text message (``{"role": ..., "content": "..."}``) or a string is kept as its strings:
     the caller resends the same string objects, so the comparison is an identity check, whatever
-    the text's length. Anything else goes through ``marshal``, which keeps key order, tells
-    ``1`` from ``1.0`` and ``True``, and runs in C, several times faster than serialising to JSON.
-    Its output decodes back to the value, so different values never give equal bytes; the same
-    value may (rarely) give different bytes, as version 4 back-references repeated objects: that
-    only costs a rebuild.
+    the text's length. Anything else is compared by `blocks.value_print` (in C, exact).
     """
     kind = type(value)
     if kind is str:
@@ -261,10 +258,7 @@ def _fingerprint(value: Any) -> Print:
         text = value.get("content")
         if type(role) is str and type(text) is str and next(iter(value)) == "role":
             return (role, text)
-    try:
-        return marshal.dumps(value, 4)
-    except (ValueError, RecursionError):
-        return None
+    return value_print(value)
 
 
 def _print_size(value: Print) -> int:
@@ -419,7 +413,7 @@ def build_request(
         else:
             for i, tool in enumerate(tools):
                 builder.add("tools", f"tools[{i}]", tool, label=b"t", content=i)
-            custom = any(isinstance(t, Mapping) and t.get("type") in (None, "custom") for t in tools)
+            custom = has_custom_tool(tools)
     elif tools is not None:
         estimable = False
     tools_span = (0, len(builder.blocks))
@@ -783,7 +777,7 @@ def prepare_request(
         prefix_hash = prefix_fingerprint(request.blocks[:cut], request.params) if cut else None
         live = [p for p in points if request.prefix_tokens[p] * state.token_scale >= min_tokens]
 
-        state.remember(PrefixPrint.of(request), built, built.stored_bytes)
+        state.remember(PrefixPrint.of(request), built)
         state.drift_end = drift_region_end(request, state.tail)
         state.written_end = live[-1] + 1 if live else None
         long_lived = [p for p in live if _ttl_at(request, markers, p) == "1h"]

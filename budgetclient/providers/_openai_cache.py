@@ -21,13 +21,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import marshal
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..blocks import Block, block_digest, raw_bytes
+from ..blocks import Block, block_digest, raw_bytes, value_print
 from ..drift import prefix_fingerprint
 from ..options import ClientOptions
 from ._openai_usage import supports_prompt_cache_breakpoints
@@ -198,21 +197,10 @@ class PrefixMemo:
 _Fingerprint = tuple[str, str | None, str | bytes]
 """``(text type, role, the string itself or the value's marshal bytes)``."""
 
-_MARSHAL_VERSION = 2
-"""The last version without back-references: its bytes do not depend on how objects are shared."""
-
-
-def _marshalled(value: Any) -> bytes | None:
-    try:
-        return marshal.dumps(value, _MARSHAL_VERSION)
-    except (ValueError, RecursionError):  # not plain JSON values: rebuilt every time
-        return None
-
-
 def _fingerprint(value: Any, text_type: str, role: str | None) -> _Fingerprint | None:
     if type(value) is str:
         return (text_type, role, value)  # compared by identity first, then by bytes
-    data = _marshalled(value)
+    data = value_print(value)
     return None if data is None else (text_type, role, data)
 
 
@@ -282,7 +270,7 @@ def build_prefix(
     tools, functions = body.get("tools"), body.get("functions")
     instructions = body.get("instructions") if operation == RESPONSES else None
     leading = _leading_messages(body, operation)
-    source = _marshalled((operation, tools, functions, instructions, [message for _, message in leading]))
+    source = value_print((operation, tools, functions, instructions, [message for _, message in leading]))
     if previous is not None and source is not None and previous.source == source:
         return previous.blocks, previous
     builder = _PrefixBuilder(count, previous)

@@ -426,9 +426,7 @@ class OpenAIMeter:
                 and known.params == prepared.params
             )
             if not repeated:  # a memo hit leaves the lineage as the previous call left it
-                state.remember(
-                    PrefixPrint(prepared.prefix, prepared.params), memo, memo.stored_bytes if memo else 0
-                )
+                state.remember(PrefixPrint(prepared.prefix, prepared.params), memo)
             response_id = message.get("id")
             if isinstance(response_id, str) and response_id.startswith("resp"):
                 state.response_id = response_id

@@ -12,6 +12,7 @@ from typing import TextIO
 
 from .. import config
 from ..ledger.base import AlertRecord, Ledger, mask_url, open_ledger, sqlite_path_from_url
+from ..reports import Report, build_report
 from ..usage import CallRecord, TaskRecord
 from . import CommandError
 
@@ -95,6 +96,25 @@ def read_records(args: argparse.Namespace, progress: Progress | None = None) -> 
     finally:
         ledger.close()
     return LedgerRecords(mask_url(url), since, task, tasks, calls, alerts)
+
+
+def read_report(args: argparse.Namespace, settings: config.Settings) -> tuple[LedgerRecords, Report]:
+    """The records the arguments select and their report, with a progress line while it is built."""
+    progress = Progress()
+    try:
+        records = read_records(args, progress)
+        report = build_report(
+            records.tasks,
+            records.calls,
+            records.alerts,
+            task_name=records.task,
+            settings=settings,
+            since=records.since,
+            progress=progress,
+        )
+    finally:
+        progress.done()
+    return records, report
 
 
 class Progress:

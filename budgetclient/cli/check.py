@@ -18,10 +18,10 @@ from typing import Any, Literal
 from .. import config
 from ..config import Settings
 from ..ledger.base import AlertRecord
-from ..reports import Report, build_report
+from ..reports import Report
 from ..signals import repeat_prefix_calls
 from ..usage import CallRecord, TaskRecord
-from ._common import Progress, add_ledger_arguments, read_records
+from ._common import add_ledger_arguments, read_report
 
 __all__ = ["CheckItem", "evaluate_checklist", "register", "run"]
 
@@ -56,20 +56,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    progress = Progress()
     settings = config.get_settings()
-    try:
-        records = read_records(args, progress)
-        report = build_report(
-            records.tasks,
-            records.calls,
-            records.alerts,
-            task_name=records.task,
-            settings=settings,
-            progress=progress,
-        )
-    finally:
-        progress.done()
+    records, report = read_report(args, settings)
     items = evaluate_checklist(records.tasks, records.calls, report, settings=settings)
     failed = any(i.status == "fail" or (args.strict and i.status == "warn") for i in items)
     if args.format == "json":

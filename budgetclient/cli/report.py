@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
-from ..reports import OUTCOMES, Report, TaskNameRow, build_report
+from ..reports import OUTCOMES, Report, TaskNameRow
 from . import CommandError
-from ._common import Progress, add_ledger_arguments, read_records
+from ._common import add_ledger_arguments, read_report
 
 __all__ = ["format_csv", "format_json", "format_table", "register", "run"]
 
@@ -43,20 +43,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    progress = Progress()
-    try:
-        records = read_records(args, progress)
-        report = build_report(
-            records.tasks,
-            records.calls,
-            records.alerts,
-            task_name=records.task,
-            settings=config.get_settings(),
-            since=records.since,
-            progress=progress,
-        )
-    finally:
-        progress.done()
+    records, report = read_report(args, config.get_settings())
     if args.format == "json":
         text = format_json(report)
     elif args.format == "csv":

@@ -12,13 +12,14 @@ import copy
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from budgetclient.blocks import Block
 from budgetclient.lineage import LineageRegistry
 from budgetclient.providers._anthropic_cache import build_request, estimate_input, prepare_request
 from budgetclient.tokens import estimate_request
+from tests._hypothesis import FAST
 
 MODEL = "claude-sonnet-4-6"
 
@@ -201,7 +202,7 @@ bodies = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@FAST
 @given(bodies, st.lists(message, max_size=3), st.data())
 def test_any_next_request_built_incrementally_equals_a_fresh_build(
     first: dict[str, Any], appended: list[dict[str, Any]], data: st.DataObject

@@ -24,14 +24,7 @@ from budgetclient.providers._google_meter import usage_from_gemini
 from budgetclient.providers._openai_usage import usage_from_chat, usage_from_responses
 from budgetclient.providers.anthropic import usage_from_anthropic
 from budgetclient.usage import Usage
-
-FAST = settings(
-    max_examples=150,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+from tests._hypothesis import FAST
 
 junk = st.one_of(
     st.none(),

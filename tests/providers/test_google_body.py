@@ -18,7 +18,7 @@ import httpx2
 import pytest
 from google import genai
 from google.genai import types as gtypes
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import budgetclient as bc
@@ -33,16 +33,9 @@ from budgetclient.providers._google_rules import (
     rewrite_body,
 )
 from budgetclient.testing.fake_gemini import FakeGemini
+from tests._hypothesis import FAST
 
 from .test_google import API_KEY, MODEL, http_options
-
-FAST = settings(
-    max_examples=150,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 
 
 def sdk_bytes(body: dict[str, Any]) -> bytes:

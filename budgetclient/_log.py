@@ -43,20 +43,31 @@ def _disabled(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+# what a structlog filtering logger (make_filtering_bound_logger) has for a level it drops
+_structlog_nop = getattr(structlog.make_filtering_bound_logger(logging.CRITICAL), "debug", None)
+
+
 class _LibraryLogger:
     """Routes each call at call time, so configuring structlog later takes effect at once.
 
     On the stdlib route a level nobody listens to costs one cached ``isEnabledFor`` (structlog
-    would render the event first): ``llm.call`` is logged on every model call.
+    would render the event first); on the structlog route, a level its filtering logger drops costs
+    a class lookup (the lazy proxy would assemble a logger first). ``llm.call`` is logged on every
+    model call, so callers may skip building the event when they are handed ``_disabled``.
     """
 
     def __getattr__(self, name: str) -> Any:
         if structlog.is_configured():
+            if getattr(structlog.get_config()["wrapper_class"], name, None) is _structlog_nop:
+                return _disabled
             return getattr(_structlog, name)
         level = _LEVELS.get(name)
         if level is not None and not _logger.isEnabledFor(level):
             return _disabled
         return getattr(_stdlib, name)
+
+    # the hot level: a property skips the failed attribute lookup that precedes ``__getattr__``
+    info = property(lambda self: self.__getattr__("info"))
 
 
 log: Any = _LibraryLogger()

@@ -7,19 +7,22 @@ the user's call goes on unchanged.
 
 from __future__ import annotations
 
+import functools
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import ModuleType
 from typing import Any
 
 from . import pricing
-from ._log import log
+from ._log import _disabled, log
 from .drift import PrefixDrift
-from .tasks import Task, _Reservation, current_task, reserve_budget
-from .usage import CallRecord, CallStatus, Usage
+from .ledger.writer import get_writer
+from .tasks import Task, _Reservation, _reserve, budgeted_chain, current_task
+from .usage import CallRecord, CallStatus, Usage, _new_call_record
 
 __all__ = ["CallContext", "add_call_hook", "begin_call", "finish_call"]
 
@@ -84,19 +87,17 @@ def begin_call(
     t = current_task()
     reservation = None
     raw = 0
-    if (
-        t is not None
-        and estimated_input_tokens is not None
-        and any(x.budget_usd is not None for x in t.ancestry)
-    ):
-        try:
-            estimate = estimated_input_tokens()
-            tokens = int(getattr(estimate, "tokens", estimate))
-            raw = int(getattr(estimate, "raw_tokens", 0))
-        except Exception as exc:
-            log.error("tokens.estimate_failed", model=model, error=type(exc).__name__)
-            tokens = 0
-        reservation = reserve_budget(t, estimate_input_cost(provider, model, tokens), model)
+    if t is not None and estimated_input_tokens is not None:
+        chain = budgeted_chain(t)
+        if chain:
+            try:
+                estimate = estimated_input_tokens()
+                tokens = int(getattr(estimate, "tokens", estimate))
+                raw = int(getattr(estimate, "raw_tokens", 0))
+            except Exception as exc:
+                log.error("tokens.estimate_failed", model=model, error=type(exc).__name__)
+                tokens = 0
+            reservation = _reserve(chain, estimate_input_cost(provider, model, tokens), model)
     return CallContext(
         provider=provider,
         model=model,
@@ -135,10 +136,15 @@ def finish_call(
     if ctx.finished and not batch:
         return None
     ctx.finished = True
+    reservation, ctx.reservation = ctx.reservation, None
+    # the usual single budgeted task gives its hold back as its cost is added: one lock, no gap
+    held: Decimal | None = None
     try:
-        if ctx.reservation is not None:
-            ctx.reservation.release()
-            ctx.reservation = None
+        if reservation is not None:
+            if reservation.tasks == (ctx.task,):
+                held = reservation.amount
+            else:
+                reservation.release()
         model_name = model or ctx.model
         if ctx.estimated_raw_tokens and status == "ok" and usage.input_tokens:
             _calibrate(ctx.provider, model_name, ctx.estimated_raw_tokens, usage.input_tokens)
@@ -148,63 +154,124 @@ def finish_call(
             log.error("price.failed", model=model_name, error=type(exc).__name__, detail=str(exc)[:200])
             breakdown = None
         t = ctx.task
-        record = CallRecord(
-            id=uuid.uuid4().hex,
-            provider=ctx.provider,
-            model=model_name,
-            operation=operation or ctx.operation,
-            started_at=ctx.started_at,
-            duration_s=time.monotonic() - ctx.t0,
-            usage=usage,
-            cost=None if breakdown is None else breakdown.total,
-            cost_breakdown=breakdown,
-            status=status,
-            http_status=http_status,
-            error=error,
-            task_id=t.id if t else None,
-            task_name=t.name if t else None,
-            conversation=ctx.conversation,
-            stream=ctx.stream,
-            batch=batch,
-            attempt=ctx.attempt,
-            request_bytes=ctx.request_bytes,
-            prefix_hash=ctx.prefix_hash,
-            response_id=response_id,
-            service_tier=service_tier,
-            drift=drift if drift is not None else ctx.drift,
-            metadata={**ctx.metadata, **(metadata or {})},
+        merged = {**ctx.metadata, **metadata} if metadata else dict(ctx.metadata) if ctx.metadata else {}
+        # positional: a frozen record's keyword constructor costs twice as much (see usage.py)
+        record = _new_call_record(
+            _new_id(),  # id
+            ctx.provider,  # provider
+            model_name,  # model
+            operation or ctx.operation,  # operation
+            ctx.started_at,  # started_at
+            time.monotonic() - ctx.t0,  # duration_s
+            usage,  # usage
+            None if breakdown is None else breakdown.total,  # cost
+            breakdown,  # cost_breakdown
+            status,  # status
+            http_status,  # http_status
+            error,  # error
+            t.id if t else None,  # task_id
+            t.name if t else None,  # task_name
+            ctx.conversation,  # conversation
+            ctx.stream,  # stream
+            batch,  # batch
+            ctx.attempt,  # attempt
+            ctx.request_bytes,  # request_bytes
+            ctx.prefix_hash,  # prefix_hash
+            response_id,  # response_id
+            service_tier,  # service_tier
+            drift if drift is not None else ctx.drift,  # drift
+            merged,  # metadata
         )
     except Exception as exc:
+        if held is not None and reservation is not None:
+            reservation.release()
         log.error("meter.failed", stage="record", error=type(exc).__name__, detail=str(exc)[:200])
         return None
-    return publish_call(record, ctx.task)
+    return _deliver(record, t, held)
+
+
+# -- call ids ----------------------------------------------------------------------------------
+
+_ID_BATCH = 256
+_VERSION_4 = bytes(b & 0x0F | 0x40 for b in range(256))
+"""Byte 6 of a UUID: version 4 in the high nibble."""
+_VARIANT_RFC4122 = bytes(b & 0x3F | 0x80 for b in range(256))
+"""Byte 8 of a UUID: the RFC 4122 variant in the two high bits."""
+_ids: list[str] = []
+os.register_at_fork(after_in_child=_ids.clear)  # a child must never hand out its parent's ids
+
+
+def _new_id() -> str:
+    """A random version-4 UUID as 32 hex digits, the same as ``uuid.uuid4().hex``.
+
+    ``uuid4()`` asks the OS for 16 bytes on every call (a system call, 5 µs); this reads and
+    formats a batch at once. ``list.pop`` is atomic, so threads share the pool without a lock.
+    """
+    while True:
+        try:
+            return _ids.pop()
+        except IndexError:
+            _ids.extend(_id_batch())
+
+
+def _id_batch() -> list[str]:
+    raw = bytearray(os.urandom(16 * _ID_BATCH))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_VARIANT_RFC4122)
+    digits = raw.hex()
+    return [digits[i : i + 32] for i in range(0, len(digits), 32)]
+
+
+# -- calibration -------------------------------------------------------------------------------
+
+
+@functools.cache
+def _tokens() -> ModuleType:
+    """``budgetclient.tokens``, imported on first use (it loads tiktoken; an import statement in a
+    function costs microseconds on every call)."""
+    from . import tokens
+
+    return tokens
 
 
 def _calibrate(provider: str, model: str, raw: int, reported: int) -> None:
     try:
-        from .tokens import calibrate
-
-        calibrate(provider, model, raw, reported)
+        _tokens().calibrate(provider, model, raw, reported)
     except Exception as exc:
         log.error("tokens.calibrate_failed", model=model, error=type(exc).__name__)
 
 
 def publish_call(record: CallRecord, task: Task | None) -> CallRecord:
     """Deliver a finished record to its task chain, the ledger, the log and hooks; never raises."""
+    return _deliver(record, task, None)
+
+
+def _deliver(record: CallRecord, task: Task | None, released: Decimal | None) -> CallRecord:
+    """`publish_call`, also giving back ``released`` (the hold of ``task`` itself) as it adds."""
     if task is not None:
         for node in task.ancestry:
             try:
-                node._add(record)
+                node._add(record, released if node is task else None)
             except Exception as exc:
                 log.error("meter.failed", stage="task", error=type(exc).__name__)
     try:
-        from .ledger.writer import get_writer
-
         get_writer().submit_call(record)
     except Exception as exc:
         log.error("meter.failed", stage="ledger", error=type(exc).__name__, detail=str(exc)[:200])
+    info = log.info
+    if info is not _disabled:  # nobody listens: skip building the event (it runs on every call)
+        _log_call(info, record)
+    for hook in list(_call_hooks):
+        try:
+            hook(record)
+        except Exception as exc:
+            log.error("meter.hook_failed", hook=repr(hook), error=type(exc).__name__)
+    return record
+
+
+def _log_call(info: Callable[..., Any], record: CallRecord) -> None:
     u = record.usage
-    log.info(
+    info(
         "llm.call",
         provider=record.provider,
         model=record.model,
@@ -225,9 +292,3 @@ def publish_call(record: CallRecord, task: Task | None) -> CallRecord:
         batch=record.batch,
         attempt=record.attempt,
     )
-    for hook in list(_call_hooks):
-        try:
-            hook(record)
-        except Exception as exc:
-            log.error("meter.hook_failed", hook=repr(hook), error=type(exc).__name__)
-    return record

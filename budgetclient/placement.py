@@ -20,6 +20,7 @@ placed; caller markers are kept and count towards the four; TTLs are ordered lon
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -82,8 +83,11 @@ MIN_CACHEABLE_TOKENS: Mapping[str, int] = MappingProxyType({
 DEFAULT_MIN_CACHEABLE_TOKENS = 1024
 
 
+@functools.lru_cache(maxsize=256)
 def min_cacheable_tokens(model: str) -> int:
-    """Minimum cacheable prefix of ``model`` (provider-qualified ids match from ``claude-`` on)."""
+    """Minimum cacheable prefix of ``model`` (provider-qualified ids match from ``claude-`` on).
+
+    Memoised: it runs on every request and the table is read-only."""
     start = model.find("claude-")
     bare = model[start:] if start >= 0 else model
     matches = [p for p in MIN_CACHEABLE_TOKENS if bare == p or bare.startswith((p + "-", p + "@"))]
@@ -126,8 +130,10 @@ def trailing_turn_start(blocks: Sequence[Block]) -> int:
 
 def volatile_tail_start(request: RequestBlocks, tail: TailRule | None) -> int:
     """First block of ``request`` that ``tail`` says the next call will not repeat."""
+    if tail is None:
+        return len(request)
     count = request.message_count
-    if tail is None or count == 0:
+    if count == 0:
         return len(request)
     message = count - 1 - tail.messages_from_end
     if message < 0:
@@ -279,6 +285,8 @@ def place_breakpoints(
 
 def _ordered_ttl(index: int, wanted: Ttl, existing: Mapping[int, Ttl]) -> Ttl:
     """``wanted``, unless the caller's markers force an order (1h breakpoints before 5m ones)."""
+    if not existing:
+        return wanted
     if any(ttl == "5m" for at, ttl in existing.items() if at < index):
         return "5m"
     if any(ttl == "1h" for at, ttl in existing.items() if at > index):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import tomllib
 import warnings
 from collections.abc import Mapping
@@ -33,7 +34,7 @@ from typing import Any
 from . import config
 from ._log import log
 from .errors import ConfigurationError, UnknownPriceWarning
-from .usage import CostBreakdown, Usage
+from .usage import CostBreakdown, Usage, _new_breakdown
 
 __all__ = [
     "Rate",
@@ -65,6 +66,8 @@ class Rate:
 
     def at(self, total_input_tokens: int) -> Decimal:
         """The rate in force for a request with this many input tokens (cached ones included)."""
+        if not self.tiers:
+            return self.base
         for start, price in reversed(self.tiers):
             if total_input_tokens > start:
                 return price
@@ -100,12 +103,13 @@ def price_usage(usage: Usage, rates: Rates) -> CostBreakdown:
         usage.cache_write_short_tokens * rates.cache_write.at(total_input)
         + usage.cache_write_long_tokens * rates.cache_write_long.at(total_input)
     )
-    return CostBreakdown(
-        uncached_input=usage.uncached_input_tokens * rates.input.at(total_input) / _MILLION,
-        cache_read=usage.cache_read_tokens * rates.cache_read.at(total_input) / _MILLION,
-        cache_write=cache_write / _MILLION,
+    return _new_breakdown(
+        usage.uncached_input_tokens * rates.input.at(total_input) / _MILLION,  # uncached_input
+        usage.cache_read_tokens * rates.cache_read.at(total_input) / _MILLION,  # cache_read
+        cache_write / _MILLION,  # cache_write
         # reasoning tokens are a subset of output_tokens: never add them again
-        output=usage.output_tokens * rates.output.at(total_input) / _MILLION,
+        usage.output_tokens * rates.output.at(total_input) / _MILLION,  # output
+        _ZERO,  # storage
     )
 
 
@@ -176,7 +180,8 @@ def storage_cost(
 
 # --- resolution and cache -----------------------------------------------------------------------
 
-_CacheKey = tuple[str, str | None, bool, date]
+_CacheKey = tuple[str, str | None, bool, int]
+"""(model, provider, batch, proleptic ordinal of the UTC date)."""
 
 _lock = threading.Lock()
 _rates_cache: dict[_CacheKey, Rates | None] = {}
@@ -190,14 +195,22 @@ def rates_for(
 ) -> Rates | None:
     """The rates in force for ``model`` on ``at``'s UTC date (default: now); None if it has no price.
 
-    Cached per (model, provider, batch, date) until settings change, so the hot path is a dict hit.
+    Cached per (model, provider, batch, date) until settings change, so the hot path is a dict hit
+    (today's date comes from ``time.time()``: no datetime is built unless the rates are resolved).
     """
-    when = _utc(at)
-    key = (model, provider, batch, when.date())
+    if at is None:
+        now = time.time()
+        day = _EPOCH_ORDINAL + int(now // 86_400)
+    else:
+        when = _utc(at)
+        day = when.toordinal()
+    key = (model, provider, batch, day)
     try:
         return _rates_cache[key]
     except KeyError:
         pass
+    if at is None:
+        when = datetime.fromtimestamp(now, UTC)
     generation = _generation
     rates, cacheable = _resolve(model, provider, batch, when)
     if cacheable:
@@ -248,6 +261,9 @@ def load_prices_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Decima
             f"{where}: unknown top-level key(s) {unknown}; put rates under tables like\n{example}"
         )
     return config.normalise_prices(raw.get("models", {}), source=where)
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 def _utc(at: datetime | None) -> datetime:

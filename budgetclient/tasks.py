@@ -109,6 +109,8 @@ class Task:
         self._records: list[CallRecord] = []
         self._reserved = Decimal(0)
         self._warned = False
+        self._warn_threshold: tuple[Decimal, float, Decimal] | None = None
+        """(budget_usd, warn_at, their product) as last computed: ``_add`` runs on every call."""
         self._unenforceable_warned: set[str] = set()
 
     # -- outcome -----------------------------------------------------------------------------
@@ -177,14 +179,18 @@ class Task:
         return f"<Task {self.name!r} id={self.id[:8]} calls={self._calls} cost={cost} outcome={self.outcome}>"
 
     # -- metering (called by the record pipeline) --------------------------------------------
-    def _add(self, record: CallRecord) -> None:
+    def _add(self, record: CallRecord, released: Decimal | None = None) -> None:
+        """Count a finished call; ``released`` is a reservation of this task to give back at once."""
+        usage, cost, breakdown = record.usage, record.cost, record.cost_breakdown
         with self._lock:
-            self._usage = self._usage + record.usage
+            if released is not None:
+                self._reserved -= released
+            self._usage = self._usage + usage
             self._calls += 1
             self._records.append(record)
-            if record.cost_breakdown is not None and record.cost is not None:
-                self._breakdown = self._breakdown + record.cost_breakdown
-                self._priced_cost += record.cost
+            if breakdown is not None and cost is not None:
+                self._breakdown = self._breakdown + breakdown
+                self._priced_cost += cost
             else:
                 self._unpriced_calls += 1
             crossed = self._crossed_warn_at()
@@ -192,9 +198,13 @@ class Task:
             self._emit_budget_warning()
 
     def _crossed_warn_at(self) -> bool:
-        if self._warned or self.budget_usd is None or self.warn_at is None:
+        budget, warn_at = self.budget_usd, self.warn_at
+        if self._warned or budget is None or warn_at is None:
             return False
-        if self._priced_cost >= self.budget_usd * Decimal(str(self.warn_at)):
+        cached = self._warn_threshold
+        if cached is None or cached[0] is not budget or cached[1] != warn_at:
+            cached = self._warn_threshold = (budget, warn_at, budget * Decimal(str(warn_at)))
+        if self._priced_cost >= cached[2]:
             self._warned = True
             return True
         return False
@@ -290,9 +300,27 @@ def reserve_budget(task: Task | None, estimate: Decimal | None, model: str) -> _
     """
     if task is None:
         return None
-    chain = tuple(t for t in task.ancestry if t.budget_usd is not None)
-    if not chain:
-        return None
+    chain = budgeted_chain(task)
+    return _reserve(chain, estimate, model) if chain else None
+
+
+def budgeted_chain(task: Task) -> tuple[Task, ...]:
+    """``task`` and its parents that have a budget, innermost first (often none: then no estimate)."""
+    if task.parent is None:  # the common case, without building the ancestry
+        return (task,) if task.budget_usd is not None else ()
+    return tuple([t for t in task.ancestry if t.budget_usd is not None])
+
+
+def _reserve(chain: tuple[Task, ...], estimate: Decimal | None, model: str) -> _Reservation | None:
+    """Check and hold ``estimate`` on every task of a non-empty budgeted chain, all locks held."""
+    if len(chain) == 1:  # one lock: no ordering to respect
+        only = chain[0]
+        with only._lock:
+            only._check(estimate, model)
+            if estimate is None:
+                return None
+            only._reserved += estimate
+        return _Reservation(estimate, chain)
     locked: list[Task] = []
     try:
         for t in chain:

@@ -868,7 +868,9 @@ class TokenEstimate:
     """``raw_tokens`` scaled by ``factor``: the best guess of what the provider will report."""
 
 
+@functools.lru_cache(maxsize=64)
 def _provider(provider: str) -> str:
+    """The canonical provider name (memoised: every estimate and calibration asks)."""
     name = provider.strip().lower()
     name = _PROVIDER_ALIASES.get(name, name)
     if name not in PROVIDERS:

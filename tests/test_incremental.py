@@ -9,6 +9,8 @@ order, ``1`` vs ``1.0``, an in-place edit of the caller's own dicts) must still 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -168,6 +170,48 @@ def test_an_unusual_body_falls_back_to_the_whole_body_estimate() -> None:
     body["messages"].append("not a message")
     assert not build_request(body).estimable
 
+
+
+
+def test_a_new_conversation_with_the_same_tools_takes_their_blocks_whole_and_sees_edits() -> None:
+    body = _body()
+    first = build_request(_sdk_copy(body))
+    tools = len(body["tools"])
+    again = build_request(_sdk_copy(body))  # no previous: a new conversation or task
+    old, new = first.request.blocks[:tools], again.request.blocks[:tools]
+    assert all(a is b for a, b in zip(old, new, strict=True))
+    body["tools"][2]["input_schema"]["properties"]["n"]["minimum"] = 1  # edited in place
+    edited = build_request(_sdk_copy(body))
+    expected = json.dumps(body["tools"][2], ensure_ascii=False, separators=(",", ":")).encode()
+    assert edited.request.blocks[2].raw == expected != first.request.blocks[2].raw
+    assert edited.request.blocks[2].digest == hashlib.blake2b(b"t" + expected, digest_size=16).digest()
+
+_any_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@FAST
+@given(_any_text, st.sampled_from(["user", "assistant"]))
+def test_a_string_turn_is_the_text_block_the_api_reads(text: str, role: str) -> None:
+    """A ``"content": "..."`` turn is keyed and counted as ``[{"type": "text", "text": ...}]``: the
+    same bytes the SDK's JSON encoder writes for that block (control characters, quotes, non-ASCII)."""
+    built = build_request({"model": MODEL, "system": text, "messages": [{"role": role, "content": text}]})
+    expected = json.dumps({"type": "text", "text": text}, ensure_ascii=False, separators=(",", ":")).encode()
+    system, turn = built.request.blocks
+    assert system.raw == turn.raw == expected
+    assert system.digest == hashlib.blake2b(b"s" + expected, digest_size=16).digest()
+    assert turn.digest == hashlib.blake2b(f"m0:{role}:".encode() + expected, digest_size=16).digest()
+    assert turn.shorthand and turn.markable == bool(text)
+
+
+def test_a_build_lets_go_of_the_callers_values_once_estimated_or_superseded() -> None:
+    body = _body()
+    first = build_request(_sdk_copy(body))
+    assert first.values  # held only until the estimate reads them
+    estimate_input(first)
+    assert first.values is None
+    second = build_request(_sdk_copy(body), previous=first)
+    third = build_request(_sdk_copy(body), previous=second)
+    assert second.values is None and third.values is not None
 
 # -- property: any next request, built from the previous one, equals a fresh build ----------------------
 

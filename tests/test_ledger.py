@@ -8,6 +8,7 @@ import sqlite3
 import stat
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -416,6 +417,51 @@ def test_a_sqlite_write_is_atomic_and_idempotent(tmp_path: Path, monkeypatch: py
     ledger.close()
 
 
+class _FailsOnStatement:
+    """A connection stand-in for the pipeline's helper thread: statement ``n`` raises."""
+
+    def __init__(self, conn: sqlite3.Connection, n: int) -> None:
+        self.conn, self.n, self.seen = conn, n, 0
+
+    def execute(self, sql: str, params: Sequence[Any]) -> Any:
+        self.seen += 1
+        if self.seen == self.n:
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.execute(sql, params)
+
+
+def test_a_large_sqlite_write_is_pipelined_and_still_atomic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Enough calls for the encode/insert pipeline (several full statements plus a remainder):
+    written exactly and in order, nothing at all when a statement or a record fails midway."""
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    size = sqlite_module.CALLS_PER_INSERT
+    calls = [make_call(i, started_at=T0 + timedelta(microseconds=i // 4)) for i in range(4 * size + 7)]
+    real = sqlite_module._execute_each
+
+    def third_statement_fails(conn: sqlite3.Connection, *args: Any) -> None:
+        real(_FailsOnStatement(conn, 3), *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_module, "_execute_each", third_statement_fails)
+    with pytest.raises(LedgerError, match=f"writing {len(calls)} records failed: OperationalError: database"):
+        ledger.write(calls=calls)
+    assert ledger.read_calls() == []
+    monkeypatch.undo()
+
+    nan = replace(calls[0], id="nan", duration_s=float("nan"))
+    broken = [*calls[: 2 * size + 5], nan, *calls[2 * size + 5 :]]
+    with pytest.raises(ValueError, match="NaN"):
+        ledger.write(calls=broken)
+    assert ledger.read_calls() == []
+
+    ledger.write(calls=calls[size:])
+    ledger.write(calls=calls)  # a retry overlapping what was written
+    assert ledger.read_calls() == sorted(calls, key=lambda c: c.started_at)  # same instant: written order
+    assert len(ledger.read_calls(since=T0 + timedelta(microseconds=size // 4))) == len(calls) - size
+    ledger.close()
+
+
 def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     open_ledger(f"sqlite:///{path}").close()
@@ -753,6 +799,44 @@ def test_a_backlog_is_written_in_transactions_of_at_most_batch_size() -> None:
     assert sum(sizes) == 2500 and max(sizes) == 1000
     assert open_ledger(url).read_calls() == records
     writer.close()
+
+
+def _eventually(condition: Any, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_the_writer_wakes_for_a_first_record_and_for_a_full_batch_without_flush() -> None:
+    """Submitting takes no lock; the thread must still be woken for what it waits for."""
+    url = memory_url()
+    ledger = open_ledger(url)
+    idle = LedgerWriter(url, flush_interval=0.0)
+    first = make_call(0)
+    idle.submit_call(first)  # starts the thread
+    assert _eventually(lambda: ledger.read_calls() == [first])
+    second = make_call(1)
+    idle.submit_call(second)  # the thread is waiting for a record
+    assert _eventually(lambda: ledger.read_calls() == [first, second])
+    idle.close()
+
+    lingering = LedgerWriter(url, batch_size=100, flush_interval=3600.0)  # only a full batch is written
+    batch, task = [make_call(i) for i in range(2, 102)], make_task(1)
+    for r in batch[:50]:
+        lingering.submit_call(r)
+    lingering.submit_task(task)
+    for r in batch[50:99]:
+        lingering.submit_call(r)  # the 100th queued record: a full batch
+    assert _eventually(lambda: len(ledger.read_calls()) == 101)
+    assert ledger.read_calls() == [first, second, *batch[:99]] and ledger.read_tasks() == [task]
+    lingering.submit_call(batch[99])
+    assert lingering.pending == 1  # lingers for a batch, or a flush
+    assert lingering.flush(20)
+    assert ledger.read_calls() == [first, second, *batch]
+    lingering.close()
 
 
 def test_odd_metadata_is_stored_not_refused(ledger: Ledger) -> None:

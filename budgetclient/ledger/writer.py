@@ -35,7 +35,6 @@ __all__ = ["LedgerWriter", "flush", "get_ledger", "get_writer"]
 
 
 _Kind = Literal["call", "task", "alert"]
-_Item = tuple[_Kind, Any]
 
 BACKOFF_INITIAL_S = 0.05
 BACKOFF_MAX_S = 5.0
@@ -45,6 +44,7 @@ EXIT_TIMEOUT_FAILING_S = 1.0
 """...and for a ledger that is failing right now (one more attempt, then give up)."""
 BATCH_SIZE = 20_000
 """Default for the most records one write (one transaction) takes."""
+_NEVER = sys.maxsize
 
 _ENCODERS: dict[str, tuple[Callable[[Any], tuple[Any, ...]], ...]] = {
     "call": (_codec.call_to_row, _codec.call_to_compact_row),
@@ -52,6 +52,21 @@ _ENCODERS: dict[str, tuple[Callable[[Any], tuple[Any, ...]], ...]] = {
     "alert": (_codec.alert_to_row,),
 }
 """Every encoding a backend applies to a record kind: a record one of them refuses is unstorable."""
+
+
+class _Tagged:
+    """A task or alert in the queue. Calls, the volume, are queued bare: no wrapper to build."""
+
+    __slots__ = ("kind", "record")
+
+    def __init__(self, kind: _Kind, record: Any) -> None:
+        self.kind = kind
+        self.record = record
+
+
+def _kind_and_record(item: Any) -> tuple[_Kind, Any]:
+    return (item.kind, item.record) if type(item) is _Tagged else ("call", item)
+
 
 _instances: weakref.WeakSet[LedgerWriter] = weakref.WeakSet()
 # Ledgers opened by a parent process: a forked child must neither use nor close them.
@@ -64,6 +79,9 @@ class LedgerWriter:
     A write (one transaction) starts when ``batch_size`` records are queued, or ``flush_interval``
     seconds after the first, or on `flush`; it takes at most ``batch_size`` records. So transactions
     grow with the load, and each commit's sync is shared by more records.
+
+    Submitting takes no lock: ``deque.append`` is atomic, and a submit only wakes the thread (lock
+    and notify) when the queue reaches the length the thread is waiting for (``_wake_at``).
     """
 
     def __init__(
@@ -88,10 +106,14 @@ class LedgerWriter:
     def _init_state(self) -> None:
         self._mutex = threading.Lock()
         self._cond = threading.Condition(self._mutex)
-        self._queue: deque[_Item] = deque()
+        self._queue: deque[Any] = deque()  # CallRecords bare, tasks and alerts as _Tagged
+        self._wake_at = 1
+        """Queue length at which a submit must wake the thread: 1 while it waits for a record (or
+        no thread runs), ``batch_size`` while it lingers to fill a batch, _NEVER while it writes.
+        The thread sets it (under the lock) before it looks at the queue, so no wake-up is lost."""
         self._in_flight = 0
-        self._submitted = 0
-        self._written = 0
+        self._taken = 0  # records taken off the queue, ever
+        self._written = 0  # ...of which written (or set aside)
         self._flush_target = 0
         self._retry_now = False
         self._closing = False
@@ -107,23 +129,30 @@ class LedgerWriter:
     # -- producer side: O(1), no I/O, never raises -------------------------------------------
 
     def submit_call(self, record: CallRecord) -> None:
-        self._submit("call", record)
+        queue = self._queue
+        queue.append(record)
+        if len(queue) >= self._wake_at:
+            self._wake()
 
     def submit_task(self, record: TaskRecord) -> None:
-        self._submit("task", record)
+        self._submit(_Tagged("task", record))
 
     def submit_alert(self, record: AlertRecord) -> None:
-        self._submit("alert", record)
+        self._submit(_Tagged("alert", record))
 
-    def _submit(self, kind: _Kind, record: Any) -> None:
+    def _submit(self, item: _Tagged) -> None:
+        queue = self._queue
+        queue.append(item)
+        if len(queue) >= self._wake_at:
+            self._wake()
+
+    def _wake(self) -> None:
         try:
             with self._mutex:  # the condition's own lock, without Condition's Python-level wrapper
-                queue = self._queue
-                queue.append((kind, record))
-                self._submitted += 1
                 if self._thread is None:
                     self._start_thread()
-                elif len(queue) == 1 or len(queue) == self.batch_size:  # the writer waits for one of these
+                else:
+                    self._wake_at = _NEVER  # woken once is enough: it sets _wake_at again before waiting
                     self._cond.notify_all()
         except Exception:  # the caller's model call must not fail because of the ledger
             pass
@@ -157,7 +186,7 @@ class LedgerWriter:
         """
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         with self._cond:
-            target = self._submitted
+            target = self._taken + len(self._queue)
             if self._written >= target:
                 return True
             self._flush_target = max(self._flush_target, target)
@@ -191,7 +220,7 @@ class LedgerWriter:
     # -- the background thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        batch: list[_Item] = []
+        batch: list[Any] = []
         taken = 0  # records removed from the queue for this batch, set-aside ones included
         ledger: Ledger | None = None
         try:
@@ -224,27 +253,43 @@ class LedgerWriter:
             if self._thread is threading.current_thread():  # died of a bug: hand the batch back
                 with self._cond:
                     self._queue.extendleft(reversed(batch))
+                    self._taken -= len(batch)
+                    if batch:
+                        self._written += taken - len(batch)  # the ones set aside
                     self._in_flight = 0
                     self._thread = None
+                    self._wake_at = 1
         if ledger is not None:
             self._close_ledger(ledger)
 
-    def _next_batch(self) -> list[_Item]:
+    def _next_batch(self) -> list[Any]:
         """Wait for records, linger up to ``flush_interval`` to fill a batch, and take it."""
-        while not self._queue:
+        queue = self._queue
+        while True:
+            self._wake_at = 1
+            if queue:
+                break
             if self._closing:
-                return []
+                return []  # _wake_at stays 1: the next submit starts a new thread
             self._cond.wait()
         deadline = time.monotonic() + self.flush_interval
-        while (
-            len(self._queue) < self.batch_size and not self._closing and self._flush_target <= self._written
-        ):
+        while True:
+            self._wake_at = self.batch_size
+            if len(queue) >= self.batch_size or self._closing or self._flush_target > self._written:
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             self._cond.wait(remaining)
+        self._wake_at = _NEVER
+        return self._take()
+
+    def _take(self) -> list[Any]:
+        # called with self._cond held
         size = min(self.batch_size, len(self._queue))
-        batch = [self._queue.popleft() for _ in range(size)]
+        popleft = self._queue.popleft
+        batch = [popleft() for _ in range(size)]
+        self._taken += size
         self._in_flight = size
         return batch
 
@@ -259,13 +304,13 @@ class LedgerWriter:
                 self._cond.wait(remaining)
             self._retry_now = False
 
-    def _write(self, batch: list[_Item]) -> bool:
-        calls = [r for kind, r in batch if kind == "call"]
+    def _write(self, batch: list[Any]) -> bool:
+        calls = [r for r in batch if type(r) is not _Tagged]
         tasks: list[Any] = []
         alerts: list[Any] = []
         if len(calls) < len(batch):  # most batches are calls only
-            tasks = [r for kind, r in batch if kind == "task"]
-            alerts = [r for kind, r in batch if kind == "alert"]
+            tasks = [i.record for i in batch if type(i) is _Tagged and i.kind == "task"]
+            alerts = [i.record for i in batch if type(i) is _Tagged and i.kind == "alert"]
         try:
             if self._ledger is None:
                 self._ledger = self._opener(self.url)
@@ -305,24 +350,24 @@ class LedgerWriter:
                     return True
                 if self._in_flight or (deadline is not None and time.monotonic() >= deadline):
                     return False
-                size = min(self.batch_size, len(self._queue))
-                batch = [self._queue.popleft() for _ in range(size)]
-                self._in_flight = size
+                batch = self._take()
             ok = self._write(batch)
             with self._cond:
                 self._in_flight = 0
                 if not ok:
                     self._queue.extendleft(reversed(batch))
+                    self._taken -= len(batch)
                     return False
                 self._written += len(batch)
 
-    def _set_aside_unstorable(self, batch: list[_Item]) -> list[_Item]:
+    def _set_aside_unstorable(self, batch: list[Any]) -> list[Any]:
         """Move records no ledger could ever store (encoding fails) to ``rejected``.
 
         Without this one malformed record would block every record queued behind it forever.
         """
-        storable: list[_Item] = []
-        for kind, record in batch:
+        storable: list[Any] = []
+        for item in batch:
+            kind, record = _kind_and_record(item)
             try:
                 for encode in _ENCODERS[kind]:
                     encode(record)
@@ -337,7 +382,7 @@ class LedgerWriter:
                 except Exception:
                     pass
             else:
-                storable.append((kind, record))
+                storable.append(item)
         return storable
 
     @staticmethod

@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from json.encoder import encode_basestring
 from operator import attrgetter
 from typing import Any, Literal, cast
 
@@ -237,6 +238,35 @@ def _serialised(label: bytes, value: Any, content_key: Any = None) -> tuple[byte
 _BLOCKS: dict[Any, Block] = {}
 """Finished blocks by position and content (the same content at the same place is the same block)."""
 _BLOCKS_MAX = 65_536
+_TEXT_BLOCKS: dict[tuple[Any, ...], Block] = {}
+"""`_BLOCKS` for string shorthands, keyed by the text itself (bounded alike, by clearing)."""
+_TEXT_BLOCK_HEAD = b'{"type":"text","text":'
+_json_string = encode_basestring
+"""A JSON string literal exactly as `blocks.compact_json` writes one (``ensure_ascii=False``)."""
+_text_blocks_bytes = 0
+_LISTS: dict[tuple[str, str, bytes], tuple[Block, ...]] = {}
+"""The blocks of whole ``tools`` / ``system`` lists by model and value print (see `_Builder.add_list`)."""
+_LISTS_MAX = 256
+_lists_bytes = 0
+
+
+def _keep_list(key: tuple[str, str, bytes], blocks: tuple[Block, ...]) -> None:
+    global _lists_bytes
+    size = len(key[2]) + sum(len(b.raw) for b in blocks)
+    if len(_LISTS) >= _LISTS_MAX or _lists_bytes + size > _SERIALISED_MAX_BYTES:
+        _LISTS.clear()
+        _lists_bytes = 0
+    _LISTS[key] = blocks
+    _lists_bytes += size
+
+
+def _keep_text_block(key: tuple[Any, ...], block: Block) -> None:
+    global _text_blocks_bytes
+    if len(_TEXT_BLOCKS) >= _BLOCKS_MAX or _text_blocks_bytes + len(block.raw) > _SERIALISED_MAX_BYTES:
+        _TEXT_BLOCKS.clear()
+        _text_blocks_bytes = 0
+    _TEXT_BLOCKS[key] = block
+    _text_blocks_bytes += len(block.raw)
 
 
 Print = bytes | tuple[str, ...] | None
@@ -301,6 +331,10 @@ class BuiltRequest:
 
     messages_bytes: int = 0
     """`_print_size` of the messages' prints (carried over from the previous build when extended)."""
+    values: dict[int, Any] | None = None
+    """The values of the blocks built by this call, by ``id(block)``: their estimate reads them
+    instead of decoding the block's bytes. Dropped once estimated or superseded (the caller may edit
+    its objects after the request is sent)."""
 
     @property
     def stored_bytes(self) -> int:
@@ -313,10 +347,60 @@ class _Builder:
         self.count = TokenCounter(model)
         self.memo = memo if memo is not None else {}
         self.blocks: list[Block] = []
+        self.values: dict[int, Any] = {}
 
     def reuse(self, previous: BuiltRequest, span: tuple[int, int]) -> None:
         start, end = span
         self.blocks.extend(previous.request.blocks[start:end])
+
+    def add_list(self, section: Section, items: list[Any], print_: Print, *, label: bytes) -> None:
+        """`add` of each block of a ``tools`` or ``system`` list, taken whole from `_LISTS` when
+        the same list (by value) was built before: a new conversation or task starts with the
+        tools of the previous one, and walking 20 tool schemas block by block costs a millisecond."""
+        key = (self.model, section, print_) if isinstance(print_, bytes) else None
+        cached = _LISTS.get(key) if key is not None else None
+        if cached is None:
+            start = len(self.blocks)
+            for i, item in enumerate(items):
+                self.add(section, f"{section}[{i}]", item, label=label, content=i)
+            if key is not None:
+                _keep_list(key, tuple(self.blocks[start:]))
+            return
+        memo = self.memo
+        for block in cached:
+            known = memo.get(block.digest)
+            if known is not None and known != block.tokens:
+                block = replace(block, tokens=known)
+            self.blocks.append(block)
+
+    def add_text(self, section: Section, path: str, text: str, *, label: bytes, message: int | None = None,
+                 role: str | None = None) -> None:
+        """`add` of a string shorthand (``"content": "..."``, ``"system": "..."``): the one-text-block
+        list the API reads it as, without building that block to serialise it (most new turns)."""
+        key = (self.model, section, path, label, message, role, text)
+        block = _TEXT_BLOCKS.get(key)
+        if block is None:
+            raw = b"".join((_TEXT_BLOCK_HEAD, _json_string(text).encode(), b"}"))
+            digest = block_digest(label + raw)
+            tokens = self.memo.get(digest)
+            block = Block(
+                path=path,
+                section=section,
+                raw=raw,
+                digest=digest,
+                tokens=self.count(text) if tokens is None else tokens,
+                markable=bool(text),  # the API rejects cache_control on an empty text block
+                message=message,
+                role=role,
+                shorthand=True,
+            )
+            _keep_text_block(key, block)
+        else:
+            known = self.memo.get(block.digest)
+            if known is not None and known != block.tokens:
+                block = replace(block, tokens=known)
+        self.blocks.append(block)
+        self.values[id(block)] = text
 
     def add(
         self,
@@ -345,6 +429,7 @@ class _Builder:
             if known is not None and known != block.tokens:
                 block = replace(block, tokens=known)
             self.blocks.append(block)
+            self.values[id(block)] = value
             return
         raw, digest = _serialised(label, value, content_key)
         tokens = self.memo.get(digest)
@@ -369,6 +454,7 @@ class _Builder:
             shorthand=shorthand,
         )
         self.blocks.append(block)
+        self.values[id(block)] = value
         if key is not None:
             if len(_BLOCKS) >= _BLOCKS_MAX:
                 _BLOCKS.clear()
@@ -411,8 +497,7 @@ def build_request(
             builder.reuse(previous, previous.tools_span)
             custom = previous.tool_overhead[1]
         else:
-            for i, tool in enumerate(tools):
-                builder.add("tools", f"tools[{i}]", tool, label=b"t", content=i)
+            builder.add_list("tools", tools, tools_print, label=b"t")
             custom = has_custom_tool(tools)
     elif tools is not None:
         estimable = False
@@ -427,10 +512,9 @@ def build_request(
     elif previous is not None and system_print is not None and system_print == previous.system:
         builder.reuse(previous, previous.system_span)
     elif isinstance(system, str):
-        builder.add("system", "system", {"type": "text", "text": system}, label=b"s", shorthand=True)
+        builder.add_text("system", "system", system, label=b"s")
     elif isinstance(system, list):
-        for i, block in enumerate(system):
-            builder.add("system", f"system[{i}]", block, label=b"s", content=i)
+        builder.add_list("system", system, system_print, label=b"s")
     system_span = (start, len(builder.blocks))
     for name in _MESSAGE_PARAMS:
         if body.get(name) is not None:
@@ -479,15 +563,8 @@ def build_request(
             role = str(message.get("role") or "")
             label = f"m{m}:{role}:".encode()
             if isinstance(content, str):
-                builder.add(
-                    "messages",
-                    f"messages[{m}].content",
-                    {"type": "text", "text": content},
-                    label=label,
-                    message=m,
-                    role=role,
-                    shorthand=True,
-                )
+                path = f"messages[{m}].content"
+                builder.add_text("messages", path, content, label=label, message=m, role=role)
             elif isinstance(content, list):
                 for c, block in enumerate(content):
                     builder.add(
@@ -505,10 +582,15 @@ def build_request(
     messages_span = (system_span[1], len(builder.blocks))
     estimable = estimable and messages_ok
     if memo is not None:
-        memo.clear()
-        memo.update(zip(map(_DIGEST, builder.blocks), map(_TOKENS, builder.blocks), strict=True))
+        kept = builder.blocks
+        if extends and previous is not None:  # the memo holds the previous blocks: add the new ones
+            kept = kept[len(previous.request.blocks) :]
+        else:
+            memo.clear()
+        memo.update(zip(map(_DIGEST, kept), map(_TOKENS, kept), strict=True))
     if previous is not None:
         previous.extends = None  # no chain of builds: only the last one is kept
+        previous.values = None
     request = RequestBlocks(
         model=model,
         blocks=tuple(builder.blocks),
@@ -532,6 +614,7 @@ def build_request(
         estimable=estimable,
         estimates=previous.estimates if previous is not None else {},
         extends=previous if extends and previous is not None else None,
+        values=builder.values,
     )
 
 
@@ -550,6 +633,7 @@ def estimate_input(built: BuiltRequest) -> TokenEstimate:
     if blocks is None:
         blocks = _sum_estimates(built, request.blocks, known)
     built.blocks_estimate = blocks
+    built.values = None
     tools, custom = built.tool_overhead
     total = blocks + anthropic_overhead(tools, built.messages_count, custom=custom)
     return calibrated_estimate("anthropic", request.model, total)
@@ -582,9 +666,10 @@ def _sum_estimates(
 ) -> int:
     """Sum of the blocks' estimates, counting the ones not known yet (together, in one pass)."""
     total = 0
-    missing: list[tuple[bytes, int, int, int]] = []
+    missing: list[tuple[bytes, bytes | None, int, int, int]] = []
     texts: list[str] = []
     last = built.last_assistant if last is None else last
+    values = built.values or {}
     for block in blocks:
         keep = block.message is not None and block.message == last
         key = block.digest + b"!" if keep else block.digest
@@ -592,17 +677,52 @@ def _sum_estimates(
         if tokens is not None:
             total += tokens
             continue
-        value = json.loads(block.raw)
-        parts, fixed = anthropic_block_parts(block.section == "tools", value, keep_thinking=keep)
-        missing.append((key, len(texts), len(texts) + len(parts), fixed))
+        # thinking is the only content whose count depends on ``keep``: without it, both keys
+        # hold the same count (a block leaving the last assistant turn is then not re-read)
+        twin = None if b'"thinking"' in block.raw else (block.digest if keep else block.digest + b"!")
+        value = values.get(id(block), _UNREAD)
+        if block.shorthand:  # a string turned into one text block: its text is what counts
+            text = value if type(value) is str else json.loads(block.raw)["text"]
+            parts, fixed = ([text] if text else []), 0
+        else:
+            # what to count is a function of the block's bytes: kept by digest for every
+            # conversation (counting the texts goes through the token memo, like estimate_request)
+            found = _PARTS.get(key)
+            if found is None:
+                if value is _UNREAD:
+                    value = json.loads(block.raw)
+                found = anthropic_block_parts(block.section == "tools", value, keep_thinking=keep)
+                _keep_parts(key, found)
+            parts, fixed = found
+        missing.append((key, twin, len(texts), len(texts) + len(parts), fixed))
         texts.extend(parts)
     if missing:
         counts = count_each(encoding_for(built.request.model), texts)
-        for key, start, end, fixed in missing:
+        for key, twin, start, end, fixed in missing:
             tokens = sum(counts[start:end]) + fixed
             known[key] = tokens
+            if twin is not None:
+                known[twin] = tokens
             total += tokens
     return total
+
+
+_UNREAD = object()
+_PARTS: dict[bytes, tuple[list[str], int]] = {}
+"""`tokens.anthropic_block_parts` by block digest (``!``-suffixed when thinking counts)."""
+_PARTS_MAX = 65_536
+_PARTS_MAX_CHARS = 32 * 1024 * 1024
+_parts_chars = 0
+
+
+def _keep_parts(key: bytes, found: tuple[list[str], int]) -> None:
+    global _parts_chars
+    size = sum(map(len, found[0]))
+    if len(_PARTS) >= _PARTS_MAX or _parts_chars + size > _PARTS_MAX_CHARS:
+        _PARTS.clear()
+        _parts_chars = 0
+    _PARTS[key] = found
+    _parts_chars += size
 
 
 # --- markers ------------------------------------------------------------------------------------
@@ -723,7 +843,8 @@ def prepare_request(
             same_params = previous.params == request.params
             identical = divergence == len(previous.blocks) == len(request.blocks) and same_params
             expected = divergence < len(previous.blocks) and divergence >= state.drift_end
-            if drift != "off":
+            repeated = same_params and divergence >= min(max(state.drift_end, 0), len(previous.blocks))
+            if drift != "off" and not repeated:  # (a repeated region explains to None: skip the walk)
                 found = explain_drift(
                     previous.blocks,
                     request.blocks,

@@ -9,13 +9,14 @@ JSON document; ``on_done(complete)`` fires exactly once, when the body ends, fai
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
 
-__all__ = ["BodyObserver", "SSEParser", "tap_response"]
+__all__ = ["BodyObserver", "SSEParser", "loads", "tap_response"]
 
 
 class _Decoder:
@@ -56,32 +57,65 @@ class _Decoder:
         return b""
 
 
-class SSEParser:
-    """Incremental Server-Sent Events parser yielding ``(event, data)`` pairs."""
+_SIMPLE_EVENT = re.compile(r"(?:event: ?([^\n]*)\n)?data: ?([^\n]*)\n\n")
+"""One event of an optional ``event`` line and one ``data`` line, as every provider streams."""
 
-    def __init__(self) -> None:
+
+class SSEParser:
+    """Incremental Server-Sent Events parser yielding ``(event, data)`` pairs.
+
+    With a ``marker``, whole events that do not contain it may be dropped without being parsed:
+    for a caller that needs a few events of a stream made mostly of content deltas.
+    """
+
+    def __init__(self, marker: bytes | None = None) -> None:
         self._buffer = b""
         self._event: str | None = None
         self._data: list[str] = []
+        self._marker = marker
 
     def feed(self, data: bytes) -> list[tuple[str | None, str]]:
-        self._buffer += data
+        buffer = self._buffer + data if self._buffer else data
+        if (
+            self._marker is not None
+            and self._marker not in buffer
+            and buffer.endswith(b"\n\n")  # whole events only (a blank line ends one)
+            and self._event is None
+            and not self._data
+        ):
+            self._buffer = b""
+            return []
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            self._buffer = buffer
+            return []
+        self._buffer = buffer[end + 1 :]
+        # complete lines only, so no UTF-8 sequence is cut: one decode for the whole chunk
+        text = buffer[: end + 1].decode("utf-8", errors="replace")
         events: list[tuple[str | None, str]] = []
-        while True:
-            idx = self._buffer.find(b"\n")
-            if idx < 0:
-                break
-            line = self._buffer[:idx].rstrip(b"\r").decode("utf-8", errors="replace")
-            self._buffer = self._buffer[idx + 1 :]
+        pos = 0
+        if self._event is None and not self._data and "\r" not in text:
+            # whole ``event:``/``data:`` events, as providers send them, matched in C
+            match = _SIMPLE_EVENT.match(text)
+            while match is not None:
+                events.append((match[1], match[2]))
+                pos = match.end()
+                match = _SIMPLE_EVENT.match(text, pos)
+            if pos == len(text):
+                return events
+        for line in text[pos:-1].split("\n"):  # the rest (or any other form), line by line
+            if line.endswith("\r"):
+                line = line.rstrip("\r")
             if not line:
                 if self._data or self._event is not None:
                     events.append((self._event, "\n".join(self._data)))
                 self._event, self._data = None, []
                 continue
-            if line.startswith(":"):
+            if line[0] == ":":
                 continue
             name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            if value[:1] == " ":
+                value = value[1:]
             if name == "event":
                 self._event = value
             elif name == "data":
@@ -104,6 +138,9 @@ class BodyObserver:
     """
 
     mode: str = "json"
+    sse_marker: bytes | None = None
+    """Bytes that every SSE event ``on_event`` acts on contains (e.g. a common prefix of their
+    names); other events may then be skipped unparsed. None: every event is delivered."""
 
     def on_event(self, event: str | None, data: str) -> None:
         """One SSE event."""
@@ -119,10 +156,11 @@ class BodyObserver:
 
 
 class _Tap:
-    def __init__(self, response: httpx2.Response, observer: BodyObserver) -> None:
+    def __init__(self, observer: BodyObserver, encoding: str) -> None:
         self._observer = observer
-        self._decoder = _Decoder(response.headers.get("content-encoding", ""))
-        self._sse = SSEParser() if observer.mode == "sse" else None
+        # None for an identity body (the usual case): no decode call per chunk
+        self._decoder = _Decoder(encoding) if encoding.strip().lower() not in ("", "identity") else None
+        self._sse = SSEParser(observer.sse_marker) if observer.mode == "sse" else None
         self._lines = observer.mode == "lines"
         self._chunks: list[bytes] = []
         self._pending = b""
@@ -133,7 +171,7 @@ class _Tap:
         if self._done or self._broken:
             return
         try:
-            data = self._decoder.decode(raw)
+            data = raw if self._decoder is None else self._decoder.decode(raw)
             if self._sse is not None:
                 for event, payload in self._sse.feed(data):
                     self._observer.on_event(event, payload)
@@ -156,19 +194,48 @@ class _Tap:
         self._done = True
         try:
             if complete and not self._broken:
-                tail = self._decoder.flush()
+                tail = b"" if self._decoder is None else self._decoder.flush()
                 if self._sse is not None:
                     for event, payload in self._sse.feed(tail) + self._sse.close():
                         self._observer.on_event(event, payload)
                 elif self._lines:
                     self._feed_lines(tail + b"\n")
                 else:
-                    body = b"".join([*self._chunks, tail])
-                    self._chunks = []
-                    self._observer.on_json(json.loads(body) if body.strip() else None)
+                    chunks, self._chunks = self._chunks, []
+                    if tail:
+                        chunks.append(tail)
+                    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    self._observer.on_json(_loads(body) if body.strip() else None)
         except Exception as exc:
             complete, error = False, exc
         self._observer.on_done(complete and not self._broken, error)
+
+
+_decoder = json.JSONDecoder()
+
+
+def loads(text: str) -> Any:
+    """``json.loads(text)``, a few microseconds faster for a text that is exactly one document.
+
+    ``json.loads`` scans for whitespace around the document with two regular expressions; SSE
+    data and response bodies have none. Anything else goes to ``json.loads`` (same errors).
+    """
+    try:
+        document, end = _decoder.raw_decode(text)
+    except ValueError:
+        return json.loads(text)
+    return document if end == len(text) else json.loads(text)
+
+
+def _loads(body: bytes) -> Any:
+    """``json.loads(body)``, without its encoding sniffing for a body that starts ``{`` + non-NUL.
+
+    ``json.loads`` sniffs BOMs and UTF-16/32 byte patterns in Python (a microsecond); for such a
+    body it would pick UTF-8, so decoding as it would and parsing the text gives the same result.
+    """
+    if body[:1] == b"{" and body[1:2] != b"\x00":
+        return loads(body.decode("utf-8", "surrogatepass"))
+    return json.loads(body)
 
 
 class _SyncTap(httpx2.SyncByteStream):
@@ -226,18 +293,16 @@ class _AsyncTap(httpx2.AsyncByteStream):
 def tap_response(response: httpx2.Response, observer: BodyObserver) -> None:
     """Observe ``response``'s body: at once if already read, else as the caller reads it."""
     if response.is_stream_consumed or getattr(response, "_content", None) is not None:
-        tap = _Tap(response, observer)
+        tap = _Tap(observer, "")  # ``content`` is already decoded
         try:
             content = response.content
         except Exception as exc:
             tap.finish(False, exc)
             return
-        # ``content`` is already decoded: bypass the decoder
-        tap._decoder = _Decoder("")
         tap.feed(content)
         tap.finish(True)
         return
-    tap = _Tap(response, observer)
+    tap = _Tap(observer, response.headers.get("content-encoding", ""))
     stream = response.stream
     if isinstance(stream, httpx2.AsyncByteStream) and not isinstance(stream, httpx2.SyncByteStream):
         response.stream = _AsyncTap(stream, tap)

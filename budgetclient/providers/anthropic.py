@@ -29,10 +29,10 @@ from ..metering import CallContext
 from ..options import ClientOptions, split_client_options
 from ..tasks import current_task
 from ..tokens import TokenEstimate, estimate_request
-from ..usage import CallStatus, Usage
+from ..usage import CallStatus, Usage, _trusted_usage
 from ._anthropic_cache import PreparedRequest, estimate_input, observe_response, prepare_request
 from ._drift_report import announce_drift, drift_fields
-from ._sse import BodyObserver, tap_response
+from ._sse import BodyObserver, loads, tap_response
 
 __all__ = ["Anthropic", "AsyncAnthropic", "BudgetMiddleware", "usage_from_anthropic", "wrap_anthropic"]
 
@@ -43,30 +43,40 @@ _BATCHES_PREFIX = "/v1/messages/batches/"
 
 
 def _int(value: Any) -> int:
+    if type(value) is int:  # what JSON gives: skip the slower checks
+        return value if value > 0 else 0
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _is_mapping(value: Any) -> bool:
+    return type(value) is dict or isinstance(value, Mapping)  # an ABC check costs ~0.5 µs
 
 
 def usage_from_anthropic(usage: Mapping[str, Any] | None) -> Usage:
     """Normalise an Anthropic ``usage`` object: its ``input_tokens`` excludes cache tokens."""
     if not usage:
         return Usage(requests=1)
-    read = _int(usage.get("cache_read_input_tokens"))
-    write = _int(usage.get("cache_creation_input_tokens"))
-    creation = usage.get("cache_creation")
-    long_write = _int(creation.get("ephemeral_1h_input_tokens")) if isinstance(creation, Mapping) else 0
-    if isinstance(creation, Mapping) and not write:
-        write = long_write + _int(creation.get("ephemeral_5m_input_tokens"))
-    details = usage.get("output_tokens_details")
-    thinking = _int(details.get("thinking_tokens")) if isinstance(details, Mapping) else 0
-    output = _int(usage.get("output_tokens"))
-    return Usage(
-        input_tokens=_int(usage.get("input_tokens")) + read + write,
-        cache_read_tokens=read,
-        cache_write_tokens=write,
-        cache_write_long_tokens=min(long_write, write),
-        output_tokens=output,
-        reasoning_tokens=min(thinking, output),
-        requests=1,
+    get = usage.get
+    read = _int(get("cache_read_input_tokens"))
+    write = _int(get("cache_creation_input_tokens"))
+    creation = get("cache_creation")
+    long_write = 0
+    if creation is not None and _is_mapping(creation):
+        long_write = _int(creation.get("ephemeral_1h_input_tokens"))
+        if not write:
+            write = long_write + _int(creation.get("ephemeral_5m_input_tokens"))
+    details = get("output_tokens_details")
+    thinking = _int(details.get("thinking_tokens")) if details is not None and _is_mapping(details) else 0
+    output = _int(get("output_tokens"))
+    # every count went through _int (non-negative ints): skip Usage's validation
+    return _trusted_usage(
+        _int(get("input_tokens")) + read + write,  # input_tokens
+        read,  # cache_read_tokens
+        write,  # cache_write_tokens
+        min(long_write, write),  # cache_write_long_tokens
+        output,  # output_tokens
+        min(thinking, output),  # reasoning_tokens
+        1,  # requests
     )
 
 
@@ -90,42 +100,46 @@ class _Plan:
 class _MessageObserver(BodyObserver):
     """Folds a Messages response (JSON or SSE) into one call record."""
 
+    sse_marker = b"message_"  # message_start, message_delta, message_stop: content deltas are skipped
+
     def __init__(self, middleware: BudgetMiddleware, plan: _Plan, http_status: int, sse: bool) -> None:
         self.mode = "sse" if sse else "json"
         self._mw = middleware
         self._plan = plan
         self._http_status = http_status
         self._usage: dict[str, Any] = {}
-        self._message: dict[str, Any] = {}
+        self._message: Mapping[str, Any] = {}
         self._stopped = False
-        self._lock = threading.Lock()
-        self._done = False
+        self._unfinished = [True]
+        """Popped by the first ``_finish`` (``list.pop`` is atomic): a record is made exactly once."""
 
     def on_event(self, event: str | None, data: str) -> None:
+        # the other events (content deltas: most of a stream) are not parsed at all
         if event == "message_start":
-            message = json.loads(data).get("message") or {}
-            self._message = {k: message.get(k) for k in ("id", "model", "diagnostics")}
+            message = loads(data).get("message") or {}
+            self._message = message  # parsed here, so nobody else holds it: no copy
             _fold_stream_usage(self._usage, message.get("usage") or {})
         elif event == "message_delta":
-            _fold_stream_usage(self._usage, json.loads(data).get("usage") or {})
+            _fold_stream_usage(self._usage, loads(data).get("usage") or {})
         elif event == "message_stop":
             self._stopped = True
             self._finish(True)
 
     def on_json(self, document: Any) -> None:
-        if isinstance(document, Mapping):
-            self._message = dict(document)
-            self._usage = dict(document.get("usage") or {})
+        if _is_mapping(document):
+            self._message = document  # parsed by the tap for this observer alone: no copy
+            usage = document.get("usage")
+            self._usage = usage if type(usage) is dict else dict(usage or {})
             self._stopped = True
 
     def on_done(self, complete: bool, error: BaseException | None) -> None:
         self._finish(complete and self._stopped, error)
 
     def _finish(self, complete: bool, error: BaseException | None = None) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
+        try:
+            self._unfinished.pop()
+        except IndexError:
+            return  # already recorded (message_stop, then the body's end or close)
         self._mw._record(self._plan, self._usage, self._message, complete, self._http_status, error)
 
 
@@ -266,7 +280,8 @@ class BudgetMiddleware(Middleware):
                 batch_id = _path(plan.request.url)[len(_BATCHES_PREFIX) :].split("/", 1)[0]
                 tap_response(http_response, _JSONLBatchObserver(self, batch_id, plan.ctx))
                 return
-            sse = "text/event-stream" in http_response.headers.get("content-type", "")
+            # only a request that asked to stream gets events (a header lookup costs microseconds)
+            sse = plan.ctx.stream and "text/event-stream" in http_response.headers.get("content-type", "")
             tap_response(http_response, _MessageObserver(self, plan, status, sse))
         except Exception as exc:
             log.error("meter.failed", stage="tap", error=type(exc).__name__, detail=str(exc)[:200])
@@ -293,7 +308,7 @@ class BudgetMiddleware(Middleware):
                         drift = merged
                 except Exception as exc:
                     log.error("cache.observe_failed", error=type(exc).__name__, detail=str(exc)[:200])
-            tier = usage_fields.get("service_tier") if isinstance(usage_fields, Mapping) else None
+            tier = usage_fields.get("service_tier") if _is_mapping(usage_fields) else None
             metering.finish_call(
                 plan.ctx,
                 usage,
@@ -387,8 +402,10 @@ def _with_body(request: APIRequest, body: Mapping[str, Any]) -> APIRequest:
     try:
         options = request.options.model_copy()
         options.json_data = body
-        options.extra_json = copy.deepcopy(options.extra_json)  # small; as copy() does
-        options.params = copy.deepcopy(options.params)
+        if options.extra_json:  # small; deep-copied as copy() does
+            options.extra_json = copy.deepcopy(options.extra_json)
+        if options.params:
+            options.params = copy.deepcopy(options.params)
         if isinstance(options.headers, Mapping):
             options.headers = dict(options.headers)
         return APIRequest(

@@ -15,6 +15,10 @@ round adds one small user turn, as an agent loop does, and both sides send the s
     python benchmarks/overhead.py --quick    # fewer rounds, under a minute
     python benchmarks/overhead.py --markdown # the README table
     python benchmarks/overhead.py --profile anthropic:150000:sync  # cProfile of the wrapped side
+    python benchmarks/overhead.py --reply-tokens 1000              # 1k-token turns appended
+
+Each case sends turns no earlier case sent (token counts are memoised by text); the system prompt
+and the tools are the same in all of them.
 
 Token counts are nominal (about 4 characters per token of English-like text).
 """
@@ -25,6 +29,7 @@ import argparse
 import cProfile
 import functools
 import gc
+import itertools
 import json
 import logging
 import os
@@ -51,6 +56,9 @@ SIZES = (1_000, 30_000, 150_000)
 PROVIDERS = ("anthropic", "openai", "google")
 MODES = ("sync", "stream")
 TOOLS = 20
+REPLY_TOKENS = 30
+"""Tokens of the assistant turn each round appends (``--reply-tokens``; an agent's tool results are
+often 1k and more, and every new token is counted before the call)."""
 _WORDS = [
     "the",
     "agent",
@@ -113,25 +121,33 @@ def tool_schema(i: int) -> tuple[str, str, dict[str, Any]]:
 
 @dataclass
 class Conversation:
-    """Provider-neutral conversation: (role, text) turns, append-only."""
+    """Provider-neutral conversation: (role, text) turns, append-only.
+
+    Every conversation has its own turns (``salt``): token counts are memoised by text, so turns
+    repeated from an earlier case would be counted for free. The system prompt and the tools are
+    the same in all of them, as for one agent's conversations.
+    """
 
     system: str
     turns: list[tuple[str, str]]
+    salt: int = 0
 
     @classmethod
-    def of_size(cls, tokens: int) -> Conversation:
+    def of_size(cls, tokens: int, salt: int = 0) -> Conversation:
         system = text(min(2_000, tokens // 4), 1)
         rest = max(tokens - len(system) // 4 - TOOLS * 60, 200)
         n = max(2, min(40, rest // 1_000))
-        turns = [("user" if i % 2 == 0 else "assistant", text(rest // n, 10 + i)) for i in range(n)]
+        seed = 10 + 1_000_000 * salt
+        turns = [("user" if i % 2 == 0 else "assistant", text(rest // n, seed + i)) for i in range(n)]
         if turns[-1][0] == "assistant":
             turns.append(("user", "continue"))
-        return cls(system, turns)
+        return cls(system, turns, salt)
 
     def append_round(self, i: int) -> None:
         """One more exchange, as an agent loop would add: assistant reply then a new user turn."""
-        self.turns.append(("assistant", f"step {i} done: " + text(30, 500 + i)))
-        self.turns.append(("user", f"next step {i}"))
+        seed = 500_000 + 1_000_000 * self.salt + i
+        self.turns.append(("assistant", f"step {i} done: " + text(REPLY_TOKENS, seed)))
+        self.turns.append(("user", f"next step {i} of {self.salt}"))
 
 
 def anthropic_body(c: Conversation) -> dict[str, Any]:
@@ -317,9 +333,13 @@ Call = Callable[[], None]
 _keep: list[Any] = []
 
 
+_salts = itertools.count(1)
+
+
 def make_case(provider: str, tokens: int, mode: str) -> tuple[Call, Call, Callable[[int], None]]:
-    """(raw call, wrapped call, append round i) for one provider, size and mode."""
-    conv = Conversation.of_size(tokens)
+    """(raw call, wrapped call, append round i) for one provider, size and mode, on a conversation
+    no earlier case has sent."""
+    conv = Conversation.of_size(tokens, next(_salts))
     stream = mode == "stream"
     if provider == "anthropic":
         import anthropic
@@ -494,6 +514,7 @@ def profile(spec: str) -> None:
 
 
 def main() -> None:
+    global REPLY_TOKENS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (under a minute)")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
@@ -506,7 +527,11 @@ def main() -> None:
         help="no task budget: skips the pre-call token estimate (metering only)",
     )
     parser.add_argument("--profile", metavar="PROVIDER:TOKENS:MODE", help="profile the wrapped side")
+    parser.add_argument(
+        "--reply-tokens", type=int, default=REPLY_TOKENS, help="tokens each round appends (default 30)"
+    )
     args = parser.parse_args()
+    REPLY_TOKENS = args.reply_tokens
     with tempfile.TemporaryDirectory() as tmp:
         setup(tmp)
         with bc.task("benchmark", budget_usd=None if args.no_budget else 1_000_000):

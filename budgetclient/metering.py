@@ -136,15 +136,10 @@ def finish_call(
     if ctx.finished and not batch:
         return None
     ctx.finished = True
+    # each budgeted task gives its hold back as the call's cost is added to it (`_deliver`): one
+    # lock, so its spent + held never misses the call in between
     reservation, ctx.reservation = ctx.reservation, None
-    # the usual single budgeted task gives its hold back as its cost is added: one lock, no gap
-    held: Decimal | None = None
     try:
-        if reservation is not None:
-            if reservation.tasks == (ctx.task,):
-                held = reservation.amount
-            else:
-                reservation.release()
         model_name = model or ctx.model
         if ctx.estimated_raw_tokens and status == "ok" and usage.input_tokens:
             _calibrate(ctx.provider, model_name, ctx.estimated_raw_tokens, usage.input_tokens)
@@ -183,11 +178,11 @@ def finish_call(
             merged,  # metadata
         )
     except Exception as exc:
-        if held is not None and reservation is not None:
+        if reservation is not None:
             reservation.release()
         log.error("meter.failed", stage="record", error=type(exc).__name__, detail=str(exc)[:200])
         return None
-    return _deliver(record, t, held)
+    return _deliver(record, t, reservation)
 
 
 # -- call ids ----------------------------------------------------------------------------------
@@ -246,12 +241,13 @@ def publish_call(record: CallRecord, task: Task | None) -> CallRecord:
     return _deliver(record, task, None)
 
 
-def _deliver(record: CallRecord, task: Task | None, released: Decimal | None) -> CallRecord:
-    """`publish_call`, also giving back ``released`` (the hold of ``task`` itself) as it adds."""
+def _deliver(record: CallRecord, task: Task | None, reservation: _Reservation | None) -> CallRecord:
+    """`publish_call`, also giving back ``reservation`` on each task it held, as it adds to it."""
     if task is not None:
+        held = reservation.tasks if reservation is not None else ()
         for node in task.ancestry:
             try:
-                node._add(record, released if node is task else None)
+                node._add(record, reservation.amount if reservation is not None and node in held else None)
             except Exception as exc:
                 log.error("meter.failed", stage="task", error=type(exc).__name__)
     try:

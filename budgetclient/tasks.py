@@ -313,14 +313,6 @@ def budgeted_chain(task: Task) -> tuple[Task, ...]:
 
 def _reserve(chain: tuple[Task, ...], estimate: Decimal | None, model: str) -> _Reservation | None:
     """Check and hold ``estimate`` on every task of a non-empty budgeted chain, all locks held."""
-    if len(chain) == 1:  # one lock: no ordering to respect
-        only = chain[0]
-        with only._lock:
-            only._check(estimate, model)
-            if estimate is None:
-                return None
-            only._reserved += estimate
-        return _Reservation(estimate, chain)
     locked: list[Task] = []
     try:
         for t in chain:

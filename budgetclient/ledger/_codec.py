@@ -288,24 +288,17 @@ def call_to_compact_row(r: CallRecord) -> CompactCallRow:
     ):
         _check_text(record_id, task_id, task_name)
     # str(Decimal) holds no quote or backslash, so it goes between quotes as it is
-    tail = (
+    money = "null" if cost is None else f'"{cost!s}"'
+    buckets = "null" if breakdown is None else (
+        f'["{breakdown.uncached_input!s}","{breakdown.cache_read!s}","{breakdown.cache_write!s}",'
+        f'"{breakdown.output!s}","{breakdown.storage!s}"]'
+    )  # fmt: skip
+    record = (
+        f"[{_shape_texts.get(shape) or _shape_text(shape)},{money},{buckets},"
         f"{'null' if response_id is None else _text(response_id)},"
         f"{'null' if drift is None else _json(asdict(drift), ensure_ascii=True)},"
         f"{_json(metadata, ensure_ascii=True) if metadata else '{}'}]"
     )
-    if cost is not None and breakdown is not None:  # a priced call: one string built, not three
-        record = (
-            f'[{_shape_texts.get(shape) or _shape_text(shape)},"{cost!s}",["{breakdown.uncached_input!s}",'
-            f'"{breakdown.cache_read!s}","{breakdown.cache_write!s}","{breakdown.output!s}",'
-            f'"{breakdown.storage!s}"],{tail}'
-        )  # fmt: skip
-    else:
-        money = "null" if cost is None else f'"{cost!s}"'
-        buckets = "null" if breakdown is None else (
-            f'["{breakdown.uncached_input!s}","{breakdown.cache_read!s}","{breakdown.cache_write!s}",'
-            f'"{breakdown.output!s}","{breakdown.storage!s}"]'
-        )  # fmt: skip
-        record = f"[{_shape_texts.get(shape) or _shape_text(shape)},{money},{buckets},{tail}"
     return (
         record_id, (started_at - _EPOCH) // _MICROSECOND, task_id, task_name, duration, usage.input_tokens,
         usage.cache_read_tokens, usage.cache_write_tokens, usage.cache_write_long_tokens,

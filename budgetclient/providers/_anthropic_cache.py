@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from json.encoder import encode_basestring
 from operator import attrgetter
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from ..blocks import (
     Block,
@@ -238,35 +238,36 @@ def _serialised(label: bytes, value: Any, content_key: Any = None) -> tuple[byte
 _BLOCKS: dict[Any, Block] = {}
 """Finished blocks by position and content (the same content at the same place is the same block)."""
 _BLOCKS_MAX = 65_536
-_TEXT_BLOCKS: dict[tuple[Any, ...], Block] = {}
-"""`_BLOCKS` for string shorthands, keyed by the text itself (bounded alike, by clearing)."""
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Bounded(dict[K, V]):
+    """A process-wide cache emptied when it reaches ``max_entries`` or ``max_size`` (what `put`
+    callers say their values weigh): cheaper per lookup than an LRU, and a conversation refills it
+    with its own entries within one call. Lookups are plain ``dict`` reads."""
+
+    def __init__(self, max_entries: int, max_size: int) -> None:
+        super().__init__()
+        self.max_entries = max_entries
+        self.max_size = max_size
+        self.size = 0
+
+    def put(self, key: K, value: V, size: int) -> None:
+        if len(self) >= self.max_entries or self.size + size > self.max_size:
+            self.clear()
+            self.size = 0
+        self[key] = value
+        self.size += size
+
+
+_TEXT_BLOCKS: _Bounded[tuple[Any, ...], Block] = _Bounded(_BLOCKS_MAX, _SERIALISED_MAX_BYTES)
+"""`_BLOCKS` for string shorthands, keyed by the text itself, weighed by their bytes."""
 _TEXT_BLOCK_HEAD = b'{"type":"text","text":'
 _json_string = encode_basestring
 """A JSON string literal exactly as `blocks.compact_json` writes one (``ensure_ascii=False``)."""
-_text_blocks_bytes = 0
-_LISTS: dict[tuple[str, str, bytes], tuple[Block, ...]] = {}
+_LISTS: _Bounded[tuple[str, str, bytes], tuple[Block, ...]] = _Bounded(256, _SERIALISED_MAX_BYTES)
 """The blocks of whole ``tools`` / ``system`` lists by model and value print (see `_Builder.add_list`)."""
-_LISTS_MAX = 256
-_lists_bytes = 0
-
-
-def _keep_list(key: tuple[str, str, bytes], blocks: tuple[Block, ...]) -> None:
-    global _lists_bytes
-    size = len(key[2]) + sum(len(b.raw) for b in blocks)
-    if len(_LISTS) >= _LISTS_MAX or _lists_bytes + size > _SERIALISED_MAX_BYTES:
-        _LISTS.clear()
-        _lists_bytes = 0
-    _LISTS[key] = blocks
-    _lists_bytes += size
-
-
-def _keep_text_block(key: tuple[Any, ...], block: Block) -> None:
-    global _text_blocks_bytes
-    if len(_TEXT_BLOCKS) >= _BLOCKS_MAX or _text_blocks_bytes + len(block.raw) > _SERIALISED_MAX_BYTES:
-        _TEXT_BLOCKS.clear()
-        _text_blocks_bytes = 0
-    _TEXT_BLOCKS[key] = block
-    _text_blocks_bytes += len(block.raw)
 
 
 Print = bytes | tuple[str, ...] | None
@@ -353,6 +354,15 @@ class _Builder:
         start, end = span
         self.blocks.extend(previous.request.blocks[start:end])
 
+    def _take(self, block: Block) -> Block:
+        """Append a block that may come from a process-wide cache, with this conversation's count
+        for its digest (a count can depend on what else was new in the call that made it)."""
+        known = self.memo.get(block.digest)
+        if known is not None and known != block.tokens:
+            block = replace(block, tokens=known)
+        self.blocks.append(block)
+        return block
+
     def add_list(self, section: Section, items: list[Any], print_: Print, *, label: bytes) -> None:
         """`add` of each block of a ``tools`` or ``system`` list, taken whole from `_LISTS` when
         the same list (by value) was built before: a new conversation or task starts with the
@@ -364,14 +374,11 @@ class _Builder:
             for i, item in enumerate(items):
                 self.add(section, f"{section}[{i}]", item, label=label, content=i)
             if key is not None:
-                _keep_list(key, tuple(self.blocks[start:]))
+                built = tuple(self.blocks[start:])
+                _LISTS.put(key, built, len(key[2]) + sum(len(b.raw) for b in built))
             return
-        memo = self.memo
         for block in cached:
-            known = memo.get(block.digest)
-            if known is not None and known != block.tokens:
-                block = replace(block, tokens=known)
-            self.blocks.append(block)
+            self._take(block)
 
     def add_text(self, section: Section, path: str, text: str, *, label: bytes, message: int | None = None,
                  role: str | None = None) -> None:
@@ -394,12 +401,10 @@ class _Builder:
                 role=role,
                 shorthand=True,
             )
-            _keep_text_block(key, block)
+            _TEXT_BLOCKS.put(key, block, len(raw))
+            self.blocks.append(block)
         else:
-            known = self.memo.get(block.digest)
-            if known is not None and known != block.tokens:
-                block = replace(block, tokens=known)
-        self.blocks.append(block)
+            block = self._take(block)
         self.values[id(block)] = text
 
     def add(
@@ -425,11 +430,7 @@ class _Builder:
             content_key = key = None
         block = _BLOCKS.get(key) if key is not None else None
         if block is not None:
-            known = self.memo.get(block.digest)
-            if known is not None and known != block.tokens:
-                block = replace(block, tokens=known)
-            self.blocks.append(block)
-            self.values[id(block)] = value
+            self.values[id(self._take(block))] = value
             return
         raw, digest = _serialised(label, value, content_key)
         tokens = self.memo.get(digest)
@@ -692,7 +693,7 @@ def _sum_estimates(
                 if value is _UNREAD:
                     value = json.loads(block.raw)
                 found = anthropic_block_parts(block.section == "tools", value, keep_thinking=keep)
-                _keep_parts(key, found)
+                _PARTS.put(key, found, sum(map(len, found[0])))
             parts, fixed = found
         missing.append((key, twin, len(texts), len(texts) + len(parts), fixed))
         texts.extend(parts)
@@ -708,21 +709,9 @@ def _sum_estimates(
 
 
 _UNREAD = object()
-_PARTS: dict[bytes, tuple[list[str], int]] = {}
-"""`tokens.anthropic_block_parts` by block digest (``!``-suffixed when thinking counts)."""
-_PARTS_MAX = 65_536
-_PARTS_MAX_CHARS = 32 * 1024 * 1024
-_parts_chars = 0
-
-
-def _keep_parts(key: bytes, found: tuple[list[str], int]) -> None:
-    global _parts_chars
-    size = sum(map(len, found[0]))
-    if len(_PARTS) >= _PARTS_MAX or _parts_chars + size > _PARTS_MAX_CHARS:
-        _PARTS.clear()
-        _parts_chars = 0
-    _PARTS[key] = found
-    _parts_chars += size
+_PARTS: _Bounded[bytes, tuple[list[str], int]] = _Bounded(65_536, 32 * 1024 * 1024)
+"""`tokens.anthropic_block_parts` by block digest (``!``-suffixed when thinking counts), weighed
+by the characters of their texts."""
 
 
 # --- markers ------------------------------------------------------------------------------------

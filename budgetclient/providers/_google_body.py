@@ -179,14 +179,18 @@ class _Parse:
         return self.object_rest(self.member(at))
 
     def object_rest(self, at: int) -> int:
+        return self._rest(at, "}", self.member)
+
+    def _rest(self, at: int, close: str, item: Callable[[int], int]) -> int:
+        """After an object's member or an array's element: the next ones, up to ``close``."""
         text = self.text
         while True:
             delimiter = _DELIMITER.match(text, at)
-            if delimiter is None or delimiter.group(1) == "]":
-                raise ValueError(f"expected ',' or '}}' at {at}")
-            if delimiter.group(1) == "}":
+            if delimiter is None or delimiter.group(1) not in (",", close):
+                raise ValueError(f"expected ',' or '{close}' at {at}")
+            if delimiter.group(1) == close:
                 return delimiter.end()
-            at = self.member(delimiter.end())
+            at = item(delimiter.end())
 
     def member(self, at: int) -> int:
         text = self.text
@@ -235,14 +239,7 @@ class _Parse:
         return at
 
     def array_rest(self, at: int) -> int:
-        text = self.text
-        while True:
-            delimiter = _DELIMITER.match(text, at)
-            if delimiter is None or delimiter.group(1) == "}":
-                raise ValueError(f"expected ',' or ']' at {at}")
-            if delimiter.group(1) == "]":
-                return delimiter.end()
-            at = self.element(delimiter.end())
+        return self._rest(at, "]", self.element)
 
     def finish(self, at: int, previous: WireBody | None, head: bytes, size: int) -> WireBody:
         if _skip(self.text, at) != len(self.text):

@@ -16,6 +16,7 @@ round adds one small user turn, as an agent loop does, and both sides send the s
     python benchmarks/overhead.py --markdown # the README table
     python benchmarks/overhead.py --profile anthropic:150000:sync  # cProfile of the wrapped side
     python benchmarks/overhead.py --reply-tokens 1000              # 1k-token turns appended
+    python benchmarks/overhead.py --shape tools                    # tool calls and tool results
 
 Each case sends turns no earlier case sent (token counts are memoised by text); the system prompt
 and the tools are the same in all of them.
@@ -57,8 +58,12 @@ PROVIDERS = ("anthropic", "openai", "google")
 MODES = ("sync", "stream")
 TOOLS = 20
 REPLY_TOKENS = 30
-"""Tokens of the assistant turn each round appends (``--reply-tokens``; an agent's tool results are
-often 1k and more, and every new token is counted before the call)."""
+"""Tokens of the turn each round appends (``--reply-tokens``; an agent's tool results are often 1k
+and more, and every new token is counted before the call)."""
+SHAPE = "text"
+"""``text``: turns are plain strings. ``tools`` (``--shape tools``): an agent loop, every assistant
+turn a text and a tool call, every user turn after the first that tool's result (block lists, as
+an agent with tools sends them)."""
 _WORDS = [
     "the",
     "agent",
@@ -144,10 +149,19 @@ class Conversation:
         return cls(system, turns, salt)
 
     def append_round(self, i: int) -> None:
-        """One more exchange, as an agent loop would add: assistant reply then a new user turn."""
+        """One more exchange, as an agent loop would add: assistant reply then a new user turn
+        (with ``--shape tools``: a short reply calling a tool, then its ``--reply-tokens`` output)."""
         seed = 500_000 + 1_000_000 * self.salt + i
+        if SHAPE == "tools":
+            self.turns.append(("assistant", f"step {i} of {self.salt}: reading the next file"))
+            self.turns.append(("user", f"file {i}: " + text(REPLY_TOKENS, seed)))
+            return
         self.turns.append(("assistant", f"step {i} done: " + text(REPLY_TOKENS, seed)))
         self.turns.append(("user", f"next step {i} of {self.salt}"))
+
+
+def _tool_input(k: int) -> dict[str, Any]:
+    return {"path": f"src/module_{k}.py", "limit": 200}
 
 
 def anthropic_body(c: Conversation) -> dict[str, Any]:
@@ -157,8 +171,18 @@ def anthropic_body(c: Conversation) -> dict[str, Any]:
         "max_tokens": 256,
         "system": c.system,
         "tools": tools,
-        "messages": [{"role": r, "content": t} for r, t in c.turns],
+        "messages": [_anthropic_turn(k, r, t) for k, (r, t) in enumerate(c.turns)],
     }
+
+
+def _anthropic_turn(k: int, role: str, content: str) -> dict[str, Any]:
+    if SHAPE != "tools" or k == 0:
+        return {"role": role, "content": content}
+    if role == "assistant":
+        call = {"type": "tool_use", "id": f"toolu_{k}", "name": f"tool_{k % TOOLS}", "input": _tool_input(k)}
+        return {"role": role, "content": [{"type": "text", "text": content}, call]}
+    result = {"type": "tool_result", "tool_use_id": f"toolu_{k - 1}", "content": content}
+    return {"role": role, "content": [result]}
 
 
 def openai_body(c: Conversation) -> dict[str, Any]:
@@ -166,8 +190,23 @@ def openai_body(c: Conversation) -> dict[str, Any]:
         {"type": "function", "function": {"name": n, "description": d, "parameters": p}}
         for n, d, p in map(tool_schema, range(TOOLS))
     ]
-    messages = [{"role": "system", "content": c.system}] + [{"role": r, "content": t} for r, t in c.turns]
+    messages = [{"role": "system", "content": c.system}] + [
+        _openai_turn(k, r, t) for k, (r, t) in enumerate(c.turns)
+    ]
     return {"model": "gpt-4o", "tools": tools, "messages": messages}
+
+
+def _openai_turn(k: int, role: str, content: str) -> dict[str, Any]:
+    if SHAPE != "tools" or k == 0:
+        return {"role": role, "content": content}
+    if role == "assistant":
+        function = {"name": f"tool_{k % TOOLS}", "arguments": json.dumps(_tool_input(k))}
+        return {
+            "role": role,
+            "content": content,
+            "tool_calls": [{"id": f"call_{k}", "type": "function", "function": function}],
+        }
+    return {"role": "tool", "tool_call_id": f"call_{k - 1}", "content": content}
 
 
 def google_args(c: Conversation) -> dict[str, Any]:
@@ -181,15 +220,26 @@ def google_args(c: Conversation) -> dict[str, Any]:
             ]
         )
     ]
-    contents = [
-        gtypes.Content(role="user" if r == "user" else "model", parts=[gtypes.Part(text=t)])
-        for r, t in c.turns
-    ]
+    contents = [_google_turn(k, r, t) for k, (r, t) in enumerate(c.turns)]
     return {
         "model": "gemini-2.5-flash",
         "contents": contents,
         "config": gtypes.GenerateContentConfig(system_instruction=c.system, tools=tools),
     }
+
+
+def _google_turn(k: int, role: str, content: str) -> Any:
+    from google.genai import types as gtypes
+
+    if SHAPE != "tools" or k == 0:
+        return gtypes.Content(role="user" if role == "user" else "model", parts=[gtypes.Part(text=content)])
+    if role == "assistant":
+        call = gtypes.FunctionCall(name=f"tool_{k % TOOLS}", args=_tool_input(k))
+        return gtypes.Content(
+            role="model", parts=[gtypes.Part(text=content), gtypes.Part(function_call=call)]
+        )
+    response = gtypes.FunctionResponse(name=f"tool_{(k - 1) % TOOLS}", response={"output": content})
+    return gtypes.Content(role="user", parts=[gtypes.Part(function_response=response)])
 
 
 # -- canned responses --------------------------------------------------------------------------
@@ -514,7 +564,7 @@ def profile(spec: str) -> None:
 
 
 def main() -> None:
-    global REPLY_TOKENS
+    global REPLY_TOKENS, SHAPE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (under a minute)")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
@@ -530,8 +580,15 @@ def main() -> None:
     parser.add_argument(
         "--reply-tokens", type=int, default=REPLY_TOKENS, help="tokens each round appends (default 30)"
     )
+    parser.add_argument(
+        "--shape",
+        choices=("text", "tools"),
+        default=SHAPE,
+        help="turns as plain strings (default) or an agent's tool calls and tool results",
+    )
     args = parser.parse_args()
     REPLY_TOKENS = args.reply_tokens
+    SHAPE = args.shape
     with tempfile.TemporaryDirectory() as tmp:
         setup(tmp)
         with bc.task("benchmark", budget_usd=None if args.no_budget else 1_000_000):

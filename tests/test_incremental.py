@@ -165,6 +165,40 @@ def test_the_incremental_estimate_equals_the_whole_body_estimate() -> None:
         assert estimate_input(built).raw_tokens == estimate_request("anthropic", body).raw_tokens
 
 
+def test_a_new_tool_result_is_tokenized_once_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Placement counts a tool result's content, not its JSON, and the budget estimate then
+    finds that count: an agent's new tool output goes through the tokenizer once."""
+    from budgetclient import tokens
+
+    body = _body()
+    built = build_request(_sdk_copy(body))
+    estimate_input(built)
+    output = "def handler(event):\n    return {'status': 200}\n" * 40  # a file the agent read
+    call = {"type": "tool_use", "id": "tu_new", "name": "read", "input": {"path": "h.py"}}
+    body["messages"].append({"role": "assistant", "content": [call]})
+    result = {"type": "tool_result", "tool_use_id": "tu_new", "content": output}
+    body["messages"].append({"role": "user", "content": [result]})
+    encoding = tokens.encoding_for(MODEL)
+    seen: list[str] = []
+    real = encoding.encode_ordinary
+
+    def spy(text: str) -> list[int]:
+        seen.append(text)
+        return real(text)
+
+    monkeypatch.setattr(encoding, "encode_ordinary", spy)
+    built = build_request(_sdk_copy(body), previous=built)
+    estimate = estimate_input(built)
+    assert seen.count(output) == 1
+    assert not [t for t in seen if "tool_result" in t]  # the block's JSON is never tokenized
+    assert len(seen) == len(set(seen))
+    result = built.request.blocks[-1]
+    assert result.path == f"messages[{len(body['messages']) - 1}].content[0]"
+    assert result.tokens == len(real(output))
+    monkeypatch.undo()
+    assert estimate.raw_tokens == estimate_request("anthropic", body).raw_tokens
+
+
 def test_an_unusual_body_falls_back_to_the_whole_body_estimate() -> None:
     body = _body()
     body["messages"].append("not a message")
@@ -185,6 +219,21 @@ def test_a_new_conversation_with_the_same_tools_takes_their_blocks_whole_and_see
     expected = json.dumps(body["tools"][2], ensure_ascii=False, separators=(",", ":")).encode()
     assert edited.request.blocks[2].raw == expected != first.request.blocks[2].raw
     assert edited.request.blocks[2].digest == hashlib.blake2b(b"t" + expected, digest_size=16).digest()
+
+def test_a_new_conversation_resending_the_same_turns_takes_their_blocks_whole_and_sees_edits() -> None:
+    body = _body()
+    first = build_request(_sdk_copy(body))
+    again = build_request(_sdk_copy(body))  # no previous: a subagent or a retry in a new task
+    listed = [i for i, b in enumerate(first.request.blocks) if b.section == "messages" and not b.shorthand]
+    assert listed and all(first.request.blocks[i] is again.request.blocks[i] for i in listed)
+    body["messages"][2]["content"][0]["content"] = "not ok"  # the caller edits its own dict in place
+    edited = build_request(_sdk_copy(body))
+    block = next(b for b in edited.request.blocks if b.path == "messages[2].content[0]")
+    result = body["messages"][2]["content"][0]
+    expected = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
+    assert block.raw == expected
+    assert block.digest == hashlib.blake2b(b"m2:user:" + expected, digest_size=16).digest()
+
 
 _any_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 
@@ -229,6 +278,10 @@ block = st.one_of(
     st.builds(lambda t: {"type": "text", "text": t}, texts),
     st.builds(lambda t: {"type": "thinking", "thinking": t, "signature": "s"}, texts),
     st.builds(lambda v: {"type": "tool_use", "id": "tu", "name": "read", "input": {"v": v}}, value),
+    st.builds(
+        lambda c: {"type": "tool_result", "tool_use_id": "tu", "content": c},
+        st.one_of(texts, st.lists(st.builds(lambda t: {"type": "text", "text": t}, texts), max_size=2)),
+    ),
     value,
 )
 message = st.fixed_dictionaries(

@@ -163,19 +163,36 @@ def _media_tokens(value: Any) -> tuple[Any, int]:
     return out, total
 
 
-def _estimate(value: Any, raw: bytes, count: TokenCounter) -> int:
+_COUNTED_BY_PARTS = frozenset(
+    {"tool_use", "server_tool_use", "mcp_tool_use", "tool_result", "mcp_tool_result", "search_result"}
+)
+"""Blocks counted by the texts the budget estimate reads (`tokens.anthropic_block_parts`)."""
+
+
+def _estimate(value: Any, raw: bytes, count: TokenCounter) -> tuple[int, tuple[list[str], int] | None]:
+    """The block's tokens, and the parts they were counted from when those are the estimate's.
+
+    A tool result or tool use is counted from the texts the budget estimate counts (its content,
+    its name and input), not from its JSON: each new text is tokenized once per call, and the
+    estimate finds the count in the token memo. Tool results are most of what an agent appends.
+    """
     if isinstance(value, Mapping):
         kind = value.get("type")
         if kind == "text" and isinstance(value.get("text"), str):
-            return count(value["text"])
+            text = value["text"]
+            return count(text), ([text] if text else [], 0)
         if kind == "thinking" and isinstance(value.get("thinking"), str):
-            return count(value["thinking"])
+            return count(value["thinking"]), None
         if kind == "redacted_thinking":
-            return 0
+            return 0, None
         if b'"data":"' in raw or b'"url":"' in raw or b'"file_id":"' in raw:
             stripped, media = _media_tokens(value)
-            return count(raw_bytes(stripped).decode()) + media
-    return count(raw.decode("utf-8", errors="replace"))
+            return count(raw_bytes(stripped).decode()) + media, None
+        if type(kind) is str and kind in _COUNTED_BY_PARTS:
+            parts = anthropic_block_parts(False, value, keep_thinking=True)
+            texts, fixed = parts
+            return sum(map(count, texts)) + fixed, parts
+    return count(raw.decode("utf-8", errors="replace")), None
 
 
 # Serialised bytes and digest per block content, so an append-only conversation serialises and
@@ -266,8 +283,12 @@ _TEXT_BLOCKS: _Bounded[tuple[Any, ...], Block] = _Bounded(_BLOCKS_MAX, _SERIALIS
 _TEXT_BLOCK_HEAD = b'{"type":"text","text":'
 _json_string = encode_basestring
 """A JSON string literal exactly as `blocks.compact_json` writes one (``ensure_ascii=False``)."""
-_LISTS: _Bounded[tuple[str, str, bytes], tuple[Block, ...]] = _Bounded(256, _SERIALISED_MAX_BYTES)
+_LISTS: _Bounded[tuple[str, str, bytes, bytes], tuple[Block, ...]] = _Bounded(256, _SERIALISED_MAX_BYTES)
 """The blocks of whole ``tools`` / ``system`` lists by model and value print (see `_Builder.add_list`)."""
+_MESSAGE_LISTS: _Bounded[tuple[str, str, bytes, bytes], tuple[Block, ...]] = _Bounded(
+    _BLOCKS_MAX, _SERIALISED_MAX_BYTES
+)
+"""The blocks of a message's ``content`` list by model, label (index and role) and message print."""
 
 
 Print = bytes | tuple[str, ...] | None
@@ -363,22 +384,47 @@ class _Builder:
         self.blocks.append(block)
         return block
 
-    def add_list(self, section: Section, items: list[Any], print_: Print, *, label: bytes) -> None:
-        """`add` of each block of a ``tools`` or ``system`` list, taken whole from `_LISTS` when
-        the same list (by value) was built before: a new conversation or task starts with the
-        tools of the previous one, and walking 20 tool schemas block by block costs a millisecond."""
-        key = (self.model, section, print_) if isinstance(print_, bytes) else None
-        cached = _LISTS.get(key) if key is not None else None
+    def add_list(
+        self,
+        section: Section,
+        items: list[Any],
+        print_: Print,
+        *,
+        label: bytes,
+        path: str | None = None,
+        message: int | None = None,
+        role: str | None = None,
+        was: Sequence[Block] | None = None,
+    ) -> None:
+        """`add` of each block of a ``tools`` or ``system`` list or of a message's ``content``
+        list (``path`` names it), taken whole from a cache when the same list (by value) was
+        built before at the same place: a new conversation or task starts with the tools of the
+        previous one, and walking 20 tool schemas block by block costs a millisecond.
+
+        A message's blocks are not looked up one by one in `_BLOCKS` (`_key` walks each value in
+        Python): the message's print, made anyway to compare it next call, already says whether
+        it is new. ``was`` are the blocks this message had in the conversation's previous call
+        (it was edited): each block whose bytes did not change is reused.
+        """
+        cache = _LISTS if message is None else _MESSAGE_LISTS
+        key = (self.model, section, label, print_) if isinstance(print_, bytes) else None
+        cached = cache.get(key) if key is not None else None
         if cached is None:
             start = len(self.blocks)
+            before = {b.content: b for b in was} if was else None
             for i, item in enumerate(items):
-                self.add(section, f"{section}[{i}]", item, label=label, content=i)
+                self.add(
+                    section, f"{path or section}[{i}]", item,
+                    label=label, message=message, content=i, role=role,
+                    keyed=message is None, was=before.get(i) if before else None,
+                )  # fmt: skip
             if key is not None:
                 built = tuple(self.blocks[start:])
-                _LISTS.put(key, built, len(key[2]) + sum(len(b.raw) for b in built))
+                cache.put(key, built, len(key[3]) + sum(len(b.raw) for b in built))
             return
-        for block in cached:
-            self._take(block)
+        values = self.values
+        for block, item in zip(cached, items, strict=True):
+            values[id(self._take(block))] = item
 
     def add_text(self, section: Section, path: str, text: str, *, label: bytes, message: int | None = None,
                  role: str | None = None) -> None:
@@ -418,24 +464,43 @@ class _Builder:
         content: int | None = None,
         role: str | None = None,
         shorthand: bool = False,
+        keyed: bool = True,
+        was: Block | None = None,
     ) -> None:
+        """Build one block, or take it from `_BLOCKS` (``keyed``: looked up by position and value),
+        or take ``was`` (this block in the previous call) when its bytes are the same."""
         is_mapping = type(value) is dict or isinstance(value, Mapping)
         marker = _marker_ttl(value.get("cache_control")) if is_mapping else None
-        try:
-            content_key: Any = _key(value, top=True)
-            key: Any = (
-                self.model, section, path, label, message, content, role, shorthand, marker, content_key,
-            )  # fmt: skip
-        except (_Unkeyable, RecursionError):
-            content_key = key = None
+        content_key: Any = None
+        key: Any = None
+        if keyed:
+            try:
+                content_key = _key(value, top=True)
+                key = (
+                    self.model, section, path, label, message, content, role, shorthand, marker, content_key,
+                )  # fmt: skip
+            except (_Unkeyable, RecursionError):
+                content_key = key = None
         block = _BLOCKS.get(key) if key is not None else None
         if block is not None:
             self.values[id(self._take(block))] = value
             return
-        raw, digest = _serialised(label, value, content_key)
+        if keyed:
+            raw, digest = _serialised(label, value, content_key)
+        else:
+            raw = raw_bytes(value)
+            if was is not None and (was.path, was.role, was.marker, was.raw) == (path, role, marker, raw):
+                self.values[id(self._take(was))] = value
+                return
+            digest = block_digest(label + raw)
         tokens = self.memo.get(digest)
         if tokens is None:
-            tokens = _estimate(value, raw, self.count)
+            tokens, parts = _estimate(value, raw, self.count)
+            if parts is not None and b'"thinking"' not in raw:
+                # what the estimate would collect again: the same with or without thinking kept
+                size = sum(map(len, parts[0]))
+                _PARTS.put(digest, parts, size)
+                _PARTS.put(digest + b"!", parts, size)
         kind = value.get("type") if is_mapping else None
         if not isinstance(kind, str):
             kind = None  # a malformed block (e.g. an unhashable "type") must not crash placement
@@ -567,16 +632,16 @@ def build_request(
                 path = f"messages[{m}].content"
                 builder.add_text("messages", path, content, label=label, message=m, role=role)
             elif isinstance(content, list):
-                for c, block in enumerate(content):
-                    builder.add(
-                        "messages",
-                        f"messages[{m}].content[{c}]",
-                        block,
-                        label=label,
-                        message=m,
-                        content=c,
-                        role=role,
-                    )
+                was = None
+                if m < len(old):  # an edited message: its unchanged blocks are reused
+                    assert previous is not None
+                    a, b = previous.message_spans[m]
+                    offset = previous.messages_span[0]
+                    was = previous.request.blocks[offset + a : offset + b]
+                path = f"messages[{m}].content"
+                builder.add_list(
+                    "messages", content, prints[m], label=label, path=path, message=m, role=role, was=was
+                )
             spans.append((start, len(builder.blocks) - first))
     elif messages is not None:
         messages_ok = False

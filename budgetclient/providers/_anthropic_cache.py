@@ -163,6 +163,12 @@ def _media_tokens(value: Any) -> tuple[Any, int]:
     return out, total
 
 
+def _same_kept_or_not(raw: bytes) -> bool:
+    """Whether a block counts the same in the last assistant turn as elsewhere: only thinking
+    differs, so its estimate is kept under both keys (``digest`` and ``digest + b"!"``)."""
+    return b'"thinking"' not in raw
+
+
 _COUNTED_BY_PARTS = frozenset(
     {"tool_use", "server_tool_use", "mcp_tool_use", "tool_result", "mcp_tool_result", "search_result"}
 )
@@ -362,6 +368,12 @@ class BuiltRequest:
     def stored_bytes(self) -> int:
         return _print_size(self.tools) + _print_size(self.system) + self.messages_bytes
 
+    def message_span(self, m: int) -> tuple[int, int]:
+        """Where message ``m``'s blocks sit in ``request.blocks``."""
+        a, b = self.message_spans[m]
+        offset = self.messages_span[0]
+        return offset + a, offset + b
+
 
 class _Builder:
     def __init__(self, model: str, memo: dict[bytes, int] | None) -> None:
@@ -496,7 +508,7 @@ class _Builder:
         tokens = self.memo.get(digest)
         if tokens is None:
             tokens, parts = _estimate(value, raw, self.count)
-            if parts is not None and b'"thinking"' not in raw:
+            if parts is not None and _same_kept_or_not(raw):
                 # what the estimate would collect again: the same with or without thinking kept
                 size = sum(map(len, parts[0]))
                 _PARTS.put(digest, parts, size)
@@ -621,9 +633,7 @@ def build_request(
                 messages_ok = False
             if prints[m] is not None and m < len(old) and prints[m] == old[m]:
                 assert previous is not None
-                a, b = previous.message_spans[m]
-                offset = previous.messages_span[0]
-                builder.reuse(previous, (offset + a, offset + b))
+                builder.reuse(previous, previous.message_span(m))
                 spans.append((start, len(builder.blocks) - first))
                 continue
             role = str(message.get("role") or "")
@@ -635,9 +645,8 @@ def build_request(
                 was = None
                 if m < len(old):  # an edited message: its unchanged blocks are reused
                     assert previous is not None
-                    a, b = previous.message_spans[m]
-                    offset = previous.messages_span[0]
-                    was = previous.request.blocks[offset + a : offset + b]
+                    a, b = previous.message_span(m)
+                    was = previous.request.blocks[a:b]
                 path = f"messages[{m}].content"
                 builder.add_list(
                     "messages", content, prints[m], label=label, path=path, message=m, role=role, was=was
@@ -715,9 +724,8 @@ def _blocks_estimate(built: BuiltRequest, known: dict[bytes, int]) -> int | None
     old_last = base.last_assistant
     if old_last >= 0 and old_last != built.last_assistant:
         # the previous last assistant message no longer is: its thinking stops counting
-        a, b = base.message_spans[old_last]
-        offset = base.messages_span[0]
-        moved = base.request.blocks[offset + a : offset + b]
+        a, b = base.message_span(old_last)
+        moved = base.request.blocks[a:b]
         for block in moved:
             before = known.get(block.digest + b"!")
             if before is None:
@@ -745,7 +753,7 @@ def _sum_estimates(
             continue
         # thinking is the only content whose count depends on ``keep``: without it, both keys
         # hold the same count (a block leaving the last assistant turn is then not re-read)
-        twin = None if b'"thinking"' in block.raw else (block.digest if keep else block.digest + b"!")
+        twin = (block.digest if keep else block.digest + b"!") if _same_kept_or_not(block.raw) else None
         value = values.get(id(block), _UNREAD)
         if block.shorthand:  # a string turned into one text block: its text is what counts
             text = value if type(value) is str else json.loads(block.raw)["text"]

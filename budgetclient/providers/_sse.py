@@ -2,12 +2,14 @@
 
 The tap sits where the SDK reads raw bytes (``httpx2.Response.stream``), so every call style
 (plain, raw, streaming response, stream helpers) is observed without changing what the caller
-gets. Bodies are decoded (gzip/deflate/br/zstd) and split into SSE events or collected as one
-JSON document; ``on_done(complete)`` fires exactly once, when the body ends, fails or is closed.
+gets. Bodies are decoded (gzip/deflate/br/zstd) and split into SSE events, AWS event-stream frames
+(Bedrock) or lines, or collected as one JSON document; ``on_done(complete)`` fires exactly once,
+when the body ends, fails or is closed.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import zlib
@@ -134,7 +136,9 @@ class BodyObserver:
     """Receives a response body; subclasses fold it into usage.
 
     ``mode`` says how the body is split: ``"json"`` (one document, ``on_json``), ``"sse"``
-    (``on_event`` per Server-Sent Event) or ``"lines"`` (``on_line`` per line, for JSON Lines).
+    (``on_event`` per Server-Sent Event), ``"aws"`` (``on_event`` per event of an AWS event
+    stream, as Bedrock streams: see `_AWSFrames`) or ``"lines"`` (``on_line`` per line, for JSON
+    Lines).
     """
 
     mode: str = "json"
@@ -161,6 +165,7 @@ class _Tap:
         # None for an identity body (the usual case): no decode call per chunk
         self._decoder = _Decoder(encoding) if encoding.strip().lower() not in ("", "identity") else None
         self._sse = SSEParser(observer.sse_marker) if observer.mode == "sse" else None
+        self._aws = _AWSFrames() if observer.mode == "aws" else None
         self._lines = observer.mode == "lines"
         self._chunks: list[bytes] = []
         self._pending = b""
@@ -174,6 +179,9 @@ class _Tap:
             data = raw if self._decoder is None else self._decoder.decode(raw)
             if self._sse is not None:
                 for event, payload in self._sse.feed(data):
+                    self._observer.on_event(event, payload)
+            elif self._aws is not None:
+                for event, payload in self._aws.feed(data):
                     self._observer.on_event(event, payload)
             elif self._lines:
                 self._feed_lines(data)
@@ -198,6 +206,9 @@ class _Tap:
                 if self._sse is not None:
                     for event, payload in self._sse.feed(tail) + self._sse.close():
                         self._observer.on_event(event, payload)
+                elif self._aws is not None:
+                    for event, payload in self._aws.feed(tail):
+                        self._observer.on_event(event, payload)
                 elif self._lines:
                     self._feed_lines(tail + b"\n")
                 else:
@@ -209,6 +220,41 @@ class _Tap:
         except Exception as exc:
             complete, error = False, exc
         self._observer.on_done(complete and not self._broken, error)
+
+
+class _AWSFrames:
+    """AWS event-stream frames (``application/vnd.amazon.eventstream``, Bedrock's
+    ``invoke-with-response-stream``) as ``(event type, event JSON)`` pairs.
+
+    Framing and checksums are botocore's (`botocore.eventstream.EventStreamBuffer`; Bedrock clients
+    need botocore to sign requests, so it is there whenever such a body is). Each ``chunk`` event
+    carries one Messages stream event, base64-encoded in its JSON payload: the same JSON a
+    first-party stream sends as SSE ``data``. Exception frames carry no usage and are skipped (the
+    SDK raises them). A body cut inside a frame leaves it unread: the record is as complete as the
+    events that arrived (``message_stop`` or not).
+    """
+
+    def __init__(self) -> None:
+        from botocore.eventstream import EventStreamBuffer
+
+        self._buffer = EventStreamBuffer()
+
+    def feed(self, data: bytes) -> list[tuple[str | None, str]]:
+        self._buffer.add_data(data)
+        events: list[tuple[str | None, str]] = []
+        for message in self._buffer:
+            headers = message.headers
+            if headers.get(":message-type") != "event" or headers.get(":event-type") != "chunk":
+                continue
+            chunk = loads(message.payload.decode("utf-8"))
+            raw = chunk.get("bytes") if isinstance(chunk, dict) else None
+            if not isinstance(raw, str):
+                continue
+            text = base64.b64decode(raw).decode("utf-8", errors="replace")
+            document = loads(text)
+            kind = document.get("type") if isinstance(document, dict) else None
+            events.append((kind if isinstance(kind, str) else None, text))
+        return events
 
 
 _decoder = json.JSONDecoder()

@@ -102,8 +102,8 @@ class _MessageObserver(BodyObserver):
 
     sse_marker = b"message_"  # message_start, message_delta, message_stop: content deltas are skipped
 
-    def __init__(self, middleware: BudgetMiddleware, plan: _Plan, http_status: int, sse: bool) -> None:
-        self.mode = "sse" if sse else "json"
+    def __init__(self, middleware: BudgetMiddleware, plan: _Plan, http_status: int, mode: str) -> None:
+        self.mode = mode
         self._mw = middleware
         self._plan = plan
         self._http_status = http_status
@@ -281,8 +281,8 @@ class BudgetMiddleware(Middleware):
                 tap_response(http_response, _JSONLBatchObserver(self, batch_id, plan.ctx))
                 return
             # only a request that asked to stream gets events (a header lookup costs microseconds)
-            sse = plan.ctx.stream and "text/event-stream" in http_response.headers.get("content-type", "")
-            tap_response(http_response, _MessageObserver(self, plan, status, sse))
+            mode = _stream_mode(http_response) if plan.ctx.stream else "json"
+            tap_response(http_response, _MessageObserver(self, plan, status, mode))
         except Exception as exc:
             log.error("meter.failed", stage="tap", error=type(exc).__name__, detail=str(exc)[:200])
             metering.finish_call(plan.ctx, Usage(requests=1), status="incomplete", http_status=status)
@@ -385,6 +385,17 @@ def _server_side_thread(body: Mapping[str, Any]) -> bool:
     """A beta ``thread`` continuation (tool runners): earlier turns live on the server."""
     thread = body.get("thread")
     return isinstance(thread, Mapping) and thread.get("type") == "continue"
+
+
+def _stream_mode(response: httpx2.Response) -> str:
+    """How a streamed Messages body is framed: SSE, or an AWS event stream (Bedrock's
+    ``invoke-with-response-stream``, the same events inside binary frames)."""
+    content_type = response.headers.get("content-type", "")
+    if "text/event-stream" in content_type:
+        return "sse"
+    if "application/vnd.amazon.eventstream" in content_type:
+        return "aws"
+    return "json"
 
 
 def _path(url: str) -> str:

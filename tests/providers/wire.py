@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
 import json
+import struct
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +67,36 @@ def sse_response(
         chunks.append(text.encode())
     return httpx2.Response(
         200, headers={"content-type": "text/event-stream"}, stream=ChunkStream(chunks, cut_after=cut_after)
+    )
+
+
+def aws_frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """One AWS event-stream message, encoded here from the format's definition (big-endian total
+    and header lengths, CRC32 of the prelude, string headers, payload, CRC32 of it all)."""
+    encoded = b"".join(
+        bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+        for name, value in headers.items()
+    )
+    prelude = struct.pack(">II", 12 + len(encoded) + len(payload) + 4, len(encoded))
+    message = prelude + struct.pack(">I", binascii.crc32(prelude)) + encoded + payload
+    return message + struct.pack(">I", binascii.crc32(message))
+
+
+def bedrock_stream_response(
+    events: list[tuple[str | None, dict[str, Any]]], *, chunk: int = 7, cut_after: int | None = None,
+    truncate: int = 0,
+) -> httpx2.Response:
+    """Messages stream events as Bedrock's ``invoke-with-response-stream`` sends them: each one a
+    ``chunk`` event whose JSON payload holds the event base64-encoded, the body read in ``chunk``-byte
+    pieces (frames split anywhere), ``truncate`` bytes cut off its end."""
+    headers = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+    payloads = [{"bytes": base64.b64encode(json.dumps(data).encode()).decode()} for _, data in events]
+    body = b"".join(aws_frame(headers, json.dumps(payload).encode()) for payload in payloads)
+    body = body[: len(body) - truncate]
+    return httpx2.Response(
+        200,
+        headers={"content-type": "application/vnd.amazon.eventstream"},
+        stream=ChunkStream([body[i : i + chunk] for i in range(0, len(body), chunk)], cut_after=cut_after),
     )
 
 

@@ -1,0 +1,109 @@
+"""Anthropic on Bedrock over a mocked wire: the real ``AnthropicBedrock`` clients, wrapped.
+
+Bedrock streams a Messages response as AWS event-stream frames, not SSE; its usage is in the same
+``message_start`` / ``message_delta`` events, base64-encoded inside each frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import httpx2
+import pytest
+
+import budgetclient as bc
+
+from .test_anthropic import MESSAGES, MODEL, USAGE, cost_of, expected_usage
+from .wire import (
+    Wire,
+    anthropic_message,
+    anthropic_stream_events,
+    anthropic_usage,
+    bedrock_stream_response,
+    json_response,
+)
+
+BEDROCK_MODEL = "anthropic.claude-sonnet-4-6"
+"""What the caller names; the response names the model it ran, which is what is priced."""
+
+pytest.importorskip("botocore")  # the Bedrock clients sign requests with it
+
+
+def bedrock(wire: Wire, *, asynchronous: bool = False) -> Any:
+    cls = anthropic.AsyncAnthropicBedrock if asynchronous else anthropic.AnthropicBedrock
+    http_client = wire.async_client() if asynchronous else wire.client()
+    return bc.wrap(
+        cls(
+            aws_access_key="AKIATESTKEY", aws_secret_key="test-secret", aws_region="us-east-1",
+            http_client=http_client, max_retries=0,
+        )
+    )  # fmt: skip
+
+
+def stream_wire(usage: dict[str, Any] = USAGE, **kw: Any) -> Wire:
+    return Wire(default=lambda r: bedrock_stream_response(anthropic_stream_events(usage), **kw))
+
+
+def test_bedrock_invoke_is_metered() -> None:
+    wire = Wire(default=lambda r: json_response(anthropic_message(USAGE)))
+    with bc.task("t") as t:
+        bedrock(wire).messages.create(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES)
+    assert wire.requests[0].url.path == f"/model/{BEDROCK_MODEL}/invoke"
+    assert t.usage == expected_usage(USAGE)
+    assert t.cost == cost_of(USAGE)
+
+
+@pytest.mark.parametrize("chunk", [7, 4096])
+def test_bedrock_stream_is_metered_from_its_event_stream(chunk: int) -> None:
+    c = bedrock(stream_wire(chunk=chunk))
+    with bc.task("t") as t:
+        events = list(c.messages.create(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES, stream=True))
+        with c.messages.stream(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+    # the caller gets the SDK's own events, unchanged
+    sent = [name for name, _ in anthropic_stream_events(USAGE) if name != "ping"]
+    assert [e.type for e in events if e.type != "ping"] == sent and text == "Hello"
+    assert final.usage.output_tokens == USAGE["output_tokens"]
+    assert t.calls == 2
+    assert t.usage == expected_usage(USAGE) + expected_usage(USAGE)
+    assert t.cost == 2 * cost_of(USAGE)
+    assert [(r.status, r.stream, r.model) for r in t.records] == [("ok", True, MODEL)] * 2
+
+
+async def test_async_bedrock_stream_is_metered() -> None:
+    c = bedrock(stream_wire(), asynchronous=True)
+    with bc.task("t") as t:
+        stream = await c.messages.create(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES, stream=True)
+        async for _ in stream:
+            pass
+        async with c.messages.stream(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES) as helper:
+            await helper.get_final_message()
+    assert t.usage == expected_usage(USAGE) + expected_usage(USAGE)
+    assert t.cost == 2 * cost_of(USAGE)
+    assert [r.status for r in t.records] == ["ok", "ok"]
+
+
+def test_bedrock_stream_cut_mid_way_records_what_arrived_flagged_incomplete() -> None:
+    usage = anthropic_usage(70, 5, read=100)
+    # 40-byte pieces: the first frame (message_start) is whole after a few, the cut lands later
+    c = bedrock(stream_wire(usage, chunk=40, cut_after=30))
+    with bc.task("t") as t, pytest.raises(httpx2.ReadError):  # what the raw SDK raises
+        list(c.messages.create(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES, stream=True))
+    (record,) = t.records
+    assert record.status == "incomplete"
+    assert record.usage == bc.Usage(input_tokens=170, cache_read_tokens=100, output_tokens=1, requests=1)
+
+
+def test_bedrock_stream_ending_inside_a_frame_is_incomplete() -> None:
+    c = bedrock(stream_wire(truncate=5))  # message_stop's frame is cut short
+    with bc.task("t") as t:
+        try:
+            list(c.messages.create(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES, stream=True))
+        except Exception:
+            pass  # whatever the raw SDK does with a truncated body, the record says what arrived
+    (record,) = t.records
+    assert record.status == "incomplete"
+    assert record.usage.input_tokens == expected_usage(USAGE).input_tokens
+    assert record.usage.output_tokens == USAGE["output_tokens"]  # the last message_delta arrived

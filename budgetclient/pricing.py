@@ -370,6 +370,15 @@ def _resolve(model: str, provider: str | None, batch: bool, when: datetime) -> t
     return rates, cacheable
 
 
+def _price_table(model: str, provider: str | None) -> str | None:
+    """The genai-prices provider whose table prices ``model``: an Anthropic model named by its
+    Bedrock id (``anthropic.…``, ``us.anthropic.…``, ``global.anthropic.…``, an inference-profile
+    ARN) is billed by AWS, whose table prices it by that id (regional ids cost more than global)."""
+    if provider in ("anthropic", None) and "anthropic." in model.lower():
+        return "aws"
+    return provider
+
+
 def _lookup_name(model: str) -> str:
     """Drop Gemini resource prefixes (``models/``, ``publishers/google/models/``) genai-prices won't match."""
     return model.rsplit("models/", 1)[-1] if "models/" in model else model
@@ -386,7 +395,7 @@ def _genai_rates(
 
     try:
         snapshot = get_snapshot()
-        provider_id = provider
+        provider_id = _price_table(model, provider)
         if provider_id is not None:
             try:
                 snapshot.find_provider(None, provider_id, None)

@@ -113,6 +113,27 @@ def test_dated_model_names_resolve_to_their_family() -> None:
     assert gemini.total == D("0.30") + D("2.50")
 
 
+@pytest.mark.parametrize(
+    ("model", "scale"),
+    [
+        ("us.anthropic.claude-sonnet-4-6-v1:0", Decimal("1.1")),
+        ("eu.anthropic.claude-sonnet-4-6", Decimal("1.1")),
+        ("arn:aws:bedrock:us-east-1:1234:inference-profile/us.anthropic.claude-sonnet-4-6", Decimal("1.1")),
+        ("global.anthropic.claude-sonnet-4-6-v1:0", Decimal("1")),
+    ],
+)
+def test_bedrock_ids_are_priced_from_aws_rates(model: str, scale: Decimal) -> None:
+    # AWS's published Bedrock prices: global endpoints at Anthropic's rates, regional ones 10% above
+    published = {
+        "input": "3", "output": "15", "cache_read": "0.30", "cache_write": "3.75", "cache_write_long": "6",
+    }  # fmt: skip
+    for provider in ("anthropic", None):  # None: `budgetclient prices MODEL` without --provider
+        rates = pricing.rates_for(model, provider)
+        assert rates is not None and rates.provider == "aws"
+        for bucket, price in published.items():
+            assert getattr(rates, bucket).base == Decimal(price) * scale, bucket
+
+
 def test_long_context_tier_applies_to_the_whole_request() -> None:
     # Gemini 2.5 Pro: prompts over 200k tokens pay 2.50 input / 0.25 cache read / 15 output per
     # million on every token, not just the tokens past 200k (the cliff model).

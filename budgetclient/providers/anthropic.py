@@ -313,7 +313,7 @@ class BudgetMiddleware(Middleware):
                 plan.ctx,
                 usage,
                 status="ok" if complete else "incomplete",
-                model=str(message.get("model") or plan.ctx.model) or None,
+                model=_billed_model(plan.ctx.model, message),
                 http_status=http_status,
                 error=None if error is None else type(error).__name__,
                 response_id=message.get("id") if isinstance(message.get("id"), str) else None,
@@ -385,6 +385,15 @@ def _server_side_thread(body: Mapping[str, Any]) -> bool:
     """A beta ``thread`` continuation (tool runners): earlier turns live on the server."""
     thread = body.get("thread")
     return isinstance(thread, Mapping) and thread.get("type") == "continue"
+
+
+def _billed_model(requested: str, message: Mapping[str, Any]) -> str | None:
+    """The model a call is recorded and priced as: the one the response names, except a Bedrock
+    model id the caller named (``us.anthropic.…``), which AWS bills by (its region scope sets the
+    price) and which a response does not repeat."""
+    if "anthropic." in requested.lower():
+        return requested
+    return str(message.get("model") or requested) or None
 
 
 def _stream_mode(response: httpx2.Response) -> str:

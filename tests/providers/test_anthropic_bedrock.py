@@ -1,11 +1,13 @@
 """Anthropic on Bedrock over a mocked wire: the real ``AnthropicBedrock`` clients, wrapped.
 
 Bedrock streams a Messages response as AWS event-stream frames, not SSE; its usage is in the same
-``message_start`` / ``message_delta`` events, base64-encoded inside each frame.
+``message_start`` / ``message_delta`` events, base64-encoded inside each frame. AWS bills by the
+model id the caller names: a regional id (``us.anthropic.…``) costs 10% more than a global one.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -14,7 +16,7 @@ import pytest
 
 import budgetclient as bc
 
-from .test_anthropic import MESSAGES, MODEL, USAGE, cost_of, expected_usage
+from .test_anthropic import MESSAGES, STANDARD, USAGE, cost_of, expected_usage
 from .wire import (
     Wire,
     anthropic_message,
@@ -24,8 +26,18 @@ from .wire import (
     json_response,
 )
 
-BEDROCK_MODEL = "anthropic.claude-sonnet-4-6"
-"""What the caller names; the response names the model it ran, which is what is priced."""
+BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-6-v1:0"
+GLOBAL_MODEL = "global.anthropic.claude-sonnet-4-6-v1:0"
+# AWS's published Bedrock prices for Claude Sonnet 4.6 (USD per million tokens): global endpoints
+# at Anthropic's own rates, regional ones 10% above them.
+GLOBAL = STANDARD
+REGIONAL = {
+    "input": Decimal("3.30"),
+    "output": Decimal("16.50"),
+    "read": Decimal("0.33"),
+    "write_5m": Decimal("4.125"),
+    "write_1h": Decimal("6.60"),
+}
 
 pytest.importorskip("botocore")  # the Bedrock clients sign requests with it
 
@@ -51,7 +63,23 @@ def test_bedrock_invoke_is_metered() -> None:
         bedrock(wire).messages.create(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES)
     assert wire.requests[0].url.path == f"/model/{BEDROCK_MODEL}/invoke"
     assert t.usage == expected_usage(USAGE)
-    assert t.cost == cost_of(USAGE)
+    (record,) = t.records
+    assert record.model == BEDROCK_MODEL  # the response says claude-sonnet-4-6: not what AWS bills
+    assert t.cost == cost_of(USAGE, REGIONAL)
+
+
+def test_a_global_bedrock_id_is_priced_at_global_rates() -> None:
+    wire = Wire(default=lambda r: json_response(anthropic_message(USAGE)))
+    with bc.task("t") as t:
+        bedrock(wire).messages.create(model=GLOBAL_MODEL, max_tokens=10, messages=MESSAGES)
+    assert t.cost == cost_of(USAGE, GLOBAL)
+
+
+def test_a_bedrock_call_is_held_to_the_task_budget() -> None:
+    wire = Wire(default=lambda r: json_response(anthropic_message(USAGE)))
+    with bc.task("t", budget_usd=Decimal("0.0000001")) as t, pytest.raises(bc.BudgetExceeded):
+        bedrock(wire).messages.create(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES)
+    assert wire.requests == [] and t.calls == 0
 
 
 @pytest.mark.parametrize("chunk", [7, 4096])
@@ -68,8 +96,8 @@ def test_bedrock_stream_is_metered_from_its_event_stream(chunk: int) -> None:
     assert final.usage.output_tokens == USAGE["output_tokens"]
     assert t.calls == 2
     assert t.usage == expected_usage(USAGE) + expected_usage(USAGE)
-    assert t.cost == 2 * cost_of(USAGE)
-    assert [(r.status, r.stream, r.model) for r in t.records] == [("ok", True, MODEL)] * 2
+    assert t.cost == 2 * cost_of(USAGE, REGIONAL)
+    assert [(r.status, r.stream, r.model) for r in t.records] == [("ok", True, BEDROCK_MODEL)] * 2
 
 
 async def test_async_bedrock_stream_is_metered() -> None:
@@ -81,7 +109,7 @@ async def test_async_bedrock_stream_is_metered() -> None:
         async with c.messages.stream(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES) as helper:
             await helper.get_final_message()
     assert t.usage == expected_usage(USAGE) + expected_usage(USAGE)
-    assert t.cost == 2 * cost_of(USAGE)
+    assert t.cost == 2 * cost_of(USAGE, REGIONAL)
     assert [r.status for r in t.records] == ["ok", "ok"]
 
 

@@ -24,6 +24,7 @@ from .wire import (
     anthropic_usage,
     bedrock_stream_response,
     json_response,
+    sse_response,
 )
 
 BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-6-v1:0"
@@ -135,3 +136,21 @@ def test_bedrock_stream_ending_inside_a_frame_is_incomplete() -> None:
     assert record.status == "incomplete"
     assert record.usage.input_tokens == expected_usage(USAGE).input_tokens
     assert record.usage.output_tokens == USAGE["output_tokens"]  # the last message_delta arrived
+
+
+def test_bedrock_mantle_streams_sse_and_is_priced_by_its_bedrock_id() -> None:
+    # Bedrock's Messages-API endpoint: first-party paths and SSE, AWS ids and billing
+    wire = Wire(default=lambda r: sse_response(anthropic_stream_events(USAGE)))
+    c = bc.wrap(
+        anthropic.AnthropicBedrockMantle(
+            api_key="test-bedrock-key", aws_region="us-east-1", base_url="http://mantle.test/anthropic",
+            http_client=wire.client(), max_retries=0,
+        )
+    )  # fmt: skip
+    with bc.task("t") as t, c.messages.stream(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES) as s:
+        s.get_final_message()
+    assert wire.requests[0].url.path == "/anthropic/v1/messages"
+    (record,) = t.records
+    assert (record.status, record.model) == ("ok", BEDROCK_MODEL)
+    assert t.usage == expected_usage(USAGE)
+    assert t.cost == cost_of(USAGE, REGIONAL)

@@ -125,6 +125,29 @@ def test_bedrock_stream_cut_mid_way_records_what_arrived_flagged_incomplete() ->
     assert record.usage == bc.Usage(input_tokens=170, cache_read_tokens=100, output_tokens=1, requests=1)
 
 
+def test_bedrock_exception_frame_mid_stream_raises_as_raw_and_records_what_arrived() -> None:
+    usage = anthropic_usage(70, 5, read=100)
+    events = anthropic_stream_events(usage)[:4]  # message_start .. a content delta, then throttled
+
+    def wire() -> Wire:
+        return Wire(default=lambda r: bedrock_stream_response(events, exception="throttlingException"))
+
+    def consume(client: Any) -> type[BaseException]:
+        with pytest.raises(Exception) as raised:
+            list(client.messages.create(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES, stream=True))
+        return raised.type
+
+    raw = anthropic.AnthropicBedrock(
+        aws_access_key="AKIATESTKEY", aws_secret_key="test-secret", aws_region="us-east-1",
+        http_client=wire().client(), max_retries=0,
+    )  # fmt: skip
+    with bc.task("t") as t:
+        assert consume(bedrock(wire())) is consume(raw)  # the same error as the raw SDK's
+    (record,) = t.records
+    assert record.status == "incomplete"
+    assert record.usage == bc.Usage(input_tokens=170, cache_read_tokens=100, output_tokens=1, requests=1)
+
+
 def test_bedrock_stream_ending_inside_a_frame_is_incomplete() -> None:
     c = bedrock(stream_wire(truncate=5))  # message_stop's frame is cut short
     with bc.task("t") as t:

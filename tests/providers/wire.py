@@ -84,14 +84,18 @@ def aws_frame(headers: dict[str, str], payload: bytes) -> bytes:
 
 def bedrock_stream_response(
     events: list[tuple[str | None, dict[str, Any]]], *, chunk: int = 7, cut_after: int | None = None,
-    truncate: int = 0,
+    truncate: int = 0, exception: str | None = None,
 ) -> httpx2.Response:
     """Messages stream events as Bedrock's ``invoke-with-response-stream`` sends them: each one a
     ``chunk`` event whose JSON payload holds the event base64-encoded, the body read in ``chunk``-byte
-    pieces (frames split anywhere), ``truncate`` bytes cut off its end."""
+    pieces (frames split anywhere), ``truncate`` bytes cut off its end; ``exception`` (e.g.
+    ``throttlingException``) ends the stream with an exception frame of that type."""
     headers = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
     payloads = [{"bytes": base64.b64encode(json.dumps(data).encode()).decode()} for _, data in events]
     body = b"".join(aws_frame(headers, json.dumps(payload).encode()) for payload in payloads)
+    if exception is not None:
+        error = {":exception-type": exception, ":content-type": "application/json"}
+        body += aws_frame({**error, ":message-type": "exception"}, b'{"message": "Too many requests"}')
     body = body[: len(body) - truncate]
     return httpx2.Response(
         200,

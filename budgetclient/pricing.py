@@ -40,6 +40,7 @@ __all__ = [
     "Rate",
     "Rates",
     "estimate_input_cost",
+    "is_bedrock_id",
     "load_prices_file",
     "price_call",
     "price_usage",
@@ -370,11 +371,16 @@ def _resolve(model: str, provider: str | None, batch: bool, when: datetime) -> t
     return rates, cacheable
 
 
+def is_bedrock_id(model: str) -> bool:
+    """Whether ``model`` names an Anthropic model by its Bedrock id (``anthropic.…``,
+    ``us.anthropic.…``, ``global.anthropic.…``, an inference-profile ARN): AWS bills by that id,
+    and its region scope sets the price (regional ids cost more than global)."""
+    return "anthropic." in model.lower()
+
+
 def _price_table(model: str, provider: str | None) -> str | None:
-    """The genai-prices provider whose table prices ``model``: an Anthropic model named by its
-    Bedrock id (``anthropic.…``, ``us.anthropic.…``, ``global.anthropic.…``, an inference-profile
-    ARN) is billed by AWS, whose table prices it by that id (regional ids cost more than global)."""
-    if provider in ("anthropic", None) and "anthropic." in model.lower():
+    """The genai-prices provider whose table prices ``model``: AWS's for a Bedrock id."""
+    if provider in ("anthropic", None) and is_bedrock_id(model):
         return "aws"
     return provider
 

@@ -143,8 +143,9 @@ class BodyObserver:
 
     mode: str = "json"
     sse_marker: bytes | None = None
-    """Bytes that every SSE event ``on_event`` acts on contains (e.g. a common prefix of their
-    names); other events may then be skipped unparsed. None: every event is delivered."""
+    """Bytes that every event ``on_event`` acts on contains in its name or data (e.g. a common
+    prefix of their names); other events may then be skipped unparsed (SSE events and AWS
+    event-stream frames alike). None: every event is delivered."""
 
     def on_event(self, event: str | None, data: str) -> None:
         """One SSE event."""
@@ -165,7 +166,7 @@ class _Tap:
         # None for an identity body (the usual case): no decode call per chunk
         self._decoder = _Decoder(encoding) if encoding.strip().lower() not in ("", "identity") else None
         self._sse = SSEParser(observer.sse_marker) if observer.mode == "sse" else None
-        self._aws = _AWSFrames() if observer.mode == "aws" else None
+        self._aws = _AWSFrames(observer.sse_marker) if observer.mode == "aws" else None
         self._lines = observer.mode == "lines"
         self._chunks: list[bytes] = []
         self._pending = b""
@@ -231,13 +232,15 @@ class _AWSFrames:
     carries one Messages stream event, base64-encoded in its JSON payload: the same JSON a
     first-party stream sends as SSE ``data``. Exception frames carry no usage and are skipped (the
     SDK raises them). A body cut inside a frame leaves it unread: the record is as complete as the
-    events that arrived (``message_stop`` or not).
+    events that arrived (``message_stop`` or not). With a ``marker``, events without it are
+    dropped unparsed, as `SSEParser` drops them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, marker: bytes | None = None) -> None:
         from botocore.eventstream import EventStreamBuffer
 
         self._buffer = EventStreamBuffer()
+        self._marker = marker
 
     def feed(self, data: bytes) -> list[tuple[str | None, str]]:
         self._buffer.add_data(data)
@@ -250,7 +253,10 @@ class _AWSFrames:
             raw = chunk.get("bytes") if isinstance(chunk, dict) else None
             if not isinstance(raw, str):
                 continue
-            text = base64.b64decode(raw).decode("utf-8", errors="replace")
+            event = base64.b64decode(raw)
+            if self._marker is not None and self._marker not in event:
+                continue  # its type, in its JSON, is not one the observer acts on
+            text = event.decode("utf-8", errors="replace")
             document = loads(text)
             kind = document.get("type") if isinstance(document, dict) else None
             events.append((kind if isinstance(kind, str) else None, text))

@@ -27,6 +27,7 @@ from ..errors import PrefixDriftError
 from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions, split_client_options
+from ..pricing import is_bedrock_id
 from ..tasks import current_task
 from ..tokens import TokenEstimate, estimate_request
 from ..usage import CallStatus, Usage, _trusted_usage
@@ -389,9 +390,8 @@ def _server_side_thread(body: Mapping[str, Any]) -> bool:
 
 def _billed_model(requested: str, message: Mapping[str, Any]) -> str | None:
     """The model a call is recorded and priced as: the one the response names, except a Bedrock
-    model id the caller named (``us.anthropic.…``), which AWS bills by (its region scope sets the
-    price) and which a response does not repeat."""
-    if "anthropic." in requested.lower():
+    model id the caller named, which AWS bills by and which a response does not repeat."""
+    if is_bedrock_id(requested):
         return requested
     return str(message.get("model") or requested) or None
 

@@ -43,15 +43,14 @@ REGIONAL = {
 pytest.importorskip("botocore")  # the Bedrock clients sign requests with it
 
 
-def bedrock(wire: Wire, *, asynchronous: bool = False) -> Any:
+def bedrock(wire: Wire, *, asynchronous: bool = False, wrapped: bool = True) -> Any:
     cls = anthropic.AsyncAnthropicBedrock if asynchronous else anthropic.AnthropicBedrock
     http_client = wire.async_client() if asynchronous else wire.client()
-    return bc.wrap(
-        cls(
-            aws_access_key="AKIATESTKEY", aws_secret_key="test-secret", aws_region="us-east-1",
-            http_client=http_client, max_retries=0,
-        )
+    client = cls(
+        aws_access_key="AKIATESTKEY", aws_secret_key="test-secret", aws_region="us-east-1",
+        http_client=http_client, max_retries=0,
     )  # fmt: skip
+    return bc.wrap(client) if wrapped else client
 
 
 def stream_wire(usage: dict[str, Any] = USAGE, **kw: Any) -> Wire:
@@ -137,12 +136,9 @@ def test_bedrock_exception_frame_mid_stream_raises_as_raw_and_records_what_arriv
             list(client.messages.create(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES, stream=True))
         return raised.type
 
-    raw = anthropic.AnthropicBedrock(
-        aws_access_key="AKIATESTKEY", aws_secret_key="test-secret", aws_region="us-east-1",
-        http_client=wire().client(), max_retries=0,
-    )  # fmt: skip
     with bc.task("t") as t:
-        assert consume(bedrock(wire())) is consume(raw)  # the same error as the raw SDK's
+        # the same error as the raw SDK's (whose call is not metered: one record)
+        assert consume(bedrock(wire())) is consume(bedrock(wire(), wrapped=False))
     (record,) = t.records
     assert record.status == "incomplete"
     assert record.usage == bc.Usage(input_tokens=170, cache_read_tokens=100, output_tokens=1, requests=1)
@@ -177,3 +173,13 @@ def test_bedrock_mantle_streams_sse_and_is_priced_by_its_bedrock_id() -> None:
     assert (record.status, record.model) == ("ok", BEDROCK_MODEL)
     assert t.usage == expected_usage(USAGE)
     assert t.cost == cost_of(USAGE, REGIONAL)
+
+
+def test_event_stream_frames_without_the_marker_are_dropped_unparsed() -> None:
+    from budgetclient.providers._sse import _AWSFrames
+
+    events = anthropic_stream_events(USAGE)
+    body = bedrock_stream_response(events, chunk=1 << 20).read()
+    kept = _AWSFrames(b"message_").feed(body)
+    assert [kind for kind, _ in kept] == [name for name, _ in events if name and name.startswith("message_")]
+    assert len(_AWSFrames().feed(body)) == len(events)

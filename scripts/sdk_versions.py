@@ -1,6 +1,6 @@
 """Print, on one line, the SDK versions this interpreter has: what a test run was run against.
 
-    python scripts/sdk_versions.py   # SDKs: anthropic 2.17.0, openai 3.63.0, google-genai 3.6.1, httpx2 2.17.0
+    python scripts/sdk_versions.py   # SDKs: anthropic 2.17.0, openai 3.63.0, google-genai 3.6.1, httpx2 …
 """
 
 from __future__ import annotations

@@ -10,13 +10,13 @@ import pytest
 import respx
 from respx.mocks import HTTPCoreMocker
 
-# The SDKs use httpx2/httpcore2; respx patches httpcore's pools only, so add httpcore2's.
-HTTPCoreMocker.add_targets(
-    "httpcore2._sync.connection_pool.ConnectionPool",
-    "httpcore2._async.connection_pool.AsyncConnectionPool",
-    "httpcore2._sync.http_proxy.HTTPProxy",
-    "httpcore2._async.http_proxy.AsyncHTTPProxy",
+# The SDKs use httpx2/httpcore2; respx patches httpcore's pools only, so add httpcore2's. Named by
+# httpcore2's public exports (the classes httpx2's transports call), not its private module paths,
+# so the same registration holds on every httpx2 our pins allow (tests/test_wire_mocks.py checks it).
+HTTPCORE2_TARGETS = tuple(
+    f"httpcore2.{name}" for name in ("ConnectionPool", "AsyncConnectionPool", "HTTPProxy", "AsyncHTTPProxy")
 )
+HTTPCoreMocker.add_targets(*HTTPCORE2_TARGETS)
 
 # Tests never read a developer's credentials or profiles, nor reach a real host.
 for _var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY",

@@ -23,6 +23,7 @@ from budgetclient.testing import (
     prompt_blocks,
     serve,
 )
+from tests._sdk import anthropic_cut_stream_error, drain
 
 MODEL = "claude-sonnet-4-6"  # minimum cacheable prefix: 1,024 tokens
 EPHEMERAL = {"type": "ephemeral"}
@@ -378,12 +379,12 @@ def test_stream_and_non_stream_bill_identically() -> None:
 def test_cut_stream_ends_without_message_stop(client: anthropic.Anthropic, fake: FakeAnthropic) -> None:
     fake.reply_text = "one two three four"
     fake.cut_next_stream(after_events=4)
-    seen: list[str] = []
-    with pytest.raises(httpx2.ReadError):  # mid-stream transport errors reach the caller unwrapped
-        stream = client.messages.create(model=MODEL, max_tokens=64, stream=True, messages=[user(text(3))])
-        for event in stream:
-            seen.append(event.type)
-    assert seen == ["message_start", "content_block_start", "content_block_delta"]  # ping is skipped
+    messages = [user(text(3))]
+    cut = drain(lambda: client.messages.create(model=MODEL, max_tokens=64, stream=True, messages=messages))
+    # a read error on the wire, raised as the installed SDK raises one mid-stream
+    assert isinstance(cut.transport_error, httpx2.ReadError)
+    assert cut.error_type is anthropic_cut_stream_error(httpx2.ReadError)
+    assert [e.type for e in cut.items] == ["message_start", "content_block_start", "content_block_delta"]
     # Only the next stream is cut.
     events = list(client.messages.create(model=MODEL, max_tokens=64, stream=True, messages=[user(text(3))]))
     assert events[-1].type == "message_stop"
@@ -414,8 +415,10 @@ def test_local_server_over_a_real_socket(monkeypatch: pytest.MonkeyPatch) -> Non
             with sdk.messages.stream(**params) as stream:
                 second = stream.get_final_message()
             fake.cut_next_stream(after_events=2)
-            with pytest.raises(httpx2.TransportError):  # the chunked body ends without its last chunk
-                list(sdk.messages.create(stream=True, **params))
+            cut = drain(lambda: sdk.messages.create(stream=True, **params))
+            # the chunked body ends without its last chunk: a transport error, raised as the SDK raises one
+            assert cut.transport_error is not None and len(cut.items) == 2
+            assert cut.error_type is anthropic_cut_stream_error(type(cut.transport_error))
             with pytest.raises(anthropic.BadRequestError):
                 sdk.messages.create(model=MODEL, max_tokens=5,
                                     messages=[user(*[text(3, f"b{i}_", EPHEMERAL) for i in range(5)])])

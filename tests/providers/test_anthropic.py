@@ -15,6 +15,7 @@ from anthropic.types import Message
 import budgetclient as bc
 from budgetclient.ledger import open_ledger
 
+from .._sdk import assert_same_outcome, drain
 from .wire import (
     Wire,
     anthropic_error,
@@ -349,11 +350,21 @@ async def test_async_task_scope_follows_asyncio_tasks() -> None:
 def test_interrupted_stream_records_what_arrived_flagged_incomplete() -> None:
     usage = anthropic_usage(70, 5, read=100, write_5m=0)
     wire = Wire(default=lambda r: sse_response(anthropic_stream_events(usage), cut_after=4))
+    raw = anthropic.Anthropic(api_key="sk-ant-test-key", base_url="http://anthropic.test",
+                              http_client=wire.client(), max_retries=0)  # fmt: skip
     c = sync_client(wire)
-    with bc.task("t") as t, pytest.raises(httpx2.ReadError):  # what the raw SDK raises mid-stream
-        list(c.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES, stream=True))
+
+    def create(client: Any) -> Any:
+        return client.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES, stream=True)
+
+    expected = drain(lambda: create(raw))
+    with bc.task("t") as t:
+        got = drain(lambda: create(c))
+    assert isinstance(expected.transport_error, httpx2.ReadError)
+    assert_same_outcome(got, expected)  # whatever the installed SDK raises mid-stream, after the same events
+    assert got.items[0].type == "message_start"  # so the input and cache figures arrived
     (record,) = t.records
-    assert record.status == "incomplete"
+    assert (record.status, record.error) == ("incomplete", "ReadError")  # the wire's fault, on every release
     # message_start arrived: input and cache figures are known, output so far is 1
     assert record.usage == bc.Usage(input_tokens=170, cache_read_tokens=100, output_tokens=1, requests=1)
 

@@ -16,6 +16,7 @@ import pytest
 
 import budgetclient as bc
 
+from .._sdk import assert_same_outcome, drain
 from .test_anthropic import MESSAGES, STANDARD, USAGE, cost_of, expected_usage
 from .wire import (
     Wire,
@@ -116,11 +117,18 @@ async def test_async_bedrock_stream_is_metered() -> None:
 def test_bedrock_stream_cut_mid_way_records_what_arrived_flagged_incomplete() -> None:
     usage = anthropic_usage(70, 5, read=100)
     # 40-byte pieces: the first frame (message_start) is whole after a few, the cut lands later
-    c = bedrock(stream_wire(usage, chunk=40, cut_after=30))
-    with bc.task("t") as t, pytest.raises(httpx2.ReadError):  # what the raw SDK raises
-        list(c.messages.create(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES, stream=True))
+    wire = stream_wire(usage, chunk=40, cut_after=30)
+
+    def create(client: Any) -> Any:
+        return client.messages.create(model=BEDROCK_MODEL, max_tokens=10, messages=MESSAGES, stream=True)
+
+    expected = drain(lambda: create(bedrock(wire, wrapped=False)))
+    with bc.task("t") as t:
+        got = drain(lambda: create(bedrock(wire)))
+    assert isinstance(expected.transport_error, httpx2.ReadError) and expected.items
+    assert_same_outcome(got, expected)  # whatever the installed SDK raises, after the same events
     (record,) = t.records
-    assert record.status == "incomplete"
+    assert (record.status, record.error) == ("incomplete", "ReadError")
     assert record.usage == bc.Usage(input_tokens=170, cache_read_tokens=100, output_tokens=1, requests=1)
 
 

@@ -25,6 +25,8 @@ from budgetclient.providers import google as google_provider
 from budgetclient.providers._google_cache import ManagedCaches
 from budgetclient.testing.fake_gemini import FakeGemini
 
+from .._sdk import assert_same_outcome, drain
+
 MODEL = "gemini-2.5-flash"
 MTOK = Decimal(1_000_000)
 # Published Gemini 2.5 Flash rates, USD per million tokens (ai.google.dev/gemini-api/docs/pricing).
@@ -186,12 +188,19 @@ def test_stream_abandoned_early_is_recorded_incomplete() -> None:
 
 
 def test_stream_cut_by_the_network_records_what_was_reported() -> None:
-    fake = FakeGemini(stream_chunks=4)
+    raw_fake, fake = FakeGemini(stream_chunks=4), FakeGemini(stream_chunks=4)  # the same wire twice
+    raw_fake.cut_next_stream(after_chunks=2)
     fake.cut_next_stream(after_chunks=2)
-    c = client(fake)
-    with bc.task("t") as t, pytest.raises(httpx2.ReadError):
-        for _ in c.models.generate_content_stream(model=MODEL, contents="Hello", config=config()):
-            pass
+
+    def stream(c: Any) -> Any:
+        return c.models.generate_content_stream(model=MODEL, contents="Hello", config=config())
+
+    raw, ours = genai.Client(api_key=API_KEY, http_options=http_options(raw_fake)), client(fake)
+    expected = drain(lambda: stream(raw))
+    with bc.task("t") as t:
+        got = drain(lambda: stream(ours))
+    assert isinstance(expected.transport_error, httpx2.ReadError)
+    assert_same_outcome(got, expected)  # what the installed SDK raises, after the same chunks
     (record,) = t.records
     assert record.status == "incomplete" and record.stream
     meta = fake.generations[0].usage_metadata

@@ -28,6 +28,8 @@ from budgetclient.providers.openai import wrap_openai
 from budgetclient.testing._sse import ChunkStream
 from budgetclient.testing.fake_openai import FakeOpenAI, FakeReply
 
+from .._sdk import adrain, assert_same_outcome, drain
+
 MILLION = Decimal(1_000_000)
 # Published OpenAI rates, USD per million tokens (as in genai-prices).
 RATES = {
@@ -478,10 +480,20 @@ async def test_client_error_is_recorded_and_raised_unchanged(
 
 
 def test_stream_cut_midway_is_recorded_incomplete(fake: FakeOpenAI, client: bc.OpenAI) -> None:
-    fake.cut_next_stream(after_events=2)
-    with bc.task("cut") as t, pytest.raises(openai.APIConnectionError):
-        for chunk in client.chat.completions.create(model="gpt-4o", messages=chat("Hi"), stream=True):
-            assert chunk.choices
+    raw_fake = FakeOpenAI()  # the same wire, for the raw SDK
+    raw = openai.OpenAI(api_key="sk-test", http_client=raw_fake.http_client())
+    for each in (raw_fake, fake):
+        each.cut_next_stream(after_events=2)
+
+    def create(c: Any) -> Any:
+        return c.chat.completions.create(model="gpt-4o", messages=chat("Hi"), stream=True)
+
+    expected = drain(lambda: create(raw))
+    with bc.task("cut") as t:
+        got = drain(lambda: create(client))
+    assert isinstance(expected.transport_error, httpx2.ReadError)
+    assert_same_outcome(got, expected)  # what the installed SDK raises, after the same chunks
+    assert all(chunk.choices for chunk in got.items)
     assert [(r.status, r.error) for r in t.records] == [("incomplete", "ReadError")]
     assert t.usage == bc.Usage(requests=1)  # nothing was reported before the cut
 
@@ -489,12 +501,21 @@ def test_stream_cut_midway_is_recorded_incomplete(fake: FakeOpenAI, client: bc.O
 async def test_responses_stream_cut_midway_is_recorded_incomplete(
     fake: FakeOpenAI, aclient: bc.AsyncOpenAI
 ) -> None:
-    fake.cut_next_stream(after_events=3)
+    raw_fake = FakeOpenAI()  # the same wire, for the raw SDK
+    raw = openai.AsyncOpenAI(api_key="sk-test", http_client=raw_fake.async_http_client())
+    for each in (raw_fake, fake):
+        each.cut_next_stream(after_events=3)
+
+    async def events(c: Any) -> Any:
+        async with c.responses.stream(model="gpt-4o", input="Hi") as stream:
+            async for event in stream:
+                yield event
+
+    expected = await adrain(lambda: events(raw))
     async with bc.task("cut") as t:
-        with pytest.raises(openai.APIConnectionError):
-            async with aclient.responses.stream(model="gpt-4o", input="Hi") as stream:
-                async for _ in stream:
-                    pass
+        got = await adrain(lambda: events(aclient))
+    assert isinstance(expected.transport_error, httpx2.ReadError)
+    assert_same_outcome(got, expected, contents=False)  # the response echoes our prompt_cache_key
     assert [r.status for r in t.records] == ["incomplete"]
 
 
@@ -570,7 +591,8 @@ def test_respx_mocked_wire(respx_mock_sdk: respx.MockRouter) -> None:
 def test_types_are_the_sdks(fake: FakeOpenAI, client: bc.OpenAI) -> None:
     assert isinstance(client, openai.OpenAI)
     assert isinstance(bc.AsyncOpenAI(api_key="sk-test"), openai.AsyncOpenAI)
-    assert isinstance(client._client, httpx2.Client)
+    raw = openai.OpenAI(api_key="sk-test", http_client=fake.http_client())
+    assert isinstance(client._client, type(raw._client))  # what the SDK keeps for the same argument
 
 
 def test_gzipped_stream_is_decoded_filtered_and_metered(fake: FakeOpenAI) -> None:
@@ -649,7 +671,6 @@ def test_the_callers_http_client_settings_still_apply(fake: FakeOpenAI) -> None:
         headers={"x-proxy-auth": "secret"},
     )
     client = bc.OpenAI(api_key="sk-test", http_client=http)
-    assert client._client.headers["x-proxy-auth"] == "secret"
     with bc.task("hooks") as t:
         client.chat.completions.create(model="gpt-4o", messages=chat("Hi"))
     assert seen == ["/v1/chat/completions"]

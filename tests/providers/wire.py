@@ -17,24 +17,28 @@ import httpx2
 class ChunkStream(httpx2.SyncByteStream, httpx2.AsyncByteStream):
     """A body delivered in chunks, read lazily like a socket (``Response(content=...)`` is eager).
 
-    ``cut_after`` raises a read error after that many chunks, like a dropped connection.
+    ``cut_after`` raises ``cut_error`` (a read error) after that many chunks, like a dropped connection.
     """
 
-    def __init__(self, chunks: list[bytes], cut_after: int | None = None) -> None:
+    def __init__(
+        self, chunks: list[bytes], cut_after: int | None = None,
+        cut_error: type[httpx2.TransportError] = httpx2.ReadError,
+    ) -> None:  # fmt: skip
         self.chunks = chunks
         self.cut_after = cut_after
+        self.cut_error = cut_error
         self.closed = False
 
     def __iter__(self) -> Iterator[bytes]:
         for i, chunk in enumerate(self.chunks):
             if self.cut_after is not None and i >= self.cut_after:
-                raise httpx2.ReadError("connection reset by peer")
+                raise self.cut_error("connection reset by peer")
             yield chunk
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for i, chunk in enumerate(self.chunks):
             if self.cut_after is not None and i >= self.cut_after:
-                raise httpx2.ReadError("connection reset by peer")
+                raise self.cut_error("connection reset by peer")
             yield chunk
 
     def close(self) -> None:
@@ -58,16 +62,16 @@ def json_response(
 
 
 def sse_response(
-    events: list[tuple[str | None, dict[str, Any]]], *, cut_after: int | None = None, crlf: bool = False
+    events: list[tuple[str | None, dict[str, Any]]], *, cut_after: int | None = None, crlf: bool = False,
+    cut_error: type[httpx2.TransportError] = httpx2.ReadError,
 ) -> httpx2.Response:
     nl = "\r\n" if crlf else "\n"
     chunks = []
     for name, data in events:
         text = (f"event: {name}{nl}" if name else "") + f"data: {json.dumps(data)}{nl}{nl}"
         chunks.append(text.encode())
-    return httpx2.Response(
-        200, headers={"content-type": "text/event-stream"}, stream=ChunkStream(chunks, cut_after=cut_after)
-    )
+    stream = ChunkStream(chunks, cut_after=cut_after, cut_error=cut_error)
+    return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=stream)
 
 
 def aws_frame(headers: dict[str, str], payload: bytes) -> bytes:

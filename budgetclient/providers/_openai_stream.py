@@ -30,7 +30,17 @@ from ._sse import _Decoder
 __all__ = ["hide_usage_chunk"]
 
 _ENVELOPE = frozenset(
-    "id object created model system_fingerprint service_tier obfuscation choices usage".split()
+    {
+        "id",
+        "object",
+        "created",
+        "model",
+        "system_fingerprint",
+        "service_tier",
+        "obfuscation",
+        "choices",
+        "usage",
+    }
 )
 """Keys of a chat (or legacy completions) chunk that carry nothing of their own on the usage chunk."""
 

@@ -338,7 +338,10 @@ class OpenAIMeter:
                     attempt.ctx, Usage(), status="error", http_status=status, error=f"HTTP {status}"
                 )
                 return
-            sse = "text/event-stream" in response.headers.get("content-type", "")
+            content_type = response.headers.get("content-type", "")
+            # the SDK reads a stream it asked for as SSE whatever the content type (a mocked wire
+            # often sends none); a JSON body there is an error document
+            sse = "text/event-stream" in content_type or (attempt.ctx.stream and "json" not in content_type)
             tap_response(response, _UsageObserver(self, attempt, status, sse))
             if sse and attempt.prepared is not None and attempt.prepared.hide_usage_chunk:
                 hide_usage_chunk(response, is_async=is_async)

@@ -154,8 +154,9 @@ def hide_usage_chunk(response: httpx2.Response, *, is_async: bool) -> None:
         return
     encoding = response.headers.get("content-encoding", "")
     response.stream = (_AsyncHideUsage if is_async else _SyncHideUsage)(response.stream, encoding)
-    if "content-encoding" in response.headers:
-        del response.headers["content-encoding"]
+    for stale in ("content-encoding", "content-length"):  # the body delivered is decoded, and shorter
+        if stale in response.headers:
+            del response.headers[stale]
 
 
 def _rewrite_read_body(response: httpx2.Response) -> None:

@@ -29,6 +29,7 @@ SDK's types, so a misspelled argument is an error there as with the SDK's own cl
 from __future__ import annotations
 
 import inspect
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import httpx2
@@ -129,10 +130,23 @@ def _init(client: Any, sdk_init: Any, kwargs: dict[str, Any]) -> None:
     client._client = _instrumented(client._client, options if ours else None)
 
 
-def _keep_meter(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A copy given an http_client of its own keeps this client's meter (options, conversations)."""
-    given, current = kwargs.get("http_client"), getattr(client, "_client", None)
-    if given is not None and not is_metered(given) and is_metered(current):
+def _copy_kwargs(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The SDK's ``copy()`` arguments for a copy of a budgetclient client.
+
+    The copy shares this client's meter (options, conversations), also when it is given an
+    ``http_client`` of its own; given budgetclient options, it gets a meter of its own with them.
+    """
+    given_options = {name: kwargs.pop(name) for name in _OPTION_NAMES if name in kwargs}
+    current = getattr(client, "_client", None)
+    given = kwargs.get("http_client")
+    if not is_metered(current):
+        return kwargs
+    if given_options:
+        options = ClientOptions.create(**{**asdict(current.meter.options), **given_options})
+        base = given if given is not None else current
+        base = base.inner if is_metered(base) else base
+        kwargs["http_client"] = metered_client(base, OpenAIMeter(options))
+    elif given is not None and not is_metered(given):
         kwargs["http_client"] = metered_client(given, current.meter)
     return kwargs
 
@@ -145,29 +159,37 @@ def _budget_options(client: Any) -> ClientOptions:
     raise LookupError("client is not instrumented by budgetclient")
 
 
-def _signature(sdk_cls: type[Any]) -> inspect.Signature:
-    """The installed SDK's constructor signature (without ``self``) plus budgetclient's options."""
-    sdk = inspect.signature(sdk_cls.__init__)
-    parameters = [p for name, p in sdk.parameters.items() if name != "self"]
+def _with_our_options(sdk: inspect.Signature, defaults: dict[str, Any]) -> inspect.Signature:
+    """``sdk`` with budgetclient's options added as keyword-only parameters (before any ``**``)."""
     annotations: dict[str, Any] = {"cache": CacheMode, "cache_ttl": CacheTTL, "drift": DriftMode}
     ours = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(_OPTION_DEFAULTS, name),
-                          annotation=annotations[name])
-        for name in _OPTION_NAMES
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=default,
+            annotation=annotations[name] if default is not None else annotations[name] | None,
+        )
+        for name, default in defaults.items()
         if name not in sdk.parameters
     ]
-    var_keyword = [p for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
-    named = [p for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    named = [p for p in sdk.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    var_keyword = [p for p in sdk.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
     return sdk.replace(parameters=[*named, *ours, *var_keyword])
 
 
-def _set_signature(cls: type[Any], sdk_cls: type[Any]) -> None:
-    signature = _signature(sdk_cls)
-    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    cls.__signature__ = signature  # type: ignore[attr-defined]
-    cls.__init__.__signature__ = signature.replace(  # type: ignore[misc]
-        parameters=[self_param, *signature.parameters.values()]
+def _set_signatures(cls: type[Any], sdk_cls: type[Any]) -> None:
+    """Show the installed SDK's ``__init__`` and ``copy`` signatures, plus budgetclient's options.
+
+    Read from the SDK at import, so they never go stale. ``copy`` takes the options too (None:
+    unchanged).
+    """
+    init = _with_our_options(
+        inspect.signature(sdk_cls.__init__), {name: getattr(_OPTION_DEFAULTS, name) for name in _OPTION_NAMES}
     )
+    cls.__init__.__signature__ = init  # type: ignore[misc]
+    cls.__signature__ = init.replace(parameters=list(init.parameters.values())[1:])  # type: ignore[attr-defined]
+    copy = _with_our_options(inspect.signature(sdk_cls.copy), dict.fromkeys(_OPTION_NAMES))
+    cls.copy.__signature__ = copy
 
 
 class OpenAI(openai.OpenAI):
@@ -205,7 +227,7 @@ class OpenAI(openai.OpenAI):
     if not TYPE_CHECKING:  # type checkers keep seeing the SDK's fully typed copy / with_options
 
         def copy(self, **kwargs: Any) -> OpenAI:
-            return super().copy(**_keep_meter(self, kwargs))
+            return super().copy(**_copy_kwargs(self, kwargs))
 
         with_options = copy
 
@@ -242,13 +264,13 @@ class AsyncOpenAI(openai.AsyncOpenAI):
     if not TYPE_CHECKING:
 
         def copy(self, **kwargs: Any) -> AsyncOpenAI:
-            return super().copy(**_keep_meter(self, kwargs))
+            return super().copy(**_copy_kwargs(self, kwargs))
 
         with_options = copy
 
 
-_set_signature(OpenAI, openai.OpenAI)
-_set_signature(AsyncOpenAI, openai.AsyncOpenAI)
+_set_signatures(OpenAI, openai.OpenAI)
+_set_signatures(AsyncOpenAI, openai.AsyncOpenAI)
 
 
 def wrap_openai(client: C, options: ClientOptions) -> C:

@@ -38,6 +38,22 @@ def test_runtime_signature_is_the_installed_sdks_plus_our_options(ours: Any, sdk
     assert "api_key:" in shown and "cache_ttl:" in shown
 
 
+@pytest.mark.parametrize(("ours", "sdk", "_params"), PAIRS)
+def test_copy_takes_every_constructor_parameter_and_our_options(ours: Any, sdk: Any, _params: Any) -> None:
+    """The SDK's own ``test_copy_signature``, plus: ``copy(cache=...)`` gives the copy those options."""
+    copy = inspect.signature(ours.copy)
+    not_copied = {"transport", "proxies", "_strict_response_validation"}  # as the SDK's test excludes
+    missing = [name for name in inspect.signature(ours.__init__).parameters if name not in copy.parameters]
+    assert set(missing) <= {"self", *not_copied}, f"openai {openai.__version__}: copy() lacks {missing}"
+    client = ours(api_key="sk-test", drift="off")
+    copied = client.with_options(cache="off", timeout=5)
+    assert copied.budget_options == bc.ClientOptions(cache="off", drift="off")
+    assert client.budget_options == bc.ClientOptions(drift="off")
+    assert copied._client.inner is client._client.inner  # one HTTP client, as SDK copies share it
+    with pytest.raises(bc.ConfigurationError):
+        client.copy(cache_ttl="2h")
+
+
 def _members(annotation: Any) -> list[str]:
     """The members of an annotation's union, as written (both modules use postponed annotations)."""
     text = getattr(annotation, "__forward_arg__", annotation)

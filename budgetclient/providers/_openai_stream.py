@@ -5,9 +5,9 @@ OpenAI then appends one chunk with ``choices == []``, which breaks caller code t
 ``chunk.choices[0]`` on every chunk. The meter reads the usage first; then the caller gets the
 stream the plain SDK would have given them:
 
-- the chunk is removed when it carries nothing but usage and the envelope every chunk repeats
+- the chunk is removed when it carries nothing but usage, the envelope every chunk repeats
   (``id``, ``object``, ``created``, ``model``, ``system_fingerprint``, ``service_tier``, the
-  ``obfuscation`` padding and the empty ``choices``);
+  ``obfuscation`` padding and the empty ``choices``) and null fields (``"moderation": null``);
 - a chunk that also carries anything else (``moderation`` results, a field a newer API adds) is
   kept, with only its ``usage`` key removed: that payload is the caller's, and the plain SDK,
   which did not ask for usage, would have seen it without one.
@@ -82,7 +82,7 @@ def _without_usage(event: bytes) -> bytes:
         return event
     if not (isinstance(document, Mapping) and document.get("choices") == [] and document.get("usage")):
         return event
-    if set(document) <= _ENVELOPE:
+    if all(key in _ENVELOPE or value is None for key, value in document.items()):
         return b""
     kept = {key: value for key, value in document.items() if key != "usage"}
     newline = b"\r\n" if event.endswith(b"\r\n") else b"\n"

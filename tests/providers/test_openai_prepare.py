@@ -218,7 +218,7 @@ def sse(document: Any) -> bytes:
 def test_the_filter_drops_only_the_usage_chunk_even_when_gzipped() -> None:
     events = [
         sse({"choices": [{"index": 0, "delta": {"content": "hi"}}], "usage": None}),
-        sse({"id": "c", "choices": [], "obfuscation": "x1", "usage": {"prompt_tokens": 3}}),
+        sse({"id": "c", "choices": [], "obfuscation": "x", "moderation": None, "usage": {"total_tokens": 3}}),
         b"data: [DONE]\n\n",
     ]
     assert [_without_usage(e) for e in events] == [events[0], b"", events[2]]

@@ -32,7 +32,7 @@ import httpx2
 import openai
 
 from .._log import log
-from ._openai_http import is_metered
+from ._openai_http import is_metered, share_meter
 from ._openai_meter import attach_plan
 
 __all__ = ["build_hook_problem", "install", "planned_build"]
@@ -137,8 +137,8 @@ class _HookedBuild:
 
 
 class _HookedCopy:
-    """The instance's ``copy`` / ``with_options``: its copies share the metered HTTP client, and
-    are hooked as well."""
+    """The instance's ``copy`` / ``with_options``: its copies share the meter (an ``http_client``
+    given to the copy is metered by it too), and are hooked as well."""
 
     __slots__ = ("client",)
 
@@ -146,6 +146,7 @@ class _HookedCopy:
         self.client = client
 
     def __call__(self, **kwargs: Any) -> Any:
+        kwargs = share_meter(getattr(self.client, "_client", None), kwargs)
         copy = type(self.client).copy(self.client, **kwargs)
         install(copy)
         return copy

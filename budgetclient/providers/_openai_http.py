@@ -26,7 +26,7 @@ import httpx2
 
 from ._openai_meter import OpenAIMeter
 
-__all__ = ["AsyncMeteredHttpClient", "MeteredHttpClient", "is_metered", "metered_client"]
+__all__ = ["AsyncMeteredHttpClient", "MeteredHttpClient", "is_metered", "metered_client", "share_meter"]
 
 
 def _delegated(name: str) -> Any:
@@ -183,6 +183,15 @@ def metered_client(http_client: Any, meter: OpenAIMeter) -> Any:
         f"got {type(http_client).__module__}.{type(http_client).__qualname__}; pass "
         "http_client=openai.DefaultHttpxClient(...) (or an httpx2.Client) instead"
     )
+
+
+def share_meter(current: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``copy()`` arguments whose ``http_client`` of its own, if any, is metered by ``current``'s
+    meter: the copy keeps its client's options and conversations."""
+    given = kwargs.get("http_client")
+    if given is not None and not is_metered(given) and is_metered(current):
+        kwargs["http_client"] = metered_client(given, current.meter)
+    return kwargs
 
 
 class _LegacyBridge:

@@ -13,9 +13,9 @@ the SDK encodes it (`_openai_hook`), where the client allows it.
   clients); the original client is left untouched. The two share the underlying HTTP client (and
   its connections), as SDK copies do: closing one closes it for both.
 
-``bc.OpenAI(...).with_options(http_client=other)`` meters ``other`` too. A wrapped SDK client
-given a new ``http_client`` in ``with_options`` is not (its class cannot be changed): wrap that
-copy again.
+``with_options(http_client=other)`` / ``copy(...)`` of an instrumented client meter ``other``
+with the same meter (options and conversations). ``bc.OpenAI(...).copy()`` also takes ``cache``,
+``cache_ttl`` and ``drift``: a copy with options of its own.
 
 A legacy ``httpx`` client, which the SDK still accepts as ``http_client``, is metered the same
 way (`_openai_http`); budgetclient imports ``httpx`` only when given one.
@@ -38,7 +38,7 @@ import openai
 from ..options import CacheMode, CacheTTL, ClientOptions, DriftMode, split_client_options
 from ._openai_cache import prompt_cache_key_for
 from ._openai_hook import install, planned_build
-from ._openai_http import is_metered, metered_client
+from ._openai_http import is_metered, metered_client, share_meter
 from ._openai_meter import OpenAIMeter
 from ._openai_usage import usage_from_chat, usage_from_openai, usage_from_responses
 
@@ -138,16 +138,11 @@ def _copy_kwargs(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """
     given_options = {name: kwargs.pop(name) for name in _OPTION_NAMES if name in kwargs}
     current = getattr(client, "_client", None)
-    given = kwargs.get("http_client")
-    if not is_metered(current):
-        return kwargs
-    if given_options:
-        options = ClientOptions.create(**{**asdict(current.meter.options), **given_options})
-        base = given if given is not None else current
-        base = base.inner if is_metered(base) else base
-        kwargs["http_client"] = metered_client(base, OpenAIMeter(options))
-    elif given is not None and not is_metered(given):
-        kwargs["http_client"] = metered_client(given, current.meter)
+    if not (given_options and is_metered(current)):
+        return share_meter(current, kwargs)
+    options = ClientOptions.create(**{**asdict(current.meter.options), **given_options})
+    base = kwargs.get("http_client") or current
+    kwargs["http_client"] = metered_client(base.inner if is_metered(base) else base, OpenAIMeter(options))
     return kwargs
 
 

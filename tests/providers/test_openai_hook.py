@@ -318,6 +318,18 @@ def test_copies_of_a_wrapped_client_keep_the_hook_and_the_sdk_class() -> None:
     assert t.calls == 2
 
 
+@pytest.mark.usefixtures("no_reencode")
+def test_a_copy_of_a_wrapped_client_given_its_own_http_client_keeps_the_meter() -> None:
+    first, second = Capture(), Capture()
+    wrapped = bc.wrap(openai.OpenAI(api_key="sk-test", http_client=first.http_client()), cache_ttl="1h")
+    other = wrapped.with_options(http_client=second.http_client())
+    assert type(other) is openai.OpenAI
+    with bc.task("own-client") as t:
+        other.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    assert (len(first.bodies), len(second.bodies), t.calls) == (0, 1, 1)
+    assert other._client.meter is wrapped._client.meter
+
+
 def test_a_request_built_without_the_hook_is_metered_as_sent_never_rewritten() -> None:
     def call(client: Any) -> None:
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])

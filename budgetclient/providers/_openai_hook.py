@@ -62,7 +62,6 @@ def _warn_once(hook: str, problem: str) -> None:
     )
 
 
-@functools.cache
 def build_hook_problem(build: Any) -> str | None:
     """Why ``build`` (a ``_build_request``) cannot take budgetclient's hook, or None when it can.
 
@@ -70,6 +69,18 @@ def build_hook_problem(build: Any) -> str | None:
     arguments on untouched; it needs the first positional parameter to be the request options,
     ``retries_taken`` to be accepted, and nothing else to be required.
     """
+    try:
+        return _cached_problem(build)
+    except TypeError:  # an unhashable callable: checked every time
+        return _problem(build)
+
+
+@functools.cache
+def _cached_problem(build: Any) -> str | None:
+    return _problem(build)
+
+
+def _problem(build: Any) -> str | None:
     if not callable(build):
         return "missing"
     try:
@@ -118,7 +129,10 @@ def planned_build(
             _warn_once("_build_request", problem)
     request = build(*args, **kwargs)
     if plan is not None:
-        attach_plan(request, plan)
+        try:
+            attach_plan(request, plan)
+        except Exception:  # a request type without attributes: metered as sent
+            _warn_once("_build_request", f"its {type(request).__qualname__} takes no attributes")
     return request
 
 

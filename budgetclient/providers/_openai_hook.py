@@ -35,7 +35,7 @@ from .._log import log
 from ._openai_http import is_metered, share_meter
 from ._openai_meter import attach_plan
 
-__all__ = ["build_hook_problem", "install", "planned_build"]
+__all__ = ["build_hook_problem", "install", "planned_build", "warn_hook_unavailable"]
 
 Build = Callable[..., httpx2.Request]
 
@@ -46,7 +46,7 @@ _warned: set[str] = set()
 _warned_lock = threading.Lock()
 
 
-def _warn_once(hook: str, problem: str) -> None:
+def warn_hook_unavailable(hook: str, problem: str) -> None:
     """One logged warning per hook and problem, for the whole process."""
     key = f"{hook}: {problem}"
     with _warned_lock:
@@ -126,13 +126,13 @@ def planned_build(
         if problem is None:
             plan = http_client.meter.plan_options(options, getattr(client, "_custom_headers", None))
         else:
-            _warn_once("_build_request", problem)
+            warn_hook_unavailable("_build_request", problem)
     request = build(*args, **kwargs)
     if plan is not None:
         try:
             attach_plan(request, plan)
         except Exception:  # a request type without attributes: metered as sent
-            _warn_once("_build_request", f"its {type(request).__qualname__} takes no attributes")
+            warn_hook_unavailable("_build_request", f"its {type(request).__qualname__} takes no attributes")
     return request
 
 
@@ -177,7 +177,7 @@ def install(client: Any) -> None:
         return
     problem = build_hook_problem(getattr(cls, "_build_request", None))
     if problem is not None:
-        _warn_once("_build_request", problem)
+        warn_hook_unavailable("_build_request", problem)
         return
     attributes = vars(client)
     attributes["_build_request"] = _HookedBuild(client)

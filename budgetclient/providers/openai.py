@@ -37,7 +37,7 @@ import openai
 
 from ..options import CacheMode, CacheTTL, ClientOptions, DriftMode, split_client_options
 from ._openai_cache import prompt_cache_key_for
-from ._openai_hook import install, planned_build
+from ._openai_hook import install, planned_build, warn_hook_unavailable
 from ._openai_http import is_metered, metered_client, share_meter
 from ._openai_meter import OpenAIMeter
 from ._openai_usage import usage_from_chat, usage_from_openai, usage_from_responses
@@ -127,7 +127,11 @@ def _init(client: Any, sdk_init: Any, kwargs: dict[str, Any]) -> None:
     ours = any(name in kwargs for name in _OPTION_NAMES)
     options, rest = split_client_options(kwargs)
     sdk_init(**rest)
-    client._client = _instrumented(client._client, options if ours else None)
+    http_client = getattr(client, "_client", None)
+    if http_client is None:  # the SDK keeps its HTTP client elsewhere now: a plain SDK client
+        warn_hook_unavailable("_client", "missing: the client is not metered")
+        return
+    client._client = _instrumented(http_client, options if ours else None)
 
 
 def _copy_kwargs(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -272,8 +276,11 @@ def wrap_openai(client: C, options: ClientOptions) -> C:
     """An instrumented copy of an OpenAI SDK client, of the same class; ``client`` is untouched."""
     http_client = getattr(client, "_client", None)
     copy = getattr(client, "copy", None)
-    if http_client is None or copy is None:
+    if copy is None:
         raise TypeError(f"cannot instrument {type(client).__qualname__}: it is not an openai SDK client")
+    if http_client is None:  # the SDK keeps its HTTP client elsewhere now: an unmetered copy
+        warn_hook_unavailable("_client", "missing: the client is not metered")
+        return copy()  # type: ignore[no-any-return]
     if is_metered(http_client):
         http_client = http_client.inner
     wrapped = copy(http_client=_instrumented(http_client, options))

@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 
 import budgetclient as bc
 from budgetclient.providers import _openai_hook
+from budgetclient.providers import openai as bc_openai
 from budgetclient.providers._openai_hook import _OPTION_FIELDS, build_hook_problem
 
 from .openai_wire import chat_reply, expected_usage, usage_fields
@@ -185,3 +186,24 @@ async def test_bc_client_on_an_sdk_whose_hook_changed_meters_as_sent_and_warns_o
     assert len(_hook_warnings(logs)) == 1
     assert [r.status for r in t.records] == ["ok", "ok"]
     assert usage_fields(t.records[0].usage) == expected_usage()  # a stream without include_usage has none
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_an_sdk_without_the_client_attribute_gives_plain_clients_with_one_warning() -> None:
+    class Elsewhere:
+        """An SDK client whose HTTP client is no longer ``_client``."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+        def copy(self) -> Elsewhere:
+            return Elsewhere(**self.kwargs)
+
+    with capture_logs() as logs:
+        for _ in range(2):
+            client = Elsewhere()
+            bc_openai._init(client, client.__init__, {"api_key": "sk-test", "cache": "off"})
+            assert client.kwargs == {"api_key": "sk-test"} and not hasattr(client, "_client")
+            assert type(bc_openai.wrap_openai(client, bc.ClientOptions())) is Elsewhere
+    (warning,) = _hook_warnings(logs)
+    assert warning["hook"] == "_client"

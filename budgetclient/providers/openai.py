@@ -180,15 +180,21 @@ def _set_signatures(cls: type[Any], sdk_cls: type[Any]) -> None:
     """Show the installed SDK's ``__init__`` and ``copy`` signatures, plus budgetclient's options.
 
     Read from the SDK at import, so they never go stale. ``copy`` takes the options too (None:
-    unchanged).
+    unchanged). ``typing.get_type_hints`` resolves the SDK's annotations in the SDK's module
+    (through ``__wrapped__``; ``inspect`` stops at ``__signature__``).
     """
-    init = _with_our_options(
-        inspect.signature(sdk_cls.__init__), {name: getattr(_OPTION_DEFAULTS, name) for name in _OPTION_NAMES}
-    )
-    cls.__init__.__signature__ = init  # type: ignore[misc]
+    defaults = {name: getattr(_OPTION_DEFAULTS, name) for name in _OPTION_NAMES}
+    for name, ours in (("__init__", defaults), ("copy", dict.fromkeys(_OPTION_NAMES))):
+        function, sdk_function = getattr(cls, name), getattr(sdk_cls, name)
+        signature = _with_our_options(inspect.signature(sdk_function), ours)
+        function.__signature__ = signature
+        function.__wrapped__ = sdk_function
+        function.__annotations__ = {
+            **{p.name: p.annotation for p in signature.parameters.values() if p.name in ours},
+            **sdk_function.__annotations__,
+        }
+    init = inspect.signature(cls.__init__)
     cls.__signature__ = init.replace(parameters=list(init.parameters.values())[1:])  # type: ignore[attr-defined]
-    copy = _with_our_options(inspect.signature(sdk_cls.copy), dict.fromkeys(_OPTION_NAMES))
-    cls.copy.__signature__ = copy
 
 
 class OpenAI(openai.OpenAI):

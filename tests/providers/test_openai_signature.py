@@ -7,6 +7,7 @@ import inspect
 import pydoc
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,15 @@ def test_copy_takes_every_constructor_parameter_and_our_options(ours: Any, sdk: 
     assert copied._client.inner is client._client.inner  # one HTTP client, as SDK copies share it
     with pytest.raises(bc.ConfigurationError):
         client.copy(cache_ttl="2h")
+
+
+@pytest.mark.parametrize(("ours", "sdk", "_params"), PAIRS)
+def test_type_hints_resolve_to_the_sdks(ours: Any, sdk: Any, _params: Any) -> None:
+    for method in ("__init__", "copy", "with_options"):
+        hints = typing.get_type_hints(getattr(ours, method))
+        sdk_hints = typing.get_type_hints(getattr(sdk, method))
+        assert {k: v for k, v in hints.items() if k not in OURS} == sdk_hints, f"openai {openai.__version__}"
+        assert set(OURS) <= set(hints)
 
 
 def _members(annotation: Any) -> list[str]:

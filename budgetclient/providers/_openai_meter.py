@@ -4,8 +4,9 @@ One ``OpenAIMeter`` belongs to one instrumented client and all of its copies. Pe
 
 1. ``plan_options`` decides the JSON body (``include_usage``, ``prompt_cache_key``, breakpoint;
    see `_openai_cache`) and checks the stable prefix for drift while the body is still the SDK's
-   dict, so the SDK encodes the final body once (`_openai_hook`); a request built without that
-   hook is planned from its bytes by ``begin`` instead. ``begin`` then raises the drift
+   dict, so the SDK encodes the final body once (`_openai_hook`); a request that arrives without
+   a plan (a raw ``content=`` body, a client whose hook could not be used) is metered exactly as
+   sent, never rewritten: its bytes may be signed. ``begin`` then raises the drift
    (``PrefixDriftError`` before sending with ``drift="raise"``) and opens a metering context
    (``BudgetExceeded`` before sending);
 2. ``observe`` taps the response body as the SDK reads it (plain, raw, streaming responses and
@@ -182,23 +183,23 @@ class OpenAIMeter:
                 )
         return plan
 
-    def _plan_request(self, request: httpx2.Request, operation: str) -> tuple[Plan, httpx2.Request]:
-        """Plan a request the SDK encoded without budgetclient's hook: decode, plan, re-encode."""
+    def _as_sent(self, request: Any, operation: str) -> Plan:
+        """The plan of a request that reached the HTTP layer unplanned: metered exactly as sent.
+
+        Its body is the caller's own bytes (``content=``), or bytes the SDK encoded and a client
+        may already have signed (Bedrock SigV4, a signing ``_prepare_request``): rewriting it would
+        break the signature, so it is read (model, stream, the budget estimate) and never changed;
+        no cache key, breakpoint or drift check. Usage is read from the response as for any call.
+        """
         body: Mapping[str, Any] | None = None
         try:
-            document = json.loads(request.content) if request.content else None
+            content = request.content if _has_content(request) else b""
+            document = json.loads(content) if content else None
             body = document if isinstance(document, Mapping) else None
-        except Exception:  # a multipart or unread body: metered, not prepared
+        except Exception:  # a multipart or non-JSON body: metered from the response alone
             body = None
-        plan = self._plan(operation, body)
-        send = request
-        if plan.prepared is not None and plan.prepared.changed:
-            try:
-                send = _with_body(request, plan.prepared.body)
-            except Exception as exc:
-                log.error("cache.rewrite_failed", provider=PROVIDER, error=type(exc).__name__)
-                plan.prepared, plan.body = None, body
-        return plan, send
+        model = str(body.get("model") or "") if body is not None else ""
+        return Plan(self, operation, body, model, bool(body.get("stream")) if body is not None else False)
 
     def begin(self, request: httpx2.Request) -> _Attempt | None:
         """Admit one attempt; None when the request is not a model request.
@@ -206,12 +207,11 @@ class OpenAIMeter:
         Raises only ``BudgetExceeded`` and (with ``drift="raise"``) ``PrefixDriftError``.
         """
         plan = plan_of(request)
-        send = request
         if plan is None or plan.meter is not self:
             operation = classify(request.method, request.url.path)
             if operation is None:
                 return self._poll(request)
-            plan, send = self._plan_request(request, operation)
+            plan = self._as_sent(request, operation)
         attempt_no = _retries_taken(request)
         model, prepared, lineage, drift = plan.model, plan.prepared, plan.lineage, plan.drift
         if drift is not None and self.options.drift == "raise":
@@ -235,7 +235,7 @@ class OpenAIMeter:
             estimated_input_tokens=estimate if send_body is not None else None,
             stream=plan.stream,
             attempt=attempt_no,
-            request_bytes=len(send.content) if _has_content(send) else 0,
+            request_bytes=len(request.content) if _has_content(request) else 0,
             conversation=lineage.key if lineage is not None else None,
         )
         if prepared is not None:
@@ -247,7 +247,7 @@ class OpenAIMeter:
                 ctx.metadata["prompt_cache_key"] = prepared.prompt_cache_key
         if drift is not None and self.options.drift == "warn" and attempt_no == 0:
             announce_drift(drift, model)
-        return _Attempt(plan.operation, send, ctx, prepared, lineage, time.time(), raw_estimate[0])
+        return _Attempt(plan.operation, request, ctx, prepared, lineage, time.time(), raw_estimate[0])
 
     def _poll(self, request: httpx2.Request) -> _Attempt | None:
         """A retrieve of a background response: its usage belongs to the task that created it."""
@@ -338,7 +338,10 @@ class OpenAIMeter:
                     attempt.ctx, Usage(), status="error", http_status=status, error=f"HTTP {status}"
                 )
                 return
-            sse = "text/event-stream" in response.headers.get("content-type", "")
+            content_type = response.headers.get("content-type", "")
+            # the SDK reads a stream it asked for as SSE whatever the content type (a mocked wire
+            # often sends none); a JSON body there is an error document
+            sse = "text/event-stream" in content_type or (attempt.ctx.stream and "json" not in content_type)
             tap_response(response, _UsageObserver(self, attempt, status, sse))
             if sse and attempt.prepared is not None and attempt.prepared.hide_usage_chunk:
                 hide_usage_chunk(response, is_async=is_async)
@@ -514,24 +517,13 @@ def _retries_taken(request: httpx2.Request) -> int:
         return 0
 
 
-def _has_content(request: httpx2.Request) -> bool:
+def _has_content(request: Any) -> bool:
+    """Whether ``request``'s body has been read (an ``httpx2`` or legacy ``httpx`` request)."""
     try:
         request.content  # noqa: B018 - raises RequestNotRead for unread streaming bodies
-    except httpx2.RequestNotRead:
+    except Exception:  # RequestNotRead of either package
         return False
     return True
-
-
-def _with_body(request: httpx2.Request, body: Mapping[str, Any]) -> httpx2.Request:
-    """A copy of ``request`` with a new JSON body (and Content-Length)."""
-    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    headers = httpx2.Headers(
-        [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
-    )
-    headers["Content-Length"] = str(len(content))
-    return httpx2.Request(
-        request.method, request.url, headers=headers, content=content, extensions=request.extensions
-    )
 
 
 def _multipart(headers: Any) -> bool:

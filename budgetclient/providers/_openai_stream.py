@@ -2,8 +2,19 @@
 
 budgetclient sends ``stream_options.include_usage`` so that every chat stream reports its usage;
 OpenAI then appends one chunk with ``choices == []``, which breaks caller code that reads
-``chunk.choices[0]`` on every chunk. This byte stream removes exactly that SSE event (after
-decoding any Content-Encoding), so the caller sees the stream the plain SDK would have given them.
+``chunk.choices[0]`` on every chunk. The meter reads the usage first; then the caller gets the
+stream the plain SDK would have given them:
+
+- the chunk is removed when it carries nothing but usage, the envelope every chunk repeats
+  (``id``, ``object``, ``created``, ``model``, ``system_fingerprint``, ``service_tier``, the
+  ``obfuscation`` padding and the empty ``choices``) and null fields (``"moderation": null``);
+- a chunk that also carries anything else (``moderation`` results, a field a newer API adds) is
+  kept, with only its ``usage`` key removed: that payload is the caller's, and the plain SDK,
+  which did not ask for usage, would have seen it without one.
+
+This holds for a body read as it streams and for one already read when it arrives (a mocked
+wire: ``httpx2.MockTransport`` or respx returning ``content=b"data: ..."``), whose content (and
+``Content-Length``) is rewritten the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +28,21 @@ import httpx2
 from ._sse import _Decoder
 
 __all__ = ["hide_usage_chunk"]
+
+_ENVELOPE = frozenset(
+    {
+        "id",
+        "object",
+        "created",
+        "model",
+        "system_fingerprint",
+        "service_tier",
+        "obfuscation",
+        "choices",
+        "usage",
+    }
+)
+"""Keys of a chat (or legacy completions) chunk that carry nothing of their own on the usage chunk."""
 
 
 class _EventSplitter:
@@ -44,16 +70,32 @@ class _EventSplitter:
         return rest
 
 
-def _is_usage_chunk(event: bytes) -> bool:
-    """The chunk ``include_usage`` appends: ``choices == []`` and a usage object."""
+def _without_usage(event: bytes) -> bytes:
+    """``event`` as the caller gets it: unchanged, removed (``b""``), or without its ``usage``."""
     if b"usage" not in event:
-        return False
-    data = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+        return event
+    lines = event.splitlines(keepends=True)
+    data = b"".join(line[5:].strip() for line in lines if line.startswith(b"data:"))
     try:
         document = json.loads(data)
     except ValueError:
-        return False
-    return isinstance(document, Mapping) and document.get("choices") == [] and bool(document.get("usage"))
+        return event
+    if not (isinstance(document, Mapping) and document.get("choices") == [] and document.get("usage")):
+        return event
+    if all(key in _ENVELOPE or value is None for key, value in document.items()):
+        return b""
+    kept = {key: value for key, value in document.items() if key != "usage"}
+    newline = b"\r\n" if event.endswith(b"\r\n") else b"\n"
+    encoded = b"data: " + json.dumps(kept, ensure_ascii=False, separators=(",", ":")).encode() + newline
+    out, placed = [], False
+    for line in lines:
+        if line.startswith(b"data:"):
+            if not placed:
+                out.append(encoded)
+                placed = True
+        else:
+            out.append(line)
+    return b"".join(out)
 
 
 class _Filter:
@@ -62,11 +104,11 @@ class _Filter:
         self._splitter = _EventSplitter()
 
     def feed(self, chunk: bytes) -> bytes:
-        return b"".join(e for e in self._splitter.feed(self._decoder.decode(chunk)) if not _is_usage_chunk(e))
+        return b"".join(_without_usage(e) for e in self._splitter.feed(self._decoder.decode(chunk)))
 
     def end(self) -> bytes:
-        tail = b"".join(e for e in self._splitter.feed(self._decoder.flush()) if not _is_usage_chunk(e))
-        return tail + self._splitter.rest()
+        tail = b"".join(_without_usage(e) for e in self._splitter.feed(self._decoder.flush()))
+        return tail + _without_usage(self._splitter.rest())  # a last event with no blank line
 
 
 class _SyncHideUsage(httpx2.SyncByteStream):
@@ -108,8 +150,30 @@ class _AsyncHideUsage(httpx2.AsyncByteStream):
 def hide_usage_chunk(response: httpx2.Response, *, is_async: bool) -> None:
     """Deliver the stream without the usage-only chunk (decoded: content-encoding is dropped)."""
     if response.is_stream_consumed or getattr(response, "_content", None) is not None:
-        return  # already read by the transport: nothing left to filter
+        _rewrite_read_body(response)
+        return
     encoding = response.headers.get("content-encoding", "")
     response.stream = (_AsyncHideUsage if is_async else _SyncHideUsage)(response.stream, encoding)
+    for stale in ("content-encoding", "content-length"):  # the body delivered is decoded, and shorter
+        if stale in response.headers:
+            del response.headers[stale]
+
+
+def _rewrite_read_body(response: httpx2.Response) -> None:
+    """The same filter over a body read before the SDK saw it (``content`` is decoded already).
+
+    ``httpx2.Response`` (and legacy ``httpx``) serve ``content``, ``iter_bytes`` and the SDK's
+    SSE decoder from ``_content`` once a body is read; there is no public setter.
+    """
+    content = getattr(response, "_content", None)
+    if not isinstance(content, bytes):
+        return  # consumed as a stream without being kept: nothing the caller can read again
+    stream_filter = _Filter("")
+    filtered = stream_filter.feed(content) + stream_filter.end()
+    if filtered == content:
+        return
+    response._content = filtered
     if "content-encoding" in response.headers:
         del response.headers["content-encoding"]
+    if "content-length" in response.headers:
+        response.headers["content-length"] = str(len(filtered))

@@ -13,35 +13,54 @@ the SDK encodes it (`_openai_hook`), where the client allows it.
   clients); the original client is left untouched. The two share the underlying HTTP client (and
   its connections), as SDK copies do: closing one closes it for both.
 
-``bc.OpenAI(...).with_options(http_client=other)`` meters ``other`` too. A wrapped SDK client
-given a new ``http_client`` in ``with_options`` is not (its class cannot be changed): wrap that
-copy again.
+``with_options(http_client=other)`` / ``copy(...)`` of an instrumented client meter ``other``
+with the same meter (options and conversations). ``bc.OpenAI(...).copy()`` also takes ``cache``,
+``cache_ttl`` and ``drift``: a copy with options of its own.
 
-Clients built on a legacy ``httpx`` (not ``httpx2``) client cannot be instrumented: pass an
-``httpx2`` client (``openai.DefaultHttpxClient(...)``) instead.
+A legacy ``httpx`` client, which the SDK still accepts as ``http_client``, is metered the same
+way (`_openai_http`); budgetclient imports ``httpx`` only when given one.
+
+Signatures: ``inspect.signature(bc.OpenAI)`` is the installed SDK's constructor signature plus
+budgetclient's keyword-only options (built from the SDK at import, so it never goes stale); type
+checkers see `OpenAIParams` / `AsyncOpenAIParams`, the SDK's keyword arguments declared with the
+SDK's types, so a misspelled argument is an error there as with the SDK's own class.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+import inspect
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import httpx2
 import openai
 
-from ..options import ClientOptions, split_client_options
+from ..options import CacheMode, CacheTTL, ClientOptions, DriftMode, split_client_options
 from ._openai_cache import prompt_cache_key_for
-from ._openai_hook import install, planned_build
-from ._openai_http import AsyncMeteredHttpClient, MeteredHttpClient
+from ._openai_hook import install, planned_build, warn_hook_unavailable
+from ._openai_http import is_metered, metered_client, share_meter
 from ._openai_meter import OpenAIMeter
 from ._openai_usage import usage_from_chat, usage_from_openai, usage_from_responses
 
 if TYPE_CHECKING:
-    from openai._models import FinalRequestOptions
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from openai._client import (
+        DataResidency,
+        NotGiven,
+        Timeout,
+        WorkloadIdentity,
+        X509WorkloadIdentity,
+        _Provider,
+    )
+    from typing_extensions import Unpack
 
 __all__ = [
     "AsyncOpenAI",
+    "AsyncOpenAIParams",
     "OpenAI",
     "OpenAIMeter",
+    "OpenAIParams",
     "prompt_cache_key_for",
     "usage_from_chat",
     "usage_from_openai",
@@ -52,45 +71,130 @@ __all__ = [
 C = TypeVar("C")
 
 _OPTION_NAMES = ("cache", "cache_ttl", "drift")
+_OPTION_DEFAULTS = ClientOptions()
 
 
-_METERED = (MeteredHttpClient, AsyncMeteredHttpClient)
+class _SDKParams(TypedDict, total=False):
+    """The keyword arguments ``openai.OpenAI`` and ``openai.AsyncOpenAI`` share, with the SDK's
+    types (``tests/providers/test_openai_signature.py`` checks them against the installed SDK)."""
+
+    admin_api_key: str | None
+    workload_identity: WorkloadIdentity | X509WorkloadIdentity | None
+    organization: str | None
+    project: str | None
+    webhook_secret: str | None
+    provider: _Provider | None
+    base_url: str | httpx2.URL | NotGiven | None
+    data_residency: DataResidency | None
+    websocket_base_url: str | httpx2.URL | None
+    timeout: float | Timeout | NotGiven | None
+    max_retries: int
+    default_headers: Mapping[str, str] | None
+    default_query: Mapping[str, object] | None
+    _strict_response_validation: bool
+    _enforce_credentials: bool
 
 
-def _metered(http_client: Any, meter: OpenAIMeter) -> httpx2.Client | httpx2.AsyncClient:
-    if isinstance(http_client, httpx2.AsyncClient):
-        return AsyncMeteredHttpClient(http_client, meter)
-    if isinstance(http_client, httpx2.Client):
-        return MeteredHttpClient(http_client, meter)
-    raise TypeError(
-        f"budgetclient can only instrument OpenAI clients that use an httpx2 client, got "
-        f"{type(http_client).__module__}.{type(http_client).__qualname__}; pass "
-        "http_client=openai.DefaultHttpxClient(...) (or an httpx2.Client) instead"
-    )
+class OpenAIParams(_SDKParams, total=False):
+    """``openai.OpenAI``'s keyword arguments, for type checkers."""
+
+    api_key: str | Callable[[], str] | None
+    http_client: httpx2.Client | None
 
 
-def _instrumented(http_client: Any, options: ClientOptions | None) -> httpx2.Client | httpx2.AsyncClient:
+class AsyncOpenAIParams(_SDKParams, total=False):
+    """``openai.AsyncOpenAI``'s keyword arguments, for type checkers."""
+
+    api_key: str | Callable[[], Awaitable[str]] | None
+    http_client: httpx2.AsyncClient | None
+
+
+def _instrumented(http_client: Any, options: ClientOptions | None) -> Any:
     """``http_client`` behind budgetclient's metering (re-using its meter if it already has one)."""
-    if isinstance(http_client, _METERED):
+    if is_metered(http_client):
         if options is None or options == http_client.meter.options:
             return http_client
         http_client = http_client.inner
-    return _metered(http_client, OpenAIMeter(options))
+    return metered_client(http_client, OpenAIMeter(options))
 
 
-def _keep_meter(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A copy given an http_client of its own keeps this client's meter (options, conversations)."""
-    given, current = kwargs.get("http_client"), getattr(client, "_client", None)
-    if given is not None and not isinstance(given, _METERED) and isinstance(current, _METERED):
-        kwargs["http_client"] = _metered(given, current.meter)
+def _init(client: Any, sdk_init: Any, kwargs: dict[str, Any]) -> None:
+    """The SDK's ``__init__`` with the SDK's arguments, then its HTTP client metered.
+
+    Given none of budgetclient's options, an ``http_client`` that is already budgetclient's keeps
+    its own (a ``copy()`` keeps its client's options and conversations).
+    """
+    ours = any(name in kwargs for name in _OPTION_NAMES)
+    options, rest = split_client_options(kwargs)
+    sdk_init(**rest)
+    http_client = getattr(client, "_client", None)
+    if http_client is None:  # the SDK keeps its HTTP client elsewhere now: a plain SDK client
+        warn_hook_unavailable("_client", "missing: the client is not metered")
+        return
+    client._client = _instrumented(http_client, options if ours else None)
+
+
+def _copy_kwargs(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The SDK's ``copy()`` arguments for a copy of a budgetclient client.
+
+    The copy shares this client's meter (options, conversations), also when it is given an
+    ``http_client`` of its own; given budgetclient options, it gets a meter of its own with them.
+    """
+    given_options = {name: kwargs.pop(name) for name in _OPTION_NAMES if name in kwargs}
+    current = getattr(client, "_client", None)
+    if not (given_options and is_metered(current)):
+        return share_meter(current, kwargs)
+    options = ClientOptions.create(**{**asdict(current.meter.options), **given_options})
+    base = kwargs.get("http_client") or current
+    kwargs["http_client"] = metered_client(base.inner if is_metered(base) else base, OpenAIMeter(options))
     return kwargs
 
 
 def _budget_options(client: Any) -> ClientOptions:
     http_client = getattr(client, "_client", None)
-    if isinstance(http_client, _METERED):
-        return http_client.meter.options
+    if is_metered(http_client):
+        options: ClientOptions = http_client.meter.options
+        return options
     raise LookupError("client is not instrumented by budgetclient")
+
+
+def _with_our_options(sdk: inspect.Signature, defaults: dict[str, Any]) -> inspect.Signature:
+    """``sdk`` with budgetclient's options added as keyword-only parameters (before any ``**``)."""
+    annotations: dict[str, Any] = {"cache": CacheMode, "cache_ttl": CacheTTL, "drift": DriftMode}
+    ours = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=default,
+            annotation=annotations[name] if default is not None else annotations[name] | None,
+        )
+        for name, default in defaults.items()
+        if name not in sdk.parameters
+    ]
+    named = [p for p in sdk.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    var_keyword = [p for p in sdk.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    return sdk.replace(parameters=[*named, *ours, *var_keyword])
+
+
+def _set_signatures(cls: type[Any], sdk_cls: type[Any]) -> None:
+    """Show the installed SDK's ``__init__`` and ``copy`` signatures, plus budgetclient's options.
+
+    Read from the SDK at import, so they never go stale. ``copy`` takes the options too (None:
+    unchanged). ``typing.get_type_hints`` resolves the SDK's annotations in the SDK's module
+    (through ``__wrapped__``; ``inspect`` stops at ``__signature__``).
+    """
+    defaults = {name: getattr(_OPTION_DEFAULTS, name) for name in _OPTION_NAMES}
+    for name, ours in (("__init__", defaults), ("copy", dict.fromkeys(_OPTION_NAMES))):
+        function, sdk_function = getattr(cls, name), getattr(sdk_cls, name)
+        signature = _with_our_options(inspect.signature(sdk_function), ours)
+        function.__signature__ = signature
+        function.__wrapped__ = sdk_function
+        function.__annotations__ = {
+            **{p.name: p.annotation for p in signature.parameters.values() if p.name in ours},
+            **sdk_function.__annotations__,
+        }
+    init = inspect.signature(cls.__init__)
+    cls.__signature__ = init.replace(parameters=list(init.parameters.values())[1:])  # type: ignore[attr-defined]
 
 
 class OpenAI(openai.OpenAI):
@@ -99,11 +203,21 @@ class OpenAI(openai.OpenAI):
     Takes the SDK's constructor arguments plus ``cache``, ``cache_ttl`` and ``drift``.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        ours = any(name in kwargs for name in _OPTION_NAMES)
-        options, rest = split_client_options(kwargs)
-        super().__init__(**rest)
-        self._client = _instrumented(self._client, options if ours else None)  # type: ignore[assignment]
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            *,
+            cache: CacheMode = "auto",
+            cache_ttl: CacheTTL = "auto",
+            drift: DriftMode = "warn",
+            **kwargs: Unpack[OpenAIParams],
+        ) -> None: ...
+
+    else:
+
+        def __init__(self, **kwargs):
+            _init(self, super().__init__, kwargs)
 
     _bc_plans = True
     """Requests are planned by ``_build_request`` below (`_openai_hook.install` leaves it alone)."""
@@ -112,13 +226,13 @@ class OpenAI(openai.OpenAI):
     def budget_options(self) -> ClientOptions:
         return _budget_options(self)
 
-    def _build_request(self, options: FinalRequestOptions, *, retries_taken: int = 0) -> httpx2.Request:
-        return planned_build(self, super()._build_request, options, retries_taken)
+    def _build_request(self, *args: Any, **kwargs: Any) -> httpx2.Request:
+        return planned_build(self, super()._build_request, args, kwargs)
 
     if not TYPE_CHECKING:  # type checkers keep seeing the SDK's fully typed copy / with_options
 
         def copy(self, **kwargs: Any) -> OpenAI:
-            return super().copy(**_keep_meter(self, kwargs))
+            return super().copy(**_copy_kwargs(self, kwargs))
 
         with_options = copy
 
@@ -126,11 +240,21 @@ class OpenAI(openai.OpenAI):
 class AsyncOpenAI(openai.AsyncOpenAI):
     """``openai.AsyncOpenAI`` with budgetclient's metering, prompt-cache key, breakpoints and drift checks."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        ours = any(name in kwargs for name in _OPTION_NAMES)
-        options, rest = split_client_options(kwargs)
-        super().__init__(**rest)
-        self._client = _instrumented(self._client, options if ours else None)  # type: ignore[assignment]
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            *,
+            cache: CacheMode = "auto",
+            cache_ttl: CacheTTL = "auto",
+            drift: DriftMode = "warn",
+            **kwargs: Unpack[AsyncOpenAIParams],
+        ) -> None: ...
+
+    else:
+
+        def __init__(self, **kwargs):
+            _init(self, super().__init__, kwargs)
 
     _bc_plans = True
     """Requests are planned by ``_build_request`` below (`_openai_hook.install` leaves it alone)."""
@@ -139,24 +263,31 @@ class AsyncOpenAI(openai.AsyncOpenAI):
     def budget_options(self) -> ClientOptions:
         return _budget_options(self)
 
-    def _build_request(self, options: FinalRequestOptions, *, retries_taken: int = 0) -> httpx2.Request:
-        return planned_build(self, super()._build_request, options, retries_taken)
+    def _build_request(self, *args: Any, **kwargs: Any) -> httpx2.Request:
+        return planned_build(self, super()._build_request, args, kwargs)
 
     if not TYPE_CHECKING:
 
         def copy(self, **kwargs: Any) -> AsyncOpenAI:
-            return super().copy(**_keep_meter(self, kwargs))
+            return super().copy(**_copy_kwargs(self, kwargs))
 
         with_options = copy
+
+
+_set_signatures(OpenAI, openai.OpenAI)
+_set_signatures(AsyncOpenAI, openai.AsyncOpenAI)
 
 
 def wrap_openai(client: C, options: ClientOptions) -> C:
     """An instrumented copy of an OpenAI SDK client, of the same class; ``client`` is untouched."""
     http_client = getattr(client, "_client", None)
     copy = getattr(client, "copy", None)
-    if http_client is None or copy is None:
+    if copy is None:
         raise TypeError(f"cannot instrument {type(client).__qualname__}: it is not an openai SDK client")
-    if isinstance(http_client, _METERED):
+    if http_client is None:  # the SDK keeps its HTTP client elsewhere now: an unmetered copy
+        warn_hook_unavailable("_client", "missing: the client is not metered")
+        return copy()  # type: ignore[no-any-return]
+    if is_metered(http_client):
         http_client = http_client.inner
     wrapped = copy(http_client=_instrumented(http_client, options))
     install(wrapped)

@@ -1,7 +1,7 @@
 """The OpenAI body is planned before the SDK encodes it: wire bytes, retries, copies, the caller's objects.
 
-``OpenAIMeter._plan_request`` is the fallback that decodes and re-encodes a body the SDK already
-encoded; every test that expects the pre-encode hook makes that fallback fail the test. Expected
+``OpenAIMeter._as_sent`` meters a request that reached the HTTP layer without a plan (never
+rewriting its bytes); every test that expects the pre-encode hook makes that path fail the test. Expected
 bodies are built here from what a raw (unwrapped) SDK client sends for the same call, plus the
 keys budgetclient documents adding, encoded as the SDK encodes JSON (compact, UTF-8).
 """
@@ -70,9 +70,9 @@ class Capture:
 @pytest.fixture
 def no_reencode(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def fail(self: OpenAIMeter, request: httpx2.Request, operation: str) -> Any:
-        raise AssertionError(f"{request.method} {request.url.path} was decoded and re-encoded")
+        raise AssertionError(f"{request.method} {request.url.path} reached the HTTP layer unplanned")
 
-    monkeypatch.setattr(OpenAIMeter, "_plan_request", fail)
+    monkeypatch.setattr(OpenAIMeter, "_as_sent", fail)
     yield
 
 
@@ -318,20 +318,34 @@ def test_copies_of_a_wrapped_client_keep_the_hook_and_the_sdk_class() -> None:
     assert t.calls == 2
 
 
-def test_a_client_built_without_the_hook_is_still_planned_from_its_bytes() -> None:
-    fake = FakeOpenAI()
-    meter = OpenAIMeter()
+@pytest.mark.usefixtures("no_reencode")
+def test_a_copy_of_a_wrapped_client_given_its_own_http_client_keeps_the_meter() -> None:
+    first, second = Capture(), Capture()
+    wrapped = bc.wrap(openai.OpenAI(api_key="sk-test", http_client=first.http_client()), cache_ttl="1h")
+    other = wrapped.with_options(http_client=second.http_client())
+    assert type(other) is openai.OpenAI
+    with bc.task("own-client") as t:
+        other.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    assert (len(first.bodies), len(second.bodies), t.calls) == (0, 1, 1)
+    assert other._client.meter is wrapped._client.meter
+
+
+def test_a_request_built_without_the_hook_is_metered_as_sent_never_rewritten() -> None:
+    def call(client: Any) -> None:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+
+    raw, metered = Capture(), Capture()
+    call(openai.OpenAI(api_key="sk-test", http_client=raw.http_client()))
     # an SDK client handed a metered HTTP client directly: its requests arrive already encoded
-    client = openai.OpenAI(api_key="sk-test", http_client=MeteredHttpClient(fake.http_client(), meter))
-    with bc.task("fallback") as t:
-        for _ in client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True
-        ):
-            pass
-    body = fake.requests[0].body
-    assert body["prompt_cache_key"] == prompt_cache_key_for("gpt-4o", "fallback", None)
-    assert body["stream_options"] == {"include_usage": True}
-    assert t.calls == 1 and t.usage.input_tokens == fake.usages[0]["prompt_tokens"]
+    http_client = MeteredHttpClient(metered.http_client(), OpenAIMeter())
+    client = openai.OpenAI(api_key="sk-test", http_client=http_client)
+    with bc.task("as-sent") as t:
+        call(client)
+    assert metered.bodies == raw.bodies
+    usage = metered.fake.usages[0]
+    assert t.calls == 1 and t.records[0].model == "gpt-4o"
+    assert t.usage.input_tokens == usage["prompt_tokens"]
+    assert t.usage.output_tokens == usage["completion_tokens"]
 
 
 # -- retries and the caller's objects -------------------------------------------------------------

@@ -20,7 +20,7 @@ from budgetclient.providers._openai_cache import (
     prompt_cache_key_for,
     stable_prefix,
 )
-from budgetclient.providers._openai_stream import _Filter, _is_usage_chunk
+from budgetclient.providers._openai_stream import _Filter, _without_usage
 from budgetclient.providers._openai_usage import (
     supports_prompt_cache_breakpoints,
     usage_from_chat,
@@ -218,11 +218,20 @@ def sse(document: Any) -> bytes:
 def test_the_filter_drops_only_the_usage_chunk_even_when_gzipped() -> None:
     events = [
         sse({"choices": [{"index": 0, "delta": {"content": "hi"}}], "usage": None}),
-        sse({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}),
+        sse({"id": "c", "choices": [], "obfuscation": "x", "moderation": None, "usage": {"total_tokens": 3}}),
         b"data: [DONE]\n\n",
     ]
-    assert [_is_usage_chunk(e) for e in events] == [False, True, False]
+    assert [_without_usage(e) for e in events] == [events[0], b"", events[2]]
     raw = gzip.compress(b"".join(events))
     stream_filter = _Filter("gzip")
     out = b"".join(stream_filter.feed(raw[i : i + 7]) for i in range(0, len(raw), 7)) + stream_filter.end()
     assert out == events[0] + events[2]
+
+
+def test_a_usage_chunk_with_a_payload_of_its_own_is_kept_without_its_usage() -> None:
+    moderation = {"input": {"flagged": False}, "output": {"flagged": True, "categories": ["x"]}}
+    chunk = {"id": "c", "object": "chat.completion.chunk", "choices": [], "moderation": moderation}
+    event = b"event: chunk\r\n" + sse({**chunk, "usage": {"prompt_tokens": 3}}).replace(b"\n", b"\r\n")
+    kept = _without_usage(event)
+    assert kept.startswith(b"event: chunk\r\ndata: ") and kept.endswith(b"\r\n\r\n")
+    assert json.loads(kept.split(b"data: ", 1)[1]) == chunk

@@ -4,6 +4,20 @@ Everything here is pure except the listener hook (`add_drift_listener` / `notify
 lets a test suite (`budgetclient.testing.assert_cache_stable`) see every drift a client reports.
 A drift is located from the bytes actually sent: the first block whose digest differs, then the
 first differing byte inside it, then a best guess at the cause from the bytes around it.
+
+What is drift, and what is not. Drift is a change inside a prefix the previous call of the same
+conversation led the next one to repeat: an edited or time-stamped system prompt, a tool whose
+definition changed, tools reordered, an earlier message edited, a cache parameter changed. The
+SDKs' own helpers change requests between turns in ways that are not: they are a new segment
+of the conversation, compared from then on, and never reported.
+
+- Tools added or removed (`starts_new_segment`: one tool list is the other with tools inserted
+  or taken out, the rest unchanged and in order), as tool runners do.
+- A request of another shape (`request_shape`: an output format added by ``parse()``, the
+  caller's own cache key, a compaction request) is another conversation (`lineage.lineage_key`).
+- A re-send of the same body (a retry, a fallback) repeats the prefix; another model is another
+  conversation already.
+- Providers add their own rules: a compacted history, a trailing assistant prefill.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from ._log import log
-from .blocks import Block, block_digest, first_divergence
+from .blocks import Block, block_digest, first_divergence, raw_bytes
 
 __all__ = [
     "DriftCause",
@@ -30,6 +44,8 @@ __all__ = [
     "mask_secrets",
     "notify_drift",
     "prefix_fingerprint",
+    "request_shape",
+    "starts_new_segment",
 ]
 
 
@@ -118,6 +134,30 @@ def prefix_fingerprint(blocks: Sequence[Block], params: Sequence[tuple[str, int,
     if blocks:
         h.update(b"b" + b"b".join([block.digest for block in blocks]))  # = one update per block
     return h.hexdigest()
+
+
+def request_shape(fields: Sequence[tuple[str, Any]]) -> str:
+    """A short name for the ``(field, value)`` pairs that make a request read a cache entry of
+    its own as a whole (see `lineage.lineage_key`); ``""`` when there are none (the usual case)."""
+    present = [(name, value) for name, value in fields if value is not None]
+    if not present:
+        return ""
+    return hashlib.blake2b(raw_bytes(present), digest_size=8).hexdigest()
+
+
+def starts_new_segment(previous: Sequence[Block], current: Sequence[Block]) -> bool:
+    """Whether ``current`` added tools to ``previous``'s or took some out, leaving the others as
+    they were and in order: a tool runner changing what the model may call, not drift.
+
+    A tool edited, swapped for another or moved is still drift (neither list contains the other).
+    """
+    old = [block.digest for block in previous if block.section == "tools"]
+    new = [block.digest for block in current if block.section == "tools"]
+    if len(old) == len(new):
+        return False
+    short, long = (old, new) if len(old) < len(new) else (new, old)
+    remaining = iter(long)
+    return all(digest in remaining for digest in short)  # a subsequence: ``in`` consumes the iterator
 
 
 # --- secrets and excerpts ---------------------------------------------------------------------
@@ -315,14 +355,17 @@ def explain_drift(
 ) -> PrefixDrift | None:
     """Where and why ``current`` stopped repeating the first ``region_end`` blocks of ``previous``.
 
-    None when it repeats them (appending is not drift). Offsets are computed only here, once a
-    digest differs. ``tokens_at_risk`` is the part of the previous prefix from the change on;
-    ``extra_cost(tokens)`` prices it (None when unknown).
+    None when it repeats them (appending is not drift), or when ``current`` starts a new segment
+    (`starts_new_segment`). Offsets are computed only here, once a digest differs.
+    ``tokens_at_risk`` is the part of the previous prefix from the change on; ``extra_cost(tokens)``
+    prices it (None when unknown).
     """
     end = len(previous) if region_end is None else max(0, min(region_end, len(previous)))
     index = first_divergence(previous[:end], current)
     param = _param_change(previous_params, current_params, min(index, end))
     if index >= end and param is None:
+        return None
+    if index < end and starts_new_segment(previous, current):
         return None
     if param is not None:
         name, position, old_bytes, new_bytes = param

@@ -94,11 +94,11 @@ def test_tool_runner_adding_removing_tools_and_compacting_is_not_drift(
             messages=[{"role": "user", "content": "Weather in Paris?"}], betas=["compact-2026-09-04"],
         )  # fmt: skip
         for turn, _ in enumerate(runner):
-            params = runner._params  # the runner's documented way to change tools: set_messages_params
+            # set_messages_params (given a function of the current params): the runner's way to change tools
             if turn == 0:
-                runner.set_messages_params({**params, "tools": [*params["tools"], get_time.to_dict()]})
+                runner.set_messages_params(lambda p: {**p, "tools": [*p["tools"], get_time.to_dict()]})
             elif turn == 1:
-                runner.set_messages_params({**params, "tools": list(params["tools"])[:1]})
+                runner.set_messages_params(lambda p: {**p, "tools": list(p["tools"])[:1]})
             elif turn == 2:
                 runner.compact_before_next_turn()
     bodies = wire.bodies()
@@ -128,7 +128,7 @@ def test_tool_runner_still_reports_an_edited_system_prompt(
         )  # fmt: skip
         for turn, _ in enumerate(runner):
             if turn == 0:
-                runner.set_messages_params({**runner._params, "system": SYSTEM + "Today is 2026-12-07."})
+                runner.set_messages_params(lambda p: {**p, "system": SYSTEM + "Today is 2026-12-07."})
     (drift,) = drifts(drift_warnings)
     assert (drift.segment, drift.cause) == ("system", "timestamp")
     assert t.records[1].drift == drift

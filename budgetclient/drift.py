@@ -11,12 +11,15 @@ definition changed, tools reordered, an earlier message edited, a cache paramete
 SDKs' own helpers change requests between turns in ways that are not: they are a new segment
 of the conversation, compared from then on, and never reported.
 
-- Tools added or removed (`starts_new_segment`: one tool list is the other with tools inserted
-  or taken out, the rest unchanged and in order), as tool runners do.
+- Another set of tools (`starts_new_segment`: tools added, removed or replaced, by name), as
+  tool runners do; the same tools reordered or redefined is drift.
+- A request that stops short of the previous one (a history rewound, a new conversation that
+  starts the same way): every block it sends was sent before, byte for byte.
 - A request of another shape (`request_shape`: an output format added by ``parse()``, the
   caller's own cache key, a compaction request) is another conversation (`lineage.lineage_key`).
 - A re-send of the same body (a retry, a fallback) repeats the prefix; another model is another
-  conversation already.
+  conversation already; Anthropic: the same messages re-sent with other parameters (a fallback
+  dropping ``speed``) is a re-send too.
 - Providers add their own rules: a compacted history, a trailing assistant prefill.
 """
 
@@ -146,18 +149,40 @@ def request_shape(fields: Sequence[tuple[str, Any]]) -> str:
 
 
 def starts_new_segment(previous: Sequence[Block], current: Sequence[Block]) -> bool:
-    """Whether ``current`` added tools to ``previous``'s or took some out, leaving the others as
-    they were and in order: a tool runner changing what the model may call, not drift.
+    """Whether ``current`` offers the model another set of tools than ``previous`` (tools added,
+    removed or replaced, by name): a tool runner changing what the model may call, not drift.
 
-    A tool edited, swapped for another or moved is still drift (neither list contains the other).
+    The same tools reordered, or one of them with an edited definition, is still drift. A
+    conversation whose remembered bytes were dropped (`lineage.LineageRegistry`'s byte budget)
+    has no names to compare: there, only tools added or removed with the others unchanged count.
     """
-    old = [block.digest for block in previous if block.section == "tools"]
-    new = [block.digest for block in current if block.section == "tools"]
+    old_tools = [block for block in previous if block.section == "tools"]
+    new_tools = [block for block in current if block.section == "tools"]
+    if all(block.raw for block in old_tools) and all(block.raw for block in new_tools):
+        return set(map(_tool_name, old_tools)) != set(map(_tool_name, new_tools))
+    old, new = [block.digest for block in old_tools], [block.digest for block in new_tools]
     if len(old) == len(new):
         return False
     short, long = (old, new) if len(old) < len(new) else (new, old)
     remaining = iter(long)
     return all(digest in remaining for digest in short)  # a subsequence: ``in`` consumes the iterator
+
+
+def _tool_name(block: Block) -> str:
+    """A tool's identity: its ``name`` (Anthropic, Responses, Gemini declarations), its
+    ``function.name`` (Chat Completions), else its ``type`` or only key (built-in tools)."""
+    value = _parse(block.raw)
+    if isinstance(value, dict):
+        function = value.get("function")
+        name = value.get("name") or (function.get("name") if isinstance(function, dict) else None)
+        if isinstance(name, str):
+            return name
+        kind = value.get("type")
+        if isinstance(kind, str):
+            return kind
+        if len(value) == 1:
+            return f"{block.path}:{next(iter(value))}"
+    return block.path + ":" + block.digest.hex()
 
 
 # --- secrets and excerpts ---------------------------------------------------------------------
@@ -363,8 +388,8 @@ def explain_drift(
     end = len(previous) if region_end is None else max(0, min(region_end, len(previous)))
     index = first_divergence(previous[:end], current)
     param = _param_change(previous_params, current_params, min(index, end))
-    if index >= end and param is None:
-        return None
+    if param is None and (index >= end or index >= len(current)):
+        return None  # appended to, or stopped short of, what was sent: no byte sent before differs
     if index < end and starts_new_segment(previous, current):
         return None
     if param is not None:

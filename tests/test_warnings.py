@@ -6,6 +6,7 @@ and in the log, and ``drift="raise"`` / ``assert_cache_stable`` remain the ways 
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -129,8 +130,9 @@ def test_other_filters_see_the_warning_as_warnings_warn_delivers_it() -> None:
         emit_warning(bc.BudgetClientWarning("hello"))  # stacklevel 2: attributed to whoever calls caller
 
     with pytest.warns(bc.BudgetClientWarning, match="hello") as caught:
+        line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
         caller()
-    assert caught[0].filename == __file__
+    assert (caught[0].filename, caught[0].lineno) == (__file__, line)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # a budgetclient warning is a UserWarning
         caller()  # logged, not raised

@@ -927,7 +927,11 @@ def prepare_request(
             identical = divergence == len(previous.blocks) == len(request.blocks) and same_params
             expected = divergence < len(previous.blocks) and divergence >= state.drift_end
             repeated = same_params and divergence >= min(max(state.drift_end, 0), len(previous.blocks))
-            segment = divergence < len(previous.blocks) and _new_segment(previous.blocks, request, divergence)
+            segment = (
+                _new_segment(previous.blocks, request, divergence)
+                if divergence < len(previous.blocks)
+                else divergence == len(request.blocks) and not same_params  # a re-send, other settings
+            )
             if drift != "off" and not repeated and not segment:  # (a repeated region explains to None)
                 found = explain_drift(
                     previous.blocks,

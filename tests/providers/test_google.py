@@ -438,9 +438,16 @@ def test_changed_system_instruction_is_reported_as_drift() -> None:
     assert t.records[1].drift == drift and t.records[0].drift is None
 
 
-def get_forecast(city: str) -> str:
-    """Tomorrow's forecast for a city."""
-    return f"rain in {city}"
+def _edited_get_weather() -> Any:
+    def get_weather(city: str) -> str:
+        """Tomorrow's forecast for a city."""
+        return f"rain in {city}"
+
+    return get_weather
+
+
+get_forecast = _edited_get_weather()
+"""The same tool (``get_weather``) with an edited description: drift, not another set of tools."""
 
 
 def test_drift_raise_sends_nothing() -> None:

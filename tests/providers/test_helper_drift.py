@@ -21,7 +21,7 @@ from anthropic import beta_tool
 import budgetclient as bc
 from budgetclient.testing import FakeOpenAI
 
-from .wire import Wire, anthropic_message, anthropic_usage, json_response
+from .wire import Wire, anthropic_error, anthropic_message, anthropic_usage, json_response
 
 MODEL = "claude-sonnet-4-6"
 SYSTEM = "You are the weather desk of Acme. Answer in one sentence. " * 40
@@ -208,6 +208,56 @@ def test_refusal_fallback_re_sends_are_not_drift(drift_warnings: list[warnings.W
     assert (first.id, second.id) == ("msg_1", "msg_2")
     assert [body["model"] for body in wire.bodies()] == [MODEL, fallback] * 2
     assert [r.drift for r in t.records] == [None] * len(t.records) and drifts(drift_warnings) == []
+
+
+def test_a_fallback_resending_without_speed_is_not_drift(
+    drift_warnings: list[warnings.WarningMessage],
+) -> None:
+    """The refusal fallback re-sends a fast request rejected for capacity without ``speed``: the same
+    messages with other settings, a re-send rather than drift (on either side of the re-send)."""
+    fallback = "claude-opus-4-8"
+    wire = Wire(
+        responders=[
+            lambda r: anthropic_error(429, "rate_limit_error"),
+            answer("msg_1", model=fallback),
+            lambda r: anthropic_error(429, "rate_limit_error"),
+            answer("msg_2", model=fallback),
+        ]
+    )
+    client = anthropic_client(
+        wire, drift="raise", middleware=[anthropic.BetaRefusalFallbackMiddleware([{"model": fallback}])]
+    )
+    pinned = anthropic.BetaFallbackState()
+    pinned.index = 0  # pinned to the fallback: its requests start there, fast
+    question: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Paris?"}]
+    with bc.task("fast") as t, pinned:
+        for _ in range(2):
+            client.beta.messages.create(
+                model=MODEL, max_tokens=100, system=SYSTEM, messages=question, speed="fast"
+            )
+    assert [body.get("speed") for body in wire.bodies()] == ["fast", None, "fast", None]
+    assert [r.drift for r in t.records] == [None] * 4 and drifts(drift_warnings) == []
+
+
+def test_a_rewound_history_is_not_drift_but_an_edit_is(drift_warnings: list[warnings.WarningMessage]) -> None:
+    """A request that stops short of the previous one (a turn retried from an earlier point, a new
+    conversation opening the same way) sends nothing that differs from what was sent."""
+    wire = Wire(default=answer("msg_1"))
+    client = anthropic_client(wire)
+    turns: list[dict[str, Any]] = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "Sunny."},
+        {"role": "user", "content": "And Rome?"},
+    ]
+    with bc.task("rewind") as t:
+        client.messages.create(model=MODEL, max_tokens=100, system=SYSTEM, messages=turns)
+        client.messages.create(model=MODEL, max_tokens=100, system=SYSTEM, messages=turns[:1])
+        edited = [turns[0], {"role": "assistant", "content": "Rainy."}, turns[2]]
+        client.messages.create(model=MODEL, max_tokens=100, system=SYSTEM, messages=edited)
+        client.messages.create(model=MODEL, max_tokens=100, system=SYSTEM, messages=[*turns[:2], turns[2]])
+    (drift,) = drifts(drift_warnings)
+    assert (drift.segment, drift.cause) == ("messages[1].content", "edited")
+    assert [r.drift for r in t.records] == [None, None, None, drift]
 
 
 def test_a_completed_prefill_is_not_drift(drift_warnings: list[warnings.WarningMessage]) -> None:

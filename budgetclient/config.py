@@ -127,9 +127,10 @@ def _from_environment() -> Settings:
             settings = _with_alert_threshold(settings, _parse_alert_cost(alert_cost))
         except ConfigurationError as exc:
             # reading settings happens on the metering path, which must never raise: warn and go on
-            import warnings
+            from ._warnings import emit_warning
+            from .errors import BudgetClientWarning
 
-            warnings.warn(f"{ALERT_COST_ENV} ignored: {exc}", stacklevel=2)
+            emit_warning(BudgetClientWarning(f"{ALERT_COST_ENV} ignored: {exc}"), stacklevel=2)
     return settings
 
 

@@ -4,6 +4,23 @@ Everything here is pure except the listener hook (`add_drift_listener` / `notify
 lets a test suite (`budgetclient.testing.assert_cache_stable`) see every drift a client reports.
 A drift is located from the bytes actually sent: the first block whose digest differs, then the
 first differing byte inside it, then a best guess at the cause from the bytes around it.
+
+What is drift, and what is not. Drift is a change inside a prefix the previous call of the same
+conversation led the next one to repeat: an edited or time-stamped system prompt, a tool whose
+definition changed, tools reordered, an earlier message edited, a cache parameter changed. The
+SDKs' own helpers change requests between turns in ways that are not: they are a new segment
+of the conversation, compared from then on, and never reported.
+
+- Another set of tools (`starts_new_segment`: tools added, removed or replaced, by name), as
+  tool runners do; the same tools reordered or redefined is drift.
+- A request that stops short of the previous one (a history rewound, a new conversation that
+  starts the same way): every block it sends was sent before, byte for byte.
+- A request of another shape (`request_shape`: an output format added by ``parse()``, the
+  caller's own cache key, a compaction request) is another conversation (`lineage.lineage_key`).
+- A re-send of the same body (a retry, a fallback) repeats the prefix; another model is another
+  conversation already; Anthropic: the same messages re-sent with other parameters (a fallback
+  dropping ``speed``) is a re-send too.
+- Providers add their own rules: a compacted history, a trailing assistant prefill.
 """
 
 from __future__ import annotations
@@ -18,7 +35,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from ._log import log
-from .blocks import Block, block_digest, first_divergence
+from .blocks import Block, block_digest, first_divergence, raw_bytes
 
 __all__ = [
     "DriftCause",
@@ -30,6 +47,8 @@ __all__ = [
     "mask_secrets",
     "notify_drift",
     "prefix_fingerprint",
+    "request_shape",
+    "starts_new_segment",
 ]
 
 
@@ -118,6 +137,52 @@ def prefix_fingerprint(blocks: Sequence[Block], params: Sequence[tuple[str, int,
     if blocks:
         h.update(b"b" + b"b".join([block.digest for block in blocks]))  # = one update per block
     return h.hexdigest()
+
+
+def request_shape(fields: Sequence[tuple[str, Any]]) -> str:
+    """A short name for the ``(field, value)`` pairs that make a request read a cache entry of
+    its own as a whole (see `lineage.lineage_key`); ``""`` when there are none (the usual case)."""
+    present = [(name, value) for name, value in fields if value is not None]
+    if not present:
+        return ""
+    return hashlib.blake2b(raw_bytes(present), digest_size=8).hexdigest()
+
+
+def starts_new_segment(previous: Sequence[Block], current: Sequence[Block]) -> bool:
+    """Whether ``current`` offers the model another set of tools than ``previous`` (tools added,
+    removed or replaced, by name): a tool runner changing what the model may call, not drift.
+
+    The same tools reordered, or one of them with an edited definition, is still drift. A
+    conversation whose remembered bytes were dropped (`lineage.LineageRegistry`'s byte budget)
+    has no names to compare: there, only tools added or removed with the others unchanged count.
+    """
+    old_tools = [block for block in previous if block.section == "tools"]
+    new_tools = [block for block in current if block.section == "tools"]
+    if all(block.raw for block in old_tools) and all(block.raw for block in new_tools):
+        return set(map(_tool_name, old_tools)) != set(map(_tool_name, new_tools))
+    old, new = [block.digest for block in old_tools], [block.digest for block in new_tools]
+    if len(old) == len(new):
+        return False
+    short, long = (old, new) if len(old) < len(new) else (new, old)
+    remaining = iter(long)
+    return all(digest in remaining for digest in short)  # a subsequence: ``in`` consumes the iterator
+
+
+def _tool_name(block: Block) -> str:
+    """A tool's identity: its ``name`` (Anthropic, Responses, Gemini declarations), its
+    ``function.name`` (Chat Completions), else its ``type`` or only key (built-in tools)."""
+    value = _parse(block.raw)
+    if isinstance(value, dict):
+        function = value.get("function")
+        name = value.get("name") or (function.get("name") if isinstance(function, dict) else None)
+        if isinstance(name, str):
+            return name
+        kind = value.get("type")
+        if isinstance(kind, str):
+            return kind
+        if len(value) == 1:
+            return f"{block.path}:{next(iter(value))}"
+    return block.path + ":" + block.digest.hex()
 
 
 # --- secrets and excerpts ---------------------------------------------------------------------
@@ -315,14 +380,17 @@ def explain_drift(
 ) -> PrefixDrift | None:
     """Where and why ``current`` stopped repeating the first ``region_end`` blocks of ``previous``.
 
-    None when it repeats them (appending is not drift). Offsets are computed only here, once a
-    digest differs. ``tokens_at_risk`` is the part of the previous prefix from the change on;
-    ``extra_cost(tokens)`` prices it (None when unknown).
+    None when it repeats them (appending is not drift), or when ``current`` starts a new segment
+    (`starts_new_segment`). Offsets are computed only here, once a digest differs.
+    ``tokens_at_risk`` is the part of the previous prefix from the change on; ``extra_cost(tokens)``
+    prices it (None when unknown).
     """
     end = len(previous) if region_end is None else max(0, min(region_end, len(previous)))
     index = first_divergence(previous[:end], current)
     param = _param_change(previous_params, current_params, min(index, end))
-    if index >= end and param is None:
+    if param is None and (index >= end or index >= len(current)):
+        return None  # appended to, or stopped short of, what was sent: no byte sent before differs
+    if index < end and starts_new_segment(previous, current):
         return None
     if param is not None:
         name, position, old_bytes, new_bytes = param

@@ -70,7 +70,13 @@ class PrefixDriftError(BudgetClientError):
 
 
 class BudgetClientWarning(UserWarning):
-    """Base class of budgetclient's warnings."""
+    """Base class of budgetclient's warnings.
+
+    A warnings filter that turns them into errors (``-W error``, pytest ``filterwarnings =
+    error``) never aborts a call: the warning is logged as ``budgetclient.warning`` instead and
+    what it reports stays on the call record. Make a condition fatal with the option built for
+    it: ``drift="raise"``, a task's ``budget_usd``, or ``bc.testing.assert_cache_stable``.
+    """
 
 
 class UnknownPriceWarning(BudgetClientWarning):
@@ -86,7 +92,12 @@ class UnenforceableBudgetWarning(BudgetWarning):
 
 
 class PrefixDriftWarning(BudgetClientWarning):
-    """The cacheable prefix changed since the previous call of the same conversation."""
+    """The cacheable prefix changed since the previous call of the same conversation.
+
+    Emitted once per call (not per retry); under warnings-as-errors it is logged, not raised (see
+    `BudgetClientWarning`): the drift is still on the record (``CallRecord.drift``), in the
+    ``cache.drift`` log event and seen by ``bc.testing.assert_cache_stable``.
+    """
 
     def __init__(self, drift: PrefixDrift) -> None:
         self.drift = drift

@@ -1,7 +1,8 @@
 """Conversations ("lineages"): which calls are consecutive turns of one prompt, and what they taught us.
 
 A lineage is identified by client + provider + model + task, or by an explicit
-``bc.conversation("id")`` scope, which wins over the task (a conversation may span several tasks).
+``bc.conversation("id")`` scope, which wins over the task (a conversation may span several tasks),
+plus the request's shape (see `lineage_key`).
 Its `LineageState` holds what placement and drift detection learn from one call for the next:
 the previous prefix fingerprint, the previous response id (for Anthropic ``diagnostics``), call
 times (for the TTL choice) and where consecutive calls diverged (the volatile tail).
@@ -63,11 +64,23 @@ def current_conversation() -> str | None:
 
 
 def lineage_key(
-    client_key: str, provider: str, model: str, task_id: str | None, conversation: str | None
+    client_key: str,
+    provider: str,
+    model: str,
+    task_id: str | None,
+    conversation: str | None,
+    shape: str = "",
 ) -> str:
-    """Stable key of the lineage a call belongs to; an explicit conversation wins over the task."""
+    """Stable key of the lineage a call belongs to; an explicit conversation wins over the task.
+
+    ``shape`` names what makes a request read a cache entry of its own as a whole, besides the
+    model: an output format (``parse()`` helpers), the caller's own cache key, a compaction
+    request. Requests of another shape are another conversation, never drift of this one: a
+    ``parse()`` between two plain calls of one conversation leaves both comparisons intact.
+    """
     scope = f"conversation:{conversation}" if conversation is not None else f"task:{task_id or '-'}"
-    return f"{provider}|{model}|{client_key}|{scope}"
+    key = f"{provider}|{model}|{client_key}|{scope}"
+    return f"{key}|shape:{shape}" if shape else key
 
 
 class Built(Protocol):

@@ -30,7 +30,10 @@ class ClientOptions:
     cache_ttl: CacheTTL = "auto"
     """``"auto"`` picks 5m, or 1h when calls of a conversation are further apart and it pays."""
     drift: DriftMode = "warn"
-    """What a changed cacheable prefix does: warn, raise before sending, or nothing."""
+    """What a changed cacheable prefix does: warn, raise before sending, or nothing.
+
+    ``"warn"`` never fails a call, even under warnings-as-errors (the warning is then logged,
+    see `errors.BudgetClientWarning`); ``"raise"`` is the way to make drift fatal."""
 
     @classmethod
     def create(cls, **values: Any) -> ClientOptions:

@@ -24,7 +24,6 @@ import os
 import threading
 import time
 import tomllib
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -33,6 +32,7 @@ from typing import Any
 
 from . import config
 from ._log import log
+from ._warnings import emit_warning
 from .errors import ConfigurationError, UnknownPriceWarning
 from .usage import CostBreakdown, Usage, _new_breakdown
 
@@ -280,7 +280,7 @@ def _warn_once(key: str, event: str, message: str, *, provider: str | None) -> N
         _warned.add(key)
     log.warning(event, model=key.removeprefix("storage:"), provider=provider)
     # stacklevel 3: point at whoever called price_call / storage_cost
-    warnings.warn(UnknownPriceWarning(message), stacklevel=3)
+    emit_warning(UnknownPriceWarning(message), stacklevel=3)
 
 
 def _file_overrides(settings: config.Settings) -> Mapping[str, Mapping[str, Decimal]]:

@@ -14,7 +14,6 @@ import inspect
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._log import log
+from ._warnings import emit_warning
 from .config import parse_usd
 from .errors import BudgetExceeded, BudgetWarning, ConfigurationError, UnenforceableBudgetWarning
 from .usage import CallRecord, CostBreakdown, Outcome, TaskRecord, Usage
@@ -219,7 +219,7 @@ class Task:
             budget_usd=str(self.budget_usd),
             warn_at=self.warn_at,
         )
-        warnings.warn(
+        emit_warning(
             BudgetWarning(
                 f"task {self.name!r} has spent ${self._priced_cost} of its ${self.budget_usd} budget "
                 f"(warn_at={self.warn_at})"
@@ -235,7 +235,7 @@ class Task:
             if model not in self._unenforceable_warned:
                 self._unenforceable_warned.add(model)
                 log.warning("budget.unenforceable", task=self.name, task_id=self.id, model=model)
-                warnings.warn(
+                emit_warning(
                     UnenforceableBudgetWarning(
                         f"task {self.name!r} has budget_usd={self.budget_usd}, but model {model!r} has no "
                         "known price, so the budget cannot be enforced for its calls; add a price with "

@@ -467,13 +467,34 @@ def test_server_held_thread_continuations_are_left_alone() -> None:
     assert again.drift is None
 
 
-def test_a_removed_or_added_tool_is_named() -> None:
+def test_another_set_of_tools_starts_a_new_segment_not_drift() -> None:
+    """A tool runner changing what the model may call is not drift of the prompt (it is compared
+    from then on); the same tools redefined or reordered still are."""
     before = base_body()
+    extra = {"name": "extra", "description": "new", "input_schema": {"type": "object"}}
     removed = with_new_turn(before)
-    removed["tools"].pop()
-    drift = drift_between(before, removed)
-    assert drift is not None and (drift.segment, drift.cause) == ("tools[3]", "content")
+    removed["tools"].pop(1)
+    assert drift_between(before, removed) is None
     added = with_new_turn(before)
-    added["tools"].append({"name": "extra", "description": "new", "input_schema": {"type": "object"}})
-    drift = drift_between(before, added)
-    assert drift is not None and drift.segment == "tools[4]"
+    added["tools"].insert(0, extra)
+    assert drift_between(before, added) is None
+    swapped = with_new_turn(before)
+    swapped["tools"][3] = extra
+    assert drift_between(before, swapped) is None
+    redefined = with_new_turn(before)
+    redefined["tools"][3] = {**redefined["tools"][3], "description": "Tool 3, rewritten."}
+    drift = drift_between(before, redefined)
+    assert drift is not None and drift.segment == "tools[3].description"
+    reordered = with_new_turn(before)
+    reordered["tools"][0], reordered["tools"][1] = reordered["tools"][1], reordered["tools"][0]
+    drift = drift_between(before, reordered)
+    assert drift is not None and drift.cause == "reordered"
+    # the new segment is what the next call is compared with, and asks for no diagnosis of the change
+    state = LineageState("t")
+    prepare_request(before, cache="auto", cache_ttl="auto", drift="warn", state=state, now=0.0)
+    segment = prepare_request(added, cache="auto", cache_ttl="auto", drift="warn", state=state, now=5.0)
+    assert segment.new_segment and "diagnostics" not in segment.body
+    edited = with_new_turn(added)
+    edited["system"][0]["text"] += " Be terse."
+    drift = prepare_request(edited, cache="auto", cache_ttl="auto", drift="warn", state=state, now=9.0).drift
+    assert drift is not None and drift.segment == "system[0].text"

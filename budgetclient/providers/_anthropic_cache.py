@@ -33,11 +33,12 @@ from ..blocks import (
     raw_bytes,
     value_print,
 )
-from ..drift import PrefixDrift, explain_drift, prefix_fingerprint
+from ..drift import PrefixDrift, explain_drift, prefix_fingerprint, request_shape, starts_new_segment
 from ..lineage import LineageState
 from ..placement import (
     LONG_GAP_S,
     Marker,
+    TailRule,
     choose_ttl,
     drift_region_end,
     learn_tail,
@@ -66,6 +67,7 @@ __all__ = [
     "observe_response",
     "prepare_request",
     "request_blocks",
+    "request_shape_of",
 ]
 
 _MILLION = Decimal(1_000_000)
@@ -116,6 +118,24 @@ class PreparedRequest:
     """The lineage's call number this request was prepared as."""
     built: BuiltRequest | None = None
     """The blocks with their values, for an incremental token estimate (`estimate_input`)."""
+    new_segment: bool = False
+    """The request starts a new segment of its conversation (tools added or removed, a compacted
+    history): nothing was compared, and the API's diagnosis of the change is not drift either."""
+
+
+def request_shape_of(body: Mapping[str, Any]) -> str:
+    """The request's shape (`drift.request_shape`): its output format (``messages.parse()``,
+    ``output_format``) and a compaction request (``compaction``, the tool runner's summary
+    request) each read a cache entry of their own, as another model would."""
+    output_config = body.get("output_config")
+    output_format = output_config.get("format") if isinstance(output_config, Mapping) else None
+    return request_shape(
+        (
+            ("output_config.format", output_format),
+            ("output_format", body.get("output_format")),
+            ("compaction", body.get("compaction")),
+        )
+    )
 
 
 def cache_control(ttl: Ttl) -> dict[str, str]:
@@ -900,13 +920,19 @@ def prepare_request(
         expected = False
         divergence = len(request)
         identical = False
+        segment = False
         if previous is not None:
             divergence = first_divergence(previous.blocks, request.blocks)
             same_params = previous.params == request.params
             identical = divergence == len(previous.blocks) == len(request.blocks) and same_params
             expected = divergence < len(previous.blocks) and divergence >= state.drift_end
             repeated = same_params and divergence >= min(max(state.drift_end, 0), len(previous.blocks))
-            if drift != "off" and not repeated:  # (a repeated region explains to None: skip the walk)
+            segment = (
+                _new_segment(previous.blocks, request, divergence)
+                if divergence < len(previous.blocks)
+                else divergence == len(request.blocks) and not same_params  # a re-send, other settings
+            )
+            if drift != "off" and not repeated and not segment:  # (a repeated region explains to None)
                 found = explain_drift(
                     previous.blocks,
                     request.blocks,
@@ -921,7 +947,10 @@ def prepare_request(
                 sequence=state.calls, built=built,
             )
 
-        if previous is not None and not identical:
+        if segment:
+            state.tail = None
+            state.fixed_divergence = state.volatile_fixed = None
+        elif previous is not None and not identical:
             _learn(state, previous, divergence)
         paused = state.last_call_at is not None and now - state.last_call_at > LONG_GAP_S
         if not identical:
@@ -951,7 +980,8 @@ def prepare_request(
                 anchored=cache_ttl == "auto" and long_gap_share(evidence) < ANCHOR_BELOW_SHARE,
                 token_scale=state.token_scale,
             )
-        ask = diagnostics and drift != "off" and "diagnostics" not in body
+        # a new segment is compared with nothing: the API's diagnosis would name the change as drift
+        ask = diagnostics and drift != "off" and "diagnostics" not in body and not segment
         extra = {"diagnostics": {"previous_message_id": state.response_id}} if ask else None
         send = apply_markers(body, request, markers, extra=extra) if markers or extra else _as_dict(body)
 
@@ -961,7 +991,7 @@ def prepare_request(
         live = [p for p in points if request.prefix_tokens[p] * state.token_scale >= min_tokens]
 
         state.remember(PrefixPrint.of(request), built)
-        state.drift_end = drift_region_end(request, state.tail)
+        state.drift_end = _drift_end(request, state.tail)
         state.written_end = live[-1] + 1 if live else None
         long_lived = [p for p in live if _ttl_at(request, markers, p) == "1h"]
         if long_lived:
@@ -982,7 +1012,45 @@ def prepare_request(
             diagnostics=ask,
             sequence=state.calls,
             built=built,
+            new_segment=segment,
         )
+
+
+_COMPACTION = b'"type":"compaction"'
+
+
+def _new_segment(previous: Sequence[Block], request: RequestBlocks, divergence: int) -> bool:
+    """Whether the request diverging from ``previous`` at block ``divergence`` starts a new segment:
+    tools added or removed (`drift.starts_new_segment`), or a compacted history (the message at
+    the divergence holds a ``compaction`` block, what a compaction response becomes in the next
+    request). Looks only at the blocks around the divergence: a volatile tail stays cheap."""
+    current = request.blocks
+    at = current[divergence] if divergence < len(current) else None
+    if previous[divergence].section == "tools" or (at is not None and at.section == "tools"):
+        return starts_new_segment(previous, current)
+    if at is None or at.message is None:
+        return False
+    for i in range(divergence, len(current)):
+        block = current[i]
+        if block.message != at.message:
+            return False
+        if _COMPACTION in block.raw:
+            return True
+    return False
+
+
+def _drift_end(request: RequestBlocks, tail: TailRule | None) -> int:
+    """`placement.drift_region_end`, short of a trailing assistant message: a prefill the model
+    continues, which the next request sends completed (a refusal fallback's continuation too)."""
+    end = drift_region_end(request, tail)
+    blocks = request.blocks
+    if not blocks or blocks[-1].section != "messages" or blocks[-1].role != "assistant":
+        return end
+    last = blocks[-1].message
+    start = len(blocks)
+    while start > 0 and blocks[start - 1].message == last:
+        start -= 1
+    return min(end, start)
 
 
 def _previous_build(state: LineageState) -> BuiltRequest | None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 from .._log import log
+from .._warnings import emit_warning
 from ..drift import PrefixDrift, notify_drift
 from ..errors import PrefixDriftWarning
 
@@ -29,4 +29,4 @@ def announce_drift(drift: PrefixDrift, *, provider: str, model: str, stacklevel:
     """Log ``cache.drift``, notify drift listeners (``assert_cache_stable``) and warn once."""
     log.warning("cache.drift", provider=provider, model=model, **drift_fields(drift))
     notify_drift(drift)
-    warnings.warn(PrefixDriftWarning(drift), stacklevel=stacklevel)
+    emit_warning(PrefixDriftWarning(drift), stacklevel=stacklevel)

@@ -292,7 +292,7 @@ class GeminiMeter:
             )
             raise PrefixDriftError(drift)
         if drift is not None and self.options.drift == "warn":
-            _announce_drift(drift, route.model)  # before anything is reserved: it may raise under -W error
+            _announce_drift(drift, route.model)
         call = _Call(route=route, original=request, sent=request, ctx=None, task=task, plan=plan)
         call.ctx = metering.begin_call(
             PROVIDER,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..blocks import Block, block_digest, raw_bytes, value_print
-from ..drift import prefix_fingerprint
+from ..drift import prefix_fingerprint, request_shape
 from ..options import ClientOptions
 from ._openai_usage import supports_prompt_cache_breakpoints
 
@@ -45,6 +45,7 @@ __all__ = [
     "classify",
     "prepare_request",
     "prompt_cache_key_for",
+    "request_shape_of",
     "stable_prefix",
 ]
 
@@ -299,6 +300,21 @@ def build_prefix(
     prefix = tuple(blocks)
     stored = builder.stored + (len(source) if source is not None else 0)
     return prefix, PrefixMemo(source, prefix, builder.items, count is not None, stored)
+
+
+def request_shape_of(body: Mapping[str, Any], operation: str) -> str:
+    """The caller's request's shape (`drift.request_shape`): an output format (``response_format``,
+    ``text.format``: what ``parse()`` adds) and the caller's own ``prompt_cache_key`` each select a
+    cache entry of their own; requests that differ in them are separate conversations, not drift."""
+    if operation == CHAT:
+        output_format = body.get("response_format")
+    elif operation == RESPONSES:
+        text = body.get("text")
+        output_format = text.get("format") if isinstance(text, Mapping) else None
+    else:
+        return ""
+    caller_key = body.get("prompt_cache_key") or None
+    return request_shape((("format", output_format), ("prompt_cache_key", caller_key)))
 
 
 _CACHE_PARAMS = {

@@ -54,6 +54,7 @@ from ._openai_cache import (
     classify,
     prepare_request,
     prompt_cache_key_for,
+    request_shape_of,
 )
 from ._openai_drift import announce_drift, drift_fields, extra_cost, merge_diagnostics
 from ._openai_stream import hide_usage_chunk
@@ -279,7 +280,8 @@ class OpenAIMeter:
         # Chat Completions and Responses keep separate conversations, even for one model and task
         client_key = f"{self.client_key}/{operation}"
         task_id = task.id if task else None
-        state = self.lineages.get(lineage_key(client_key, PROVIDER, model, task_id, conversation))
+        shape = request_shape_of(body, operation)
+        state = self.lineages.get(lineage_key(client_key, PROVIDER, model, task_id, conversation, shape))
         with state.lock:
             previous, previous_response = state.prefix, state.response_id
             gap = time.time() - state.last_call_at if state.last_call_at is not None else None

@@ -31,7 +31,13 @@ from ..pricing import is_bedrock_id
 from ..tasks import current_task
 from ..tokens import TokenEstimate, estimate_request
 from ..usage import CallStatus, Usage, _trusted_usage
-from ._anthropic_cache import PreparedRequest, estimate_input, observe_response, prepare_request
+from ._anthropic_cache import (
+    PreparedRequest,
+    estimate_input,
+    observe_response,
+    prepare_request,
+    request_shape_of,
+)
 from ._drift_report import announce_drift, drift_fields
 from ._sse import BodyObserver, loads, tap_response
 
@@ -209,7 +215,10 @@ class BudgetMiddleware(Middleware):
                 # the server holds the conversation: the body carries only the new turn, so there
                 # is no client-side prefix to place markers in or to compare
                 raise _SkipPlacement
-            key = lineage_key(self.client_key, PROVIDER, model, t.id if t else None, current_conversation())
+            key = lineage_key(
+                self.client_key, PROVIDER, model, t.id if t else None, current_conversation(),
+                request_shape_of(body),
+            )  # fmt: skip
             state = self.lineages.get(key)
             prepared = prepare_request(
                 body,

@@ -447,9 +447,16 @@ def test_changed_system_instruction_is_reported_as_drift() -> None:
     assert t.records[1].drift == drift and t.records[0].drift is None
 
 
-def get_forecast(city: str) -> str:
-    """Tomorrow's forecast for a city."""
-    return f"rain in {city}"
+def _edited_get_weather() -> Any:
+    def get_weather(city: str) -> str:
+        """Tomorrow's forecast for a city."""
+        return f"rain in {city}"
+
+    return get_weather
+
+
+get_forecast = _edited_get_weather()
+"""The same tool (``get_weather``) with an edited description: drift, not another set of tools."""
 
 
 def test_drift_raise_sends_nothing() -> None:
@@ -476,14 +483,16 @@ def test_appending_a_tool_is_not_drift() -> None:
 def test_same_prefix_in_another_conversation_is_not_drift() -> None:
     fake = FakeGemini()
     c = client(fake)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", bc.PrefixDriftWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", bc.PrefixDriftWarning)
         with bc.task("a"):
             c.models.generate_content(model=MODEL, contents="a", config=config())
-        with bc.task("b"):
+        with bc.task("b") as b:
             c.models.generate_content(
                 model=MODEL, contents="b", config=gtypes.GenerateContentConfig(system_instruction="other")
             )
+    assert not [w for w in caught if issubclass(w.category, bc.PrefixDriftWarning)]
+    assert b.records[0].drift is None
 
 
 def test_wrap_of_an_instrumented_client_applies_new_options() -> None:

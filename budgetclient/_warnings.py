@@ -1,0 +1,40 @@
+"""How budgetclient emits its warnings: never as an exception that costs the caller a call.
+
+Test suites commonly run with warnings as errors (``-W error``, pytest ``filterwarnings =
+error``; the anthropic and openai SDK suites do). There, ``warnings.warn`` raises, and a
+`PrefixDriftWarning` raised before a request is sent would abort the caller's call merely
+because they switched imports. So a budgetclient warning that a filter turns into an error is
+caught and logged (``budgetclient.warning``, ``raised_by_filter=True``) instead; what it reports
+is still on the call record and in the log. The explicit ways to make a condition fatal are the
+options built for it: ``drift="raise"`` (`PrefixDriftError` before sending), a task's
+``budget_usd`` (`BudgetExceeded`), and ``bc.testing.assert_cache_stable`` in a test.
+Every other filter (``ignore``, ``once``, ``always``, ``pytest.warns``, ``catch_warnings``)
+sees the warning exactly as ``warnings.warn`` would deliver it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from ._log import log
+from .errors import BudgetClientWarning
+
+__all__ = ["emit_warning"]
+
+
+def emit_warning(warning: BudgetClientWarning, *, stacklevel: int = 2) -> None:
+    """``warnings.warn(warning, stacklevel=stacklevel)`` as seen by the caller, minus the raise.
+
+    ``stacklevel`` counts from the function calling `emit_warning` (as it would for
+    ``warnings.warn`` called there). Never raises.
+    """
+    try:
+        warnings.warn(warning, stacklevel=stacklevel + 1)
+    except BudgetClientWarning as raised:
+        # an "error" filter: report it without failing the caller's call
+        log.warning(
+            "budgetclient.warning",
+            category=type(raised).__name__,
+            detail=str(raised)[:500],
+            raised_by_filter=True,
+        )

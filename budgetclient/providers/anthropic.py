@@ -11,9 +11,9 @@ import copy
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import anthropic
@@ -33,6 +33,7 @@ from ..tokens import TokenEstimate, estimate_request
 from ..usage import CallStatus, Usage, _trusted_usage
 from ._anthropic_cache import PreparedRequest, estimate_input, observe_response, prepare_request
 from ._drift_report import announce_drift, drift_fields
+from ._signature import adopt_method_signature, adopt_signature
 from ._sse import BodyObserver, loads, tap_response
 
 __all__ = ["Anthropic", "AsyncAnthropic", "BudgetMiddleware", "usage_from_anthropic", "wrap_anthropic"]
@@ -152,43 +153,47 @@ class BudgetMiddleware(Middleware):
         options: ClientOptions | None = None,
         *,
         diagnostics: bool = True,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.options = options or ClientOptions()
         self.diagnostics = diagnostics
         self.clock = clock
-        """Wall clock used for TTL decisions (gaps between calls); a fake clock in simulations."""
+        """Wall clock for TTL decisions (gaps between calls); a fake clock in simulations. ``None``:
+        ``time.time`` looked up at each call, so frozen or moved time in a test steers it."""
         self.client_key = f"{id(self):x}"
         self.lineages = LineageRegistry()
         self._seen_batch_results: set[tuple[str, str]] = set()
         self._seen_lock = threading.Lock()
 
+    def now(self) -> float:
+        return time.time() if self.clock is None else self.clock()
+
     # -- the middleware protocol -------------------------------------------------------------
     def handle(self, request: APIRequest, call_next: Callable[[APIRequest], Any]) -> Any:
         plan = self._before(request)
         if plan is None:
-            return call_next(request)
+            return _error_status_response(request, call_next(request), anthropic.APIResponse)
         try:
             response = call_next(plan.request)
         except BaseException as exc:
             self._failed(plan, exc)
             raise
         self._after(plan, response)
-        return response
+        return _error_status_response(request, response, anthropic.APIResponse)
 
     async def handle_async(
         self, request: APIRequest, call_next: Callable[[APIRequest], Awaitable[Any]]
     ) -> Any:
         plan = self._before(request)
         if plan is None:
-            return await call_next(request)
+            return _error_status_response(request, await call_next(request), anthropic.AsyncAPIResponse)
         try:
             response = await call_next(plan.request)
         except BaseException as exc:
             self._failed(plan, exc)
             raise
         self._after(plan, response)
-        return response
+        return _error_status_response(request, response, anthropic.AsyncAPIResponse)
 
     # -- before sending ----------------------------------------------------------------------
     def _before(self, request: APIRequest) -> _Plan | None:
@@ -217,7 +222,7 @@ class BudgetMiddleware(Middleware):
                 cache_ttl=self.options.cache_ttl,
                 drift=self.options.drift,
                 state=state,
-                now=self.clock(),
+                now=self.now(),
                 diagnostics=self.diagnostics,
             )
         except _SkipPlacement:
@@ -263,11 +268,14 @@ class BudgetMiddleware(Middleware):
         metering.finish_call(plan.ctx, Usage(), status=status, error=type(exc).__name__)
 
     def _after(self, plan: _Plan, response: Any) -> None:
-        try:
-            http_response: httpx2.Response = response.http_response
-        except AttributeError:  # another middleware short-circuited with a model
-            metering.finish_call(plan.ctx, Usage(), status="ok", error="no-http-response")
-            return
+        if isinstance(response, httpx2.Response):  # cast_to=httpx2.Response: the SDK hands it bare
+            http_response = response
+        else:
+            try:
+                http_response = response.http_response
+            except AttributeError:  # another middleware short-circuited with a model
+                metering.finish_call(plan.ctx, Usage(), status="ok", error="no-http-response")
+                return
         status = http_response.status_code
         if status >= 400:
             if plan.ctx.operation == "batch":
@@ -302,7 +310,7 @@ class BudgetMiddleware(Middleware):
             drift = plan.ctx.drift
             if plan.prepared is not None and plan.state is not None and complete:
                 try:
-                    merged = observe_response(plan.state, plan.prepared, usage, message, now=self.clock())
+                    merged = observe_response(plan.state, plan.prepared, usage, message, now=self.now())
                     if merged is not None and merged is not drift:
                         if drift is None and self.options.drift == "warn":
                             announce_drift(merged, provider=PROVIDER, model=plan.ctx.model)
@@ -439,6 +447,33 @@ def _with_body(request: APIRequest, body: Mapping[str, Any]) -> APIRequest:
         return request.copy(body=body)
 
 
+def _error_status_response(request: APIRequest, response: Any, response_cls: type[Any]) -> Any:
+    """An error ``httpx2.Response`` handed back bare (``cast_to=httpx2.Response``) as the SDK's
+    response wrapper, so the SDK's loop retries and raises it as for a client without middleware.
+
+    anthropic's middleware branch (``_base_client._request``) treats a chain result that is not an
+    ``APIResponse`` as success, and ``cast_to=httpx2.Response`` (how its low-level ``get``/``post``
+    reach an undocumented endpoint) makes the chain return the bare response: with any middleware
+    installed, a 4xx/5xx would be returned unretried. The wrapper is only read for its
+    ``http_response`` (the loop raises or retries from there), hence no client.
+    """
+    if not isinstance(response, httpx2.Response) or response.is_success:
+        return response
+    try:
+        return response_cls(
+            raw=response,
+            cast_to=request.cast_to,
+            client=cast(Any, None),
+            stream=request.stream,
+            stream_cls=request.stream_cls,
+            options=request.options,
+            retries_taken=request.retries_taken,
+        )
+    except Exception as exc:  # a changed wrapper: the SDK's own (returned, unraised) behaviour
+        _hook_unavailable("anthropic.APIResponse(raw=..., options=...) for a bare error response", exc)
+        return response
+
+
 def _estimate_tokens(body: Mapping[str, Any], prepared: PreparedRequest | None) -> TokenEstimate:
     """From the blocks placement built (new blocks counted only), else from the whole body."""
     built = prepared.built if prepared is not None else None
@@ -448,15 +483,150 @@ def _estimate_tokens(body: Mapping[str, Any], prepared: PreparedRequest | None) 
 
 
 # -- clients ---------------------------------------------------------------------------------
+#
+# anthropic runs its credential chain (profiles, ANTHROPIC_PROFILE, workload identity) and lets
+# copy() inherit a credentials provider only when ``type(self) in (Anthropic, AsyncAnthropic)``
+# (``anthropic._client._is_base_client``): a subclass silently loses both. So our classes run the
+# SDK's ``__init__`` and ``copy`` as the SDK's own class: ``__init__`` on the brand-new object with
+# its class set to the SDK's for the call (no other thread can see it yet), ``copy`` on a
+# throwaway view of the client of the SDK's class (``self`` is shared, so its class never changes).
+
+_UNSET: Any = object()
+_hooks_warned: set[str] = set()
 
 
-def _with_budget_middleware(
-    middleware: Sequence[Any] | None, options: ClientOptions, *, diagnostics: bool = True
-) -> list[Any]:
-    chain = list(middleware or ())
-    if not any(isinstance(m, BudgetMiddleware) for m in chain):
-        chain.append(BudgetMiddleware(options, diagnostics=diagnostics))
-    return chain
+def _hook_unavailable(hook: str, exc: BaseException) -> None:
+    """One warning per hook and process: budgetclient took the public path instead."""
+    if hook in _hooks_warned:
+        return
+    _hooks_warned.add(hook)
+    log.warning(
+        "sdk.hook_unavailable",
+        provider=PROVIDER,
+        hook=hook,
+        sdk_version=anthropic.__version__,
+        error=type(exc).__name__,
+        detail=str(exc)[:200],
+    )
+
+
+def _chain(client: Any) -> tuple[Any, ...]:
+    """A client's middleware, outermost first (``client.middleware``; ``_middleware`` before it)."""
+    chain = getattr(client, "middleware", None)
+    if not isinstance(chain, tuple):
+        chain = getattr(client, "_middleware", ())
+    return tuple(chain or ())
+
+
+def _find_budget(client: Any) -> BudgetMiddleware | None:
+    return next((m for m in _chain(client) if isinstance(m, BudgetMiddleware)), None)
+
+
+def _arrange(middleware: Iterable[Any] | None, current: BudgetMiddleware) -> list[Any]:
+    """``middleware`` with one BudgetMiddleware, innermost (last): one the caller added, else ``current``.
+
+    The SDK nests middleware in list order (first = outermost). Innermost, budgetclient meters
+    every HTTP attempt, also each of several that an outer middleware (a fallback or hedging
+    one) sends for one call; and a copy keeps ``current``: its options and conversation state.
+    """
+    given = list(middleware or ())
+    explicit = [m for m in given if isinstance(m, BudgetMiddleware) and m is not current]
+    ours = explicit[-1] if explicit else current
+    return [*(m for m in given if not isinstance(m, BudgetMiddleware)), ours]
+
+
+def _init_client(client: Any, sdk_cls: Any, kwargs: dict[str, Any]) -> None:
+    """``sdk_cls.__init__`` with budgetclient's middleware, run as ``sdk_cls`` itself for our classes."""
+    options, rest = split_client_options(kwargs)
+    given = list(rest.pop("middleware", None) or ())
+    current = next((m for m in given if isinstance(m, BudgetMiddleware)), None) or BudgetMiddleware(options)
+    rest["middleware"] = _arrange(given, current)
+    cls = type(client)
+    if cls not in _OURS:  # a user's subclass of ours: treated by the SDK as any subclass of its own
+        sdk_cls.__init__(client, **rest)
+        return
+    try:
+        client.__class__ = sdk_cls
+    except TypeError as exc:
+        _hook_unavailable("client.__class__ = anthropic.Anthropic (credential chain)", exc)
+        sdk_cls.__init__(client, **rest)
+        return
+    try:
+        sdk_cls.__init__(client, **rest)
+    finally:
+        client.__class__ = cls
+
+
+def _copy_client(client: Any, sdk_cls: Any, kwargs: dict[str, Any]) -> Any:
+    """``sdk_cls.copy`` of our ``client``: budgetclient's middleware kept innermost, credentials
+    inherited as by the SDK's own class."""
+    current = _find_budget(client)
+    requested = kwargs.get("middleware", _UNSET)
+    if current is not None:
+        kwargs["middleware"] = _arrange(_chain(client) if requested is _UNSET else requested, current)
+    cls = type(client)
+    if cls not in _OURS:
+        return sdk_cls.copy(client, **kwargs)
+    try:
+        view: Any = object.__new__(sdk_cls)
+        view.__dict__.update(vars(client))
+    except TypeError as exc:
+        _hook_unavailable("object.__new__(anthropic.Anthropic) view (copy credentials)", exc)
+        return sdk_cls.copy(client, **kwargs)
+    copied = sdk_cls.copy(view, **kwargs)
+    try:
+        copied.__class__ = cls
+    except TypeError as exc:  # still instrumented (its middleware), but of the SDK's class
+        _hook_unavailable("copy().__class__ = budgetclient class", exc)
+    return copied
+
+
+class _ArrangedCopy:
+    """``copy`` / ``with_options`` of a client ``wrap()`` returned (the SDK's class, which cannot be
+    changed): copies, ``with_middleware()`` ones included, keep budgetclient's middleware
+    innermost and are hooked in turn."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __call__(self, **kwargs: Any) -> Any:
+        client = self.client
+        current = _find_budget(client)
+        if current is not None:
+            requested = kwargs.get("middleware", _UNSET)
+            kwargs["middleware"] = _arrange(_chain(client) if requested is _UNSET else requested, current)
+        copied = type(client).copy(client, **kwargs)
+        _hook_copies(copied)
+        return copied
+
+
+def _hook_copies(client: Any) -> None:
+    """Set `_ArrangedCopy` on an SDK-class client's instance (the SDK's ``with_middleware`` calls
+    ``self.copy``); our own classes override ``copy`` already."""
+    if type(client) in _OURS or not callable(getattr(type(client), "copy", None)):
+        return
+    try:
+        attributes = vars(client)
+    except TypeError as exc:
+        _hook_unavailable("client.__dict__ (copy hook)", exc)
+        return
+    attributes["copy"] = attributes["with_options"] = _ArrangedCopy(client)
+
+
+if TYPE_CHECKING:
+    from anthropic import (
+        AccessTokenProvider,
+        AsyncAccessTokenProvider,
+        MiddlewareInput,
+        NotGiven,
+        OpenTelemetryClientOption,
+        Timeout,
+        TokenCache,
+    )
+
+    from ..options import CacheMode, CacheTTL, DriftMode
 
 
 class Anthropic(anthropic.Anthropic):
@@ -465,9 +635,43 @@ class Anthropic(anthropic.Anthropic):
     Takes the SDK's constructor arguments plus ``cache``, ``cache_ttl`` and ``drift``.
     """
 
-    def __init__(self, *args: Any, middleware: Sequence[Any] | None = None, **kwargs: Any) -> None:
-        options, rest = split_client_options(kwargs)
-        super().__init__(*args, middleware=_with_budget_middleware(middleware, options), **rest)
+    if TYPE_CHECKING:
+        # the installed SDK's parameters (a test checks none is missing), so type checkers and
+        # IDEs see them; at run time every keyword goes to the SDK as given
+
+        def __init__(
+            self,
+            *,
+            api_key: str | None = None,
+            auth_token: str | None = None,
+            credentials: AccessTokenProvider | None = None,
+            config: Mapping[str, Any] | None = None,
+            profile: str | None = None,
+            webhook_key: str | None = None,
+            base_url: str | httpx2.URL | None = None,
+            timeout: float | Timeout | NotGiven | None = anthropic.not_given,
+            max_retries: int = anthropic.DEFAULT_MAX_RETRIES,
+            default_headers: Mapping[str, str] | None = None,
+            default_query: Mapping[str, object] | None = None,
+            open_telemetry: OpenTelemetryClientOption = None,
+            http_client: httpx2.Client | None = None,
+            middleware: Sequence[MiddlewareInput] | None = None,
+            _strict_response_validation: bool = False,
+            _token_cache: TokenCache | NotGiven | None = anthropic.not_given,
+            cache: CacheMode = "auto",
+            cache_ttl: CacheTTL = "auto",
+            drift: DriftMode = "warn",
+        ) -> None: ...
+
+    else:
+
+        def __init__(self, **kwargs):
+            _init_client(self, anthropic.Anthropic, kwargs)
+
+        def copy(self, **kwargs):
+            return _copy_client(self, anthropic.Anthropic, kwargs)
+
+        with_options = copy
 
     @property
     def budget_options(self) -> ClientOptions:
@@ -477,20 +681,59 @@ class Anthropic(anthropic.Anthropic):
 class AsyncAnthropic(anthropic.AsyncAnthropic):
     """``anthropic.AsyncAnthropic`` with budgetclient's metering, placement and drift checks."""
 
-    def __init__(self, *args: Any, middleware: Sequence[Any] | None = None, **kwargs: Any) -> None:
-        options, rest = split_client_options(kwargs)
-        super().__init__(*args, middleware=_with_budget_middleware(middleware, options), **rest)
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            *,
+            api_key: str | None = None,
+            auth_token: str | None = None,
+            credentials: AccessTokenProvider | AsyncAccessTokenProvider | None = None,
+            config: Mapping[str, Any] | None = None,
+            profile: str | None = None,
+            webhook_key: str | None = None,
+            base_url: str | httpx2.URL | None = None,
+            timeout: float | Timeout | NotGiven | None = anthropic.not_given,
+            max_retries: int = anthropic.DEFAULT_MAX_RETRIES,
+            default_headers: Mapping[str, str] | None = None,
+            default_query: Mapping[str, object] | None = None,
+            open_telemetry: OpenTelemetryClientOption = None,
+            http_client: httpx2.AsyncClient | None = None,
+            middleware: Sequence[MiddlewareInput] | None = None,
+            _strict_response_validation: bool = False,
+            _token_cache: TokenCache | NotGiven | None = anthropic.not_given,
+            cache: CacheMode = "auto",
+            cache_ttl: CacheTTL = "auto",
+            drift: DriftMode = "warn",
+        ) -> None: ...
+
+    else:
+
+        def __init__(self, **kwargs):
+            _init_client(self, anthropic.AsyncAnthropic, kwargs)
+
+        def copy(self, **kwargs):
+            return _copy_client(self, anthropic.AsyncAnthropic, kwargs)
+
+        with_options = copy
 
     @property
     def budget_options(self) -> ClientOptions:
         return _budget_middleware(self).options
 
 
+_OURS: tuple[type, ...] = (Anthropic, AsyncAnthropic)
+
+for _cls, _sdk_cls in ((Anthropic, anthropic.Anthropic), (AsyncAnthropic, anthropic.AsyncAnthropic)):
+    adopt_signature(_cls, _sdk_cls)
+    adopt_method_signature(_cls.copy, _sdk_cls.copy)
+
+
 def _budget_middleware(client: Any) -> BudgetMiddleware:
-    for m in getattr(client, "_middleware", ()):
-        if isinstance(m, BudgetMiddleware):
-            return m
-    raise LookupError("client is not instrumented by budgetclient")
+    found = _find_budget(client)
+    if found is None:
+        raise LookupError("client is not instrumented by budgetclient")
+    return found
 
 
 C = TypeVar("C")
@@ -501,19 +744,21 @@ _NO_DIAGNOSTICS = ("AnthropicBedrock", "AnthropicVertex", "AnthropicBedrockMantl
 
 def wrap_anthropic(client: C, options: ClientOptions) -> C:
     """A copy of an Anthropic SDK client (any platform variant) with budgetclient installed."""
-    existing = [m for m in getattr(client, "_middleware", ()) if not isinstance(m, BudgetMiddleware)]
+    existing = [m for m in _chain(client) if not isinstance(m, BudgetMiddleware)]
     diagnostics = not any(type(client).__name__.endswith(n) for n in _NO_DIAGNOSTICS)
     chain = [*existing, BudgetMiddleware(options, diagnostics=diagnostics)]
     copy = getattr(client, "copy", None)
     if copy is None:
         raise TypeError(f"cannot instrument {type(client).__name__}: it has no copy(middleware=...)")
     try:
-        return copy(middleware=chain)  # type: ignore[no-any-return]
+        wrapped = copy(middleware=chain)
     except TypeError as exc:
         raise TypeError(
             f"cannot instrument {type(client).__name__}: this anthropic version does not accept "
             f"middleware on copy() ({exc}); upgrade anthropic to >= 2.10"
         ) from exc
+    _hook_copies(wrapped)
+    return wrapped  # type: ignore[no-any-return]
 
 
 def anthropic_wrap(client: Any, **options: Any) -> Any:

@@ -443,7 +443,8 @@ def _with_body(request: APIRequest, body: Mapping[str, Any]) -> APIRequest:
             stream_cls=request.stream_cls,
             retries_taken=request.retries_taken,
         )
-    except Exception:  # an SDK whose request differs: the public (slower) way
+    except Exception as exc:  # an SDK whose request differs: the public (slower) way
+        _hook_unavailable("APIRequest.options.model_copy()/json_data/extra_json/params", exc)
         return request.copy(body=body)
 
 

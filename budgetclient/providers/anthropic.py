@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, cast
 from urllib.parse import urlsplit
 
 import anthropic
@@ -630,44 +630,54 @@ if TYPE_CHECKING:
     from ..options import CacheMode, CacheTTL, DriftMode
 
 
+class _ClientArguments(TypedDict, total=False):
+    """The installed SDK's constructor keywords (a test checks none is missing) plus ours, for type
+    checkers and IDEs; at run time every keyword goes to the SDK as given, and the signature
+    shown (`_signature.adopt_signature`) is built from the installed SDK's."""
+
+    api_key: str | None
+    auth_token: str | None
+    config: Mapping[str, Any] | None
+    profile: str | None
+    webhook_key: str | None
+    base_url: str | httpx2.URL | None
+    timeout: float | Timeout | NotGiven | None
+    max_retries: int
+    default_headers: Mapping[str, str] | None
+    default_query: Mapping[str, object] | None
+    open_telemetry: OpenTelemetryClientOption
+    middleware: Sequence[MiddlewareInput] | None
+    _strict_response_validation: bool
+    _token_cache: TokenCache | NotGiven | None
+    cache: CacheMode
+    cache_ttl: CacheTTL
+    drift: DriftMode
+
+
+class AnthropicArguments(_ClientArguments, total=False):
+    """``bc.Anthropic``'s keyword arguments."""
+
+    credentials: AccessTokenProvider | None
+    http_client: httpx2.Client | None
+
+
+class AsyncAnthropicArguments(_ClientArguments, total=False):
+    """``bc.AsyncAnthropic``'s keyword arguments."""
+
+    credentials: AccessTokenProvider | AsyncAccessTokenProvider | None
+    http_client: httpx2.AsyncClient | None
+
+
 class Anthropic(anthropic.Anthropic):
     """``anthropic.Anthropic`` with budgetclient's metering, placement and drift checks.
 
     Takes the SDK's constructor arguments plus ``cache``, ``cache_ttl`` and ``drift``.
     """
 
-    if TYPE_CHECKING:
-        # the installed SDK's parameters (a test checks none is missing), so type checkers and
-        # IDEs see them; at run time every keyword goes to the SDK as given
+    def __init__(self, **kwargs: Unpack[AnthropicArguments]) -> None:
+        _init_client(self, anthropic.Anthropic, dict(kwargs))
 
-        def __init__(
-            self,
-            *,
-            api_key: str | None = None,
-            auth_token: str | None = None,
-            credentials: AccessTokenProvider | None = None,
-            config: Mapping[str, Any] | None = None,
-            profile: str | None = None,
-            webhook_key: str | None = None,
-            base_url: str | httpx2.URL | None = None,
-            timeout: float | Timeout | NotGiven | None = anthropic.not_given,
-            max_retries: int = anthropic.DEFAULT_MAX_RETRIES,
-            default_headers: Mapping[str, str] | None = None,
-            default_query: Mapping[str, object] | None = None,
-            open_telemetry: OpenTelemetryClientOption = None,
-            http_client: httpx2.Client | None = None,
-            middleware: Sequence[MiddlewareInput] | None = None,
-            _strict_response_validation: bool = False,
-            _token_cache: TokenCache | NotGiven | None = anthropic.not_given,
-            cache: CacheMode = "auto",
-            cache_ttl: CacheTTL = "auto",
-            drift: DriftMode = "warn",
-        ) -> None: ...
-
-    else:
-
-        def __init__(self, **kwargs):
-            _init_client(self, anthropic.Anthropic, kwargs)
+    if not TYPE_CHECKING:  # type checkers see the SDK's own (same signature, returns Self)
 
         def copy(self, **kwargs):
             return _copy_client(self, anthropic.Anthropic, kwargs)
@@ -682,36 +692,10 @@ class Anthropic(anthropic.Anthropic):
 class AsyncAnthropic(anthropic.AsyncAnthropic):
     """``anthropic.AsyncAnthropic`` with budgetclient's metering, placement and drift checks."""
 
-    if TYPE_CHECKING:
+    def __init__(self, **kwargs: Unpack[AsyncAnthropicArguments]) -> None:
+        _init_client(self, anthropic.AsyncAnthropic, dict(kwargs))
 
-        def __init__(
-            self,
-            *,
-            api_key: str | None = None,
-            auth_token: str | None = None,
-            credentials: AccessTokenProvider | AsyncAccessTokenProvider | None = None,
-            config: Mapping[str, Any] | None = None,
-            profile: str | None = None,
-            webhook_key: str | None = None,
-            base_url: str | httpx2.URL | None = None,
-            timeout: float | Timeout | NotGiven | None = anthropic.not_given,
-            max_retries: int = anthropic.DEFAULT_MAX_RETRIES,
-            default_headers: Mapping[str, str] | None = None,
-            default_query: Mapping[str, object] | None = None,
-            open_telemetry: OpenTelemetryClientOption = None,
-            http_client: httpx2.AsyncClient | None = None,
-            middleware: Sequence[MiddlewareInput] | None = None,
-            _strict_response_validation: bool = False,
-            _token_cache: TokenCache | NotGiven | None = anthropic.not_given,
-            cache: CacheMode = "auto",
-            cache_ttl: CacheTTL = "auto",
-            drift: DriftMode = "warn",
-        ) -> None: ...
-
-    else:
-
-        def __init__(self, **kwargs):
-            _init_client(self, anthropic.AsyncAnthropic, kwargs)
+    if not TYPE_CHECKING:
 
         def copy(self, **kwargs):
             return _copy_client(self, anthropic.AsyncAnthropic, kwargs)

@@ -8,6 +8,7 @@ which is the seam used here: no monkey-patching, and the caller gets the SDK's o
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import threading
 import time
@@ -591,6 +592,11 @@ class _ArrangedCopy:
 
     def __init__(self, client: Any) -> None:
         self.client = client
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """The SDK's ``copy`` signature, for ``inspect.signature`` / ``help()``."""
+        return inspect.signature(type(self.client).copy.__get__(self.client))
 
     def __call__(self, **kwargs: Any) -> Any:
         client = self.client

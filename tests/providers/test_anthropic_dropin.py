@@ -425,9 +425,9 @@ def test_runtime_signature_is_the_installed_sdks_plus_ours(raw: type, wrapped: t
     assert set(shown) - set(expected) == {"cache", "cache_ttl", "drift"}
     assert all(shown[n].kind is inspect.Parameter.KEYWORD_ONLY for n in ("cache", "cache_ttl", "drift"))
     for method in ("copy", "with_options"):
-        assert inspect.signature(getattr(wrapped(api_key="k"), method)) == inspect.signature(
-            getattr(raw(api_key="k"), method)
-        )
+        expected_method = inspect.signature(getattr(raw(api_key="k"), method))
+        assert inspect.signature(getattr(wrapped(api_key="k"), method)) == expected_method
+        assert inspect.signature(getattr(bc.wrap(raw(api_key="k")), method)) == expected_method
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from typing import Any
 
 from .._log import log
 
-__all__ = ["BUDGET_PARAMETERS", "adopt_method_signature", "adopt_signature"]
+__all__ = ["BUDGET_PARAMETERS", "COPY_PARAMETERS", "adopt_method_signature", "adopt_signature", "combined"]
 
 BUDGET_PARAMETERS = (
     inspect.Parameter("cache", inspect.Parameter.KEYWORD_ONLY, default="auto", annotation="CacheMode"),
@@ -24,9 +24,14 @@ BUDGET_PARAMETERS = (
 """budgetclient's per-client options (`ClientOptions`), as the constructors take them."""
 
 
-def _combined(sdk: Callable[..., Any], extra: tuple[inspect.Parameter, ...]) -> inspect.Signature:
-    """``sdk``'s signature with ``extra`` keyword-only parameters (before any ``**kwargs``)."""
-    signature = inspect.signature(sdk)
+COPY_PARAMETERS = tuple(
+    p.replace(default=None, annotation=f"{p.annotation} | None") for p in BUDGET_PARAMETERS
+)
+"""The same options as ``copy()`` / ``with_options()`` take them: ``None`` keeps the client's."""
+
+
+def combined(signature: inspect.Signature, extra: tuple[inspect.Parameter, ...]) -> inspect.Signature:
+    """``signature`` with ``extra`` keyword-only parameters (before any ``**kwargs``)."""
     params = list(signature.parameters.values())
     names = {p.name for p in params}
     tail = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
@@ -44,7 +49,7 @@ def adopt_signature(
     signature stays, with one logged warning.
     """
     try:
-        init = _combined(sdk_cls.__init__, extra)
+        init = combined(inspect.signature(sdk_cls.__init__), extra)
         unbound = init.replace(parameters=list(init.parameters.values())[1:])  # without ``self``
         cls.__init__.__signature__ = init
         cls.__signature__ = unbound
@@ -57,10 +62,13 @@ def adopt_signature(
         )
 
 
-def adopt_method_signature(method: Callable[..., Any], sdk_method: Callable[..., Any]) -> None:
-    """Show ``sdk_method``'s signature on ``method`` (a ``**kwargs`` override of it)."""
+def adopt_method_signature(
+    method: Callable[..., Any], sdk_method: Callable[..., Any], *, extra: tuple[inspect.Parameter, ...] = ()
+) -> None:
+    """Show ``sdk_method``'s signature (plus ``extra``) on ``method`` (a ``**kwargs`` override of it)."""
     try:
-        setattr(method, "__signature__", inspect.signature(sdk_method))  # noqa: B010 (a function attribute)
+        signature = combined(inspect.signature(sdk_method), extra)
+        setattr(method, "__signature__", signature)  # noqa: B010 (a function attribute)
     except (TypeError, ValueError, AttributeError) as exc:
         log.warning("sdk.signature_unavailable", method=getattr(sdk_method, "__qualname__", "?"),
                     error=type(exc).__name__, detail=str(exc)[:200])

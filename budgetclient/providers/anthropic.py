@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, cast
 from urllib.parse import urlsplit
 
@@ -34,7 +34,7 @@ from ..tokens import TokenEstimate, estimate_request
 from ..usage import CallStatus, Usage, _trusted_usage
 from ._anthropic_cache import PreparedRequest, estimate_input, observe_response, prepare_request
 from ._drift_report import announce_drift, drift_fields
-from ._signature import adopt_method_signature, adopt_signature
+from ._signature import COPY_PARAMETERS, adopt_method_signature, adopt_signature, combined
 from ._sse import BodyObserver, loads, tap_response
 
 __all__ = ["Anthropic", "AsyncAnthropic", "BudgetMiddleware", "usage_from_anthropic", "wrap_anthropic"]
@@ -168,6 +168,14 @@ class BudgetMiddleware(Middleware):
 
     def now(self) -> float:
         return time.time() if self.clock is None else self.clock()
+
+    def with_options(self, options: ClientOptions) -> BudgetMiddleware:
+        """This middleware with other options, sharing its conversation state (lineages, client
+        key, batch results seen): ``client.with_options(cache="off")`` continues the same
+        conversations."""
+        derived = copy.copy(self)
+        derived.options = options
+        return derived
 
     # -- the middleware protocol -------------------------------------------------------------
     def handle(self, request: APIRequest, call_next: Callable[[APIRequest], Any]) -> Any:
@@ -494,6 +502,7 @@ def _estimate_tokens(body: Mapping[str, Any], prepared: PreparedRequest | None) 
 # throwaway view of the client of the SDK's class (``self`` is shared, so its class never changes).
 
 _UNSET: Any = object()
+_BUDGET_OPTIONS = ("cache", "cache_ttl", "drift")
 _hooks_warned: set[str] = set()
 
 
@@ -513,10 +522,11 @@ def _hook_unavailable(hook: str, exc: BaseException) -> None:
 
 
 def _chain(client: Any) -> tuple[Any, ...]:
-    """A client's middleware, outermost first (``client.middleware``; ``_middleware`` before it)."""
-    chain = getattr(client, "middleware", None)
+    """A client's whole middleware chain, outermost first: ``_middleware`` (our classes' public
+    ``middleware`` leaves budgetclient's out), else the SDK's public ``middleware``."""
+    chain = getattr(client, "_middleware", None)
     if not isinstance(chain, tuple):
-        chain = getattr(client, "_middleware", ())
+        chain = getattr(client, "middleware", ())
     return tuple(chain or ())
 
 
@@ -559,13 +569,30 @@ def _init_client(client: Any, sdk_cls: Any, kwargs: dict[str, Any]) -> None:
         client.__class__ = cls
 
 
+def _arrange_copy(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``copy()`` keywords for the SDK: ``middleware`` with budgetclient's innermost, the client's
+    own or, given ``cache``/``cache_ttl``/``drift`` (a copy takes every constructor argument),
+    one with those options and the same conversation state."""
+    given = {name: kwargs.pop(name) for name in _BUDGET_OPTIONS if name in kwargs}
+    own = _find_budget(client)
+    if own is None:
+        return {**kwargs, **given}  # not instrumented: the SDK's own answer to unknown arguments
+    requested = kwargs.get("middleware", _UNSET)
+    chain = list(_chain(client) if requested is _UNSET else requested or ())
+    current = own
+    ours: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+    if ours:
+        merged: dict[str, Any] = {**asdict(own.options), **ours}
+        current = own.with_options(ClientOptions.create(**merged))
+        chain = [m for m in chain if m is not own]
+    kwargs["middleware"] = _arrange(chain, current)
+    return kwargs
+
+
 def _copy_client(client: Any, sdk_cls: Any, kwargs: dict[str, Any]) -> Any:
     """``sdk_cls.copy`` of our ``client``: budgetclient's middleware kept innermost, credentials
     inherited as by the SDK's own class."""
-    current = _find_budget(client)
-    requested = kwargs.get("middleware", _UNSET)
-    if current is not None:
-        kwargs["middleware"] = _arrange(_chain(client) if requested is _UNSET else requested, current)
+    kwargs = _arrange_copy(client, kwargs)
     cls = type(client)
     if cls not in _OURS:
         return sdk_cls.copy(client, **kwargs)
@@ -596,15 +623,12 @@ class _ArrangedCopy:
     @property
     def __signature__(self) -> inspect.Signature:
         """The SDK's ``copy`` signature, for ``inspect.signature`` / ``help()``."""
-        return inspect.signature(type(self.client).copy.__get__(self.client))
+        bound = inspect.signature(type(self.client).copy.__get__(self.client))
+        return combined(bound, COPY_PARAMETERS) if _find_budget(self.client) is not None else bound
 
     def __call__(self, **kwargs: Any) -> Any:
         client = self.client
-        current = _find_budget(client)
-        if current is not None:
-            requested = kwargs.get("middleware", _UNSET)
-            kwargs["middleware"] = _arrange(_chain(client) if requested is _UNSET else requested, current)
-        copied = type(client).copy(client, **kwargs)
+        copied = type(client).copy(client, **_arrange_copy(client, kwargs))
         _hook_copies(copied)
         return copied
 
@@ -674,19 +698,24 @@ class AsyncAnthropicArguments(_ClientArguments, total=False):
     http_client: httpx2.AsyncClient | None
 
 
-class Anthropic(anthropic.Anthropic):
+# the SDK's classes as imported: a test suite may rebind ``anthropic.Anthropic`` to ours
+_SDK_ANTHROPIC = anthropic.Anthropic
+_SDK_ASYNC_ANTHROPIC = anthropic.AsyncAnthropic
+
+
+class Anthropic(_SDK_ANTHROPIC):
     """``anthropic.Anthropic`` with budgetclient's metering, placement and drift checks.
 
     Takes the SDK's constructor arguments plus ``cache``, ``cache_ttl`` and ``drift``.
     """
 
     def __init__(self, **kwargs: Unpack[AnthropicArguments]) -> None:
-        _init_client(self, anthropic.Anthropic, dict(kwargs))
+        _init_client(self, _SDK_ANTHROPIC, dict(kwargs))
 
     if not TYPE_CHECKING:  # type checkers see the SDK's own (same signature, returns Self)
 
         def copy(self, **kwargs):
-            return _copy_client(self, anthropic.Anthropic, kwargs)
+            return _copy_client(self, _SDK_ANTHROPIC, kwargs)
 
         with_options = copy
 
@@ -694,17 +723,23 @@ class Anthropic(anthropic.Anthropic):
     def budget_options(self) -> ClientOptions:
         return _budget_middleware(self).options
 
+    @property
+    def middleware(self) -> tuple[MiddlewareInput, ...]:
+        """The caller's middleware, outermost first, as the SDK's client shows it: budgetclient's
+        own (always innermost, kept by every copy) is not listed."""
+        return _callers_middleware(self)
 
-class AsyncAnthropic(anthropic.AsyncAnthropic):
+
+class AsyncAnthropic(_SDK_ASYNC_ANTHROPIC):
     """``anthropic.AsyncAnthropic`` with budgetclient's metering, placement and drift checks."""
 
     def __init__(self, **kwargs: Unpack[AsyncAnthropicArguments]) -> None:
-        _init_client(self, anthropic.AsyncAnthropic, dict(kwargs))
+        _init_client(self, _SDK_ASYNC_ANTHROPIC, dict(kwargs))
 
     if not TYPE_CHECKING:
 
         def copy(self, **kwargs):
-            return _copy_client(self, anthropic.AsyncAnthropic, kwargs)
+            return _copy_client(self, _SDK_ASYNC_ANTHROPIC, kwargs)
 
         with_options = copy
 
@@ -712,12 +747,22 @@ class AsyncAnthropic(anthropic.AsyncAnthropic):
     def budget_options(self) -> ClientOptions:
         return _budget_middleware(self).options
 
+    @property
+    def middleware(self) -> tuple[MiddlewareInput, ...]:
+        """The caller's middleware, outermost first, as the SDK's client shows it: budgetclient's
+        own (always innermost, kept by every copy) is not listed."""
+        return _callers_middleware(self)
+
 
 _OURS: tuple[type, ...] = (Anthropic, AsyncAnthropic)
 
-for _cls, _sdk_cls in ((Anthropic, anthropic.Anthropic), (AsyncAnthropic, anthropic.AsyncAnthropic)):
+for _cls, _sdk_cls in ((Anthropic, _SDK_ANTHROPIC), (AsyncAnthropic, _SDK_ASYNC_ANTHROPIC)):
     adopt_signature(_cls, _sdk_cls)
-    adopt_method_signature(_cls.copy, _sdk_cls.copy)
+    adopt_method_signature(_cls.copy, _sdk_cls.copy, extra=COPY_PARAMETERS)
+
+
+def _callers_middleware(client: Any) -> tuple[MiddlewareInput, ...]:
+    return tuple(m for m in _chain(client) if not isinstance(m, BudgetMiddleware))
 
 
 def _budget_middleware(client: Any) -> BudgetMiddleware:

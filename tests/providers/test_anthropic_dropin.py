@@ -19,6 +19,7 @@ import pytest
 import respx
 
 import budgetclient as bc
+from budgetclient.providers import anthropic as provider
 from budgetclient.providers.anthropic import AnthropicArguments, AsyncAnthropicArguments, BudgetMiddleware
 
 from .profiles import write_profile
@@ -320,9 +321,9 @@ def test_copy_with_middleware_keeps_options_and_conversation_state(derive: Calla
     sent_raw, sent_ours = wire.bodies()
     assert sent_ours == sent_raw  # cache="off": no markers, no diagnostics, as the raw client sends
     assert copied.budget_options == client.budget_options
-    ours = [m for m in copied.middleware if isinstance(m, BudgetMiddleware)]
-    assert ours == [m for m in client.middleware if isinstance(m, BudgetMiddleware)]
-    assert copied.middleware[-1] is ours[0]  # the very same middleware: options and lineages
+    # the very same middleware, innermost: options and conversation state
+    assert provider._chain(copied)[-1] is provider._chain(client)[-1]
+    assert sum(isinstance(m, BudgetMiddleware) for m in provider._chain(copied)) == 1
 
 
 def test_an_explicit_budget_middleware_replaces_the_clients() -> None:
@@ -330,8 +331,37 @@ def test_an_explicit_budget_middleware_replaces_the_clients() -> None:
     mine = BudgetMiddleware(bc.ClientOptions(drift="off"))
     for copied in (client.with_options(middleware=[mine, passthrough]), client.with_middleware(mine)):
         assert copied.budget_options == bc.ClientOptions(drift="off")
-        assert copied.middleware[-1] is mine
-        assert sum(isinstance(m, BudgetMiddleware) for m in copied.middleware) == 1
+        assert provider._chain(copied)[-1] is mine
+        assert sum(isinstance(m, BudgetMiddleware) for m in provider._chain(copied)) == 1
+
+
+def test_middleware_lists_the_callers_as_the_raw_client_does() -> None:
+    wire = message_wire()
+    for derive in (
+        lambda c: c,
+        lambda c: c.with_middleware(passthrough),
+        lambda c: c.with_options(middleware=[*c.middleware, passthrough]),
+        lambda c: c.copy(middleware=[]),
+        lambda c: c.with_options(timeout=3),
+    ):
+        raw = derive(anthropic.Anthropic(api_key="k", middleware=[passthrough]))
+        mine = derive(bc.Anthropic(api_key="k", middleware=[passthrough], http_client=wire.client()))
+        assert mine.middleware == raw.middleware
+        assert isinstance(provider._chain(mine)[-1], BudgetMiddleware)  # metered all the same
+
+
+def test_with_options_takes_budget_options_and_keeps_the_conversation() -> None:
+    client = bc.Anthropic(api_key="k", drift="off")
+    relaxed = client.with_options(cache="off", timeout=4)
+    assert relaxed.budget_options == bc.ClientOptions(cache="off", drift="off")
+    assert client.budget_options == bc.ClientOptions(drift="off")
+    before, after = provider._chain(client)[-1], provider._chain(relaxed)[-1]
+    assert after is not before and after.lineages is before.lineages and after.client_key == before.client_key
+    assert relaxed.with_options(max_retries=0).budget_options == relaxed.budget_options
+    with pytest.raises(bc.ConfigurationError):
+        client.with_options(cache="sometimes")
+    wrapped = bc.wrap(anthropic.Anthropic(api_key="k")).with_options(cache_ttl="1h")
+    assert provider._budget_middleware(wrapped).options == bc.ClientOptions(cache_ttl="1h")
 
 
 # -- defect 4: every HTTP attempt is metered, whatever the middleware order --------------------
@@ -375,7 +405,7 @@ SYNC_CLIENTS: list[Callable[[Wire], Any]] = [
 def test_a_middleware_sending_twice_is_metered_per_attempt(make: Callable[[Wire], Any]) -> None:
     wire = two_answers()
     client = make(wire)
-    assert isinstance(client.middleware[-1], BudgetMiddleware)
+    assert isinstance(provider._chain(client)[-1], BudgetMiddleware)
     with bc.task("hedged") as t:
         message = client.with_options(max_retries=0).messages.create(
             model=MODEL, max_tokens=10, messages=MESSAGES
@@ -425,9 +455,11 @@ def test_runtime_signature_is_the_installed_sdks_plus_ours(raw: type, wrapped: t
     assert set(shown) - set(expected) == {"cache", "cache_ttl", "drift"}
     assert all(shown[n].kind is inspect.Parameter.KEYWORD_ONLY for n in ("cache", "cache_ttl", "drift"))
     for method in ("copy", "with_options"):
-        expected_method = inspect.signature(getattr(raw(api_key="k"), method))
-        assert inspect.signature(getattr(wrapped(api_key="k"), method)) == expected_method
-        assert inspect.signature(getattr(bc.wrap(raw(api_key="k")), method)) == expected_method
+        sdk_copy = inspect.signature(getattr(raw(api_key="k"), method)).parameters
+        for client in (wrapped(api_key="k"), bc.wrap(raw(api_key="k"))):
+            copy_shown = inspect.signature(getattr(client, method)).parameters
+            assert {n: copy_shown[n] for n in sdk_copy} == dict(sdk_copy)
+            assert {"cache", "cache_ttl", "drift"} <= set(copy_shown)  # a copy takes what __init__ does
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,13 @@ which is the seam used here: no monkey-patching, and the caller gets the SDK's o
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, cast
 from urllib.parse import urlsplit
 
 import anthropic
@@ -39,6 +40,7 @@ from ._anthropic_cache import (
     request_shape_of,
 )
 from ._drift_report import announce_drift, drift_fields
+from ._signature import COPY_PARAMETERS, adopt_method_signature, adopt_signature, combined
 from ._sse import BodyObserver, loads, tap_response
 
 __all__ = ["Anthropic", "AsyncAnthropic", "BudgetMiddleware", "usage_from_anthropic", "wrap_anthropic"]
@@ -158,43 +160,55 @@ class BudgetMiddleware(Middleware):
         options: ClientOptions | None = None,
         *,
         diagnostics: bool = True,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.options = options or ClientOptions()
         self.diagnostics = diagnostics
         self.clock = clock
-        """Wall clock used for TTL decisions (gaps between calls); a fake clock in simulations."""
+        """Wall clock for TTL decisions (gaps between calls); a fake clock in simulations. ``None``:
+        ``time.time`` looked up at each call, so frozen or moved time in a test steers it."""
         self.client_key = f"{id(self):x}"
         self.lineages = LineageRegistry()
         self._seen_batch_results: set[tuple[str, str]] = set()
         self._seen_lock = threading.Lock()
 
+    def now(self) -> float:
+        return time.time() if self.clock is None else self.clock()
+
+    def with_options(self, options: ClientOptions) -> BudgetMiddleware:
+        """This middleware with other options, sharing its conversation state (lineages, client
+        key, batch results seen): ``client.with_options(cache="off")`` continues the same
+        conversations."""
+        derived = copy.copy(self)
+        derived.options = options
+        return derived
+
     # -- the middleware protocol -------------------------------------------------------------
     def handle(self, request: APIRequest, call_next: Callable[[APIRequest], Any]) -> Any:
         plan = self._before(request)
         if plan is None:
-            return call_next(request)
+            return _error_status_response(request, call_next(request), anthropic.APIResponse)
         try:
             response = call_next(plan.request)
         except BaseException as exc:
             self._failed(plan, exc)
             raise
         self._after(plan, response)
-        return response
+        return _error_status_response(request, response, anthropic.APIResponse)
 
     async def handle_async(
         self, request: APIRequest, call_next: Callable[[APIRequest], Awaitable[Any]]
     ) -> Any:
         plan = self._before(request)
         if plan is None:
-            return await call_next(request)
+            return _error_status_response(request, await call_next(request), anthropic.AsyncAPIResponse)
         try:
             response = await call_next(plan.request)
         except BaseException as exc:
             self._failed(plan, exc)
             raise
         self._after(plan, response)
-        return response
+        return _error_status_response(request, response, anthropic.AsyncAPIResponse)
 
     # -- before sending ----------------------------------------------------------------------
     def _before(self, request: APIRequest) -> _Plan | None:
@@ -226,7 +240,7 @@ class BudgetMiddleware(Middleware):
                 cache_ttl=self.options.cache_ttl,
                 drift=self.options.drift,
                 state=state,
-                now=self.clock(),
+                now=self.now(),
                 diagnostics=self.diagnostics,
             )
         except _SkipPlacement:
@@ -272,11 +286,14 @@ class BudgetMiddleware(Middleware):
         metering.finish_call(plan.ctx, Usage(), status=status, error=type(exc).__name__)
 
     def _after(self, plan: _Plan, response: Any) -> None:
-        try:
-            http_response: httpx2.Response = response.http_response
-        except AttributeError:  # another middleware short-circuited with a model
-            metering.finish_call(plan.ctx, Usage(), status="ok", error="no-http-response")
-            return
+        if isinstance(response, httpx2.Response):  # cast_to=httpx2.Response: the SDK hands it bare
+            http_response = response
+        else:
+            try:
+                http_response = response.http_response
+            except AttributeError:  # another middleware short-circuited with a model
+                metering.finish_call(plan.ctx, Usage(), status="ok", error="no-http-response")
+                return
         status = http_response.status_code
         if status >= 400:
             if plan.ctx.operation == "batch":
@@ -311,7 +328,7 @@ class BudgetMiddleware(Middleware):
             drift = plan.ctx.drift
             if plan.prepared is not None and plan.state is not None and complete:
                 try:
-                    merged = observe_response(plan.state, plan.prepared, usage, message, now=self.clock())
+                    merged = observe_response(plan.state, plan.prepared, usage, message, now=self.now())
                     if merged is not None and merged is not drift:
                         if drift is None and self.options.drift == "warn":
                             announce_drift(merged, provider=PROVIDER, model=plan.ctx.model)
@@ -444,8 +461,36 @@ def _with_body(request: APIRequest, body: Mapping[str, Any]) -> APIRequest:
             stream_cls=request.stream_cls,
             retries_taken=request.retries_taken,
         )
-    except Exception:  # an SDK whose request differs: the public (slower) way
+    except Exception as exc:  # an SDK whose request differs: the public (slower) way
+        _hook_unavailable("APIRequest.options.model_copy()/json_data/extra_json/params", exc)
         return request.copy(body=body)
+
+
+def _error_status_response(request: APIRequest, response: Any, response_cls: type[Any]) -> Any:
+    """An error ``httpx2.Response`` handed back bare (``cast_to=httpx2.Response``) as the SDK's
+    response wrapper, so the SDK's loop retries and raises it as for a client without middleware.
+
+    anthropic's middleware branch (``_base_client._request``) treats a chain result that is not an
+    ``APIResponse`` as success, and ``cast_to=httpx2.Response`` (how its low-level ``get``/``post``
+    reach an undocumented endpoint) makes the chain return the bare response: with any middleware
+    installed, a 4xx/5xx would be returned unretried. The wrapper is only read for its
+    ``http_response`` (the loop raises or retries from there), hence no client.
+    """
+    if not isinstance(response, httpx2.Response) or response.is_success:
+        return response
+    try:
+        return response_cls(
+            raw=response,
+            cast_to=request.cast_to,
+            client=cast(Any, None),
+            stream=request.stream,
+            stream_cls=request.stream_cls,
+            options=request.options,
+            retries_taken=request.retries_taken,
+        )
+    except Exception as exc:  # a changed wrapper: the SDK's own (returned, unraised) behaviour
+        _hook_unavailable("anthropic.APIResponse(raw=..., options=...) for a bare error response", exc)
+        return response
 
 
 def _estimate_tokens(body: Mapping[str, Any], prepared: PreparedRequest | None) -> TokenEstimate:
@@ -457,49 +502,283 @@ def _estimate_tokens(body: Mapping[str, Any], prepared: PreparedRequest | None) 
 
 
 # -- clients ---------------------------------------------------------------------------------
+#
+# anthropic runs its credential chain (profiles, ANTHROPIC_PROFILE, workload identity) and lets
+# copy() inherit a credentials provider only when ``type(self) in (Anthropic, AsyncAnthropic)``
+# (``anthropic._client._is_base_client``): a subclass silently loses both. So our classes run the
+# SDK's ``__init__`` and ``copy`` as the SDK's own class: ``__init__`` on the brand-new object with
+# its class set to the SDK's for the call (no other thread can see it yet), ``copy`` on a
+# throwaway view of the client of the SDK's class (``self`` is shared, so its class never changes).
+
+_UNSET: Any = object()
+_BUDGET_OPTIONS = ("cache", "cache_ttl", "drift")
+_hooks_warned: set[str] = set()
 
 
-def _with_budget_middleware(
-    middleware: Sequence[Any] | None, options: ClientOptions, *, diagnostics: bool = True
-) -> list[Any]:
-    chain = list(middleware or ())
-    if not any(isinstance(m, BudgetMiddleware) for m in chain):
-        chain.append(BudgetMiddleware(options, diagnostics=diagnostics))
-    return chain
+def _hook_unavailable(hook: str, exc: BaseException) -> None:
+    """One warning per hook and process: budgetclient took the public path instead."""
+    if hook in _hooks_warned:
+        return
+    _hooks_warned.add(hook)
+    log.warning(
+        "sdk.hook_unavailable",
+        provider=PROVIDER,
+        hook=hook,
+        sdk_version=anthropic.__version__,
+        error=type(exc).__name__,
+        detail=str(exc)[:200],
+    )
 
 
-class Anthropic(anthropic.Anthropic):
+def _chain(client: Any) -> tuple[Any, ...]:
+    """A client's whole middleware chain, outermost first: ``_middleware`` (our classes' public
+    ``middleware`` leaves budgetclient's out), else the SDK's public ``middleware``."""
+    chain = getattr(client, "_middleware", None)
+    if not isinstance(chain, tuple):
+        chain = getattr(client, "middleware", ())
+    return tuple(chain or ())
+
+
+def _find_budget(client: Any) -> BudgetMiddleware | None:
+    return next((m for m in _chain(client) if isinstance(m, BudgetMiddleware)), None)
+
+
+def _arrange(middleware: Iterable[Any] | None, current: BudgetMiddleware) -> list[Any]:
+    """``middleware`` with one BudgetMiddleware, innermost (last): one the caller added, else ``current``.
+
+    The SDK nests middleware in list order (first = outermost). Innermost, budgetclient meters
+    every HTTP attempt, also each of several that an outer middleware (a fallback or hedging
+    one) sends for one call; and a copy keeps ``current``: its options and conversation state.
+    """
+    given = list(middleware or ())
+    explicit = [m for m in given if isinstance(m, BudgetMiddleware) and m is not current]
+    ours = explicit[-1] if explicit else current
+    return [*(m for m in given if not isinstance(m, BudgetMiddleware)), ours]
+
+
+def _init_client(client: Any, sdk_cls: Any, kwargs: dict[str, Any]) -> None:
+    """``sdk_cls.__init__`` with budgetclient's middleware, run as ``sdk_cls`` itself for our classes."""
+    options, rest = split_client_options(kwargs)
+    given = list(rest.pop("middleware", None) or ())
+    current = next((m for m in given if isinstance(m, BudgetMiddleware)), None) or BudgetMiddleware(options)
+    rest["middleware"] = _arrange(given, current)
+    cls = type(client)
+    if cls not in _OURS:  # a user's subclass of ours: treated by the SDK as any subclass of its own
+        sdk_cls.__init__(client, **rest)
+        return
+    try:
+        client.__class__ = sdk_cls
+    except TypeError as exc:
+        _hook_unavailable("client.__class__ = anthropic.Anthropic (credential chain)", exc)
+        sdk_cls.__init__(client, **rest)
+        return
+    try:
+        sdk_cls.__init__(client, **rest)
+    finally:
+        client.__class__ = cls
+
+
+def _arrange_copy(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``copy()`` keywords for the SDK: ``middleware`` with budgetclient's innermost, the client's
+    own or, given ``cache``/``cache_ttl``/``drift`` (a copy takes every constructor argument),
+    one with those options and the same conversation state."""
+    given = {name: kwargs.pop(name) for name in _BUDGET_OPTIONS if name in kwargs}
+    own = _find_budget(client)
+    if own is None:
+        return {**kwargs, **given}  # not instrumented: the SDK's own answer to unknown arguments
+    requested = kwargs.get("middleware", _UNSET)
+    chain = list(_chain(client) if requested is _UNSET else requested or ())
+    current = own
+    ours: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+    if ours:
+        merged: dict[str, Any] = {**asdict(own.options), **ours}
+        current = own.with_options(ClientOptions.create(**merged))
+        chain = [m for m in chain if m is not own]
+    kwargs["middleware"] = _arrange(chain, current)
+    return kwargs
+
+
+def _copy_client(client: Any, sdk_cls: Any, kwargs: dict[str, Any]) -> Any:
+    """``sdk_cls.copy`` of our ``client``: budgetclient's middleware kept innermost, credentials
+    inherited as by the SDK's own class."""
+    kwargs = _arrange_copy(client, kwargs)
+    cls = type(client)
+    if cls not in _OURS:
+        return sdk_cls.copy(client, **kwargs)
+    try:
+        view: Any = object.__new__(sdk_cls)
+        view.__dict__.update(vars(client))
+    except TypeError as exc:
+        _hook_unavailable("object.__new__(anthropic.Anthropic) view (copy credentials)", exc)
+        return sdk_cls.copy(client, **kwargs)
+    copied = sdk_cls.copy(view, **kwargs)
+    try:
+        copied.__class__ = cls
+    except TypeError as exc:  # still instrumented (its middleware), but of the SDK's class
+        _hook_unavailable("copy().__class__ = budgetclient class", exc)
+    return copied
+
+
+class _ArrangedCopy:
+    """``copy`` / ``with_options`` of a client ``wrap()`` returned (the SDK's class, which cannot be
+    changed): copies, ``with_middleware()`` ones included, keep budgetclient's middleware
+    innermost and are hooked in turn."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """The SDK's ``copy`` signature, for ``inspect.signature`` / ``help()``."""
+        bound = inspect.signature(type(self.client).copy.__get__(self.client))
+        return combined(bound, COPY_PARAMETERS) if _find_budget(self.client) is not None else bound
+
+    def __call__(self, **kwargs: Any) -> Any:
+        client = self.client
+        copied = type(client).copy(client, **_arrange_copy(client, kwargs))
+        _hook_copies(copied)
+        return copied
+
+
+def _hook_copies(client: Any) -> None:
+    """Set `_ArrangedCopy` on an SDK-class client's instance (the SDK's ``with_middleware`` calls
+    ``self.copy``); our own classes override ``copy`` already."""
+    if type(client) in _OURS or not callable(getattr(type(client), "copy", None)):
+        return
+    try:
+        attributes = vars(client)
+    except TypeError as exc:
+        _hook_unavailable("client.__dict__ (copy hook)", exc)
+        return
+    attributes["copy"] = attributes["with_options"] = _ArrangedCopy(client)
+
+
+if TYPE_CHECKING:
+    from anthropic import (
+        AccessTokenProvider,
+        AsyncAccessTokenProvider,
+        MiddlewareInput,
+        NotGiven,
+        OpenTelemetryClientOption,
+        Timeout,
+        TokenCache,
+    )
+
+    from ..options import CacheMode, CacheTTL, DriftMode
+
+
+class _ClientArguments(TypedDict, total=False):
+    """The installed SDK's constructor keywords (a test checks none is missing) plus ours, for type
+    checkers and IDEs; at run time every keyword goes to the SDK as given, and the signature
+    shown (`_signature.adopt_signature`) is built from the installed SDK's."""
+
+    api_key: str | None
+    auth_token: str | None
+    config: Mapping[str, Any] | None
+    profile: str | None
+    webhook_key: str | None
+    base_url: str | httpx2.URL | None
+    timeout: float | Timeout | NotGiven | None
+    max_retries: int
+    default_headers: Mapping[str, str] | None
+    default_query: Mapping[str, object] | None
+    open_telemetry: OpenTelemetryClientOption
+    middleware: Sequence[MiddlewareInput] | None
+    _strict_response_validation: bool
+    _token_cache: TokenCache | NotGiven | None
+    cache: CacheMode
+    cache_ttl: CacheTTL
+    drift: DriftMode
+
+
+class AnthropicArguments(_ClientArguments, total=False):
+    """``bc.Anthropic``'s keyword arguments."""
+
+    credentials: AccessTokenProvider | None
+    http_client: httpx2.Client | None
+
+
+class AsyncAnthropicArguments(_ClientArguments, total=False):
+    """``bc.AsyncAnthropic``'s keyword arguments."""
+
+    credentials: AccessTokenProvider | AsyncAccessTokenProvider | None
+    http_client: httpx2.AsyncClient | None
+
+
+# the SDK's classes as imported: a test suite may rebind ``anthropic.Anthropic`` to ours
+_SDK_ANTHROPIC = anthropic.Anthropic
+_SDK_ASYNC_ANTHROPIC = anthropic.AsyncAnthropic
+
+
+class Anthropic(_SDK_ANTHROPIC):
     """``anthropic.Anthropic`` with budgetclient's metering, placement and drift checks.
 
     Takes the SDK's constructor arguments plus ``cache``, ``cache_ttl`` and ``drift``.
     """
 
-    def __init__(self, *args: Any, middleware: Sequence[Any] | None = None, **kwargs: Any) -> None:
-        options, rest = split_client_options(kwargs)
-        super().__init__(*args, middleware=_with_budget_middleware(middleware, options), **rest)
+    def __init__(self, **kwargs: Unpack[AnthropicArguments]) -> None:
+        _init_client(self, _SDK_ANTHROPIC, dict(kwargs))
+
+    if not TYPE_CHECKING:  # type checkers see the SDK's own (same signature, returns Self)
+
+        def copy(self, **kwargs):
+            return _copy_client(self, _SDK_ANTHROPIC, kwargs)
+
+        with_options = copy
 
     @property
     def budget_options(self) -> ClientOptions:
         return _budget_middleware(self).options
 
+    @property
+    def middleware(self) -> tuple[MiddlewareInput, ...]:
+        """The caller's middleware, outermost first, as the SDK's client shows it: budgetclient's
+        own (always innermost, kept by every copy) is not listed."""
+        return _callers_middleware(self)
 
-class AsyncAnthropic(anthropic.AsyncAnthropic):
+
+class AsyncAnthropic(_SDK_ASYNC_ANTHROPIC):
     """``anthropic.AsyncAnthropic`` with budgetclient's metering, placement and drift checks."""
 
-    def __init__(self, *args: Any, middleware: Sequence[Any] | None = None, **kwargs: Any) -> None:
-        options, rest = split_client_options(kwargs)
-        super().__init__(*args, middleware=_with_budget_middleware(middleware, options), **rest)
+    def __init__(self, **kwargs: Unpack[AsyncAnthropicArguments]) -> None:
+        _init_client(self, _SDK_ASYNC_ANTHROPIC, dict(kwargs))
+
+    if not TYPE_CHECKING:
+
+        def copy(self, **kwargs):
+            return _copy_client(self, _SDK_ASYNC_ANTHROPIC, kwargs)
+
+        with_options = copy
 
     @property
     def budget_options(self) -> ClientOptions:
         return _budget_middleware(self).options
+
+    @property
+    def middleware(self) -> tuple[MiddlewareInput, ...]:
+        """The caller's middleware, outermost first, as the SDK's client shows it: budgetclient's
+        own (always innermost, kept by every copy) is not listed."""
+        return _callers_middleware(self)
+
+
+_OURS: tuple[type, ...] = (Anthropic, AsyncAnthropic)
+
+for _cls, _sdk_cls in ((Anthropic, _SDK_ANTHROPIC), (AsyncAnthropic, _SDK_ASYNC_ANTHROPIC)):
+    adopt_signature(_cls, _sdk_cls)
+    adopt_method_signature(_cls.copy, _sdk_cls.copy, extra=COPY_PARAMETERS)
+
+
+def _callers_middleware(client: Any) -> tuple[MiddlewareInput, ...]:
+    return tuple(m for m in _chain(client) if not isinstance(m, BudgetMiddleware))
 
 
 def _budget_middleware(client: Any) -> BudgetMiddleware:
-    for m in getattr(client, "_middleware", ()):
-        if isinstance(m, BudgetMiddleware):
-            return m
-    raise LookupError("client is not instrumented by budgetclient")
+    found = _find_budget(client)
+    if found is None:
+        raise LookupError("client is not instrumented by budgetclient")
+    return found
 
 
 C = TypeVar("C")
@@ -510,19 +789,21 @@ _NO_DIAGNOSTICS = ("AnthropicBedrock", "AnthropicVertex", "AnthropicBedrockMantl
 
 def wrap_anthropic(client: C, options: ClientOptions) -> C:
     """A copy of an Anthropic SDK client (any platform variant) with budgetclient installed."""
-    existing = [m for m in getattr(client, "_middleware", ()) if not isinstance(m, BudgetMiddleware)]
+    existing = [m for m in _chain(client) if not isinstance(m, BudgetMiddleware)]
     diagnostics = not any(type(client).__name__.endswith(n) for n in _NO_DIAGNOSTICS)
     chain = [*existing, BudgetMiddleware(options, diagnostics=diagnostics)]
     copy = getattr(client, "copy", None)
     if copy is None:
         raise TypeError(f"cannot instrument {type(client).__name__}: it has no copy(middleware=...)")
     try:
-        return copy(middleware=chain)  # type: ignore[no-any-return]
+        wrapped = copy(middleware=chain)
     except TypeError as exc:
         raise TypeError(
             f"cannot instrument {type(client).__name__}: this anthropic version does not accept "
             f"middleware on copy() ({exc}); upgrade anthropic to >= 2.10"
         ) from exc
+    _hook_copies(wrapped)
+    return wrapped  # type: ignore[no-any-return]
 
 
 def anthropic_wrap(client: Any, **options: Any) -> Any:

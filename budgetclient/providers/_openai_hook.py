@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx2
 import openai
 
-from .._log import log
+from ._hooks import hook_unavailable
 from ._openai_http import is_metered, share_meter
 from ._openai_meter import attach_plan
 
@@ -42,21 +41,13 @@ Build = Callable[..., httpx2.Request]
 _OPTION_FIELDS = ("method", "url", "json_data", "extra_json", "content", "files", "headers")
 """What `OpenAIMeter.plan_options` reads from the SDK's ``FinalRequestOptions``."""
 
-_warned: set[str] = set()
-_warned_lock = threading.Lock()
-
 
 def warn_hook_unavailable(hook: str, problem: str) -> None:
     """One logged warning per hook and problem, for the whole process."""
-    key = f"{hook}: {problem}"
-    with _warned_lock:
-        if key in _warned:
-            return
-        _warned.add(key)
-    log.warning(
-        "openai.hook_unavailable",
-        hook=hook,
-        sdk_version=openai.__version__,
+    hook_unavailable(
+        "openai",
+        openai.__version__,
+        hook,
         problem=problem,
         fallback="requests are metered as sent, without cache placement or drift checks",
     )

@@ -40,6 +40,7 @@ from ._anthropic_cache import (
     request_shape_of,
 )
 from ._drift_report import announce_drift, drift_fields
+from ._hooks import hook_unavailable
 from ._signature import COPY_PARAMETERS, adopt_method_signature, adopt_signature, combined
 from ._sse import BodyObserver, loads, tap_response
 
@@ -512,21 +513,14 @@ def _estimate_tokens(body: Mapping[str, Any], prepared: PreparedRequest | None) 
 
 _UNSET: Any = object()
 _BUDGET_OPTIONS = ("cache", "cache_ttl", "drift")
-_hooks_warned: set[str] = set()
-
-
 def _hook_unavailable(hook: str, exc: BaseException) -> None:
     """One warning per hook and process: budgetclient took the public path instead."""
-    if hook in _hooks_warned:
-        return
-    _hooks_warned.add(hook)
-    log.warning(
-        "sdk.hook_unavailable",
-        provider=PROVIDER,
-        hook=hook,
-        sdk_version=anthropic.__version__,
-        error=type(exc).__name__,
-        detail=str(exc)[:200],
+    hook_unavailable(
+        PROVIDER,
+        anthropic.__version__,
+        hook,
+        problem=f"{type(exc).__name__}: {str(exc)[:200]}",
+        fallback="the SDK's public path (see the hook's contract test)",
     )
 
 

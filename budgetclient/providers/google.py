@@ -17,7 +17,7 @@ on the clients (``wrap`` rebinds a copy). Each has a contract test
 (``tests/providers/test_google_contract.py``). At run time a missing hook never breaks a call:
 ``GenAIClient`` falls back to the public seam (``HttpOptions(httpx_client=...,
 httpx_async_client=...)``), ``wrap`` to the client as it is (unmetered), a failed class swap
-to metering without cache deletion on ``close()``; each logs one ``gemini.hook_changed``.
+to metering without cache deletion on ``close()``; each logs one ``sdk.hook_unavailable``.
 
 Request rewriting for managed caches happens on the wire, on the JSON body of
 ``:generateContent`` / ``:streamGenerateContent`` (see ``_google_cache``): the caller's objects and
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import atexit
 import copy
-import threading
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as distribution_version
@@ -41,10 +40,10 @@ from google.genai import types as genai_types
 from google.genai._api_client import BaseApiClient
 from google.genai.client import AsyncClient as GenAIAsyncClient
 
-from .._log import log
 from ..errors import ConfigurationError
 from ..options import ClientOptions, split_client_options
 from ._google_meter import GeminiMeter, meters_with_caches, usage_from_gemini
+from ._hooks import hook_unavailable
 
 __all__ = ["GenAIClient", "GeminiMeter", "meter_of", "usage_from_gemini", "wrap_genai"]
 
@@ -125,8 +124,6 @@ NEXTGEN_CLIENT = "_nextgen_client_instance"
 SDK_SWITCHES = ("_use_aiohttp", "_use_google_auth_sync", "_use_google_auth_async")
 """What ``_BudgetApiClient`` overrides to keep every request on the metered httpx2 clients."""
 
-_warned_hooks: set[str] = set()
-_warned_lock = threading.Lock()
 
 
 def sdk_version() -> str:
@@ -138,11 +135,7 @@ def sdk_version() -> str:
 
 def _hook_changed(hook: str, fallback: str) -> None:
     """Log, once per hook and process, that a private google-genai hook is missing or changed."""
-    with _warned_lock:
-        if hook in _warned_hooks:
-            return
-        _warned_hooks.add(hook)
-    log.warning("gemini.hook_changed", hook=hook, google_genai=sdk_version(), fallback=fallback)
+    hook_unavailable("gemini", sdk_version(), hook, problem="missing or changed", fallback=fallback)
 
 
 class _HookMissing(Exception):
@@ -319,7 +312,7 @@ def wrap_genai(client: C, options: ClientOptions) -> C:
 
     The copy shares the original's connection pools; closing it deletes its own cache entries only.
     When google-genai no longer has the hooks to do that, ``client`` is returned as it is (one
-    ``gemini.hook_changed`` warning logged): its calls work, unmetered.
+    ``sdk.hook_unavailable`` warning logged): its calls work, unmetered.
     """
     api = getattr(client, API_CLIENT, None)
     if not isinstance(api, BaseApiClient):

@@ -16,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import budgetclient as bc
+from budgetclient.providers import _hooks
 from budgetclient.providers import anthropic as provider
 from budgetclient.providers.anthropic import BudgetMiddleware
 
@@ -202,7 +203,7 @@ def test_a_changed_response_wrapper_falls_back_to_the_sdks_behaviour(monkeypatch
             raise TypeError("unexpected keyword argument 'raw'")
 
     monkeypatch.setattr(anthropic, "APIResponse", Changed)
-    monkeypatch.setattr(provider, "_hooks_warned", set())
+    monkeypatch.setattr(_hooks, "_warned", set())
     wire = Wire(default=lambda r: httpx2.Response(500, json={"type": "error"}))
     client = bc.wrap(sdk_client(wire, max_retries=0))
     with capture_logs() as logs:

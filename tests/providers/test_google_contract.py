@@ -23,6 +23,7 @@ from google.genai.client import AsyncClient
 from structlog.testing import capture_logs
 
 import budgetclient as bc
+from budgetclient.providers import _hooks
 from budgetclient.providers import google as google_provider
 from budgetclient.testing.fake_gemini import FakeGemini
 
@@ -50,7 +51,7 @@ def raw_client(fake: FakeGemini) -> genai.Client:
 
 @pytest.fixture(autouse=True)
 def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(google_provider, "_warned_hooks", set())
+    monkeypatch.setattr(_hooks, "_warned", set())
     yield
 
 
@@ -218,7 +219,7 @@ def test_public_seam_http_options_clients() -> None:
 
 
 def hook_warnings(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for e in logs if e["event"] == "gemini.hook_changed"]
+    return [e for e in logs if e["event"] == "sdk.hook_unavailable"]
 
 
 def run_both(client: Any) -> None:
@@ -237,7 +238,7 @@ def test_gen_ai_client_falls_back_to_the_public_seam(name: str, monkeypatch: pyt
     assert len(fake.generations) == 2 and t.calls == 2  # sent, answered and metered, sync and async
     assert t.usage.input_tokens == sum(g.usage_metadata["promptTokenCount"] for g in fake.generations)
     (warning,) = hook_warnings(logs)
-    assert "_renamed_by_a_future_release" in warning["hook"] and warning["google_genai"] == VERSION
+    assert "_renamed_by_a_future_release" in warning["hook"] and warning["sdk_version"] == VERSION
     assert "HttpOptions" in warning["fallback"]
     assert google_provider.meter_of(client).options.drift == "warn"
 
@@ -252,7 +253,7 @@ def test_wrap_falls_back_to_the_client_unmetered(name: str, monkeypatch: pytest.
         run_both(wrapped)
     assert wrapped is original and len(fake.generations) == 2 and t.calls == 0
     (warning,) = hook_warnings(logs)
-    assert warning["google_genai"] == VERSION and "not metered" in warning["fallback"]
+    assert warning["sdk_version"] == VERSION and "not metered" in warning["fallback"]
 
 
 def test_a_failed_class_swap_still_meters(monkeypatch: pytest.MonkeyPatch) -> None:

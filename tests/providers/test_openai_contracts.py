@@ -19,7 +19,7 @@ from openai._models import FinalRequestOptions
 from structlog.testing import capture_logs
 
 import budgetclient as bc
-from budgetclient.providers import _openai_hook
+from budgetclient.providers import _hooks
 from budgetclient.providers import openai as bc_openai
 from budgetclient.providers._openai_hook import _OPTION_FIELDS, build_hook_problem
 
@@ -123,7 +123,7 @@ async def test_a_read_response_is_served_from_its_content_attribute(package: str
 
 @pytest.fixture
 def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(_openai_hook, "_warned", set())
+    monkeypatch.setattr(_hooks, "_warned", set())
     yield
 
 
@@ -141,7 +141,7 @@ class ChangedOpenAI(openai.OpenAI):
 
 
 def _hook_warnings(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [entry for entry in logs if entry["event"] == "openai.hook_unavailable"]
+    return [entry for entry in logs if entry["event"] == "sdk.hook_unavailable"]
 
 
 @pytest.mark.usefixtures("fresh_warnings")

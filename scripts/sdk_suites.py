@@ -286,7 +286,9 @@ def run_suite(
         "-o",
         "console_output_style=classic",
     ]
-    cmd += ["-n", str(workers if workers > 1 else 0)]
+    # loadfile: a file's tests run in one worker in file order, so tests sharing a module-level
+    # client see the same history on every run (worksteal made wrapped outcomes order-dependent)
+    cmd += ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else ["-n", "0"]
     if wrapped:
         cmd.append(f"--sdk-suites-swap={sdk}")
     if node_ids is None:
@@ -301,7 +303,7 @@ def run_suite(
         "PYTHONPATH": os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")])),
     }
     env.pop("PYTEST_ADDOPTS", None)
-    log(f"{sdk}: {label} ({'all tests' if node_ids is None else f'{len(node_ids)} tests'}), log {out}")
+    log(f"{sdk}: {label} ({'all tests' if node_ids is None else f'{len(node_ids)} tests/files'}), log {out}")
     started = time.monotonic()
     with out.open("w", encoding="utf-8") as stream:
         proc = subprocess.run(cmd, cwd=src, env=env, stdout=stream, stderr=subprocess.STDOUT)
@@ -387,11 +389,13 @@ def run_sdk(sdk: str, args: argparse.Namespace, expected: dict[str, str]) -> Sui
         last = last_summary(cache).get(sdk, {})
         candidates = set(last.get("differences", {})) | set(last.get("flaky", {}))
         candidates |= {i for i in raw if match_expected(i, expected)}
-        selected = sorted(i for i in candidates if raw.get(i, {}).get("outcome") in PASSING)
+        # whole files, as in the full run: tests share module-level clients within a file
+        files = sorted({i.split("::")[0] for i in candidates if i in raw})
+        selected = sorted(i for i in raw if i.split("::")[0] in files)
         result = SuiteResult(sdk, version, raw, {})
-        if selected:
+        if files:
             result.wrapped, result.wall["wrapped"] = run_suite(
-                sdk, src, venv, runs / "wrapped-only", wrapped=True, node_ids=selected, **go
+                sdk, src, venv, runs / "wrapped-only", wrapped=True, node_ids=files, **go
             )
     else:
         raw, raw_wall = run_suite(sdk, src, venv, runs / "raw", wrapped=False, **go)
@@ -402,11 +406,13 @@ def run_sdk(sdk: str, args: argparse.Namespace, expected: dict[str, str]) -> Sui
     first = differing(result.raw, result.wrapped, selected)
     if first and not args.no_rerun:
         ids = sorted(first)
+        # whole files, so each test sees the module-level state it saw in the first run
+        files = sorted({i.split("::")[0] for i in ids})
         again_raw, result.wall["rerun_raw"] = run_suite(
-            sdk, src, venv, runs / "rerun-raw", wrapped=False, node_ids=ids, **go
+            sdk, src, venv, runs / "rerun-raw", wrapped=False, node_ids=files, **go
         )
         again_wrapped, result.wall["rerun_wrapped"] = run_suite(
-            sdk, src, venv, runs / "rerun-wrapped", wrapped=True, node_ids=ids, **go
+            sdk, src, venv, runs / "rerun-wrapped", wrapped=True, node_ids=files, **go
         )
         for node_id in ids:
             raw_ok = again_raw.get(node_id, {}).get("outcome") in PASSING
@@ -468,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only-differences",
         action="store_true",
-        help="rerun wrapped only the listed and last-differing tests, against the last raw run",
+        help="rerun wrapped only the files of the listed and last-differing tests, against the last raw run",
     )
     parser.add_argument("--no-rerun", action="store_true", help="do not rerun differences to weed out flakes")
     args = parser.parse_args(argv)

@@ -121,8 +121,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def _record(nodeid: str, outcome: str, message: str) -> None:
     results: dict[str, dict[str, str]] = _state["results"]
     old = results.get(nodeid)
-    if old is None or _RANK[outcome] > _RANK[old["outcome"]]:
+    if old is None:
         results[nodeid] = {"outcome": outcome, "message": message[-_MESSAGE_CHARS:]}
+    elif _RANK[outcome] > _RANK[old["outcome"]]:
+        # a teardown error after a failed call: the call's message says why
+        keep = old["outcome"] in ("failed", "error")
+        results[nodeid] = {
+            "outcome": outcome,
+            "message": old["message"] if keep else message[-_MESSAGE_CHARS:],
+        }
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

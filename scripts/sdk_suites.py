@@ -13,8 +13,12 @@ side is reported, not counted); a confirmed difference must be listed with its r
 ``scripts/sdk_suites_expected.toml`` or the script exits 1. A listed test that passes wrapped is
 reported as stale. A summary line per SDK is printed and ``summary.json`` written to the cache dir.
 
+Runs use ``--dist loadfile``: the suites share module-level and session clients between tests, and
+budgetclient keeps per-client conversation state (drift), so a file's tests must run in one worker
+in file order for wrapped outcomes to be reproducible; reruns run whole files for the same reason.
+
 ``tests/api_resources`` is not run: it needs a mock API server on 127.0.0.1:4010 fed with the
-API's OpenAPI spec. ``@stoplight/prism-cli`` installs from npm, but neither sdist ships a spec
+API's OpenAPI spec. ``@stoplight/prism-cli`` (5.14) installs from npm, but neither sdist ships a spec
 (openai's ``scripts/mock`` expects ``api_reference/openapi.transformed.yml``, which is only in the
 openai-python repository; the anthropic spec is not published), so there is nothing to serve.
 
@@ -508,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"not in {args.expected.name}:"
             )
             for node_id in result.unlisted:
-                message = result.wrapped.get(node_id, {}).get("message", "").strip().splitlines()
+                text = result.wrapped.get(node_id, {}).get("message", "").strip().splitlines()
+                message = [line for line in text if line.startswith("E ")][:1] or text[-1:]
                 print(f"  [{result.differences[node_id]}] {node_id}\n      {message[-1] if message else ''}")
             print(f"  (fix budgetclient, or list each under [{sdk}] in {args.expected} with its reason)")
     path = args.cache_dir / "summary.json"

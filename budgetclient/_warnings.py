@@ -17,7 +17,7 @@ from __future__ import annotations
 import warnings
 
 from ._log import log
-from .errors import BudgetClientWarning
+from .errors import BudgetClientWarning, PrefixDriftWarning
 
 __all__ = ["emit_warning"]
 
@@ -31,10 +31,12 @@ def emit_warning(warning: BudgetClientWarning, *, stacklevel: int = 2) -> None:
     try:
         warnings.warn(warning, stacklevel=stacklevel + 1)
     except BudgetClientWarning as raised:
-        # an "error" filter: report it without failing the caller's call
+        # an "error" filter: report it without failing the caller's call. A drift's excerpts
+        # (prompt text, masked) stay out of logs; its segment and cause are in ``cache.drift``.
+        detail = "see cache.drift" if isinstance(raised, PrefixDriftWarning) else str(raised)[:500]
         log.warning(
             "budgetclient.warning",
             category=type(raised).__name__,
-            detail=str(raised)[:500],
+            detail=detail,
             raised_by_filter=True,
         )

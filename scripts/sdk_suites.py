@@ -489,12 +489,15 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, object] = {}
     failed = False
     lines: list[str] = []
+    wrapped_total = unlisted_total = 0
     for sdk in args.sdk or SDKS:
         result = run_sdk(sdk, args, expected.get(sdk, {}))
         summary[sdk] = summarize(result)
         raw_pass = sum(r["outcome"] in PASSING for r in result.raw.values())
         wrapped_pass = sum(r["outcome"] in PASSING for r in result.wrapped.values())
         scope = "selected " if args.only_differences else ""
+        wrapped_total += wrapped_pass
+        unlisted_total += len(result.unlisted)
         lines.append(
             f"{sdk} {result.version}: raw {raw_pass} passed, wrapped {scope}{wrapped_pass} passed, "
             f"{len(result.differences)} differences "
@@ -523,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in lines:
         print(line)
     print(f"summary: {path}")
+    # the plain closing line: wrapped tests passed, and differences that fail the run
+    print(f"sdk-suites: {wrapped_total} passed, {unlisted_total} failed")
     return 1 if failed else 0
 
 

@@ -28,6 +28,13 @@ SWAPS: dict[str, tuple[str, ...]] = {
     "openai": ("OpenAI", "AsyncOpenAI"),
 }
 
+ALIASES: dict[str, dict[str, str]] = {
+    "anthropic": {"Client": "Anthropic", "AsyncClient": "AsyncAnthropic"},
+    "openai": {"Client": "OpenAI", "AsyncClient": "AsyncOpenAI"},
+}
+"""The package root's other names for the same classes, swapped with them while they are the same
+object: a suite that enumerates the root's client classes then sees one class per name, as raw."""
+
 # worst outcome wins when a test reports several phases
 _RANK = {"passed": 0, "xfailed": 1, "skipped": 2, "xpassed": 3, "failed": 4, "error": 5}
 _MESSAGE_CHARS = 1500
@@ -83,10 +90,14 @@ def _swap(package: str) -> list[str]:
     import budgetclient
 
     swapped: list[str] = []
+    aliases = [a for a, name in ALIASES[package].items() if getattr(sdk, a, None) is getattr(sdk, name)]
     for name in names:
         ours = getattr(budgetclient, name)
         setattr(sdk, name, ours)
         swapped.append(f"{package}.{name} -> {ours.__module__}.{ours.__qualname__}")
+    for alias in aliases:
+        setattr(sdk, alias, getattr(sdk, ALIASES[package][alias]))
+        swapped.append(f"{package}.{alias} (alias)")
     return swapped
 
 

@@ -1,32 +1,35 @@
 """Runtime signatures of budgetclient's client classes, built from the installed SDK's.
 
-Our constructors take ``**kwargs`` (so a new SDK parameter passes through unchanged), which on its
-own hides the SDK's parameters from ``inspect.signature``, ``help()`` and IDEs. The signature
-shown is therefore built at import time from the installed SDK's ``__init__``, plus
-budgetclient's keyword-only options.
+Our constructors and ``copy`` take ``**kwargs`` (so a new SDK parameter passes through
+unchanged), which on its own hides the SDK's parameters from ``inspect.signature``, ``help()``,
+IDEs and ``typing.get_type_hints``. What they show is therefore read from the installed SDK at
+import time, plus budgetclient's keyword-only options, so it never goes stale. (Type checkers
+read the ``TypedDict`` declarations in each provider module instead; a test per provider checks
+those against the installed SDK.)
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 from .._log import log
+from ..options import CacheMode, CacheTTL, ClientOptions, DriftMode
 
-__all__ = ["BUDGET_PARAMETERS", "COPY_PARAMETERS", "adopt_method_signature", "adopt_signature", "combined"]
+__all__ = ["BUDGET_PARAMETERS", "COPY_PARAMETERS", "combined", "show_sdk_signatures"]
+
+_DEFAULTS = ClientOptions()
 
 BUDGET_PARAMETERS = (
-    inspect.Parameter("cache", inspect.Parameter.KEYWORD_ONLY, default="auto", annotation="CacheMode"),
-    inspect.Parameter("cache_ttl", inspect.Parameter.KEYWORD_ONLY, default="auto", annotation="CacheTTL"),
-    inspect.Parameter("drift", inspect.Parameter.KEYWORD_ONLY, default="warn", annotation="DriftMode"),
+    inspect.Parameter("cache", inspect.Parameter.KEYWORD_ONLY, default=_DEFAULTS.cache, annotation=CacheMode),
+    inspect.Parameter(
+        "cache_ttl", inspect.Parameter.KEYWORD_ONLY, default=_DEFAULTS.cache_ttl, annotation=CacheTTL
+    ),
+    inspect.Parameter("drift", inspect.Parameter.KEYWORD_ONLY, default=_DEFAULTS.drift, annotation=DriftMode),
 )
 """budgetclient's per-client options (`ClientOptions`), as the constructors take them."""
 
-
-COPY_PARAMETERS = tuple(
-    p.replace(default=None, annotation=f"{p.annotation} | None") for p in BUDGET_PARAMETERS
-)
+COPY_PARAMETERS = tuple(p.replace(default=None, annotation=p.annotation | None) for p in BUDGET_PARAMETERS)
 """The same options as ``copy()`` / ``with_options()`` take them: ``None`` keeps the client's."""
 
 
@@ -40,35 +43,25 @@ def combined(signature: inspect.Signature, extra: tuple[inspect.Parameter, ...])
     return signature.replace(parameters=[*head, *added, *tail])
 
 
-def adopt_signature(
-    cls: Any, sdk_cls: Any, *, extra: tuple[inspect.Parameter, ...] = BUDGET_PARAMETERS
-) -> None:
-    """Show ``sdk_cls``'s constructor signature (plus ``extra``) on ``cls`` and ``cls.__init__``.
+def _unavailable(what: str, exc: BaseException) -> None:
+    log.warning("sdk.signature_unavailable", sdk=what, error=type(exc).__name__, detail=str(exc)[:200])
 
-    Never fails the import: on an SDK whose constructor cannot be introspected the generic
-    signature stays, with one logged warning.
+
+def show_sdk_signatures(cls: Any, sdk_cls: Any) -> None:
+    """Show ``sdk_cls``'s ``__init__`` and ``copy`` signatures (plus our options) on ``cls``.
+
+    ``typing.get_type_hints`` resolves the SDK's annotations in the SDK's module (through
+    ``__wrapped__``; ``inspect`` stops at ``__signature__``). Never fails the import: on an SDK
+    that cannot be introspected the generic signatures stay, with one logged warning.
     """
     try:
-        init = combined(inspect.signature(sdk_cls.__init__), extra)
-        unbound = init.replace(parameters=list(init.parameters.values())[1:])  # without ``self``
-        cls.__init__.__signature__ = init
-        cls.__signature__ = unbound
+        for name, extra in (("__init__", BUDGET_PARAMETERS), ("copy", COPY_PARAMETERS)):
+            function, sdk_function = getattr(cls, name), getattr(sdk_cls, name)
+            function.__signature__ = combined(inspect.signature(sdk_function), extra)
+            function.__wrapped__ = sdk_function
+            ours = {p.name: p.annotation for p in extra}
+            function.__annotations__ = {**ours, **sdk_function.__annotations__}
+        init = inspect.signature(cls.__init__)
+        cls.__signature__ = init.replace(parameters=list(init.parameters.values())[1:])  # without self
     except (TypeError, ValueError, AttributeError) as exc:
-        log.warning(
-            "sdk.signature_unavailable",
-            sdk_class=f"{sdk_cls.__module__}.{sdk_cls.__qualname__}",
-            error=type(exc).__name__,
-            detail=str(exc)[:200],
-        )
-
-
-def adopt_method_signature(
-    method: Callable[..., Any], sdk_method: Callable[..., Any], *, extra: tuple[inspect.Parameter, ...] = ()
-) -> None:
-    """Show ``sdk_method``'s signature (plus ``extra``) on ``method`` (a ``**kwargs`` override of it)."""
-    try:
-        signature = combined(inspect.signature(sdk_method), extra)
-        setattr(method, "__signature__", signature)  # noqa: B010 (a function attribute)
-    except (TypeError, ValueError, AttributeError) as exc:
-        log.warning("sdk.signature_unavailable", method=getattr(sdk_method, "__qualname__", "?"),
-                    error=type(exc).__name__, detail=str(exc)[:200])
+        _unavailable(f"{sdk_cls.__module__}.{sdk_cls.__qualname__}", exc)

@@ -41,7 +41,7 @@ from ._anthropic_cache import (
 )
 from ._drift_report import announce_drift, drift_fields
 from ._hooks import hook_unavailable
-from ._signature import COPY_PARAMETERS, adopt_method_signature, adopt_signature, combined
+from ._signature import COPY_PARAMETERS, combined, show_sdk_signatures
 from ._sse import BodyObserver, loads, tap_response
 
 __all__ = ["Anthropic", "AsyncAnthropic", "BudgetMiddleware", "usage_from_anthropic", "wrap_anthropic"]
@@ -666,7 +666,7 @@ if TYPE_CHECKING:
 class _ClientArguments(TypedDict, total=False):
     """The installed SDK's constructor keywords (a test checks none is missing) plus ours, for type
     checkers and IDEs; at run time every keyword goes to the SDK as given, and the signature
-    shown (`_signature.adopt_signature`) is built from the installed SDK's."""
+    shown (`_signature.show_sdk_signatures`) is built from the installed SDK's."""
 
     api_key: str | None
     auth_token: str | None
@@ -760,8 +760,7 @@ class AsyncAnthropic(_SDK_ASYNC_ANTHROPIC):
 _OURS: tuple[type, ...] = (Anthropic, AsyncAnthropic)
 
 for _cls, _sdk_cls in ((Anthropic, _SDK_ANTHROPIC), (AsyncAnthropic, _SDK_ASYNC_ANTHROPIC)):
-    adopt_signature(_cls, _sdk_cls)
-    adopt_method_signature(_cls.copy, _sdk_cls.copy, extra=COPY_PARAMETERS)
+    show_sdk_signatures(_cls, _sdk_cls)
 
 
 def _callers_middleware(client: Any) -> tuple[MiddlewareInput, ...]:

@@ -28,7 +28,6 @@ SDK's types, so a misspelled argument is an error there as with the SDK's own cl
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
@@ -41,6 +40,7 @@ from ._openai_hook import install, planned_build, warn_hook_unavailable
 from ._openai_http import is_metered, metered_client, share_meter
 from ._openai_meter import OpenAIMeter
 from ._openai_usage import usage_from_chat, usage_from_openai, usage_from_responses
+from ._signature import show_sdk_signatures
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -71,7 +71,6 @@ __all__ = [
 C = TypeVar("C")
 
 _OPTION_NAMES = ("cache", "cache_ttl", "drift")
-_OPTION_DEFAULTS = ClientOptions()
 
 
 class _SDKParams(TypedDict, total=False):
@@ -158,45 +157,6 @@ def _budget_options(client: Any) -> ClientOptions:
     raise LookupError("client is not instrumented by budgetclient")
 
 
-def _with_our_options(sdk: inspect.Signature, defaults: dict[str, Any]) -> inspect.Signature:
-    """``sdk`` with budgetclient's options added as keyword-only parameters (before any ``**``)."""
-    annotations: dict[str, Any] = {"cache": CacheMode, "cache_ttl": CacheTTL, "drift": DriftMode}
-    ours = [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=default,
-            annotation=annotations[name] if default is not None else annotations[name] | None,
-        )
-        for name, default in defaults.items()
-        if name not in sdk.parameters
-    ]
-    named = [p for p in sdk.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    var_keyword = [p for p in sdk.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
-    return sdk.replace(parameters=[*named, *ours, *var_keyword])
-
-
-def _set_signatures(cls: type[Any], sdk_cls: type[Any]) -> None:
-    """Show the installed SDK's ``__init__`` and ``copy`` signatures, plus budgetclient's options.
-
-    Read from the SDK at import, so they never go stale. ``copy`` takes the options too (None:
-    unchanged). ``typing.get_type_hints`` resolves the SDK's annotations in the SDK's module
-    (through ``__wrapped__``; ``inspect`` stops at ``__signature__``).
-    """
-    defaults = {name: getattr(_OPTION_DEFAULTS, name) for name in _OPTION_NAMES}
-    for name, ours in (("__init__", defaults), ("copy", dict.fromkeys(_OPTION_NAMES))):
-        function, sdk_function = getattr(cls, name), getattr(sdk_cls, name)
-        signature = _with_our_options(inspect.signature(sdk_function), ours)
-        function.__signature__ = signature
-        function.__wrapped__ = sdk_function
-        function.__annotations__ = {
-            **{p.name: p.annotation for p in signature.parameters.values() if p.name in ours},
-            **sdk_function.__annotations__,
-        }
-    init = inspect.signature(cls.__init__)
-    cls.__signature__ = init.replace(parameters=list(init.parameters.values())[1:])  # type: ignore[attr-defined]
-
-
 class OpenAI(openai.OpenAI):
     """``openai.OpenAI`` with budgetclient's metering, prompt-cache key, breakpoints and drift checks.
 
@@ -274,8 +234,8 @@ class AsyncOpenAI(openai.AsyncOpenAI):
         with_options = copy
 
 
-_set_signatures(OpenAI, openai.OpenAI)
-_set_signatures(AsyncOpenAI, openai.AsyncOpenAI)
+show_sdk_signatures(OpenAI, openai.OpenAI)
+show_sdk_signatures(AsyncOpenAI, openai.AsyncOpenAI)
 
 
 def wrap_openai(client: C, options: ClientOptions) -> C:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from .errors import ConfigurationError
 
-__all__ = ["CacheMode", "CacheTTL", "ClientOptions", "DriftMode", "split_client_options"]
+__all__ = [
+    "OPTION_NAMES",
+    "CacheMode",
+    "CacheTTL",
+    "ClientOptions",
+    "DriftMode",
+    "pop_option_overrides",
+    "split_client_options",
+]
 
 CacheMode = Literal["auto", "off"]
 CacheTTL = Literal["auto", "5m", "1h"]
@@ -19,6 +27,9 @@ _ALLOWED: dict[str, tuple[str, ...]] = {
     "cache_ttl": ("auto", "5m", "1h"),
     "drift": ("warn", "raise", "off"),
 }
+
+OPTION_NAMES: tuple[str, ...] = tuple(_ALLOWED)
+"""budgetclient's per-client option names, as the constructors and ``copy()`` take them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +61,22 @@ class ClientOptions:
                 )
         return cls(**values)
 
+    def updated(self, overrides: Mapping[str, Any]) -> ClientOptions:
+        """These options with ``overrides`` applied, validated as `create` does."""
+        return ClientOptions.create(**{**asdict(self), **overrides})
+
 
 def split_client_options(kwargs: Mapping[str, Any]) -> tuple[ClientOptions, dict[str, Any]]:
     """Separate budgetclient's options from the SDK constructor's keyword arguments."""
     ours = {k: v for k, v in kwargs.items() if k in _ALLOWED}
     rest = {k: v for k, v in kwargs.items() if k not in _ALLOWED}
     return ClientOptions.create(**ours), rest
+
+
+def pop_option_overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take budgetclient's options out of ``copy()`` / ``with_options()`` keywords.
+
+    Returns those to change: ``None`` (the default those methods show) keeps the client's value.
+    """
+    given = {name: kwargs.pop(name) for name in OPTION_NAMES if name in kwargs}
+    return {name: value for name, value in given.items() if value is not None}

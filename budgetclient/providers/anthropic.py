@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, cast
 from urllib.parse import urlsplit
 
@@ -27,7 +27,7 @@ from ..config import get_settings
 from ..errors import PrefixDriftError
 from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
 from ..metering import CallContext
-from ..options import ClientOptions, split_client_options
+from ..options import ClientOptions, pop_option_overrides, split_client_options
 from ..pricing import is_bedrock_id
 from ..tasks import current_task
 from ..tokens import TokenEstimate, estimate_request
@@ -512,7 +512,8 @@ def _estimate_tokens(body: Mapping[str, Any], prepared: PreparedRequest | None) 
 # throwaway view of the client of the SDK's class (``self`` is shared, so its class never changes).
 
 _UNSET: Any = object()
-_BUDGET_OPTIONS = ("cache", "cache_ttl", "drift")
+
+
 def _hook_unavailable(hook: str, exc: BaseException) -> None:
     """One warning per hook and process: budgetclient took the public path instead."""
     hook_unavailable(
@@ -576,17 +577,15 @@ def _arrange_copy(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``copy()`` keywords for the SDK: ``middleware`` with budgetclient's innermost, the client's
     own or, given ``cache``/``cache_ttl``/``drift`` (a copy takes every constructor argument),
     one with those options and the same conversation state."""
-    given = {name: kwargs.pop(name) for name in _BUDGET_OPTIONS if name in kwargs}
+    overrides = pop_option_overrides(kwargs)
     own = _find_budget(client)
     if own is None:
-        return {**kwargs, **given}  # not instrumented: the SDK's own answer to unknown arguments
+        return {**kwargs, **overrides}  # not instrumented: the SDK's own answer to unknown arguments
     requested = kwargs.get("middleware", _UNSET)
     chain = list(_chain(client) if requested is _UNSET else requested or ())
     current = own
-    ours: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
-    if ours:
-        merged: dict[str, Any] = {**asdict(own.options), **ours}
-        current = own.with_options(ClientOptions.create(**merged))
+    if overrides:
+        current = own.with_options(own.options.updated(overrides))
         chain = [m for m in chain if m is not own]
     kwargs["middleware"] = _arrange(chain, current)
     return kwargs

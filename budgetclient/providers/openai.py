@@ -28,13 +28,20 @@ SDK's types, so a misspelled argument is an error there as with the SDK's own cl
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import httpx2
 import openai
 
-from ..options import CacheMode, CacheTTL, ClientOptions, DriftMode, split_client_options
+from ..options import (
+    OPTION_NAMES,
+    CacheMode,
+    CacheTTL,
+    ClientOptions,
+    DriftMode,
+    pop_option_overrides,
+    split_client_options,
+)
 from ._openai_cache import prompt_cache_key_for
 from ._openai_hook import install, planned_build, warn_hook_unavailable
 from ._openai_http import is_metered, metered_client, share_meter
@@ -70,7 +77,6 @@ __all__ = [
 
 C = TypeVar("C")
 
-_OPTION_NAMES = ("cache", "cache_ttl", "drift")
 
 
 class _SDKParams(TypedDict, total=False):
@@ -123,7 +129,7 @@ def _init(client: Any, sdk_init: Any, kwargs: dict[str, Any]) -> None:
     Given none of budgetclient's options, an ``http_client`` that is already budgetclient's keeps
     its own (a ``copy()`` keeps its client's options and conversations).
     """
-    ours = any(name in kwargs for name in _OPTION_NAMES)
+    ours = any(name in kwargs for name in OPTION_NAMES)
     options, rest = split_client_options(kwargs)
     sdk_init(**rest)
     http_client = getattr(client, "_client", None)
@@ -139,11 +145,11 @@ def _copy_kwargs(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     The copy shares this client's meter (options, conversations), also when it is given an
     ``http_client`` of its own; given budgetclient options, it gets a meter of its own with them.
     """
-    given_options = {name: kwargs.pop(name) for name in _OPTION_NAMES if name in kwargs}
+    overrides = pop_option_overrides(kwargs)
     current = getattr(client, "_client", None)
-    if not (given_options and is_metered(current)):
+    if not (overrides and is_metered(current)):
         return share_meter(current, kwargs)
-    options = ClientOptions.create(**{**asdict(current.meter.options), **given_options})
+    options = current.meter.options.updated(overrides)
     base = kwargs.get("http_client") or current
     kwargs["http_client"] = metered_client(base.inner if is_metered(base) else base, OpenAIMeter(options))
     return kwargs

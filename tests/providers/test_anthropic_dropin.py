@@ -358,6 +358,7 @@ def test_with_options_takes_budget_options_and_keeps_the_conversation() -> None:
     before, after = provider._chain(client)[-1], provider._chain(relaxed)[-1]
     assert after is not before and after.lineages is before.lineages and after.client_key == before.client_key
     assert relaxed.with_options(max_retries=0).budget_options == relaxed.budget_options
+    assert relaxed.with_options(cache=None, drift=None).budget_options == relaxed.budget_options
     with pytest.raises(bc.ConfigurationError):
         client.with_options(cache="sometimes")
     wrapped = bc.wrap(anthropic.Anthropic(api_key="k")).with_options(cache_ttl="1h")

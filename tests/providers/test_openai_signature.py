@@ -53,6 +53,9 @@ def test_copy_takes_every_constructor_parameter_and_our_options(ours: Any, sdk: 
     assert copied._client.inner is client._client.inner  # one HTTP client, as SDK copies share it
     with pytest.raises(bc.ConfigurationError):
         client.copy(cache_ttl="2h")
+    # None, the default copy() shows for our options, keeps the client's (as the SDK's own None does)
+    kept = copied.copy(cache=None, cache_ttl=None, drift=None)
+    assert kept.budget_options == bc.ClientOptions(cache="off", drift="off")
 
 
 @pytest.mark.parametrize(("ours", "sdk", "_params"), PAIRS)

@@ -39,7 +39,8 @@ _VENDOR_TOKENS = re.compile(
     rb"|(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}"  # AWS access key ids
     rb"|AIza[0-9A-Za-z_\-]{16,}|ya29\.[0-9A-Za-z_\-.]{8,}|GOCSPX-[0-9A-Za-z_\-]{10,}"  # Google
     rb"|gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{20,}"  # GitHub
-    rb"|gl(?:pat|dt|ft|soat|rt|ptt|cbt|imt|oas|agent|wt)-[A-Za-z0-9_\-]{10,}|GR1348941[A-Za-z0-9_\-]{10,}"  # GitLab
+    rb"|gl(?:pat|dt|ft|soat|rt|ptt|cbt|imt|oas|agent|wt)-[A-Za-z0-9_\-]{10,}"  # GitLab tokens
+    rb"|GR1348941[A-Za-z0-9_\-]{10,}"  # GitLab runner registration
     rb"|xox[abprse]-[A-Za-z0-9\-]{8,}|xapp-[A-Za-z0-9\-]{8,}"  # Slack
     rb"|(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{10,}|whsec_[0-9A-Za-z]{10,}"  # Stripe
     rb"|hf_[A-Za-z0-9]{20,}|api_org_[A-Za-z0-9]{20,}"  # Hugging Face

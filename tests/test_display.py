@@ -140,3 +140,10 @@ def test_html_report_escapes_names(history: History) -> None:
     assert "<img" not in page and "<script>alert" not in page and "</title><script>" not in page
     assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in page
     assert "a&amp;b&#x27;c" in page
+
+
+def test_check_lists_names_cut_and_terminal_safe() -> None:
+    from budgetclient.cli.check import _names
+
+    shown = _names([HUGE, f"clip{OSC52}board", "ok"])
+    assert len(shown) < 3 * DISPLAY_NAME_MAX and "\x1b" not in shown and "'ok'" in shown

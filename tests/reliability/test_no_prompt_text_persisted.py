@@ -9,7 +9,9 @@ and exceptions show the excerpts masked, and with ``drift_excerpts=False`` show 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -251,3 +253,29 @@ def test_an_old_ledger_with_stored_excerpts_still_reads(tmp_path: Path) -> None:
     assert (call.drift.segment, call.drift.offset, call.drift.cause) == ("system[0].text", 7, "edited")
     assert (call.drift.before, call.drift.after) == ("", "")
     assert (call.drift.before_length, call.drift.before_hash) == (0, "")
+
+
+POSTGRES_URL = os.environ.get("BUDGETCLIENT_TEST_POSTGRES_URL", "")
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="BUDGETCLIENT_TEST_POSTGRES_URL is not set (.ci/postgres.sh)")
+def test_no_secret_or_prompt_text_in_postgres_rows() -> None:
+    import psycopg
+
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    bc.configure(ledger=f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}")
+    try:
+        shown = drift_once_per_kind(anthropic_sender("warn"))
+        assert [kind for kind, _ in shown] == list(KINDS)
+        assert bc.flush(10)
+        with psycopg.connect(POSTGRES_URL) as conn:
+            rows = conn.execute(f'SELECT c::text FROM "{schema}".calls AS c').fetchall()
+        stored = "\n".join(text for (text,) in rows)
+        assert len(rows) == len(KINDS) + 1 and '"after_hash"' in stored
+        assert not [kind for kind, secret in SECRETS.items() if secret in stored]
+        assert not [marker for marker in PROMPT_MARKERS if marker in stored]
+        assert '"before"' not in stored and '"after"' not in stored
+    finally:
+        bc.configure(ledger=None)
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["MASK", "mask_secrets", "masked_slice", "secret_spans"]
+__all__ = ["MASK", "mask_secrets", "masked_slice", "masked_window", "secret_spans"]
 
 MASK = "***"
 
@@ -49,7 +49,7 @@ _VENDOR_TOKENS = re.compile(
 )
 _PEM_PRIVATE_KEY = re.compile(
     rb"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
-    rb"(?:.{0,65536}?-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+    rb"(?:.{0,16384}?-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
     rb"|(?:[A-Za-z0-9+/=:,\-\r\n]|\\[nr])*)",  # footer cut off: the rest of the base64 run
     re.DOTALL,
 )
@@ -64,9 +64,12 @@ _LABELLED = re.compile(
 )
 _AUTH_SCHEME = re.compile(rb"(?i:\b(?:bearer|basic))\s+(?P<secret>[A-Za-z0-9._~+/=\-]{8,})")
 _URL_PASSWORD = re.compile(
-    rb"[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s\"']*:(?P<secret>[^\s\"'<>]*)@(?=[^@\s/?#\"']*(?:[/?#\s\"']|$))"
+    rb"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^:/?#@\s\"']{0,256}:(?P<secret>[^\s\"'<>]*)@(?=[^@\s/?#\"']*(?:[/?#\s\"']|$))"
 )
-_EMAIL = re.compile(rb"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*\.[A-Za-z]{2,24}")
+_EMAIL = re.compile(
+    rb"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}"  # the local part, from its start only
+    rb"@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*\.[A-Za-z]{2,24}"
+)
 _CARD = re.compile(rb"(?<![0-9])[2-6](?:[ \-]?[0-9]){12,18}(?![0-9])")  # Visa, Mastercard, Amex...
 _KEY_LIKE = re.compile(rb"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{32,}={0,2}")
 
@@ -126,6 +129,26 @@ def masked_slice(data: bytes, lo: int, hi: int, spans: Sequence[tuple[int, int]]
     if at < hi:
         out.append(data[at:hi])
     return b"".join(out).decode("utf-8", errors="replace")
+
+
+_NEAR = 1024
+"""Bytes either side of a window searched for secrets: more than any pattern but a PEM key spans."""
+_PEM_NEAR = 16384
+"""How far back a PEM header (and forward its footer) is looked for: a 4096-bit key is ~3.3 kB."""
+
+
+def masked_window(data: bytes, lo: int, hi: int) -> str:
+    """``data[lo:hi]`` masked as if all of ``data`` had been searched, without searching it all.
+
+    A secret that starts before ``lo`` (a key cut by an excerpt's edge, the body of a PEM key
+    whose header is kilobytes earlier) is still masked inside the window.
+    """
+    start, end = max(lo - _NEAR, 0), min(hi + _NEAR, len(data))
+    header = data.rfind(b"-----BEGIN", max(lo - _PEM_NEAR, 0), start + 16)
+    if header >= 0:
+        start, end = header, min(max(end, hi + _PEM_NEAR), len(data))
+    spans = [(s + start, e + start) for s, e in secret_spans(data[start:end])]
+    return masked_slice(data, lo, hi, spans)
 
 
 def mask_secrets(text: str) -> str:

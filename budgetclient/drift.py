@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from ._log import log
-from ._redact import mask_secrets, masked_slice, secret_spans
+from ._redact import mask_secrets, masked_window
 from .blocks import Block, block_digest, first_divergence, raw_bytes
 
 __all__ = [
@@ -214,9 +214,6 @@ def _tool_name(block: Block) -> str:
 
 EXCERPT_BEFORE = 24
 EXCERPT_AFTER = 40
-_SECRET_CONTEXT = 8192
-"""Bytes around an excerpt searched for secrets, so a key (or a PEM key's header) that starts
-outside the excerpt still masks the part inside it."""
 
 
 def _char_start(data: bytes, i: int) -> int:
@@ -234,10 +231,7 @@ def excerpt(data: bytes, offset: int) -> str:
         return ""
     lo = _char_start(data, max(offset - EXCERPT_BEFORE, 0))
     hi = _char_start(data, min(offset + EXCERPT_AFTER, len(data)))
-    context_lo = max(lo - _SECRET_CONTEXT, 0)
-    context = data[context_lo : min(hi + _SECRET_CONTEXT, len(data))]
-    spans = [(s + context_lo, e + context_lo) for s, e in secret_spans(context)]
-    return ("…" if lo > 0 else "") + masked_slice(data, lo, hi, spans) + ("…" if hi < len(data) else "")
+    return ("…" if lo > 0 else "") + masked_window(data, lo, hi) + ("…" if hi < len(data) else "")
 
 
 # --- explaining a divergence --------------------------------------------------------------------

@@ -121,3 +121,18 @@ def test_spans_are_byte_offsets_of_utf8() -> None:
 
 def test_lone_surrogates_do_not_raise() -> None:
     assert mask_secrets("pwd=abc\udcff def").startswith("pwd=***")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a" * 120_000 + "@", "a" * 120_000 + "://", "://a:" * 24_000, "4" * 120_000, "a@" + "a." * 60_000],
+    ids=["email", "url scheme", "url user", "card", "email domain"],
+)
+def test_no_quadratic_backtracking(text: str) -> None:
+    """Error messages and excerpts are masked on the call path: a hostile input stays linear
+    (each of these took seconds, growing with the square of the length, before the bounds)."""
+    import time
+
+    started = time.perf_counter()
+    mask_secrets(text)
+    assert time.perf_counter() - started < 5.0

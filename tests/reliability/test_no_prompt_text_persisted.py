@@ -279,3 +279,18 @@ def test_no_secret_or_prompt_text_in_postgres_rows() -> None:
         bc.configure(ledger=None)
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_an_old_row_with_excerpts_reads_through_the_column_codec() -> None:
+    """The per-column form (PostgreSQL, SQLite schema v1 before migrating) tolerates them too."""
+    from budgetclient.ledger._codec import CALL_COLUMNS, call_from_row, call_to_row
+
+    drift = bc.PrefixDrift(segment="tools[0]", offset=3, before="", after="", cause="content",
+                           tokens_at_risk=5, est_extra_cost=None, before_length=40, after_length=41,
+                           before_hash="a" * 16, after_hash="b" * 16)  # fmt: skip
+    row = dict(zip(CALL_COLUMNS, call_to_row(make_call(2, drift=drift)), strict=True))
+    assert "before_hash" in row["drift"] and '"before"' not in row["drift"]
+    old = json.loads(row["drift"]) | {"before": "old prompt text", "after": "new prompt text"}
+    row["drift"] = json.dumps(old)
+    read = call_from_row(row)
+    assert read.drift == drift  # every stored fact back, the excerpts dropped

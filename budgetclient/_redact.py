@@ -64,7 +64,8 @@ _LABELLED = re.compile(
 )
 _AUTH_SCHEME = re.compile(rb"(?i:\b(?:bearer|basic))\s+(?P<secret>[A-Za-z0-9._~+/=\-]{8,})")
 _URL_PASSWORD = re.compile(
-    rb"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^:/?#@\s\"']{0,256}:(?P<secret>[^\s\"'<>]*)@(?=[^@\s/?#\"']*(?:[/?#\s\"']|$))"
+    rb"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^:/?#@\s\"']{0,256}:"  # scheme://user:
+    rb"(?P<secret>[^\s\"'<>]{0,256})@(?=[^@\s/?#\"']{0,256}(?:[/?#\s\"']|$))"  # to the host's @
 )
 _EMAIL = re.compile(
     rb"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}"  # the local part, from its start only

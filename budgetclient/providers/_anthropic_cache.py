@@ -33,6 +33,7 @@ from ..blocks import (
     raw_bytes,
     value_print,
 )
+from ..config import get_settings
 from ..drift import PrefixDrift, explain_drift, prefix_fingerprint, request_shape, starts_new_segment
 from ..lineage import LineageState
 from ..placement import (
@@ -940,6 +941,7 @@ def prepare_request(
                     previous_params=previous.params,
                     current_params=request.params,
                     extra_cost=_lazy_cost(model, request.total_tokens, rewrite=cache == "auto"),
+                    excerpts=get_settings().drift_excerpts,
                 )
         if found is not None and drift == "raise":
             return PreparedRequest(

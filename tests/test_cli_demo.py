@@ -37,7 +37,10 @@ def after_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproce
     return home, run_cli("demo", data_home=home)
 
 
-def test_demo_writes_its_own_ledger_and_says_where(after_demo: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+Demo = tuple[Path, subprocess.CompletedProcess[str]]
+
+
+def test_demo_writes_its_own_ledger_and_says_where(after_demo: Demo) -> None:
     home, done = after_demo
     assert done.returncode == 0, done.stderr
     demo_db = home / "budgetclient" / "demo-ledger.db"
@@ -62,7 +65,7 @@ def test_demo_writes_its_own_ledger_and_says_where(after_demo: tuple[Path, subpr
     assert f"${expected:.4f}" in done.stdout
 
 
-def test_user_ledger_stays_clean_and_check_passes(after_demo: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+def test_user_ledger_stays_clean_and_check_passes(after_demo: Demo) -> None:
     home, done = after_demo
     assert done.returncode == 0, done.stderr
     user_db = home / "budgetclient" / "ledger.db"

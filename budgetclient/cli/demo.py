@@ -61,7 +61,8 @@ class _TraceListHelp(argparse.RawDescriptionHelpFormatter):
 
             traces = reference_traces()
             width = max(map(len, traces))
-            lines = [f"  {name:<{width}}  {t.description} ({len(t.calls)} calls)" for name, t in traces.items()]
+            lines = [f"  {name:<{width}}  {t.description} ({len(t.calls)} calls)"
+                     for name, t in traces.items()]
             text = "reference traces (--trace NAME, or --trace all):\n" + "\n".join(lines)
             return text + "\n\n"
         return super()._format_text(text)

@@ -44,6 +44,7 @@ __all__ = [
     "add_drift_listener",
     "excerpt",
     "explain_drift",
+    "fix_hint",
     "mask_secrets",
     "notify_drift",
     "prefix_fingerprint",
@@ -78,12 +79,53 @@ class PrefixDrift:
     provider_missed_tokens: int | None = None
     """Tokens the provider says missed the cache because of the change."""
 
+    @property
+    def hint(self) -> str:
+        """What to change in the calling code so this drift stops (see `fix_hint`)."""
+        return fix_hint(self.cause, self.segment)
+
     def describe(self) -> str:
         return (
             f"{self.segment} changed at byte {self.offset} ({self.cause}): "
             f"{self.before!r} -> {self.after!r}; ~{self.tokens_at_risk} tokens at risk"
             + (f", ~${self.est_extra_cost} extra" if self.est_extra_cost is not None else "")
+            + f". Fix: {self.hint}"
         )
+
+
+# --- fix hints ----------------------------------------------------------------------------------
+
+_FIX_HINTS: dict[str, str] = {
+    "timestamp": "move the date/time out of the cached prefix: after the last cache breakpoint, "
+    "into the user turn (or round it to the day)",
+    "uuid": "move per-request ids (request, session, trace ids) out of the cached prefix, "
+    "into the user turn or the request's metadata",
+    "key-order": "serialise with sorted keys (json.dumps(..., sort_keys=True)) so equal objects "
+    "give equal bytes",
+    "whitespace": "build the text the same way on every call (strip, normalise spaces and newlines)",
+    "reordered": "send tools (and any documents in the prefix) in a fixed order, e.g. sorted by name",
+    "edited": "append to the history instead of rewriting earlier messages; if you summarise, do it "
+    "once and keep the summary fixed",
+    "content": "keep this part identical between calls; put what changes after the last cache breakpoint",
+}
+_TOOLS_HINT = "define each tool once (a module-level constant) and send the same definitions every call"
+_PARAM_HINT = "keep this parameter fixed within a conversation, or start a new one with bc.conversation(...)"
+_SECTIONS = ("system", "tools", "messages", "contents", "input", "instructions")
+
+
+def fix_hint(cause: str, segment: str) -> str:
+    """One imperative line: what to change so a drift of ``cause`` in ``segment`` stops.
+
+    Depends only on the cause and the segment path, so a report can give it for drifts read back
+    from the ledger (which keeps no excerpts).
+    """
+    if cause == "content":
+        root = re.split(r"[\[.]", segment, maxsplit=1)[0]
+        if root == "tools":
+            return _TOOLS_HINT
+        if root not in _SECTIONS:
+            return _PARAM_HINT
+    return _FIX_HINTS.get(cause, _FIX_HINTS["content"])
 
 
 # --- listeners --------------------------------------------------------------------------------
@@ -280,6 +322,27 @@ def _covers(pattern: re.Pattern[bytes], data: bytes, offset: int) -> bool:
     return any(m.start() <= offset <= m.end() and m.end() > m.start() for m in pattern.finditer(data))
 
 
+_INSERT_SLACK = 48
+"""Bytes of words around an inserted value ("Today is ...") still counted as inserting that value."""
+
+
+def _changed_spans(old: bytes, new: bytes, offset: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The differing middle of ``old`` and ``new``: after the common prefix, before the common suffix."""
+    limit = min(len(old), len(new)) - offset
+    suffix = _common_prefix(old[::-1][:limit], new[::-1][:limit])
+    return (offset, len(old) - suffix), (offset, len(new) - suffix)
+
+
+def _mostly(pattern: re.Pattern[bytes], data: bytes, span: tuple[int, int]) -> bool:
+    """Whether values matching ``pattern`` make up the changed ``span`` of ``data``, but for a few words."""
+    start, end = span
+    if end <= start:
+        return False
+    inside = sum(min(m.end(), end) - max(m.start(), start) for m in pattern.finditer(data)
+                 if m.end() > start and m.start() < end and m.end() > m.start())
+    return inside > 0 and (end - start) - inside <= _INSERT_SLACK
+
+
 def _squash(value: Any) -> Any:
     """``value`` with all whitespace removed from its strings (JSON structure kept)."""
     if isinstance(value, str):
@@ -364,6 +427,12 @@ def _cause(
             return "uuid"
         if _covers(_TIMESTAMP, old_bytes, offset) or _covers(_TIMESTAMP, new_bytes, offset):
             return "timestamp"
+    if old_bytes or new_bytes:
+        # a date or id inserted (or removed) next to unchanged text: the change is mostly that value
+        old_changed, new_changed = _changed_spans(old_bytes, new_bytes, offset)
+        for cause, pattern in (("uuid", _UUID), ("timestamp", _TIMESTAMP)):
+            if _mostly(pattern, old_bytes, old_changed) or _mostly(pattern, new_bytes, new_changed):
+                return cause  # type: ignore[return-value]
     if old is not None and new is not None and new.section == "messages" and old.path == new.path:
         return "edited"
     return "content"

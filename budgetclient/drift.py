@@ -35,6 +35,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from ._log import log
+from ._money import usd
 from .blocks import Block, block_digest, first_divergence, raw_bytes
 
 __all__ = [
@@ -88,7 +89,7 @@ class PrefixDrift:
         return (
             f"{self.segment} changed at byte {self.offset} ({self.cause}): "
             f"{self.before!r} -> {self.after!r}; ~{self.tokens_at_risk} tokens at risk"
-            + (f", ~${self.est_extra_cost} extra" if self.est_extra_cost is not None else "")
+            + (f", ~{usd(self.est_extra_cost)} extra" if self.est_extra_cost is not None else "")
             + f". Fix: {self.hint}"
         )
 

@@ -133,3 +133,11 @@ def test_each_drift_is_reported_once_at_warning_level() -> None:
     (event,) = [e for e in logs if e["event"] == "cache.drift"]
     drift = caught[0].message.drift  # type: ignore[union-attr]
     assert event["log_level"] == "info" and event["cause"] == drift.cause and event["hint"] == drift.hint
+
+
+def test_an_unknown_price_warning_points_at_the_users_call_too() -> None:
+    client = anthropic_client()
+    with pytest.warns(bc.UnknownPriceWarning) as caught:
+        client.messages.create(model="claude-house-finetune-7", max_tokens=20,
+                               messages=[{"role": "user", "content": "hi"}])
+    assert [w.filename for w in caught] == [__file__]

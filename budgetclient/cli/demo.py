@@ -25,6 +25,7 @@ from typing import Any
 
 from ..config import default_ledger_url, get_settings
 from ..ledger.base import mask_url, sqlite_path_from_url
+from ._text import usd
 
 STRATEGY_ORDER = ("none", "system-only", "provider-auto", "budgetclient")
 LABELS = {
@@ -223,8 +224,8 @@ def _table(rows: list[DemoRow]) -> str:
             base = _baseline(r, rows)
             share = f"{float(r.input_cost / base):.0%}" if base else "-"
             lines.append(
-                f"  {LABELS[r.strategy]:<28} {r.calls:>5} {'$' + format(r.cost, '.4f'):>10} "
-                f"{'$' + format(r.input_cost, '.4f'):>10} {share:>8} {r.cache_hit_rate:>9.1%}"
+                f"  {LABELS[r.strategy]:<28} {r.calls:>5} {usd(r.cost):>10} "
+                f"{usd(r.input_cost):>10} {share:>8} {r.cache_hit_rate:>9.1%}"
             )
         lines.append("")
     return "\n".join(lines).rstrip()

@@ -104,6 +104,7 @@ def test_the_three_fakes_share_option_names(fake_type: Any) -> None:
     fake.advance(30)
     assert clock.now() == start + 30
     assert fake.usages == []
+    fake.cut_next_stream(after_events=1)  # the same keyword in all three
     fake.fail_next(503, count=1, message="try later")
     url, body = FAILING_REQUEST[fake_type]
     with fake.http_client() as http:

@@ -242,10 +242,10 @@ class FakeGemini:
         with self._lock:
             return [dict(g.usage_metadata) for g in self.generations]
 
-    def cut_next_stream(self, after_chunks: int) -> None:
-        """End the next streamed answer with ``httpx2.ReadError`` after ``after_chunks`` chunks."""
+    def cut_next_stream(self, after_events: int) -> None:
+        """End the next streamed answer with ``httpx2.ReadError`` after ``after_events`` streamed chunks."""
         with self._lock:
-            self._cut_after = after_chunks
+            self._cut_after = after_events
 
     def fail_next(self, status: int, count: int = 1, *, message: str | None = None) -> None:
         """Answer the next ``count`` requests with an API error of HTTP ``status``."""

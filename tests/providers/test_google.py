@@ -189,8 +189,8 @@ def test_stream_abandoned_early_is_recorded_incomplete() -> None:
 
 def test_stream_cut_by_the_network_records_what_was_reported() -> None:
     raw_fake, fake = FakeGemini(stream_chunks=4), FakeGemini(stream_chunks=4)  # the same wire twice
-    raw_fake.cut_next_stream(after_chunks=2)
-    fake.cut_next_stream(after_chunks=2)
+    raw_fake.cut_next_stream(after_events=2)
+    fake.cut_next_stream(after_events=2)
 
     def stream(c: Any) -> Any:
         return c.models.generate_content_stream(model=MODEL, contents="Hello", config=config())

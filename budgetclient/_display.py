@@ -72,7 +72,18 @@ def terminal_text(text: str, *, keep_newlines: bool = False) -> str:
 
 def display_name(name: str, limit: int = DISPLAY_NAME_MAX) -> str:
     """``name`` (or a message) for one line of a table: terminal-safe, no line breaks, at most
-    ``limit`` characters (``…`` when cut)."""
-    if len(name) > limit:
-        name = name[: limit - 1] + "…"  # cut first: a 1 MB name is not scanned whole
+    ``limit`` characters, cut in the middle (``…``) so the distinguishing end stays visible."""
+    if len(name) > limit:  # cut first: a 1 MB name is not scanned whole
+        name = ellipsize(name, limit)
     return terminal_text(name)
+
+
+def ellipsize(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters in the middle (``demo:guide…:budgetclient``)."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    head = (width - 1) // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + text[len(text) - tail :]

@@ -14,12 +14,44 @@ sees the warning exactly as ``warnings.warn`` would deliver it.
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 from ._log import log
 from .errors import BudgetClientWarning, PrefixDriftWarning
 
-__all__ = ["emit_warning"]
+__all__ = ["emit_warning", "user_stacklevel"]
+
+# Code between the user's call and the place a warning is raised: budgetclient, the SDKs and the
+# libraries they call through (HTTP clients, async machinery, decorators).
+_LIBRARY_MODULES = (
+    "budgetclient", "anthropic", "openai", "google", "httpx2", "httpcore2", "httpx", "httpcore",
+    "anyio", "sniffio", "asyncio", "concurrent", "contextlib", "functools", "threading", "pydantic",
+    "botocore", "tenacity", "trio",
+)  # fmt: skip
+
+
+def _is_library(module: str) -> bool:
+    root = module.partition(".")[0]
+    return root in _LIBRARY_MODULES and not module.startswith("budgetclient.testing.")
+
+
+def user_stacklevel(default: int = 2) -> int:
+    """The ``stacklevel`` that makes a warning raised by the caller point at the user's own line.
+
+    Counted from the function calling `user_stacklevel` (1 = that function), up through
+    budgetclient, the SDK and its HTTP stack to the first frame of any other module. A fixed
+    stacklevel cannot do this: the depth differs by SDK, method, sync/async and middleware.
+    ``default`` when every frame is library code (a warning raised on a background thread).
+    """
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None:
+        if not _is_library(str(frame.f_globals.get("__name__", ""))):
+            return level
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return default
 
 
 def emit_warning(warning: BudgetClientWarning, *, stacklevel: int = 2) -> None:

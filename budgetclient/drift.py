@@ -35,6 +35,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from ._log import log
+from ._money import usd
 from ._redact import mask_secrets, masked_window
 from .blocks import Block, block_digest, first_divergence, raw_bytes
 
@@ -46,6 +47,7 @@ __all__ = [
     "EXCERPT_FIELDS",
     "excerpt",
     "explain_drift",
+    "fix_hint",
     "mask_secrets",
     "notify_drift",
     "prefix_fingerprint",
@@ -90,6 +92,11 @@ class PrefixDrift:
     after_hash: str = ""
     """BLAKE2b-64 hex of the segment's new value."""
 
+    @property
+    def hint(self) -> str:
+        """What to change in the calling code so this drift stops (see `fix_hint`)."""
+        return fix_hint(self.cause, self.segment)
+
     def describe(self) -> str:
         """One line for a person; the excerpts only when this drift still carries them."""
         if self.before or self.after:
@@ -99,7 +106,8 @@ class PrefixDrift:
         return (
             f"{self.segment} changed at byte {self.offset} ({self.cause}): {change}; "
             f"~{self.tokens_at_risk} tokens at risk"
-            + (f", ~${self.est_extra_cost} extra" if self.est_extra_cost is not None else "")
+            + (f", ~{usd(self.est_extra_cost)} extra" if self.est_extra_cost is not None else "")
+            + f". Fix: {self.hint}"
         )
 
     def without_excerpts(self) -> PrefixDrift:
@@ -109,6 +117,41 @@ class PrefixDrift:
 
 EXCERPT_FIELDS = frozenset({"before", "after"})
 """`PrefixDrift` fields that hold prompt text (masked excerpts): never persisted."""
+
+
+# --- fix hints ----------------------------------------------------------------------------------
+
+_FIX_HINTS: dict[str, str] = {
+    "timestamp": "move the date/time out of the cached prefix: after the last cache breakpoint, "
+    "into the user turn (or round it to the day)",
+    "uuid": "move per-request ids (request, session, trace ids) out of the cached prefix, "
+    "into the user turn or the request's metadata",
+    "key-order": "serialise with sorted keys (json.dumps(..., sort_keys=True)) so equal objects "
+    "give equal bytes",
+    "whitespace": "build the text the same way on every call (strip, normalise spaces and newlines)",
+    "reordered": "send tools (and any documents in the prefix) in a fixed order, e.g. sorted by name",
+    "edited": "append to the history instead of rewriting earlier messages; if you summarise, do it "
+    "once and keep the summary fixed",
+    "content": "keep this part identical between calls; put what changes after the last cache breakpoint",
+}
+_TOOLS_HINT = "define each tool once (a module-level constant) and send the same definitions every call"
+_PARAM_HINT = "keep this parameter fixed within a conversation, or start a new one with bc.conversation(...)"
+_SECTIONS = ("system", "tools", "messages", "contents", "input", "instructions")
+
+
+def fix_hint(cause: str, segment: str) -> str:
+    """One imperative line: what to change so a drift of ``cause`` in ``segment`` stops.
+
+    Depends only on the cause and the segment path, so a report can give it for drifts read back
+    from the ledger (which keeps no excerpts).
+    """
+    if cause == "content":
+        root = re.split(r"[\[.]", segment, maxsplit=1)[0]
+        if root == "tools":
+            return _TOOLS_HINT
+        if root not in _SECTIONS:
+            return _PARAM_HINT
+    return _FIX_HINTS.get(cause, _FIX_HINTS["content"])
 
 
 # --- listeners --------------------------------------------------------------------------------
@@ -256,6 +299,27 @@ def _covers(pattern: re.Pattern[bytes], data: bytes, offset: int) -> bool:
     return any(m.start() <= offset <= m.end() and m.end() > m.start() for m in pattern.finditer(data))
 
 
+_INSERT_SLACK = 48
+"""Bytes of words around an inserted value ("Today is ...") still counted as inserting that value."""
+
+
+def _changed_spans(old: bytes, new: bytes, offset: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The differing middle of ``old`` and ``new``: after the common prefix, before the common suffix."""
+    limit = min(len(old), len(new)) - offset
+    suffix = _common_prefix(old[::-1][:limit], new[::-1][:limit])
+    return (offset, len(old) - suffix), (offset, len(new) - suffix)
+
+
+def _mostly(pattern: re.Pattern[bytes], data: bytes, span: tuple[int, int]) -> bool:
+    """Whether values matching ``pattern`` make up the changed ``span`` of ``data``, but for a few words."""
+    start, end = span
+    if end <= start:
+        return False
+    inside = sum(min(m.end(), end) - max(m.start(), start) for m in pattern.finditer(data)
+                 if m.end() > start and m.start() < end and m.end() > m.start())
+    return inside > 0 and (end - start) - inside <= _INSERT_SLACK
+
+
 def _squash(value: Any) -> Any:
     """``value`` with all whitespace removed from its strings (JSON structure kept)."""
     if isinstance(value, str):
@@ -340,6 +404,12 @@ def _cause(
             return "uuid"
         if _covers(_TIMESTAMP, old_bytes, offset) or _covers(_TIMESTAMP, new_bytes, offset):
             return "timestamp"
+    if old_bytes or new_bytes:
+        # a date or id inserted (or removed) next to unchanged text: the change is mostly that value
+        old_changed, new_changed = _changed_spans(old_bytes, new_bytes, offset)
+        for cause, pattern in (("uuid", _UUID), ("timestamp", _TIMESTAMP)):
+            if _mostly(pattern, old_bytes, old_changed) or _mostly(pattern, new_bytes, new_changed):
+                return cause  # type: ignore[return-value]
     if old is not None and new is not None and new.section == "messages" and old.path == new.path:
         return "edited"
     return "content"

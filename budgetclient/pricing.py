@@ -32,7 +32,7 @@ from typing import Any
 
 from . import config
 from ._log import log
-from ._warnings import emit_warning
+from ._warnings import emit_warning, user_stacklevel
 from .errors import ConfigurationError, UnknownPriceWarning
 from .usage import CostBreakdown, Usage, _new_breakdown
 
@@ -279,8 +279,8 @@ def _warn_once(key: str, event: str, message: str, *, provider: str | None) -> N
             return
         _warned.add(key)
     log.warning(event, model=key.removeprefix("storage:"), provider=provider)
-    # stacklevel 3: point at whoever called price_call / storage_cost
-    emit_warning(UnknownPriceWarning(message), stacklevel=3)
+    # point at the user's call (3, whoever called price_call / storage_cost, when none is found)
+    emit_warning(UnknownPriceWarning(message), stacklevel=user_stacklevel(3))
 
 
 def _file_overrides(settings: config.Settings) -> Mapping[str, Mapping[str, Decimal]]:

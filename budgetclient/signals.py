@@ -30,6 +30,7 @@ from typing import Any
 
 from . import config
 from ._log import log
+from ._money import usd
 from .config import Settings, SignalThresholds
 from .ledger.base import AlertRecord
 from .usage import CallRecord, TaskRecord
@@ -97,7 +98,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def _usd(amount: Decimal) -> str:
-    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
+    return usd(amount)  # the one money format of reports and the CLI
 
 
 # -- the checks: plain functions of records ------------------------------------------------------

@@ -1,5 +1,6 @@
 """A tool-using agent on ``bc.Anthropic``, run offline against the fake Anthropic backend.
 
+    python -m pip install -e '.[anthropic]'   # from a checkout; or: pip install 'budgetclient[anthropic]'
     python examples/anthropic_agent.py
 
 The agent is ordinary anthropic SDK code; only the client comes from budgetclient. Each ticket

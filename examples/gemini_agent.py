@@ -8,6 +8,7 @@ because implicit caching is not hitting here, moves the policy and tools into a 
 The model is ``budgetclient.testing.FakeGemini``: the real google-genai SDK talks to it through an
 httpx2 transport, so no network and no API key are needed. Run::
 
+    python -m pip install -e '.[google]'   # from a checkout; or: pip install 'budgetclient[google]'
     python examples/gemini_agent.py
 """
 

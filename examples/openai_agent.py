@@ -1,5 +1,6 @@
 """A small tool-using support agent on ``bc.OpenAI``, run offline against the fake OpenAI backend.
 
+    python -m pip install -e '.[openai]'   # from a checkout; or: pip install 'budgetclient[openai]'
     python examples/openai_agent.py
 
 The agent code is ordinary openai SDK code: only the client comes from budgetclient. Each ticket

@@ -1,5 +1,6 @@
 """Plan a session's token budget, then act on it: estimate, analyze, trim history, route tools and models.
 
+    python -m pip install -e '.[anthropic]'   # from a checkout; or: pip install 'budgetclient[anthropic]'
     python examples/plan_estimate.py
 
 Runs offline: the estimate's budgetclient column is simulated on the fake Anthropic backend.

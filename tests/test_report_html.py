@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,8 @@ import pytest
 from budgetclient.cli._html import render_html
 from budgetclient.config import SignalThresholds
 from budgetclient.reports import build_report
+from budgetclient.reports_drift import drift_rows
+from budgetclient.usage import CallRecord, TaskRecord
 
 from ._report_data import sample_history
 
@@ -70,7 +73,7 @@ def test_page_is_self_contained(tmp_path: Path) -> None:
     page = sample_page(tmp_path).read_text("utf-8")
     without_namespace = page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert not re.search(r"https?://|<link\b|<script[^>]*\bsrc=|@import|url\(|<img\b", without_namespace)
-    assert page.count('<svg class="chart"') == 3
+    assert page.count('class="chart') == 3
     for title in ("Cost per task over time", "Cost by bucket", "Cache hit rate"):
         assert f"<h2>{title}</h2>" in page
 
@@ -114,3 +117,72 @@ def test_browser_draws_every_chart(tmp_path: Path, empty: bool) -> None:
         )  # 1 unpriced
         assert len(re.findall(r"<polyline data-mark=\"line\"", dom)) == 4
         assert dom.count('data-mark="bar"') >= 10
+
+
+def many_tasks(count: int = 40) -> tuple[list[TaskRecord], list[CallRecord]]:
+    """``count`` task names sharing a long prefix, each its own cost: the charts must tell them apart."""
+    history = sample_history()
+    base = next(t for t in history.tasks if t.cost is not None)
+    tasks = [
+        replace(base, id=f"t{i}", name=f"demo:guide_session:strategy-{i:02d}",
+                cost=(base.cost or 0) * (i + 1), cost_breakdown=base.cost_breakdown)
+        for i in range(count)
+    ]  # fmt: skip
+    return tasks, []
+
+
+def wide_page(tmp_path: Path) -> Path:
+    tasks, calls = many_tasks()
+    report = build_report(tasks, calls)
+    page = tmp_path / "many.html"
+    page.write_text(render_html(report, ledger="sqlite:///ledger.db"), "utf-8")
+    return page
+
+
+def test_labels_are_whole_and_truncation_is_said(tmp_path: Path) -> None:
+    page = wide_page(tmp_path).read_text("utf-8")
+    for i in range(40):  # every name appears whole (bars for the filter, and the table)
+        assert f">demo:guide_session:strategy-{i:02d}<" in page
+    assert "top 12 of 40 task names by cost" in page and "top 8 of 40 task names by cost" in page
+    assert 'id="task-filter"' in page
+
+
+def test_drift_section_lists_drifts_with_their_fix(tmp_path: Path) -> None:
+    from budgetclient.drift import PrefixDrift, fix_hint
+
+    history = sample_history()
+    drift = PrefixDrift("system[0].text", 40, "", "", "timestamp", 1200, None)
+    calls = [replace(c, drift=drift) if i % 7 == 0 else c for i, c in enumerate(history.calls)]
+    rows = drift_rows(calls)
+    page = render_html(build_report(history.tasks, calls), drift=rows)
+    assert "<h2>Prefix drift</h2>" in page and fix_hint("timestamp", "system[0].text") in page
+    assert sum(r.calls for r in rows) == len(range(0, len(calls), 7))
+
+
+def layout_at(tmp_path: Path, page: Path, width: int, fragment: str = "") -> tuple[str, dict[str, object]]:
+    result = chromium(tmp_path, f"--window-size={width},2400", "--dump-dom", page.as_uri() + fragment)
+    match = re.search(r"data-layout=\"([^\"]+)\"", result.stdout)
+    assert match, result.stderr[-2000:]
+    return result.stdout, json.loads(match.group(1).replace("&quot;", '"'))
+
+
+@needs_chromium
+@pytest.mark.parametrize("width", [800, 1400])
+def test_readable_at_800_and_1400_pixels(tmp_path: Path, width: int) -> None:
+    for page in (sample_page(tmp_path), wide_page(tmp_path)):
+        dom, layout = layout_at(tmp_path, page, width)
+        assert layout["width"] == width
+        assert layout["overflow"] is False, layout  # no sideways scrolling of the page
+        assert layout["clipped"] == 0, layout  # no label cut off at a chart's edge
+        assert float(layout["smallest_text_px"]) >= 10, layout  # type: ignore[arg-type]
+        assert 'data-charts-rendered="3"' in dom
+
+
+@needs_chromium
+def test_the_filter_shows_a_task_outside_the_top(tmp_path: Path) -> None:
+    page = wide_page(tmp_path)
+    dom, _ = layout_at(tmp_path, page, 1400, "#filter=strategy-02")  # the cheapest but two: not in a top
+    rows = re.findall(r'<div class="row([^"]*)" data-task="([^"]+)"(?: style="([^"]*)")?', dom)
+    shown = {name for classes, name, style in rows if "hidden" not in classes}
+    assert shown == {"demo:guide_session:strategy-02"}
+    assert all("display: block" in style for classes, name, style in rows if name in shown)

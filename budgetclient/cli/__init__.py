@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="budgetclient",
         description="Measure, attribute and reduce LLM token spend (see `budgetclient COMMAND --help`).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMANDS:
         try:
@@ -34,6 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(subparsers)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (what pip reports), else the package's own."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("budgetclient")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
 
 
 class _CurrentStderr:

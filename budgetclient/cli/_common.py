@@ -56,14 +56,22 @@ def add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", metavar="NAME", help="only this task name")
 
 
-def _open(url: str) -> Ledger:
+def ledger_missing(url: str) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist yet (nothing recorded there)."""
     if url.lower().startswith("sqlite:") or "://" not in url:
-        path = sqlite_path_from_url(url)
-        if not os.path.exists(path):
-            raise CommandError(
-                f"no ledger at {path!r} yet: run code that uses budgetclient first, or name another ledger "
-                "with --ledger URL or BUDGETCLIENT_LEDGER"
-            )
+        return not os.path.exists(sqlite_path_from_url(url))
+    return False
+
+
+def _open(url: str, command: str = "report") -> Ledger:
+    if ledger_missing(url):
+        from .demo import demo_ledger_hint
+
+        hint = demo_ledger_hint(command)
+        raise CommandError(
+            f"no ledger at {sqlite_path_from_url(url)!r} yet: run code that uses budgetclient first, or name "
+            "another ledger with --ledger URL or BUDGETCLIENT_LEDGER" + (f"\n{hint}" if hint else "")
+        )
     return open_ledger(url)
 
 
@@ -82,7 +90,7 @@ def read_records(args: argparse.Namespace, progress: Progress | None = None) -> 
     url = args.ledger or config.get_settings().ledger_url
     since = parse_since(args.since) if args.since else None
     task = args.task or None
-    ledger = _open(url)
+    ledger = _open(url, getattr(args, "command", None) or "report")
     try:
         if progress:
             progress.update("reading tasks")

@@ -2,7 +2,8 @@
 
 Each item is ``pass``, ``warn``, ``fail`` or ``manual`` (not something a ledger can show, or not
 enough data to judge). The exit status is 1 when any item fails (``--strict``: or warns), so the
-command can gate a deployment; 2 is kept for errors (bad arguments, unreadable ledger).
+command can gate a deployment; 2 is kept for errors (bad arguments, unreadable ledger). A ledger
+with nothing recorded (none yet, or only the demo's, which has a ledger of its own) exits 0.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any, Literal
 from .. import config
 from .._display import display_name
 from ..config import Settings
-from ..ledger.base import AlertRecord
+from ..ledger.base import AlertRecord, mask_url
 from ..reports import Report
 from ..signals import repeat_prefix_calls
 from ..usage import CallRecord, TaskRecord
-from ._common import add_ledger_arguments, read_report
+from ._common import add_ledger_arguments, ledger_missing, read_report
 
 __all__ = ["CheckItem", "evaluate_checklist", "register", "run"]
 
@@ -58,7 +59,12 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = config.get_settings()
+    url = args.ledger or settings.ledger_url
+    if ledger_missing(url):
+        return _nothing_recorded(args, "no ledger file yet")
     records, report = read_report(args, settings)
+    if not records.tasks and not records.calls:
+        return _nothing_recorded(args, "no tasks or calls recorded in this window")
     items = evaluate_checklist(records.tasks, records.calls, report, settings=settings)
     failed = any(i.status == "fail" or (args.strict and i.status == "warn") for i in items)
     if args.format == "json":
@@ -73,6 +79,20 @@ def run(args: argparse.Namespace) -> int:
         summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         sys.stdout.write(f"\n{'FAILED' if failed else 'OK'}: {summary}\n")
     return 1 if failed else 0
+
+
+def _nothing_recorded(args: argparse.Namespace, why: str) -> int:
+    """Nothing to judge is not a failure: a fresh install (or one that only ran the demo) exits 0."""
+    from .demo import demo_ledger_hint
+
+    url = mask_url(args.ledger or config.get_settings().ledger_url)
+    hint = demo_ledger_hint("check") if not args.ledger else ""
+    note = f"nothing to check in {url}: {why}"
+    if args.format == "json":
+        sys.stdout.write(json.dumps({"passed": True, "items": [], "note": note}, indent=2) + "\n")
+    else:
+        sys.stdout.write(note + "\n" + (hint + "\n" if hint else ""))
+    return 0
 
 
 def _names(names: Sequence[str], limit: int = 4) -> str:

@@ -1,8 +1,10 @@
 """``budgetclient demo``: a reference agent session, four caching strategies, one offline run.
 
 Every call goes through ``bc.Anthropic`` (the real SDK, its middleware and metering) to the fake
-Anthropic backend, so the figures are what budgetclient meters and writes to the configured
-ledger (by default the SQLite file under ``$XDG_DATA_HOME``). The strategies:
+Anthropic backend, so the figures are what budgetclient meters. They go to a ledger of the
+demo's own (``demo-ledger.db`` beside the default ledger, or ``--ledger URL``), never to the
+user's ledger: the demo's deliberately uncached runs would otherwise fail ``budgetclient check``
+and mix with real tasks in ``budgetclient report``. The strategies:
 
 - ``none``: no cache markers;
 - ``system-only``: one marker on the last system block (the guide's advice);
@@ -14,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ..config import get_settings
-from ..ledger.base import mask_url
+from ..config import default_ledger_url, get_settings
+from ..ledger.base import mask_url, sqlite_path_from_url
+from ._text import usd
 
 STRATEGY_ORDER = ("none", "system-only", "provider-auto", "budgetclient")
 LABELS = {
@@ -31,20 +36,61 @@ LABELS = {
 }
 
 
+_TRACES_PLACEHOLDER = "{reference traces}"
+
+
+def demo_ledger_url() -> str:
+    """The demo's own ledger: ``demo-ledger.db`` beside the default ledger file."""
+    default = sqlite_path_from_url(default_ledger_url())
+    return "sqlite:///" + os.path.join(os.path.dirname(default), "demo-ledger.db")
+
+
+def demo_ledger_hint(command: str) -> str:
+    """One line telling where the demo's records are, or ``""`` when the demo has not run."""
+    url = demo_ledger_url()
+    if not os.path.exists(sqlite_path_from_url(url)):
+        return ""
+    return f"the demo's records are in its own ledger: budgetclient {command} --ledger {url}"
+
+
+class _TraceListHelp(argparse.RawDescriptionHelpFormatter):
+    """Fills in the trace list only when help is shown (building the traces takes a moment)."""
+
+    def _format_text(self, text: str) -> str:
+        if text == _TRACES_PLACEHOLDER:
+            from ..testing.traces import reference_traces
+
+            traces = reference_traces()
+            width = max(map(len, traces))
+            lines = [f"  {name:<{width}}  {t.description} ({len(t.calls)} calls)"
+                     for name, t in traces.items()]
+            text = "reference traces (--trace NAME, or --trace all):\n" + "\n".join(lines)
+            return text + "\n\n"
+        return super()._format_text(text)
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run a reference agent session offline with four caching strategies and compare cost",
         description=(
-            "Replays the guide's 15-turn agent session (and optionally the other reference traces) "
-            "through bc.Anthropic on an offline fake Anthropic backend, once per caching strategy, "
-            "and prints cost and cache hit rate per task. Records go to the configured ledger."
+            "Replays the guide's 15-turn agent session (and optionally the other reference traces)\n"
+            "through bc.Anthropic on an offline fake Anthropic backend, once per caching strategy,\n"
+            "and prints cost and cache hit rate per strategy. Records go to the demo's own ledger\n"
+            "(demo-ledger.db beside the default ledger), never to yours."
         ),
+        epilog=_TRACES_PLACEHOLDER,
+        formatter_class=_TraceListHelp,
     )
     parser.add_argument(
         "--trace",
         default="guide_session",
-        help="reference trace to run, or 'all' (default: guide_session)",
+        help="reference trace to run (listed below), or 'all' (default: guide_session)",
+    )
+    parser.add_argument(
+        "--ledger",
+        metavar="URL",
+        help="ledger the demo writes to (default: demo-ledger.db beside the default ledger)",
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.set_defaults(func=run)
@@ -101,6 +147,9 @@ def run_strategy(trace: Any, strategy: str) -> DemoRow:
 def run(args: argparse.Namespace) -> int:
     import warnings
 
+    import structlog
+
+    from .. import config
     from ..cli import CommandError
     from ..ledger.writer import flush
     from ..testing.traces import reference_traces
@@ -113,6 +162,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise CommandError(f"unknown trace {args.trace!r}; choose one of {', '.join(traces)} or 'all'")
 
+    yours = mask_url(get_settings().ledger_url)
+    url = args.ledger or demo_ledger_url()
+    config.configure(ledger=url)
+    # The uncached strategies are meant to look bad: their alerts (low hit rate, cost per task)
+    # would be noise here, so only errors are logged; the ledger keeps the alerts for `report`.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     rows: list[DemoRow] = []
     total = len(chosen) * len(STRATEGY_ORDER)
     with warnings.catch_warnings():
@@ -123,14 +178,18 @@ def run(args: argparse.Namespace) -> int:
                 rows.append(run_strategy(trace, strategy))
     _progress("")
     flushed = flush(30)
+    where = mask_url(get_settings().ledger_url)
     if args.format == "json":
         print(json.dumps([_row_json(r, rows) for r in rows], indent=2))
+        print(f"demo records: {where}", file=sys.stderr)
     else:
         print(_table(rows))
-        where = mask_url(get_settings().ledger_url)
-        state = "written to" if flushed else "queued for (ledger unavailable, will retry)"
-        print(f"\n{sum(r.calls for r in rows)} call records and {len(rows)} task records {state} {where}")
-        print("See them with: budgetclient report")
+        state = "" if flushed else " (not written yet: ledger unavailable)"
+        print(f"\ndemo ledger ({sum(r.calls for r in rows)} calls, {len(rows)} tasks){state}: {where}")
+        print(f"  see it:    budgetclient report --ledger {where}")
+        if not args.ledger:
+            print(f"  remove it: rm {sqlite_path_from_url(url)}")
+            print(f"your own ledger is untouched: {yours}")
     return 0
 
 
@@ -165,8 +224,8 @@ def _table(rows: list[DemoRow]) -> str:
             base = _baseline(r, rows)
             share = f"{float(r.input_cost / base):.0%}" if base else "-"
             lines.append(
-                f"  {LABELS[r.strategy]:<28} {r.calls:>5} {'$' + format(r.cost, '.4f'):>10} "
-                f"{'$' + format(r.input_cost, '.4f'):>10} {share:>8} {r.cache_hit_rate:>9.1%}"
+                f"  {LABELS[r.strategy]:<28} {r.calls:>5} {usd(r.cost):>10} "
+                f"{usd(r.input_cost):>10} {share:>8} {r.cache_hit_rate:>9.1%}"
             )
         lines.append("")
     return "\n".join(lines).rstrip()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from .. import config
-from ..pricing import Rate, Rates, rates_for
+from ..errors import ConfigurationError
+from ..pricing import Rate, Rates, load_prices_file, rates_for
 from . import CommandError
 from ._common import parse_since
 
@@ -75,7 +77,53 @@ def _number(value: Decimal) -> str:
     return text
 
 
+_TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+_BAD_VALUE = re.compile(r"price (\w+)=.*? for '([^']+)'")
+
+
+def _error_line(path: str, message: str) -> int | None:
+    """The line of ``path`` a price-file error is about: TOML's own position, else the bad key."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    found = _TOML_LINE.search(message)
+    if found:
+        return int(found.group(1))
+    if "(at end of document)" in message:
+        return max(len(lines), 1)
+    bad = _BAD_VALUE.search(message)
+    if not bad:
+        return None
+    key, model = bad.groups()
+    table = None
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if stripped.startswith("[") and model in stripped:
+            table = number
+        elif table is not None and stripped.startswith("["):
+            break
+        elif table is not None and re.match(rf"[\"']?{re.escape(key)}[\"']?\s*=", stripped):
+            return number
+    return table
+
+
+def _check_price_file(path: str | None) -> None:
+    """A broken price file is an error here, naming file and line (metering only logs it, once)."""
+    if not path:
+        return
+    try:
+        load_prices_file(path)
+    except ConfigurationError as exc:
+        message = str(exc).removeprefix(f"{path}: ")
+        line = _error_line(path, message)
+        where = f"{path}, line {line}" if line else path
+        raise CommandError(f"{where}: {message} (from {config.PRICES_ENV})") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_price_file(config.get_settings().prices_file)
     at = parse_since(args.at) if args.at else datetime.now(UTC)
     rates = rates_for(args.model, args.provider, batch=args.batch, at=at)
     if rates is None:

@@ -1,7 +1,9 @@
 """``budgetclient report``: where the budget goes, per task name, from the ledger.
 
 ``--format json`` prints a JSON array, one object per task name (``task: null`` for calls made
-outside any task); the figures are defined in ``budgetclient.reports``.
+outside any task); the figures are defined in ``budgetclient.reports``. ``--drift`` reports the
+prefix drifts instead (`budgetclient.reports_drift`). The table fits 100 columns (``--wide``:
+every column, names whole).
 """
 
 from __future__ import annotations
@@ -10,17 +12,18 @@ import argparse
 import io
 import json
 import sys
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from .. import config
-from .._display import csv_writer, display_name
+from .._display import DISPLAY_NAME_MAX, csv_writer, display_name, terminal_text
 from ..reports import OUTCOMES, Report, TaskNameRow
+from ..reports_drift import DriftRow, drift_rows, drift_summary_line, read_drift
 from . import CommandError
-from ._common import add_ledger_arguments, read_report
+from ._common import add_ledger_arguments, parse_since, read_report
+from ._text import WIDTH, table, usd, wrap
 
-__all__ = ["format_csv", "format_json", "format_table", "register", "run"]
+__all__ = ["format_csv", "format_drift", "format_json", "format_table", "register", "run", "usd"]
 
 FORMATS = ("table", "json", "csv", "html")
 
@@ -39,21 +42,32 @@ def register(subparsers: Any) -> None:
     add_ledger_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout (for html)")
+    parser.add_argument("--wide", action="store_true", help="every column, names in full (wider than 100)")
+    parser.add_argument(
+        "--drift", action="store_true",
+        help="prefix drift by task: calls, cause, segment, tokens and dollars at risk, and how to fix it",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    records, report = read_report(args, config.get_settings())
-    if args.format == "json":
-        text = format_json(report)
-    elif args.format == "csv":
-        text = format_csv(report)
-    elif args.format == "html":
-        from ._html import render_html
-
-        text = render_html(report, ledger=records.url, thresholds=config.get_settings().signals)
+    width = None if args.wide else WIDTH
+    if args.drift:
+        text = _drift_text(args, width)
     else:
-        text = format_table(report)
+        records, report = read_report(args, config.get_settings())
+        drifts = drift_rows(records.calls)
+        if args.format == "json":
+            text = format_json(report)
+        elif args.format == "csv":
+            text = format_csv(report)
+        elif args.format == "html":
+            from ._html import render_html
+
+            text = render_html(report, ledger=records.url, thresholds=config.get_settings().signals,
+                               drift=drifts)
+        else:
+            text = format_table(report, width=width, drift=drifts)
     if args.output:
         try:
             Path(args.output).write_text(text, encoding="utf-8")
@@ -63,6 +77,50 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _drift_text(args: argparse.Namespace, width: int | None) -> str:
+    from ._common import _open
+
+    url = args.ledger or config.get_settings().ledger_url
+    _open(url, "report").close()  # a missing ledger is the same one-line error as without --drift
+    rows = read_drift(url, since=parse_since(args.since) if args.since else None, task=args.task or None)
+    if args.format == "json":
+        return json.dumps([r.as_json() for r in rows], indent=2) + "\n"
+    if args.format == "csv":
+        out = io.StringIO()
+        writer = csv_writer(out)
+        columns = list(DriftRow.__dataclass_fields__)
+        writer.writerow(columns)
+        for row in rows:
+            data = row.as_json()
+            writer.writerow(["" if data.get(_DRIFT_JSON.get(c, c)) is None else data[_DRIFT_JSON.get(c, c)]
+                             for c in columns])
+        return out.getvalue()
+    if args.format == "html":
+        raise CommandError("--drift prints table, json or csv; the html report has a drift section already")
+    return format_drift(rows, width=width)
+
+
+_DRIFT_JSON = {"unpriced": "unpriced_calls"}
+
+
+def format_drift(rows: list[DriftRow], *, width: int | None = WIDTH) -> str:
+    """The drift table, then one fix per cause that appears in it."""
+    if not rows:
+        return "no prefix drift recorded in this window\n"
+    cells = [["TASK", "CAUSE", "SEGMENT", "CALLS", "TOKENS AT RISK", "$ AT RISK"]]
+    for row in rows:
+        cost = usd(row.cost_at_risk) + ("+?" if row.unpriced and row.cost_at_risk is not None else "")
+        name = "(no task)" if row.task is None else display_name(row.task)
+        cells.append([name, row.cause, terminal_text(row.segment), str(row.calls),
+                      f"{row.tokens_at_risk:,}", cost])
+    lines = table(cells, width=width, left=3)
+    calls = sum(r.calls for r in rows)
+    lines += ["", f"{calls} call{'s' * (calls != 1)} changed their cached prefix. How to fix each cause:"]
+    for cause, hint in dict.fromkeys((r.cause, r.hint) for r in rows):
+        lines += wrap(f"{cause}: {hint}", indent="  ", width=width)
+    return "\n".join(lines) + "\n"
 
 
 def format_json(report: Report) -> str:
@@ -110,65 +168,54 @@ def format_csv(report: Report) -> str:
     return out.getvalue()
 
 
-def usd(amount: Decimal | None) -> str:
-    """Money for people: more decimals for small amounts (a task often costs fractions of a cent)."""
-    if amount is None:
-        return "?"
-    if not amount:
-        return "$0"
-    if abs(amount) >= 100:
-        return f"${amount:,.2f}"
-    if abs(amount) >= 1:
-        return f"${amount:.4f}"
-    return f"${amount:.6f}"
-
-
-def _table_cells(row: TaskNameRow) -> list[str]:
+def _table_cells(row: TaskNameRow, wide: bool) -> list[str]:
     per_run = row.task is not None
     dash = "-"
+    known = row.cost_per_success is not None or row.cost_total is None
+    per_success = usd(row.cost_per_success) if known else dash
+    limit = _WIDE_NAME_MAX if wide else DISPLAY_NAME_MAX
+    name = "(no task)" if row.task is None else display_name(row.task, limit)
     return [
-        "(no task)" if row.task is None else display_name(row.task),
+        name,
         str(row.runs) if per_run else dash,
         "/".join(str(row.outcomes.get(o, 0)) for o in OUTCOMES) if per_run else dash,
-        str(row.calls),
+        *([str(row.calls)] if wide else []),
         usd(row.cost_total),
         usd(row.cost_p50) if per_run else dash,
         usd(row.cost_p95) if per_run else dash,
-        (usd(row.cost_per_success) if row.cost_per_success is not None or row.cost_total is None else dash)
-        if per_run
-        else dash,
+        *([per_success if per_run else dash] if wide else []),
         usd(row.failure_cost) if per_run else dash,
         f"{row.cache_hit_rate:.1%}",
-        f"{row.usage.input_tokens:,}",
-        f"{row.usage.output_tokens:,}",
+        *([f"{row.usage.input_tokens:,}", f"{row.usage.output_tokens:,}"] if wide else []),
         str(len(row.alerts)) if row.alerts else "",
     ]
 
 
-_HEADERS = (
+_WIDE_HEADERS = (
     "TASK", "RUNS", "OK/PART/FAIL", "CALLS", "TOTAL", "P50", "P95", "PER SUCCESS", "FAILURE COST",
     "CACHE HIT", "INPUT TOK", "OUTPUT TOK", "ALERTS",
 )  # fmt: skip
+_HEADERS = ("TASK", "RUNS", "OK/PT/FL", "TOTAL", "P50", "P95", "FAIL $", "HIT", "ALERTS")
+"""The 100-column table: per-success cost, calls and token counts are in ``--wide``, json and csv."""
 
 
 _ALERT_LINE_MAX = 200
+_WIDE_NAME_MAX = 200
+"""``--wide`` shows names whole up to this; longer ones (a 1 MB name) are cut even there."""
 
 
-def format_table(report: Report, *, max_alerts: int = 20) -> str:
-    """A table for a terminal: names cut to `display_name`, no control sequence from the ledger."""
+def format_table(
+    report: Report, *, max_alerts: int = 20, width: int | None = WIDTH, drift: list[DriftRow] | None = None
+) -> str:
+    """The per-task table (``width=None``: every column, names whole), totals, alerts, a drift line."""
     if not report.rows:
         return "no tasks or calls recorded in this window\n"
-    cells = [list(_HEADERS), *(_table_cells(r) for r in report.rows)]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_HEADERS))]
-    lines = []
-    for index, line in enumerate(cells):
-        parts = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)]
-        lines.append("  ".join(parts).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    wide = width is None
+    cells = [list(_WIDE_HEADERS if wide else _HEADERS), *(_table_cells(r, wide) for r in report.rows)]
+    lines = table(cells, width=width)
     unpriced = sum(r.unpriced_runs for r in report.rows)
     lines.append("")
-    lines.append(
+    lines += wrap(
         f"total {usd(report.cost_total)} over {report.calls} calls, cache hit rate "
         f"{report.usage.cache_hit_rate:.1%}"
         + (
@@ -176,15 +223,19 @@ def format_table(report: Report, *, max_alerts: int = 20) -> str:
             if report.unpriced_calls
             else ""
         )
-        + (f"; {unpriced} runs unpriced" if unpriced else "")
+        + (f"; {unpriced} runs unpriced" if unpriced else ""),
+        width=width,
     )
+    summary = drift_summary_line(drift or (), usd)
+    if summary:
+        lines += wrap(summary, width=width)
     alerts = sorted((a for r in report.rows for a in r.alerts), key=lambda a: a.created_at)
     if alerts:
         lines.append("")
         lines.append(f"alerts ({len(alerts)}):")
         for alert in alerts[-max_alerts:]:
             message = display_name(f"{alert.kind}: {alert.message}", _ALERT_LINE_MAX)
-            lines.append(f"  {alert.created_at:%Y-%m-%d %H:%M} {message}")
+            lines += wrap(f"{alert.created_at:%Y-%m-%d %H:%M} {message}", indent="  ", width=width)
         if len(alerts) > max_alerts:
             lines.append(f"  ... and {len(alerts) - max_alerts} earlier (see --format json)")
     return "\n".join(lines) + "\n"

@@ -236,7 +236,7 @@ class FakeAnthropic:
         self.requests: list[FakeRequestLog] = []
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
-        self._failures: list[tuple[int, str | None]] = []
+        self._failures: list[tuple[int, str | None, str | None]] = []
         self._cut_after: int | None = None
         self._fingerprints: dict[str, _Fingerprint] = {}
         self._batches: dict[str, _Batch] = {}
@@ -261,13 +261,24 @@ class FakeAnthropic:
 
     # -- test controls ---------------------------------------------------------------------
 
-    def fail_next(self, status: int, count: int = 1, *, error_type: str | None = None) -> None:
+    def fail_next(self, status: int, count: int = 1, *, message: str | None = None,
+                  error_type: str | None = None) -> None:
         """Answer the next ``count`` requests with an API error (``error_type`` defaults by status).
 
         Error responses carry ``retry-after: 0`` (and ``retry-after-ms: 1``, so SDK retries are fast).
         """
         with self._lock:
-            self._failures.extend([(status, error_type)] * count)
+            self._failures.extend([(status, error_type, message)] * count)
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake's clock forward (cache entries expire on it)."""
+        self.clock.advance(seconds)
+
+    @property
+    def usages(self) -> list[dict[str, Any]]:
+        """The ``usage`` of every answered messages request, in order, as the wire carries it."""
+        with self._lock:
+            return [r.usage for r in self.requests if r.usage is not None]
 
     def cut_next_stream(self, after_events: int) -> None:
         """End the next streamed response abruptly (``httpx2.ReadError``) after ``after_events`` events."""
@@ -311,10 +322,10 @@ class FakeAnthropic:
                                        "The request body must be a JSON object.")
                 body = parsed
             if self._failures:
-                status, kind = self._failures.pop(0)
+                status, kind, message = self._failures.pop(0)
                 kind = kind or _DEFAULT_ERROR_TYPES.get(status, "api_error")
-                return self._error(request, body, now, status, kind, _ERROR_MESSAGES.get(kind, kind),
-                                   retryable=True)
+                text = message or _ERROR_MESSAGES.get(kind, kind)
+                return self._error(request, body, now, status, kind, text, retryable=True)
             try:
                 return self._route(request, route, body, now)
             except InvalidRequest as exc:

@@ -187,14 +187,17 @@ class FakeGemini:
     """The fake Gemini API; pass ``.transport()`` (or ``.handler``) to the SDK's HTTP client.
 
     ``clock`` is the ``FakeClock`` the fake's caches live on (a fresh one by default; share one
-    with other fakes to move them together). ``reply`` is the model's text answer; ``output_tokens`` overrides
-    its token count, ``thoughts_tokens`` / ``tool_use_prompt_tokens`` add those usage fields.
+    with other fakes to move them together). ``reply_text`` is the model's text answer;
+    ``output_tokens`` overrides its token count, ``thoughts_tokens`` / ``tool_use_prompt_tokens`` add
+    those usage fields. The options shared with `FakeAnthropic` and `FakeOpenAI` (``clock``,
+    ``reply_text``, ``output_tokens``, ``transport()``, ``http_client()``, ``fail_next``,
+    ``advance``, ``usages``) have the same names in all three.
     """
 
     clock: FakeClock = field(default_factory=FakeClock)
     implicit_caching: bool = True
     implicit_ttl: float = 300.0
-    reply: str = "This is the fake model's answer."
+    reply_text: str = "This is the fake model's answer."
     output_tokens: int | None = None
     thoughts_tokens: int = 0
     tool_use_prompt_tokens: int = 0
@@ -227,15 +230,27 @@ class FakeGemini:
         """A transport usable by both ``httpx2.Client`` and ``httpx2.AsyncClient``."""
         return httpx2.MockTransport(self.handler)
 
-    def cut_next_stream(self, after_chunks: int) -> None:
-        """End the next streamed answer with ``httpx2.ReadError`` after ``after_chunks`` chunks."""
-        with self._lock:
-            self._cut_after = after_chunks
+    def http_client(self) -> httpx2.Client:
+        return httpx2.Client(transport=self.transport())
 
-    def fail_next(self, status: int, count: int = 1, message: str = "fake failure") -> None:
+    def async_http_client(self) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(transport=self.transport())
+
+    @property
+    def usages(self) -> list[dict[str, Any]]:
+        """The ``usageMetadata`` of every answered model request, in order, as the wire carries it."""
+        with self._lock:
+            return [dict(g.usage_metadata) for g in self.generations]
+
+    def cut_next_stream(self, after_events: int) -> None:
+        """End the next streamed answer with ``httpx2.ReadError`` after ``after_events`` streamed chunks."""
+        with self._lock:
+            self._cut_after = after_events
+
+    def fail_next(self, status: int, count: int = 1, *, message: str | None = None) -> None:
         """Answer the next ``count`` requests with an API error of HTTP ``status``."""
         with self._lock:
-            self._failures.extend([(status, message)] * count)
+            self._failures.extend([(status, message or "fake failure")] * count)
 
     def bodies(self, path_contains: str = "") -> list[dict[str, Any]]:
         """JSON bodies of the logged requests whose URL contains ``path_contains``."""
@@ -474,8 +489,8 @@ class FakeGemini:
             output = self.output_tokens if self.output_tokens is not None else fake_token_count(part)
             texts = [part]
         else:
-            output = self.output_tokens if self.output_tokens is not None else fake_token_count(self.reply)
-            texts = [{"text": t} for t in self._split(self.reply, self.stream_chunks if stream else 1)]
+            output = fake_token_count(self.reply_text) if self.output_tokens is None else self.output_tokens
+            texts = [{"text": t} for t in self._split(self.reply_text, self.stream_chunks if stream else 1)]
         usage: dict[str, Any] = {"promptTokenCount": prompt, "candidatesTokenCount": output}
         if cached:
             usage["cachedContentTokenCount"] = cached

@@ -164,19 +164,24 @@ class FakeOpenAI:
     """In-process OpenAI API: ``POST /v1/chat/completions``, ``/v1/responses`` and friends.
 
     ``replies`` (or ``reply()``) queue answers; when the queue is empty, ``responder(body)`` is
-    asked, and without one the fake answers ``"ok"`` plus a few words of the last user input.
+    asked, then ``reply_text``, and without either the fake answers ``"ok"`` plus a few words of
+    the last user input. ``output_tokens`` overrides the output token count of every answer.
     """
 
     def __init__(
         self,
         clock: FakeClock | Callable[[], float] | None = None,
         *,
+        reply_text: str | None = None,
+        output_tokens: int | None = None,
         replies: Iterable[FakeReply | str] = (),
         responder: Callable[[Mapping[str, Any]], FakeReply | str] | None = None,
         words_per_delta: int = 3,
         background_polls: int = 1,
     ) -> None:
         self.clock = clock or FakeClock()
+        self.reply_text = reply_text
+        self.output_tokens = output_tokens
         self.responder = responder
         self.words_per_delta = max(1, words_per_delta)
         self.background_polls = background_polls
@@ -195,6 +200,12 @@ class FakeOpenAI:
     def now(self) -> float:
         clock = self.clock
         return clock.now() if isinstance(clock, FakeClock) else clock()
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake's clock forward (cache entries expire on it); needs a `FakeClock`."""
+        if not isinstance(self.clock, FakeClock):
+            raise TypeError("FakeOpenAI.advance needs a FakeClock; this fake reads a clock function")
+        self.clock.advance(seconds)
 
     @property
     def usages(self) -> list[dict[str, Any]]:
@@ -334,8 +345,13 @@ class FakeOpenAI:
                 return self._replies.pop(0)
         if self.responder is not None:
             return _reply(self.responder(body))
+        if self.reply_text is not None:
+            return FakeReply(text=self.reply_text)
         words = tokenize(last_user_text)[:8]
         return FakeReply(text="ok: " + " ".join(words) if words else "ok")
+
+    def _output_tokens(self, reply: FakeReply) -> int:
+        return self.output_tokens if self.output_tokens is not None else _output_tokens(reply)
 
     def _take_cut(self) -> int | None:
         with self._lock:
@@ -367,7 +383,7 @@ class FakeOpenAI:
         cached, written, _, _ = self._cache_usage(body, prompt)
         reply = self._next_reply(body, last_user)
         model = str(body.get("model", ""))
-        output = _output_tokens(reply)
+        output = self._output_tokens(reply)
         details: dict[str, int] = {"cached_tokens": cached, "audio_tokens": 0}
         if supports_prompt_cache_breakpoints(model):
             details["cache_write_tokens"] = written
@@ -504,7 +520,7 @@ class FakeOpenAI:
         diagnostics = self._diagnostics(body, prompt, hashes)
         reply = self._next_reply(body, last_user)
         model = str(body.get("model", ""))
-        output_tokens = _output_tokens(reply)
+        output_tokens = self._output_tokens(reply)
         response_id = self._new_id("resp")
         usage = {
             "input_tokens": len(prompt.tokens),

@@ -98,7 +98,7 @@ def test_generate_content_normalises_thoughts_tool_use_and_cache() -> None:
     with bc.task("t") as t:
         response = c.models.generate_content(model=MODEL, contents="Hello", config=config())
     assert isinstance(response, gtypes.GenerateContentResponse)
-    assert response.text == fake.reply
+    assert response.text == fake.reply_text
     (log,) = fake.generations
     meta = log.usage_metadata
     assert t.usage == usage_of(meta)
@@ -132,7 +132,7 @@ async def test_async_generate_content() -> None:
     c = client(fake)
     async with bc.task("t") as t:
         response = await c.aio.models.generate_content(model=MODEL, contents="Hello", config=config())
-    assert response.text == fake.reply
+    assert response.text == fake.reply_text
     (log,) = fake.generations
     assert t.usage == usage_of(log.usage_metadata)
     assert t.cost == cost_of(log.usage_metadata)
@@ -146,7 +146,7 @@ def test_stream_takes_the_last_running_total() -> None:
     c = client(fake)
     with bc.task("t") as t:
         chunks = list(c.models.generate_content_stream(model=MODEL, contents="Hello", config=config()))
-    assert "".join(ch.text or "" for ch in chunks) == fake.reply
+    assert "".join(ch.text or "" for ch in chunks) == fake.reply_text
     running = [ch.usage_metadata.candidates_token_count for ch in chunks if ch.usage_metadata]
     assert len(running) == 4 and running == sorted(running)
     (log,) = fake.generations
@@ -168,7 +168,7 @@ async def test_async_stream_takes_the_last_running_total() -> None:
                 model=MODEL, contents="Hello", config=config()
             )
         ]
-    assert "".join(x or "" for x in texts) == fake.reply
+    assert "".join(x or "" for x in texts) == fake.reply_text
     (log,) = fake.generations
     assert t.usage == usage_of(log.usage_metadata)
     assert t.cost == cost_of(log.usage_metadata)
@@ -189,8 +189,8 @@ def test_stream_abandoned_early_is_recorded_incomplete() -> None:
 
 def test_stream_cut_by_the_network_records_what_was_reported() -> None:
     raw_fake, fake = FakeGemini(stream_chunks=4), FakeGemini(stream_chunks=4)  # the same wire twice
-    raw_fake.cut_next_stream(after_chunks=2)
-    fake.cut_next_stream(after_chunks=2)
+    raw_fake.cut_next_stream(after_events=2)
+    fake.cut_next_stream(after_events=2)
 
     def stream(c: Any) -> Any:
         return c.models.generate_content_stream(model=MODEL, contents="Hello", config=config())
@@ -218,7 +218,7 @@ def test_afc_two_hops_record_two_requests() -> None:
         response = c.models.generate_content(
             model=MODEL, contents="Weather in Paris?", config=config(tools=[get_weather])
         )
-    assert response.text == fake.reply
+    assert response.text == fake.reply_text
     hop1, hop2 = fake.generations
     assert hop1.function_call and not hop2.function_call
     # the SDK reports only the last hop...
@@ -352,14 +352,14 @@ def test_metering_faults_never_break_the_call(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(_google_meter, "usage_from_gemini", boom)
     with bc.task("t", budget_usd=1) as t:
         response = c.models.generate_content(model=MODEL, contents="Hello", config=config())
-    assert response.text == fake.reply
+    assert response.text == fake.reply_text
     (record,) = t.records  # kept, flagged, and the budget reservation released
     assert record.status == "incomplete" and t.spent_usd == Decimal(0)
     monkeypatch.setattr(ManagedCaches, "plan", boom)
     response = c.models.generate_content(model=MODEL, contents="Hello again", config=config())
-    assert response.text == fake.reply
+    assert response.text == fake.reply_text
     chunks = list(c.models.generate_content_stream(model=MODEL, contents="Hi", config=config()))
-    assert "".join(ch.text or "" for ch in chunks) == fake.reply
+    assert "".join(ch.text or "" for ch in chunks) == fake.reply_text
     assert len(fake.generations) == 3
 
 
@@ -374,7 +374,7 @@ def test_pricing_fault_keeps_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pricing, "price_call", boom)
     with bc.task("t") as t:
         response = c.models.generate_content(model=MODEL, contents="Hello", config=config())
-    assert response.text == fake.reply
+    assert response.text == fake.reply_text
     assert t.usage == usage_of(fake.generations[0].usage_metadata)
     assert t.cost is None
 

@@ -292,7 +292,7 @@ def test_vanished_entry_falls_back_without_failing_the_call() -> None:
         response = c.models.generate_content(
             model=MODEL, contents="after", config=gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
         )
-    assert response.text == fake.reply
+    assert response.text == fake.reply_text
     assert fake.generations[-1].cached_content is None
     generate = [r for r in t.records if r.operation == "generate_content"]
     assert len(generate) == 4 and all(r.status == "ok" for r in generate)

@@ -188,7 +188,7 @@ def test_function_call_until_answered_and_fail_next() -> None:
             ],
         },
     ).json()
-    assert answered["candidates"][0]["content"]["parts"][0]["text"] == fake.reply
+    assert answered["candidates"][0]["content"]["parts"][0]["text"] == fake.reply_text
     fake.fail_next(429, count=2)
     assert [
         post(fake, f"/v1beta/models/{MODEL}:countTokens", {"contents": []}).status_code for _ in range(3)
@@ -200,9 +200,9 @@ async def test_transport_serves_async_clients() -> None:
     fake = FakeGemini()
     c = sdk(fake)
     response = await c.aio.models.generate_content(model=MODEL, contents="hello")
-    assert response.text == fake.reply
+    assert response.text == fake.reply_text
     texts = [ch.text async for ch in await c.aio.models.generate_content_stream(model=MODEL, contents="x")]
-    assert "".join(t or "" for t in texts) == fake.reply
+    assert "".join(t or "" for t in texts) == fake.reply_text
 
 
 def test_vertex_paths() -> None:

@@ -50,8 +50,8 @@ from overhead import Conversation, anthropic_body, anthropic_responses, transpor
 
 import budgetclient as bc  # noqa: E402
 from budgetclient import blocks, tokens  # noqa: E402
+from budgetclient.formats.anthropic.prepare import PreparedRequest  # noqa: E402
 from budgetclient.providers import anthropic as bc_anthropic  # noqa: E402
-from budgetclient.providers._anthropic_cache import PreparedRequest  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from .allocation import AllocationTargets
 from .errors import ConfigurationError
 
 __all__ = [
@@ -106,7 +107,7 @@ class Settings:
     """Thresholds of the warning signals (cost baseline, cache hit rate, failure cost, output ratio)."""
     otel: bool = False
     """Export a span per call and per task, and token metrics, through OpenTelemetry."""
-    allocation_check: Any = None
+    allocation_check: AllocationTargets | None = None
     """``None``: off. Otherwise the ``plan.AllocationTargets`` each request sent is checked against
     (``plan.allocation_exceeded`` is logged per component over its share of the window)."""
 
@@ -214,7 +215,7 @@ def configure(
     log_prompts: bool = _UNSET,
     signals: SignalThresholds | Mapping[str, Any] | None = _UNSET,
     otel: bool = _UNSET,
-    allocation_check: Any = _UNSET,
+    allocation_check: bool | AllocationTargets | None = _UNSET,
 ) -> Settings:
     """Change process-wide settings; arguments left out keep their current value.
 
@@ -256,11 +257,9 @@ def configure(
     return new
 
 
-def _allocation_targets(value: Any) -> Any:
+def _allocation_targets(value: object) -> AllocationTargets | None:
     if value is None or value is False:
         return None
-    from .plan import AllocationTargets
-
     if value is True:
         return AllocationTargets.guide_default()
     if isinstance(value, AllocationTargets):

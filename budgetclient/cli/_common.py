@@ -8,15 +8,17 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import TextIO
 
 from .. import config
-from ..ledger.base import AlertRecord, Ledger, mask_url, open_ledger, sqlite_path_from_url
+from ..ledger.base import AlertRecord, Ledger, mask_url, sqlite_path_from_url
+from ..ledger.opening import open_ledger
 from ..reports import Report, build_report
 from ..usage import CallRecord, TaskRecord
 from . import CommandError
 
-__all__ = ["LedgerRecords", "Progress", "add_ledger_arguments", "parse_since", "read_records"]
+__all__ = ["LedgerRecords", "Progress", "add_ledger_arguments", "parse_since", "read_records", "usd"]
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -142,3 +144,16 @@ class Progress:
             self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
             self._width = 0
+
+
+def usd(amount: Decimal | None) -> str:
+    """Money for people: more decimals for small amounts (a task often costs fractions of a cent)."""
+    if amount is None:
+        return "?"
+    if not amount:
+        return "$0"
+    if abs(amount) >= 100:
+        return f"${amount:,.2f}"
+    if abs(amount) >= 1:
+        return f"${amount:.4f}"
+    return f"${amount:.6f}"

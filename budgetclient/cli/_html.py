@@ -16,7 +16,7 @@ from html import escape
 from ..config import SignalThresholds
 from ..ledger.base import AlertRecord
 from ..reports import OUTCOMES, Report, RunPoint, TaskNameRow
-from .report import usd
+from ._common import usd
 
 __all__ = ["render_html"]
 

@@ -11,14 +11,13 @@ import csv
 import io
 import json
 import sys
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from .. import config
 from ..reports import OUTCOMES, Report, TaskNameRow
 from . import CommandError
-from ._common import add_ledger_arguments, read_report
+from ._common import add_ledger_arguments, read_report, usd
 
 __all__ = ["format_csv", "format_json", "format_table", "register", "run"]
 
@@ -107,19 +106,6 @@ def format_csv(report: Report) -> str:
             ]
         )
     return out.getvalue()
-
-
-def usd(amount: Decimal | None) -> str:
-    """Money for people: more decimals for small amounts (a task often costs fractions of a cent)."""
-    if amount is None:
-        return "?"
-    if not amount:
-        return "$0"
-    if abs(amount) >= 100:
-        return f"${amount:,.2f}"
-    if abs(amount) >= 1:
-        return f"${amount:.4f}"
-    return f"${amount:.6f}"
 
 
 def _table_cells(row: TaskNameRow) -> list[str]:

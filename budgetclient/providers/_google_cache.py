@@ -41,6 +41,7 @@ from .. import metering, pricing
 from .._log import log
 from ..blocks import Block
 from ..errors import BudgetExceeded
+from ..estimate import estimate_request
 from ..metering import CallContext
 from ..tasks import Task
 from ..usage import CallRecord, CostBreakdown, Usage
@@ -222,9 +223,8 @@ class ManagedCaches:
         stats = self._stats_for(plan)
         if stats.tokens is not None:
             return stats.tokens
-        from ..tokens import estimate_tokens
 
-        tokens = estimate_tokens(PROVIDER, plan.fields, plan.route.model) if plan.fields else 0
+        tokens = estimate_request(PROVIDER, plan.fields, plan.route.model).tokens if plan.fields else 0
         stats.tokens = tokens
         return tokens
 
@@ -315,9 +315,10 @@ class ManagedCaches:
         common = min(common, plan.contents_count - 1)
         if common <= 0:
             return 0
-        from ..tokens import estimate_tokens
 
-        tokens = estimate_tokens(PROVIDER, {"contents": plan.opening_contents[:common]}, plan.route.model)
+        tokens = estimate_request(
+            PROVIDER, {"contents": plan.opening_contents[:common]}, plan.route.model
+        ).tokens
         return common if tokens >= min_cache_tokens(plan.route.model) else 0
 
     def _maybe_create(
@@ -333,9 +334,7 @@ class ManagedCaches:
             return None
         leading = self._leading_to_hold(plan)
         if leading:
-            from ..tokens import estimate_tokens
-
-            tokens += estimate_tokens(PROVIDER, {"contents": plan.opening_contents[:leading]}, model)
+            tokens += estimate_request(PROVIDER, {"contents": plan.opening_contents[:leading]}, model).tokens
         if tokens < min_cache_tokens(model):
             return None
         economics = economics_for(model)

@@ -27,11 +27,11 @@ from .. import metering, pricing
 from .._log import log
 from ..drift import PrefixDrift, explain_drift
 from ..errors import BudgetExceeded, PrefixDriftError, PrefixDriftWarning
+from ..estimate import EstimateMemo, estimate_request
 from ..lineage import current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions
 from ..tasks import Task, current_task
-from ..tokens import EstimateMemo, estimate_request
 from ..usage import CallStatus, Usage
 from ._drift_report import announce_drift, drift_fields
 from ._google_body import BodyHistory

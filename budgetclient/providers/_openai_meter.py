@@ -222,7 +222,7 @@ class OpenAIMeter:
         raw_estimate = [0]
 
         def estimate() -> int:
-            from ..tokens import estimate_request
+            from ..estimate import estimate_request
 
             assert send_body is not None
             result = estimate_request(PROVIDER, send_body, model)

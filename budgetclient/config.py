@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -155,7 +155,39 @@ def get_settings() -> Settings:
     with _lock:
         if _settings is None:
             _settings = _from_environment()
-        return _settings
+        settings = _settings
+    if not _first_use_done:
+        _run_first_use()
+    return settings
+
+
+_first_use: list[Callable[[], None]] = []
+_first_use_done = False
+
+
+def on_first_use(callback: Callable[[], None]) -> None:
+    """Run ``callback()`` once, when settings are first read or configured, instead of at import.
+
+    Every metered call and every task end reads settings before it reaches a hook, so this is how
+    the package starts its process-wide subscribers (signals, OpenTelemetry) lazily.
+    """
+    with _lock:
+        done = _first_use_done
+        if not done:
+            _first_use.append(callback)
+    if done:
+        callback()
+
+
+def _run_first_use() -> None:
+    global _first_use_done
+    with _lock:
+        if _first_use_done:
+            return
+        _first_use_done = True
+        callbacks = list(_first_use)
+    for callback in callbacks:
+        callback()
 
 
 def on_settings_change(callback: Any) -> None:
@@ -229,6 +261,7 @@ def configure(
     pass a ``bc.plan.AllocationTargets``); ``False`` turns it off.
     """
     global _settings
+    _run_first_use()
     with _lock:
         old = get_settings()
         new = old

@@ -20,6 +20,10 @@ Layers:
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
@@ -264,3 +268,37 @@ def test_no_import_cycles() -> None:
 def test_layering(rule: str, meaning: str) -> None:
     violations = _violations(rule)
     assert violations == [], meaning + ":\n" + "\n".join(violations)
+
+
+def test_importing_the_package_does_no_work() -> None:
+    """``import budgetclient`` starts nothing (no hooks, no settings read, no environment parsed):
+    alerts and OpenTelemetry start at the first configure() or metered call, as before."""
+    script = textwrap.dedent(
+        """
+        import budgetclient as bc
+        from budgetclient import config, metering, tasks
+        from budgetclient.usage import Usage
+
+        print("AT_IMPORT", config._settings is None, config._first_use_done)
+        alerts = []
+        bc.on_alert(alerts.append)
+        prices = {"m": {"input": 1, "output": 1}}
+        bc.configure(ledger="memory://startup", prices=prices, alert_cost_per_task=0.5)
+        with bc.task("t"):
+            ctx = metering.begin_call("anthropic", "m", "messages")
+            metering.finish_call(ctx, Usage(input_tokens=1_000_000, output_tokens=0, requests=1))
+        print("ALERTS", [a.kind for a in alerts])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=PACKAGE.parent,
+        env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "AT_IMPORT True False" in done.stdout
+    assert "ALERTS ['cost_per_task']" in done.stdout

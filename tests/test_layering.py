@@ -302,3 +302,14 @@ def test_importing_the_package_does_no_work() -> None:
     assert done.returncode == 0, done.stderr
     assert "AT_IMPORT True False" in done.stdout
     assert "ALERTS ['cost_per_task']" in done.stdout
+
+
+def test_one_name_per_concept() -> None:
+    """No two modules define a top-level class of the same name (``LineageState``, ``CacheEntry``,
+    ``PreparedRequest`` and ``Rates`` each meant two things once)."""
+    where: dict[str, list[str]] = {}
+    for module, (path, _) in MODULES.items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef):
+                where.setdefault(node.name, []).append(module)
+    assert {name: modules for name, modules in where.items() if len(modules) > 1} == {}

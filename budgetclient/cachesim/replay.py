@@ -7,7 +7,7 @@
 - ``"provider-auto"``: Anthropic's automatic mode, a top-level ``cache_control``;
 - ``"budgetclient"``: `formats.anthropic.prepare.prepare_request` with ``cache="auto"``.
 
-`run_trace` sends each body to a `Backend`: by default `SimulatedAnthropic`, which bills with
+`run_trace` sends each body to a `ReplayBackend`: by default `SimulatedAnthropic`, which bills with
 the documented cache rules (`cachesim.anthropic`) in process; ``budgetclient.testing`` runs the
 same replay through `FakeAnthropic`'s HTTP handler. Costs use the pricing module's rates for the
 trace's model (genai-prices unless overridden), never a price table of this module's own.
@@ -33,7 +33,7 @@ from .traces import MODEL, Trace
 
 __all__ = [
     "STRATEGIES",
-    "Backend",
+    "ReplayBackend",
     "BudgetclientStrategy",
     "SimulatedAnthropic",
     "SimulatedClock",
@@ -165,7 +165,7 @@ class Clock(Protocol):
     def advance(self, seconds: float) -> None: ...
 
 
-class Backend(Protocol):
+class ReplayBackend(Protocol):
     """Where a replay sends its bodies: ``send(body)`` answers with a decoded Messages response."""
 
     @property
@@ -247,7 +247,7 @@ class TraceRun:
         return sum((usage_cost(u, rates, output=False) for u in self.usages), Decimal(0))
 
 
-def run_trace(trace: Trace, strategy: str | Strategy, *, backend: Backend | None = None,
+def run_trace(trace: Trace, strategy: str | Strategy, *, backend: ReplayBackend | None = None,
               keep_bodies: bool = False) -> TraceRun:
     """Replay ``trace`` on a fresh `SimulatedAnthropic` (or ``backend``) with one strategy."""
     name = strategy if isinstance(strategy, str) else getattr(strategy, "__name__", "custom")

@@ -35,7 +35,7 @@ from ..tasks import Task, current_task
 from ..usage import CallStatus, Usage
 from ._drift_report import announce_drift, drift_fields
 from ._google_body import BodyHistory
-from ._google_cache import CacheEntry, CachePlan, HttpStep, ManagedCaches
+from ._google_cache import CachedContent, CachePlan, HttpStep, ManagedCaches
 from ._google_drift import with_tokens
 from ._google_rules import GeminiRoute, parse_route
 from ._sse import BodyObserver, tap_response
@@ -95,7 +95,7 @@ class _Call:
     ctx: CallContext | None
     task: Task | None
     plan: CachePlan | None = None
-    entry: CacheEntry | None = None
+    entry: CachedContent | None = None
     estimate_raw: list[int] = field(default_factory=list)
 
     def without_cache(self) -> _Call:

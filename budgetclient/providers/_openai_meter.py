@@ -49,7 +49,7 @@ from ._openai_cache import (
     COMPLETIONS,
     RESPONSES,
     PrefixMemo,
-    PreparedRequest,
+    PreparedOpenAIRequest,
     background_poll,
     classify,
     prepare_request,
@@ -84,7 +84,7 @@ class Plan:
     """The body as sent (None when it is not a JSON object)."""
     model: str
     stream: bool
-    prepared: PreparedRequest | None = None
+    prepared: PreparedOpenAIRequest | None = None
     lineage: LineageState | None = None
     drift: PrefixDrift | None = None
 
@@ -106,7 +106,7 @@ class _Attempt:
     operation: str
     request: httpx2.Request
     ctx: CallContext
-    prepared: PreparedRequest | None
+    prepared: PreparedOpenAIRequest | None
     lineage: LineageState | None
     started: float
     raw_estimate: int = 0
@@ -274,7 +274,7 @@ class OpenAIMeter:
 
     def _prepare(
         self, body: Mapping[str, Any], operation: str, model: str
-    ) -> tuple[PreparedRequest, LineageState, PrefixDrift | None]:
+    ) -> tuple[PreparedOpenAIRequest, LineageState, PrefixDrift | None]:
         task = current_task()
         conversation = current_conversation()
         # Chat Completions and Responses keep separate conversations, even for one model and task
@@ -418,7 +418,7 @@ class OpenAIMeter:
         return True
 
     def _commit(
-        self, state: LineageState, prepared: PreparedRequest, message: Mapping[str, Any], at: float
+        self, state: LineageState, prepared: PreparedOpenAIRequest, message: Mapping[str, Any], at: float
     ) -> None:
         with state.lock:
             state.record_gap(at)

@@ -792,7 +792,3 @@ def wrap_anthropic(client: C, options: ClientOptions) -> C:
         ) from exc
     _hook_copies(wrapped)
     return wrapped  # type: ignore[no-any-return]
-
-
-def anthropic_wrap(client: Any, **options: Any) -> Any:
-    return wrap_anthropic(client, ClientOptions.create(**options))

@@ -76,7 +76,7 @@ def send(fake: FakeAnthropic, body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _OverHTTP:
-    """A `cachesim.replay.Backend` that answers through the fake's HTTP handler."""
+    """A `cachesim.replay.ReplayBackend` that answers through the fake's HTTP handler."""
 
     def __init__(self, fake: FakeAnthropic) -> None:
         self.fake = fake

@@ -28,6 +28,7 @@ from .._log import log
 from ..drift import PrefixDrift, explain_drift
 from ..errors import BudgetExceeded, PrefixDriftError, PrefixDriftWarning
 from ..estimate import EstimateMemo, estimate_request
+from ..formats.google.prefix import with_tokens
 from ..lineage import current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions
@@ -36,7 +37,6 @@ from ..usage import CallStatus, Usage
 from ._drift_report import announce_drift, drift_fields
 from ._google_body import BodyHistory
 from ._google_cache import CachedContent, CachePlan, HttpStep, ManagedCaches
-from ._google_drift import with_tokens
 from ._google_rules import GeminiRoute, parse_route
 from ._sse import BodyObserver, tap_response
 

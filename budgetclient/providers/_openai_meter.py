@@ -3,7 +3,7 @@
 One ``OpenAIMeter`` belongs to one instrumented client and all of its copies. Per HTTP attempt:
 
 1. ``plan_options`` decides the JSON body (``include_usage``, ``prompt_cache_key``, breakpoint;
-   see `_openai_cache`) and checks the stable prefix for drift while the body is still the SDK's
+   see `formats.openai.prefix`) and checks the stable prefix for drift while the body is still the SDK's
    dict, so the SDK encodes the final body once (`_openai_hook`); a request that arrives without
    a plan (a raw ``content=`` body, a client whose hook could not be used) is metered exactly as
    sent, never rewritten: its bytes may be signed. ``begin`` then raises the drift
@@ -38,12 +38,7 @@ from .._log import log
 from ..blocks import PrefixPrint, count_tokens
 from ..drift import PrefixDrift, explain_drift
 from ..errors import PrefixDriftError
-from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
-from ..metering import CallContext
-from ..options import ClientOptions
-from ..tasks import Task, current_task
-from ..usage import CallStatus, Usage
-from ._openai_cache import (
+from ..formats.openai.prefix import (
     CHAT,
     COMPACT,
     COMPLETIONS,
@@ -56,9 +51,14 @@ from ._openai_cache import (
     prompt_cache_key_for,
     request_shape_of,
 )
+from ..formats.openai.usage import usage_from_chat, usage_from_responses
+from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
+from ..metering import CallContext
+from ..options import ClientOptions
+from ..tasks import Task, current_task
+from ..usage import CallStatus, Usage
 from ._openai_drift import announce_drift, drift_fields, extra_cost, merge_diagnostics
 from ._openai_stream import hide_usage_chunk
-from ._openai_usage import usage_from_chat, usage_from_responses
 from ._sse import BodyObserver, tap_response
 
 __all__ = ["PROVIDER", "OpenAIMeter", "Plan", "plan_of"]

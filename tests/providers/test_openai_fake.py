@@ -268,7 +268,7 @@ BREAKPOINT_MODELS = {  # provider-facts.md: explicit prompt_cache_breakpoint fro
 @pytest.mark.parametrize(("model", "supported"), sorted(BREAKPOINT_MODELS.items()))
 def test_fake_and_library_state_the_breakpoint_rule_independently(model: str, supported: bool) -> None:
     """The fake has its own statement of the rule, so a wrong library rule fails here, not passes."""
-    from budgetclient.providers._openai_usage import supports_prompt_cache_breakpoints as library_rule
+    from budgetclient.formats.openai.usage import supports_prompt_cache_breakpoints as library_rule
     from budgetclient.testing.fake_openai import supports_prompt_cache_breakpoints as fake_rule
 
     assert fake_rule is not library_rule

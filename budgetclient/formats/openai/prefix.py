@@ -26,10 +26,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..blocks import Block, block_digest, raw_bytes, value_print
-from ..drift import prefix_fingerprint, request_shape
-from ..options import ClientOptions
-from ._openai_usage import supports_prompt_cache_breakpoints
+from ...blocks import Block, block_digest, raw_bytes, value_print
+from ...drift import prefix_fingerprint, request_shape
+from ...options import ClientOptions
+from .usage import supports_prompt_cache_breakpoints
 
 __all__ = [
     "CHAT",

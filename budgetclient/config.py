@@ -26,6 +26,9 @@ LEDGER_ENV = "BUDGETCLIENT_LEDGER"
 PRICES_ENV = "BUDGETCLIENT_PRICES"
 ALERT_COST_ENV = "BUDGETCLIENT_ALERT_COST_PER_TASK"
 """``0.50`` or ``triage=0.50,summarize=0.10,*=1`` (USD); lets ``budgetclient check`` see the thresholds."""
+DRIFT_EXCERPTS_ENV = "BUDGETCLIENT_DRIFT_EXCERPTS"
+"""``0`` / ``false`` / ``no`` / ``off`` turns drift excerpts off (``configure(drift_excerpts=False)``)."""
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 _UNSET: Any = object()
 
@@ -103,6 +106,9 @@ class Settings:
     alert_cost_per_task_by_name: Mapping[str, Decimal] = field(default_factory=dict)
     log_prompts: bool = False
     """Never store prompt text unless explicitly enabled."""
+    drift_excerpts: bool = True
+    """Quote a few masked bytes around a drift in `PrefixDriftWarning` / `PrefixDriftError`
+    (in process only; the ledger never stores them). False: offsets, lengths and hashes only."""
     signals: SignalThresholds = field(default_factory=SignalThresholds)
     """Thresholds of the warning signals (cost baseline, cache hit rate, failure cost, output ratio)."""
     otel: bool = False
@@ -121,6 +127,7 @@ def _from_environment() -> Settings:
     settings = Settings(
         ledger_url=os.environ.get(LEDGER_ENV) or default_ledger_url(),
         prices_file=os.environ.get(PRICES_ENV) or None,
+        drift_excerpts=os.environ.get(DRIFT_EXCERPTS_ENV, "").strip().lower() not in _FALSE_WORDS,
     )
     alert_cost = os.environ.get(ALERT_COST_ENV, "").strip()
     if alert_cost:
@@ -245,6 +252,7 @@ def configure(
     prices_file: str | os.PathLike[str] | None = _UNSET,
     alert_cost_per_task: Decimal | float | str | Mapping[str, Decimal | float | str] | None = _UNSET,
     log_prompts: bool = _UNSET,
+    drift_excerpts: bool = _UNSET,
     signals: SignalThresholds | Mapping[str, Any] | None = _UNSET,
     otel: bool = _UNSET,
     allocation_check: bool | AllocationTargets | None = _UNSET,
@@ -256,6 +264,8 @@ def configure(
     ``alert_cost_per_task`` is one USD threshold, or a mapping of task name to threshold
     (key ``"*"`` for the default). ``signals`` changes warning-signal thresholds (a mapping of
     `SignalThresholds` fields, merged over the current ones; ``None`` restores the defaults).
+    ``drift_excerpts=False`` keeps prompt text out of drift warnings and exceptions too (also
+    ``BUDGETCLIENT_DRIFT_EXCERPTS=0``; the ledger never stores it either way).
     ``otel=True`` exports spans and metrics through OpenTelemetry (needs ``budgetclient[otel]``).
     ``allocation_check=True`` checks every request sent against the guide's 32k allocation (or
     pass a ``bc.plan.AllocationTargets``); ``False`` turns it off.
@@ -277,6 +287,8 @@ def configure(
             new = _with_alert_threshold(new, alert_cost_per_task)
         if log_prompts is not _UNSET:
             new = replace(new, log_prompts=bool(log_prompts))
+        if drift_excerpts is not _UNSET:
+            new = replace(new, drift_excerpts=bool(drift_excerpts))
         if signals is not _UNSET:
             new = replace(new, signals=_signal_thresholds(new.signals, signals))
         if otel is not _UNSET:

@@ -30,11 +30,12 @@ import json
 import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal
 
 from ._log import log
+from ._redact import mask_secrets, masked_window
 from .blocks import Block, block_digest, first_divergence, raw_bytes
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "DriftListener",
     "PrefixDrift",
     "add_drift_listener",
+    "EXCERPT_FIELDS",
     "excerpt",
     "explain_drift",
     "mask_secrets",
@@ -64,9 +66,10 @@ class PrefixDrift:
     offset: int
     """Byte offset of the first differing byte inside that segment's serialised bytes."""
     before: str
-    """Short excerpt of the previous bytes around ``offset`` (truncated, secrets masked)."""
+    """Short excerpt of the previous bytes around ``offset`` (secrets masked); in process only:
+    never stored in the ledger, ``""`` when read back or with ``configure(drift_excerpts=False)``."""
     after: str
-    """Short excerpt of the new bytes around ``offset`` (truncated, secrets masked)."""
+    """Short excerpt of the new bytes around ``offset``; like ``before``."""
     cause: DriftCause
     """Best guess at why the bytes changed."""
     tokens_at_risk: int
@@ -77,13 +80,35 @@ class PrefixDrift:
     """The provider's own diagnosis, when it gave one (Anthropic ``cache_miss_reason.type``...)."""
     provider_missed_tokens: int | None = None
     """Tokens the provider says missed the cache because of the change."""
+    before_length: int = 0
+    """Length in bytes of the segment's previous value (what ``offset`` is measured in)."""
+    after_length: int = 0
+    """Length in bytes of the segment's new value."""
+    before_hash: str = ""
+    """BLAKE2b-64 hex of the segment's previous value (``""`` when there was none): tells which
+    version of a prompt was sent without storing it."""
+    after_hash: str = ""
+    """BLAKE2b-64 hex of the segment's new value."""
 
     def describe(self) -> str:
+        """One line for a person; the excerpts only when this drift still carries them."""
+        if self.before or self.after:
+            change = f"{self.before!r} -> {self.after!r}"
+        else:
+            change = f"{self.before_length} -> {self.after_length} bytes"
         return (
-            f"{self.segment} changed at byte {self.offset} ({self.cause}): "
-            f"{self.before!r} -> {self.after!r}; ~{self.tokens_at_risk} tokens at risk"
+            f"{self.segment} changed at byte {self.offset} ({self.cause}): {change}; "
+            f"~{self.tokens_at_risk} tokens at risk"
             + (f", ~${self.est_extra_cost} extra" if self.est_extra_cost is not None else "")
         )
+
+    def without_excerpts(self) -> PrefixDrift:
+        """This drift with no prompt text: what a ledger stores and ``drift_excerpts=False`` shows."""
+        return self if not (self.before or self.after) else replace(self, before="", after="")
+
+
+EXCERPT_FIELDS = frozenset({"before", "after"})
+"""`PrefixDrift` fields that hold prompt text (masked excerpts): never persisted."""
 
 
 # --- listeners --------------------------------------------------------------------------------
@@ -185,56 +210,10 @@ def _tool_name(block: Block) -> str:
     return block.path + ":" + block.digest.hex()
 
 
-# --- secrets and excerpts ---------------------------------------------------------------------
+# --- excerpts ------------------------------------------------------------------------------------
 
 EXCERPT_BEFORE = 24
 EXCERPT_AFTER = 40
-_SECRET_CONTEXT = 256
-
-_SECRETS = re.compile(
-    rb"sk-ant-[A-Za-z0-9_\-]{6,}"
-    rb"|sk-[A-Za-z0-9_\-]{8,}"
-    rb"|AIza[0-9A-Za-z_\-]{16,}"
-    rb"|ya29\.[0-9A-Za-z_\-.]{8,}"
-    rb"|gh[pousr]_[A-Za-z0-9]{16,}"
-    rb"|xox[abprs]-[A-Za-z0-9\-]{8,}"
-    rb"|AKIA[0-9A-Z]{16}"
-    rb"|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
-)
-_LABELLED_SECRETS = re.compile(
-    rb"(?i)(?:bearer|basic)\s+([A-Za-z0-9._~+/=\-]{8,})"
-    rb"|(?i:api[_-]?key|access[_-]?key|secret|password|passwd|token|authorization)"
-    rb"\\?[\"']?\s*[:=]\s*\\?[\"']?([^\s\"'\\,;}]{6,})"
-)
-
-
-def _secret_spans(data: bytes) -> list[tuple[int, int]]:
-    spans = [(m.start(), m.end()) for m in _SECRETS.finditer(data)]
-    for m in _LABELLED_SECRETS.finditer(data):
-        group = 1 if m.group(1) is not None else 2
-        spans.append((m.start(group), m.end(group)))
-    return sorted(spans)
-
-
-def mask_secrets(text: str) -> str:
-    """``text`` with anything that looks like a credential replaced by ``***``."""
-    data = text.encode()
-    return _masked(data, 0, len(data), _secret_spans(data))
-
-
-def _masked(data: bytes, lo: int, hi: int, spans: Sequence[tuple[int, int]]) -> str:
-    out: list[bytes] = []
-    at = lo
-    for start, end in spans:
-        if end <= at or start >= hi:
-            continue
-        if start > at:
-            out.append(data[at:start])
-        out.append(b"***")
-        at = max(at, end)
-    if at < hi:
-        out.append(data[at:hi])
-    return b"".join(out).decode("utf-8", errors="replace")
 
 
 def _char_start(data: bytes, i: int) -> int:
@@ -252,10 +231,7 @@ def excerpt(data: bytes, offset: int) -> str:
         return ""
     lo = _char_start(data, max(offset - EXCERPT_BEFORE, 0))
     hi = _char_start(data, min(offset + EXCERPT_AFTER, len(data)))
-    context_lo = max(lo - _SECRET_CONTEXT, 0)
-    context = data[context_lo : min(hi + _SECRET_CONTEXT, len(data))]
-    spans = [(s + context_lo, e + context_lo) for s, e in _secret_spans(context)]
-    return ("…" if lo > 0 else "") + _masked(data, lo, hi, spans) + ("…" if hi < len(data) else "")
+    return ("…" if lo > 0 else "") + masked_window(data, lo, hi) + ("…" if hi < len(data) else "")
 
 
 # --- explaining a divergence --------------------------------------------------------------------
@@ -377,13 +353,15 @@ def explain_drift(
     previous_params: Sequence[tuple[str, int, bytes]] = (),
     current_params: Sequence[tuple[str, int, bytes]] = (),
     extra_cost: Callable[[int], Decimal | None] | None = None,
+    excerpts: bool = True,
 ) -> PrefixDrift | None:
     """Where and why ``current`` stopped repeating the first ``region_end`` blocks of ``previous``.
 
     None when it repeats them (appending is not drift), or when ``current`` starts a new segment
     (`starts_new_segment`). Offsets are computed only here, once a digest differs.
     ``tokens_at_risk`` is the part of the previous prefix from the change on; ``extra_cost(tokens)``
-    prices it (None when unknown).
+    prices it (None when unknown). ``excerpts=False`` (``configure(drift_excerpts=False)``) quotes
+    no prompt text at all: lengths and hashes only.
     """
     end = len(previous) if region_end is None else max(0, min(region_end, len(previous)))
     index = first_divergence(previous[:end], current)
@@ -395,48 +373,52 @@ def explain_drift(
     if param is not None:
         name, position, old_bytes, new_bytes = param
         at_risk = sum(block.tokens for block in previous[position:end])
-        offset = _common_prefix(old_bytes, new_bytes)
-        return PrefixDrift(
-            segment=name,
-            offset=offset,
-            before=excerpt(old_bytes, offset),
-            after=excerpt(new_bytes, offset),
-            cause="content",
-            tokens_at_risk=at_risk,
-            est_extra_cost=extra_cost(at_risk) if extra_cost else None,
-        )
+        cost = extra_cost(at_risk) if extra_cost else None
+        return _drift(name, old_bytes, new_bytes, "content", at_risk, cost, excerpts)
     old = previous[index] if index < len(previous) else None
     new = current[index] if index < len(current) else None
     at_risk = sum(block.tokens for block in previous[index:end])
     cost = extra_cost(at_risk) if extra_cost else None
     if _reordered(previous, current, index):
         assert new is not None and old is not None
-        offset = _common_prefix(old.raw, new.raw)
-        return PrefixDrift(
-            segment=new.path,
-            offset=offset,
-            before=excerpt(old.raw, offset),
-            after=excerpt(new.raw, offset),
-            cause="reordered",
-            tokens_at_risk=at_risk,
-            est_extra_cost=cost,
-        )
+        return _drift(new.path, old.raw, new.raw, "reordered", at_risk, cost, excerpts)
     segment, old_bytes, new_bytes, is_text = _locate(old, new)
     if old is not None and new is not None and old.path != new.path:
         # a block was removed or inserted at a section boundary: name the section that changed size
         section = old.section
         shrank = sum(b.section == section for b in current) < sum(b.section == section for b in previous)
         segment = old.path if shrank else new.path
+    cause = _cause(old, new, old_bytes, new_bytes, is_text, _common_prefix(old_bytes, new_bytes))
+    return _drift(segment, old_bytes, new_bytes, cause, at_risk, cost, excerpts)
+
+
+def _drift(
+    segment: str,
+    old_bytes: bytes,
+    new_bytes: bytes,
+    cause: DriftCause,
+    tokens_at_risk: int,
+    cost: Decimal | None,
+    excerpts: bool,
+) -> PrefixDrift:
     offset = _common_prefix(old_bytes, new_bytes)
     return PrefixDrift(
         segment=segment,
         offset=offset,
-        before=excerpt(old_bytes, offset),
-        after=excerpt(new_bytes, offset),
-        cause=_cause(old, new, old_bytes, new_bytes, is_text, offset),
-        tokens_at_risk=at_risk,
+        before=excerpt(old_bytes, offset) if excerpts else "",
+        after=excerpt(new_bytes, offset) if excerpts else "",
+        cause=cause,
+        tokens_at_risk=tokens_at_risk,
         est_extra_cost=cost,
+        before_length=len(old_bytes),
+        after_length=len(new_bytes),
+        before_hash=_value_hash(old_bytes),
+        after_hash=_value_hash(new_bytes),
     )
+
+
+def _value_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest() if data else ""
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:

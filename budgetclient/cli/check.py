@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from .. import config
+from .._display import display_name
 from ..config import Settings
 from ..ledger.base import AlertRecord
 from ..reports import Report
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _names(names: Sequence[str], limit: int = 4) -> str:
-    shown = ", ".join(repr(n) for n in names[:limit])
+    shown = ", ".join(repr(display_name(n)) for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 

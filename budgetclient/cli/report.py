@@ -7,7 +7,6 @@ outside any task); the figures are defined in ``budgetclient.reports``.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
+from .._display import csv_writer, display_name
 from ..reports import OUTCOMES, Report, TaskNameRow
 from . import CommandError
 from ._common import add_ledger_arguments, read_report, usd
@@ -76,8 +76,9 @@ _CSV_COLUMNS = (
 
 
 def format_csv(report: Report) -> str:
+    """One line per task name; full names, but no cell a spreadsheet would run (`csv_writer`)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv_writer(out)
     writer.writerow(_CSV_COLUMNS)
     for row in report.rows:
         data = row.as_json()
@@ -112,7 +113,7 @@ def _table_cells(row: TaskNameRow) -> list[str]:
     per_run = row.task is not None
     dash = "-"
     return [
-        "(no task)" if row.task is None else row.task,
+        "(no task)" if row.task is None else display_name(row.task),
         str(row.runs) if per_run else dash,
         "/".join(str(row.outcomes.get(o, 0)) for o in OUTCOMES) if per_run else dash,
         str(row.calls),
@@ -136,7 +137,11 @@ _HEADERS = (
 )  # fmt: skip
 
 
+_ALERT_LINE_MAX = 200
+
+
 def format_table(report: Report, *, max_alerts: int = 20) -> str:
+    """A table for a terminal: names cut to `display_name`, no control sequence from the ledger."""
     if not report.rows:
         return "no tasks or calls recorded in this window\n"
     cells = [list(_HEADERS), *(_table_cells(r) for r in report.rows)]
@@ -164,7 +169,8 @@ def format_table(report: Report, *, max_alerts: int = 20) -> str:
         lines.append("")
         lines.append(f"alerts ({len(alerts)}):")
         for alert in alerts[-max_alerts:]:
-            lines.append(f"  {alert.created_at:%Y-%m-%d %H:%M} {alert.kind}: {alert.message}")
+            message = display_name(f"{alert.kind}: {alert.message}", _ALERT_LINE_MAX)
+            lines.append(f"  {alert.created_at:%Y-%m-%d %H:%M} {message}")
         if len(alerts) > max_alerts:
             lines.append(f"  ... and {len(alerts) - max_alerts} earlier (see --format json)")
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from json.encoder import encode_basestring_ascii
 from operator import attrgetter
 from typing import Any, Protocol, cast
 
-from ..drift import PrefixDrift
+from ..drift import EXCERPT_FIELDS, PrefixDrift
 from ..usage import CallRecord, CallStatus, CostBreakdown, Outcome, TaskRecord, Usage
 from ._alert import AlertRecord
 
@@ -147,8 +147,13 @@ def _breakdown(row: RowLike) -> CostBreakdown | None:
     return CostBreakdown(**{b: Decimal(v or "0") for b, v in zip(_BUCKETS, values, strict=True)})
 
 
+def _stored_drift(drift: PrefixDrift) -> dict[str, Any]:
+    """What a ledger keeps of a drift: where, why, lengths, hashes, cost; never the excerpts."""
+    return {k: v for k, v in asdict(drift).items() if k not in EXCERPT_FIELDS}
+
+
 def _drift_text(drift: PrefixDrift | None) -> str | None:
-    return None if drift is None else _json(asdict(drift))
+    return None if drift is None else _json(_stored_drift(drift))
 
 
 def _drift(text: str | None) -> PrefixDrift | None:
@@ -159,9 +164,11 @@ _DRIFT_FIELDS = frozenset(f.name for f in fields(PrefixDrift))
 
 
 def _drift_from(data: dict[str, Any]) -> PrefixDrift:
-    values = {k: v for k, v in data.items() if k in _DRIFT_FIELDS}  # newer writers may add fields
+    """A stored drift; tolerant of fields a newer writer added and of the excerpts an older one
+    stored (dropped: prompt text never leaves a ledger either)."""
+    values = {k: v for k, v in data.items() if k in _DRIFT_FIELDS and k not in EXCERPT_FIELDS}
     values["est_extra_cost"] = _decimal(values.get("est_extra_cost"))
-    return PrefixDrift(**values)
+    return PrefixDrift(**values, before="", after="")
 
 
 def _metadata(text: str | None) -> dict[str, Any]:
@@ -296,7 +303,7 @@ def call_to_compact_row(r: CallRecord) -> CompactCallRow:
     record = (
         f"[{_shape_texts.get(shape) or _shape_text(shape)},{money},{buckets},"
         f"{'null' if response_id is None else _text(response_id)},"
-        f"{'null' if drift is None else _json(asdict(drift), ensure_ascii=True)},"
+        f"{'null' if drift is None else _json(_stored_drift(drift), ensure_ascii=True)},"
         f"{_json(metadata, ensure_ascii=True) if metadata else '{}'}]"
     )
     return (

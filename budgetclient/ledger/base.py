@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from .._redact import mask_secrets
 from ..errors import LedgerError
 from ..usage import CallRecord, TaskRecord
 from ._alert import AlertRecord
@@ -65,18 +65,9 @@ class Ledger(Protocol):
 
 LedgerFactory = Callable[[str], Ledger]
 
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<secret>[^@\s]*)@")
-_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'[^']*'|[^&\s;]*)", re.IGNORECASE)
-
-
-def mask_secrets(text: str) -> str:
-    """Replace passwords in any URLs (``user:secret@host``) or ``password=...`` settings in ``text``."""
-    text = _URL_PASSWORD.sub(r"\g<head>***@", text)
-    return _KEYWORD_PASSWORD.sub(r"\g<head>***", text)
-
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe for errors and logs."""
+    """The URL with any password replaced by ``***``, safe for errors and logs (`mask_secrets`)."""
     return mask_secrets(str(url))
 
 

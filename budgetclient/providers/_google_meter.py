@@ -25,6 +25,7 @@ import httpx2
 
 from .. import metering, pricing
 from .._log import log
+from ..config import get_settings
 from ..drift import PrefixDrift, explain_drift
 from ..errors import BudgetExceeded, PrefixDriftError, PrefixDriftWarning
 from ..estimate import EstimateMemo, estimate_request
@@ -363,6 +364,7 @@ class GeminiMeter:
             with_tokens(previous, self.caches.previous_prefix_tokens(plan)),
             plan.blocks,
             extra_cost=lambda tokens: _lost_discount(tokens, model),
+            excerpts=get_settings().drift_excerpts,
         )
 
     def _estimate(

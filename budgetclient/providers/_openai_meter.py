@@ -36,6 +36,7 @@ import openai
 from .. import metering
 from .._log import log
 from ..blocks import PrefixPrint, count_tokens
+from ..config import get_settings
 from ..drift import PrefixDrift, explain_drift
 from ..errors import PrefixDriftError
 from ..formats.openai.prefix import (
@@ -317,6 +318,7 @@ class OpenAIMeter:
                 previous_params=previous.params,
                 current_params=prepared.params,
                 extra_cost=lambda tokens: extra_cost(tokens, model),
+                excerpts=get_settings().drift_excerpts,
             )
         return prepared, state, drift
 

@@ -22,6 +22,7 @@ from ...blocks import (
     Ttl,
     first_divergence,
 )
+from ...config import get_settings
 from ...drift import PrefixDrift, explain_drift, prefix_fingerprint, starts_new_segment
 from ...lineage import LineageState
 from ...placement import (
@@ -165,6 +166,7 @@ def prepare_request(
                     previous_params=previous.params,
                     current_params=request.params,
                     extra_cost=_lazy_cost(model, request.total_tokens, rewrite=cache == "auto"),
+                    excerpts=get_settings().drift_excerpts,
                 )
         if found is not None and drift == "raise":
             return PreparedRequest(

@@ -6,7 +6,7 @@
 Every trace (`budgetclient.testing.traces`) is replayed against `FakeAnthropic`, which bills
 prompt caching by Anthropic's documented rules, once per strategy: no caching, system prefix only
 (the guide's advice), the provider's automatic mode (top-level ``cache_control``) and
-budgetclient. Costs come from the usage the fake reports, at the published Claude Sonnet 4.6
+budgetclient. Costs come from the usage the fake reports, at the pricing module's Claude Sonnet 4.6
 rates ($3 input, $0.30 cache read, $3.75 5m write, $6 1h write, $15 output per MTok).
 
 The yardstick is the best placement found offline, knowing the whole trace: a beam search over
@@ -30,16 +30,17 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from budgetclient.lineage import LineageRegistry
-from budgetclient.placement import Marker
-from budgetclient.providers._anthropic_cache import apply_markers, request_blocks
-from budgetclient.testing._prompt_cache import (
+from budgetclient.cachesim.anthropic import (
     Breakpoint,
     PromptBlock,
     PromptCache,
     min_cacheable_tokens,
     prompt_blocks,
 )
+from budgetclient.formats.anthropic.blocks import request_blocks
+from budgetclient.formats.anthropic.markers import apply_markers
+from budgetclient.lineage import LineageRegistry
+from budgetclient.placement import Marker
 from budgetclient.testing.fake_anthropic import DEFAULT_EPOCH, FakeAnthropic, FakeClock
 from budgetclient.testing.traces import (
     BudgetclientStrategy,

@@ -49,9 +49,10 @@ import overhead  # noqa: E402
 from overhead import Conversation, anthropic_body, anthropic_responses, transport  # noqa: E402
 
 import budgetclient as bc  # noqa: E402
-from budgetclient import blocks, tokens  # noqa: E402
+from budgetclient import blocks  # noqa: E402
+from budgetclient.formats.anthropic.prepare import PreparedRequest  # noqa: E402
 from budgetclient.providers import anthropic as bc_anthropic  # noqa: E402
-from budgetclient.providers._anthropic_cache import PreparedRequest  # noqa: E402
+from budgetclient.tokens import counting  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def _free_counting() -> Iterator[None]:
 
     with ExitStack() as stack:
         stack.enter_context(mock.patch.object(blocks, "_counter", lambda text, model: length_rule(text)))
-        stack.enter_context(mock.patch.object(tokens, "_exact", lambda encoding, text: length_rule(text)))
+        stack.enter_context(mock.patch.object(counting, "_exact", lambda encoding, text: length_rule(text)))
         yield
 
 

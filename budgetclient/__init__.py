@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import config as _config
 from .clients import wrap
 from .config import Settings, configure, get_settings
 from .drift import PrefixDrift
@@ -94,13 +95,18 @@ _LAZY = {
 }
 
 
-# alerts are evaluated as tasks end; OpenTelemetry export follows configure(otel=...) and imports
-# nothing from opentelemetry until enabled
-from . import signals as _signals  # noqa: E402
-from . import telemetry as _telemetry  # noqa: E402
 
-_signals.install()
-_telemetry.install()
+
+def _start_subscribers() -> None:
+    """Alerts are evaluated as tasks end; OpenTelemetry export follows configure(otel=...) (and
+    imports nothing from opentelemetry until enabled). Started on first use, not at import."""
+    from . import signals, telemetry
+
+    signals.install()
+    telemetry.install()
+
+
+_config.on_first_use(_start_subscribers)
 
 # submodules reached as attributes: bc.testing, bc.plan, bc.history, bc.tools, bc.models
 _SUBMODULES = {

@@ -6,7 +6,7 @@ as sent (compact JSON in the caller's key order, cache markers stripped): a fing
 change exactly when the provider's cache key does, and a reordered key *is* a changed key. The
 canonical form (sorted keys) is derived on demand, only to tell a key-order change from an edit.
 
-Provider modules build blocks (`providers/_anthropic_cache.py`); everything here is pure.
+Format modules build blocks (`formats/anthropic/blocks.py`); everything here is pure.
 """
 
 from __future__ import annotations

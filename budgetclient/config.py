@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from .allocation import AllocationTargets
 from .errors import ConfigurationError
 
 __all__ = [
@@ -112,7 +113,7 @@ class Settings:
     """Thresholds of the warning signals (cost baseline, cache hit rate, failure cost, output ratio)."""
     otel: bool = False
     """Export a span per call and per task, and token metrics, through OpenTelemetry."""
-    allocation_check: Any = None
+    allocation_check: AllocationTargets | None = None
     """``None``: off. Otherwise the ``plan.AllocationTargets`` each request sent is checked against
     (``plan.allocation_exceeded`` is logged per component over its share of the window)."""
 
@@ -161,7 +162,39 @@ def get_settings() -> Settings:
     with _lock:
         if _settings is None:
             _settings = _from_environment()
-        return _settings
+        settings = _settings
+    if not _first_use_done:
+        _run_first_use()
+    return settings
+
+
+_first_use: list[Callable[[], None]] = []
+_first_use_done = False
+
+
+def on_first_use(callback: Callable[[], None]) -> None:
+    """Run ``callback()`` once, when settings are first read or configured, instead of at import.
+
+    Every metered call and every task end reads settings before it reaches a hook, so this is how
+    the package starts its process-wide subscribers (signals, OpenTelemetry) lazily.
+    """
+    with _lock:
+        done = _first_use_done
+        if not done:
+            _first_use.append(callback)
+    if done:
+        callback()
+
+
+def _run_first_use() -> None:
+    global _first_use_done
+    with _lock:
+        if _first_use_done:
+            return
+        _first_use_done = True
+        callbacks = list(_first_use)
+    for callback in callbacks:
+        callback()
 
 
 def on_settings_change(callback: Any) -> None:
@@ -222,7 +255,7 @@ def configure(
     drift_excerpts: bool = _UNSET,
     signals: SignalThresholds | Mapping[str, Any] | None = _UNSET,
     otel: bool = _UNSET,
-    allocation_check: Any = _UNSET,
+    allocation_check: bool | AllocationTargets | None = _UNSET,
 ) -> Settings:
     """Change process-wide settings; arguments left out keep their current value.
 
@@ -238,6 +271,7 @@ def configure(
     pass a ``bc.plan.AllocationTargets``); ``False`` turns it off.
     """
     global _settings
+    _run_first_use()
     with _lock:
         old = get_settings()
         new = old
@@ -268,11 +302,9 @@ def configure(
     return new
 
 
-def _allocation_targets(value: Any) -> Any:
+def _allocation_targets(value: object) -> AllocationTargets | None:
     if value is None or value is False:
         return None
-    from .plan import AllocationTargets
-
     if value is True:
         return AllocationTargets.guide_default()
     if isinstance(value, AllocationTargets):

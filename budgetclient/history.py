@@ -24,7 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import ConfigurationError
-from .tokens import REPLY_PRIMING, estimate_tokens
+from .estimate import estimate_request
+from .formats.collect import REPLY_PRIMING
 
 __all__ = ["HistoryWindow", "Summarize", "is_turn_start", "render_transcript", "summarizer", "trim_history"]
 
@@ -61,7 +62,7 @@ def _default_count(provider: str, model: str | None) -> Count:
     priming = REPLY_PRIMING.get(provider, 0)
 
     def count(message: Mapping[str, Any]) -> int:
-        return max(estimate_tokens(provider, {"messages": [message]}, model) - priming, 0)
+        return max(estimate_request(provider, {"messages": [message]}, model).tokens - priming, 0)
 
     return count
 

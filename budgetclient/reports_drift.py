@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from .drift import fix_hint
-from .ledger.base import open_ledger
+from .ledger.opening import open_ledger
 from .usage import CallRecord
 
 __all__ = ["DriftRow", "drift_rows", "drift_summary_line", "read_drift"]

@@ -14,9 +14,8 @@ import inspect
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -483,13 +482,3 @@ def task_executor(
 ) -> ThreadPoolExecutor:
     """A ``ThreadPoolExecutor`` whose workers run in the submitting context, current task included."""
     return _ContextExecutor(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
-
-
-@contextmanager
-def _no_task() -> Iterator[None]:
-    """Run a block outside any task (used for internal bookkeeping calls)."""
-    token = _current.set(None)
-    try:
-        yield
-    finally:
-        _current.reset(token)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigurationError
-from .tokens import TOOL_OVERHEAD, calibration_factor, count_text
+from .formats.collect import TOOL_OVERHEAD
+from .tokens import calibration_factor, count_text
 
 __all__ = ["ToolRouter", "ToolSavings", "tool_name", "tool_tokens"]
 

@@ -16,8 +16,9 @@ from budgetclient.blocks import (
     first_divergence,
     raw_bytes,
 )
+from budgetclient.formats.anthropic.blocks import request_blocks
+from budgetclient.formats.anthropic.markers import apply_markers
 from budgetclient.placement import Marker
-from budgetclient.providers._anthropic_cache import apply_markers, request_blocks
 from budgetclient.testing import prompt_blocks
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from budgetclient.ledger import open_ledger
 from budgetclient.testing import FakeAnthropic, FakeClock
-from budgetclient.testing.traces import SONNET_4_6, reference_traces, run_trace, usage_cost
+from budgetclient.testing.traces import reference_traces, run_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,10 +61,17 @@ def test_demo_writes_its_own_ledger_and_says_where(after_demo: Demo) -> None:
     assert len(calls) == 4 * len(trace.calls)
     # the uncached run's cost, computed here from the fake's usage and the published rates
     uncached = run_trace(trace, "none", fake=FakeAnthropic(clock=FakeClock()))
-    expected = sum((usage_cost(u, SONNET_4_6) for u in uncached.usages), Decimal(0))
+    expected = sum((_published_cost(u) for u in uncached.usages), Decimal(0))
     (none_task,) = [t for t in tasks if t.name == "demo:guide_session:none"]
     assert none_task.cost == expected
     assert f"${expected:.4f}" in done.stdout
+
+
+def _published_cost(usage: Mapping[str, Any]) -> Decimal:
+    """Claude Sonnet 4.6's published rates (USD per million tokens), stated here, not read from the code."""
+    rates = {"input_tokens": Decimal(3), "cache_read_input_tokens": Decimal("0.30"),
+             "cache_creation_input_tokens": Decimal("3.75"), "output_tokens": Decimal(15)}
+    return sum((Decimal(usage.get(k) or 0) * r for k, r in rates.items()), Decimal(0)) / Decimal(1_000_000)
 
 
 def test_user_ledger_stays_clean_and_check_passes(after_demo: Demo) -> None:

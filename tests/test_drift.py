@@ -17,6 +17,8 @@ import pytest
 
 from budgetclient.blocks import PrefixPrint
 from budgetclient.drift import PrefixDrift, add_drift_listener, excerpt, mask_secrets, notify_drift
+from budgetclient.formats.anthropic.blocks import request_blocks
+from budgetclient.formats.anthropic.prepare import observe_response, prepare_request
 from budgetclient.lineage import (
     LineageRegistry,
     LineageState,
@@ -24,7 +26,6 @@ from budgetclient.lineage import (
     current_conversation,
     lineage_key,
 )
-from budgetclient.providers._anthropic_cache import observe_response, prepare_request, request_blocks
 from budgetclient.testing import FakeAnthropic, FakeClock, assert_cache_stable, collect_drifts
 from budgetclient.testing.traces import send, usage_of
 from budgetclient.usage import Usage

@@ -18,9 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from budgetclient.blocks import Block
+from budgetclient.estimate import EstimateMemo, estimate_request
+from budgetclient.formats.anthropic.blocks import build_request
+from budgetclient.formats.anthropic.estimate import estimate_input
+from budgetclient.formats.anthropic.prepare import prepare_request
 from budgetclient.lineage import LineageRegistry
-from budgetclient.providers._anthropic_cache import build_request, estimate_input, prepare_request
-from budgetclient.tokens import estimate_request
 from tests._hypothesis import FAST
 
 MODEL = "claude-sonnet-4-6"
@@ -205,8 +207,6 @@ def test_an_unusual_body_falls_back_to_the_whole_body_estimate() -> None:
     assert not build_request(body).estimable
 
 
-
-
 def test_a_new_conversation_with_the_same_tools_takes_their_blocks_whole_and_sees_edits() -> None:
     body = _body()
     first = build_request(_sdk_copy(body))
@@ -219,6 +219,7 @@ def test_a_new_conversation_with_the_same_tools_takes_their_blocks_whole_and_see
     expected = json.dumps(body["tools"][2], ensure_ascii=False, separators=(",", ":")).encode()
     assert edited.request.blocks[2].raw == expected != first.request.blocks[2].raw
     assert edited.request.blocks[2].digest == hashlib.blake2b(b"t" + expected, digest_size=16).digest()
+
 
 def test_a_new_conversation_resending_the_same_turns_takes_their_blocks_whole_and_sees_edits() -> None:
     body = _body()
@@ -261,6 +262,7 @@ def test_a_build_lets_go_of_the_callers_values_once_estimated_or_superseded() ->
     second = build_request(_sdk_copy(body), previous=first)
     third = build_request(_sdk_copy(body), previous=second)
     assert second.values is None and third.values is not None
+
 
 # -- property: any next request, built from the previous one, equals a fresh build ----------------------
 
@@ -343,36 +345,37 @@ def _gemini_body(turns: int) -> dict[str, Any]:
 def test_gemini_estimate_memo_gives_the_same_estimate_and_walks_only_new_contents(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from budgetclient import tokens
+    from budgetclient.formats.google import reader as google_reader
 
-    memo = tokens.EstimateMemo()
+    memo = EstimateMemo()
     body = _gemini_body(4)
-    first = tokens.estimate_request("google", body, "gemini-2.5-flash", memo=memo)
-    plain = tokens.estimate_request("google", copy.deepcopy(body), "gemini-2.5-flash")
+    first = estimate_request("google", body, "gemini-2.5-flash", memo=memo)
+    plain = estimate_request("google", copy.deepcopy(body), "gemini-2.5-flash")
     assert first.raw_tokens == plain.raw_tokens
     walked: list[Any] = []
-    real = tokens._google_content
-    monkeypatch.setattr(tokens, "_google_content", lambda out, c: (walked.append(c), real(out, c))[1])
+    real = google_reader._google_content
+    monkeypatch.setattr(
+        google_reader, "_google_content", lambda out, c: (walked.append(c), real(out, c))[1]
+    )
     # the next body reuses the unchanged contents (the same objects) and adds two
     nxt = {**body, "contents": [*body["contents"], *_gemini_body(6)["contents"][4:]]}
-    second = tokens.estimate_request("google", nxt, "gemini-2.5-flash", memo=memo)
+    second = estimate_request("google", nxt, "gemini-2.5-flash", memo=memo)
     assert walked == nxt["contents"][4:]
     walked.clear()
-    plain = tokens.estimate_request("google", copy.deepcopy(nxt), "gemini-2.5-flash")
+    plain = estimate_request("google", copy.deepcopy(nxt), "gemini-2.5-flash")
     assert second.raw_tokens == plain.raw_tokens
     assert len(walked) == 7  # without a memo: the system instruction and all six contents
 
 
 def test_gemini_estimate_memo_never_answers_for_another_object() -> None:
-    from budgetclient import tokens
 
-    memo = tokens.EstimateMemo()
+    memo = EstimateMemo()
     body = _gemini_body(2)
-    tokens.estimate_request("google", body, "gemini-2.5-flash", memo=memo)
+    estimate_request("google", body, "gemini-2.5-flash", memo=memo)
     edited = copy.deepcopy(body)
     edited["contents"][1]["parts"][0]["text"] += " and much more text " * 20
-    expected = tokens.estimate_request("google", copy.deepcopy(edited), "gemini-2.5-flash").raw_tokens
-    assert tokens.estimate_request("google", edited, "gemini-2.5-flash", memo=memo).raw_tokens == expected
+    expected = estimate_request("google", copy.deepcopy(edited), "gemini-2.5-flash").raw_tokens
+    assert estimate_request("google", edited, "gemini-2.5-flash", memo=memo).raw_tokens == expected
 
 
 def test_what_a_build_keeps_is_accounted_whether_built_fresh_or_extended() -> None:

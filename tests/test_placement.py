@@ -13,6 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from budgetclient.formats.anthropic.blocks import request_blocks
+from budgetclient.formats.anthropic.prepare import observe_response, prepare_request
 from budgetclient.lineage import LineageRegistry, LineageState
 from budgetclient.placement import (
     Marker,
@@ -25,7 +27,6 @@ from budgetclient.placement import (
     trailing_turn_start,
     volatile_tail_start,
 )
-from budgetclient.providers._anthropic_cache import observe_response, prepare_request, request_blocks
 from budgetclient.testing import FakeAnthropic, FakeClock, cache_breakpoints, prompt_blocks
 from budgetclient.testing.traces import send, usage_of
 

@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 
 from budgetclient.blocks import BYTES_PER_TOKEN
 from budgetclient.drift import explain_drift
+from budgetclient.formats.anthropic.blocks import request_blocks
+from budgetclient.formats.anthropic.prepare import prepare_request
+from budgetclient.formats.openai.usage import usage_from_chat, usage_from_responses
 from budgetclient.lineage import LineageState
-from budgetclient.providers._anthropic_cache import prepare_request, request_blocks
 from budgetclient.providers._google_meter import usage_from_gemini
-from budgetclient.providers._openai_usage import usage_from_chat, usage_from_responses
 from budgetclient.providers.anthropic import usage_from_anthropic
 from budgetclient.usage import Usage
 from tests._hypothesis import FAST

@@ -23,10 +23,13 @@ import tiktoken
 import tiktoken.load
 import tiktoken_ext.openai_public as openai_public
 
+import budgetclient
 from budgetclient import tokens
 from budgetclient.errors import ConfigurationError
+from budgetclient.estimate import estimate_request
+from budgetclient.tokens import calibration, encodings
 
-DATA = Path(tokens.__file__).parent / "data"
+DATA = Path(budgetclient.__file__).parent / "data"
 SHA256 = {
     "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
     "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
@@ -198,7 +201,7 @@ counts = [tokens.count_text("hello world"), tokens.count_text("hello world", "gp
 print(json.dumps({"counts": counts, "env_same": dict(os.environ) == before,
                   "registered": sorted(tiktoken.registry.ENCODINGS)}))
 """
-    root = str(Path(tokens.__file__).parents[1])
+    root = str(Path(budgetclient.__file__).parents[1])
     env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
     env.update(TMPDIR=str(tmp_path), PYTHONPATH=root)
     done = subprocess.run(
@@ -213,15 +216,15 @@ print(json.dumps({"counts": counts, "env_same": dict(os.environ) == before,
 def test_first_use_from_eight_threads_loads_once(
     monkeypatch: pytest.MonkeyPatch, o200k: tiktoken.Encoding
 ) -> None:
-    monkeypatch.setattr(tokens, "_encodings", {})
+    monkeypatch.setattr(encodings, "_encodings", {})
     loads: list[str] = []
-    real_load = tokens._load_encoding
+    real_load = encodings._load_encoding
 
     def counting_load(name: str) -> tiktoken.Encoding:
         loads.append(name)
         return real_load(name)
 
-    monkeypatch.setattr(tokens, "_load_encoding", counting_load)
+    monkeypatch.setattr(encodings, "_load_encoding", counting_load)
     text = _prose(random.Random(3), 300)
     barrier = threading.Barrier(8)
     results: list[int] = []
@@ -295,12 +298,10 @@ def test_anthropic_messages_body(o200k: tiktoken.Encoding) -> None:
     direct = _count(o200k, system, question, answer, follow_up, result_text, "get_weather") + _count(
         o200k, _compact(tool), _compact(tool_input)
     )
-    estimate = tokens.estimate_request("anthropic", body)
+    estimate = estimate_request("anthropic", body)
     assert estimate.model == "claude-sonnet-4-5-20250929"
     assert estimate.factor == 1.0 and estimate.tokens == estimate.raw_tokens
     assert _within_band(estimate.raw_tokens, direct, items=4, extra=400)  # tool-use system prompt
-    assert tokens.estimate_request_tokens("anthropic", body) == estimate.tokens
-    assert tokens.estimate_tokens("anthropic", body) == estimate.tokens
 
 
 def test_anthropic_media_are_fixed_estimates_not_base64_text() -> None:
@@ -321,8 +322,8 @@ def test_anthropic_media_are_fixed_estimates_not_base64_text() -> None:
             }
         ],
     }
-    image_cost = tokens.estimate_tokens("anthropic", with_image) - tokens.estimate_tokens(
-        "anthropic", text_only
+    image_cost = (
+        estimate_request("anthropic", with_image).tokens - estimate_request("anthropic", text_only).tokens
     )
     assert 100 <= image_cost <= 2_000  # base64 as text would be ~100k tokens
 
@@ -339,8 +340,8 @@ def test_anthropic_media_are_fixed_estimates_not_base64_text() -> None:
         return {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": content}]}
 
     one, five = (
-        tokens.estimate_tokens("anthropic", with_pdf(1)),
-        tokens.estimate_tokens("anthropic", with_pdf(5)),
+        estimate_request("anthropic", with_pdf(1)).tokens,
+        estimate_request("anthropic", with_pdf(5)).tokens,
     )
     assert 4 * 1_000 <= five - one <= 4 * 4_000  # per page: text plus a page image
 
@@ -352,16 +353,14 @@ def test_tool_schema_and_input_keys_are_never_scrubbed(o200k: tiktoken.Encoding)
     bare = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}
     with_tool = {**bare, "tools": [{"name": "store", "input_schema": schema}]}
     added = (
-        tokens.estimate_request("anthropic", with_tool).raw_tokens
-        - tokens.estimate_request("anthropic", bare).raw_tokens
+        estimate_request("anthropic", with_tool).raw_tokens - estimate_request("anthropic", bare).raw_tokens
     )
     assert added >= len(o200k.encode_ordinary(description))
 
     call = {"type": "tool_use", "id": "toolu_1", "name": "store", "input": {"data": description}}
     with_call = {**bare, "messages": [*bare["messages"], {"role": "assistant", "content": [call]}]}
     added = (
-        tokens.estimate_request("anthropic", with_call).raw_tokens
-        - tokens.estimate_request("anthropic", bare).raw_tokens
+        estimate_request("anthropic", with_call).raw_tokens - estimate_request("anthropic", bare).raw_tokens
     )
     assert added >= len(o200k.encode_ordinary(description))
 
@@ -393,7 +392,7 @@ def test_openai_chat_completions_body(o200k: tiktoken.Encoding) -> None:
         "tools": [tool],
     }
     direct = _count(o200k, system, question, follow_up, tool_output, "get_weather", arguments, _compact(tool))
-    raw = tokens.estimate_request("openai", body).raw_tokens
+    raw = estimate_request("openai", body).raw_tokens
     assert _within_band(raw, direct, items=6)
 
     low = {
@@ -410,7 +409,7 @@ def test_openai_chat_completions_body(o200k: tiktoken.Encoding) -> None:
             }
         ],
     }
-    assert tokens.estimate_tokens("openai", low) < 150
+    assert estimate_request("openai", low).tokens < 150
 
 
 def test_openai_responses_body(o200k: tiktoken.Encoding) -> None:
@@ -430,10 +429,10 @@ def test_openai_responses_body(o200k: tiktoken.Encoding) -> None:
         "tools": [tool],
     }
     direct = _count(o200k, instructions, question, output, "search_orders", arguments, _compact(tool))
-    assert _within_band(tokens.estimate_request("openai", body).raw_tokens, direct, items=5)
+    assert _within_band(estimate_request("openai", body).raw_tokens, direct, items=5)
 
     plain = {"model": "gpt-4.1", "input": question}
-    assert _within_band(tokens.estimate_request("openai", plain).raw_tokens, _count(o200k, question), items=2)
+    assert _within_band(estimate_request("openai", plain).raw_tokens, _count(o200k, question), items=2)
 
 
 def test_google_generate_content_body(o200k: tiktoken.Encoding) -> None:
@@ -457,26 +456,24 @@ def test_google_generate_content_body(o200k: tiktoken.Encoding) -> None:
     direct = _count(o200k, system, question, answer, "lookup", "lookup") + _count(
         o200k, _compact(args), _compact(response), _compact(declaration)
     )
-    estimate = tokens.estimate_request("google", body, model="gemini-2.5-flash")
+    estimate = estimate_request("google", body, model="gemini-2.5-flash")
     assert estimate.model == "gemini-2.5-flash"
     assert _within_band(estimate.raw_tokens, direct, items=5)
 
     snake = {"system_instruction": {"parts": [{"text": system}]}, "contents": body["contents"]}
-    assert tokens.estimate_request("gemini", snake, model="gemini-2.5-flash").provider == "google"
+    assert estimate_request("gemini", snake, model="gemini-2.5-flash").provider == "google"
 
 
 def test_explicit_model_wins_over_body_model() -> None:
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": SAMPLES[3] * 20}]}
-    assert tokens.estimate_request("openai", body).model == "gpt-4o"
-    assert tokens.estimate_request("openai", body, model="gpt-4").model == "gpt-4"
-    assert tokens.estimate_request_tokens("openai", body, model="gpt-4") != tokens.estimate_request_tokens(
-        "openai", body
-    )
+    assert estimate_request("openai", body).model == "gpt-4o"
+    assert estimate_request("openai", body, model="gpt-4").model == "gpt-4"
+    assert estimate_request("openai", body, model="gpt-4").tokens != estimate_request("openai", body).tokens
 
 
 def test_unknown_provider_is_a_clear_error() -> None:
     with pytest.raises(ConfigurationError, match=r"'mistral'.*anthropic, openai, google"):
-        tokens.estimate_tokens("mistral", {"messages": []})
+        estimate_request("mistral", {"messages": []})
 
 
 def test_huge_request_uses_the_fast_path_within_four_percent(o200k: tiktoken.Encoding) -> None:
@@ -489,7 +486,7 @@ def test_huge_request_uses_the_fast_path_within_four_percent(o200k: tiktoken.Enc
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": c} for c in contents]}
     exact = _count(o200k, *contents)
     assert exact > 150_000
-    raw = tokens.estimate_request("openai", body).raw_tokens
+    raw = estimate_request("openai", body).raw_tokens
     assert abs(raw - exact) <= 0.04 * exact  # documented: sampled above EXACT_MAX_CHARS
 
 
@@ -499,7 +496,7 @@ def test_repeated_texts_are_memoised_not_re_encoded(
     rng = random.Random(31)
     history = [{"role": "user", "content": _prose(rng, 300)} for _ in range(6)]
     body = {"model": "gpt-4o", "messages": history}
-    first = tokens.estimate_request("openai", body).raw_tokens
+    first = estimate_request("openai", body).raw_tokens
 
     encoded: list[str] = []
     enc = tokens.encoding_for("gpt-4o")
@@ -512,8 +509,8 @@ def test_repeated_texts_are_memoised_not_re_encoded(
     monkeypatch.setattr(enc, "encode_ordinary", spy)
     new_turn = _prose(rng, 200)
     longer = {"model": "gpt-4o", "messages": [*history, {"role": "user", "content": new_turn}]}
-    second = tokens.estimate_request("openai", longer).raw_tokens
-    assert tokens.estimate_request("openai", body).raw_tokens == first
+    second = estimate_request("openai", longer).raw_tokens
+    assert estimate_request("openai", body).raw_tokens == first
     assert all(m["content"] not in encoded for m in history)
     assert new_turn in encoded
     assert second - first >= len(o200k.encode_ordinary(new_turn))
@@ -558,18 +555,18 @@ def test_twenty_reported_calls_bring_estimates_within_three_percent(
 
     held_out = [_conversation(rng, model) for _ in range(10)]
     before = [
-        abs(tokens.estimate_tokens(provider, body_for(b), model=model) - reported(t)) / reported(t)
+        abs(estimate_request(provider, body_for(b), model=model).tokens - reported(t)) / reported(t)
         for b, t in held_out
     ]
     assert max(before) > 0.05  # the simulated tokenizer really differs
 
     for _ in range(20):
         body, texts = _conversation(rng, model)
-        estimate = tokens.estimate_request(provider, body_for(body), model=model)
+        estimate = estimate_request(provider, body_for(body), model=model)
         tokens.calibrate(provider, model, estimate.raw_tokens, reported(texts))
 
     for body, texts in held_out:
-        estimate = tokens.estimate_tokens(provider, body_for(body), model=model)
+        estimate = estimate_request(provider, body_for(body), model=model).tokens
         assert abs(estimate - reported(texts)) <= 0.03 * reported(texts)
     # The learnt factor belongs to the model family, not to one dated snapshot or other providers.
     assert tokens.calibration_factor(provider, tokens.model_family(model)) == tokens.calibration_factor(
@@ -589,7 +586,7 @@ def test_calibration_is_a_ratio_of_recent_sums() -> None:
     tokens.calibrate("anthropic", "claude-haiku-4-5", 50, 0)
     assert tokens.calibration_factor("anthropic", "claude-haiku-4-5") == pytest.approx(450 / 400)
 
-    for _ in range(tokens.CALIBRATION_WINDOW):
+    for _ in range(calibration.CALIBRATION_WINDOW):
         tokens.calibrate("anthropic", "claude-haiku-4-5", 200, 300)
     assert tokens.calibration_factor("anthropic", "claude-haiku-4-5") == pytest.approx(1.5)
 

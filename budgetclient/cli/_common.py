@@ -11,7 +11,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TextIO
 
 from .. import config
-from ..ledger.base import AlertRecord, Ledger, mask_url, open_ledger, sqlite_path_from_url
+from ..ledger.base import AlertRecord, Ledger, mask_url, sqlite_path_from_url
+from ..ledger.opening import open_ledger
 from ..reports import Report, build_report
 from ..usage import CallRecord, TaskRecord
 from . import CommandError
@@ -150,3 +151,4 @@ class Progress:
             self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
             self._width = 0
+

@@ -7,7 +7,8 @@ call path; it submits records to `LedgerWriter` (``get_writer()``), which batche
 
 from __future__ import annotations
 
-from .base import AlertRecord, Ledger, mask_url, open_ledger, register_ledger_scheme
+from .base import AlertRecord, Ledger, mask_url
+from .opening import open_ledger, register_ledger_scheme
 from .writer import LedgerWriter, flush, get_ledger, get_writer
 
 __all__ = [

@@ -25,7 +25,7 @@ from typing import Any, Protocol, cast
 
 from ..drift import EXCERPT_FIELDS, PrefixDrift
 from ..usage import CallRecord, CallStatus, CostBreakdown, Outcome, TaskRecord, Usage
-from .base import AlertRecord
+from ._alert import AlertRecord
 
 __all__ = [
     "ALERT_COLUMNS",

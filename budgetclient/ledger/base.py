@@ -1,21 +1,16 @@
-"""What a ledger is (a protocol), which URLs name one, and how a URL becomes an open ledger.
-
-Backends register a factory per URL scheme, so PostgreSQL (``ledger/postgres.py``, installed with
-``budgetclient[postgres]``) plugs in without touching the writer or the readers.
-"""
+"""What a ledger is (a protocol) and which URLs name one; `opening` turns a URL into a ledger."""
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from .._redact import mask_secrets
 from ..errors import LedgerError
 from ..usage import CallRecord, TaskRecord
+from ._alert import AlertRecord
 
 __all__ = [
     "ACCEPTED_URLS",
@@ -24,8 +19,6 @@ __all__ = [
     "LedgerFactory",
     "mask_secrets",
     "mask_url",
-    "open_ledger",
-    "register_ledger_scheme",
     "sqlite_path_from_url",
 ]
 
@@ -36,25 +29,6 @@ ACCEPTED_URLS = (
 )
 
 _PLAIN_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRecord:
-    """A warning signal that fired (cost drift, low cache hit rate, failure cost...), as stored."""
-
-    id: str
-    kind: str
-    """What fired, e.g. ``"cost_per_task"``, ``"cache_hit_rate"``, ``"failure_cost"``."""
-    task_name: str | None
-    task_id: str | None
-    created_at: datetime
-    message: str
-    """One line for a person: what was seen, against what threshold."""
-    value: float | None = None
-    """The observed value that crossed ``threshold``."""
-    threshold: float | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    """Extra JSON-serialisable facts (baseline, window, counts)."""
 
 
 @runtime_checkable
@@ -127,51 +101,3 @@ def sqlite_path_from_url(url: str) -> str:
             f"sqlite:////home/me/.local/share/budgetclient/ledger.db. Accepted: {ACCEPTED_URLS}"
         )
     return os.path.expanduser(path)
-
-
-def _open_sqlite(url: str) -> Ledger:
-    from .sqlite import SQLiteLedger
-
-    return SQLiteLedger(url)
-
-
-def _open_memory(url: str) -> Ledger:
-    from .memory import MemoryLedger
-
-    return MemoryLedger(url)
-
-
-def _open_postgres(url: str) -> Ledger:
-    try:
-        module = importlib.import_module(f"{__package__}.postgres")
-    except ModuleNotFoundError as exc:
-        raise LedgerError(
-            f"cannot open ledger {mask_url(url)!r}: PostgreSQL support arrives with budgetclient[postgres] "
-            f"({exc.name} is not available). Install it with: pip install 'budgetclient[postgres]', "
-            "or use a SQLite ledger (sqlite:///path/to/ledger.db)."
-        ) from None
-    opener: LedgerFactory = module.open_postgres_ledger
-    return opener(url)
-
-
-_FACTORIES: dict[str, LedgerFactory] = {
-    "sqlite": _open_sqlite,
-    "memory": _open_memory,
-    "postgresql": _open_postgres,
-    "postgres": _open_postgres,
-}
-
-
-def register_ledger_scheme(scheme: str, factory: LedgerFactory) -> None:
-    """Make ``open_ledger`` hand URLs of ``scheme://...`` to ``factory(url)``."""
-    _FACTORIES[scheme.lower()] = factory
-
-
-def open_ledger(url: str) -> Ledger:
-    """Open the ledger a URL names; raises `LedgerError` (password masked) for a URL it cannot use."""
-    if not isinstance(url, str) or not url.strip():
-        raise LedgerError(f"ledger URL must be a non-empty string, got {url!r}. Accepted: {ACCEPTED_URLS}")
-    factory = _FACTORIES.get(_scheme(url))
-    if factory is None:
-        raise LedgerError(f"unsupported ledger URL {mask_url(url)!r}. Accepted: {ACCEPTED_URLS}")
-    return factory(url)

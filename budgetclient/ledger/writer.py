@@ -29,7 +29,8 @@ from .._log import log
 from ..errors import ConfigurationError
 from ..usage import CallRecord, TaskRecord
 from . import _codec
-from .base import AlertRecord, Ledger, mask_secrets, mask_url, open_ledger
+from .base import AlertRecord, Ledger, mask_secrets, mask_url
+from .opening import open_ledger
 
 __all__ = ["LedgerWriter", "flush", "get_ledger", "get_writer"]
 

@@ -19,26 +19,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from .._log import log
+from ..allocation import ALLOCATION_KEYS, GUIDE_ALLOCATION, AllocationTargets
 from ..errors import PlanError
-from ..tokens import (
+from ..formats.anthropic.reader import _anthropic_block, has_custom_tool
+from ..formats.collect import (
     ANTHROPIC_TOOL_PREAMBLE,
     MESSAGE_OVERHEAD,
     REPLY_PRIMING,
     TOOL_OVERHEAD,
-    _anthropic_block,
     _Collected,
-    _count_texts,
-    _openai_part,
-    calibration_factor,
-    encoding_for,
-    has_custom_tool,
 )
-from ._schema import ALLOCATION_KEYS
+from ..formats.openai.reader import _openai_part
+from ..tokens import calibration_factor, encoding_for
+from ..tokens import count_texts as _count_texts
 
 __all__ = [
     "COMPONENTS",
@@ -52,17 +50,6 @@ __all__ = [
 ]
 
 
-GUIDE_ALLOCATION: Mapping[str, float] = MappingProxyType(
-    {
-        "system_and_tools": 15.0,
-        "retrieved": 25.0,
-        "history": 30.0,
-        "tool_outputs": 20.0,
-        "user_and_output": 10.0,
-    }
-)
-"""The guide's common allocation for a 32k-token window, in percent."""
-
 COMPONENTS = ("system", "tools", "history", "retrieved", "tool_outputs", "user_message", "overhead")
 """What `analyze` reports; ``overhead`` is message framing and the tool-use preamble."""
 
@@ -73,35 +60,6 @@ _GROUPS: Mapping[str, tuple[str, ...]] = {
     "tool_outputs": ("tool_outputs",),
     "user_and_output": ("user_message",),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class AllocationTargets:
-    """Percent of ``window`` each component may use; components left out are not checked."""
-
-    window: int = 32_000
-    shares: Mapping[str, float] = field(default_factory=lambda: GUIDE_ALLOCATION)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window <= 0:
-            raise PlanError(f"allocation window must be a positive token count, got {self.window!r}")
-        unknown = sorted(set(self.shares) - set(ALLOCATION_KEYS))
-        if unknown:
-            raise PlanError(f"unknown allocation component(s) {unknown}; use {', '.join(ALLOCATION_KEYS)}")
-        if any(not 0 <= v <= 100 for v in self.shares.values()) or sum(self.shares.values()) > 100.0001:
-            raise PlanError(
-                f"allocation percentages must be 0-100 and add up to at most 100, got {dict(self.shares)}"
-            )
-        object.__setattr__(self, "shares", MappingProxyType(dict(self.shares)))
-
-    @classmethod
-    def guide_default(cls, window: int = 32_000) -> AllocationTargets:
-        """The guide's 15 / 25 / 30 / 20 / 10 split, scaled to ``window``."""
-        return cls(window=window, shares=GUIDE_ALLOCATION)
-
-    def tokens(self, component: str) -> int:
-        """Target tokens for ``component`` (4,800 for system_and_tools in the guide's 32k default)."""
-        return round(self.window * self.shares[component] / 100)
 
 
 @dataclass(frozen=True, slots=True)

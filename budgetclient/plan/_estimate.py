@@ -205,9 +205,9 @@ def estimate(
       rate; V is always at the input rate. Provider minimum cacheable lengths and TTL expiry are
       ignored, as in the guide.
     - ``budgetclient``: the plan's session is built as a synthetic conversation (exact sizes in the
-      fake backend's tokens) and replayed on `budgetclient.testing.FakeAnthropic` with budgetclient's
-      placement, exactly like the cache benchmark's ``run_trace(trace, "budgetclient")``; the
-      input usage the fake reports is priced at the model's rates. The fake applies Anthropic's
+      simulation's tokens) and replayed on `budgetclient.cachesim`'s Anthropic cache with
+      budgetclient's placement, exactly like the cache benchmark's ``run_trace(trace, "budgetclient")``;
+      the input usage it reports is priced at the model's rates. The simulation applies Anthropic's
       caching rules whatever the model (a non-Claude model is replayed as claude-sonnet-4-6).
 
     Output (N x output_tokens x output rate) is added to all three; ``session_input_cost`` leaves

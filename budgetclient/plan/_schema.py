@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..allocation import ALLOCATION_KEYS
 from ..errors import PlanError
-from ..tokens import TOOL_OVERHEAD, calibration_factor, count_text
+from ..formats.collect import TOOL_OVERHEAD
+from ..tokens import calibration_factor, count_text
 
 __all__ = ["PlanKeyError", "PlanSpec", "line_of", "load_plan", "parse_plan"]
 
@@ -53,7 +55,6 @@ _TEXT_FILES = {
     "tool_output_tokens",
     "user_message",
 }
-ALLOCATION_KEYS = ("system_and_tools", "retrieved", "history", "tool_outputs", "user_and_output")
 
 
 class PlanKeyError(PlanError):

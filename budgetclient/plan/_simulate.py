@@ -1,6 +1,6 @@
-"""A plan's session as a synthetic trace, replayed on the fake Anthropic backend with budgetclient placement.
+"""A plan's session as a synthetic trace, replayed on the simulated Anthropic cache with our placement.
 
-This is the cache benchmark's cost model (`budgetclient.testing.traces.run_trace`), so a plan's
+This is the cache benchmark's cost model (`budgetclient.cachesim.replay.run_trace`), so a plan's
 ``budgetclient`` figure and the benchmark agree on what placement saves.
 """
 
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..testing.tokenizer import block_tokens
-from ..testing.traces import MODEL, Trace, TraceCall, _Text, run_trace, usage_of
+from ..cachesim.replay import run_trace, usage_of
+from ..cachesim.tokenizer import block_tokens
+from ..cachesim.traces import MODEL, Trace, TraceCall, TraceText
 from ..usage import Usage
 from ._schema import PlanSpec
 
@@ -19,7 +20,7 @@ CALL_GAP_S = 5.0
 """Seconds between the calls of one turn (a tool loop)."""
 
 
-def _tool(text: _Text, index: int, tokens: int) -> dict[str, Any]:
+def _tool(text: TraceText, index: int, tokens: int) -> dict[str, Any]:
     tool: dict[str, Any] = {
         "name": f"tool_{index}",
         "description": "",
@@ -33,7 +34,7 @@ def _tool(text: _Text, index: int, tokens: int) -> dict[str, Any]:
     return tool
 
 
-def _text(text: _Text, tokens: int) -> dict[str, Any]:
+def _text(text: TraceText, tokens: int) -> dict[str, Any]:
     return {"type": "text", "text": text.words(tokens)}
 
 
@@ -44,7 +45,7 @@ def plan_trace(spec: PlanSpec, model: str) -> Trace:
     chunks and tool outputs first, then the question (as the guide's session trace); a finished
     turn leaves its question and an answer sized so history matches ``history_at``.
     """
-    text = _Text(17)
+    text = TraceText(17)
     fixed: dict[str, Any] = {}
     if spec.tools:
         fixed["tools"] = [_tool(text, i, spec.tool_tokens) for i in range(spec.tools)]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..blocks import Block
-from ._google_drift import PREFIX_FIELDS, prefix_blocks
+from ..formats.google.prefix import PREFIX_FIELDS, prefix_blocks
 from ._google_rules import content_digest, leading_user_run, rewrite_body
 
 __all__ = ["BodyHistory", "Piece", "StablePrefix", "WireBody", "blocks_key", "decode_body"]

@@ -41,6 +41,7 @@ from .. import metering, pricing
 from .._log import log
 from ..blocks import Block
 from ..errors import BudgetExceeded
+from ..estimate import estimate_request
 from ..metering import CallContext
 from ..tasks import Task
 from ..usage import CallRecord, CostBreakdown, Usage
@@ -55,7 +56,7 @@ from ._google_rules import (
     parse_rfc3339,
 )
 
-__all__ = ["CacheEntry", "CachePlan", "HttpStep", "ManagedCaches"]
+__all__ = ["CachedContent", "CachePlan", "HttpStep", "ManagedCaches"]
 
 
 PROVIDER = "google"
@@ -75,7 +76,7 @@ _CREATE_BACKOFF_S = 600.0
 
 
 @dataclass(slots=True)
-class CacheEntry:
+class CachedContent:
     """A ``cachedContents`` entry this client knows of, and what of its storage is billed so far."""
 
     name: str
@@ -123,7 +124,7 @@ class PrefixStats:
 
 
 @dataclass(slots=True)
-class LineageState:
+class ConversationPrefix:
     """What one conversation sent last: the prefix fingerprint and its opening contents."""
 
     key: str
@@ -138,7 +139,7 @@ class CachePlan:
     """The stable prefix of one request, as found before sending."""
 
     route: GeminiRoute
-    lineage: LineageState
+    lineage: ConversationPrefix
     fields: dict[str, Any]
     base_key: str
     blocks: list[Block]
@@ -172,14 +173,14 @@ class ManagedCaches:
         self._on_entry = on_entry
         self.clock = ServerClock()
         self._lock = threading.Lock()
-        self._entries: dict[str, CacheEntry] = {}
+        self._entries: dict[str, CachedContent] = {}
         self._stats: OrderedDict[tuple[str, str], PrefixStats] = OrderedDict()
-        self._lineages: OrderedDict[str, LineageState] = OrderedDict()
+        self._lineages: OrderedDict[str, ConversationPrefix] = OrderedDict()
         self._creating: set[tuple[str, str, tuple[str, ...]]] = set()
         self.closed = False
 
     # -- inspection ------------------------------------------------------------------------------
-    def entries(self) -> list[CacheEntry]:
+    def entries(self) -> list[CachedContent]:
         with self._lock:
             return list(self._entries.values())
 
@@ -194,7 +195,7 @@ class ManagedCaches:
         opening_contents, opening = wire.opening()
         contents = wire.body.get("contents")
         with self._lock:
-            state = _bounded_get(self._lineages, lineage_key, lambda: LineageState(lineage_key))
+            state = _bounded_get(self._lineages, lineage_key, lambda: ConversationPrefix(lineage_key))
             plan = CachePlan(
                 route=route,
                 lineage=state,
@@ -222,9 +223,8 @@ class ManagedCaches:
         stats = self._stats_for(plan)
         if stats.tokens is not None:
             return stats.tokens
-        from ..tokens import estimate_tokens
 
-        tokens = estimate_tokens(PROVIDER, plan.fields, plan.route.model) if plan.fields else 0
+        tokens = estimate_request(PROVIDER, plan.fields, plan.route.model).tokens if plan.fields else 0
         stats.tokens = tokens
         return tokens
 
@@ -240,7 +240,7 @@ class ManagedCaches:
         with self._lock:
             return _bounded_get(self._stats, (plan.route.model, plan.base_key), PrefixStats)
 
-    def _inherit(self, plan: CachePlan, replaced: CacheEntry) -> None:
+    def _inherit(self, plan: CachePlan, replaced: CachedContent) -> None:
         """A conversation's cached prefix changed after it proved its reuse: let the new prefix
         start from the old one's history, so its entry replaces the old one at once. (A prefix
         that changes on every call, e.g. a timestamp, never proves reuse and is never cached.)"""
@@ -255,9 +255,9 @@ class ManagedCaches:
             stats.max_gap_s, stats.total_gap_s, stats.gaps = old.max_gap_s, old.total_gap_s, old.gaps
             stats.implicit_cached, stats.implicit_prompt = old.implicit_cached, old.implicit_prompt
 
-    def acquire(self, plan: CachePlan, request: httpx2.Request) -> HttpStep[CacheEntry | None]:
+    def acquire(self, plan: CachePlan, request: httpx2.Request) -> HttpStep[CachedContent | None]:
         """The live entry this request should read (created or refreshed if that pays), or None."""
-        retired: list[tuple[CacheEntry, float]] = []
+        retired: list[tuple[CachedContent, float]] = []
         headers = {k: v for k, v in request.headers.items() if k.lower() in _AUTH_HEADERS}
         now = self.clock.now()
         with self._lock:
@@ -285,14 +285,14 @@ class ManagedCaches:
             plan.lineage.entry = None
         return (yield from self._maybe_create(plan, request, headers))
 
-    def _refresh_margin(self, plan: CachePlan, entry: CacheEntry) -> float:
+    def _refresh_margin(self, plan: CachePlan, entry: CachedContent) -> float:
         """Refresh when less than half the TTL plus a typical gap is left, so the entry outlives
         the gap to the next call (the server time known here may be a gap old)."""
         return entry.ttl_s / 2 + self._stats_for(plan).mean_gap_s
 
-    def _match(self, plan: CachePlan) -> CacheEntry | None:
+    def _match(self, plan: CachePlan) -> CachedContent | None:
         """The managed entry holding this request's prefix, preferring the one holding most contents."""
-        best: CacheEntry | None = None
+        best: CachedContent | None = None
         for entry in self._entries.values():
             if not entry.managed or entry.model != plan.route.model or entry.base_key != plan.base_key:
                 continue
@@ -315,14 +315,15 @@ class ManagedCaches:
         common = min(common, plan.contents_count - 1)
         if common <= 0:
             return 0
-        from ..tokens import estimate_tokens
 
-        tokens = estimate_tokens(PROVIDER, {"contents": plan.opening_contents[:common]}, plan.route.model)
+        tokens = estimate_request(
+            PROVIDER, {"contents": plan.opening_contents[:common]}, plan.route.model
+        ).tokens
         return common if tokens >= min_cache_tokens(plan.route.model) else 0
 
     def _maybe_create(
         self, plan: CachePlan, request: httpx2.Request, headers: dict[str, str]
-    ) -> HttpStep[CacheEntry | None]:
+    ) -> HttpStep[CachedContent | None]:
         if not plan.fields:
             return None
         model = plan.route.model
@@ -333,9 +334,7 @@ class ManagedCaches:
             return None
         leading = self._leading_to_hold(plan)
         if leading:
-            from ..tokens import estimate_tokens
-
-            tokens += estimate_tokens(PROVIDER, {"contents": plan.opening_contents[:leading]}, model)
+            tokens += estimate_request(PROVIDER, {"contents": plan.opening_contents[:leading]}, model).tokens
         if tokens < min_cache_tokens(model):
             return None
         economics = economics_for(model)
@@ -370,7 +369,7 @@ class ManagedCaches:
         leading: int,
         ttl: int,
         estimate: int,
-    ) -> HttpStep[CacheEntry | None]:
+    ) -> HttpStep[CachedContent | None]:
         route = plan.route
         body: dict[str, Any] = {
             "model": route.model_resource,
@@ -459,7 +458,7 @@ class ManagedCaches:
         leading: tuple[str, ...],
         headers: dict[str, str],
         request_url: httpx2.URL,
-    ) -> CacheEntry:
+    ) -> CachedContent:
         """Record a created entry and bill its creation (input-priced tokens)."""
         usage_metadata = document.get("usageMetadata") or {}
         tokens = usage_metadata.get("totalTokenCount") if isinstance(usage_metadata, Mapping) else None
@@ -468,7 +467,7 @@ class ManagedCaches:
         create_time = parse_rfc3339(document.get("createTime")) or server_now
         expire_time = parse_rfc3339(document.get("expireTime")) or server_now + ttl
         model = str(document.get("model") or route.model).rsplit("/", 1)[-1] or route.model
-        entry = CacheEntry(
+        entry = CachedContent(
             name=name,
             model=model,
             base_key=base_key,
@@ -498,7 +497,7 @@ class ManagedCaches:
             self._on_entry()
         return entry
 
-    def _refresh(self, entry: CacheEntry) -> HttpStep[bool]:
+    def _refresh(self, entry: CachedContent) -> HttpStep[bool]:
         """Extend the entry's life by its TTL; False if it turned out to be gone."""
         patch = httpx2.Request(
             "PATCH",
@@ -519,7 +518,7 @@ class ManagedCaches:
             entry.expire_time = parse_rfc3339(document.get("expireTime")) or server_now + entry.ttl_s
         return True
 
-    def _leave(self, entry: CacheEntry, lineage_key: str) -> HttpStep[None]:
+    def _leave(self, entry: CachedContent, lineage_key: str) -> HttpStep[None]:
         """A conversation moved to another prefix: delete the entry if nobody else reads it."""
         with self._lock:
             entry.lineages.discard(lineage_key)
@@ -529,7 +528,7 @@ class ManagedCaches:
         if orphan:
             yield from self._delete(entry)
 
-    def _delete(self, entry: CacheEntry) -> HttpStep[None]:
+    def _delete(self, entry: CachedContent) -> HttpStep[None]:
         end = entry.expire_time
         try:
             response = yield httpx2.Request("DELETE", entry.url, headers=entry.headers)
@@ -547,7 +546,7 @@ class ManagedCaches:
         log.info("cache.deleted", provider=PROVIDER, cache=entry.name)
         self._publish_retired([(entry, end)])
 
-    def drop(self, entry: CacheEntry, *, at: float | None = None) -> None:
+    def drop(self, entry: CachedContent, *, at: float | None = None) -> None:
         """Forget an entry the server no longer has (expired or deleted elsewhere)."""
         with self._lock:
             if self._entries.get(entry.name) is not entry:
@@ -570,7 +569,12 @@ class ManagedCaches:
 
     # -- after a response ------------------------------------------------------------------------
     def observe_call(
-        self, plan: CachePlan, entry: CacheEntry | None, usage: Usage, server_time: float, task: Task | None
+        self,
+        plan: CachePlan,
+        entry: CachedContent | None,
+        usage: Usage,
+        server_time: float,
+        task: Task | None,
     ) -> None:
         """Learn from one finished request: gaps, implicit hits, entry use; bill storage on task change."""
         stats = self._stats_for(plan)
@@ -632,11 +636,11 @@ class ManagedCaches:
                 entry.expire_time = expire
 
     # -- storage ---------------------------------------------------------------------------------
-    def _publish_retired(self, retired: Sequence[tuple[CacheEntry, float]]) -> None:
+    def _publish_retired(self, retired: Sequence[tuple[CachedContent, float]]) -> None:
         for entry, end in retired:
             self._accrue(entry, end)
 
-    def _accrue(self, entry: CacheEntry, until: float) -> None:
+    def _accrue(self, entry: CachedContent, until: float) -> None:
         """Bill storage from ``accounted_until`` to ``until`` (never past expiry) to ``entry.task``."""
         with self._lock:  # one span is billed once, whichever thread gets here first
             start = entry.accounted_until

@@ -28,16 +28,16 @@ from .._log import log
 from ..config import get_settings
 from ..drift import PrefixDrift, explain_drift
 from ..errors import BudgetExceeded, PrefixDriftError, PrefixDriftWarning
+from ..estimate import EstimateMemo, estimate_request
+from ..formats.google.prefix import with_tokens
 from ..lineage import current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions
 from ..tasks import Task, current_task
-from ..tokens import EstimateMemo, estimate_request
 from ..usage import CallStatus, Usage
 from ._drift_report import announce_drift, drift_fields
 from ._google_body import BodyHistory
-from ._google_cache import CacheEntry, CachePlan, HttpStep, ManagedCaches
-from ._google_drift import with_tokens
+from ._google_cache import CachedContent, CachePlan, HttpStep, ManagedCaches
 from ._google_rules import GeminiRoute, parse_route
 from ._sse import BodyObserver, tap_response
 
@@ -96,7 +96,7 @@ class _Call:
     ctx: CallContext | None
     task: Task | None
     plan: CachePlan | None = None
-    entry: CacheEntry | None = None
+    entry: CachedContent | None = None
     estimate_raw: list[int] = field(default_factory=list)
 
     def without_cache(self) -> _Call:

@@ -23,7 +23,7 @@ import httpx2
 
 from .. import pricing
 from .._log import log
-from ._google_drift import PREFIX_FIELDS
+from ..formats.google.prefix import PREFIX_FIELDS
 
 __all__ = [
     "CacheEconomics",

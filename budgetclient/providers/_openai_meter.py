@@ -3,7 +3,7 @@
 One ``OpenAIMeter`` belongs to one instrumented client and all of its copies. Per HTTP attempt:
 
 1. ``plan_options`` decides the JSON body (``include_usage``, ``prompt_cache_key``, breakpoint;
-   see `_openai_cache`) and checks the stable prefix for drift while the body is still the SDK's
+   see `formats.openai.prefix`) and checks the stable prefix for drift while the body is still the SDK's
    dict, so the SDK encodes the final body once (`_openai_hook`); a request that arrives without
    a plan (a raw ``content=`` body, a client whose hook could not be used) is metered exactly as
    sent, never rewritten: its bytes may be signed. ``begin`` then raises the drift
@@ -39,27 +39,27 @@ from ..blocks import PrefixPrint, count_tokens
 from ..config import get_settings
 from ..drift import PrefixDrift, explain_drift
 from ..errors import PrefixDriftError
-from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
-from ..metering import CallContext
-from ..options import ClientOptions
-from ..tasks import Task, current_task
-from ..usage import CallStatus, Usage
-from ._openai_cache import (
+from ..formats.openai.prefix import (
     CHAT,
     COMPACT,
     COMPLETIONS,
     RESPONSES,
     PrefixMemo,
-    PreparedRequest,
+    PreparedOpenAIRequest,
     background_poll,
     classify,
     prepare_request,
     prompt_cache_key_for,
     request_shape_of,
 )
+from ..formats.openai.usage import usage_from_chat, usage_from_responses
+from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
+from ..metering import CallContext
+from ..options import ClientOptions
+from ..tasks import Task, current_task
+from ..usage import CallStatus, Usage
 from ._openai_drift import announce_drift, drift_fields, extra_cost, merge_diagnostics
 from ._openai_stream import hide_usage_chunk
-from ._openai_usage import usage_from_chat, usage_from_responses
 from ._sse import BodyObserver, tap_response
 
 __all__ = ["PROVIDER", "OpenAIMeter", "Plan", "plan_of"]
@@ -85,7 +85,7 @@ class Plan:
     """The body as sent (None when it is not a JSON object)."""
     model: str
     stream: bool
-    prepared: PreparedRequest | None = None
+    prepared: PreparedOpenAIRequest | None = None
     lineage: LineageState | None = None
     drift: PrefixDrift | None = None
 
@@ -107,7 +107,7 @@ class _Attempt:
     operation: str
     request: httpx2.Request
     ctx: CallContext
-    prepared: PreparedRequest | None
+    prepared: PreparedOpenAIRequest | None
     lineage: LineageState | None
     started: float
     raw_estimate: int = 0
@@ -223,7 +223,7 @@ class OpenAIMeter:
         raw_estimate = [0]
 
         def estimate() -> int:
-            from ..tokens import estimate_request
+            from ..estimate import estimate_request
 
             assert send_body is not None
             result = estimate_request(PROVIDER, send_body, model)
@@ -275,7 +275,7 @@ class OpenAIMeter:
 
     def _prepare(
         self, body: Mapping[str, Any], operation: str, model: str
-    ) -> tuple[PreparedRequest, LineageState, PrefixDrift | None]:
+    ) -> tuple[PreparedOpenAIRequest, LineageState, PrefixDrift | None]:
         task = current_task()
         conversation = current_conversation()
         # Chat Completions and Responses keep separate conversations, even for one model and task
@@ -420,7 +420,7 @@ class OpenAIMeter:
         return True
 
     def _commit(
-        self, state: LineageState, prepared: PreparedRequest, message: Mapping[str, Any], at: float
+        self, state: LineageState, prepared: PreparedOpenAIRequest, message: Mapping[str, Any], at: float
     ) -> None:
         with state.lock:
             state.record_gap(at)

@@ -25,20 +25,16 @@ from .. import metering
 from .._log import log
 from ..config import get_settings
 from ..errors import PrefixDriftError
+from ..estimate import TokenEstimate, estimate_request
+from ..formats.anthropic.blocks import request_shape_of
+from ..formats.anthropic.estimate import estimate_input
+from ..formats.anthropic.prepare import PreparedRequest, observe_response, prepare_request
 from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions, pop_option_overrides, split_client_options
 from ..pricing import is_bedrock_id
 from ..tasks import current_task
-from ..tokens import TokenEstimate, estimate_request
 from ..usage import CallStatus, Usage, _trusted_usage
-from ._anthropic_cache import (
-    PreparedRequest,
-    estimate_input,
-    observe_response,
-    prepare_request,
-    request_shape_of,
-)
 from ._drift_report import announce_drift, drift_fields
 from ._hooks import hook_unavailable
 from ._signature import COPY_PARAMETERS, combined, show_sdk_signatures
@@ -796,7 +792,3 @@ def wrap_anthropic(client: C, options: ClientOptions) -> C:
         ) from exc
     _hook_copies(wrapped)
     return wrapped  # type: ignore[no-any-return]
-
-
-def anthropic_wrap(client: Any, **options: Any) -> Any:
-    return wrap_anthropic(client, ClientOptions.create(**options))

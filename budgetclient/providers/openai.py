@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 import httpx2
 import openai
 
+from ..formats.openai.prefix import prompt_cache_key_for
+from ..formats.openai.usage import usage_from_chat, usage_from_openai, usage_from_responses
 from ..options import (
     OPTION_NAMES,
     CacheMode,
@@ -42,11 +44,9 @@ from ..options import (
     pop_option_overrides,
     split_client_options,
 )
-from ._openai_cache import prompt_cache_key_for
 from ._openai_hook import install, planned_build, warn_hook_unavailable
 from ._openai_http import is_metered, metered_client, share_meter
 from ._openai_meter import OpenAIMeter
-from ._openai_usage import usage_from_chat, usage_from_openai, usage_from_responses
 from ._signature import show_sdk_signatures
 
 if TYPE_CHECKING:

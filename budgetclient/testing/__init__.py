@@ -8,7 +8,7 @@ transport or a local server (`serve`), computing ``usage`` with each provider's 
 
 from __future__ import annotations
 
-from ._prompt_cache import (
+from ..cachesim.anthropic import (
     Breakpoint,
     CacheAccounting,
     CacheEntry,
@@ -19,12 +19,12 @@ from ._prompt_cache import (
     min_cacheable_tokens,
     prompt_blocks,
 )
+from ..cachesim.tokenizer import block_tokens, count_tokens
 from .fake_anthropic import FakeAnthropic, FakeClock, FakeRequestLog
 from .fake_gemini import FakeCache, FakeGemini, GenerateLog
 from .fake_openai import FakeOpenAI, FakeOpenAIRequest, FakeReply
 from .server import run_forever, serve
 from .stability import assert_cache_stable, collect_drifts
-from .tokenizer import block_tokens, count_tokens
 
 __all__ = [
     "Breakpoint",

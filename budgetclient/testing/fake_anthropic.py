@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx2
 
-from ._prompt_cache import (
+from ..cachesim.anthropic import (
     CacheAccounting,
     InvalidRequest,
     PromptBlock,
@@ -41,8 +41,8 @@ from ._prompt_cache import (
     min_cacheable_tokens,
     prompt_blocks,
 )
+from ..cachesim.tokenizer import block_bytes
 from ._sse import ChunkStream, sse_event
-from .tokenizer import block_bytes
 
 __all__ = ["FakeAnthropic", "FakeClock", "FakeRequestLog"]
 

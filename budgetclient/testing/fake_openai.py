@@ -43,10 +43,9 @@ from typing import Any
 
 import httpx2
 
-from ..providers._openai_usage import supports_prompt_cache_breakpoints
+from ..cachesim.tokenizer import _TOKEN
 from ._sse import ChunkStream
 from .fake_anthropic import FakeClock
-from .tokenizer import _TOKEN
 
 __all__ = ["FakeClock", "FakeOpenAI", "FakeOpenAIRequest", "FakeReply", "tokenize"]
 
@@ -57,6 +56,17 @@ RETENTION_24H_S = 86_400.0
 TTL_S = {"30m": 1_800.0, "12h": 43_200.0}
 IMAGE_TOKENS = 85
 MAX_WRITTEN_BREAKPOINTS = 4
+
+_BREAKPOINT_MODELS = re.compile(r"gpt-(?:5\.(?:[6-9]|[1-9]\d)|[6-9]|[1-9]\d)(?!\d)", re.IGNORECASE)
+"""Models that take ``prompt_cache_breakpoint`` / ``prompt_cache_options``: GPT-5.6 and later
+(provider-facts.md). Stated here on its own, not imported from the library, so the fake catches
+a wrong rule in budgetclient instead of repeating it."""
+
+
+def supports_prompt_cache_breakpoints(model: str) -> bool:
+    """Whether this fake accepts explicit breakpoints for ``model`` (any ``gpt-5.6+`` id, dated,
+    fine-tuned ``ft:gpt-5.6:...`` or provider-prefixed)."""
+    return _BREAKPOINT_MODELS.search(model) is not None
 
 
 def tokenize(text: str) -> list[str]:

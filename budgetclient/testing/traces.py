@@ -1,43 +1,46 @@
-"""Reference conversation traces and caching strategies, shared by the benchmark, the demo and tests.
+"""Reference traces replayed on `FakeAnthropic`: the cache simulation of `budgetclient.cachesim`,
+driven through the fake's HTTP handler, as the benchmark, the demo and the tests use it.
 
-A `Trace` is a scripted conversation: the request body of every call (no cache markers) and the
-time since the previous call. The text is deterministic filler counted by the fake backend's
-tokenizer (one word = one token), so every size below is exact in the fake's terms.
-
-`STRATEGIES` turns a trace's body into what a strategy would send:
-
-- ``"none"``: no markers;
-- ``"system-only"``: one 5m marker on the last system block (the guide's advice);
-- ``"provider-auto"``: Anthropic's automatic mode, a top-level ``cache_control``;
-- ``"budgetclient"``: `providers._anthropic_cache.prepare_request` with ``cache="auto"``.
-
-`run_trace` drives `FakeAnthropic` with one strategy and prices the usage it reports at the
-published Claude Sonnet 4.6 rates.
+The traces, strategies and pricing live in `budgetclient.cachesim` (the planner uses them too);
+this module adds only what needs the fake backend: `send` and `run_trace(..., fake=...)`.
 """
 
 from __future__ import annotations
 
 import json
-import random
-import weakref
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
+from collections.abc import Mapping
 from typing import Any
 
 import httpx2
 
-from ..lineage import LineageState
-from ..providers._anthropic_cache import PreparedRequest, cache_control, observe_response, prepare_request
-from ..usage import Usage
+from ..cachesim.replay import (
+    STRATEGIES,
+    BudgetclientStrategy,
+    Strategy,
+    TraceRun,
+    trace_rates,
+    usage_cost,
+    usage_of,
+)
+from ..cachesim.replay import run_trace as _replay
+from ..cachesim.traces import (
+    MODEL,
+    Trace,
+    TraceCall,
+    guide_session_trace,
+    long_gaps_trace,
+    rag_trace,
+    reference_traces,
+    summarised_trace,
+    tool_loop_trace,
+    wide_turns_trace,
+)
 from .fake_anthropic import FakeAnthropic, FakeClock
-from .tokenizer import block_tokens
 
 __all__ = [
-    "SONNET_4_6",
-    "BudgetclientStrategy",
+    "MODEL",
     "STRATEGIES",
-    "Rates",
+    "BudgetclientStrategy",
     "Strategy",
     "Trace",
     "TraceCall",
@@ -47,355 +50,20 @@ __all__ = [
     "rag_trace",
     "reference_traces",
     "run_trace",
+    "send",
     "strategies",
     "summarised_trace",
     "tool_loop_trace",
+    "trace_rates",
     "usage_cost",
     "usage_of",
     "wide_turns_trace",
 ]
 
-MODEL = "claude-sonnet-4-6"
 MESSAGES_URL = "https://api.anthropic.com/v1/messages"
 
-
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """USD per million tokens."""
-
-    input: Decimal
-    cache_read: Decimal
-    cache_write_5m: Decimal
-    cache_write_1h: Decimal
-    output: Decimal
-
-
-SONNET_4_6 = Rates(Decimal(3), Decimal("0.30"), Decimal("3.75"), Decimal(6), Decimal(15))
-"""Published Claude Sonnet 4.6 prices (platform.claude.com pricing, 2026)."""
-
-_MILLION = Decimal(1_000_000)
-
-
-def usage_cost(usage: Mapping[str, Any], rates: Rates = SONNET_4_6, *, output: bool = True) -> Decimal:
-    """USD of one Anthropic ``usage`` object (``input_tokens`` excludes cache reads and writes)."""
-    creation = usage.get("cache_creation") or {}
-    long_writes = int(creation.get("ephemeral_1h_input_tokens") or 0)
-    writes = int(usage.get("cache_creation_input_tokens") or 0)
-    total = (
-        int(usage.get("input_tokens") or 0) * rates.input
-        + int(usage.get("cache_read_input_tokens") or 0) * rates.cache_read
-        + (writes - long_writes) * rates.cache_write_5m
-        + long_writes * rates.cache_write_1h
-    )
-    if output:
-        total += int(usage.get("output_tokens") or 0) * rates.output
-    return total / _MILLION
-
-
-# --- traces -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TraceCall:
-    body: Mapping[str, Any]
-    """The request as the application builds it: no cache markers."""
-    gap_s: float
-    """Seconds since the previous call started (0 for the first)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Trace:
-    name: str
-    description: str
-    calls: tuple[TraceCall, ...]
-    model: str = MODEL
-
-
-_WORDS = [
-    "alpha", "beta", "gamma", "delta", "kappa", "sigma", "omega", "vector", "matrix", "tensor", "signal",
-    "router", "ledger", "budget", "cache", "prefix", "token", "stream", "window", "policy", "schema",
-    "record", "buffer", "kernel", "socket", "thread", "module", "invoice", "ticket", "account", "region",
-    "market", "report", "metric", "sample", "driver", "filter", "parser", "adapter",
-]
-
-
-class _Text:
-    """Deterministic filler text; ``words(n)`` is exactly ``n`` tokens for the fake tokenizer."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-
-    def words(self, n: int) -> str:
-        return " ".join(self.rng.choice(_WORDS) for _ in range(n))
-
-    def between(self, lo: int, hi: int) -> str:
-        return self.words(self.rng.randint(lo, hi))
-
-
-def _fixed_prefix(text: _Text, *, system_tokens: int = 400, tools: int = 8, tool_tokens: int = 200,
-                  safety_tokens: int = 200) -> dict[str, Any]:
-    """The guide's fixed components: system prompt, tool definitions, safety instructions."""
-    tool_defs = []
-    for i in range(tools):
-        tool = {
-            "name": f"tool_{i}",
-            "description": "",
-            "input_schema": {
-                "type": "object",
-                "properties": {"query": {"type": "string", "description": text.words(4)}},
-                "required": ["query"],
-            },
-        }
-        tool["description"] = text.words(max(tool_tokens - block_tokens(tool), 1))  # JSON counts too
-        tool_defs.append(tool)
-    return {
-        "tools": tool_defs,
-        "system": [
-            {"type": "text", "text": text.words(system_tokens)},
-            {"type": "text", "text": text.words(safety_tokens)},
-        ],
-    }
-
-
-def _body(fixed: Mapping[str, Any], messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    return {"model": MODEL, "max_tokens": 1024, **fixed, "messages": [dict(m) for m in messages]}
-
-
-def _tool_step(text: _Text, step: int, *, result_tokens: tuple[int, int]) -> list[dict[str, Any]]:
-    """One agent step: an assistant tool call and the user's tool result."""
-    use_id = f"toolu_{step:05d}"
-    return [
-        {"role": "assistant", "content": [
-            {"type": "text", "text": text.words(30)},
-            {"type": "tool_use", "id": use_id, "name": f"tool_{step % 8}", "input": {"query": text.words(8)}},
-        ]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": use_id, "content": text.between(*result_tokens)},
-        ]},
-    ]
-
-
-def tool_loop_trace(calls: int = 24, seed: int = 1) -> Trace:
-    """An append-only agent loop: each call adds a tool call and its result, seconds apart."""
-    text = _Text(seed)
-    fixed = _fixed_prefix(text)
-    messages: list[dict[str, Any]] = [{"role": "user", "content": text.words(200)}]
-    out: list[TraceCall] = []
-    for k in range(calls):
-        if k:
-            messages.extend(_tool_step(text, k, result_tokens=(300, 800)))
-        out.append(TraceCall(_body(fixed, messages), 0.0 if k == 0 else float(text.rng.randint(4, 15))))
-    return Trace("tool_loop", "append-only tool loop, calls 4-15 s apart", tuple(out))
-
-
-def _rag_turns(text: _Text, fixed: Mapping[str, Any], *, turns: int, docs: tuple[int, int],
-               doc_tokens: tuple[int, int], question_tokens: tuple[int, int], answer_tokens: tuple[int, int],
-               docs_first: bool, gaps: tuple[int, int]) -> list[TraceCall]:
-    history: list[dict[str, Any]] = []
-    out: list[TraceCall] = []
-    for k in range(turns):
-        question = {"type": "text", "text": text.between(*question_tokens)}
-        retrieved = [{"type": "text", "text": text.between(*doc_tokens)}
-                     for _ in range(text.rng.randint(*docs))]
-        content = [*retrieved, question] if docs_first else [question, *retrieved]
-        messages = [*history, {"role": "user", "content": content}]
-        out.append(TraceCall(_body(fixed, messages), 0.0 if k == 0 else float(text.rng.randint(*gaps))))
-        # the documents are dropped once the turn is answered; the question and answer stay
-        history += [
-            {"role": "user", "content": [question]},
-            {"role": "assistant", "content": [{"type": "text", "text": text.between(*answer_tokens)}]},
-        ]
-    return out
-
-
-def rag_trace(turns: int = 16, seed: int = 2) -> Trace:
-    """RAG chat: 3-6 retrieved documents appended to each user question, dropped the next turn."""
-    text = _Text(seed)
-    fixed = _fixed_prefix(text)
-    calls = _rag_turns(text, fixed, turns=turns, docs=(3, 6), doc_tokens=(400, 700),
-                       question_tokens=(50, 250), answer_tokens=(200, 600), docs_first=False, gaps=(20, 120))
-    return Trace("rag_volatile_tail", "RAG: documents injected into the latest user turn, dropped later",
-                 tuple(calls))
-
-
-def guide_session_trace(turns: int = 15, seed: int = 6) -> Trace:
-    """The guide's session: 400-token system prompt, 8 tools of ~200 tokens, 200 tokens of safety
-    text, 5 retrieved chunks of 500 tokens per turn, 200-token user messages and ~514-token
-    answers, so the history reaches 10,000 tokens by turn 15."""
-    text = _Text(seed)
-    fixed = _fixed_prefix(text)
-    answer = round(10_000 / (turns - 1)) - 200 if turns > 1 else 500
-    calls = _rag_turns(text, fixed, turns=turns, docs=(5, 5), doc_tokens=(500, 500),
-                       question_tokens=(200, 200), answer_tokens=(answer, answer), docs_first=True,
-                       gaps=(30, 90))
-    return Trace("guide_session", "the guide's 15-turn session (fixed 2,200 + RAG 2,500 + history to 10k)",
-                 tuple(calls))
-
-
-def long_gaps_trace(turns: int = 8, calls_per_turn: int = 3, seed: int = 3) -> Trace:
-    """A support agent whose user answers after 6-25 minutes; each turn is a short tool loop."""
-    text = _Text(seed)
-    fixed = _fixed_prefix(text)
-    messages: list[dict[str, Any]] = []
-    out: list[TraceCall] = []
-    step = 0
-    for turn in range(turns):
-        if turn:
-            answer = {"type": "text", "text": text.between(150, 300)}
-            messages.append({"role": "assistant", "content": [answer]})
-        messages.append({"role": "user", "content": [{"type": "text", "text": text.between(100, 250)}]})
-        for k in range(calls_per_turn):
-            if k:
-                step += 1
-                messages.extend(_tool_step(text, step, result_tokens=(200, 500)))
-            if not out:
-                gap = 0.0
-            elif k == 0:
-                gap = float(text.rng.randint(360, 1500))
-            else:
-                gap = float(text.rng.randint(3, 10))
-            out.append(TraceCall(_body(fixed, messages), gap))
-    return Trace("long_gaps", "user turns 6-25 min apart, each a 3-call tool loop seconds apart", tuple(out))
-
-
-def summarised_trace(calls: int = 30, summarise_at: int = 16, keep: int = 4, seed: int = 4) -> Trace:
-    """A tool loop whose history is replaced by a summary (plus the last steps) mid-session."""
-    text = _Text(seed)
-    fixed = _fixed_prefix(text)
-    messages: list[dict[str, Any]] = [{"role": "user", "content": text.words(200)}]
-    out: list[TraceCall] = []
-    for k in range(calls):
-        if k:
-            messages.extend(_tool_step(text, k, result_tokens=(300, 800)))
-        if k == summarise_at:
-            summary = {"role": "user", "content": [{"type": "text", "text": text.words(800)}]}
-            messages = [summary, *messages[-keep:]]
-        out.append(TraceCall(_body(fixed, messages), 0.0 if k == 0 else float(text.rng.randint(4, 15))))
-    return Trace("summarised", f"tool loop; history summarised at call {summarise_at + 1}", tuple(out))
-
-
-def wide_turns_trace(calls: int = 12, parallel: int = 12, seed: int = 5) -> Trace:
-    """Parallel tool calls: each call adds 2 x ``parallel`` + 1 blocks, past the 20-block lookback."""
-    text = _Text(seed)
-    fixed = _fixed_prefix(text)
-    messages: list[dict[str, Any]] = [{"role": "user", "content": text.words(200)}]
-    out: list[TraceCall] = []
-    for k in range(calls):
-        if k:
-            ids = [f"toolu_{k:03d}_{j:02d}" for j in range(parallel)]
-            messages.append({"role": "assistant", "content": [
-                {"type": "text", "text": text.words(20)},
-                *({"type": "tool_use", "id": i, "name": f"tool_{j % 8}", "input": {"query": text.words(6)}}
-                  for j, i in enumerate(ids)),
-            ]})
-            messages.append({"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": i, "content": text.between(80, 200)} for i in ids
-            ]})
-        out.append(TraceCall(_body(fixed, messages), 0.0 if k == 0 else float(text.rng.randint(5, 20))))
-    return Trace("wide_turns", f"each call adds {2 * parallel + 1} blocks (parallel tool calls)", tuple(out))
-
-
-def reference_traces() -> dict[str, Trace]:
-    """The benchmark's traces, by name."""
-    traces = [tool_loop_trace(), rag_trace(), long_gaps_trace(), summarised_trace(), wide_turns_trace(),
-              guide_session_trace()]
-    return {trace.name: trace for trace in traces}
-
-
-# --- strategies ---------------------------------------------------------------------------------
-
-
-def usage_of(usage: Mapping[str, Any]) -> Usage:
-    """`Usage` of an Anthropic ``usage`` object (whose ``input_tokens`` excludes cache tokens)."""
-    read = int(usage.get("cache_read_input_tokens") or 0)
-    write = int(usage.get("cache_creation_input_tokens") or 0)
-    long_writes = int((usage.get("cache_creation") or {}).get("ephemeral_1h_input_tokens") or 0)
-    return Usage(
-        input_tokens=int(usage.get("input_tokens") or 0) + read + write,
-        cache_read_tokens=read,
-        cache_write_tokens=write,
-        cache_write_long_tokens=long_writes,
-        output_tokens=int(usage.get("output_tokens") or 0),
-        requests=1,
-    )
-
-
-Strategy = Callable[[dict[str, Any], LineageState, float], dict[str, Any]]
-
-
-def _none(body: dict[str, Any], state: LineageState, now: float) -> dict[str, Any]:
-    return body
-
-
-def _system_only(body: dict[str, Any], state: LineageState, now: float) -> dict[str, Any]:
-    system = body.get("system")
-    if isinstance(system, str) and system:
-        return {**body, "system": [{"type": "text", "text": system, "cache_control": cache_control("5m")}]}
-    if isinstance(system, list) and system:
-        marked = [*system[:-1], {**system[-1], "cache_control": cache_control("5m")}]
-        return {**body, "system": marked}
-    return body
-
-
-def _provider_auto(body: dict[str, Any], state: LineageState, now: float) -> dict[str, Any]:
-    return {**body, "cache_control": cache_control("5m")}
-
-
-class BudgetclientStrategy:
-    """budgetclient's placement; remembers each lineage's last preparation for `observe`."""
-
-    def __init__(self) -> None:
-        self._prepared: weakref.WeakKeyDictionary[LineageState, PreparedRequest] = weakref.WeakKeyDictionary()
-
-    def __call__(self, body: dict[str, Any], state: LineageState, now: float) -> dict[str, Any]:
-        prepared = prepare_request(body, cache="auto", cache_ttl="auto", drift="off", state=state, now=now,
-                                   diagnostics=False)
-        self._prepared[state] = prepared
-        return prepared.body
-
-    def ttl_of(self, state: LineageState) -> str | None:
-        """TTL mode of the last request prepared for ``state``: ``"5m"``, ``"1h"``, ``"anchored"``
-        (1h on an anchor, 5m on the rest) or None (no breakpoints placed)."""
-        prepared = self._prepared.get(state)
-        if prepared is None or not prepared.markers:
-            return None
-        return "anchored" if any(m.role == "anchor" for m in prepared.markers) else prepared.ttl
-
-    def observe(self, state: LineageState, message: Mapping[str, Any], now: float) -> None:
-        prepared = self._prepared.get(state)
-        if prepared is not None:
-            observe_response(state, prepared, usage_of(message.get("usage") or {}), message, now=now)
-
-
-STRATEGIES: dict[str, Strategy] = {
-    "none": _none,
-    "system-only": _system_only,
-    "provider-auto": _provider_auto,
-    "budgetclient": BudgetclientStrategy(),
-}
 strategies = STRATEGIES
 """Alias: ``strategies[name](body, state, now) -> body to send``."""
-
-
-# --- running a trace ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TraceRun:
-    """What a strategy paid on a trace, call by call, as the fake backend reported it."""
-
-    trace: str
-    strategy: str
-    usages: tuple[Mapping[str, Any], ...]
-    bodies: tuple[Mapping[str, Any], ...] = field(repr=False, default=())
-    ttls: tuple[str | None, ...] = ()
-    """TTL the strategy chose for each call, when it reports one (budgetclient does)."""
-
-    def cost(self, rates: Rates = SONNET_4_6) -> Decimal:
-        return sum((usage_cost(u, rates) for u in self.usages), Decimal(0))
-
-    def input_cost(self, rates: Rates = SONNET_4_6) -> Decimal:
-        return sum((usage_cost(u, rates, output=False) for u in self.usages), Decimal(0))
 
 
 def send(fake: FakeAnthropic, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -407,28 +75,22 @@ def send(fake: FakeAnthropic, body: Mapping[str, Any]) -> dict[str, Any]:
     return document
 
 
+class _OverHTTP:
+    """A `cachesim.replay.ReplayBackend` that answers through the fake's HTTP handler."""
+
+    def __init__(self, fake: FakeAnthropic) -> None:
+        self.fake = fake
+
+    @property
+    def clock(self) -> FakeClock:
+        return self.fake.clock
+
+    def send(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return send(self.fake, body)
+
+
 def run_trace(trace: Trace, strategy: str | Strategy, *, fake: FakeAnthropic | None = None,
               keep_bodies: bool = False) -> TraceRun:
     """Replay ``trace`` against a fresh fake backend (or ``fake``) with one strategy."""
-    name = strategy if isinstance(strategy, str) else getattr(strategy, "__name__", "custom")
-    prepare = STRATEGIES[strategy] if isinstance(strategy, str) else strategy
-    fake = fake or FakeAnthropic(clock=FakeClock())
-    state = LineageState(key=f"trace:{trace.name}:{name}")
-    usages = []
-    bodies = []
-    ttls: list[str | None] = []
-    ttl_of = getattr(prepare, "ttl_of", None)
-    for call in trace.calls:
-        fake.clock.advance(call.gap_s)
-        now = fake.clock.now()
-        body = prepare(dict(call.body), state, now)
-        if ttl_of is not None:
-            ttls.append(ttl_of(state))
-        message = send(fake, body)
-        observe = getattr(prepare, "observe", None)
-        if observe is not None:
-            observe(state, message, now)
-        usages.append(message["usage"])
-        if keep_bodies:
-            bodies.append(body)
-    return TraceRun(trace.name, name, tuple(usages), tuple(bodies), tuple(ttls))
+    backend = _OverHTTP(fake or FakeAnthropic(clock=FakeClock()))
+    return _replay(trace, strategy, backend=backend, keep_bodies=keep_bodies)

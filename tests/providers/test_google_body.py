@@ -22,9 +22,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import budgetclient as bc
+from budgetclient.formats.google.prefix import prefix_blocks
 from budgetclient.providers import _google_rules
 from budgetclient.providers._google_body import BodyHistory, WireBody, decode_body
-from budgetclient.providers._google_drift import prefix_blocks
 from budgetclient.providers._google_rules import (
     GeminiRoute,
     ServerClock,

@@ -249,3 +249,28 @@ def test_input_tokens_endpoint(fake: FakeOpenAI) -> None:
         model="gpt-4o", instructions="Be brief.", input="Hello there"
     )
     assert counted.input_tokens == (1 + 3) + (1 + 2)
+
+
+BREAKPOINT_MODELS = {  # provider-facts.md: explicit prompt_cache_breakpoint from GPT-5.6 on
+    "gpt-4o": False,
+    "gpt-4.1-mini": False,
+    "gpt-5": False,
+    "gpt-5.5-pro": False,
+    "gpt-5.6": True,
+    "gpt-5.6-mini-2026-09-01": True,
+    "gpt-5.10": True,
+    "ft:gpt-5.6:acme::abc123": True,
+    "gpt-6": True,
+    "GPT-6.1": True,
+}
+
+
+@pytest.mark.parametrize(("model", "supported"), sorted(BREAKPOINT_MODELS.items()))
+def test_fake_and_library_state_the_breakpoint_rule_independently(model: str, supported: bool) -> None:
+    """The fake has its own statement of the rule, so a wrong library rule fails here, not passes."""
+    from budgetclient.formats.openai.usage import supports_prompt_cache_breakpoints as library_rule
+    from budgetclient.testing.fake_openai import supports_prompt_cache_breakpoints as fake_rule
+
+    assert fake_rule is not library_rule
+    assert fake_rule(model) is supported
+    assert library_rule(model) is supported

@@ -20,7 +20,7 @@ import pydantic
 import pytest
 
 import budgetclient as bc
-from budgetclient.providers._openai_cache import CHAT, build_prefix, prompt_cache_key_for
+from budgetclient.formats.openai.prefix import CHAT, build_prefix, prompt_cache_key_for
 from budgetclient.providers._openai_http import MeteredHttpClient
 from budgetclient.providers._openai_meter import OpenAIMeter
 from budgetclient.testing.fake_openai import FakeOpenAI

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import budgetclient as bc
-from budgetclient.providers._openai_cache import (
+from budgetclient.formats.openai.prefix import (
     CHAT,
     COMPACT,
     EMBEDDINGS,
@@ -20,13 +20,13 @@ from budgetclient.providers._openai_cache import (
     prompt_cache_key_for,
     stable_prefix,
 )
-from budgetclient.providers._openai_stream import _Filter, _without_usage
-from budgetclient.providers._openai_usage import (
+from budgetclient.formats.openai.usage import (
     supports_prompt_cache_breakpoints,
     usage_from_chat,
     usage_from_openai,
     usage_from_responses,
 )
+from budgetclient.providers._openai_stream import _Filter, _without_usage
 
 
 def test_chat_usage_is_cache_inclusive() -> None:

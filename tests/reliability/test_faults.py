@@ -27,8 +27,8 @@ from google.genai import types as gtypes
 import budgetclient as bc
 from budgetclient import metering, pricing
 from budgetclient.ledger import open_ledger
-from budgetclient.ledger.base import register_ledger_scheme
 from budgetclient.ledger.memory import MemoryLedger
+from budgetclient.ledger.opening import register_ledger_scheme
 from budgetclient.ledger.writer import get_writer
 from budgetclient.usage import CallRecord
 from tests.providers.wire import (

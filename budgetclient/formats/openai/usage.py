@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..usage import Usage
+from ...usage import Usage
 
 __all__ = [
     "supports_prompt_cache_breakpoints",

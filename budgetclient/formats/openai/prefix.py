@@ -26,10 +26,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..blocks import Block, block_digest, raw_bytes, value_print
-from ..drift import prefix_fingerprint, request_shape
-from ..options import ClientOptions
-from ._openai_usage import supports_prompt_cache_breakpoints
+from ...blocks import Block, block_digest, raw_bytes, value_print
+from ...drift import prefix_fingerprint, request_shape
+from ...options import ClientOptions
+from .usage import supports_prompt_cache_breakpoints
 
 __all__ = [
     "CHAT",
@@ -38,7 +38,7 @@ __all__ = [
     "EMBEDDINGS",
     "RESPONSES",
     "PrefixMemo",
-    "PreparedRequest",
+    "PreparedOpenAIRequest",
     "background_poll",
     "build_prefix",
     "cache_params",
@@ -111,7 +111,7 @@ def prompt_cache_key_for(model: str, task_name: str | None, conversation: str | 
 
 
 @dataclass(frozen=True, slots=True)
-class PreparedRequest:
+class PreparedOpenAIRequest:
     """What to send for one request, and what budgetclient learnt from it."""
 
     body: Mapping[str, Any]
@@ -401,12 +401,12 @@ def prepare_request(
     gap_s: float | None = None,
     count_block: TokenCounter | None = None,
     previous: PrefixMemo | None = None,
-) -> PreparedRequest:
+) -> PreparedOpenAIRequest:
     """Decide the body budgetclient sends for ``body`` (see the module docstring).
 
     ``count_block`` estimates each prefix block's tokens: the breakpoint's minimum-length check
     and drift's tokens at risk use them (without it the length check is skipped). ``previous`` is
-    the memo of the conversation's last call (`PreparedRequest.memo`): unchanged blocks are reused.
+    the memo of the conversation's last call (`PreparedOpenAIRequest.memo`): unchanged blocks are reused.
     """
     out: dict[str, Any] = dict(body)
     prefix, memo = build_prefix(body, operation, count_block, previous)
@@ -438,7 +438,7 @@ def prepare_request(
 
     changed = len(out) != len(body) or any(out[k] is not body[k] for k in body)
     params = cache_params(out, operation)
-    return PreparedRequest(
+    return PreparedOpenAIRequest(
         body=out if changed else body,
         changed=changed,
         hide_usage_chunk=hide,

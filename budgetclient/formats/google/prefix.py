@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..blocks import Block, Section, block_digest, raw_bytes
+from ...blocks import Block, Section, block_digest, raw_bytes
 
 __all__ = ["PREFIX_FIELDS", "prefix_blocks", "with_tokens"]
 

@@ -1,0 +1,1 @@
+"""The Anthropic Messages wire format, read and written without the SDK."""

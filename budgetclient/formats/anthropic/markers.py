@@ -1,0 +1,78 @@
+"""Cache markers on an Anthropic Messages body: ``cache_control`` read and written.
+
+Markers are added only as ``cache_control`` keys (stripped from the cache key by the API and from
+our fingerprints), and a marked string ``content`` / ``system`` becomes the one-text-block list
+the API treats it as; no block is ever inserted, removed or reordered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from ...blocks import (
+    RequestBlocks,
+    Ttl,
+)
+from ...placement import (
+    Marker,
+)
+
+__all__ = ["apply_markers", "cache_control"]
+
+def cache_control(ttl: Ttl) -> dict[str, str]:
+    """The marker for ``ttl`` (5m is the API default, so it is sent without ``ttl``)."""
+    return {"type": "ephemeral"} if ttl == "5m" else {"type": "ephemeral", "ttl": "1h"}
+
+
+def _marker_ttl(value: Any) -> Ttl | None:
+    if not isinstance(value, Mapping):
+        return None
+    return "1h" if value.get("ttl") == "1h" else "5m"
+
+
+
+def apply_markers(
+    body: Mapping[str, Any],
+    request: RequestBlocks,
+    markers: Sequence[Marker],
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A copy of ``body`` with ``cache_control`` on the marked blocks (and ``extra`` top-level keys).
+
+    Copy-on-write along each marked path: untouched lists and blocks are shared, not copied.
+    """
+    new = dict(body)
+    if extra:
+        new.update(extra)
+    copied: set[str] = set()
+
+    def own_list(key: str) -> list[Any]:
+        if key not in copied:
+            new[key] = list(new[key])
+            copied.add(key)
+        return cast(list[Any], new[key])
+
+    for marker in markers:
+        block = request.blocks[marker.index]
+        control = cache_control(marker.ttl)
+        if block.section in ("tools", "system") and block.shorthand:
+            new["system"] = [{"type": "text", "text": body["system"], "cache_control": control}]
+        elif block.section in ("tools", "system"):
+            items = own_list(block.section)
+            assert block.content is not None
+            items[block.content] = {**items[block.content], "cache_control": control}
+        else:
+            assert block.message is not None
+            messages = own_list("messages")
+            message = dict(messages[block.message])
+            if block.shorthand:
+                message["content"] = [{"type": "text", "text": message["content"], "cache_control": control}]
+            else:
+                assert block.content is not None
+                content = list(message["content"])
+                content[block.content] = {**content[block.content], "cache_control": control}
+                message["content"] = content
+            messages[block.message] = message
+    return new

@@ -1,0 +1,36 @@
+"""Tokens: encodings (`encodings`), memoised and sampled counting (`counting`) and the learnt
+calibration against what providers report (`calibration`).
+
+Nothing here reads a request body: the per-provider readers live in ``formats/<provider>/`` and
+`budgetclient.estimate.estimate_request` puts the two together.
+"""
+
+from __future__ import annotations
+
+from .calibration import (
+    PROVIDERS,
+    TokenEstimate,
+    calibrate,
+    calibrated_estimate,
+    calibration_factor,
+    canonical_provider,
+    reset_calibration,
+)
+from .counting import count_each, count_text, count_texts
+from .encodings import encoding_for, load_encoding_file, model_family
+
+__all__ = [
+    "PROVIDERS",
+    "TokenEstimate",
+    "calibrate",
+    "calibrated_estimate",
+    "calibration_factor",
+    "canonical_provider",
+    "count_each",
+    "count_text",
+    "count_texts",
+    "encoding_for",
+    "load_encoding_file",
+    "model_family",
+    "reset_calibration",
+]

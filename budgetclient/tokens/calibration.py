@@ -1,0 +1,124 @@
+"""Calibration: the learnt ratio between our offline count and what each provider reports.
+
+Claude and Gemini tokenizers are not public, so their text is counted with ``o200k_base`` and the
+per-model ratio learnt by ``calibrate`` from the provider's reported input tokens closes the gap.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..errors import ConfigurationError
+from .encodings import model_family
+
+__all__ = [
+    "PROVIDERS",
+    "TokenEstimate",
+    "calibrate",
+    "calibrated_estimate",
+    "calibration_factor",
+    "canonical_provider",
+    "reset_calibration",
+]
+
+PROVIDERS = ("anthropic", "openai", "google")
+_PROVIDER_ALIASES = {"gemini": "google", "vertex": "google", "vertexai": "google"}
+
+CALIBRATION_WINDOW = 32
+"""Calibration is the ratio of sums over this many most recent observations per model family."""
+_PLAUSIBLE_RATIO = (0.25, 4.0)
+"""Observations outside this reported/estimated ratio are ignored: the provider saw input the body
+did not contain (Gemini ``cachedContent``, OpenAI ``previous_response_id``) or media was far off."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEstimate:
+    """An offline estimate of one request's input tokens."""
+
+    provider: str
+    model: str
+    """The model the estimate is for (``""`` when neither the body nor the caller named one)."""
+    raw_tokens: int
+    """Uncalibrated count; feed this to ``calibrate`` with the provider's reported input tokens."""
+    factor: float
+    """Learnt reported/estimated ratio for the model family (1.0 before any observation)."""
+    tokens: int
+    """``raw_tokens`` scaled by ``factor``: the best guess of what the provider will report."""
+
+
+@functools.lru_cache(maxsize=64)
+def canonical_provider(provider: str) -> str:
+    """The canonical provider name (memoised: every estimate and calibration asks)."""
+    name = provider.strip().lower()
+    name = _PROVIDER_ALIASES.get(name, name)
+    if name not in PROVIDERS:
+        raise ConfigurationError(
+            f"unknown provider {provider!r} for a token estimate; use one of {', '.join(PROVIDERS)}"
+        )
+    return name
+
+
+def calibrated_estimate(provider: str, model: str, raw_tokens: int) -> TokenEstimate:
+    """``raw_tokens`` counted for ``model`` as a `TokenEstimate`, scaled by the learnt factor."""
+    name = canonical_provider(provider)
+    factor = calibration_factor(name, model)
+    return TokenEstimate(name, model, raw_tokens, factor, int(raw_tokens * factor + 0.5))
+
+
+@dataclass(slots=True)
+class _Ratio:
+    observations: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=CALIBRATION_WINDOW))
+    raw_sum: int = 0
+    reported_sum: int = 0
+
+    def add(self, raw: int, reported: int) -> None:
+        if len(self.observations) == self.observations.maxlen:
+            old_raw, old_reported = self.observations[0]
+            self.raw_sum -= old_raw
+            self.reported_sum -= old_reported
+        self.observations.append((raw, reported))
+        self.raw_sum += raw
+        self.reported_sum += reported
+
+
+_calibration: dict[tuple[str, str], _Ratio] = {}
+_calibration_lock = threading.Lock()
+
+
+def calibrate(provider: str, model: str, estimated_raw: int, reported: int) -> None:
+    """Learn from one call: ``estimated_raw`` (``TokenEstimate.raw_tokens``) vs the provider's
+    reported total input tokens (cached tokens included).
+
+    The factor is the ratio of sums over the last ``CALIBRATION_WINDOW`` calls of the model
+    family, which weights big requests most, as budgets do. A ratio fixes the tokenizer's scale,
+    not per-message framing the estimate guessed wrong, so tiny requests (under a few hundred
+    tokens) can stay a few tokens off. Skip calls whose body was not the whole prompt (Gemini
+    ``cachedContent``, OpenAI ``previous_response_id``); implausible ratios are ignored anyway.
+    """
+    key = (canonical_provider(provider), model_family(model))
+    if estimated_raw <= 0 or reported <= 0:
+        return
+    low, high = _PLAUSIBLE_RATIO
+    if not low <= reported / estimated_raw <= high:
+        return
+    with _calibration_lock:
+        _calibration.setdefault(key, _Ratio()).add(estimated_raw, reported)
+
+
+def calibration_factor(provider: str, model: str) -> float:
+    """Reported/estimated ratio learnt for the model family; 1.0 before any observation."""
+    key = (canonical_provider(provider), model_family(model))
+    with _calibration_lock:
+        ratio = _calibration.get(key)
+        if ratio is None or ratio.raw_sum == 0:
+            return 1.0
+        return ratio.reported_sum / ratio.raw_sum
+
+
+def reset_calibration() -> None:
+    """Forget every observation (tests, or after a provider changes its tokenizer)."""
+    with _calibration_lock:
+        _calibration.clear()

@@ -22,6 +22,7 @@ from .errors import (
     PrefixDriftError,
     PrefixDriftWarning,
     UnenforceableBudgetWarning,
+    UnpricedModelError,
     UnknownPriceWarning,
 )
 from .ledger.writer import flush
@@ -63,6 +64,7 @@ __all__ = [
     "Task",
     "TaskRecord",
     "UnenforceableBudgetWarning",
+    "UnpricedModelError",
     "UnknownPriceWarning",
     "Usage",
     "configure",

@@ -472,3 +472,15 @@ def _param_change(
         return None
     position, name, old_bytes, new_bytes = min(changed)
     return name, position, old_bytes, new_bytes
+
+
+def drift_fields(drift: PrefixDrift) -> dict[str, Any]:
+    """The log fields of a drift (never the excerpts' full bytes, never prompt text beyond them)."""
+    return {
+        "segment": drift.segment,
+        "offset": drift.offset,
+        "cause": drift.cause,
+        "tokens_at_risk": drift.tokens_at_risk,
+        "est_extra_cost": None if drift.est_extra_cost is None else str(drift.est_extra_cost),
+        "provider_reason": drift.provider_reason,
+    }

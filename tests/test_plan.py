@@ -402,7 +402,7 @@ def test_check_allocation_logs_each_exceeded_component() -> None:
 
 def test_check_allocation_never_raises() -> None:
     with capture_logs() as logs:
-        assert bplan.check_allocation("google", {"contents": []}) == []
+        assert bplan.check_allocation("cohere", {"messages": []}) == []  # a provider analyze cannot read
     assert logs[0]["event"] == "plan.allocation_check_failed"
 
 

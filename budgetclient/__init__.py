@@ -22,8 +22,8 @@ from .errors import (
     PrefixDriftError,
     PrefixDriftWarning,
     UnenforceableBudgetWarning,
-    UnpricedModelError,
     UnknownPriceWarning,
+    UnpricedModelError,
 )
 from .ledger.writer import flush
 from .options import ClientOptions

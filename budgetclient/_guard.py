@@ -16,7 +16,7 @@ from ._log import log
 __all__ = ["guarded"]
 
 
-class guarded:  # noqa: N801 - used like a function: ``with guarded("meter.failed", stage="ledger"):``
+class guarded:
     """Context manager: log ``event`` (with ``fields``) for an ``Exception`` raised inside, and swallow it.
 
     A class rather than ``@contextmanager``: it runs several times on every metered call.

@@ -97,7 +97,11 @@ def admit(request: Admission) -> CallContext:
     drift = request.drift
     if drift is not None and request.drift_mode == "raise":
         log.warning(
-            "cache.drift", provider=request.provider, model=request.model, action="raised", **drift_fields(drift)
+            "cache.drift",
+            provider=request.provider,
+            model=request.model,
+            action="raised",
+            **drift_fields(drift),
         )
         raise PrefixDriftError(drift)
     if drift is not None and request.drift_mode == "warn" and request.attempt == 0 and request.announce:
@@ -108,7 +112,9 @@ def admit(request: Admission) -> CallContext:
         request.model,
         request.operation,
         estimated_input_tokens=request.estimate,
-        max_output_tokens=DEFAULT_OUTPUT_LIMIT if request.max_output_tokens is None else request.max_output_tokens,
+        max_output_tokens=DEFAULT_OUTPUT_LIMIT
+        if request.max_output_tokens is None
+        else request.max_output_tokens,
         cache_write_ttl=request.cache_write_ttl,
         stream=request.stream,
         attempt=request.attempt,

@@ -303,7 +303,8 @@ class Task:
                     UnenforceableBudgetWarning(
                         f"task {self.name!r} has budget_usd={self.budget_usd}, but model {model!r} has no "
                         "known price, so the budget cannot be enforced for its calls (on_unpriced='allow'); "
-                        f"add a price with bc.configure(prices={{{model!r}: {{'input': ..., 'output': ...}}}})"
+                        "add a price with "
+                        f"bc.configure(prices={{{model!r}: {{'input': ..., 'output': ...}}}})"
                     ),
                     stacklevel=4,
                 )

@@ -278,21 +278,25 @@ def test_calls_outside_tasks_and_task_records_reach_the_ledger(ledger_url: str) 
     ]
 
 
+def _begin(*, input_tokens: int, max_output_tokens: int) -> metering.CallContext:
+    return metering.begin_call(
+        "anthropic",
+        "test-model",
+        "messages",
+        estimated_input_tokens=lambda: input_tokens,
+        max_output_tokens=max_output_tokens,
+    )
+
+
 def test_cap_mode_holds_the_worst_case_and_settles_to_the_cost() -> None:
     # worst case of one call: 1000 input at 2/M + 200 output at 10/M = 0.004; it costs 0.003
     per_call = bc.Usage(input_tokens=1000, output_tokens=100, requests=1)
     worst = (1000 * RATES["input"] + 200 * RATES["output"]) / MTOK
     with bc.task("cap", budget_usd=worst * 2) as t:  # room for two worst cases held at once
-        held = [
-            metering.begin_call("anthropic", "test-model", "messages", estimated_input_tokens=lambda: 1000,
-                                max_output_tokens=200)
-            for _ in range(2)
-        ]  # fmt: skip
+        held = [_begin(input_tokens=1000, max_output_tokens=200) for _ in range(2)]
         assert t._reserved == 2 * worst
         with pytest.raises(bc.BudgetExceeded) as info:  # a third would pass the budget at worst
-            metering.begin_call(
-                "anthropic", "test-model", "messages", estimated_input_tokens=lambda: 1000, max_output_tokens=200
-            )
+            _begin(input_tokens=1000, max_output_tokens=200)
         assert info.value.estimate_usd == worst
         for ctx in held:
             metering.finish_call(ctx, per_call)
@@ -301,9 +305,7 @@ def test_cap_mode_holds_the_worst_case_and_settles_to_the_cost() -> None:
 
 def test_estimate_mode_holds_the_input_estimate_only() -> None:
     with bc.task("soft", budget_usd=1, budget_mode="estimate") as t:
-        ctx = metering.begin_call(
-            "anthropic", "test-model", "messages", estimated_input_tokens=lambda: 1000, max_output_tokens=200
-        )
+        ctx = _begin(input_tokens=1000, max_output_tokens=200)
         assert t._reserved == 1000 * RATES["input"] / MTOK
         metering.finish_call(ctx, U2)
     assert t._reserved == 0

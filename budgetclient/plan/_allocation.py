@@ -373,8 +373,9 @@ def analyze(
     """Split a request body into system, tools, history, retrieved, tool outputs and user message.
 
     ``provider`` is ``"anthropic"`` (Messages), ``"openai"`` (chat.completions or Responses) or
-    ``"google"`` (Gemini ``generateContent``), detected from the body when omitted. Tokens are the offline estimate with the model's learnt calibration,
-    so they add up to `budgetclient.tokens.estimate_tokens` for the same body. ``output_reserve``
+    ``"google"`` (Gemini ``generateContent``), detected from the body when omitted. Tokens are the
+    offline estimate with the model's learnt calibration, so they add up to
+    `budgetclient.tokens.estimate_tokens` for the same body. ``output_reserve``
     (e.g. the request's ``max_tokens``) is added to ``user_and_output`` for the allocation check.
     """
     if not isinstance(request, Mapping):

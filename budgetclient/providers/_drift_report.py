@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .._log import log
 from .._warnings import emit_warning
 from ..drift import PrefixDrift, drift_fields, notify_drift

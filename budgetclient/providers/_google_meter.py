@@ -25,6 +25,7 @@ import httpx2
 
 from .. import metering, pricing
 from .._log import log
+from ..admission import Admission, admit, holding, output_limit, sending
 from ..drift import PrefixDrift, explain_drift
 from ..errors import BudgetExceeded, PrefixDriftError, PrefixDriftWarning
 from ..lineage import current_conversation, lineage_key
@@ -32,8 +33,8 @@ from ..metering import CallContext
 from ..options import ClientOptions
 from ..tasks import Task, current_task
 from ..tokens import EstimateMemo, estimate_request
-from ..usage import CallStatus, Usage
-from ._drift_report import announce_drift, drift_fields
+from ..usage import Usage
+from ._drift_report import announce_drift
 from ._google_body import BodyHistory
 from ._google_cache import CacheEntry, CachePlan, HttpStep, ManagedCaches
 from ._google_drift import with_tokens
@@ -229,15 +230,12 @@ class GeminiMeter:
             call = None
         if call is None:
             return self.inner.send(request, **kwargs)
-        try:
+        with sending(call.ctx):
             response = self.inner.send(call.sent, **kwargs)
             if call.entry is not None and _maybe_cache_error(response) and _is_cache_error(response.read()):
                 response.close()
                 call = self._cache_vanished(call, response)
                 response = self.inner.send(call.sent, **kwargs)
-        except BaseException as exc:
-            self._failed(call, exc)
-            raise
         self._after(call, response)
         return response
 
@@ -251,7 +249,7 @@ class GeminiMeter:
             call = None
         if call is None:
             return await self.inner_async.send(request, **kwargs)
-        try:
+        with sending(call.ctx):
             response = await self.inner_async.send(call.sent, **kwargs)
             if (
                 call.entry is not None
@@ -261,9 +259,6 @@ class GeminiMeter:
                 await response.aclose()
                 call = self._cache_vanished(call, response)
                 response = await self.inner_async.send(call.sent, **kwargs)
-        except BaseException as exc:
-            self._failed(call, exc)
-            raise
         self._after(call, response)
         return response
 
@@ -285,44 +280,43 @@ class GeminiMeter:
             return None
         body = wire.body
         plan = None if body.get("cachedContent") else self.caches.plan(route, wire, key)
-        drift = self._drift(plan) if plan is not None else None
-        if drift is not None and self.options.drift == "raise":
-            log.warning(
-                "cache.drift", provider=PROVIDER, model=route.model, action="raised", **drift_fields(drift)
-            )
-            raise PrefixDriftError(drift)
-        if drift is not None and self.options.drift == "warn":
-            _announce_drift(drift, route.model)
         call = _Call(route=route, original=request, sent=request, ctx=None, task=task, plan=plan)
-        call.ctx = metering.begin_call(
-            PROVIDER,
-            route.model,
-            "generate_content",
-            estimated_input_tokens=lambda: self._estimate(body, route.model, call, self._estimate_memo(key)),
-            stream=route.method == "streamGenerateContent",
-            request_bytes=len(request.content),
-            conversation=key,
-        )
-        if plan is not None:
-            self.caches.commit(plan)
-            call.ctx.prefix_hash = plan.base_key if plan.fields else None
-        call.ctx.drift = drift
-        if plan is None or self.options.cache != "auto" or not plan.fields:
-            return call
-        try:
-            call.entry = yield from self.caches.acquire(plan, request)
-            if call.entry is not None:
-                call.sent = _with_body(request, wire.rewritten(call.entry.name, len(call.entry.leading)))
-                call.ctx.metadata["cached_content"] = call.entry.name
-        except Exception as exc:
-            log.error(
-                "cache.prepare_failed",
+        ctx = call.ctx = admit(
+            Admission(
                 provider=PROVIDER,
                 model=route.model,
-                error=type(exc).__name__,
-                detail=str(exc)[:200],
+                operation="generate_content",
+                body=body,
+                drift=self._drift(plan) if plan is not None else None,
+                drift_mode=self.options.drift,
+                announce=lambda drift: _announce_drift(drift, route.model),
+                estimate=lambda: self._estimate(body, route.model, call, self._estimate_memo(key)),
+                max_output_tokens=_output_limit(body),
+                stream=route.method == "streamGenerateContent",
+                request_bytes=len(request.content),
+                conversation=key,
+                prefix_hash=plan.base_key if plan is not None and plan.fields else None,
             )
-            call.entry, call.sent = None, request
+        )
+        with holding(ctx):  # the call holds budget now: any exit before sending gives it back
+            if plan is not None:
+                self.caches.commit(plan)
+            if plan is None or self.options.cache != "auto" or not plan.fields:
+                return call
+            try:
+                call.entry = yield from self.caches.acquire(plan, request)
+                if call.entry is not None:
+                    call.sent = _with_body(request, wire.rewritten(call.entry.name, len(call.entry.leading)))
+                    ctx.metadata["cached_content"] = call.entry.name
+            except Exception as exc:
+                log.error(
+                    "cache.prepare_failed",
+                    provider=PROVIDER,
+                    model=route.model,
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200],
+                )
+                call.entry, call.sent = None, request
         return call
 
     def _prepare_cache_op(self, route: GeminiRoute, request: httpx2.Request) -> _Call | None:
@@ -380,12 +374,6 @@ class GeminiMeter:
         log.warning("cache.vanished", provider=PROVIDER, cache=call.entry.name, action="resent without cache")
         self.caches.drop(call.entry, at=self.caches.clock.observe(response.headers.get("date")))
         return call.without_cache()
-
-    def _failed(self, call: _Call, exc: BaseException) -> None:
-        if call.ctx is None:
-            return
-        status: CallStatus = "incomplete" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "error"
-        metering.finish_call(call.ctx, Usage(), status=status, error=type(exc).__name__)
 
     def _after(self, call: _Call, response: httpx2.Response) -> None:
         status = response.status_code
@@ -537,6 +525,9 @@ def _run_sync(step: Generator[httpx2.Request, httpx2.Response, R], client: httpx
             except Exception as exc:
                 request = step.throw(exc)
                 continue
+            except BaseException as exc:
+                step.throw(exc)  # an interrupt or cancel: the step's handlers give back its hold
+                raise
             request = step.send(response)
     except StopIteration as stop:
         result: R = stop.value
@@ -555,10 +546,23 @@ async def _run_async(step: Generator[httpx2.Request, httpx2.Response, R], client
             except Exception as exc:
                 request = step.throw(exc)
                 continue
+            except BaseException as exc:
+                step.throw(exc)  # an interrupt or cancel: the step's handlers give back its hold
+                raise
             request = step.send(response)
     except StopIteration as stop:
         result: R = stop.value
         return result
+
+
+def _output_limit(body: Mapping[str, Any]) -> int | None:
+    """The most output tokens a ``generateContent`` body lets the model write (all candidates)."""
+    config = body.get("generationConfig", body.get("generation_config"))
+    if not isinstance(config, Mapping):
+        return None
+    limit = output_limit(config.get("maxOutputTokens", config.get("max_output_tokens")))
+    candidates = output_limit(config.get("candidateCount", config.get("candidate_count")))
+    return limit * candidates if limit is not None and candidates else limit
 
 
 def _announce_drift(drift: PrefixDrift, model: str) -> None:

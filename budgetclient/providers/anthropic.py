@@ -31,7 +31,7 @@ from ..options import ClientOptions, pop_option_overrides, split_client_options
 from ..pricing import is_bedrock_id
 from ..tasks import current_task
 from ..tokens import TokenEstimate, estimate_request
-from ..usage import CallStatus, Usage, _trusted_usage
+from ..usage import Usage, _trusted_usage
 from ._anthropic_cache import (
     PreparedRequest,
     estimate_input,

@@ -24,6 +24,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, get_args, overload
 
+from ._guard import guarded
 from ._log import log
 from ._warnings import emit_warning
 from .config import parse_usd
@@ -383,10 +384,8 @@ def record_call(task: Task | None, record: CallRecord, reservation: Reservation 
             reservation.release()
         return
     for node in task.ancestry:
-        try:
+        with guarded("meter.failed", stage="task", task_id=node.id):
             node._add(record, reservation.amount_for(node) if reservation is not None else None)
-        except Exception as exc:
-            log.error("meter.failed", stage="task", error=type(exc).__name__)
 
 
 def budgeted_chain(task: Task) -> tuple[Task, ...]:
@@ -418,13 +417,21 @@ def _reserve(chain: tuple[Task, ...], cost: CallCost, model: str) -> Reservation
 
 
 def _publish_task_end(record: TaskRecord) -> None:
-    """Send a finished task to the ledger, the log and hooks; never raises."""
-    try:
-        from .ledger.writer import get_writer
+    """Send a finished task through `TASK_END_DELIVERY`; never raises."""
+    for stage, step in TASK_END_DELIVERY:
+        with guarded(
+            "task.persist_failed" if stage == "ledger" else "meter.failed", stage=stage, task=record.name
+        ):
+            step(record)
 
-        get_writer().submit_task(record)
-    except Exception as exc:  # a metering fault must never break the user's code
-        log.error("task.persist_failed", task=record.name, error=type(exc).__name__, detail=str(exc)[:200])
+
+def _task_to_ledger(record: TaskRecord) -> None:
+    from .ledger.writer import get_writer  # the ledger imports tasks' records: resolved on use
+
+    get_writer().submit_task(record)
+
+
+def _task_to_log(record: TaskRecord) -> None:
     log.info(
         "task.end",
         task=record.name,
@@ -440,11 +447,20 @@ def _publish_task_end(record: TaskRecord) -> None:
         cache_hit_rate=round(record.usage.cache_hit_rate, 4),
         duration_s=round(record.duration_s, 4),
     )
+
+
+def _task_to_hooks(record: TaskRecord) -> None:
     for hook in list(_task_end_hooks):
-        try:
+        with guarded("task.hook_failed", task=record.name, hook=repr(hook)):
             hook(record)
-        except Exception as exc:
-            log.error("task.hook_failed", task=record.name, hook=repr(hook), error=type(exc).__name__)
+
+
+TASK_END_DELIVERY: tuple[tuple[str, Callable[[TaskRecord], None]], ...] = (
+    ("ledger", _task_to_ledger),
+    ("log", _task_to_log),
+    ("hooks", _task_to_hooks),
+)
+"""Where a finished task goes, in order (alerts and OpenTelemetry are task-end hooks)."""
 
 
 class task:

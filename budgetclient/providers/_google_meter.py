@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import httpx2
 
 from .. import metering, pricing
+from .._guard import guarded
 from .._log import log
 from ..admission import Admission, admit, holding, output_limit, sending
 from ..drift import PrefixDrift, explain_drift
@@ -411,7 +412,7 @@ class GeminiMeter:
         error: BaseException | None,
         server_time: float,
     ) -> None:
-        try:
+        with guarded("meter.failed", stage="google.record"):
             usage = usage_from_gemini(meta)
             tier = meta.get("trafficType") if isinstance(meta, Mapping) else None
             version = response.get("modelVersion")
@@ -433,17 +434,13 @@ class GeminiMeter:
                 from ..tokens import calibrate
 
                 calibrate(PROVIDER, call.route.model, call.estimate_raw[-1], usage.input_tokens)
-        except Exception as exc:
-            log.error("meter.failed", stage="google.record", error=type(exc).__name__, detail=str(exc)[:200])
-            if call.ctx is not None:  # still release the budget reservation and keep a record
-                metering.finish_call(
-                    call.ctx, Usage(requests=1), status="incomplete", http_status=http_status
-                )
+        if call.ctx is not None:  # a fault above must neither keep the hold nor lose the record
+            metering.finish_call(call.ctx, Usage(requests=1), status="incomplete", http_status=http_status)
 
     def _finish_cache_op(
         self, call: _Call, document: Any, server_time: float, error: BaseException | None
     ) -> None:
-        try:
+        with guarded("meter.failed", stage="google.cache_op"):
             if document is None:
                 if call.ctx is not None:
                     metering.finish_call(
@@ -458,30 +455,20 @@ class GeminiMeter:
             )
             if call.ctx is not None and not call.ctx.finished:  # an answer without a cache in it
                 metering.finish_call(call.ctx, Usage(), status="error", error="no cache in response")
-        except Exception as exc:
-            log.error(
-                "meter.failed", stage="google.cache_op", error=type(exc).__name__, detail=str(exc)[:200]
-            )
+        if call.ctx is not None:  # a fault above must neither keep the hold nor lose the record
+            metering.finish_call(call.ctx, Usage(), status="incomplete", error="meter fault")
 
     # -- closing -----------------------------------------------------------------------------------
     def close_caches(self) -> None:
         """Delete managed cache entries (blocking); never raises."""
-        try:
+        with guarded("cache.close_failed", provider=PROVIDER):
             _run_sync(self.caches.close(), self.inner)
-        except Exception as exc:
-            log.error(
-                "cache.close_failed", provider=PROVIDER, error=type(exc).__name__, detail=str(exc)[:200]
-            )
         with _meters_lock:
             _meters_with_caches.discard(self)
 
     async def aclose_caches(self) -> None:
-        try:
+        with guarded("cache.close_failed", provider=PROVIDER):
             await _run_async(self.caches.close(), self.inner_async)
-        except Exception as exc:
-            log.error(
-                "cache.close_failed", provider=PROVIDER, error=type(exc).__name__, detail=str(exc)[:200]
-            )
         with _meters_lock:
             _meters_with_caches.discard(self)
 

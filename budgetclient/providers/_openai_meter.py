@@ -33,6 +33,7 @@ import httpx2
 import openai
 
 from .. import admission, metering
+from .._guard import guarded
 from .._log import log
 from ..admission import Admission, admit, output_limit
 from ..blocks import PrefixPrint, count_tokens
@@ -364,7 +365,7 @@ class OpenAIMeter:
         error: str | None,
     ) -> None:
         """Turn what the body said into a call record; a successful call updates its lineage."""
-        try:
+        with guarded("meter.failed", stage="openai.record"):
             response_id = message.get("id")
             response_status = message.get("status")
             if not self._settle_background(attempt, response_id, response_status, status):
@@ -396,8 +397,8 @@ class OpenAIMeter:
                 drift=drift,
                 metadata={"response_status": response_status} if isinstance(response_status, str) else None,
             )
-        except Exception as exc:
-            log.error("meter.failed", stage="openai.record", error=type(exc).__name__, detail=str(exc)[:200])
+        if attempt.poll is None:  # a fault above must neither keep the hold nor lose the record
+            metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=http_status)
 
     def _settle_background(
         self, attempt: _Attempt, response_id: Any, response_status: Any, status: str

@@ -22,6 +22,7 @@ import httpx2
 from anthropic import APIRequest, Middleware
 
 from .. import metering
+from .._guard import guarded
 from .._log import log
 from ..admission import Admission, admit, holding, output_limit, sending
 from ..blocks import Ttl
@@ -310,18 +311,16 @@ class BudgetMiddleware(Middleware):
         http_status: int,
         error: BaseException | None,
     ) -> None:
-        try:
+        with guarded("meter.failed", stage="anthropic.record"):
             usage = usage_from_anthropic(usage_fields) if usage_fields or complete else Usage(requests=1)
             drift = plan.ctx.drift
             if plan.prepared is not None and plan.state is not None and complete:
-                try:
+                with guarded("cache.observe_failed"):
                     merged = observe_response(plan.state, plan.prepared, usage, message, now=self.now())
                     if merged is not None and merged is not drift:
                         if drift is None and self.options.drift == "warn":
                             announce_drift(merged, provider=PROVIDER, model=plan.ctx.model)
                         drift = merged
-                except Exception as exc:
-                    log.error("cache.observe_failed", error=type(exc).__name__, detail=str(exc)[:200])
             tier = usage_fields.get("service_tier") if _is_mapping(usage_fields) else None
             metering.finish_call(
                 plan.ctx,
@@ -334,14 +333,12 @@ class BudgetMiddleware(Middleware):
                 service_tier=tier if isinstance(tier, str) else None,
                 drift=drift,
             )
-        except Exception as exc:
-            log.error(
-                "meter.failed", stage="anthropic.record", error=type(exc).__name__, detail=str(exc)[:200]
-            )
+        # a fault above must neither keep the call's hold nor lose its record (no-op once recorded)
+        metering.finish_call(plan.ctx, Usage(requests=1), status="incomplete", http_status=http_status)
 
     def _record_batch_results(self, batch_id: str, ctx: CallContext, results: Sequence[Any]) -> None:
         for item in results:
-            try:
+            with guarded("meter.failed", stage="batch"):
                 if not isinstance(item, Mapping):
                     continue
                 result = item.get("result") or {}
@@ -369,8 +366,6 @@ class BudgetMiddleware(Middleware):
                     response_id=message.get("id"),
                     metadata={"batch_id": batch_id, "custom_id": custom_id},
                 )
-            except Exception as exc:
-                log.error("meter.failed", stage="batch", error=type(exc).__name__, detail=str(exc)[:200])
 
 
 class _JSONLBatchObserver(BodyObserver):

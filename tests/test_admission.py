@@ -280,3 +280,32 @@ def test_gemini_cancel_while_creating_its_cache_holds_no_budget() -> None:
             return t._reserved
 
     assert asyncio.run(run()) == Decimal(0)
+
+
+@pytest.mark.parametrize("provider", sorted(CLIENTS))
+def test_a_budget_refuses_an_unpriced_model_before_sending(provider: str) -> None:
+    sent: list[httpx2.Request] = []
+
+    def record(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        return _refuse(request)
+
+    client = CLIENTS[provider]("off", record)
+    misspelt = {"anthropic": "claude-sonet-4-6", "openai": "gpt-4oo", "google": "gemini-2.5-flsh"}[provider]
+    with bc.task("unpriced", budget_usd="0.01") as t, pytest.raises(bc.UnpricedModelError) as info:
+        _call_model(provider, client, misspelt)
+    assert not sent and t.calls == 0 and t._reserved == 0
+    assert repr(misspelt) in str(info.value) and "bc.configure(prices=" in str(info.value)
+    with bc.task("allowed", budget_usd="0.01", on_unpriced="allow"), pytest.raises(Exception) as failed:
+        _call_model(provider, client, misspelt)  # sent (and refused by the wire), as without a budget
+    assert not isinstance(failed.value, bc.BudgetClientError) and sent
+
+
+def _call_model(provider: str, client: Any, model: str) -> Any:
+    if provider == "anthropic":
+        return client.messages.create(
+            model=model, max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    if provider == "openai":
+        return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+    return client.models.generate_content(model=model, contents="hi")

@@ -334,13 +334,16 @@ class GeminiMeter:
                 ctx=None,
                 task=current_task(),
             )
-            call.ctx = metering.begin_call(
-                PROVIDER,
-                model,
-                "cache.create",
-                estimated_input_tokens=lambda: self._estimate(body, model, call),
-                request_bytes=len(request.content),
-                conversation=current_conversation(),
+            call.ctx = admit(  # billed as input, with no output: a worst case of its input alone
+                Admission(
+                    provider=PROVIDER,
+                    model=model,
+                    operation="cache.create",
+                    estimate=lambda: self._estimate(body, model, call),
+                    max_output_tokens=0,
+                    request_bytes=len(request.content),
+                    conversation=current_conversation(),
+                )
             )
             return call
         if method in ("PATCH", "DELETE", "GET") and route.cache_id is not None:

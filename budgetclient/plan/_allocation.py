@@ -302,6 +302,8 @@ def _split_gemini(body: Mapping[str, Any], counter: _Counter, retrieved: Predica
     """A Gemini ``generateContent`` body: ``systemInstruction``, ``contents`` and tool declarations."""
     parts = counter.parts
     system = body.get("systemInstruction", body.get("system_instruction"))
+    if system is not None:
+        parts["overhead"].fixed += MESSAGE_OVERHEAD["google"]  # the system instruction is a content too
     for part in _as_list(system.get("parts") if isinstance(system, Mapping) else system):
         counter.block("system", part)
     contents = [c for c in _as_list(body.get("contents")) if isinstance(c, Mapping)]

@@ -89,7 +89,8 @@ class CallCost:
     input_usd: Decimal | None
     """The input estimate at the uncached input rate."""
     worst_usd: Decimal | None
-    """``input_usd`` plus the call's output limit at the output rate: the most it can cost."""
+    """The most the call can cost: every input token at the dearest rate it may be billed at
+    (input, or a cache write), plus the call's output limit at the output rate."""
 
     def held_by(self, mode: BudgetMode) -> Decimal | None:
         return self.worst_usd if mode == "cap" else self.input_usd

@@ -85,7 +85,7 @@ def test_threads_never_spend_past_the_budget(provider: str) -> None:
                 with lock:
                     refused[0] += 1
 
-    with bc.task("threads", budget_usd=BUDGET) as t, bc.task_executor(THREADS) as pool:
+    with bc.task("threads", budget_usd=BUDGET, warn_at=None) as t, bc.task_executor(THREADS) as pool:
         for future in [pool.submit(worker) for _ in range(THREADS)]:
             future.result()
     _check(t, refused[0])
@@ -132,7 +132,7 @@ def test_asyncio_tasks_never_spend_past_the_budget(provider: str) -> None:
         return refused
 
     async def run() -> tuple[bc.Task, int]:
-        async with bc.task("asyncio", budget_usd=BUDGET) as t:
+        async with bc.task("asyncio", budget_usd=BUDGET, warn_at=None) as t:
             refused = await asyncio.gather(*(worker() for _ in range(ASYNC_TASKS)))
         return t, sum(refused)
 

@@ -24,6 +24,7 @@ from .errors import (
     PrefixDriftWarning,
     UnenforceableBudgetWarning,
     UnknownPriceWarning,
+    UnpricedModelError,
 )
 from .ledger.writer import flush
 from .options import ClientOptions
@@ -64,6 +65,7 @@ __all__ = [
     "Task",
     "TaskRecord",
     "UnenforceableBudgetWarning",
+    "UnpricedModelError",
     "UnknownPriceWarning",
     "Usage",
     "configure",

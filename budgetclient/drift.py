@@ -524,3 +524,19 @@ def _param_change(
         return None
     position, name, old_bytes, new_bytes = min(changed)
     return name, position, old_bytes, new_bytes
+
+
+def drift_fields(drift: PrefixDrift) -> dict[str, Any]:
+    """The log fields of a drift: where, why, lengths and hashes; never the excerpts (prompt text)."""
+    return {
+        "segment": drift.segment,
+        "offset": drift.offset,
+        "cause": drift.cause,
+        "before_length": drift.before_length,
+        "after_length": drift.after_length,
+        "before_hash": drift.before_hash,
+        "after_hash": drift.after_hash,
+        "tokens_at_risk": drift.tokens_at_risk,
+        "est_extra_cost": None if drift.est_extra_cost is None else str(drift.est_extra_cost),
+        "provider_reason": drift.provider_reason,
+    }

@@ -24,6 +24,7 @@ __all__ = [
     "PrefixDriftWarning",
     "UnenforceableBudgetWarning",
     "UnknownPriceWarning",
+    "UnpricedModelError",
 ]
 
 
@@ -47,17 +48,49 @@ class BudgetExceeded(BudgetClientError):
     """A call would take a task past its ``budget_usd``; the request was not sent."""
 
     def __init__(
-        self, task_name: str, budget_usd: Decimal, spent_usd: Decimal, estimate_usd: Decimal, model: str
+        self,
+        task_name: str,
+        budget_usd: Decimal,
+        spent_usd: Decimal,
+        estimate_usd: Decimal | None,
+        model: str,
+        *,
+        worst_case: bool = False,
+        message: str | None = None,
     ) -> None:
         self.task_name = task_name
         self.budget_usd = budget_usd
         self.spent_usd = spent_usd
+        """Spent plus what calls in flight hold."""
         self.estimate_usd = estimate_usd
+        """What this call would hold: its worst case (``budget_mode="cap"``) or input estimate."""
         self.model = model
+        label = "worst_case_usd" if worst_case else "estimated_input_usd"
         super().__init__(
-            f"task {task_name!r} would exceed its budget: spent_usd={spent_usd} + "
-            f"estimated_input_usd={estimate_usd} for model {model!r} > budget_usd={budget_usd}; "
-            "the request was not sent. Raise budget_usd, shrink the request, or pick a cheaper model."
+            message
+            or f"task {task_name!r} would exceed its budget: spent_and_held_usd={spent_usd} + "
+            f"{label}={estimate_usd} for model {model!r} > budget_usd={budget_usd}; "
+            "the request was not sent. Raise budget_usd, lower max_tokens, shrink the request, "
+            "or pick a cheaper model."
+        )
+
+
+class UnpricedModelError(BudgetExceeded):
+    """A budgeted task refused a call whose model has no known price (so no cap could hold)."""
+
+    def __init__(self, task_name: str, budget_usd: Decimal, model: str) -> None:
+        super().__init__(
+            task_name,
+            budget_usd,
+            Decimal(0),
+            None,
+            model,
+            message=(
+                f"task {task_name!r} has budget_usd={budget_usd}, but model {model!r} has no known "
+                "price, so the request was not sent. Add its price (USD per million tokens) with "
+                f"bc.configure(prices={{{model!r}: {{'input': ..., 'output': ...}}}}), or send "
+                "unpriced calls unchecked with bc.task(..., on_unpriced='allow')."
+            ),
         )
 
 

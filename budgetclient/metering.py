@@ -1,8 +1,14 @@
-"""The record path of one model request: usage → price → task → ledger, log and hooks.
+"""The record path of one model request: budget held before it is sent, one record after.
 
-Providers call ``begin_call`` before sending (it captures the task and enforces budgets) and
-``finish_call`` once usage is known. ``finish_call`` never raises: a metering fault is logged and
-the user's call goes on unchanged.
+``begin_call`` (through `admission.admit` for model requests) prices the call's worst case and
+holds it on the task's budgets; ``finish_call`` runs the record pipeline, in this order:
+
+    usage ──> calibrate ──> price ──> CallRecord ──> DELIVERY:
+        task roll-up (spent += cost, hold given back) ─> ledger ─> log (``llm.call``) ─>
+        call hooks (alerts from `signals`, OpenTelemetry from `telemetry`, the user's own)
+
+Each step runs in `guarded`, the one "never break the user's call" rule: a metering fault is
+logged and the user's call goes on unchanged; the record still reaches every later step.
 """
 
 from __future__ import annotations
@@ -18,16 +24,28 @@ from types import ModuleType
 from typing import Any
 
 from . import pricing
+from ._guard import guarded
 from ._log import _disabled, log
+from .blocks import Ttl
 from .drift import PrefixDrift
 from .ledger.writer import get_writer
-from .tasks import Task, _Reservation, _reserve, budgeted_chain, current_task
-from .usage import CallRecord, CallStatus, Usage, _new_call_record
+from .tasks import CallCost, Reservation, Task, budgeted_chain, current_task, record_call, reserve_budget
+from .usage import CallRecord, CallStatus, CostBreakdown, Usage, _new_call_record
 
-__all__ = ["CallContext", "add_call_hook", "begin_call", "finish_call"]
+__all__ = [
+    "DELIVERY",
+    "CallContext",
+    "abandon_call",
+    "add_call_hook",
+    "begin_call",
+    "call_cost",
+    "finish_call",
+    "publish_call",
+]
 
 
 _call_hooks: list[Callable[[CallRecord], None]] = []
+_MILLION = Decimal(1_000_000)
 
 
 def add_call_hook(hook: Callable[[CallRecord], None]) -> Callable[[], None]:
@@ -52,7 +70,7 @@ class CallContext:
     conversation: str | None = None
     prefix_hash: str | None = None
     drift: PrefixDrift | None = None
-    reservation: _Reservation | None = None
+    reservation: Reservation | None = None
     estimated_raw_tokens: int = 0
     """Uncalibrated input estimate made for a budget check; calibrates against the reported count."""
     finished: bool = False
@@ -60,11 +78,32 @@ class CallContext:
 
 
 def estimate_input_cost(provider: str, model: str, input_tokens: int) -> Decimal | None:
-    try:
+    """Input tokens at the uncached input rate; None if unpriced or the price lookup fails."""
+    with guarded("price.estimate_failed", model=model):
         return pricing.estimate_input_cost(input_tokens, model, provider)
-    except Exception as exc:
-        log.error("price.estimate_failed", model=model, error=type(exc).__name__)
-        return None
+    return None
+
+
+def call_cost(
+    provider: str, model: str, input_tokens: int, output_tokens: int, *, cache_write_ttl: Ttl | None = None
+) -> CallCost:
+    """What a call may cost before it is sent: its input estimate, and its worst case.
+
+    The worst case bills every input token at the dearest input rate it could meet (plain input,
+    or a cache write when the request carries cache markers with ``cache_write_ttl``) and
+    ``output_tokens`` (the request's output limit) at the output rate. Both None if unpriced.
+    """
+    rates = pricing.rates_for(model, provider)
+    if rates is None:
+        return CallCost(input_usd=None, worst_usd=None)
+    input_usd = input_tokens * rates.input.at(input_tokens) / _MILLION
+    dearest = rates.input.at(input_tokens)
+    if cache_write_ttl is not None:
+        dearest = max(dearest, rates.cache_write.at(input_tokens))
+    if cache_write_ttl == "1h":
+        dearest = max(dearest, rates.cache_write_long.at(input_tokens))
+    output_usd = output_tokens * rates.output.at(input_tokens) / _MILLION
+    return CallCost(input_usd=input_usd, worst_usd=input_tokens * dearest / _MILLION + output_usd)
 
 
 def begin_call(
@@ -73,31 +112,36 @@ def begin_call(
     operation: str,
     *,
     estimated_input_tokens: Callable[[], int | Any] | None = None,
+    max_output_tokens: int = 0,
+    cache_write_ttl: Ttl | None = None,
     stream: bool = False,
     attempt: int = 0,
     request_bytes: int = 0,
     conversation: str | None = None,
 ) -> CallContext:
-    """Capture the current task and enforce its budget before a request is sent.
+    """Capture the current task and hold the call's cost on its budgets before it is sent.
 
-    Raises ``BudgetExceeded`` when the task (or a parent) cannot afford the estimated input.
-    ``estimated_input_tokens`` is only evaluated when some task on the chain has a budget; it
-    returns a token count or a ``tokens.TokenEstimate`` (whose raw count then feeds calibration).
+    Raises ``BudgetExceeded`` (``UnpricedModelError`` for a model without a price) when the task
+    or a parent cannot afford it; nothing is held then. ``estimated_input_tokens`` is evaluated
+    only when some task on the chain has a budget; it returns a token count or a
+    ``tokens.TokenEstimate`` (whose raw count then feeds calibration). ``max_output_tokens`` is
+    the request's output limit, priced into the worst case (see `call_cost`). A fault while
+    estimating or pricing leaves the call unchecked (logged), never refused.
     """
     t = current_task()
     reservation = None
     raw = 0
-    if t is not None and estimated_input_tokens is not None:
-        chain = budgeted_chain(t)
-        if chain:
-            try:
-                estimate = estimated_input_tokens()
-                tokens = int(getattr(estimate, "tokens", estimate))
-                raw = int(getattr(estimate, "raw_tokens", 0))
-            except Exception as exc:
-                log.error("tokens.estimate_failed", model=model, error=type(exc).__name__)
-                tokens = 0
-            reservation = _reserve(chain, estimate_input_cost(provider, model, tokens), model)
+    if t is not None and estimated_input_tokens is not None and budgeted_chain(t):
+        tokens = 0
+        with guarded("tokens.estimate_failed", model=model):
+            estimate = estimated_input_tokens()
+            tokens = int(getattr(estimate, "tokens", estimate))
+            raw = int(getattr(estimate, "raw_tokens", 0))
+        cost: CallCost | None = None
+        with guarded("price.estimate_failed", model=model):
+            cost = call_cost(provider, model, tokens, max_output_tokens, cache_write_ttl=cache_write_ttl)
+        if cost is not None:
+            reservation = reserve_budget(t, cost, model)
     return CallContext(
         provider=provider,
         model=model,
@@ -112,6 +156,21 @@ def begin_call(
         reservation=reservation,
         estimated_raw_tokens=raw,
     )
+
+
+def abandon_call(ctx: CallContext | None) -> None:
+    """Give back the budget ``ctx`` holds when its request is not sent after all; never raises.
+
+    For a failure between admission and sending (a warning filter raising, a fault, a cancel):
+    no record is made, since nothing was sent. A call already finished is left alone.
+    """
+    if ctx is None or ctx.finished:
+        return
+    ctx.finished = True
+    reservation, ctx.reservation = ctx.reservation, None
+    if reservation is not None:
+        with guarded("meter.failed", stage="release"):
+            reservation.release()
 
 
 def finish_call(
@@ -129,60 +188,106 @@ def finish_call(
     operation: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> CallRecord | None:
-    """Price the call, add it to its task chain, queue it for the ledger and log it.
+    """Run the record pipeline for one call (see the module docstring).
 
     Idempotent per context (a stream closed twice records once). Never raises.
     """
     if ctx.finished and not batch:
         return None
     ctx.finished = True
-    # each budgeted task gives its hold back as the call's cost is added to it (`_deliver`): one
-    # lock, so its spent + held never misses the call in between
+    # each budgeted task gives its hold back as the call's cost is added to it (`record_call`)
     reservation, ctx.reservation = ctx.reservation, None
-    try:
+    record: CallRecord | None = None
+    with guarded("meter.failed", stage="record"):
         model_name = model or ctx.model
         if ctx.estimated_raw_tokens and status == "ok" and usage.input_tokens:
             _calibrate(ctx.provider, model_name, ctx.estimated_raw_tokens, usage.input_tokens)
-        try:
-            breakdown = pricing.price_call(usage, model_name, ctx.provider, batch=batch)
-        except Exception as exc:  # pricing must never break a call
-            log.error("price.failed", model=model_name, error=type(exc).__name__, detail=str(exc)[:200])
-            breakdown = None
+        breakdown = _price(usage, model_name, ctx.provider, batch)
         t = ctx.task
         merged = {**ctx.metadata, **metadata} if metadata else dict(ctx.metadata) if ctx.metadata else {}
-        # positional: a frozen record's keyword constructor costs twice as much (see usage.py)
         record = _new_call_record(
-            _new_id(),  # id
-            ctx.provider,  # provider
-            model_name,  # model
-            operation or ctx.operation,  # operation
-            ctx.started_at,  # started_at
-            time.monotonic() - ctx.t0,  # duration_s
-            usage,  # usage
-            None if breakdown is None else breakdown.total,  # cost
-            breakdown,  # cost_breakdown
-            status,  # status
-            http_status,  # http_status
-            error,  # error
-            t.id if t else None,  # task_id
-            t.name if t else None,  # task_name
-            ctx.conversation,  # conversation
-            ctx.stream,  # stream
-            batch,  # batch
-            ctx.attempt,  # attempt
-            ctx.request_bytes,  # request_bytes
-            ctx.prefix_hash,  # prefix_hash
-            response_id,  # response_id
-            service_tier,  # service_tier
-            drift if drift is not None else ctx.drift,  # drift
-            merged,  # metadata
+            id=_new_id(),
+            provider=ctx.provider,
+            model=model_name,
+            operation=operation or ctx.operation,
+            started_at=ctx.started_at,
+            duration_s=time.monotonic() - ctx.t0,
+            usage=usage,
+            cost=None if breakdown is None else breakdown.total,
+            cost_breakdown=breakdown,
+            status=status,
+            http_status=http_status,
+            error=error,
+            task_id=t.id if t else None,
+            task_name=t.name if t else None,
+            conversation=ctx.conversation,
+            stream=ctx.stream,
+            batch=batch,
+            attempt=ctx.attempt,
+            request_bytes=ctx.request_bytes,
+            prefix_hash=ctx.prefix_hash,
+            response_id=response_id,
+            service_tier=service_tier,
+            drift=drift if drift is not None else ctx.drift,
+            metadata=merged,
         )
-    except Exception as exc:
+    if record is None:
         if reservation is not None:
-            reservation.release()
-        log.error("meter.failed", stage="record", error=type(exc).__name__, detail=str(exc)[:200])
+            with guarded("meter.failed", stage="release"):
+                reservation.release()
         return None
-    return _deliver(record, t, reservation)
+    return _deliver(record, ctx.task, reservation)
+
+
+def publish_call(record: CallRecord, task: Task | None) -> CallRecord:
+    """Deliver a record made elsewhere (Gemini cache storage) through `DELIVERY`; never raises."""
+    return _deliver(record, task, None)
+
+
+def _price(usage: Usage, model: str, provider: str, batch: bool) -> CostBreakdown | None:
+    with guarded("price.failed", model=model):
+        return pricing.price_call(usage, model, provider, batch=batch)
+    return None
+
+
+# -- delivery: where a finished record goes, in order -------------------------------------------
+
+
+def _to_tasks(record: CallRecord, task: Task | None, reservation: Reservation | None) -> None:
+    record_call(task, record, reservation)
+
+
+def _to_ledger(record: CallRecord, task: Task | None, reservation: Reservation | None) -> None:
+    get_writer().submit_call(record)
+
+
+def _to_log(record: CallRecord, task: Task | None, reservation: Reservation | None) -> None:
+    info = log.info
+    if info is not _disabled:  # nobody listens: skip building the event (it runs on every call)
+        _log_call(info, record)
+
+
+def _to_hooks(record: CallRecord, task: Task | None, reservation: Reservation | None) -> None:
+    for hook in list(_call_hooks):
+        with guarded("meter.hook_failed", hook=repr(hook)):
+            hook(record)
+
+
+DELIVERY: tuple[tuple[str, Callable[[CallRecord, Task | None, Reservation | None], None]], ...] = (
+    ("task", _to_tasks),
+    ("ledger", _to_ledger),
+    ("log", _to_log),
+    ("hooks", _to_hooks),
+)
+"""The steps every finished record goes through, in order; a failing step never stops the next.
+Alerts (`signals`) and OpenTelemetry (`telemetry`) are call hooks, installed on first use."""
+
+
+def _deliver(record: CallRecord, task: Task | None, reservation: Reservation | None) -> CallRecord:
+    for stage, step in DELIVERY:
+        with guarded("meter.failed", stage=stage):
+            step(record, task, reservation)
+    return record
 
 
 # -- call ids ----------------------------------------------------------------------------------
@@ -230,39 +335,8 @@ def _tokens() -> ModuleType:
 
 
 def _calibrate(provider: str, model: str, raw: int, reported: int) -> None:
-    try:
+    with guarded("tokens.calibrate_failed", model=model):
         _tokens().calibrate(provider, model, raw, reported)
-    except Exception as exc:
-        log.error("tokens.calibrate_failed", model=model, error=type(exc).__name__)
-
-
-def publish_call(record: CallRecord, task: Task | None) -> CallRecord:
-    """Deliver a finished record to its task chain, the ledger, the log and hooks; never raises."""
-    return _deliver(record, task, None)
-
-
-def _deliver(record: CallRecord, task: Task | None, reservation: _Reservation | None) -> CallRecord:
-    """`publish_call`, also giving back ``reservation`` on each task it held, as it adds to it."""
-    if task is not None:
-        held = reservation.tasks if reservation is not None else ()
-        for node in task.ancestry:
-            try:
-                node._add(record, reservation.amount if reservation is not None and node in held else None)
-            except Exception as exc:
-                log.error("meter.failed", stage="task", error=type(exc).__name__)
-    try:
-        get_writer().submit_call(record)
-    except Exception as exc:
-        log.error("meter.failed", stage="ledger", error=type(exc).__name__, detail=str(exc)[:200])
-    info = log.info
-    if info is not _disabled:  # nobody listens: skip building the event (it runs on every call)
-        _log_call(info, record)
-    for hook in list(_call_hooks):
-        try:
-            hook(record)
-        except Exception as exc:
-            log.error("meter.hook_failed", hook=repr(hook), error=type(exc).__name__)
-    return record
 
 
 def _log_call(info: Callable[..., Any], record: CallRecord) -> None:

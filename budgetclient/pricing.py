@@ -105,12 +105,12 @@ def price_usage(usage: Usage, rates: Rates) -> CostBreakdown:
         + usage.cache_write_long_tokens * rates.cache_write_long.at(total_input)
     )
     return _new_breakdown(
-        usage.uncached_input_tokens * rates.input.at(total_input) / _MILLION,  # uncached_input
-        usage.cache_read_tokens * rates.cache_read.at(total_input) / _MILLION,  # cache_read
-        cache_write / _MILLION,  # cache_write
+        uncached_input=usage.uncached_input_tokens * rates.input.at(total_input) / _MILLION,
+        cache_read=usage.cache_read_tokens * rates.cache_read.at(total_input) / _MILLION,
+        cache_write=cache_write / _MILLION,
         # reasoning tokens are a subset of output_tokens: never add them again
-        usage.output_tokens * rates.output.at(total_input) / _MILLION,  # output
-        _ZERO,  # storage
+        output=usage.output_tokens * rates.output.at(total_input) / _MILLION,
+        storage=_ZERO,
     )
 
 

@@ -14,23 +14,38 @@ import inspect
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, Literal, ParamSpec, TypeVar, get_args, overload
 
+from ._guard import guarded
 from ._log import log
 from ._warnings import emit_warning
 from .config import parse_usd
-from .errors import BudgetExceeded, BudgetWarning, ConfigurationError, UnenforceableBudgetWarning
+from .errors import (
+    BudgetExceeded,
+    BudgetWarning,
+    ConfigurationError,
+    UnenforceableBudgetWarning,
+    UnpricedModelError,
+)
 from .usage import CallRecord, CostBreakdown, Outcome, TaskRecord, Usage
 
 __all__ = [
+    "RECORDS_KEPT",
+    "BudgetMode",
+    "CallCost",
+    "Reservation",
     "Task",
+    "UnpricedPolicy",
     "add_task_end_hook",
+    "record_call",
+    "reserve_budget",
     "current_task",
     "task",
     "task_executor",
@@ -44,6 +59,16 @@ _task_end_hooks: list[Callable[[TaskRecord], None]] = []
 P = ParamSpec("P")
 R = TypeVar("R")
 
+BudgetMode = Literal["cap", "estimate"]
+"""``"cap"``: each call reserves its worst case (input estimate + its output limit at the output
+price), so spent ≤ budget under any concurrency. ``"estimate"``: each call reserves its input
+estimate only, so the last calls in flight may overshoot by their output."""
+UnpricedPolicy = Literal["refuse", "allow"]
+"""What a budgeted task does with a call it cannot price: refuse to send it, or send it unchecked."""
+
+RECORDS_KEPT = 1000
+"""Per-call records a task keeps in memory (the most recent); its totals always count every call."""
+
 
 def current_task() -> Task | None:
     """The innermost running task in this context, or None."""
@@ -56,14 +81,37 @@ def add_task_end_hook(hook: Callable[[TaskRecord], None]) -> Callable[[], None]:
     return lambda: _task_end_hooks.remove(hook) if hook in _task_end_hooks else None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallCost:
+    """What one call may cost, priced before it is sent; ``None`` fields: the model has no price."""
+
+    input_usd: Decimal | None
+    """The input estimate at the uncached input rate."""
+    worst_usd: Decimal | None
+    """The most the call can cost: every input token at the dearest rate it may be billed at
+    (input, or a cache write), plus the call's output limit at the output rate."""
+
+    def held_by(self, mode: BudgetMode) -> Decimal | None:
+        return self.worst_usd if mode == "cap" else self.input_usd
+
+
 @dataclass(slots=True)
-class _Reservation:
-    amount: Decimal
-    tasks: tuple[Task, ...]
+class Reservation:
+    """Budget held for one call in flight, per budgeted task of its chain; see `reserve_budget`."""
+
+    holds: tuple[tuple[Task, Decimal], ...]
+
+    def amount_for(self, task: Task) -> Decimal | None:
+        for held, amount in self.holds:
+            if held is task:
+                return amount
+        return None
 
     def release(self) -> None:
-        for t in self.tasks:
-            t._release(self.amount)
+        """Give the whole hold back (the call was never sent, or its record could not be made)."""
+        holds, self.holds = self.holds, ()
+        for t, amount in holds:
+            t._release(amount)
 
 
 class Task:
@@ -80,6 +128,8 @@ class Task:
         budget_usd: Decimal | float | str | None = None,
         warn_at: float | None = 0.8,
         metadata: Mapping[str, Any] | None = None,
+        budget_mode: BudgetMode = "cap",
+        on_unpriced: UnpricedPolicy = "refuse",
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"task name must be a non-empty string, got {name!r}")
@@ -87,11 +137,17 @@ class Task:
             raise ConfigurationError(
                 f"warn_at must be a fraction in (0, 1], got {warn_at!r}; e.g. warn_at=0.8"
             )
+        if budget_mode not in get_args(BudgetMode):
+            raise ConfigurationError(f'budget_mode must be "cap" or "estimate", got {budget_mode!r}')
+        if on_unpriced not in get_args(UnpricedPolicy):
+            raise ConfigurationError(f'on_unpriced must be "refuse" or "allow", got {on_unpriced!r}')
         self.id: str = uuid.uuid4().hex
         self.name = name
         self.parent = parent
         self.budget_usd = None if budget_usd is None else parse_usd(budget_usd, "budget_usd")
         self.warn_at = warn_at
+        self.budget_mode: BudgetMode = budget_mode
+        self.on_unpriced: UnpricedPolicy = on_unpriced
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.outcome: Outcome | None = None
         self.error: str | None = None
@@ -105,7 +161,7 @@ class Task:
         self._priced_cost = Decimal(0)
         self._unpriced_calls = 0
         self._calls = 0
-        self._records: list[CallRecord] = []
+        self._records: deque[CallRecord] = deque(maxlen=RECORDS_KEPT)
         self._reserved = Decimal(0)
         self._warned = False
         self._warn_threshold: tuple[Decimal, float, Decimal] | None = None
@@ -141,8 +197,10 @@ class Task:
         return self._priced_cost
 
     @property
-    def cost_breakdown(self) -> CostBreakdown:
-        return self._breakdown
+    def cost_breakdown(self) -> CostBreakdown | None:
+        """USD per bucket; None (like ``cost``) if any call had no known price, never a partial $0."""
+        with self._lock:
+            return None if self._unpriced_calls else self._breakdown
 
     @property
     def calls(self) -> int:
@@ -154,7 +212,9 @@ class Task:
 
     @property
     def records(self) -> tuple[CallRecord, ...]:
-        """Per-call records of this task and its children, in the order they ended."""
+        """Per-call records of this task and its children, in the order they ended: the last
+        `RECORDS_KEPT` of them, so a long-lived task's memory stays bounded (the totals above and
+        the ledger count every call)."""
         with self._lock:
             return tuple(self._records)
 
@@ -227,18 +287,25 @@ class Task:
         )
 
     def _check(self, estimate: Decimal | None, model: str) -> None:
-        """Raise BudgetExceeded if this task cannot afford ``estimate`` more (lock held by caller)."""
+        """Raise BudgetExceeded if this task cannot afford ``estimate`` more (lock held by caller).
+
+        ``estimate`` None: the model has no price; refused unless ``on_unpriced="allow"``.
+        """
         if self.budget_usd is None:
             return
         if estimate is None:
+            if self.on_unpriced == "refuse":
+                log.warning("budget.unpriced_refused", task=self.name, task_id=self.id, model=model)
+                raise UnpricedModelError(self.name, self.budget_usd, model)
             if model not in self._unenforceable_warned:
                 self._unenforceable_warned.add(model)
                 log.warning("budget.unenforceable", task=self.name, task_id=self.id, model=model)
                 emit_warning(
                     UnenforceableBudgetWarning(
                         f"task {self.name!r} has budget_usd={self.budget_usd}, but model {model!r} has no "
-                        "known price, so the budget cannot be enforced for its calls; add a price with "
-                        "bc.configure(prices={...})"
+                        "known price, so the budget cannot be enforced for its calls (on_unpriced='allow'); "
+                        "add a price with "
+                        f"bc.configure(prices={{{model!r}: {{'input': ..., 'output': ...}}}})"
                     ),
                     stacklevel=4,
                 )
@@ -255,7 +322,12 @@ class Task:
                 model=model,
             )
             raise BudgetExceeded(
-                self.name, self.budget_usd, self._priced_cost + self._reserved, estimate, model
+                self.name,
+                self.budget_usd,
+                self._priced_cost + self._reserved,
+                estimate,
+                model,
+                worst_case=self.budget_mode == "cap",
             )
 
     def _release(self, amount: Decimal) -> None:
@@ -292,15 +364,28 @@ class Task:
         return record
 
 
-def reserve_budget(task: Task | None, estimate: Decimal | None, model: str) -> _Reservation | None:
-    """Check every budget on the task chain and hold ``estimate`` until the call ends.
+def reserve_budget(task: Task | None, cost: CallCost, model: str) -> Reservation | None:
+    """Check every budget on the task chain and hold what the call may cost until it ends.
 
-    Raises BudgetExceeded (nothing is reserved then) so that no request is sent.
+    Each budgeted task holds ``cost.held_by(its budget_mode)``. Raises ``BudgetExceeded`` (or
+    ``UnpricedModelError``) with nothing reserved, so that no request is sent.
     """
     if task is None:
         return None
     chain = budgeted_chain(task)
-    return _reserve(chain, estimate, model) if chain else None
+    return _reserve(chain, cost, model) if chain else None
+
+
+def record_call(task: Task | None, record: CallRecord, reservation: Reservation | None) -> None:
+    """Add a finished call to ``task`` and its parents, each giving back its hold for the call in
+    the same step (one lock: spent + held never misses the call in between). Never raises."""
+    if task is None:
+        if reservation is not None:
+            reservation.release()
+        return
+    for node in task.ancestry:
+        with guarded("meter.failed", stage="task", task_id=node.id):
+            node._add(record, reservation.amount_for(node) if reservation is not None else None)
 
 
 def budgeted_chain(task: Task) -> tuple[Task, ...]:
@@ -310,33 +395,43 @@ def budgeted_chain(task: Task) -> tuple[Task, ...]:
     return tuple([t for t in task.ancestry if t.budget_usd is not None])
 
 
-def _reserve(chain: tuple[Task, ...], estimate: Decimal | None, model: str) -> _Reservation | None:
-    """Check and hold ``estimate`` on every task of a non-empty budgeted chain, all locks held."""
+def _reserve(chain: tuple[Task, ...], cost: CallCost, model: str) -> Reservation | None:
+    """Check and hold the call's cost on every task of a non-empty budgeted chain, all locks held."""
     locked: list[Task] = []
     try:
         for t in chain:
             t._lock.acquire()
             locked.append(t)
-        for t in chain:
-            t._check(estimate, model)
-        if estimate is None:
+        amounts = [cost.held_by(t.budget_mode) for t in chain]
+        for t, amount in zip(chain, amounts, strict=True):
+            t._check(amount, model)
+        holds = tuple((t, amount) for t, amount in zip(chain, amounts, strict=True) if amount is not None)
+        if not holds:
             return None
-        for t in chain:
-            t._reserved += estimate
-        return _Reservation(estimate, chain)
+        for t, amount in holds:
+            t._reserved += amount
+        return Reservation(holds)
     finally:
         for t in reversed(locked):
             t._lock.release()
 
 
 def _publish_task_end(record: TaskRecord) -> None:
-    """Send a finished task to the ledger, the log and hooks; never raises."""
-    try:
-        from .ledger.writer import get_writer
+    """Send a finished task through `TASK_END_DELIVERY`; never raises."""
+    for stage, step in TASK_END_DELIVERY:
+        with guarded(
+            "task.persist_failed" if stage == "ledger" else "meter.failed", stage=stage, task=record.name
+        ):
+            step(record)
 
-        get_writer().submit_task(record)
-    except Exception as exc:  # a metering fault must never break the user's code
-        log.error("task.persist_failed", task=record.name, error=type(exc).__name__, detail=str(exc)[:200])
+
+def _task_to_ledger(record: TaskRecord) -> None:
+    from .ledger.writer import get_writer  # the ledger imports tasks' records: resolved on use
+
+    get_writer().submit_task(record)
+
+
+def _task_to_log(record: TaskRecord) -> None:
     log.info(
         "task.end",
         task=record.name,
@@ -352,11 +447,20 @@ def _publish_task_end(record: TaskRecord) -> None:
         cache_hit_rate=round(record.usage.cache_hit_rate, 4),
         duration_s=round(record.duration_s, 4),
     )
+
+
+def _task_to_hooks(record: TaskRecord) -> None:
     for hook in list(_task_end_hooks):
-        try:
+        with guarded("task.hook_failed", task=record.name, hook=repr(hook)):
             hook(record)
-        except Exception as exc:
-            log.error("task.hook_failed", task=record.name, hook=repr(hook), error=type(exc).__name__)
+
+
+TASK_END_DELIVERY: tuple[tuple[str, Callable[[TaskRecord], None]], ...] = (
+    ("ledger", _task_to_ledger),
+    ("log", _task_to_log),
+    ("hooks", _task_to_hooks),
+)
+"""Where a finished task goes, in order (alerts and OpenTelemetry are task-end hooks)."""
 
 
 class task:
@@ -364,6 +468,21 @@ class task:
 
     Clean exit with no outcome set records ``"success"``; an exception records ``"failure"`` and
     is re-raised unchanged.
+
+    ``budget_usd`` is a cap: spent ≤ budget, whatever the concurrency. Before each request is
+    sent, its worst case (input estimate at the input price + its output limit at the output
+    price) is reserved on this task and every budgeted parent; a request whose worst case does not
+    fit beside what is spent and held raises ``bc.BudgetExceeded`` and is not sent; the unused
+    part is given back when usage arrives. The output limit is the request's own (``max_tokens``,
+    ``max_completion_tokens`` / ``max_output_tokens``, ``generationConfig.maxOutputTokens``), else
+    ``admission.DEFAULT_OUTPUT_LIMIT`` tokens (set a limit on the request for an exact bound). The
+    cap is as exact as the input estimate, which budgetclient calibrates against reported counts.
+    ``budget_mode="estimate"`` reserves the input estimate only: calls go out until the budget is
+    reached, and the last ones in flight may overshoot by their output.
+
+    A call that cannot be priced (an unknown or misspelt model) is refused in a budgeted task
+    with ``bc.UnpricedModelError``; ``on_unpriced="allow"`` sends it unchecked, with one
+    ``bc.UnenforceableBudgetWarning`` per model.
     """
 
     def __init__(
@@ -373,20 +492,26 @@ class task:
         budget_usd: Decimal | float | str | None = None,
         warn_at: float | None = 0.8,
         metadata: Mapping[str, Any] | None = None,
+        budget_mode: BudgetMode = "cap",
+        on_unpriced: UnpricedPolicy = "refuse",
     ) -> None:
+        self._options: dict[str, Any] = {
+            "budget_usd": budget_usd,
+            "warn_at": warn_at,
+            "metadata": metadata,
+            "budget_mode": budget_mode,
+            "on_unpriced": on_unpriced,
+        }
         # validate now, so a bad argument fails at the call site
-        Task(name, budget_usd=budget_usd, warn_at=warn_at, metadata=metadata)
-        self._args = (name, budget_usd, warn_at, metadata)
+        Task(name, **self._options)
+        self._name = name
         self._task: Task | None = None
         self._token: contextvars.Token[Task | None] | None = None
 
     def _enter(self) -> Task:
         if self._task is not None:
             raise RuntimeError("a bc.task(...) scope object can be entered only once; create a new one")
-        name, budget_usd, warn_at, metadata = self._args
-        self._task = Task(
-            name, parent=_current.get(), budget_usd=budget_usd, warn_at=warn_at, metadata=metadata
-        )
+        self._task = Task(self._name, parent=_current.get(), **self._options)
         self._token = _current.set(self._task)
         return self._task
 
@@ -426,6 +551,8 @@ def track_task(
     budget_usd: Decimal | float | str | None = None,
     warn_at: float | None = 0.8,
     metadata: Mapping[str, Any] | None = None,
+    budget_mode: BudgetMode = "cap",
+    on_unpriced: UnpricedPolicy = "refuse",
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def track_task(
     func_or_name: Callable[P, R] | str | None = None,
@@ -434,11 +561,20 @@ def track_task(
     budget_usd: Decimal | float | str | None = None,
     warn_at: float | None = 0.8,
     metadata: Mapping[str, Any] | None = None,
+    budget_mode: BudgetMode = "cap",
+    on_unpriced: UnpricedPolicy = "refuse",
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
-    """Run each call of the decorated function (sync or async) as a task.
+    """Run each call of the decorated function (sync or async) as a task (see `task` for budgets).
 
     Bare ``@bc.track_task`` names the task after the function's qualified name.
     """
+    options: dict[str, Any] = {
+        "budget_usd": budget_usd,
+        "warn_at": warn_at,
+        "metadata": metadata,
+        "budget_mode": budget_mode,
+        "on_unpriced": on_unpriced,
+    }
 
     def decorate(func: Callable[P, R], name: str | None) -> Callable[P, R]:
         task_name = name or getattr(func, "__qualname__", None) or repr(func)
@@ -447,14 +583,14 @@ def track_task(
 
             @functools.wraps(func)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                async with task(task_name, budget_usd=budget_usd, warn_at=warn_at, metadata=metadata):
+                async with task(task_name, **options):
                     return await afunc(*args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            with task(task_name, budget_usd=budget_usd, warn_at=warn_at, metadata=metadata):
+            with task(task_name, **options):
                 return func(*args, **kwargs)
 
         return wrapper
@@ -465,7 +601,7 @@ def track_task(
         raise TypeError(f"track_task takes a function or a task name, got {func_or_name!r}")
     name = func_or_name
     # validate arguments at decoration time
-    Task(name or "_", budget_usd=budget_usd, warn_at=warn_at, metadata=metadata)
+    Task(name or "_", **options)
     return lambda func: decorate(func, name)
 
 

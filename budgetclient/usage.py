@@ -21,7 +21,7 @@ Outcome = Literal["success", "partial", "failure"]
 CallStatus = Literal["ok", "error", "incomplete"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Usage:
     """Token usage of one or more model requests; immutable and addable.
 
@@ -85,15 +85,15 @@ class Usage:
     def __add__(self, other: object) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
-        # both sides were validated, so their sums are valid: skip the checks (positional: faster)
+        # both sides were validated, so their sums are valid: skip the checks
         return _trusted_usage(
-            self.input_tokens + other.input_tokens,
-            self.cache_read_tokens + other.cache_read_tokens,
-            self.cache_write_tokens + other.cache_write_tokens,
-            self.cache_write_long_tokens + other.cache_write_long_tokens,
-            self.output_tokens + other.output_tokens,
-            self.reasoning_tokens + other.reasoning_tokens,
-            self.requests + other.requests,
+            input_tokens=self.input_tokens + other.input_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cache_write_long_tokens=self.cache_write_long_tokens + other.cache_write_long_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            requests=self.requests + other.requests,
         )
 
     def __radd__(self, other: object) -> Usage:
@@ -117,7 +117,7 @@ _PLAIN_INT = {int}
 _ZERO = Decimal(0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CostBreakdown:
     """USD cost split by bucket; ``total`` is their sum."""
 
@@ -141,11 +141,11 @@ class CostBreakdown:
         if not isinstance(other, CostBreakdown):
             return NotImplemented
         return _new_breakdown(
-            self.uncached_input + other.uncached_input,
-            self.cache_read + other.cache_read,
-            self.cache_write + other.cache_write,
-            self.output + other.output,
-            self.storage + other.storage,
+            uncached_input=self.uncached_input + other.uncached_input,
+            cache_read=self.cache_read + other.cache_read,
+            cache_write=self.cache_write + other.cache_write,
+            output=self.output + other.output,
+            storage=self.storage + other.storage,
         )
 
     def __radd__(self, other: object) -> CostBreakdown:
@@ -163,7 +163,7 @@ class CostBreakdown:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CallRecord:
     """One model request (one HTTP attempt, or one batch result), as metered and stored.
 
@@ -202,7 +202,7 @@ class CallRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskRecord:
     """A finished task with the totals of every call made inside it (children included)."""
 
@@ -254,7 +254,7 @@ def _fast_constructor(cls: type[_T]) -> Callable[..., _T]:
         self.__class__ = cls
 
     twin = make_dataclass(
-        f"_{cls.__name__}Builder", specs, slots=True, namespace={"__post_init__": become_cls}
+        f"_{cls.__name__}Builder", specs, slots=True, kw_only=True, namespace={"__post_init__": become_cls}
     )
     probe: Any = object.__new__(twin)
     try:  # a Python whose layouts differ gets the ordinary (slower) constructor

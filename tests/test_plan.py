@@ -416,7 +416,7 @@ def test_check_allocation_logs_each_exceeded_component() -> None:
 
 def test_check_allocation_never_raises() -> None:
     with capture_logs() as logs:
-        assert bplan.check_allocation("google", {"contents": []}) == []
+        assert bplan.check_allocation("cohere", {"messages": []}) == []  # a provider analyze cannot read
     assert logs[0]["event"] == "plan.allocation_check_failed"
 
 
@@ -430,3 +430,70 @@ def test_analyze_uses_the_learnt_calibration() -> None:
     analysis = bplan.analyze(request)
     assert analysis.components["system"] == int(count_text(request["system"][0]["text"]) * 1.2 + 0.5)
     assert abs(analysis.total - estimate_request("anthropic", request).tokens) <= len(bplan.COMPONENTS)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_analyze_openai_responses_request() -> None:
+    request = {
+        "model": "gpt-4o",
+        "instructions": "Answer from the provided sources only.",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "What changed in the API?"}]},
+            {"type": "function_call", "call_id": "c1", "name": "fetch", "arguments": '{"u":"x"}'},
+            {"type": "function_call_output", "call_id": "c1", "output": "old tool result text"},
+            {"role": "user", "content": "Summarise it."},
+            {"type": "function_call", "call_id": "c2", "name": "fetch", "arguments": '{"u":"y"}'},
+            {"type": "function_call_output", "call_id": "c2", "output": "fresh tool result"},
+        ],
+        "tools": [{"type": "function", "name": "fetch", "parameters": {"type": "object"}}],
+    }
+    analysis = bplan.analyze(request)
+    c = analysis.components
+    assert analysis.provider == "openai"
+    assert c["system"] == count_text("Answer from the provided sources only.")
+    assert c["user_message"] == count_text("Summarise it.")
+    assert c["tool_outputs"] == count_text("fresh tool result")
+    assert c["history"] == sum(
+        count_text(t)
+        for t in (
+            "What changed in the API?",
+            "fetch",
+            '{"u":"x"}',
+            "old tool result text",
+            "fetch",
+            '{"u":"y"}',
+        )
+    )
+    assert c["tools"] == count_text(_compact(request["tools"][0]))
+
+
+def test_analyze_gemini_request() -> None:
+    model = "gemini-2.5-flash"
+    call = {"name": "weather", "args": {"city": "Paris"}}
+    result = {"name": "weather", "response": {"celsius": 21}}
+    declaration = {"name": "weather", "parameters": {"type": "OBJECT"}}
+    request = {
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        "contents": [
+            {"role": "user", "parts": [{"text": "Hello there."}]},
+            {"role": "model", "parts": [{"text": "Hi!"}]},
+            {"role": "user", "parts": [{"text": "What is the weather in Paris?"}]},
+            {"role": "model", "parts": [{"functionCall": call}]},
+            {"role": "user", "parts": [{"functionResponse": result}]},
+        ],
+        "tools": [{"functionDeclarations": [declaration]}],
+    }
+    analysis = bplan.analyze(request, model=model)
+    c = analysis.components
+    assert analysis.provider == "google"
+    assert c["system"] == count_text("Be brief.", model)
+    assert c["user_message"] == count_text("What is the weather in Paris?", model)
+    assert c["history"] == sum(
+        count_text(t, model) for t in ("Hello there.", "Hi!", "weather", _compact(call["args"]))
+    )
+    assert c["tool_outputs"] == count_text("weather", model) + count_text(_compact(result["response"]), model)
+    assert c["tools"] == count_text(_compact(declaration), model)
+    assert analysis.total == estimate_request("google", request, model).tokens

@@ -40,9 +40,19 @@ def _record_values() -> dict[str, object]:
         "operation": "messages",
         "started_at": NOW,
         "duration_s": 0.25,
-        "usage": Usage(10, 2, 3, 1, 4, 1, 1),
+        "usage": Usage(
+            input_tokens=10,
+            cache_read_tokens=2,
+            cache_write_tokens=3,
+            cache_write_long_tokens=1,
+            output_tokens=4,
+            reasoning_tokens=1,
+            requests=1,
+        ),
         "cost": Decimal("0.001"),
-        "cost_breakdown": CostBreakdown(Decimal("0.0001"), Decimal("0.0002"), Decimal("0.0003")),
+        "cost_breakdown": CostBreakdown(
+            uncached_input=Decimal("0.0001"), cache_read=Decimal("0.0002"), cache_write=Decimal("0.0003")
+        ),
         "status": "incomplete",
         "http_status": 200,
         "error": "ReadError",
@@ -61,23 +71,29 @@ def _record_values() -> dict[str, object]:
     }
 
 
+_USAGE_NAMES = [f.name for f in fields(Usage)]
+_BUCKETS = [f.name for f in fields(CostBreakdown)]
+
+
 @pytest.mark.parametrize(
     ("fast", "plain", "values"),
     [
-        (_trusted_usage, Usage, (10, 2, 3, 1, 4, 1, 1)),
-        (_new_breakdown, CostBreakdown, tuple(Decimal(n) / 7 for n in range(1, 6))),
-        (_new_call_record, CallRecord, tuple(_record_values().values())),
+        (_trusted_usage, Usage, dict(zip(_USAGE_NAMES, (10, 2, 3, 1, 4, 1, 1), strict=True))),
+        (_new_breakdown, CostBreakdown, {b: Decimal(n) / 7 for n, b in enumerate(_BUCKETS, 1)}),
+        (_new_call_record, CallRecord, _record_values()),
     ],
 )
-def test_fast_constructors_build_ordinary_frozen_records(fast: object, plain: type, values: tuple) -> None:
-    made = fast(*values)  # type: ignore[operator]
-    expected = plain(*values)
+def test_fast_constructors_build_ordinary_frozen_records(
+    fast: object, plain: type, values: dict[str, object]
+) -> None:
+    made = fast(**values)  # type: ignore[operator]
+    expected = plain(**values)
     assert type(made) is plain
     assert made == expected and hash(made) == hash(expected) if plain is not CallRecord else made == expected
-    assert [getattr(made, f.name) for f in fields(plain)] == list(values)
+    assert {f.name: getattr(made, f.name) for f in fields(plain)} == values
     assert pickle.loads(pickle.dumps(made)) == expected
     with pytest.raises(FrozenInstanceError):
-        made.__setattr__(fields(plain)[0].name, values[0])
+        made.__setattr__(fields(plain)[0].name, values[fields(plain)[0].name])
 
 
 def test_fast_constructors_take_keywords_and_defaults() -> None:
@@ -97,7 +113,25 @@ def test_usage_validation_is_unchanged() -> None:
         with pytest.raises(ValueError, match="reasoning_tokens"):
             Usage(reasoning_tokens=bad)  # type: ignore[arg-type]
     assert Usage(input_tokens=_Count.ONE).input_tokens == 1  # int subclasses other than bool pass
-    assert Usage(5, 1, 3, 1, 2, 1, 1) + Usage(1, 0, 0, 0, 1, 0, 1) == Usage(6, 1, 3, 1, 3, 1, 2)
+    first = Usage(
+        input_tokens=5,
+        cache_read_tokens=1,
+        cache_write_tokens=3,
+        cache_write_long_tokens=1,
+        output_tokens=2,
+        reasoning_tokens=1,
+        requests=1,
+    )
+    second = Usage(input_tokens=1, output_tokens=1, requests=1)
+    assert first + second == Usage(
+        input_tokens=6,
+        cache_read_tokens=1,
+        cache_write_tokens=3,
+        cache_write_long_tokens=1,
+        output_tokens=3,
+        reasoning_tokens=1,
+        requests=2,
+    )
 
 
 def test_usage_derived_counts_never_negative() -> None:

@@ -218,12 +218,32 @@ def test_parent_budget_applies_to_child_calls() -> None:
         fake_call(U2, estimate=1000)  # 0.002 > 0.001
 
 
-def test_budget_on_unpriced_model_warns_unenforceable() -> None:
+def test_budget_refuses_a_call_it_cannot_price() -> None:
+    with pytest.raises(bc.UnpricedModelError) as info, bc.task("b", budget_usd=1) as t:
+        fake_call(U2, model="mystery-model-1", estimate=10)
+    assert t.calls == 0 and t._reserved == 0  # nothing sent, nothing held
+    assert isinstance(info.value, bc.BudgetExceeded) and info.value.model == "mystery-model-1"
+    message = str(info.value)
+    assert "'mystery-model-1'" in message and "bc.configure(prices=" in message
+    assert "on_unpriced='allow'" in message
+
+
+def test_budget_with_on_unpriced_allow_warns_unenforceable() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with bc.task("b", budget_usd=1):
+        with bc.task("b", budget_usd=1, on_unpriced="allow") as t:
             fake_call(U2, model="mystery-model-1", estimate=10)
     assert any(isinstance(w.message, bc.UnenforceableBudgetWarning) for w in caught)
+    assert t.calls == 1 and t.cost is None
+    assert t.cost_breakdown is None  # never a $0 breakdown beside an unknown cost
+
+
+def test_cost_breakdown_is_none_whenever_cost_is() -> None:
+    with bc.task("mixed") as t:
+        fake_call(U1)
+        assert t.cost_breakdown is not None and t.cost_breakdown.total == t.cost == expected_cost(U1)
+        fake_call(U2, model="mystery-model-1")
+    assert t.cost is None and t.cost_breakdown is None
 
 
 def test_bad_arguments_are_clear() -> None:
@@ -233,6 +253,10 @@ def test_bad_arguments_are_clear() -> None:
         bc.task("x", warn_at=2)
     with pytest.raises(bc.ConfigurationError, match="name"):
         bc.task("")
+    with pytest.raises(bc.ConfigurationError, match="budget_mode"):
+        bc.task("x", budget_mode="soft")  # type: ignore[arg-type]
+    with pytest.raises(bc.ConfigurationError, match="on_unpriced"):
+        bc.task("x", on_unpriced="warn")  # type: ignore[arg-type]
 
 
 def test_calls_outside_tasks_and_task_records_reach_the_ledger(ledger_url: str) -> None:
@@ -252,3 +276,48 @@ def test_calls_outside_tasks_and_task_records_reach_the_ledger(ledger_url: str) 
     assert [(r.id, r.name, r.outcome, r.cost) for r in tasks] == [
         (t.id, "persisted", "success", expected_cost(U2))
     ]
+
+
+def _begin(*, input_tokens: int, max_output_tokens: int) -> metering.CallContext:
+    return metering.begin_call(
+        "anthropic",
+        "test-model",
+        "messages",
+        estimated_input_tokens=lambda: input_tokens,
+        max_output_tokens=max_output_tokens,
+    )
+
+
+def test_cap_mode_holds_the_worst_case_and_settles_to_the_cost() -> None:
+    # worst case of one call: 1000 input at 2/M + 200 output at 10/M = 0.004; it costs 0.003
+    per_call = bc.Usage(input_tokens=1000, output_tokens=100, requests=1)
+    worst = (1000 * RATES["input"] + 200 * RATES["output"]) / MTOK
+    with bc.task("cap", budget_usd=worst * 2) as t:  # room for two worst cases held at once
+        held = [_begin(input_tokens=1000, max_output_tokens=200) for _ in range(2)]
+        assert t._reserved == 2 * worst
+        with pytest.raises(bc.BudgetExceeded) as info:  # a third would pass the budget at worst
+            _begin(input_tokens=1000, max_output_tokens=200)
+        assert info.value.estimate_usd == worst
+        for ctx in held:
+            metering.finish_call(ctx, per_call)
+    assert t._reserved == 0 and t.cost == 2 * expected_cost(per_call)
+
+
+def test_estimate_mode_holds_the_input_estimate_only() -> None:
+    with bc.task("soft", budget_usd=1, budget_mode="estimate") as t:
+        ctx = _begin(input_tokens=1000, max_output_tokens=200)
+        assert t._reserved == 1000 * RATES["input"] / MTOK
+        metering.finish_call(ctx, U2)
+    assert t._reserved == 0
+
+
+def test_a_task_keeps_its_last_records_and_exact_totals() -> None:
+    from budgetclient.tasks import RECORDS_KEPT
+
+    calls = RECORDS_KEPT + 25
+    with bc.task("long-lived") as t:
+        for _ in range(calls):
+            fake_call(U2)
+    assert t.calls == calls and len(t.records) == RECORDS_KEPT
+    assert t.usage.input_tokens == calls * U2.input_tokens
+    assert t.cost == calls * expected_cost(U2)

@@ -134,12 +134,13 @@ def run_strategy(trace: Any, strategy: str) -> DemoRow:
             body = dict(call.body) if ours else mark(dict(call.body), state, fake.clock.now())
             client.messages.create(**body)
     cost = t.cost if t.cost is not None else Decimal(0)
+    breakdown = t.cost_breakdown  # None only if a call was unpriced; the demo's models are priced
     return DemoRow(
         trace=trace.name,
         strategy=strategy,
         calls=t.calls,
         cost=cost,
-        input_cost=t.cost_breakdown.input,
+        input_cost=breakdown.input if breakdown is not None else Decimal(0),
         cache_hit_rate=t.cache_hit_rate,
     )
 

@@ -34,6 +34,7 @@ from ..formats.collect import (
     TOOL_OVERHEAD,
     _Collected,
 )
+from ..formats.google.reader import _google_part
 from ..formats.openai.reader import _openai_part
 from ..tokens import calibration_factor, encoding_for
 from ..tokens import count_texts as _count_texts
@@ -142,6 +143,8 @@ class _Counter:
     def block(self, component: str, block: Any, *, keep_thinking: bool = False) -> None:
         if self.provider == "anthropic":
             _anthropic_block(self.parts[component], block, keep_thinking=keep_thinking)
+        elif self.provider == "google":
+            _google_part(self.parts[component], block)
         else:
             _openai_part(self.parts[component], block)
 
@@ -229,12 +232,83 @@ def _split_openai(body: Mapping[str, Any], counter: _Counter, retrieved: Predica
     parts["overhead"].fixed += REPLY_PRIMING["openai"]
 
 
-def _detect(body: Mapping[str, Any]) -> str:
-    if "contents" in body or ("input" in body and "messages" not in body):
-        raise PlanError(
-            "analyze() reads Anthropic Messages and OpenAI chat.completions bodies; this looks like a "
-            "Gemini or OpenAI Responses request. Pass provider= only for those two shapes."
+def _split_responses(body: Mapping[str, Any], counter: _Counter, retrieved: Predicate) -> None:
+    """An OpenAI Responses body: ``instructions`` and ``input`` items read as chat messages."""
+    messages: list[Mapping[str, Any]] = []
+    if isinstance(body.get("instructions"), str):
+        messages.append({"role": "system", "content": body["instructions"]})
+    items = body.get("input")
+    for item in [{"role": "user", "content": items}] if isinstance(items, str) else _as_list(items):
+        if not isinstance(item, Mapping):
+            continue
+        kind = item.get("type")
+        if kind == "function_call_output" or kind == "custom_tool_call_output":
+            messages.append({"role": "tool", "content": _as_text(item.get("output"))})
+        elif kind in ("function_call", "custom_tool_call"):
+            arguments = item.get("arguments", item.get("input"))
+            call = {"function": {"name": item.get("name"), "arguments": _as_text(arguments)}}
+            messages.append({"role": "assistant", "tool_calls": [call]})
+        elif "role" in item:
+            messages.append(item)
+        else:  # reasoning, web search results and other items: history as they are
+            messages.append({"role": "assistant", "content": [item]})
+    tools = [t for t in _as_list(body.get("tools")) if isinstance(t, Mapping)]
+    _split_openai({"messages": messages, "tools": tools}, counter, retrieved)
+
+
+def _split_gemini(body: Mapping[str, Any], counter: _Counter, retrieved: Predicate) -> None:
+    """A Gemini ``generateContent`` body: ``systemInstruction``, ``contents`` and tool declarations."""
+    parts = counter.parts
+    system = body.get("systemInstruction", body.get("system_instruction"))
+    if system is not None:
+        parts["overhead"].fixed += MESSAGE_OVERHEAD["google"]  # the system instruction is a content too
+    for part in _as_list(system.get("parts") if isinstance(system, Mapping) else system):
+        counter.block("system", part)
+    contents = [c for c in _as_list(body.get("contents")) if isinstance(c, Mapping)]
+
+    def responses_only(content: Mapping[str, Any]) -> bool:
+        return all(
+            isinstance(p, Mapping) and ("functionResponse" in p or "function_response" in p)
+            for p in _as_list(content.get("parts"))
         )
+
+    turn_start = max(
+        (i for i, c in enumerate(contents) if c.get("role", "user") == "user" and not responses_only(c)),
+        default=len(contents),
+    )
+    for i, content in enumerate(contents):
+        parts["overhead"].fixed += MESSAGE_OVERHEAD["google"]
+        current = i >= turn_start
+        for part in _as_list(content.get("parts")):
+            if retrieved(part):
+                counter.block("retrieved", part)
+            elif isinstance(part, Mapping) and ("functionResponse" in part or "function_response" in part):
+                counter.block("tool_outputs" if current else "history", part)
+            elif i == turn_start:
+                counter.block("user_message", part)
+            else:
+                counter.block("history", part)
+    for tool in _as_list(body.get("tools")):
+        if not isinstance(tool, Mapping):
+            continue
+        for declaration in _as_list(tool.get("functionDeclarations", tool.get("function_declarations"))):
+            parts["tools"].json(declaration)
+            parts["overhead"].fixed += TOOL_OVERHEAD["google"]
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else "" if value is None else repr(value)
+
+
+def _is_responses(body: Mapping[str, Any]) -> bool:
+    return "input" in body and "messages" not in body
+
+
+def _detect(body: Mapping[str, Any]) -> str:
+    if "contents" in body:
+        return "google"
+    if _is_responses(body):
+        return "openai"
     if "system" in body or any(
         isinstance(t, Mapping) and "input_schema" in t for t in _as_list(body.get("tools"))
     ):
@@ -258,20 +332,24 @@ def analyze(
 ) -> RequestAnalysis:
     """Split a request body into system, tools, history, retrieved, tool outputs and user message.
 
-    ``provider`` is ``"anthropic"`` (Messages) or ``"openai"`` (chat.completions), detected from
-    the body when omitted. Tokens are the offline estimate with the model's learnt calibration,
-    so they add up to `budgetclient.tokens.estimate_tokens` for the same body. ``output_reserve``
+    ``provider`` is ``"anthropic"`` (Messages), ``"openai"`` (chat.completions or Responses) or
+    ``"google"`` (Gemini ``generateContent``), detected from the body when omitted. Tokens are the
+    offline estimate with the model's learnt calibration, so they add up to
+    `budgetclient.tokens.estimate_tokens` for the same body. ``output_reserve``
     (e.g. the request's ``max_tokens``) is added to ``user_and_output`` for the allocation check.
     """
     if not isinstance(request, Mapping):
         raise PlanError(f"analyze() takes a request body (a mapping), got {type(request).__name__}")
     name = (provider or _detect(request)).lower()
-    if name not in ("anthropic", "openai"):
-        raise PlanError(f"analyze() supports provider 'anthropic' or 'openai', got {provider!r}")
+    if name not in _SPLITTERS:
+        raise PlanError(f"analyze() supports provider 'anthropic', 'openai' or 'google', got {provider!r}")
     model_name = model if model is not None else str(request.get("model") or "")
     counter = _Counter(name, model_name)
     predicate = is_retrieved or _tagged
-    (_split_anthropic if name == "anthropic" else _split_openai)(request, counter, predicate)
+    if name == "openai" and _is_responses(request):
+        _split_responses(request, counter, predicate)
+    else:
+        _SPLITTERS[name](request, counter, predicate)
     components = counter.totals(calibration_factor(name, model_name))
     targets = targets or AllocationTargets.guide_default()
     grouped = {group: sum(components[c] for c in members) for group, members in _GROUPS.items()}
@@ -284,6 +362,13 @@ def analyze(
         window=targets.window,
         allocation=check_components(grouped, targets),
     )
+
+
+_SPLITTERS: Mapping[str, Callable[[Mapping[str, Any], _Counter, Predicate], None]] = {
+    "anthropic": _split_anthropic,
+    "openai": _split_openai,
+    "google": _split_gemini,
+}
 
 
 def check_allocation(

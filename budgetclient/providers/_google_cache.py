@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import httpx2
 
-from .. import metering, pricing
+from .. import admission, metering, pricing
 from .._log import log
 from ..blocks import Block
 from ..errors import BudgetExceeded
@@ -401,6 +401,9 @@ class ManagedCaches:
         except Exception as exc:
             metering.finish_call(ctx, Usage(), status="error", error=type(exc).__name__)
             return None
+        except BaseException as exc:  # an interrupt or cancel: recorded, its hold given back
+            admission.failed(ctx, exc)
+            raise
         server_now = self.clock.observe(response.headers.get("date"))
         document = _json_or_none(response)
         if response.status_code >= 400 or not isinstance(document, Mapping) or not document.get("name"):

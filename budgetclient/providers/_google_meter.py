@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 import httpx2
 
 from .. import metering, pricing
+from .._guard import guarded
 from .._log import log
+from ..admission import Admission, admit, holding, output_limit, sending
 from ..config import get_settings
 from ..drift import PrefixDrift, explain_drift
 from ..errors import BudgetExceeded, PrefixDriftError, PrefixDriftWarning
@@ -34,8 +36,8 @@ from ..lineage import current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions
 from ..tasks import Task, current_task
-from ..usage import CallStatus, Usage
-from ._drift_report import announce_drift, drift_fields
+from ..usage import Usage
+from ._drift_report import announce_drift
 from ._google_body import BodyHistory
 from ._google_cache import CachedContent, CachePlan, HttpStep, ManagedCaches
 from ._google_rules import GeminiRoute, parse_route
@@ -230,15 +232,12 @@ class GeminiMeter:
             call = None
         if call is None:
             return self.inner.send(request, **kwargs)
-        try:
+        with sending(call.ctx):
             response = self.inner.send(call.sent, **kwargs)
             if call.entry is not None and _maybe_cache_error(response) and _is_cache_error(response.read()):
                 response.close()
                 call = self._cache_vanished(call, response)
                 response = self.inner.send(call.sent, **kwargs)
-        except BaseException as exc:
-            self._failed(call, exc)
-            raise
         self._after(call, response)
         return response
 
@@ -252,7 +251,7 @@ class GeminiMeter:
             call = None
         if call is None:
             return await self.inner_async.send(request, **kwargs)
-        try:
+        with sending(call.ctx):
             response = await self.inner_async.send(call.sent, **kwargs)
             if (
                 call.entry is not None
@@ -262,9 +261,6 @@ class GeminiMeter:
                 await response.aclose()
                 call = self._cache_vanished(call, response)
                 response = await self.inner_async.send(call.sent, **kwargs)
-        except BaseException as exc:
-            self._failed(call, exc)
-            raise
         self._after(call, response)
         return response
 
@@ -286,44 +282,43 @@ class GeminiMeter:
             return None
         body = wire.body
         plan = None if body.get("cachedContent") else self.caches.plan(route, wire, key)
-        drift = self._drift(plan) if plan is not None else None
-        if drift is not None and self.options.drift == "raise":
-            log.warning(
-                "cache.drift", provider=PROVIDER, model=route.model, action="raised", **drift_fields(drift)
-            )
-            raise PrefixDriftError(drift)
-        if drift is not None and self.options.drift == "warn":
-            _announce_drift(drift, route.model)
         call = _Call(route=route, original=request, sent=request, ctx=None, task=task, plan=plan)
-        call.ctx = metering.begin_call(
-            PROVIDER,
-            route.model,
-            "generate_content",
-            estimated_input_tokens=lambda: self._estimate(body, route.model, call, self._estimate_memo(key)),
-            stream=route.method == "streamGenerateContent",
-            request_bytes=len(request.content),
-            conversation=key,
-        )
-        if plan is not None:
-            self.caches.commit(plan)
-            call.ctx.prefix_hash = plan.base_key if plan.fields else None
-        call.ctx.drift = drift
-        if plan is None or self.options.cache != "auto" or not plan.fields:
-            return call
-        try:
-            call.entry = yield from self.caches.acquire(plan, request)
-            if call.entry is not None:
-                call.sent = _with_body(request, wire.rewritten(call.entry.name, len(call.entry.leading)))
-                call.ctx.metadata["cached_content"] = call.entry.name
-        except Exception as exc:
-            log.error(
-                "cache.prepare_failed",
+        ctx = call.ctx = admit(
+            Admission(
                 provider=PROVIDER,
                 model=route.model,
-                error=type(exc).__name__,
-                detail=str(exc)[:200],
+                operation="generate_content",
+                body=body,
+                drift=self._drift(plan) if plan is not None else None,
+                drift_mode=self.options.drift,
+                announce=lambda drift: _announce_drift(drift, route.model),
+                estimate=lambda: self._estimate(body, route.model, call, self._estimate_memo(key)),
+                max_output_tokens=_output_limit(body),
+                stream=route.method == "streamGenerateContent",
+                request_bytes=len(request.content),
+                conversation=key,
+                prefix_hash=plan.base_key if plan is not None and plan.fields else None,
             )
-            call.entry, call.sent = None, request
+        )
+        with holding(ctx):  # the call holds budget now: any exit before sending gives it back
+            if plan is not None:
+                self.caches.commit(plan)
+            if plan is None or self.options.cache != "auto" or not plan.fields:
+                return call
+            try:
+                call.entry = yield from self.caches.acquire(plan, request)
+                if call.entry is not None:
+                    call.sent = _with_body(request, wire.rewritten(call.entry.name, len(call.entry.leading)))
+                    ctx.metadata["cached_content"] = call.entry.name
+            except Exception as exc:
+                log.error(
+                    "cache.prepare_failed",
+                    provider=PROVIDER,
+                    model=route.model,
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200],
+                )
+                call.entry, call.sent = None, request
         return call
 
     def _prepare_cache_op(self, route: GeminiRoute, request: httpx2.Request) -> _Call | None:
@@ -340,13 +335,16 @@ class GeminiMeter:
                 ctx=None,
                 task=current_task(),
             )
-            call.ctx = metering.begin_call(
-                PROVIDER,
-                model,
-                "cache.create",
-                estimated_input_tokens=lambda: self._estimate(body, model, call),
-                request_bytes=len(request.content),
-                conversation=current_conversation(),
+            call.ctx = admit(  # billed as input, with no output: a worst case of its input alone
+                Admission(
+                    provider=PROVIDER,
+                    model=model,
+                    operation="cache.create",
+                    estimate=lambda: self._estimate(body, model, call),
+                    max_output_tokens=0,
+                    request_bytes=len(request.content),
+                    conversation=current_conversation(),
+                )
             )
             return call
         if method in ("PATCH", "DELETE", "GET") and route.cache_id is not None:
@@ -382,12 +380,6 @@ class GeminiMeter:
         log.warning("cache.vanished", provider=PROVIDER, cache=call.entry.name, action="resent without cache")
         self.caches.drop(call.entry, at=self.caches.clock.observe(response.headers.get("date")))
         return call.without_cache()
-
-    def _failed(self, call: _Call, exc: BaseException) -> None:
-        if call.ctx is None:
-            return
-        status: CallStatus = "incomplete" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "error"
-        metering.finish_call(call.ctx, Usage(), status=status, error=type(exc).__name__)
 
     def _after(self, call: _Call, response: httpx2.Response) -> None:
         status = response.status_code
@@ -425,7 +417,7 @@ class GeminiMeter:
         error: BaseException | None,
         server_time: float,
     ) -> None:
-        try:
+        with guarded("meter.failed", stage="google.record"):
             usage = usage_from_gemini(meta)
             tier = meta.get("trafficType") if isinstance(meta, Mapping) else None
             version = response.get("modelVersion")
@@ -447,17 +439,13 @@ class GeminiMeter:
                 from ..tokens import calibrate
 
                 calibrate(PROVIDER, call.route.model, call.estimate_raw[-1], usage.input_tokens)
-        except Exception as exc:
-            log.error("meter.failed", stage="google.record", error=type(exc).__name__, detail=str(exc)[:200])
-            if call.ctx is not None:  # still release the budget reservation and keep a record
-                metering.finish_call(
-                    call.ctx, Usage(requests=1), status="incomplete", http_status=http_status
-                )
+        if call.ctx is not None:  # a fault above must neither keep the hold nor lose the record
+            metering.finish_call(call.ctx, Usage(requests=1), status="incomplete", http_status=http_status)
 
     def _finish_cache_op(
         self, call: _Call, document: Any, server_time: float, error: BaseException | None
     ) -> None:
-        try:
+        with guarded("meter.failed", stage="google.cache_op"):
             if document is None:
                 if call.ctx is not None:
                     metering.finish_call(
@@ -472,30 +460,20 @@ class GeminiMeter:
             )
             if call.ctx is not None and not call.ctx.finished:  # an answer without a cache in it
                 metering.finish_call(call.ctx, Usage(), status="error", error="no cache in response")
-        except Exception as exc:
-            log.error(
-                "meter.failed", stage="google.cache_op", error=type(exc).__name__, detail=str(exc)[:200]
-            )
+        if call.ctx is not None:  # a fault above must neither keep the hold nor lose the record
+            metering.finish_call(call.ctx, Usage(), status="incomplete", error="meter fault")
 
     # -- closing -----------------------------------------------------------------------------------
     def close_caches(self) -> None:
         """Delete managed cache entries (blocking); never raises."""
-        try:
+        with guarded("cache.close_failed", provider=PROVIDER):
             _run_sync(self.caches.close(), self.inner)
-        except Exception as exc:
-            log.error(
-                "cache.close_failed", provider=PROVIDER, error=type(exc).__name__, detail=str(exc)[:200]
-            )
         with _meters_lock:
             _meters_with_caches.discard(self)
 
     async def aclose_caches(self) -> None:
-        try:
+        with guarded("cache.close_failed", provider=PROVIDER):
             await _run_async(self.caches.close(), self.inner_async)
-        except Exception as exc:
-            log.error(
-                "cache.close_failed", provider=PROVIDER, error=type(exc).__name__, detail=str(exc)[:200]
-            )
         with _meters_lock:
             _meters_with_caches.discard(self)
 
@@ -539,6 +517,9 @@ def _run_sync(step: Generator[httpx2.Request, httpx2.Response, R], client: httpx
             except Exception as exc:
                 request = step.throw(exc)
                 continue
+            except BaseException as exc:
+                step.throw(exc)  # an interrupt or cancel: the step's handlers give back its hold
+                raise
             request = step.send(response)
     except StopIteration as stop:
         result: R = stop.value
@@ -557,10 +538,23 @@ async def _run_async(step: Generator[httpx2.Request, httpx2.Response, R], client
             except Exception as exc:
                 request = step.throw(exc)
                 continue
+            except BaseException as exc:
+                step.throw(exc)  # an interrupt or cancel: the step's handlers give back its hold
+                raise
             request = step.send(response)
     except StopIteration as stop:
         result: R = stop.value
         return result
+
+
+def _output_limit(body: Mapping[str, Any]) -> int | None:
+    """The most output tokens a ``generateContent`` body lets the model write (all candidates)."""
+    config = body.get("generationConfig", body.get("generation_config"))
+    if not isinstance(config, Mapping):
+        return None
+    limit = output_limit(config.get("maxOutputTokens", config.get("max_output_tokens")))
+    candidates = output_limit(config.get("candidateCount", config.get("candidate_count")))
+    return limit * candidates if limit is not None and candidates else limit
 
 
 def _announce_drift(drift: PrefixDrift, model: str) -> None:

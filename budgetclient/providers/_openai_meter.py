@@ -20,7 +20,6 @@ Background responses (``background=True``) bill when they finish: the usage read
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -33,16 +32,18 @@ from typing import Any
 import httpx2
 import openai
 
-from .. import metering
+from .. import admission, metering
+from .._guard import guarded
 from .._log import log
+from ..admission import Admission, admit, output_limit
 from ..blocks import PrefixPrint, count_tokens
 from ..config import get_settings
 from ..drift import PrefixDrift, explain_drift
-from ..errors import PrefixDriftError
 from ..formats.openai.prefix import (
     CHAT,
     COMPACT,
     COMPLETIONS,
+    EMBEDDINGS,
     RESPONSES,
     PrefixMemo,
     PreparedOpenAIRequest,
@@ -58,7 +59,7 @@ from ..metering import CallContext
 from ..options import ClientOptions
 from ..tasks import Task, current_task
 from ..usage import CallStatus, Usage
-from ._openai_drift import announce_drift, drift_fields, extra_cost, merge_diagnostics
+from ._openai_drift import announce_drift, extra_cost, merge_diagnostics
 from ._openai_stream import hide_usage_chunk
 from ._sse import BodyObserver, tap_response
 
@@ -69,6 +70,8 @@ PROVIDER = "openai"
 _MAX_PENDING = 4096
 _TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 _PENDING_STATUSES = ("queued", "in_progress")
+_COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+"""The legacy completions endpoint's ``max_tokens`` when a request leaves it out."""
 
 
 _PLAN = "_budgetclient_plan"
@@ -214,11 +217,7 @@ class OpenAIMeter:
             if operation is None:
                 return self._poll(request)
             plan = self._as_sent(request, operation)
-        attempt_no = _retries_taken(request)
-        model, prepared, lineage, drift = plan.model, plan.prepared, plan.lineage, plan.drift
-        if drift is not None and self.options.drift == "raise":
-            log.warning("cache.drift", provider=PROVIDER, model=model, action="raised", **drift_fields(drift))
-            raise PrefixDriftError(drift)
+        model, prepared, lineage = plan.model, plan.prepared, plan.lineage
         send_body = plan.body
         raw_estimate = [0]
 
@@ -230,25 +229,31 @@ class OpenAIMeter:
             raw_estimate[0] = result.raw_tokens
             return result.tokens
 
-        ctx = metering.begin_call(
-            PROVIDER,
-            model,
-            plan.operation,
-            estimated_input_tokens=estimate if send_body is not None else None,
-            stream=plan.stream,
-            attempt=attempt_no,
-            request_bytes=len(request.content) if _has_content(request) else 0,
-            conversation=lineage.key if lineage is not None else None,
-        )
+        metadata: dict[str, Any] = {}
         if prepared is not None:
-            ctx.prefix_hash = prepared.prefix_hash
-            ctx.drift = drift
             if prepared.breakpoints:
-                ctx.metadata["breakpoints"] = list(prepared.breakpoints)
+                metadata["breakpoints"] = list(prepared.breakpoints)
             if prepared.prompt_cache_key is not None:
-                ctx.metadata["prompt_cache_key"] = prepared.prompt_cache_key
-        if drift is not None and self.options.drift == "warn" and attempt_no == 0:
-            announce_drift(drift, model)
+                metadata["prompt_cache_key"] = prepared.prompt_cache_key
+        ctx = admit(
+            Admission(
+                provider=PROVIDER,
+                model=model,
+                operation=plan.operation,
+                body=send_body if plan.operation in (CHAT, RESPONSES) else None,
+                drift=plan.drift if prepared is not None else None,
+                drift_mode=self.options.drift,
+                announce=lambda drift: announce_drift(drift, model),
+                estimate=estimate if send_body is not None else None,
+                max_output_tokens=_output_limit(plan.operation, send_body),
+                stream=plan.stream,
+                attempt=_retries_taken(request),
+                request_bytes=len(request.content) if _has_content(request) else 0,
+                conversation=lineage.key if lineage is not None else None,
+                prefix_hash=prepared.prefix_hash if prepared is not None else None,
+                metadata=metadata,
+            )
+        )
         return _Attempt(plan.operation, request, ctx, prepared, lineage, time.time(), raw_estimate[0])
 
     def _poll(self, request: httpx2.Request) -> _Attempt | None:
@@ -327,9 +332,7 @@ class OpenAIMeter:
         """The attempt raised before a response arrived (connection error, timeout, cancel)."""
         if attempt.poll is not None:
             return  # a failed poll bills nothing; the response stays pending
-        interrupted = isinstance(exc, (KeyboardInterrupt, GeneratorExit, asyncio.CancelledError))
-        status: CallStatus = "incomplete" if interrupted else "error"
-        metering.finish_call(attempt.ctx, Usage(), status=status, error=type(exc).__name__)
+        admission.failed(attempt.ctx, exc)
 
     def observe(self, attempt: _Attempt, response: httpx2.Response, *, is_async: bool) -> None:
         """Record the attempt once its body has been read; never raises."""
@@ -364,7 +367,7 @@ class OpenAIMeter:
         error: str | None,
     ) -> None:
         """Turn what the body said into a call record; a successful call updates its lineage."""
-        try:
+        with guarded("meter.failed", stage="openai.record"):
             response_id = message.get("id")
             response_status = message.get("status")
             if not self._settle_background(attempt, response_id, response_status, status):
@@ -396,8 +399,8 @@ class OpenAIMeter:
                 drift=drift,
                 metadata={"response_status": response_status} if isinstance(response_status, str) else None,
             )
-        except Exception as exc:
-            log.error("meter.failed", stage="openai.record", error=type(exc).__name__, detail=str(exc)[:200])
+        if attempt.poll is None:  # a fault above must neither keep the hold nor lose the record
+            metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=http_status)
 
     def _settle_background(
         self, attempt: _Attempt, response_id: Any, response_status: Any, status: str
@@ -512,6 +515,21 @@ def _failure(response: Any) -> str:
         code = response["error"].get("code")
         return f"response.failed: {code}" if code else "response.failed"
     return "response.failed"
+
+
+def _output_limit(operation: str, body: Mapping[str, Any] | None) -> int | None:
+    """The most output tokens ``body`` lets the model write (all choices of a chat request)."""
+    if body is None:
+        return None
+    if operation == EMBEDDINGS:
+        return 0
+    if operation == CHAT:
+        limit = output_limit(body.get("max_completion_tokens", body.get("max_tokens")))
+        choices = output_limit(body.get("n"))
+        return limit * choices if limit is not None and choices else limit
+    if operation == COMPLETIONS:
+        return output_limit(body.get("max_tokens", _COMPLETIONS_DEFAULT_MAX_TOKENS))
+    return output_limit(body.get("max_output_tokens"))
 
 
 def _retries_taken(request: httpx2.Request) -> int:

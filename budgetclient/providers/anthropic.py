@@ -22,9 +22,10 @@ import httpx2
 from anthropic import APIRequest, Middleware
 
 from .. import metering
+from .._guard import guarded
 from .._log import log
-from ..config import get_settings
-from ..errors import PrefixDriftError
+from ..admission import Admission, admit, holding, output_limit, sending
+from ..blocks import Ttl
 from ..estimate import TokenEstimate, estimate_request
 from ..formats.anthropic.blocks import request_shape_of
 from ..formats.anthropic.estimate import estimate_input
@@ -34,8 +35,8 @@ from ..metering import CallContext
 from ..options import ClientOptions, pop_option_overrides, split_client_options
 from ..pricing import is_bedrock_id
 from ..tasks import current_task
-from ..usage import CallStatus, Usage, _trusted_usage
-from ._drift_report import announce_drift, drift_fields
+from ..usage import Usage, _trusted_usage
+from ._drift_report import announce_drift
 from ._hooks import hook_unavailable
 from ._signature import COPY_PARAMETERS, combined, show_sdk_signatures
 from ._sse import BodyObserver, loads, tap_response
@@ -76,13 +77,13 @@ def usage_from_anthropic(usage: Mapping[str, Any] | None) -> Usage:
     output = _int(get("output_tokens"))
     # every count went through _int (non-negative ints): skip Usage's validation
     return _trusted_usage(
-        _int(get("input_tokens")) + read + write,  # input_tokens
-        read,  # cache_read_tokens
-        write,  # cache_write_tokens
-        min(long_write, write),  # cache_write_long_tokens
-        output,  # output_tokens
-        min(thinking, output),  # reasoning_tokens
-        1,  # requests
+        input_tokens=_int(get("input_tokens")) + read + write,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        cache_write_long_tokens=min(long_write, write),
+        output_tokens=output,
+        reasoning_tokens=min(thinking, output),
+        requests=1,
     )
 
 
@@ -185,11 +186,8 @@ class BudgetMiddleware(Middleware):
         plan = self._before(request)
         if plan is None:
             return _error_status_response(request, call_next(request), anthropic.APIResponse)
-        try:
+        with sending(plan.ctx if plan.ctx.operation != "batch" else None):
             response = call_next(plan.request)
-        except BaseException as exc:
-            self._failed(plan, exc)
-            raise
         self._after(plan, response)
         return _error_status_response(request, response, anthropic.APIResponse)
 
@@ -199,11 +197,9 @@ class BudgetMiddleware(Middleware):
         plan = self._before(request)
         if plan is None:
             return _error_status_response(request, await call_next(request), anthropic.AsyncAPIResponse)
-        try:
+        # reading batch results bills nothing by itself: a failed read is no record
+        with sending(plan.ctx if plan.ctx.operation != "batch" else None):
             response = await call_next(plan.request)
-        except BaseException as exc:
-            self._failed(plan, exc)
-            raise
         self._after(plan, response)
         return _error_status_response(request, response, anthropic.AsyncAPIResponse)
 
@@ -245,43 +241,34 @@ class BudgetMiddleware(Middleware):
         except Exception as exc:  # placement must never cost the user a request
             log.error("cache.prepare_failed", model=model, error=type(exc).__name__, detail=str(exc)[:200])
             prepared = None
-        drift = prepared.drift if prepared is not None else None
-        if drift is not None and self.options.drift == "raise":
-            log.warning("cache.drift", provider=PROVIDER, model=model, action="raised", **drift_fields(drift))
-            raise PrefixDriftError(drift)
         send_body: Mapping[str, Any] = prepared.body if prepared is not None else body
-        ctx = metering.begin_call(
-            PROVIDER,
-            model,
-            "messages",
-            estimated_input_tokens=lambda: _estimate_tokens(send_body, prepared),
-            stream=bool(body.get("stream")) or request.stream,
-            attempt=request.retries_taken,
-            conversation=(state.key if state is not None else None),
+        ctx = admit(
+            Admission(
+                provider=PROVIDER,
+                model=model,
+                operation="messages",
+                body=send_body,
+                drift=prepared.drift if prepared is not None else None,
+                drift_mode=self.options.drift,
+                announce=lambda drift: announce_drift(drift, provider=PROVIDER, model=model, stacklevel=5),
+                estimate=lambda: _estimate_tokens(send_body, prepared),
+                max_output_tokens=output_limit(body.get("max_tokens")),
+                cache_write_ttl=_cache_write_ttl(prepared, self.options.cache_ttl),
+                stream=bool(body.get("stream")) or request.stream,
+                attempt=request.retries_taken,
+                conversation=(state.key if state is not None else None),
+                prefix_hash=prepared.prefix_hash if prepared is not None else None,
+                metadata={"breakpoints": list(prepared.breakpoints)}
+                if prepared is not None and prepared.breakpoints
+                else None,
+            )
         )
-        if prepared is not None:
-            ctx.prefix_hash = prepared.prefix_hash
-            ctx.drift = drift
-            if prepared.breakpoints:
-                ctx.metadata["breakpoints"] = list(prepared.breakpoints)
-        if drift is not None and self.options.drift == "warn" and request.retries_taken == 0:
-            announce_drift(drift, provider=PROVIDER, model=model)
-        targets = get_settings().allocation_check
-        if targets is not None:
-            from ..plan import check_allocation
-
-            check_allocation(PROVIDER, send_body, targets, model=model)
-        if prepared is not None and prepared.body is not body:
-            request = _with_body(request, prepared.body)
+        with holding(ctx):
+            if prepared is not None and prepared.body is not body:
+                request = _with_body(request, prepared.body)
         return _Plan(request=request, ctx=ctx, prepared=prepared, state=state)
 
     # -- after the attempt -------------------------------------------------------------------
-    def _failed(self, plan: _Plan, exc: BaseException) -> None:
-        if plan.ctx.operation == "batch":
-            return  # reading results failed: nothing was billed by this request
-        status: CallStatus = "incomplete" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "error"
-        metering.finish_call(plan.ctx, Usage(), status=status, error=type(exc).__name__)
-
     def _after(self, plan: _Plan, response: Any) -> None:
         if isinstance(response, httpx2.Response):  # cast_to=httpx2.Response: the SDK hands it bare
             http_response = response
@@ -320,18 +307,16 @@ class BudgetMiddleware(Middleware):
         http_status: int,
         error: BaseException | None,
     ) -> None:
-        try:
+        with guarded("meter.failed", stage="anthropic.record"):
             usage = usage_from_anthropic(usage_fields) if usage_fields or complete else Usage(requests=1)
             drift = plan.ctx.drift
             if plan.prepared is not None and plan.state is not None and complete:
-                try:
+                with guarded("cache.observe_failed"):
                     merged = observe_response(plan.state, plan.prepared, usage, message, now=self.now())
                     if merged is not None and merged is not drift:
                         if drift is None and self.options.drift == "warn":
                             announce_drift(merged, provider=PROVIDER, model=plan.ctx.model)
                         drift = merged
-                except Exception as exc:
-                    log.error("cache.observe_failed", error=type(exc).__name__, detail=str(exc)[:200])
             tier = usage_fields.get("service_tier") if _is_mapping(usage_fields) else None
             metering.finish_call(
                 plan.ctx,
@@ -344,14 +329,12 @@ class BudgetMiddleware(Middleware):
                 service_tier=tier if isinstance(tier, str) else None,
                 drift=drift,
             )
-        except Exception as exc:
-            log.error(
-                "meter.failed", stage="anthropic.record", error=type(exc).__name__, detail=str(exc)[:200]
-            )
+        # a fault above must neither keep the call's hold nor lose its record (no-op once recorded)
+        metering.finish_call(plan.ctx, Usage(requests=1), status="incomplete", http_status=http_status)
 
     def _record_batch_results(self, batch_id: str, ctx: CallContext, results: Sequence[Any]) -> None:
         for item in results:
-            try:
+            with guarded("meter.failed", stage="batch"):
                 if not isinstance(item, Mapping):
                     continue
                 result = item.get("result") or {}
@@ -379,8 +362,6 @@ class BudgetMiddleware(Middleware):
                     response_id=message.get("id"),
                     metadata={"batch_id": batch_id, "custom_id": custom_id},
                 )
-            except Exception as exc:
-                log.error("meter.failed", stage="batch", error=type(exc).__name__, detail=str(exc)[:200])
 
 
 class _JSONLBatchObserver(BodyObserver):
@@ -488,6 +469,17 @@ def _error_status_response(request: APIRequest, response: Any, response_cls: typ
     except Exception as exc:  # a changed wrapper: the SDK's own (returned, unraised) behaviour
         _hook_unavailable("anthropic.APIResponse(raw=..., options=...) for a bare error response", exc)
         return response
+
+
+def _cache_write_ttl(prepared: PreparedRequest | None, option: str) -> Ttl | None:
+    """The TTL a request's cache writes may be billed at, for its worst case: what placement
+    chose; a caller's own markers at the client's TTL option (``"1h"`` only when asked for)."""
+    if prepared is not None:
+        if prepared.ttl is not None:
+            return prepared.ttl
+        if not prepared.cache_points:
+            return None  # no marker: Anthropic writes no cache
+    return "1h" if option == "1h" else "5m"
 
 
 def _estimate_tokens(body: Mapping[str, Any], prepared: PreparedRequest | None) -> TokenEstimate:

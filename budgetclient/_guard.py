@@ -1,0 +1,40 @@
+"""The one "never break the user's call" rule, written once.
+
+Metering (pricing, task roll-up, ledger, logs, alerts, hooks) runs inside the user's request; a
+fault there must cost neither the request nor the record. Every such step runs in `guarded`:
+an ``Exception`` is logged (type and a bounded detail, never a credential: a step's own error
+text is cut at 200 characters) and swallowed; ``KeyboardInterrupt`` and cancellation pass.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from ._log import log
+
+__all__ = ["guarded"]
+
+
+class guarded:
+    """Context manager: log ``event`` (with ``fields``) for an ``Exception`` raised inside, and swallow it.
+
+    A class rather than ``@contextmanager``: it runs several times on every metered call.
+    """
+
+    __slots__ = ("event", "fields")
+
+    def __init__(self, event: str, **fields: Any) -> None:
+        self.event = event
+        self.fields = fields
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        log.error(self.event, error=type(exc).__name__, detail=str(exc)[:200], **self.fields)
+        return True

@@ -24,7 +24,7 @@ from .ledger.writer import get_writer
 from .tasks import Task, _Reservation, _reserve, budgeted_chain, current_task
 from .usage import CallRecord, CallStatus, Usage, _new_call_record
 
-__all__ = ["CallContext", "add_call_hook", "begin_call", "finish_call"]
+__all__ = ["CallContext", "add_call_hook", "add_call_start_hook", "begin_call", "finish_call"]
 
 
 _call_hooks: list[Callable[[CallRecord], None]] = []
@@ -34,6 +34,33 @@ def add_call_hook(hook: Callable[[CallRecord], None]) -> Callable[[], None]:
     """Call ``hook(record)`` after every metered call; returns a function that removes it."""
     _call_hooks.append(hook)
     return lambda: _call_hooks.remove(hook) if hook in _call_hooks else None
+
+
+# -- otel hook: call start (telemetry.py) -------------------------------------------------------
+CallEnd = Callable[[CallRecord], None]
+_call_start_hooks: list[Callable[[], CallEnd | None]] = []
+
+
+def add_call_start_hook(hook: Callable[[], CallEnd | None]) -> Callable[[], None]:
+    """Call ``hook()`` as a call starts, in the caller's context; the function it returns gets the
+    call's record(s). Tracing needs this: the span current at the request is gone when a stream ends."""
+    _call_start_hooks.append(hook)
+    return lambda: _call_start_hooks.remove(hook) if hook in _call_start_hooks else None
+
+
+def _call_started() -> tuple[CallEnd, ...]:
+    if not _call_start_hooks:
+        return ()
+    ends: list[CallEnd] = []
+    for hook in list(_call_start_hooks):
+        try:
+            end = hook()
+        except Exception as exc:
+            log.error("meter.hook_failed", hook=repr(hook), error=type(exc).__name__)
+            continue
+        if end is not None:
+            ends.append(end)
+    return tuple(ends)
 
 
 @dataclass(slots=True)
@@ -57,6 +84,8 @@ class CallContext:
     """Uncalibrated input estimate made for a budget check; calibrates against the reported count."""
     finished: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    call_ends: tuple[CallEnd, ...] = ()
+    """What the call-start hooks returned (otel spans): each gets this call's record(s)."""
 
 
 def estimate_input_cost(provider: str, model: str, input_tokens: int) -> Decimal | None:
@@ -111,6 +140,7 @@ def begin_call(
         conversation=conversation,
         reservation=reservation,
         estimated_raw_tokens=raw,
+        call_ends=_call_started(),  # otel hook: call start
     )
 
 
@@ -182,7 +212,7 @@ def finish_call(
             reservation.release()
         log.error("meter.failed", stage="record", error=type(exc).__name__, detail=str(exc)[:200])
         return None
-    return _deliver(record, t, reservation)
+    return _deliver(record, t, reservation, ctx.call_ends)
 
 
 # -- call ids ----------------------------------------------------------------------------------
@@ -238,10 +268,15 @@ def _calibrate(provider: str, model: str, raw: int, reported: int) -> None:
 
 def publish_call(record: CallRecord, task: Task | None) -> CallRecord:
     """Deliver a finished record to its task chain, the ledger, the log and hooks; never raises."""
-    return _deliver(record, task, None)
+    return _deliver(record, task, None, _call_started())  # otel hook: a record without a request
 
 
-def _deliver(record: CallRecord, task: Task | None, reservation: _Reservation | None) -> CallRecord:
+def _deliver(
+    record: CallRecord,
+    task: Task | None,
+    reservation: _Reservation | None,
+    call_ends: tuple[CallEnd, ...] = (),
+) -> CallRecord:
     """`publish_call`, also giving back ``reservation`` on each task it held, as it adds to it."""
     if task is not None:
         held = reservation.tasks if reservation is not None else ()
@@ -262,6 +297,11 @@ def _deliver(record: CallRecord, task: Task | None, reservation: _Reservation | 
             hook(record)
         except Exception as exc:
             log.error("meter.hook_failed", hook=repr(hook), error=type(exc).__name__)
+    for end in call_ends:  # otel hook: call end
+        try:
+            end(record)
+        except Exception as exc:
+            log.error("meter.hook_failed", hook=repr(end), error=type(exc).__name__)
     return record
 
 

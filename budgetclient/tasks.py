@@ -32,6 +32,7 @@ from .usage import CallRecord, CostBreakdown, Outcome, TaskRecord, Usage
 __all__ = [
     "Task",
     "add_task_end_hook",
+    "add_task_start_hook",
     "current_task",
     "task",
     "task_executor",
@@ -55,6 +56,40 @@ def add_task_end_hook(hook: Callable[[TaskRecord], None]) -> Callable[[], None]:
     """Call ``hook(record)`` whenever a task ends; returns a function that removes it."""
     _task_end_hooks.append(hook)
     return lambda: _task_end_hooks.remove(hook) if hook in _task_end_hooks else None
+
+
+# -- otel hook: task scope (telemetry.py) -------------------------------------------------------
+ScopeExit = Callable[[bool], None]
+"""Run as a task scope exits, with whether it exits in the context it entered in."""
+_task_start_hooks: list[Callable[[Task], ScopeExit | None]] = []
+
+
+def add_task_start_hook(hook: Callable[[Task], ScopeExit | None]) -> Callable[[], None]:
+    """Call ``hook(task)`` as a ``task(...)`` scope is entered, in its context (a tracer makes the
+    task's span current there); the function it returns runs as the scope exits."""
+    _task_start_hooks.append(hook)
+    return lambda: _task_start_hooks.remove(hook) if hook in _task_start_hooks else None
+
+
+def _task_started(t: Task) -> tuple[ScopeExit, ...]:
+    exits: list[ScopeExit] = []
+    for hook in list(_task_start_hooks):
+        try:
+            done = hook(t)
+        except Exception as exc:
+            log.error("task.hook_failed", task=t.name, hook=repr(hook), error=type(exc).__name__)
+            continue
+        if done is not None:
+            exits.append(done)
+    return tuple(exits)
+
+
+def _task_exited(t: Task, exits: tuple[ScopeExit, ...], same_context: bool) -> None:
+    for done in reversed(exits):
+        try:
+            done(same_context)
+        except Exception as exc:
+            log.error("task.hook_failed", task=t.name, hook=repr(done), error=type(exc).__name__)
 
 
 @dataclass(slots=True)
@@ -380,6 +415,7 @@ class task:
         self._args = (name, budget_usd, warn_at, metadata)
         self._task: Task | None = None
         self._token: contextvars.Token[Task | None] | None = None
+        self._exits: tuple[ScopeExit, ...] = ()
 
     def _enter(self) -> Task:
         if self._task is not None:
@@ -389,15 +425,20 @@ class task:
             name, parent=_current.get(), budget_usd=budget_usd, warn_at=warn_at, metadata=metadata
         )
         self._token = _current.set(self._task)
+        self._exits = _task_started(self._task) if _task_start_hooks else ()  # otel hook: task start
         return self._task
 
     def _exit(self, exc: BaseException | None) -> None:
         assert self._task is not None and self._token is not None
+        same_context = True
         try:
             _current.reset(self._token)
         except ValueError:
             # exited in another context (e.g. a generator finalised elsewhere): restore the parent
             _current.set(self._task.parent)
+            same_context = False
+        if self._exits:
+            _task_exited(self._task, self._exits, same_context)  # otel hook: task scope exit
         self._task._finish(exc)
 
     def __enter__(self) -> Task:

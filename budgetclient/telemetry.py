@@ -323,7 +323,7 @@ class _Exporter:
         billed = record.status != "error" or bool(record.usage.input_tokens or record.usage.output_tokens)
         if record.operation == "cache.storage" or foreign is None:
             if self.mode != "enrich" or record.operation == "cache.storage":
-                self._own_span(record, parent, usage=True)
+                self._own_span(record, parent, usage=billed)  # a failed attempt has none to report
             if record.operation != "cache.storage":
                 self._metrics(record)
             return

@@ -77,8 +77,12 @@ _GENAI_SCOPES = (
     "logfire",
 )
 """Instrumentation scopes whose spans with a ``gen_ai.request.model`` but no operation name are calls."""
-_METRIC_SCOPES = ("opentelemetry.instrumentation.", "logfire")
-"""Instrumentations that record ``gen_ai.client.*`` metrics themselves (the anthropic SDK does not)."""
+_METRIC_SCOPES = ("opentelemetry.instrumentation.",)
+"""Instrumentations that record ``gen_ai.client.*`` metrics themselves (the anthropic SDK and logfire
+5 do not)."""
+_STREAM_USAGE_ELSEWHERE = ("logfire",)
+"""Instrumentations that put a stream's usage on a span of its own, logged as the stream ends
+(logfire's "streaming response from ..."), not on the request's span."""
 _CALL_ID = "budgetclient.call.id"
 """Set on a span that carries a budgetclient call's usage: a second call under it gets its own span."""
 
@@ -328,19 +332,23 @@ class _Exporter:
                 self._metrics(record)
             return
         attributes = getattr(foreign, "attributes", None) or {}
+        scope = _scope_name(foreign)
+        theirs = record.stream and scope.startswith(_STREAM_USAGE_ELSEWHERE)
+        """Whether their instrumentation reports this call's usage on another span."""
         if not billed:
             if foreign.is_recording():
                 foreign.add_event("budgetclient.attempt_failed", _attempt_event(record))
         elif foreign.is_recording() and _CALL_ID not in attributes:
             foreign.set_attributes(_enrichment(record))
-            usage = {k: v for k, v in record.usage.otel_attributes().items() if k not in attributes}
-            foreign.set_attributes(usage)
+            if not theirs:
+                usage = record.usage.otel_attributes()
+                foreign.set_attributes({k: v for k, v in usage.items() if k not in attributes})
         elif self.mode == "auto":
             # the span ended first (a stream closed early) or already holds another call's usage:
-            # a span of our own under it, with the usage only if theirs has none
-            counted = "gen_ai.usage.input_tokens" in attributes and _CALL_ID not in attributes
+            # a span of our own under it, with the usage only if nobody else reports it
+            counted = theirs or ("gen_ai.usage.input_tokens" in attributes and _CALL_ID not in attributes)
             self._own_span(record, parent, usage=not counted)
-        if not _scope_name(foreign).startswith(_METRIC_SCOPES):
+        if not scope.startswith(_METRIC_SCOPES):
             self._metrics(record)
 
     def _own_span(self, record: CallRecord, parent: Any, *, usage: bool) -> None:

@@ -3,6 +3,7 @@ no opentelemetry import unless export is enabled."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -257,8 +258,11 @@ def test_nothing_imports_opentelemetry_unless_enabled(tmp_path: Any) -> None:
         print("LOADED", loaded)
         """
     )
+    # logfire, where installed, is a pydantic plugin that imports opentelemetry with genai-prices
+    env = {**os.environ, "PYDANTIC_DISABLE_PLUGINS": "__all__"}
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False
-    )
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
+        env=env,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "LOADED []" in result.stdout

@@ -5,8 +5,13 @@ are not dev dependencies: they patch the SDK classes process-wide)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,3 +117,68 @@ def test_openai_instrumentor_span_is_enriched(openai_instrumented: tuple[Otel, s
     assert t.usage.input_tokens == 2 * OPENAI_USAGE["prompt_tokens"]
     check(otel, scope, t, 2)
 
+
+
+LOGFIRE_RUN = """
+import json, sys
+import httpx2, logfire
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+import budgetclient as bc
+from budgetclient import telemetry
+from tests.providers.openai_wire import chat_reply
+from tests.test_telemetry_traces import (
+    CLAUDE, GPT, PROMPT, WIRE_USAGE, Wire, anthropic_message, anthropic_stream_events, json_response,
+    sse_response,
+)
+
+spans = InMemorySpanExporter()
+logfire.configure(
+    send_to_logfire=False, console=False, additional_span_processors=[SimpleSpanProcessor(spans)]
+)
+telemetry.enable()
+wire = Wire(responders=[lambda r: json_response(anthropic_message(WIRE_USAGE)),
+                        lambda r: sse_response(anthropic_stream_events(WIRE_USAGE))])
+claude = bc.Anthropic(api_key="k", http_client=wire.client(), open_telemetry=False)
+logfire.instrument_anthropic(claude)
+
+def answer(request):
+    content_type, body = chat_reply(json.loads(request.content))
+    return httpx2.Response(200, headers={"content-type": content_type}, content=body)
+
+gpt = bc.OpenAI(api_key="k", http_client=Wire(default=answer).client())
+logfire.instrument_openai(gpt)
+with bc.task("logfire") as t:
+    claude.messages.create(model=CLAUDE, max_tokens=10, messages=PROMPT)
+    for _ in claude.messages.create(model=CLAUDE, max_tokens=10, messages=PROMPT, stream=True):
+        pass
+    gpt.chat.completions.create(model=GPT, messages=PROMPT)
+    usage = {"include_usage": True}
+    list(gpt.chat.completions.create(model=GPT, messages=PROMPT, stream=True, stream_options=usage))
+json.dump({
+    "task_input_tokens": t.usage.input_tokens,
+    "spans": [{"name": s.name, "scope": s.instrumentation_scope.name, "trace": s.context.trace_id,
+               "input_tokens": (s.attributes or {}).get("gen_ai.usage.input_tokens"),
+               "cost": (s.attributes or {}).get("budgetclient.cost.total")}
+              for s in spans.get_finished_spans()],
+}, sys.stdout)
+"""
+
+
+def test_logfire_spans_carry_usage_once(tmp_path: Any) -> None:
+    """logfire's ``instrument_anthropic``/``instrument_openai`` (run apart: logfire.configure sets the
+    process's global tracer provider). A stream's usage is on logfire's "streaming response" span,
+    so budgetclient puts none on the request span."""
+    pytest.importorskip("logfire")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", LOGFIRE_RUN], capture_output=True, text=True, timeout=120, cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root), "BUDGETCLIENT_LEDGER": "memory://logfire"}, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    spans = run["spans"]
+    assert len({s["trace"] for s in spans}) == 1
+    assert sum(s["input_tokens"] or 0 for s in spans) == run["task_input_tokens"] == 2 * INPUT + 2 * 1337
+    assert {s["scope"] for s in spans if s["input_tokens"]} == {"logfire.anthropic", "logfire.openai"}
+    assert len([s for s in spans if s["cost"] is not None]) == 4  # each call's cost on one span

@@ -182,3 +182,24 @@ def test_logfire_spans_carry_usage_once(tmp_path: Any) -> None:
     assert sum(s["input_tokens"] or 0 for s in spans) == run["task_input_tokens"] == 2 * INPUT + 2 * 1337
     assert {s["scope"] for s in spans if s["input_tokens"]} == {"logfire.anthropic", "logfire.openai"}
     assert len([s for s in spans if s["cost"] is not None]) == 4  # each call's cost on one span
+
+
+async def test_anthropic_instrumentor_span_is_enriched_async(
+    anthropic_instrumented: tuple[Otel, str],
+) -> None:
+    """Its span is never current: found as the GenAI span started last in the caller's context."""
+    otel, scope = anthropic_instrumented
+    wire = Wire(
+        responders=[
+            lambda r: json_response(anthropic_message(WIRE_USAGE)),
+            lambda r: sse_response(anthropic_stream_events(WIRE_USAGE)),
+        ]
+    )
+    client = anthropic_client(wire, otel, sdk_spans=False, aio=True)
+    async with bc.task("instrumented") as t:
+        await client.messages.create(model=CLAUDE, max_tokens=10, messages=PROMPT)
+        stream = await client.messages.create(model=CLAUDE, max_tokens=10, messages=PROMPT, stream=True)
+        async for _ in stream:
+            pass
+    assert t.usage.input_tokens == 2 * INPUT
+    check(otel, scope, t, 2)

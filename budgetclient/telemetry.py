@@ -451,8 +451,11 @@ def enable(tracer_provider: Any = None, meter_provider: Any = None, *, mode: str
     from .metering import add_call_start_hook
     from .tasks import add_task_end_hook, add_task_start_hook
 
+    previous = _exporter
     disable()
     with _lock:
+        if previous is not None:  # tasks still open (a mode switch mid-task) end on the new exporter
+            exporter._task_spans.update(previous._task_spans)
         _exporter = exporter
         if mode != "own":
             _watch(exporter.tracer_provider)

@@ -8,6 +8,7 @@ retries and errors, sync and async. Expected numbers come from the wire's usage 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -352,3 +353,33 @@ def _current_span() -> Any:
     from opentelemetry import trace
 
     return trace.get_current_span()
+
+
+def test_a_scope_exited_in_another_context_still_ends_its_span(
+    otel: Otel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As when an async generator holding ``bc.task`` is finalised by another task: the OpenTelemetry
+    context is restored there as tasks.py restores the task, without "Failed to detach context"."""
+    scope = bc.task("moved")
+    with bc.task("holder"):
+        scope.__enter__()
+        contextvars.copy_context().run(scope.__exit__, None, None, None)
+    assert not [r for r in caplog.records if "detach" in r.getMessage()]
+    moved, holder = otel.task_span("moved"), otel.task_span("holder")
+    assert moved.parent is not None and moved.parent.span_id == holder.context.span_id
+    assert (moved.attributes or {})["budgetclient.task.outcome"] == "success"
+
+
+def test_switching_mode_mid_task_keeps_the_task_span(otel: Otel) -> None:
+    wire = Wire(default=lambda r: json_response(anthropic_message(WIRE_USAGE)))
+    client = anthropic_client(wire, otel, sdk_spans=True)
+    exporter = telemetry._exporter
+    assert exporter is not None
+    with bc.task("switch") as t:
+        client.messages.create(model=CLAUDE, max_tokens=10, messages=PROMPT)
+        telemetry.enable(otel.tracer_provider, exporter.meter_provider, mode="own")
+        client.messages.create(model=CLAUDE, max_tokens=10, messages=PROMPT)
+    assert_one_trace(otel, "switch")
+    scopes = sorted(s.instrumentation_scope.name for s in usage_spans(otel) if s.instrumentation_scope)
+    assert scopes == ["budgetclient", "com.anthropic.sdk.python", "com.anthropic.sdk.python"]
+    assert (otel.task_span("switch").attributes or {})["budgetclient.task.calls"] == t.calls == 2

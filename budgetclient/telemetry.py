@@ -26,12 +26,15 @@ import functools
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config
 from ._log import log
 from .errors import ConfigurationError
 from .usage import CallRecord, CostBreakdown, TaskRecord, Usage
+
+if TYPE_CHECKING:
+    from .tasks import Task
 
 __all__ = [
     "MODES",
@@ -271,7 +274,7 @@ class _Exporter:
         self._task_spans: dict[str, Any] = {}
 
     # -- tasks --------------------------------------------------------------------------------
-    def on_task_start(self, task: Any) -> Callable[[bool], None]:
+    def on_task_start(self, task: Task) -> Callable[[bool], None]:
         """Start the task's span and make it current for the scope; returns the scope-exit step."""
         attributes: dict[str, AttributeValue] = {
             "budgetclient.task.name": task.name,
@@ -321,7 +324,10 @@ class _Exporter:
         if sibling is None or not sibling.is_recording():
             return None
         parent = getattr(sibling, "parent", None)
-        return sibling if (parent.span_id if parent else 0) == current.get_span_context().span_id else None
+        if (parent.span_id if parent else 0) != current.get_span_context().span_id:
+            return None
+        _started_genai_span.set(None)  # one call per span: a later call in this context is not in it
+        return sibling
 
     def _on_call_end(self, parent: Any, foreign: Any, record: CallRecord) -> None:
         billed = record.status != "error" or bool(record.usage.input_tokens or record.usage.output_tokens)
@@ -333,8 +339,7 @@ class _Exporter:
             return
         attributes = getattr(foreign, "attributes", None) or {}
         scope = _scope_name(foreign)
-        theirs = record.stream and scope.startswith(_STREAM_USAGE_ELSEWHERE)
-        """Whether their instrumentation reports this call's usage on another span."""
+        theirs = record.stream and scope.startswith(_STREAM_USAGE_ELSEWHERE)  # usage on another span
         if not billed:
             if foreign.is_recording():
                 foreign.add_event("budgetclient.attempt_failed", _attempt_event(record))

@@ -140,7 +140,7 @@ def begin_call(
         conversation=conversation,
         reservation=reservation,
         estimated_raw_tokens=raw,
-        call_ends=_call_started(),  # otel hook: call start
+        call_ends=_call_started() if _call_start_hooks else (),  # otel hook: call start
     )
 
 

@@ -76,10 +76,11 @@ _GENAI_SCOPES = (
     "opentelemetry.instrumentation.anthropic",
     "opentelemetry.instrumentation.openai",
     "opentelemetry.instrumentation.google_genai",
-    "openinference.instrumentation.",
     "logfire",
 )
-"""Instrumentation scopes whose spans with a ``gen_ai.request.model`` but no operation name are calls."""
+"""Instrumentation scopes whose spans with a ``gen_ai.request.model`` but no operation name are calls.
+OpenInference is not one: its spans count ``llm.token_count.*``, which a ``gen_ai.usage.*`` span
+beside them does not double."""
 _METRIC_SCOPES = ("opentelemetry.instrumentation.",)
 """Instrumentations that record ``gen_ai.client.*`` metrics themselves (the anthropic SDK and logfire
 5 do not)."""

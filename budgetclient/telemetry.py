@@ -14,8 +14,8 @@ SDK and exporter of your choice). Nothing here imports ``opentelemetry`` until e
   ``chat {model}`` span. ``"own"`` always emits its own (turn the others off then); ``"enrich"``
   never does. The task span carries totals under ``budgetclient.task.*`` only.
 - ``gen_ai.client.token.usage`` and ``gen_ai.client.operation.duration`` once per call: skipped
-  when the enriched span's instrumentation records them itself (the OpenTelemetry instrumentors,
-  logfire; the anthropic SDK records none). Money is ``budgetclient.cost.*`` (USD as float:
+  when the enriched span's instrumentation records them itself (the OpenTelemetry instrumentor
+  packages; the anthropic SDK and logfire record none). Money is ``budgetclient.cost.*`` (USD as float:
   OpenTelemetry has no decimal type), with the counter ``budgetclient.cost``.
 """
 

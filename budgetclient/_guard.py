@@ -3,7 +3,8 @@
 Metering (pricing, task roll-up, ledger, logs, alerts, hooks) runs inside the user's request; a
 fault there must cost neither the request nor the record. Every such step runs in `guarded`:
 an ``Exception`` is logged (type and a bounded detail, never a credential: a step's own error
-text is cut at 200 characters) and swallowed; ``KeyboardInterrupt`` and cancellation pass.
+text is cut at 200 characters and masked by `_redact.mask_secrets`) and swallowed;
+``KeyboardInterrupt`` and cancellation pass.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from ._log import log
+from ._redact import mask_secrets
 
 __all__ = ["guarded"]
 
@@ -36,5 +38,5 @@ class guarded:
     ) -> bool:
         if exc is None or not isinstance(exc, Exception):
             return False
-        log.error(self.event, error=type(exc).__name__, detail=str(exc)[:200], **self.fields)
+        log.error(self.event, error=type(exc).__name__, detail=mask_secrets(str(exc)[:200]), **self.fields)
         return True

@@ -112,7 +112,11 @@ class Settings:
     signals: SignalThresholds = field(default_factory=SignalThresholds)
     """Thresholds of the warning signals (cost baseline, cache hit rate, failure cost, output ratio)."""
     otel: bool = False
-    """Export a span per call and per task, and token metrics, through OpenTelemetry."""
+    """Export a span per task and call usage, and token metrics, through OpenTelemetry."""
+    otel_mode: str = "auto"
+    """Which span carries a call's usage: ``"auto"`` (another instrumentation's GenAI span for the
+    call when there is one, enriched; else budgetclient's own), ``"enrich"`` (only theirs) or
+    ``"own"`` (always budgetclient's). ``configure(otel="own")`` sets it and turns export on."""
     allocation_check: AllocationTargets | None = None
     """``None``: off. Otherwise the ``plan.AllocationTargets`` each request sent is checked against
     (``plan.allocation_exceeded`` is logged per component over its share of the window)."""
@@ -254,7 +258,7 @@ def configure(
     log_prompts: bool = _UNSET,
     drift_excerpts: bool = _UNSET,
     signals: SignalThresholds | Mapping[str, Any] | None = _UNSET,
-    otel: bool = _UNSET,
+    otel: bool | str = _UNSET,
     allocation_check: bool | AllocationTargets | None = _UNSET,
 ) -> Settings:
     """Change process-wide settings; arguments left out keep their current value.
@@ -266,7 +270,8 @@ def configure(
     `SignalThresholds` fields, merged over the current ones; ``None`` restores the defaults).
     ``drift_excerpts=False`` keeps prompt text out of drift warnings and exceptions too (also
     ``BUDGETCLIENT_DRIFT_EXCERPTS=0``; the ledger never stores it either way).
-    ``otel=True`` exports spans and metrics through OpenTelemetry (needs ``budgetclient[otel]``).
+    ``otel=True`` exports spans and metrics through OpenTelemetry (needs ``budgetclient[otel]``);
+    ``otel="auto" | "enrich" | "own"`` also says which span carries a call's usage (True is "auto").
     ``allocation_check=True`` checks every request sent against the guide's 32k allocation (or
     pass a ``bc.plan.AllocationTargets``); ``False`` turns it off.
     """
@@ -292,7 +297,7 @@ def configure(
         if signals is not _UNSET:
             new = replace(new, signals=_signal_thresholds(new.signals, signals))
         if otel is not _UNSET:
-            new = replace(new, otel=bool(otel))
+            new = _with_otel(new, otel)
         if allocation_check is not _UNSET:
             new = replace(new, allocation_check=_allocation_targets(allocation_check))
         _settings = new
@@ -300,6 +305,19 @@ def configure(
     for callback in listeners:
         callback(old, new)
     return new
+
+
+OTEL_MODES = ("auto", "enrich", "own")
+
+
+def _with_otel(settings: Settings, value: Any) -> Settings:
+    if isinstance(value, str):
+        if value not in OTEL_MODES:
+            raise ConfigurationError(
+                f"otel must be True, False or one of {', '.join(map(repr, OTEL_MODES))}, got {value!r}"
+            )
+        return replace(settings, otel=True, otel_mode=value)
+    return replace(settings, otel=True, otel_mode="auto") if value else replace(settings, otel=False)
 
 
 def _allocation_targets(value: object) -> AllocationTargets | None:

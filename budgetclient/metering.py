@@ -37,6 +37,7 @@ __all__ = [
     "CallContext",
     "abandon_call",
     "add_call_hook",
+    "add_call_start_hook",
     "begin_call",
     "call_cost",
     "finish_call",
@@ -52,6 +53,30 @@ def add_call_hook(hook: Callable[[CallRecord], None]) -> Callable[[], None]:
     """Call ``hook(record)`` after every metered call; returns a function that removes it."""
     _call_hooks.append(hook)
     return lambda: _call_hooks.remove(hook) if hook in _call_hooks else None
+
+
+# -- otel hook: call start (telemetry.py) -------------------------------------------------------
+CallEnd = Callable[[CallRecord], None]
+_call_start_hooks: list[Callable[[], CallEnd | None]] = []
+
+
+def add_call_start_hook(hook: Callable[[], CallEnd | None]) -> Callable[[], None]:
+    """Call ``hook()`` as a call starts, in the caller's context; the function it returns gets the
+    call's record(s). Tracing needs this: the span current at the request is gone when a stream ends."""
+    _call_start_hooks.append(hook)
+    return lambda: _call_start_hooks.remove(hook) if hook in _call_start_hooks else None
+
+
+def _call_started() -> tuple[CallEnd, ...]:
+    if not _call_start_hooks:
+        return ()
+    ends: list[CallEnd] = []
+    for hook in list(_call_start_hooks):
+        with guarded("meter.hook_failed", hook=repr(hook)):
+            end = hook()
+            if end is not None:
+                ends.append(end)
+    return tuple(ends)
 
 
 @dataclass(slots=True)
@@ -75,6 +100,8 @@ class CallContext:
     """Uncalibrated input estimate made for a budget check; calibrates against the reported count."""
     finished: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    call_ends: tuple[CallEnd, ...] = ()
+    """What the call-start hooks returned (otel spans): each gets this call's record(s)."""
 
 
 def estimate_input_cost(provider: str, model: str, input_tokens: int) -> Decimal | None:
@@ -155,6 +182,7 @@ def begin_call(
         conversation=conversation,
         reservation=reservation,
         estimated_raw_tokens=raw,
+        call_ends=_call_started() if _call_start_hooks else (),  # otel hook: call start
     )
 
 
@@ -236,12 +264,12 @@ def finish_call(
             with guarded("meter.failed", stage="release"):
                 reservation.release()
         return None
-    return _deliver(record, ctx.task, reservation)
+    return _deliver(record, ctx.task, reservation, ctx.call_ends)
 
 
 def publish_call(record: CallRecord, task: Task | None) -> CallRecord:
     """Deliver a record made elsewhere (Gemini cache storage) through `DELIVERY`; never raises."""
-    return _deliver(record, task, None)
+    return _deliver(record, task, None, _call_started())  # otel hook: a record without a request
 
 
 def _price(usage: Usage, model: str, provider: str, batch: bool) -> CostBreakdown | None:
@@ -283,10 +311,18 @@ DELIVERY: tuple[tuple[str, Callable[[CallRecord, Task | None, Reservation | None
 Alerts (`signals`) and OpenTelemetry (`telemetry`) are call hooks, installed on first use."""
 
 
-def _deliver(record: CallRecord, task: Task | None, reservation: Reservation | None) -> CallRecord:
+def _deliver(
+    record: CallRecord,
+    task: Task | None,
+    reservation: Reservation | None,
+    call_ends: tuple[CallEnd, ...] = (),
+) -> CallRecord:
     for stage, step in DELIVERY:
         with guarded("meter.failed", stage=stage):
             step(record, task, reservation)
+    for end in call_ends:  # the call's OpenTelemetry span, opened at admission (`add_call_start_hook`)
+        with guarded("meter.hook_failed", hook=repr(end)):
+            end(record)
     return record
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "Task",
     "UnpricedPolicy",
     "add_task_end_hook",
+    "add_task_start_hook",
     "record_call",
     "reserve_budget",
     "current_task",
@@ -93,6 +94,35 @@ class CallCost:
 
     def held_by(self, mode: BudgetMode) -> Decimal | None:
         return self.worst_usd if mode == "cap" else self.input_usd
+
+
+# -- otel hook: task scope (telemetry.py) -------------------------------------------------------
+ScopeExit = Callable[[bool], None]
+"""Run as a task scope exits, with whether it exits in the context it entered in."""
+_task_start_hooks: list[Callable[[Task], ScopeExit | None]] = []
+
+
+def add_task_start_hook(hook: Callable[[Task], ScopeExit | None]) -> Callable[[], None]:
+    """Call ``hook(task)`` as a ``task(...)`` scope is entered, in its context (a tracer makes the
+    task's span current there); the function it returns runs as the scope exits."""
+    _task_start_hooks.append(hook)
+    return lambda: _task_start_hooks.remove(hook) if hook in _task_start_hooks else None
+
+
+def _task_started(t: Task) -> tuple[ScopeExit, ...]:
+    exits: list[ScopeExit] = []
+    for hook in list(_task_start_hooks):
+        with guarded("task.hook_failed", task=t.name, hook=repr(hook)):
+            done = hook(t)
+            if done is not None:
+                exits.append(done)
+    return tuple(exits)
+
+
+def _task_exited(t: Task, exits: tuple[ScopeExit, ...], same_context: bool) -> None:
+    for done in reversed(exits):
+        with guarded("task.hook_failed", task=t.name, hook=repr(done)):
+            done(same_context)
 
 
 @dataclass(slots=True)
@@ -507,21 +537,27 @@ class task:
         self._name = name
         self._task: Task | None = None
         self._token: contextvars.Token[Task | None] | None = None
+        self._exits: tuple[ScopeExit, ...] = ()
 
     def _enter(self) -> Task:
         if self._task is not None:
             raise RuntimeError("a bc.task(...) scope object can be entered only once; create a new one")
         self._task = Task(self._name, parent=_current.get(), **self._options)
         self._token = _current.set(self._task)
+        self._exits = _task_started(self._task) if _task_start_hooks else ()  # otel hook: task start
         return self._task
 
     def _exit(self, exc: BaseException | None) -> None:
         assert self._task is not None and self._token is not None
+        same_context = True
         try:
             _current.reset(self._token)
         except ValueError:
             # exited in another context (e.g. a generator finalised elsewhere): restore the parent
             _current.set(self._task.parent)
+            same_context = False
+        if self._exits:
+            _task_exited(self._task, self._exits, same_context)  # otel hook: task scope exit
         self._task._finish(exc)
 
     def __enter__(self) -> Task:

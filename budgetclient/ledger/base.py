@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import LedgerError
+from ..errors import ConfigurationError, LedgerError
 from ..usage import CallRecord, TaskRecord
 
 __all__ = [
     "ACCEPTED_URLS",
     "AlertRecord",
+    "InvalidLedgerURL",
     "Ledger",
     "LedgerFactory",
     "mask_secrets",
     "mask_url",
+    "RecordRefused",
+    "check_url",
     "open_ledger",
     "register_ledger_scheme",
     "sqlite_path_from_url",
@@ -36,6 +39,19 @@ ACCEPTED_URLS = (
 )
 
 _PLAIN_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+class InvalidLedgerURL(ConfigurationError, LedgerError):
+    """A ledger URL no backend can use (unknown scheme, no path, unparseable): a mistake to fix, not
+    an outage to wait out, so it is never retried."""
+
+
+class RecordRefused(LedgerError):
+    """The database refused a record's values (out of range, unencodable, too long for an index).
+
+    Retrying cannot help: the writer bisects the batch and quarantines the refused record, so the
+    records around it are written. Connection and lock errors are plain `LedgerError` (retried).
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +107,16 @@ class Ledger(Protocol):
 
 LedgerFactory = Callable[[str], Ledger]
 
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<secret>[^@\s]*)@")
-_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'[^']*'|[^&\s;]*)", re.IGNORECASE)
+# The password runs to the LAST "@" before the path: libpq and urllib take a raw "@" in it that way.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<secret>[^\s/?#]*)@")
+_KEYWORD_PASSWORD = re.compile(
+    r"(?P<head>\b(?:ssl)?password\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|[^&\s;]*)", re.IGNORECASE
+)
 
 
 def mask_secrets(text: str) -> str:
-    """Replace passwords in any URLs (``user:secret@host``) or ``password=...`` settings in ``text``."""
+    """Replace passwords in any URLs (``user:secret@host``, a raw ``@`` in the secret included) or
+    ``password=...`` / ``sslpassword=...`` settings in ``text``."""
     text = _URL_PASSWORD.sub(r"\g<head>***@", text)
     return _KEYWORD_PASSWORD.sub(r"\g<head>***", text)
 
@@ -176,11 +196,40 @@ def register_ledger_scheme(scheme: str, factory: LedgerFactory) -> None:
     _FACTORIES[scheme.lower()] = factory
 
 
-def open_ledger(url: str) -> Ledger:
-    """Open the ledger a URL names; raises `LedgerError` (password masked) for a URL it cannot use."""
+def check_url(url: object) -> str:
+    """``url`` if a backend could use it; raises `InvalidLedgerURL` (password masked) otherwise.
+
+    Checks the form only (no connection), so `configure` can refuse a typo at once instead of the
+    writer retrying it as if the database were down.
+    """
     if not isinstance(url, str) or not url.strip():
-        raise LedgerError(f"ledger URL must be a non-empty string, got {url!r}. Accepted: {ACCEPTED_URLS}")
-    factory = _FACTORIES.get(_scheme(url))
-    if factory is None:
-        raise LedgerError(f"unsupported ledger URL {mask_url(url)!r}. Accepted: {ACCEPTED_URLS}")
-    return factory(url)
+        raise InvalidLedgerURL(
+            f"ledger URL must be a non-empty string, got {url!r}. Accepted: {ACCEPTED_URLS}"
+        )
+    scheme = _scheme(url)
+    if scheme not in _FACTORIES:
+        raise InvalidLedgerURL(f"unsupported ledger URL {mask_url(url)!r}. Accepted: {ACCEPTED_URLS}")
+    if scheme == "sqlite":
+        try:
+            sqlite_path_from_url(url)
+        except LedgerError as exc:
+            raise InvalidLedgerURL(str(exc)) from None
+    elif scheme in {"postgresql", "postgres"}:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError as exc:
+            raise InvalidLedgerURL(
+                f"ledger URL {mask_url(url)!r} cannot be parsed ({mask_secrets(str(exc))}); expected "
+                "postgresql://user:password@host:5432/dbname (percent-encode special characters)"
+            ) from None
+    return url
+
+
+def open_ledger(url: str) -> Ledger:
+    """Open the ledger a URL names; raises `InvalidLedgerURL` (a `LedgerError` and a
+    `ConfigurationError`, password masked) for a URL it cannot use."""
+    check_url(url)
+    return _FACTORIES[_scheme(url)](url)

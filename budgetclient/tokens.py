@@ -28,6 +28,7 @@ import binascii
 import functools
 import hashlib
 import re
+import os
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
@@ -973,3 +974,15 @@ def reset_calibration() -> None:
     """Forget every observation (tests, or after a provider changes its tokenizer)."""
     with _calibration_lock:
         _calibration.clear()
+
+
+def _after_fork_in_child() -> None:
+    """A lock another parent thread held at ``fork()`` is never released in the child: start fresh
+    (the dicts they guard are caches; at worst the child recomputes an entry)."""
+    global _encodings_lock, _memo_lock, _calibration_lock
+    _encodings_lock = threading.Lock()
+    _memo_lock = threading.Lock()
+    _calibration_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -48,21 +48,15 @@ _USAGE_FIELDS = (
 def clean_text(text: str, max_bytes: int) -> str:
     """``text`` as storable UTF-8 of at most ``max_bytes`` bytes.
 
-    Undecodable bytes that ``os.fsdecode`` smuggled in as surrogates (``\\udcff``) come back as
-    ``\\xff`` text, other lone surrogates as U+FFFD, NUL (which PostgreSQL text cannot hold) as
-    U+FFFD. Text over the limit is cut and ends in ``…#`` and 16 hex digits of its SHA-256, so two
-    long names that differ only at their end stay distinct.
+    Undecodable bytes that ``os.fsdecode`` smuggled in as surrogates (``\udcff``) come back as
+    ``\xff`` text (what ``surrogateescape`` stood for), other lone surrogates as U+FFFD. Text over
+    the limit is cut and ends in ``…#`` and 16 hex digits of its SHA-256, so two long names that
+    differ only at their end stay distinct. (NUL is left to the backend: SQLite stores it.)
     """
     try:
         data = text.encode()
     except UnicodeEncodeError:
-        data = text.encode("utf-8", "surrogateescape") if _only_escapes(text) else text.encode(
-            "utf-8", "replace"
-        )
-        text = data.decode("utf-8", "backslashreplace")
-        data = text.encode()
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
+        text = "".join(map(_clean_char, text))
         data = text.encode()
     if len(data) <= max_bytes:
         return text
@@ -71,16 +65,17 @@ def clean_text(text: str, max_bytes: int) -> str:
     return data[:keep].decode("utf-8", "ignore") + suffix
 
 
-def _only_escapes(text: str) -> bool:
-    """True when every surrogate in ``text`` is one ``surrogateescape`` made (U+DC80..U+DCFF)."""
-    return all("\udc80" <= ch <= "\udcff" for ch in text if "\ud800" <= ch <= "\udfff")
+def _clean_char(ch: str) -> str:
+    if "\udc80" <= ch <= "\udcff":
+        return f"\\x{ord(ch) - 0xDC00:02x}"
+    return "\ufffd" if "\ud800" <= ch <= "\udfff" else ch
 
 
 def _text_ok(text: str, max_bytes: int) -> bool:
     if text.isascii():
-        return len(text) <= max_bytes and "\x00" not in text
+        return len(text) <= max_bytes
     try:
-        return len(text.encode()) <= max_bytes and "\x00" not in text
+        return len(text.encode()) <= max_bytes
     except UnicodeEncodeError:
         return False
 

@@ -210,9 +210,9 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
             table: _insert_sql(self.schema, table, columns, ROWS_PER_INSERT)
             for table, columns in self._columns.items()
         }
+        self._track_forks()  # before connecting: a fork must wait for the connect and migration too
         with self._connection():  # connect and migrate now, so a bad URL fails at open
             pass
-        self._track_forks()
 
     def __repr__(self) -> str:
         return f"PostgresLedger({mask_url(self.url)!r}, schema={self.schema!r})"

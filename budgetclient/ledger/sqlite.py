@@ -303,8 +303,10 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
         self._pid = os.getpid()
         self._closed = False
         self._file_id: tuple[int, int] | None = None
-        self._conn: sqlite3.Connection | None = self._connect()
-        self._track_forks()
+        self._conn: sqlite3.Connection | None = None
+        self._track_forks()  # before connecting: a fork must wait for the connect and migration too
+        with self._lock:
+            self._conn = self._connect()
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({mask_url(self.url)!r})"

@@ -131,6 +131,37 @@ def _quarantine_entry(kind: str, record: Any, error: BaseException) -> dict[str,
 _COLUMNS = {"call": _codec.CALL_COLUMNS, "task": _codec.TASK_COLUMNS, "alert": _codec.ALERT_COLUMNS}
 
 
+_BACKEND_OPENERS = {
+    "sqlite": ("sqlite", "SQLiteLedger"),
+    "postgresql": ("postgres", "open_postgres_ledger"),
+    "postgres": ("postgres", "open_postgres_ledger"),
+    "memory": ("memory", "MemoryLedger"),
+}
+_openers: dict[str, Callable[[str], Ledger]] = {}
+
+
+def _resolve_opener(url: str) -> Callable[[str], Ledger]:
+    """The backend's own factory for ``url``, imported now, in the thread creating the writer.
+
+    ``open_ledger`` imports the backend on first use, which would happen in the writer thread: a
+    ``fork()`` from another thread during that import leaves the child a half-initialised module
+    (ImportError forever), and during interpreter finalisation imports fail outright. A backend
+    that cannot be imported (psycopg missing) stays with ``open_ledger``, which says so.
+    """
+    scheme = _scheme(url)
+    opener = _openers.get(scheme)
+    if opener is None:
+        target = _BACKEND_OPENERS.get(scheme)
+        if target is None:
+            return open_ledger
+        try:
+            module = importlib.import_module(f"{__package__}.{target[0]}")
+        except Exception:
+            return open_ledger
+        opener = _openers[scheme] = getattr(module, target[1])
+    return opener
+
+
 class _Tagged:
     """A task or alert in the queue. Calls, the volume, are queued bare: no wrapper to build."""
 
@@ -184,6 +215,8 @@ class LedgerWriter:
                 check_url(url)
             except InvalidLedgerURL as exc:
                 self.url_error = exc
+            else:
+                self._opener = _resolve_opener(url)
         self._init_state()
         _instances.add(self)
 
@@ -613,21 +646,6 @@ def get_ledger() -> Ledger:
     return open_ledger(config.get_settings().ledger_url)
 
 
-_BACKEND_MODULES = {"sqlite": "sqlite", "postgresql": "postgres", "postgres": "postgres", "memory": "memory"}
-
-
-def _import_backend(url: str) -> None:
-    """Import the configured backend while imports still work: a record published during interpreter
-    finalisation (a stream abandoned without closing) is written inline, and by then
-    ``sys.meta_path`` is gone."""
-    module = _BACKEND_MODULES.get(_scheme(url))
-    if module is not None:
-        try:
-            importlib.import_module(f"{__package__}.{module}")
-        except Exception:
-            pass
-
-
 def _flush_writers(writers: list[LedgerWriter], timeout: float, *, why: str) -> None:
     """Wait up to ``timeout`` for ``writers``; a wait over `EXIT_QUIET_S` is logged, and so is
     what is left unwritten when the time is up."""
@@ -663,8 +681,11 @@ def _flush_at_exit() -> None:
     global _shutting_down, _exit_timeout
     settings = config.get_settings()
     _exit_timeout = settings.ledger_exit_timeout
-    _import_backend(settings.ledger_url)
     writers = _live_writers()
+    # Imports fail during finalisation: resolve now the backend a late record (a stream abandoned
+    # without closing, finalised with its module) is written to, and the substitution templates.
+    _resolve_opener(settings.ledger_url)
+    mask_url("scheme://user:secret@host?password=x")
     _flush_writers(writers, _exit_timeout, why="exit")
     for writer in writers:  # stop the threads: a daemon thread stalls once finalisation starts
         writer.close(timeout=0.0)

@@ -27,8 +27,8 @@ import base64
 import binascii
 import functools
 import hashlib
-import re
 import os
+import re
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping

@@ -13,6 +13,12 @@ Modes:
   appends ``handler`` to PROGRESS_FILE and exits with status 3.
 - ``abandoned-stream``: one streamed call, broken out of after the first event, never closed.
 - ``one-call``: one call, then a normal exit.
+- ``zygote``: warm up (one call into ``memory://``), then fork ``N`` children that each run
+  ``loop`` into PROGRESS_FILE's directory ``t<i>/`` (``progress.txt``, ``ledger.db``), print
+  ``pid <pid> <i>`` per child, wait for them all and print ``status <pid> <wait status>`` each.
+  Forked children start in milliseconds, warm, where a fresh interpreter takes seconds on a busy
+  machine: so a test can run many kill trials quickly. The children are real processes with the
+  SIGTERM handler a worker would have.
 - ``fork``: the parent writes continuously from a thread and forks ``N`` children at random
   moments; each child makes 10 calls and exits through ``os._exit`` after ``bc.flush``. The
   children's ids go to PROGRESS_FILE like the parent's.
@@ -26,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import budgetclient as bc
@@ -109,9 +116,34 @@ def fork(fd: int, children: int) -> None:
         raise SystemExit(f"children failed: {statuses}")
 
 
+def zygote(directory: Path, children: int, pause_ms: float) -> None:
+    bc.configure(ledger="memory://zygote")
+    _call(_client(), os.open(os.devnull, os.O_WRONLY))
+    bc.flush(30)
+    pids = []
+    for index in range(children):
+        trial = directory / f"t{index}"
+        trial.mkdir(parents=True, exist_ok=True)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                bc.configure(ledger=f"sqlite:///{trial / 'ledger.db'}")
+                fd = os.open(trial / "progress.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                loop(fd, pause_ms, own_handler=False)
+            finally:
+                os._exit(1)
+        print(f"pid {pid} {index}", flush=True)
+        pids.append(pid)
+    for pid in pids:
+        print(f"status {pid} {os.waitpid(pid, 0)[1]}", flush=True)
+
+
 def main() -> None:
     mode, progress = sys.argv[1], sys.argv[2]
     number = float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
+    if mode == "zygote":
+        zygote(Path(progress).parent, int(number), 2.0)
+        return
     fd = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     if mode in {"loop", "loop-own-handler"}:
         loop(fd, number, own_handler=mode == "loop-own-handler")

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from .._log import log
 from ..usage import Usage
 
-__all__ = ["MAX_COUNT", "MAX_KEY_BYTES", "MAX_TEXT_BYTES", "clean_text", "normalise"]
+__all__ = ["MAX_COUNT", "MAX_KEY_BYTES", "MAX_TEXT_BYTES", "Unstorable", "clean_text", "normalise"]
 
 MAX_COUNT = 2**63 - 1
 """The largest count a 64-bit signed integer column holds; larger counts are clamped to it."""
@@ -37,6 +38,7 @@ _KEY_FIELDS = {
     "task": ("id", "name", "parent_id", "outcome"),
     "alert": ("id", "kind", "task_name", "task_id"),
 }  # fmt: skip
+_TIME_FIELDS = {"call": ("started_at",), "task": ("started_at", "ended_at"), "alert": ("created_at",)}
 _TEXT_FIELDS = {"call": ("error",), "task": ("error",), "alert": ("message",)}
 _INT_FIELDS = {"call": ("attempt", "request_bytes", "http_status"), "task": ("calls",), "alert": ()}
 _USAGE_FIELDS = (
@@ -125,8 +127,25 @@ def _clamp_usage(usage: Usage, problems: list[str]) -> Usage:
     return Usage(**{name: min(value, MAX_COUNT) for name, value in zip(_USAGE_FIELDS, values, strict=True)})
 
 
+class Unstorable(ValueError):
+    """A record no normalisation can make storable (the writer quarantines it)."""
+
+
 def normalise(kind: str, record: Any) -> Any:
-    """``record`` itself when it is storable as it is, else a copy that is (logged per field)."""
+    """``record`` itself when it is storable as it is, else a copy that is (logged per field).
+
+    Raises `Unstorable` for a time that is not a moment in UTC's calendar (``datetime.max`` in a
+    zone west of UTC): stored, it would break every later read of the ledger.
+    """
+    for name in _TIME_FIELDS[kind]:
+        moment = getattr(record, name)
+        if not isinstance(moment, datetime):
+            raise Unstorable(f"{name} is not a datetime")
+        if moment.tzinfo is not None:
+            try:
+                moment.astimezone(UTC)
+            except OverflowError:
+                raise Unstorable(f"{name} is outside the calendar in UTC") from None
     problems: list[str] = []
     changes: dict[str, Any] = {}
     usage = getattr(record, "usage", None)

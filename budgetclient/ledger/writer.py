@@ -49,7 +49,7 @@ from ..errors import ConfigurationError, LedgerError
 from ..usage import CallRecord, TaskRecord
 from . import _codec
 from ._files import append_private
-from ._validate import MAX_KEY_BYTES, clean_text, normalise
+from ._validate import MAX_KEY_BYTES, Unstorable, clean_text, normalise
 from .base import (
     AlertRecord,
     InvalidLedgerURL,
@@ -451,22 +451,26 @@ class LedgerWriter:
         finally:
             self._bisecting = outer
 
-    @staticmethod
-    def _normalised(batch: list[Any]) -> list[Any]:
-        """The batch with every record made storable (`_validate.normalise`); most pass unchanged."""
+    def _normalised(self, batch: list[Any]) -> list[Any]:
+        """The batch with every record made storable (`_validate.normalise`); most pass unchanged.
+        A record no normalisation can save is quarantined here and left out."""
         out = batch
         for index, item in enumerate(batch):
-            if type(item) is not _Tagged:
-                record = normalise("call", item)
-                new = item if record is item else record
-            else:
-                record = normalise(item.kind, item.record)
-                new = item if record is item.record else _Tagged(item.kind, record)
+            try:
+                if type(item) is not _Tagged:
+                    record = normalise("call", item)
+                    new = item if record is item else record
+                else:
+                    record = normalise(item.kind, item.record)
+                    new = item if record is item.record else _Tagged(item.kind, record)
+            except Unstorable as exc:
+                self._quarantine(item, exc)
+                new = None
             if new is not item:
                 if out is batch:
                     out = list(batch)
                 out[index] = new
-        return out
+        return out if out is batch else [item for item in out if item is not None]
 
     def _write(self, batch: list[Any], *, quiet: bool = False) -> BaseException | None:
         """One transaction; None when it committed, else the error (logged unless ``quiet``)."""
@@ -527,8 +531,12 @@ class LedgerWriter:
         entry = _quarantine_entry(kind, record, error)
         where = "ledger"
         try:
+            if isinstance(error, InvalidLedgerURL):
+                raise LookupError("no ledger to quarantine into")
+            if self._ledger is None:
+                self._ledger = self._opener(self.url)
             store = getattr(self._ledger, "quarantine", None)
-            if store is None or isinstance(error, InvalidLedgerURL):
+            if store is None:
                 raise LookupError("this ledger has no quarantine table")
             store([entry])
         except Exception:

@@ -12,11 +12,15 @@ from pathlib import Path
 
 WORKER = Path(__file__).with_name("_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
+CHILD_CALLS = 10
+"""Calls each child of ``_worker.py fork`` makes (the worker's own constant)."""
 RESPONSE_ID = 14
 """Position of ``response_id`` in SQLite's compact ``record`` array (`_codec.COMPACT_RECORD_FIELDS`)."""
 
 
-def start_worker(mode: str, progress: Path, ledger_url: str, arg: str = "2", **env: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    mode: str, progress: Path, ledger_url: str, arg: str = "2", **env: str
+) -> subprocess.Popen[bytes]:
     environment = {
         **os.environ,
         "PYTHONPATH": str(ROOT),

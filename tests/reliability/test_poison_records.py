@@ -114,7 +114,8 @@ def test_usage_past_2_63_from_the_wire_is_clamped_and_later_calls_are_written(tm
     """A proxy reporting absurd usage: the call is stored clamped, and the next 20 calls too."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     bc.configure(ledger=url)
-    replies = iter([anthropic_message(anthropic_usage(BIG, BIG))] + [anthropic_message(anthropic_usage(10, 2))] * 20)
+    absurd, normal = anthropic_message(anthropic_usage(BIG, BIG)), anthropic_message(anthropic_usage(10, 2))
+    replies = iter([absurd] + [normal] * 20)
     wire = Wire(default=lambda request: json_response(next(replies)))
     client = bc.Anthropic(api_key="sk-ant-test", base_url="http://anthropic.test", http_client=wire.client())
     with capture_logs() as logs:

@@ -753,7 +753,7 @@ def test_a_record_that_cannot_be_encoded_does_not_block_the_others() -> None:
     writer.close()
 
 
-def test_records_sqlite_cannot_store_are_normalised_or_quarantined_not_retried_forever(tmp_path: Path) -> None:
+def test_records_sqlite_cannot_store_are_normalised_or_quarantined(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     writer = LedgerWriter(url, flush_interval=0.01)
     good, later = make_call(1), make_call(4)

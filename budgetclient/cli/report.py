@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
+from ..ledger._files import write_private
 from ..reports import OUTCOMES, Report, TaskNameRow
 from . import CommandError
 from ._common import add_ledger_arguments, read_report
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         text = format_table(report)
     if args.output:
         try:
-            Path(args.output).write_text(text, encoding="utf-8")
+            write_private(Path(args.output), text)  # a report of costs is nobody else's business: 0600
         except OSError as exc:
             raise CommandError(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
         print(f"wrote {args.output}", file=sys.stderr)

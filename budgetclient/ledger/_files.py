@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .._log import log
 
-__all__ = ["append_private", "make_private_dirs", "make_private_file"]
+__all__ = ["append_private", "make_private_dirs", "make_private_file", "write_private"]
 
 
 def make_private_dirs(directory: Path) -> None:
@@ -77,3 +77,10 @@ def append_private(path: Path, text: str) -> None:
         os.write(fd, text.encode("utf-8", "backslashreplace"))
     finally:
         os.close(fd)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path``'s content with ``text``; a new file is 0600, an existing one keeps its mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)

@@ -87,6 +87,8 @@ _ROW_ENCODERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {
 }
 _DATA_ERRORS = (ValueError, TypeError, OverflowError, AttributeError, KeyError, UnicodeError)
 """Raised by encoding or binding a record's values: the record is at fault, not the database."""
+MAX_QUEUED = 100_000
+"""Default for the most records held in memory while the ledger is down (~1.2 kB each)."""
 REJECTED_KEPT = 1000
 """Most quarantined records kept in ``LedgerWriter.rejected`` (the rest are in the quarantine)."""
 
@@ -199,12 +201,18 @@ class LedgerWriter:
         batch_size: int = BATCH_SIZE,
         flush_interval: float = 0.2,
         opener: Callable[[str], Ledger] = open_ledger,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
+        if not isinstance(max_queued, int) or max_queued < 1:
+            raise ConfigurationError(f"max_queued must be a positive int, got {max_queued!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
         if not flush_interval >= 0:
             raise ConfigurationError(f"flush_interval must be >= 0 seconds, got {flush_interval!r}")
         self.url = url
+        self.max_queued = max_queued
+        """While the ledger is down, records queued past this many go to `spill_path` (logged)
+        instead of memory, and are written from there once the ledger is back."""
         self.batch_size = batch_size
         self.flush_interval = float(flush_interval)
         self._opener = opener
@@ -238,6 +246,7 @@ class LedgerWriter:
         self._thread: threading.Thread | None = None
         self._ledger: Ledger | None = None
         self._bisecting = False
+        self._spilled = 0
         self.rejected: list[Any] = []
         """The first `REJECTED_KEPT` records quarantined (``ledger.record_quarantined``)."""
 
@@ -363,12 +372,15 @@ class LedgerWriter:
                     batch = self._normalised(batch)
                 batch = self._store(batch)
                 if batch:  # the ledger is down: keep the rest and try again
+                    self._spill_excess()
                     self._back_off()
                     continue
                 with self._cond:
                     self._written += taken
                     self._in_flight = 0
                     self._cond.notify_all()
+                if self._spilled:
+                    self._replay_spilled()
         finally:
             if self._thread is threading.current_thread():  # died of a bug: hand the batch back
                 with self._cond:
@@ -551,6 +563,72 @@ class LedgerWriter:
             "error", "ledger.record_quarantined", url=mask_url(self.url), kind=kind, id=entry["id"][:100],
             error=type(error).__name__, detail=entry["error"][:300], quarantined_in=where,
         )  # fmt: skip
+
+    @property
+    def spill_path(self) -> Path:
+        """This process's overflow file for this ledger (one per process: only its writer reads it)."""
+        path = quarantine_path(self.url)
+        return path.with_name(f"{path.name.removesuffix('.quarantine.jsonl')}.spill-{os.getpid()}.jsonl")
+
+    def _spill_excess(self) -> None:
+        """Move the newest records past `max_queued` from memory to `spill_path`; they count as
+        written (they are on disk) and go to the ledger once it takes writes again."""
+        with self._cond:
+            excess = len(self._queue) - self.max_queued
+            if excess <= 0:
+                return
+            items = [self._queue.pop() for _ in range(excess)]
+            items.reverse()
+        lines = []
+        for item in items:
+            kind, record = _kind_and_record(item)
+            try:
+                row = _ROW_ENCODERS[kind](record)
+            except Exception as exc:
+                self._quarantine(item, exc)
+                continue
+            lines.append(json.dumps({"kind": kind, "row": row}, default=str, ensure_ascii=True))
+        try:
+            append_private(self.spill_path, "".join(f"{line}\n" for line in lines))
+        except Exception as exc:  # keep them in memory after all: better late than lost
+            with self._cond:
+                self._queue.extend(items)
+            self._log("error", "ledger.spill_failed", path=str(self.spill_path), error=type(exc).__name__)
+            return
+        with self._cond:
+            self._taken += len(items)
+            self._written += len(items)
+            self._cond.notify_all()
+        self._spilled += len(lines)
+        self._log(
+            "warning", "ledger.queue_spilled", url=mask_url(self.url), records=len(lines),
+            path=str(self.spill_path), max_queued=self.max_queued,
+            detail="the ledger is down and the queue is full; written back once the ledger recovers",
+        )  # fmt: skip
+
+    def _replay_spilled(self) -> None:
+        """Write `spill_path` back into the recovered ledger, a batch at a time, then remove it."""
+        decoders = {
+            "call": _codec.call_from_row, "task": _codec.task_from_row, "alert": _codec.alert_from_row,
+        }  # fmt: skip
+        path = self.spill_path
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            self._spilled = 0
+            return
+        items: list[Any] = []
+        for line in lines:
+            entry = json.loads(line)
+            kind = entry["kind"]
+            record = decoders[kind](dict(zip(_COLUMNS[kind], entry["row"], strict=True)))
+            items.append(record if kind == "call" else _Tagged(kind, record))
+        for start in range(0, len(items), self.batch_size):
+            if self._store(items[start : start + self.batch_size]):
+                return  # down again: the file stays, and is replayed whole (writes are idempotent)
+        path.unlink(missing_ok=True)
+        self._log("info", "ledger.spill_replayed", url=mask_url(self.url), records=len(items))
+        self._spilled = 0
 
     def _write_inline(self, target: int, deadline: float | None) -> bool:
         """Write from the calling thread when no thread can be started (interpreter shutdown)."""

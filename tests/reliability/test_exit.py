@@ -50,8 +50,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
         started = {
             "abandoned": Run(base / "abandoned", "abandoned-stream", f"sqlite:///{base / 'abandoned.db'}"),
             "garbage": Run(base / "garbage", "one-call", "garbage://x"),
-            "locked": Run(base / "locked", "one-call", f"sqlite:///{locked}",
-                          BUDGETCLIENT_LEDGER_EXIT_TIMEOUT=str(EXIT_TIMEOUT_S)),  # fmt: skip
+            "locked": Run(
+                base / "locked", "one-call", f"sqlite:///{locked}",
+                BUDGETCLIENT_LEDGER_EXIT_TIMEOUT=str(EXIT_TIMEOUT_S),
+            ),
             "normal": Run(base / "normal", "one-call", f"sqlite:///{base / 'normal.db'}"),
         }
         for run in started.values():

@@ -16,8 +16,10 @@ on unchanged.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from .._log import log
@@ -131,12 +133,58 @@ class Unstorable(ValueError):
     """A record no normalisation can make storable (the writer quarantines it)."""
 
 
+_USAGE_OF = attrgetter(*_USAGE_FIELDS)
+_KEYS_OF = {kind: attrgetter(*names) for kind, names in _KEY_FIELDS.items()}
+_LONG_INT = re.compile(r"\d{19}")
+"""19 digits in a repr: an int that may not fit 64 bits (checked exactly by the slow path)."""
+
+
+def _looks_storable(kind: str, record: Any) -> bool:
+    """The fast path (most records): every count in range, key text ASCII and short, metadata plain."""
+    for moment in _TIMES_OF[kind](record):
+        if moment.__class__ is not datetime or moment.year in (1, 9999):
+            return False
+    usage = getattr(record, "usage", None)
+    if usage is not None and max(_USAGE_OF(usage)) > MAX_COUNT:
+        return False
+    for text in _KEYS_OF[kind](record):
+        if text is not None and not (len(text) <= MAX_KEY_BYTES and text.isascii()):
+            return False
+    for value in _INTS_OF[kind](record):
+        if value is not None and not -MAX_COUNT <= value <= MAX_COUNT:
+            return False
+    for value in _FREE_TEXT_OF[kind](record):
+        if value is not None and not (len(value) <= MAX_TEXT_BYTES and value.isascii()):
+            return False
+    nested = record.details if kind == "alert" else record.metadata
+    if nested:
+        text = repr(nested)  # escapes lone surrogates as \udxxx; plain ASCII text stays plain
+        if not text.isascii() or "\\ud" in text or len(text) > MAX_TEXT_BYTES or _LONG_INT.search(text):
+            return False
+    return True
+
+
+def _getter(names: tuple[str, ...]) -> Any:
+    """``attrgetter`` that always returns a tuple (one name included)."""
+    if len(names) == 1:
+        one = attrgetter(names[0])
+        return lambda record: (one(record),)
+    return attrgetter(*names) if names else lambda record: ()
+
+
+_TIMES_OF = {kind: _getter(names) for kind, names in _TIME_FIELDS.items()}
+_INTS_OF = {kind: _getter(names) for kind, names in _INT_FIELDS.items()}
+_FREE_TEXT_OF = {kind: _getter(names) for kind, names in _TEXT_FIELDS.items()}
+
+
 def normalise(kind: str, record: Any) -> Any:
     """``record`` itself when it is storable as it is, else a copy that is (logged per field).
 
     Raises `Unstorable` for a time that is not a moment in UTC's calendar (``datetime.max`` in a
     zone west of UTC): stored, it would break every later read of the ledger.
     """
+    if _looks_storable(kind, record):
+        return record
     for name in _TIME_FIELDS[kind]:
         moment = getattr(record, name)
         if not isinstance(moment, datetime):

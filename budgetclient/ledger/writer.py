@@ -7,14 +7,18 @@ cannot be opened or written, the batch is kept and retried with capped exponenti
 contents). Records are never dropped while the process lives; at exit the queue is flushed with
 a bounded wait (``ledger_exit_timeout``, 10 s by default; a wait past half a second is logged).
 
-Only connection and lock errors are retried. Every record is first made storable
-(`_validate.normalise`: counts clamped, text made encodable, lengths bounded); a batch the database
-still refuses for its values (`RecordRefused`, or an encoding error) is split in halves and each
-half written, down to the single refused record, which is quarantined: into the ledger's
+Only connection and lock errors are retried. Every record is screened first (`_validate.screen`:
+counts clamped to 64 bits, times inside the calendar); a batch the database refuses for its values
+(`RecordRefused`, or an encoding error) is split in halves and each half written, down to the
+single refused record, which is normalised (`_validate.normalise`: text made encodable, lengths
+bounded) and tried once more, and if still refused quarantined: into the ledger's
 ``quarantine`` table, or when the database refuses that too, a ``*.quarantine.jsonl`` file beside a
 SQLite ledger (``$XDG_DATA_HOME/budgetclient/quarantine.jsonl`` for other ledgers). So one bad
 record costs only itself, and everything after it is written. A URL no backend can use is not an
 outage: its records go straight to the quarantine file and ``ledger.url_invalid`` is logged.
+
+While the ledger is down, at most ``max_queued`` records wait in memory (~1.2 kB each); newer ones
+go to a spill file and are written from it once the ledger is back.
 
 SIGTERM (how Docker, Kubernetes and systemd stop a worker) flushes the queue before the process
 ends; see `install_sigterm_flush`. SIGKILL cannot be caught: it loses what was queued and not yet
@@ -49,7 +53,7 @@ from ..errors import ConfigurationError, LedgerError
 from ..usage import CallRecord, TaskRecord
 from . import _codec
 from ._files import append_private
-from ._validate import MAX_KEY_BYTES, Unstorable, clean_text, normalise
+from ._validate import MAX_KEY_BYTES, Unstorable, clean_text, normalise, screen
 from .base import (
     AlertRecord,
     InvalidLedgerURL,
@@ -453,7 +457,15 @@ class LedgerWriter:
         if not _is_record_error(error):
             return batch
         if len(batch) == 1:
-            self._quarantine(batch[0], error)
+            fixed = self._normalised(batch, whole=True)  # [] when quarantined as unstorable
+            if fixed and fixed[0] is not batch[0]:
+                error = self._write(fixed, quiet=True)
+                if error is None:
+                    return []
+                if not _is_record_error(error):
+                    return fixed
+            if fixed:
+                self._quarantine(batch[0], error)
             return []
         outer, self._bisecting = self._bisecting, True
         try:
@@ -463,17 +475,18 @@ class LedgerWriter:
         finally:
             self._bisecting = outer
 
-    def _normalised(self, batch: list[Any]) -> list[Any]:
-        """The batch with every record made storable (`_validate.normalise`); most pass unchanged.
-        A record no normalisation can save is quarantined here and left out."""
+    def _normalised(self, batch: list[Any], *, whole: bool = False) -> list[Any]:
+        """The batch with every record screened (`_validate.screen`), or with ``whole`` normalised;
+        most pass unchanged. A record no normalisation can save is quarantined here and left out."""
         out = batch
+        check = normalise if whole else screen
         for index, item in enumerate(batch):
             try:
                 if type(item) is not _Tagged:
-                    record = normalise("call", item)
+                    record = check("call", item)
                     new = item if record is item else record
                 else:
-                    record = normalise(item.kind, item.record)
+                    record = check(item.kind, item.record)
                     new = item if record is item.record else _Tagged(item.kind, record)
             except Unstorable as exc:
                 self._quarantine(item, exc)

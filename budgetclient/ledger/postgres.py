@@ -309,7 +309,8 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
             except (self._psycopg.Error, UnicodeError) as exc:
                 count = sum(len(rows) for _, rows in batches)
                 error = self._fail(f"writing {count} records", exc)
-                if _is_refusal(exc):
+                psycopg = self._psycopg
+                if _is_refusal(exc) or isinstance(exc, (psycopg.DataError, psycopg.IntegrityError)):
                     raise RecordRefused(str(error)) from None
                 raise error from None
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from .allocation import AllocationTargets
 from .errors import ConfigurationError
+from .ledger_url import check_url
 
 __all__ = [
     "Settings",
@@ -25,6 +26,9 @@ __all__ = [
 LEDGER_ENV = "BUDGETCLIENT_LEDGER"
 PRICES_ENV = "BUDGETCLIENT_PRICES"
 ALERT_COST_ENV = "BUDGETCLIENT_ALERT_COST_PER_TASK"
+LEDGER_EXIT_TIMEOUT_ENV = "BUDGETCLIENT_LEDGER_EXIT_TIMEOUT"
+"""Seconds the process waits at exit (and on SIGTERM) for queued records; ``0`` waits not at all."""
+DEFAULT_LEDGER_EXIT_TIMEOUT_S = 10.0
 """``0.50`` or ``triage=0.50,summarize=0.10,*=1`` (USD); lets ``budgetclient check`` see the thresholds."""
 DRIFT_EXCERPTS_ENV = "BUDGETCLIENT_DRIFT_EXCERPTS"
 """``0`` / ``false`` / ``no`` / ``off`` turns drift excerpts off (``configure(drift_excerpts=False)``)."""
@@ -95,6 +99,8 @@ class Settings:
 
     ledger_url: str
     """Where records go: ``sqlite:///path``, ``postgresql://...`` or ``memory://``."""
+    ledger_exit_timeout: float = DEFAULT_LEDGER_EXIT_TIMEOUT_S
+    """Longest wait at exit or SIGTERM for queued records to reach the ledger (seconds)."""
     prices: Mapping[str, Mapping[str, Decimal]] = field(default_factory=dict)
     """Per-model price overrides, USD per million tokens (keys: input, output, cache_read,
     cache_write, cache_write_long), plus cache_storage in USD per million token-hours (Gemini
@@ -133,6 +139,16 @@ def _from_environment() -> Settings:
         prices_file=os.environ.get(PRICES_ENV) or None,
         drift_excerpts=os.environ.get(DRIFT_EXCERPTS_ENV, "").strip().lower() not in _FALSE_WORDS,
     )
+    exit_timeout = os.environ.get(LEDGER_EXIT_TIMEOUT_ENV, "").strip()
+    if exit_timeout:
+        try:
+            seconds = _exit_timeout(exit_timeout, LEDGER_EXIT_TIMEOUT_ENV)
+            settings = replace(settings, ledger_exit_timeout=seconds)
+        except ConfigurationError as exc:
+            from ._warnings import emit_warning
+            from .errors import BudgetClientWarning
+
+            emit_warning(BudgetClientWarning(f"{LEDGER_EXIT_TIMEOUT_ENV} ignored: {exc}"), stacklevel=2)
     alert_cost = os.environ.get(ALERT_COST_ENV, "").strip()
     if alert_cost:
         try:
@@ -144,6 +160,16 @@ def _from_environment() -> Settings:
 
             emit_warning(BudgetClientWarning(f"{ALERT_COST_ENV} ignored: {exc}"), stacklevel=2)
     return settings
+
+
+def _exit_timeout(value: object, source: str) -> float:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if isinstance(value, bool) or not 0 <= seconds < float("inf"):
+        raise ConfigurationError(f"{source}={value!r}: expected a number of seconds >= 0, e.g. 10")
+    return seconds
 
 
 def _parse_alert_cost(text: str) -> str | dict[str, str]:
@@ -252,6 +278,7 @@ def normalise_prices(
 def configure(
     *,
     ledger: str | None = _UNSET,
+    ledger_exit_timeout: float | None = _UNSET,
     prices: Mapping[str, Mapping[str, Any]] | None = _UNSET,
     prices_file: str | os.PathLike[str] | None = _UNSET,
     alert_cost_per_task: Decimal | float | str | Mapping[str, Decimal | float | str] | None = _UNSET,
@@ -264,7 +291,9 @@ def configure(
     """Change process-wide settings; arguments left out keep their current value.
 
     ``ledger`` is a URL (``sqlite:///path``, ``postgresql://...``, ``memory://``; ``None`` restores
-    the default). ``prices`` overrides per-model rates in USD per million tokens.
+    the default); a URL no backend can use raises `ConfigurationError` here, not at the first write.
+    ``ledger_exit_timeout`` is the longest wait at exit or SIGTERM for queued records (seconds;
+    ``None`` restores the default, 10). ``prices`` overrides per-model rates in USD per million tokens.
     ``alert_cost_per_task`` is one USD threshold, or a mapping of task name to threshold
     (key ``"*"`` for the default). ``signals`` changes warning-signal thresholds (a mapping of
     `SignalThresholds` fields, merged over the current ones; ``None`` restores the defaults).
@@ -283,7 +312,11 @@ def configure(
         if ledger is not _UNSET:
             if ledger is not None and not isinstance(ledger, str):
                 raise ConfigurationError(f"ledger must be a URL string, got {ledger!r}")
-            new = replace(new, ledger_url=ledger or os.environ.get(LEDGER_ENV) or default_ledger_url())
+            url = check_url(ledger) if ledger else os.environ.get(LEDGER_ENV) or default_ledger_url()
+            new = replace(new, ledger_url=url)
+        if ledger_exit_timeout is not _UNSET:
+            seconds = DEFAULT_LEDGER_EXIT_TIMEOUT_S if ledger_exit_timeout is None else ledger_exit_timeout
+            new = replace(new, ledger_exit_timeout=_exit_timeout(seconds, "ledger_exit_timeout"))
         if prices is not _UNSET:
             new = replace(new, prices=normalise_prices(prices or {}, source="configure(prices=...)"))
         if prices_file is not _UNSET:

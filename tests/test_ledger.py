@@ -750,12 +750,13 @@ def test_a_record_that_cannot_be_encoded_does_not_block_the_others() -> None:
         assert writer.flush(20)
     assert open_ledger(url).read_calls() == [good, later]
     assert writer.rejected == [broken]
-    (rejected,) = [e for e in logs if e["event"] == "ledger.record_rejected"]
+    (rejected,) = [e for e in logs if e["event"] == "ledger.record_quarantined"]
     assert rejected["id"] == broken.id and rejected["error"] == "AttributeError"
+    assert rejected["quarantined_in"] == "ledger"
     writer.close()
 
 
-def test_records_sqlite_cannot_store_are_set_aside_not_retried_forever(tmp_path: Path) -> None:
+def test_records_sqlite_cannot_store_are_normalised_or_quarantined(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     writer = LedgerWriter(url, flush_interval=0.01)
     good, later = make_call(1), make_call(4)
@@ -765,10 +766,13 @@ def test_records_sqlite_cannot_store_are_set_aside_not_retried_forever(tmp_path:
         for r in (good, surrogate, nan, later):
             writer.submit_call(r)
         assert writer.flush(20)
-    assert open_ledger(url).read_calls() == [good, later]
-    assert writer.rejected == [surrogate, nan]
-    rejected = [e for e in logs if e["event"] == "ledger.record_rejected"]
-    assert [e["error"] for e in rejected] == ["UnicodeEncodeError", "ValueError"]
+    stored = open_ledger(url).read_calls()
+    assert stored == [good, replace(surrogate, task_name="half a pair: \ufffd"), later]
+    assert writer.rejected == [nan]
+    (invalid,) = [e for e in logs if e["event"] == "ledger.record_invalid"]
+    assert invalid["id"] == surrogate.id and invalid["problems"][0].startswith("task_name:")
+    rejected = [e for e in logs if e["event"] == "ledger.record_quarantined"]
+    assert [e["error"] for e in rejected] == ["ValueError"]
     writer.close()
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import config
 from .._display import DISPLAY_NAME_MAX, csv_writer, display_name, terminal_text
+from ..ledger._files import write_private
 from ..reports import OUTCOMES, Report, TaskNameRow
 from ..reports_drift import DriftRow, drift_rows, drift_summary_line, read_drift
 from . import CommandError
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             text = format_table(report, width=width, drift=drifts)
     if args.output:
         try:
-            Path(args.output).write_text(text, encoding="utf-8")
+            write_private(Path(args.output), text)  # a report of costs is nobody else's business: 0600
         except OSError as exc:
             raise CommandError(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
         print(f"wrote {args.output}", file=sys.stderr)

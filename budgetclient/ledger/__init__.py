@@ -7,18 +7,22 @@ call path; it submits records to `LedgerWriter` (``get_writer()``), which batche
 
 from __future__ import annotations
 
-from .base import AlertRecord, Ledger, mask_url
+from .base import AlertRecord, InvalidLedgerURL, Ledger, RecordRefused, mask_url
 from .opening import open_ledger, register_ledger_scheme
-from .writer import LedgerWriter, flush, get_ledger, get_writer
+from .writer import LedgerWriter, flush, get_ledger, get_writer, install_sigterm_flush, quarantine_path
 
 __all__ = [
     "AlertRecord",
+    "InvalidLedgerURL",
     "Ledger",
     "LedgerWriter",
+    "RecordRefused",
     "flush",
     "get_ledger",
     "get_writer",
+    "install_sigterm_flush",
     "mask_url",
     "open_ledger",
+    "quarantine_path",
     "register_ledger_scheme",
 ]

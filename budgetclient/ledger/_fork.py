@@ -1,19 +1,27 @@
-"""Fork safety shared by the SQL ledgers: a child never uses or closes its parent's connection.
+"""Fork safety shared by the SQL ledgers: a child never uses its parent's connection mid-write.
 
 A connection inherited across ``fork()`` shares the parent's file or socket: using it corrupts
-the parent's session and closing it ends it. After a fork, every live ledger hands its connection
-to `inherited` (kept referenced, so the garbage collector never closes it either) and starts with
-a fresh lock; the next use opens a new connection in the child.
+the parent's session, and closing a PostgreSQL one ends it. So before a fork, every live ledger's
+lock is taken (waiting up to `FORK_WAIT_S` for a write in progress to commit), which means no fork
+ever happens in the middle of a transaction. In the child, each ledger gets a fresh lock and drops
+the inherited connection: SQLite's is closed (which resets SQLite's per-process lock state, see
+``SQLiteLedger._close_inherited_after_fork``), others are kept referenced in `inherited` and never
+used or closed. The next use opens a new connection in the child.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from typing import Any
 
-__all__ = ["ForkSafeConnection", "inherited"]
+__all__ = ["FORK_WAIT_S", "ForkSafeConnection", "inherited"]
+
+FORK_WAIT_S = 10.0
+"""Longest a ``fork()`` waits for a ledger write in progress; past it the fork goes ahead, and the
+child may find that ledger locked (the parent's write was cut in half in the child's copy)."""
 
 inherited: list[Any] = []
 """Connections left behind by a fork, never used or closed in this process."""
@@ -29,20 +37,49 @@ class ForkSafeConnection:
         """Call once from ``__init__``, after ``_conn`` and ``_lock`` exist."""
         _instances.add(self)
 
-    def _forget_inherited_connection(self) -> None:
+    def _close_inherited_after_fork(self, conn: Any) -> bool:
+        """Release an inherited connection that was idle at the fork; False keeps it referenced."""
+        return False
+
+    def _forget_inherited_connection(self, idle: bool) -> None:
         # runs in a forked child: the parent's lock may have been held at fork time
-        if self._conn is not None:
-            inherited.append(self._conn)
-        self._conn = None
+        conn, self._conn = self._conn, None
         self._lock = threading.Lock()
+        if conn is None:
+            return
+        try:
+            if idle and self._close_inherited_after_fork(conn):
+                return
+        except Exception:
+            pass
+        inherited.append(conn)
 
 
 _instances: weakref.WeakSet[ForkSafeConnection] = weakref.WeakSet()
+_held: list[tuple[ForkSafeConnection, threading.Lock]] = []
+
+
+def _before_fork() -> None:
+    deadline = time.monotonic() + FORK_WAIT_S
+    for ledger in list(_instances):
+        lock = ledger._lock
+        if lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            _held.append((ledger, lock))
+
+
+def _after_fork_in_parent() -> None:
+    while _held:
+        _, lock = _held.pop()
+        lock.release()
 
 
 def _after_fork_in_child() -> None:
+    idle = {id(ledger) for ledger, _ in _held}
+    _held.clear()
     for ledger in list(_instances):
-        ledger._forget_inherited_connection()
+        ledger._forget_inherited_connection(id(ledger) in idle)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)

@@ -30,6 +30,7 @@ class _Store:
         self.calls: dict[str, _Row] = {}
         self.tasks: dict[str, _Row] = {}
         self.alerts: dict[str, _Row] = {}
+        self.quarantine: list[dict[str, Any]] = []
 
 
 _registry_lock = threading.Lock()
@@ -116,6 +117,12 @@ class MemoryLedger:
                 target: dict[str, _Row] = getattr(store, table)
                 for row in rows:
                     target.setdefault(row["id"], row)
+
+    def quarantine(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Keep records the ledger refused (see ``writer.py``), as the SQL ledgers' table does."""
+        store = self._store
+        with store.lock:
+            store.quarantine.extend(dict(e) for e in entries)
 
     def read_calls(
         self, *, since: datetime | None = None, task_name: str | None = None, task_id: str | None = None

@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib
 
 from ..errors import LedgerError
-from .base import ACCEPTED_URLS, Ledger, LedgerFactory, _scheme, mask_url
+from ..ledger_url import add_scheme, check_url, mask_url, scheme_of
+from .base import Ledger, LedgerFactory
 
-__all__ = ["open_ledger", "register_ledger_scheme"]
+__all__ = ["check_url", "open_ledger", "register_ledger_scheme"]
+
 
 
 def _open_sqlite(url: str) -> Ledger:
@@ -51,13 +53,13 @@ _FACTORIES: dict[str, LedgerFactory] = {
 def register_ledger_scheme(scheme: str, factory: LedgerFactory) -> None:
     """Make ``open_ledger`` hand URLs of ``scheme://...`` to ``factory(url)``."""
     _FACTORIES[scheme.lower()] = factory
+    add_scheme(scheme)
+
+
 
 
 def open_ledger(url: str) -> Ledger:
-    """Open the ledger a URL names; raises `LedgerError` (password masked) for a URL it cannot use."""
-    if not isinstance(url, str) or not url.strip():
-        raise LedgerError(f"ledger URL must be a non-empty string, got {url!r}. Accepted: {ACCEPTED_URLS}")
-    factory = _FACTORIES.get(_scheme(url))
-    if factory is None:
-        raise LedgerError(f"unsupported ledger URL {mask_url(url)!r}. Accepted: {ACCEPTED_URLS}")
-    return factory(url)
+    """Open the ledger a URL names; raises `InvalidLedgerURL` (a `LedgerError` and a
+    `ConfigurationError`, password masked) for a URL it cannot use."""
+    check_url(url)
+    return _FACTORIES[scheme_of(url)](url)

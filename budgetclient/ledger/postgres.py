@@ -11,6 +11,12 @@ once and exactly one applies each step.
 
 PostgreSQL text cannot hold NUL characters; a NUL in a stored string becomes U+FFFD rather than
 making the record unstorable (which would block every record queued behind it).
+
+Writes are multi-row ``INSERT … ON CONFLICT (id) DO NOTHING`` statements of up to `ROWS_PER_INSERT`
+rows (one round trip and one plan for hundreds of records, where ``executemany`` of one-row inserts
+paid a round trip each). A value the server refuses (SQLSTATE class 22 data exception, 23 integrity,
+54 program limit, e.g. an index entry too large) raises `RecordRefused`, which the writer bisects
+and quarantines; connection, lock and other server errors raise `LedgerError` and are retried.
 """
 
 from __future__ import annotations
@@ -30,12 +36,16 @@ from ..errors import LedgerError
 from ..usage import CallRecord, TaskRecord
 from . import _codec
 from ._fork import ForkSafeConnection, inherited
-from .base import AlertRecord, mask_secrets, mask_url
+from .base import AlertRecord, RecordRefused, mask_secrets, mask_url
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "PostgresLedger", "open_postgres_ledger"]
 
 DEFAULT_SCHEMA = "budgetclient"
 CONNECT_TIMEOUT_S = 10
+ROWS_PER_INSERT = 500
+"""Rows per multi-row INSERT, within PostgreSQL's 65,535 parameters for the widest table (34 columns)."""
+_REFUSED_CLASSES = ("22", "23", "54")
+"""SQLSTATE classes about a statement's values: data exception, integrity, program limit exceeded."""
 
 _USAGE_DDL = """
     input_tokens BIGINT NOT NULL,
@@ -149,12 +159,17 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _insert_sql(schema: str, table: str, columns: tuple[str, ...]) -> str:
-    placeholders = ", ".join(["%s"] * len(columns))
+def _insert_sql(schema: str, table: str, columns: tuple[str, ...], rows: int = 1) -> str:
+    row = f"({', '.join(['%s'] * len(columns))})"
     return (
-        f'INSERT INTO "{schema}".{table} ({", ".join(columns)}) VALUES ({placeholders}) '
+        f'INSERT INTO "{schema}".{table} ({", ".join(columns)}) VALUES {", ".join([row] * rows)} '
         "ON CONFLICT (id) DO NOTHING"
     )
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in _REFUSED_CLASSES or isinstance(exc, UnicodeError)
 
 
 def _as_text_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -188,14 +203,16 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
         self._pid = os.getpid()
         self._closed = False
         self._conn: Any = None
+        self._columns = {
+            "calls": _codec.CALL_COLUMNS, "tasks": _codec.TASK_COLUMNS, "alerts": _codec.ALERT_COLUMNS,
+        }  # fmt: skip
         self._insert = {
-            "calls": _insert_sql(self.schema, "calls", _codec.CALL_COLUMNS),
-            "tasks": _insert_sql(self.schema, "tasks", _codec.TASK_COLUMNS),
-            "alerts": _insert_sql(self.schema, "alerts", _codec.ALERT_COLUMNS),
+            table: _insert_sql(self.schema, table, columns, ROWS_PER_INSERT)
+            for table, columns in self._columns.items()
         }
+        self._track_forks()  # before connecting: a fork must wait for the connect and migration too
         with self._connection():  # connect and migrate now, so a bad URL fails at open
             pass
-        self._track_forks()
 
     def __repr__(self) -> str:
         return f"PostgresLedger({mask_url(self.url)!r}, schema={self.schema!r})"
@@ -283,11 +300,41 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     for table, rows in batches:
-                        if rows:
-                            cur.executemany(self._insert[table], rows)
-            except self._psycopg.Error as exc:
+                        for start in range(0, len(rows), ROWS_PER_INSERT):
+                            chunk = rows[start : start + ROWS_PER_INSERT]
+                            sql = self._insert[table] if len(chunk) == ROWS_PER_INSERT else _insert_sql(
+                                self.schema, table, self._columns[table], len(chunk)
+                            )
+                            cur.execute(sql, [value for row in chunk for value in row])
+            except (self._psycopg.Error, UnicodeError) as exc:
                 count = sum(len(rows) for _, rows in batches)
-                raise self._fail(f"writing {count} records", exc) from None
+                error = self._fail(f"writing {count} records", exc)
+                psycopg = self._psycopg
+                if _is_refusal(exc) or isinstance(exc, (psycopg.DataError, psycopg.IntegrityError)):
+                    raise RecordRefused(str(error)) from None
+                raise error from None
+
+    def quarantine(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Keep records the ledger refused in the ``quarantine`` table (created on first use)."""
+        keys = ("id", "kind", "quarantined_at", "error", "record")
+        rows = [tuple(_clean(e[k]) for k in keys) for e in entries]
+        schema = self.schema
+        with self._connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
+                    cur.execute(
+                        f'CREATE TABLE IF NOT EXISTS "{schema}".quarantine (id TEXT NOT NULL, '
+                        "kind TEXT NOT NULL, quarantined_at TIMESTAMPTZ NOT NULL, error TEXT NOT NULL, "
+                        "record TEXT NOT NULL)"
+                    )
+                    cur.executemany(
+                        f'INSERT INTO "{schema}".quarantine (id, kind, quarantined_at, error, record) '
+                        "VALUES (%s, %s, %s, %s, %s)",
+                        rows,
+                    )
+            except self._psycopg.Error as exc:
+                raise self._fail(f"quarantining {len(rows)} records", exc) from None
 
     def _read(
         self,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,11 +31,13 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
+from .._log import log
 from ..errors import LedgerError
 from ..usage import CallRecord, TaskRecord
 from . import _codec
+from ._files import make_private_dirs, make_private_file
 from ._fork import ForkSafeConnection, inherited
-from .base import AlertRecord, mask_secrets, mask_url, sqlite_path_from_url
+from .base import AlertRecord, RecordRefused, mask_secrets, mask_url, sqlite_path_from_url
 
 __all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "PRAGMAS", "SCHEMA_VERSION", "SQLiteLedger"]
 
@@ -86,6 +89,24 @@ _INSERT_TASK = _insert_sql("tasks", _codec.TASK_COLUMNS)
 _INSERT_ALERT = _insert_sql("alerts", _codec.ALERT_COLUMNS)
 
 
+_QUARANTINE_DDL = (
+    "CREATE TABLE IF NOT EXISTS quarantine (id TEXT NOT NULL, kind TEXT NOT NULL, "
+    "quarantined_at TEXT NOT NULL, error TEXT NOT NULL, record TEXT NOT NULL)"
+)
+"""Records the ledger refused (see ``writer.py``); created on first use, outside the versioned steps,
+so it never collides with another change's migration."""
+_INSERT_QUARANTINE = "INSERT INTO quarantine (id, kind, quarantined_at, error, record) VALUES (?, ?, ?, ?, ?)"
+_REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
+"""SQLite errors about a record's values. ``ProgrammingError`` is one too (a value of a type it cannot
+bind), unless it says the connection is closed."""
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    if isinstance(exc, _REFUSED):
+        return True
+    return isinstance(exc, sqlite3.ProgrammingError) and "closed" not in str(exc)
+
+
 def _calls_per_insert(conn: sqlite3.Connection) -> int:
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     fits = CALLS_PER_INSERT * len(_codec.COMPACT_CALL_COLUMNS) <= limit
@@ -117,7 +138,7 @@ def _write_calls(conn: sqlite3.Connection, calls: Sequence[CallRecord]) -> None:
     size = _calls_per_insert(conn)
     encode = _codec.call_to_compact_row
     whole = len(calls) - len(calls) % size
-    if whole < 2 * size:  # nothing to overlap
+    if whole < 2 * size or sys.is_finalizing():  # nothing to overlap, or no thread may start
         _insert_calls(conn, [encode(r) for r in calls])
         return
     todo: SimpleQueue[list[Any] | None] = SimpleQueue()
@@ -272,32 +293,6 @@ def _select_sql(table: str, columns: tuple[str, ...], time_column: str, filters:
     return f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY {time_column}, rowid"
 
 
-def _make_private_dirs(directory: Path) -> None:
-    missing: list[Path] = []
-    while not directory.exists():
-        missing.append(directory)
-        if directory.parent == directory:
-            break
-        directory = directory.parent
-    for path in reversed(missing):
-        try:
-            path.mkdir(mode=0o700)
-        except FileExistsError:  # another process won the race
-            pass
-
-
-def _create_private_file(path: Path) -> None:
-    """Create ``path`` with mode 0600 unless it exists, so SQLite (and its -wal/-shm) inherit 0600."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, 0o600)  # a restrictive umask must not leave us unable to write
-    finally:
-        os.close(fd)
-
-
 class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
     """A ledger in one SQLite file; one connection guarded by a lock, so threads can share it."""
 
@@ -307,8 +302,11 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
-        self._conn: sqlite3.Connection | None = self._connect()
-        self._track_forks()
+        self._file_id: tuple[int, int] | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._track_forks()  # before connecting: a fork must wait for the connect and migration too
+        with self._lock:
+            self._conn = self._connect()
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({mask_url(self.url)!r})"
@@ -323,10 +321,12 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            _make_private_dirs(self.path.parent)
-            _create_private_file(self.path)
+            make_private_dirs(self.path.parent)
+            make_private_file(self.path)
+            info = os.stat(self.path)
         except OSError as exc:
             raise self._fail("creating the database file", exc) from exc
+        self._file_id = (info.st_dev, info.st_ino)
         try:
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -426,6 +426,7 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
         task_rows = [_codec.task_to_row(r) for r in tasks]
         alert_rows = [_codec.alert_to_row(r) for r in alerts]
         with self._connection() as conn:
+            conn = self._same_file(conn)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -442,7 +443,56 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
                     raise
             except sqlite3.Error as exc:
                 count = len(calls) + len(task_rows) + len(alert_rows)
-                raise self._fail(f"writing {count} records", exc) from exc
+                error = self._fail(f"writing {count} records", exc)
+                if _is_refusal(exc):
+                    raise RecordRefused(str(error)) from exc
+                raise error from exc
+
+    def _same_file(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """``conn``, or a new connection when the file was deleted or replaced since it was opened.
+
+        Called with the lock held, before each write: a connection to an unlinked file would
+        "write" every later record into a file nobody can open again. The old connection is closed
+        first, which checkpoints into the old file and removes its ``-wal``/``-shm``, so the new file
+        never starts with a stale WAL.
+        """
+        try:
+            info = os.stat(self.path)
+            current: tuple[int, int] | None = (info.st_dev, info.st_ino)
+        except FileNotFoundError:
+            current = None
+        except OSError:
+            return conn  # cannot tell (permissions changed?): the write reports what is wrong
+        if current == self._file_id:
+            return conn
+        log.warning(
+            "ledger.file_replaced", path=str(self.path), change="deleted" if current is None else "replaced",
+            detail="reopening the ledger; later records go to the file now at this path",
+        )  # fmt: skip
+        self._conn = None
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
+        self._conn = self._connect()
+        return self._conn
+
+    def quarantine(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Keep records the ledger refused in the ``quarantine`` table (created on first use)."""
+        rows = [(e["id"], e["kind"], e["quarantined_at"], e["error"], e["record"]) for e in entries]
+        with self._connection() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(_QUARANTINE_DDL)
+                    conn.executemany(_INSERT_QUARANTINE, rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._fail(f"quarantining {len(rows)} records", exc) from exc
 
     def read_calls(
         self, *, since: datetime | None = None, task_name: str | None = None, task_id: str | None = None
@@ -482,10 +532,29 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
         return int(version)
 
     def close(self) -> None:
+        """Close the connection, first truncating the WAL (left as it is, it stays as large as the
+        biggest burst of writes); another process still writing makes that a no-op, never a wait."""
         with self._lock:
             self._closed = True
             conn, self._conn = self._conn, None
             if conn is not None and self._pid == os.getpid():
+                try:
+                    conn.execute("PRAGMA busy_timeout = 100")
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                except sqlite3.Error:
+                    pass
                 conn.close()
             elif conn is not None:
                 inherited.append(conn)
+
+    def _close_inherited_after_fork(self, conn: Any) -> bool:
+        """In a forked child: close the parent's connection if it was idle at the fork.
+
+        SQLite keeps per-file lock state per process; a child that inherits a connection and opens
+        another shares that state without holding the locks it describes, and finds the file
+        "locked" forever (or the parent removes the WAL under it). Closing the inherited connection
+        resets the state; it was idle (the fork waited for the ledger's lock), so nothing is rolled
+        back, and as the parent keeps the file open the close neither checkpoints nor deletes.
+        """
+        conn.close()
+        return True

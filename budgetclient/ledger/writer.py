@@ -5,7 +5,24 @@ to an in-memory queue; a daemon thread writes batches in one transaction each. W
 cannot be opened or written, the batch is kept and retried with capped exponential backoff, and
 ``ledger.write_failed`` is logged (error class and message, passwords masked, never record
 contents). Records are never dropped while the process lives; at exit the queue is flushed with
-a bounded wait.
+a bounded wait (``ledger_exit_timeout``, 10 s by default; a wait past half a second is logged).
+
+Only connection and lock errors are retried. Every record is screened first (`_validate.screen`:
+counts clamped to 64 bits, times inside the calendar); a batch the database refuses for its values
+(`RecordRefused`, or an encoding error) is split in halves and each half written, down to the
+single refused record, which is normalised (`_validate.normalise`: text made encodable, lengths
+bounded) and tried once more, and if still refused quarantined: into the ledger's
+``quarantine`` table, or when the database refuses that too, a ``*.quarantine.jsonl`` file beside a
+SQLite ledger (``$XDG_DATA_HOME/budgetclient/quarantine.jsonl`` for other ledgers). So one bad
+record costs only itself, and everything after it is written. A URL no backend can use is not an
+outage: its records go straight to the quarantine file and ``ledger.url_invalid`` is logged.
+
+While the ledger is down, at most ``max_queued`` records wait in memory (~1.2 kB each); newer ones
+go to a spill file and are written from it once the ledger is back.
+
+SIGTERM (how Docker, Kubernetes and systemd stop a worker) flushes the queue before the process
+ends; see `install_sigterm_flush`. SIGKILL cannot be caught: it loses what was queued and not yet
+committed, at most the last ``flush_interval`` (0.2 s) of records plus the write in progress.
 
 The process-wide writer follows ``configure(ledger=...)``: on a URL change the old writer is
 drained to its old URL and a new one starts. After ``fork()`` a child starts with an empty queue
@@ -15,44 +32,131 @@ and its own thread; the parent's queued records stay the parent's to write.
 from __future__ import annotations
 
 import atexit
+import importlib
+import json
 import os
+import signal
 import sys
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
 from typing import Any, Literal
 
 from .. import config
 from .._log import log
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, LedgerError
+from ..ledger_url import InvalidLedgerURL, check_url, mask_url, scheme_of, sqlite_path_from_url
 from ..usage import CallRecord, TaskRecord
 from . import _codec
-from .base import AlertRecord, Ledger, mask_secrets, mask_url
+from ._files import append_private
+from ._validate import MAX_KEY_BYTES, Unstorable, clean_text, normalise, screen
+from .base import AlertRecord, Ledger, RecordRefused, mask_secrets
 from .opening import open_ledger
 
-__all__ = ["LedgerWriter", "flush", "get_ledger", "get_writer"]
+__all__ = ["LedgerWriter", "flush", "get_ledger", "get_writer", "install_sigterm_flush", "quarantine_path"]
 
 
 _Kind = Literal["call", "task", "alert"]
 
 BACKOFF_INITIAL_S = 0.05
 BACKOFF_MAX_S = 5.0
-EXIT_TIMEOUT_S = 10.0
-"""Longest the interpreter waits at exit for queued records to reach a working ledger."""
+EXIT_TIMEOUT_S = config.DEFAULT_LEDGER_EXIT_TIMEOUT_S
+"""Default longest wait at exit for queued records (``configure(ledger_exit_timeout=...)``)."""
+EXIT_QUIET_S = 0.5
+"""An exit wait longer than this is logged (``ledger.exit_waiting``): the process seems hung."""
 EXIT_TIMEOUT_FAILING_S = 1.0
 """...and for a ledger that is failing right now (one more attempt, then give up)."""
 BATCH_SIZE = 20_000
 """Default for the most records one write (one transaction) takes."""
 _NEVER = sys.maxsize
 
-_ENCODERS: dict[str, tuple[Callable[[Any], tuple[Any, ...]], ...]] = {
-    "call": (_codec.call_to_row, _codec.call_to_compact_row),
-    "task": (_codec.task_to_row,),
-    "alert": (_codec.alert_to_row,),
+_ROW_ENCODERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {
+    "call": _codec.call_to_row,
+    "task": _codec.task_to_row,
+    "alert": _codec.alert_to_row,
 }
-"""Every encoding a backend applies to a record kind: a record one of them refuses is unstorable."""
+_DATA_ERRORS = (ValueError, TypeError, OverflowError, AttributeError, KeyError, UnicodeError)
+"""Raised by encoding or binding a record's values: the record is at fault, not the database."""
+MAX_QUEUED = 100_000
+"""Default for the most records held in memory while the ledger is down (~1.2 kB each)."""
+REJECTED_KEPT = 1000
+"""Most quarantined records kept in ``LedgerWriter.rejected`` (the rest are in the quarantine)."""
+
+
+def _is_record_error(exc: BaseException) -> bool:
+    """True when retrying cannot help because the batch's values are refused (see `RecordRefused`)."""
+    if isinstance(exc, RecordRefused):
+        return True
+    return isinstance(exc, _DATA_ERRORS) and not isinstance(exc, LedgerError)
+
+
+def quarantine_path(url: str) -> Path:
+    """The file records go to when neither the ledger nor its quarantine table takes them.
+
+    Beside a SQLite ledger (``ledger.db.quarantine.jsonl``); for other ledgers, and URLs no backend
+    can use, in budgetclient's data directory. One JSON object a line: kind, id, error, the row.
+    """
+    try:
+        if scheme_of(url) == "sqlite":
+            return Path(f"{Path(sqlite_path_from_url(url)).absolute()}.quarantine.jsonl")
+    except LedgerError:
+        pass
+    default = Path(sqlite_path_from_url(config.default_ledger_url()))
+    return default.parent / "quarantine.jsonl"
+
+
+def _quarantine_entry(kind: str, record: Any, error: BaseException) -> dict[str, Any]:
+    """What is kept of a quarantined record: its stored row (no prompt text: records hold none)."""
+    try:
+        row: Any = dict(zip(_COLUMNS[kind], _ROW_ENCODERS[kind](record), strict=True))
+    except Exception as exc:
+        row = {"unencodable": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return {
+        "kind": kind,
+        "id": clean_text(str(getattr(record, "id", "")), MAX_KEY_BYTES),
+        "quarantined_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "error": clean_text(f"{type(error).__name__}: {mask_secrets(str(error))}", 2000),
+        "record": json.dumps(row, default=str, ensure_ascii=True, separators=(",", ":")),
+    }
+
+
+_COLUMNS = {"call": _codec.CALL_COLUMNS, "task": _codec.TASK_COLUMNS, "alert": _codec.ALERT_COLUMNS}
+
+
+_BACKEND_OPENERS = {
+    "sqlite": ("sqlite", "SQLiteLedger"),
+    "postgresql": ("postgres", "open_postgres_ledger"),
+    "postgres": ("postgres", "open_postgres_ledger"),
+    "memory": ("memory", "MemoryLedger"),
+}
+_openers: dict[str, Callable[[str], Ledger]] = {}
+
+
+def _resolve_opener(url: str) -> Callable[[str], Ledger]:
+    """The backend's own factory for ``url``, imported now, in the thread creating the writer.
+
+    ``open_ledger`` imports the backend on first use, which would happen in the writer thread: a
+    ``fork()`` from another thread during that import leaves the child a half-initialised module
+    (ImportError forever), and during interpreter finalisation imports fail outright. A backend
+    that cannot be imported (psycopg missing) stays with ``open_ledger``, which says so.
+    """
+    scheme = scheme_of(url)
+    opener = _openers.get(scheme)
+    if opener is None:
+        target = _BACKEND_OPENERS.get(scheme)
+        if target is None:
+            return open_ledger
+        try:
+            module = importlib.import_module(f"{__package__}.{target[0]}")
+        except Exception:
+            return open_ledger
+        opener = _openers[scheme] = getattr(module, target[1])
+    return opener
 
 
 class _Tagged:
@@ -92,15 +196,30 @@ class LedgerWriter:
         batch_size: int = BATCH_SIZE,
         flush_interval: float = 0.2,
         opener: Callable[[str], Ledger] = open_ledger,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
+        if not isinstance(max_queued, int) or max_queued < 1:
+            raise ConfigurationError(f"max_queued must be a positive int, got {max_queued!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
         if not flush_interval >= 0:
             raise ConfigurationError(f"flush_interval must be >= 0 seconds, got {flush_interval!r}")
         self.url = url
+        self.max_queued = max_queued
+        """While the ledger is down, records queued past this many go to `spill_path` (logged)
+        instead of memory, and are written from there once the ledger is back."""
         self.batch_size = batch_size
         self.flush_interval = float(flush_interval)
         self._opener = opener
+        self.url_error: InvalidLedgerURL | None = None
+        """Set when ``url`` is one no backend can use: records then go to `quarantine_path` at once."""
+        if opener is open_ledger:
+            try:
+                check_url(url)
+            except InvalidLedgerURL as exc:
+                self.url_error = exc
+            else:
+                self._opener = _resolve_opener(url)
         self._init_state()
         _instances.add(self)
 
@@ -121,8 +240,10 @@ class LedgerWriter:
         self._failures = 0
         self._thread: threading.Thread | None = None
         self._ledger: Ledger | None = None
+        self._bisecting = False
+        self._spilled = 0
         self.rejected: list[Any] = []
-        """Records set aside because they cannot be encoded at all (see ``ledger.record_rejected``)."""
+        """The first `REJECTED_KEPT` records quarantined (``ledger.record_quarantined``)."""
 
     def __repr__(self) -> str:
         return f"LedgerWriter({mask_url(self.url)!r}, pending={self.pending})"
@@ -155,11 +276,18 @@ class LedgerWriter:
                 else:
                     self._wake_at = _NEVER  # woken once is enough: it sets _wake_at again before waiting
                     self._cond.notify_all()
+                inline = self._thread is None
+            if inline:  # after the exit flush: nothing else will write this record
+                self.flush(_exit_timeout)
         except Exception:  # the caller's model call must not fail because of the ledger
             pass
 
     def _start_thread(self) -> None:
         # called with self._cond held
+        if _shutting_down or sys.is_finalizing():
+            # Python 3.11 blocks forever in Thread.start() during finalisation; writing inline
+            # (flush -> _write_inline) is the only way such a record is stored.
+            return
         thread = threading.Thread(target=self._run, name="budgetclient-ledger-writer", daemon=True)
         try:
             thread.start()
@@ -222,41 +350,39 @@ class LedgerWriter:
 
     def _run(self) -> None:
         batch: list[Any] = []
-        taken = 0  # records removed from the queue for this batch, set-aside ones included
+        taken = 0  # records removed from the queue for this batch
         ledger: Ledger | None = None
         try:
             while True:
                 with self._cond:
-                    if not batch:
+                    fresh = not batch
+                    if fresh:
                         batch = self._next_batch()
                         taken = len(batch)
                     if not batch:  # closed and drained
                         self._thread = None
                         ledger, self._ledger = self._ledger, None
                         break
-                if self._write(batch):
-                    with self._cond:
-                        self._written += taken
-                        self._in_flight = 0
-                        self._cond.notify_all()
-                    batch = []
-                    continue
-                storable = self._set_aside_unstorable(batch)
-                if len(storable) == len(batch):
+                if fresh:
+                    batch = self._normalised(batch)
+                batch = self._store(batch)
+                if batch:  # the ledger is down: keep the rest and try again
+                    self._spill_excess()
                     self._back_off()
-                batch = storable
-                if not batch:  # every record was set aside: nothing left to retry
-                    with self._cond:
-                        self._written += taken
-                        self._in_flight = 0
-                        self._cond.notify_all()
+                    continue
+                with self._cond:
+                    self._written += taken
+                    self._in_flight = 0
+                    self._cond.notify_all()
+                if self._spilled:
+                    self._replay_spilled()
         finally:
             if self._thread is threading.current_thread():  # died of a bug: hand the batch back
                 with self._cond:
                     self._queue.extendleft(reversed(batch))
                     self._taken -= len(batch)
                     if batch:
-                        self._written += taken - len(batch)  # the ones set aside
+                        self._written += taken - len(batch)  # the ones written or quarantined
                     self._in_flight = 0
                     self._thread = None
                     self._wake_at = 1
@@ -305,7 +431,65 @@ class LedgerWriter:
                 self._cond.wait(remaining)
             self._retry_now = False
 
-    def _write(self, batch: list[Any]) -> bool:
+    def _store(self, batch: list[Any]) -> list[Any]:
+        """Write ``batch``, or as much of it as the database takes; returns what is left to retry.
+
+        Empty when every record is written or quarantined. A refusal of the batch's values is
+        bisected down to the refused records, so only they are quarantined; a connection or lock
+        error (transient) leaves the rest of the batch to retry after a back-off.
+        """
+        if self.url_error is not None:
+            for item in batch:
+                self._quarantine(item, self.url_error)
+            return []
+        error = self._write(batch, quiet=self._bisecting)
+        if error is None:
+            return []
+        if not _is_record_error(error):
+            return batch
+        if len(batch) == 1:
+            fixed = self._normalised(batch, whole=True)  # [] when quarantined as unstorable
+            if fixed and fixed[0] is not batch[0]:
+                error = self._write(fixed, quiet=True)
+                if error is None:
+                    return []
+                if not _is_record_error(error):
+                    return fixed
+            if fixed:
+                self._quarantine(batch[0], error)
+            return []
+        outer, self._bisecting = self._bisecting, True
+        try:
+            middle = len(batch) // 2
+            left = self._store(batch[:middle])
+            return left + batch[middle:] if left else self._store(batch[middle:])
+        finally:
+            self._bisecting = outer
+
+    def _normalised(self, batch: list[Any], *, whole: bool = False) -> list[Any]:
+        """The batch with every record screened (`_validate.screen`), or with ``whole`` normalised;
+        most pass unchanged. A record no normalisation can save is quarantined here and left out."""
+        out = batch
+        check = normalise if whole else screen
+        for index, item in enumerate(batch):
+            try:
+                if type(item) is not _Tagged:
+                    record = check("call", item)
+                    new = item if record is item else record
+                else:
+                    record = check(item.kind, item.record)
+                    new = item if record is item.record else _Tagged(item.kind, record)
+            except Unstorable as exc:
+                self._quarantine(item, exc)
+                new = None
+            if new is not item:
+                if out is batch:
+                    out = list(batch)
+                out[index] = new
+        return out if out is batch else [item for item in out if item is not None]
+
+    def _write(self, batch: list[Any], *, quiet: bool = False) -> BaseException | None:
+        """One transaction; None when it committed, else the error (logged unless ``quiet``)."""
         calls = [r for r in batch if type(r) is not _Tagged]
         tasks: list[Any] = []
         alerts: list[Any] = []
@@ -315,33 +499,140 @@ class LedgerWriter:
         try:
             if self._ledger is None:
                 self._ledger = self._opener(self.url)
+        except Exception as exc:  # opening is never the records' fault: retry
+            self._failed(exc, len(batch), quiet=False)
+            return exc
+        try:
             self._ledger.write(calls=calls, tasks=tasks, alerts=alerts)
         except Exception as exc:
-            self._failures += 1
-            ledger, self._ledger = self._ledger, None  # reopen on the next attempt
-            if ledger is not None:
-                self._close_ledger(ledger)
-            try:
-                log.error(
-                    "ledger.write_failed",
-                    url=mask_url(self.url),
-                    error=type(exc).__name__,
-                    detail=mask_secrets(str(exc))[:500],
-                    records=len(batch),
-                    pending=self.pending,
-                    attempt=self._failures,
-                    retry_in_s=min(BACKOFF_INITIAL_S * 2 ** (self._failures - 1), BACKOFF_MAX_S),
-                )
-            except Exception:
-                pass
-            return False
+            if _is_record_error(exc):
+                if not quiet:
+                    self._log(
+                        "error", "ledger.write_refused", url=mask_url(self.url), error=type(exc).__name__,
+                        detail=mask_secrets(str(exc))[:500], records=len(batch),
+                        action="writing the batch in halves to quarantine only the refused records",
+                    )  # fmt: skip
+                return exc
+            self._failed(exc, len(batch), quiet=quiet)
+            return exc
         if self._failures:
-            try:
-                log.info("ledger.write_recovered", url=mask_url(self.url), failed_attempts=self._failures)
-            except Exception:
-                pass
+            self._log("info", "ledger.write_recovered", url=mask_url(self.url),
+                      failed_attempts=self._failures)  # fmt: skip
             self._failures = 0
-        return True
+        return None
+
+    def _failed(self, exc: BaseException, records: int, *, quiet: bool) -> None:
+        self._failures += 1
+        ledger, self._ledger = self._ledger, None  # reopen on the next attempt
+        if ledger is not None:
+            self._close_ledger(ledger)
+        if not quiet:
+            self._log(
+                "error", "ledger.write_failed", url=mask_url(self.url), error=type(exc).__name__,
+                detail=mask_secrets(str(exc))[:500], records=records, pending=self.pending,
+                attempt=self._failures,
+                retry_in_s=min(BACKOFF_INITIAL_S * 2 ** (self._failures - 1), BACKOFF_MAX_S),
+            )  # fmt: skip
+
+    @staticmethod
+    def _log(level: str, event: str, **fields: Any) -> None:
+        try:
+            getattr(log, level)(event, **fields)
+        except Exception:  # logging must not stop the writer
+            pass
+
+    def _quarantine(self, item: Any, error: BaseException) -> None:
+        """Keep a record the ledger refuses where it is found again, and log it; never raises."""
+        kind, record = _kind_and_record(item)
+        entry = _quarantine_entry(kind, record, error)
+        where = "ledger"
+        try:
+            if isinstance(error, InvalidLedgerURL):
+                raise LookupError("no ledger to quarantine into")
+            if self._ledger is None:
+                self._ledger = self._opener(self.url)
+            store = getattr(self._ledger, "quarantine", None)
+            if store is None:
+                raise LookupError("this ledger has no quarantine table")
+            store([entry])
+        except Exception:
+            where = str(quarantine_path(self.url))
+            try:
+                append_private(Path(where), json.dumps(entry, ensure_ascii=True) + "\n")
+            except Exception as exc:
+                where = f"memory only (writing {where} failed: {type(exc).__name__})"
+        if len(self.rejected) < REJECTED_KEPT:
+            self.rejected.append(record)
+        self._log(
+            "error", "ledger.record_quarantined", url=mask_url(self.url), kind=kind, id=entry["id"][:100],
+            error=type(error).__name__, detail=entry["error"][:300], quarantined_in=where,
+        )  # fmt: skip
+
+    @property
+    def spill_path(self) -> Path:
+        """This process's overflow file for this ledger (one per process: only its writer reads it)."""
+        path = quarantine_path(self.url)
+        return path.with_name(f"{path.name.removesuffix('.quarantine.jsonl')}.spill-{os.getpid()}.jsonl")
+
+    def _spill_excess(self) -> None:
+        """Move the newest records past `max_queued` from memory to `spill_path`; they count as
+        written (they are on disk) and go to the ledger once it takes writes again."""
+        with self._cond:
+            excess = len(self._queue) - self.max_queued
+            if excess <= 0:
+                return
+            items = [self._queue.pop() for _ in range(excess)]
+            items.reverse()
+        lines = []
+        for item in items:
+            kind, record = _kind_and_record(item)
+            try:
+                row = _ROW_ENCODERS[kind](record)
+            except Exception as exc:
+                self._quarantine(item, exc)
+                continue
+            lines.append(json.dumps({"kind": kind, "row": row}, default=str, ensure_ascii=True))
+        try:
+            append_private(self.spill_path, "".join(f"{line}\n" for line in lines))
+        except Exception as exc:  # keep them in memory after all: better late than lost
+            with self._cond:
+                self._queue.extend(items)
+            self._log("error", "ledger.spill_failed", path=str(self.spill_path), error=type(exc).__name__)
+            return
+        with self._cond:
+            self._taken += len(items)
+            self._written += len(items)
+            self._cond.notify_all()
+        self._spilled += len(lines)
+        self._log(
+            "warning", "ledger.queue_spilled", url=mask_url(self.url), records=len(lines),
+            path=str(self.spill_path), max_queued=self.max_queued,
+            detail="the ledger is down and the queue is full; written back once the ledger recovers",
+        )  # fmt: skip
+
+    def _replay_spilled(self) -> None:
+        """Write `spill_path` back into the recovered ledger, a batch at a time, then remove it."""
+        decoders = {
+            "call": _codec.call_from_row, "task": _codec.task_from_row, "alert": _codec.alert_from_row,
+        }  # fmt: skip
+        path = self.spill_path
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            self._spilled = 0
+            return
+        items: list[Any] = []
+        for line in lines:
+            entry = json.loads(line)
+            kind = entry["kind"]
+            record = decoders[kind](dict(zip(_COLUMNS[kind], entry["row"], strict=True)))
+            items.append(record if kind == "call" else _Tagged(kind, record))
+        for start in range(0, len(items), self.batch_size):
+            if self._store(items[start : start + self.batch_size]):
+                return  # down again: the file stays, and is replayed whole (writes are idempotent)
+        path.unlink(missing_ok=True)
+        self._log("info", "ledger.spill_replayed", url=mask_url(self.url), records=len(items))
+        self._spilled = 0
 
     def _write_inline(self, target: int, deadline: float | None) -> bool:
         """Write from the calling thread when no thread can be started (interpreter shutdown)."""
@@ -352,39 +643,16 @@ class LedgerWriter:
                 if self._in_flight or (deadline is not None and time.monotonic() >= deadline):
                     return False
                 batch = self._take()
-            ok = self._write(batch)
+            taken = len(batch)
+            left = self._store(self._normalised(batch))
             with self._cond:
                 self._in_flight = 0
-                if not ok:
-                    self._queue.extendleft(reversed(batch))
-                    self._taken -= len(batch)
+                if left:
+                    self._queue.extendleft(reversed(left))
+                    self._taken -= len(left)
+                    self._written += taken - len(left)
                     return False
-                self._written += len(batch)
-
-    def _set_aside_unstorable(self, batch: list[Any]) -> list[Any]:
-        """Move records no ledger could ever store (encoding fails) to ``rejected``.
-
-        Without this one malformed record would block every record queued behind it forever.
-        """
-        storable: list[Any] = []
-        for item in batch:
-            kind, record = _kind_and_record(item)
-            try:
-                for encode in _ENCODERS[kind]:
-                    encode(record)
-            except Exception as exc:
-                self.rejected.append(record)
-                try:
-                    log.error(
-                        "ledger.record_rejected", url=mask_url(self.url), kind=kind,
-                        id=str(getattr(record, "id", None))[:100], error=type(exc).__name__,
-                        detail="the record cannot be encoded; it is kept in LedgerWriter.rejected",
-                    )  # fmt: skip
-                except Exception:
-                    pass
-            else:
-                storable.append(item)
-        return storable
+                self._written += taken
 
     @staticmethod
     def _close_ledger(ledger: Ledger) -> None:
@@ -405,17 +673,31 @@ _lock = threading.Lock()
 _writer: LedgerWriter | None = None
 _retired: list[LedgerWriter] = []
 """Writers replaced after a URL change whose ledger was failing; they keep retrying."""
+_shutting_down = False
+"""Set once the exit flush has run: from then on records are written inline, no thread started."""
+_exit_timeout = EXIT_TIMEOUT_S
 
 
 def get_writer() -> LedgerWriter:
-    """The process-wide writer for the configured ledger URL, started on first use."""
+    """The process-wide writer for the configured ledger URL, started on first use.
+
+    The first use from the main thread also installs the SIGTERM flush (`install_sigterm_flush`).
+    """
     global _writer
+    if not _sigterm_done:
+        install_sigterm_flush()
     url = config.get_settings().ledger_url
     with _lock:
         if _writer is not None and _writer.url == url:
             return _writer
         old, _writer = _writer, LedgerWriter(url)
         current = _writer
+    if current.url_error is not None:
+        current._log(
+            "error", "ledger.url_invalid", url=mask_url(url), detail=str(current.url_error)[:500],
+            quarantined_in=str(quarantine_path(url)),
+            action="records go to the quarantine file; fix BUDGETCLIENT_LEDGER or bc.configure(ledger=...)",
+        )  # fmt: skip
     if old is not None:  # settings changed without notice: drain the old one without blocking
         _retire(old, timeout=0.0)
     return current
@@ -436,7 +718,7 @@ def _on_settings_change(old: Any, new: Any) -> None:
         if _writer is None or _writer.url == new.ledger_url:
             return
         replaced, _writer = _writer, None
-    _retire(replaced, timeout=EXIT_TIMEOUT_S)  # written to its old URL before configure() returns
+    _retire(replaced, timeout=new.ledger_exit_timeout)  # written to its old URL before configure() returns
 
 
 def flush(timeout: float | None = 10.0) -> bool:
@@ -447,26 +729,136 @@ def flush(timeout: float | None = 10.0) -> bool:
 
 
 def get_ledger() -> Ledger:
-    """A reader on the configured ledger URL (for reports and tests); close it when done."""
+    """A reader on the configured ledger URL (for reports and tests); close it when done.
+
+    Raises `InvalidLedgerURL` (a `ConfigurationError`) for a URL no backend can use.
+    """
     return open_ledger(config.get_settings().ledger_url)
 
 
-def _flush_at_exit() -> None:
-    deadline = time.monotonic() + EXIT_TIMEOUT_S
-    with _lock:
-        writers = [w for w in (_writer, *_retired) if w is not None]
+def _flush_writers(writers: list[LedgerWriter], timeout: float, *, why: str) -> None:
+    """Wait up to ``timeout`` for ``writers``; a wait over `EXIT_QUIET_S` is logged, and so is
+    what is left unwritten when the time is up."""
+    deadline = time.monotonic() + timeout
     for writer in writers:
         remaining = max(deadline - time.monotonic(), 0.0)
         if writer.failing:
             remaining = min(remaining, EXIT_TIMEOUT_FAILING_S)
-        if not writer.flush(remaining) and writer.pending:
-            try:
-                log.error(
-                    "ledger.unwritten_at_exit", url=mask_url(writer.url), pending=writer.pending,
-                    detail="the ledger stayed unwritable until exit; these records are lost",
-                )  # fmt: skip
-            except Exception:
-                pass
+        if writer.flush(min(remaining, EXIT_QUIET_S)):
+            continue
+        if remaining > EXIT_QUIET_S and writer.pending:
+            writer._log(
+                "warning", "ledger.exit_waiting", url=mask_url(writer.url), pending=writer.pending, on=why,
+                timeout_s=round(remaining, 3), failing=writer.failing,
+                detail="waiting for the ledger (locked or unreachable?); "
+                "configure(ledger_exit_timeout=...) or BUDGETCLIENT_LEDGER_EXIT_TIMEOUT bounds the wait",
+            )  # fmt: skip
+            if writer.flush(max(deadline - time.monotonic(), 0.0)):
+                continue
+        if writer.pending:
+            writer._log(
+                "error", "ledger.unwritten_at_exit", url=mask_url(writer.url), pending=writer.pending, on=why,
+                detail="the ledger stayed unwritable until exit; these records are lost",
+            )  # fmt: skip
+
+
+def _live_writers() -> list[LedgerWriter]:
+    with _lock:
+        return [w for w in (_writer, *_retired) if w is not None]
+
+
+def _flush_at_exit() -> None:
+    global _shutting_down, _exit_timeout
+    settings = config.get_settings()
+    _exit_timeout = settings.ledger_exit_timeout
+    writers = _live_writers()
+    # Imports fail during finalisation: resolve now the backend a late record (a stream abandoned
+    # without closing, finalised with its module) is written to, and the substitution templates.
+    _resolve_opener(settings.ledger_url)
+    mask_url("scheme://user:secret@host?password=x")
+    _flush_writers(writers, _exit_timeout, why="exit")
+    for writer in writers:  # stop the threads: a daemon thread stalls once finalisation starts
+        writer.close(timeout=0.0)
+        thread = writer._thread
+        if thread is not None:
+            thread.join(EXIT_QUIET_S)
+    _shutting_down = True
+
+
+# -- SIGTERM ----------------------------------------------------------------------------------------
+
+_sigterm_done = False
+"""True once `install_sigterm_flush` has decided (installed, or found SIGTERM ignored)."""
+_previous_sigterm: Any = signal.SIG_DFL
+
+
+def install_sigterm_flush() -> bool:
+    """Flush the ledger when SIGTERM arrives, then let the signal do what it did before.
+
+    Docker, Kubernetes and systemd stop a worker with SIGTERM, whose default action ends the
+    process at once, losing what was queued. The handler flushes (up to ``ledger_exit_timeout``)
+    and then chains: to the application's own handler if it had one (called as it would have
+    been), else it restores the default action and re-sends SIGTERM, so the process still ends
+    "killed by SIGTERM". An ignored SIGTERM, or a handler installed outside Python, is left alone.
+
+    Only the main thread may install signal handlers, so this runs on the first record published
+    from the main thread (`get_writer`), and returns False from any other thread (call it from the
+    main thread at start-up to be sure). A handler the application installs later replaces this one
+    (that is its choice); it can call ``bc.ledger.flush()`` itself. SIGKILL cannot be caught: it
+    loses the records queued and not yet committed, at most the last ``flush_interval`` (0.2 s).
+    """
+    global _sigterm_done, _previous_sigterm
+    if _sigterm_done:
+        return signal.getsignal(signal.SIGTERM) is _on_sigterm
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is _on_sigterm:
+            _sigterm_done = True
+            return True
+        if previous is None or previous == signal.SIG_IGN:
+            _sigterm_done = True
+            return False
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # not the main interpreter, or no signals here
+        return False
+    _previous_sigterm = previous
+    _sigterm_done = True
+    return True
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    try:
+        _flush_on_signal()
+    finally:
+        previous = _previous_sigterm
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _flush_on_signal() -> None:
+    """The SIGTERM flush. A signal handler runs in the main thread between two of its bytecodes,
+    maybe while that thread holds a writer's lock (inside a submit): each lock is tried with a
+    timeout first, so the handler never deadlocks on its own thread."""
+    if not _lock.acquire(timeout=1.0):
+        return
+    try:
+        writers = [w for w in (_writer, *_retired) if w is not None]
+    finally:
+        _lock.release()
+    usable = []
+    for writer in writers:
+        if writer._mutex.acquire(timeout=1.0):
+            writer._mutex.release()
+            usable.append(writer)
+    try:
+        _flush_writers(usable, config.get_settings().ledger_exit_timeout, why="SIGTERM")
+    except Exception:
+        pass
 
 
 class _ForkAnchor:
@@ -485,8 +877,9 @@ def _flush_at_multiprocessing_exit(_: object) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _lock, _writer
+    global _lock, _writer, _shutting_down
     _lock = threading.Lock()
+    _shutting_down = False
     for writer in list(_instances):
         writer._after_fork_in_child()
     _writer = None

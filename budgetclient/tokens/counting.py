@@ -13,6 +13,7 @@ of prose and code; calibration sees the same estimator, so a systematic bias is 
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections import defaultdict
@@ -166,3 +167,13 @@ def _exact(enc: tiktoken.Encoding, text: str) -> int:
 def count_texts(enc: tiktoken.Encoding, texts: list[str]) -> int:
     """Sum of the texts' token counts (see `count_each`)."""
     return sum(count_each(enc, texts))
+
+
+def _after_fork_in_child() -> None:
+    """A lock another parent thread held at ``fork()`` is never released in the child: start fresh
+    (what it guards is a cache; at worst the child recomputes an entry)."""
+    global _memo_lock
+    _memo_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import binascii
 import functools
 import hashlib
+import os
 import re
 import threading
 from collections.abc import Mapping
@@ -177,3 +178,13 @@ def _encoding_name(model: str) -> str:
     if family == "gpt-4" or family.startswith(_CL100K_PREFIXES):
         return "cl100k_base"
     return "o200k_base"
+
+
+def _after_fork_in_child() -> None:
+    """A lock another parent thread held at ``fork()`` is never released in the child: start fresh
+    (what it guards is a cache; at worst the child recomputes an entry)."""
+    global _encodings_lock
+    _encodings_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from . import history, models, plan, testing
     from . import toolsets as tools
     from .lineage import conversation
-    from .providers.anthropic import Anthropic, AsyncAnthropic
     from .providers._instrument import instrument, uninstrument
+    from .providers.anthropic import Anthropic, AsyncAnthropic
     from .providers.google import GenAIClient
     from .providers.openai import AsyncOpenAI, OpenAI
 

@@ -33,7 +33,9 @@ WEATHER_TOOL = {
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
 SDK_SIGNATURE = inspect.signature(Anthropic)
-SDK_INITS = {cls: cls.__dict__["__init__"] for cls in (Anthropic, AsyncAnthropic, openai.OpenAI, genai.Client)}
+SDK_INITS = {
+    cls: cls.__dict__["__init__"] for cls in (Anthropic, AsyncAnthropic, openai.OpenAI, genai.Client)
+}
 
 
 @pytest.fixture(autouse=True)
@@ -94,12 +96,17 @@ async def test_an_async_tool_loop_on_scripted_tool_use_is_metered_every_hop() ->
 
 
 def test_streamed_tool_use_arrives_whole() -> None:
-    fake = FakeAnthropic(replies=[FakeReply(text="Checking.", tool_calls=(("get_weather", {"city": "Oslo"}),))])
+    fake = FakeAnthropic(
+        replies=[FakeReply(text="Checking.", tool_calls=(("get_weather", {"city": "Oslo"}),))]
+    )
     bc.instrument()
     client = Anthropic(api_key="test", http_client=fake.http_client())
-    with bc.task("stream") as t, client.messages.stream(
-        model=CLAUDE, max_tokens=64, tools=[WEATHER_TOOL], messages=[{"role": "user", "content": "Oslo?"}]
-    ) as stream:
+    with (
+        bc.task("stream") as t,
+        client.messages.stream(
+            model=CLAUDE, max_tokens=64, tools=[WEATHER_TOOL], messages=[{"role": "user", "content": "Oslo?"}]
+        ) as stream,
+    ):
         final = stream.get_final_message()
     assert final.stop_reason == "tool_use"
     assert [(b.type, getattr(b, "input", None)) for b in final.content] == [
@@ -115,7 +122,10 @@ async def test_openai_sync_async_and_azure_clients_are_metered() -> None:
     clients = [
         openai.OpenAI(api_key="test", http_client=fake.http_client()),
         openai.AzureOpenAI(
-            api_key="test", api_version="2026-01-01", azure_endpoint="https://x", http_client=fake.http_client()
+            api_key="test",
+            api_version="2026-01-01",
+            azure_endpoint="https://x",
+            http_client=fake.http_client(),
         ),
     ]
     aclient = openai.AsyncOpenAI(api_key="test", http_client=fake.async_http_client())
@@ -205,9 +215,15 @@ def test_contract_sdk_hooks_instrument_uses() -> None:
     """If this fails, an SDK release moved what `_instrument` touches (it then builds clients
     unmetered and logs one ``sdk.hook_unavailable``): update `_instrument`."""
     assert "middleware" in inspect.signature(Anthropic).parameters
-    assert "__init__" in vars(Anthropic) and "__init__" in vars(openai.OpenAI) and "__init__" in vars(genai.Client)
+    assert (
+        "__init__" in vars(Anthropic)
+        and "__init__" in vars(openai.OpenAI)
+        and "__init__" in vars(genai.Client)
+    )
     client = openai.OpenAI(api_key="test")
-    assert hasattr(client, _instrument._OPENAI_HTTP_CLIENT)  # openai: the HTTP client, swapped for a metered one
+    assert hasattr(
+        client, _instrument._OPENAI_HTTP_CLIENT
+    )  # openai: the HTTP client, swapped for a metered one
     assert "_api_client" in vars(genai.Client(api_key="test-key"))  # google-genai: the API client
     assert openai.AzureOpenAI.__mro__[1:].count(openai.OpenAI) == 1  # Azure reaches OpenAI.__init__
 

@@ -34,9 +34,19 @@ from ._hooks import hook_unavailable
 __all__ = ["instrument", "instrumented_options", "uninstrument"]
 
 _ANTHROPIC_CLASSES = (
-    "Anthropic", "AsyncAnthropic", "AnthropicAWS", "AsyncAnthropicAWS", "AnthropicBedrock",
-    "AsyncAnthropicBedrock", "AnthropicBedrockMantle", "AsyncAnthropicBedrockMantle", "AnthropicFoundry",
-    "AsyncAnthropicFoundry", "AnthropicGoogleCloud", "AsyncAnthropicGoogleCloud", "AnthropicVertex",
+    "Anthropic",
+    "AsyncAnthropic",
+    "AnthropicAWS",
+    "AsyncAnthropicAWS",
+    "AnthropicBedrock",
+    "AsyncAnthropicBedrock",
+    "AnthropicBedrockMantle",
+    "AsyncAnthropicBedrockMantle",
+    "AnthropicFoundry",
+    "AsyncAnthropicFoundry",
+    "AnthropicGoogleCloud",
+    "AsyncAnthropicGoogleCloud",
+    "AnthropicVertex",
     "AsyncAnthropicVertex",
 )
 """Anthropic's client classes; a subclass (Azure OpenAI, a platform variant calling

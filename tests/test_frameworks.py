@@ -116,31 +116,28 @@ def _langchain_tool_loop(model: Any) -> str:
             messages.append(messages_module.ToolMessage(result, tool_call_id=call["id"]))
 
 
-def test_langchain_chat_anthropic_tool_loop(fake_anthropic: FakeAnthropic) -> None:
-    langchain_anthropic = pytest.importorskip(
-        "langchain_anthropic", reason="langchain-anthropic is not installed (extra 'frameworks')"
-    )
-    with bc.task("langchain-anthropic") as t:
-        answer = _langchain_tool_loop(langchain_anthropic.ChatAnthropic(model=CLAUDE))
+@pytest.mark.parametrize(
+    ("package", "chat_model", "model"),
+    [("langchain_anthropic", "ChatAnthropic", CLAUDE), ("langchain_openai", "ChatOpenAI", GPT)],
+)
+def test_langchain_chat_model_tool_loop(
+    package: str, chat_model: str, model: str, fake_anthropic: FakeAnthropic, fake_openai: FakeOpenAI
+) -> None:
+    module = pytest.importorskip(package, reason=NOT_INSTALLED.format(package.replace("_", "-")))
+    with bc.task(package) as t:
+        answer = _langchain_tool_loop(getattr(module, chat_model)(model=model))
     assert answer == FINAL
-    assert_anthropic_task(t, fake_anthropic)
-
-
-def test_langchain_chat_openai_tool_loop(fake_openai: FakeOpenAI) -> None:
-    langchain_openai = pytest.importorskip(
-        "langchain_openai", reason="langchain-openai is not installed (extra 'frameworks')"
-    )
-    with bc.task("langchain-openai") as t:
-        answer = _langchain_tool_loop(langchain_openai.ChatOpenAI(model=GPT))
-    assert answer == FINAL
-    assert_openai_task(t, fake_openai)
+    if model == CLAUDE:
+        assert_anthropic_task(t, fake_anthropic)
+    else:
+        assert_openai_task(t, fake_openai)
 
 
 # -- OpenAI Agents SDK ------------------------------------------------------------------------
 
 
 def test_openai_agents_sdk_agent_with_a_tool(fake_openai: FakeOpenAI) -> None:
-    agents = pytest.importorskip("agents", reason="openai-agents is not installed (extra 'frameworks')")
+    agents = pytest.importorskip("agents", reason=NOT_INSTALLED.format("openai-agents"))
     agents.set_tracing_disabled(True)  # its trace exporter would call the real API
     agent = agents.Agent(
         name="weather", instructions=SYSTEM, tools=[agents.function_tool(get_weather)], model=GPT

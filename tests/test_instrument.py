@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from anthropic import Anthropic, AsyncAnthropic
@@ -241,3 +242,34 @@ def test_a_missing_openai_hook_builds_a_working_unmetered_client(monkeypatch: py
     assert t.calls == 0  # sent as the SDK would, not metered
     warnings = [e for e in logs if e["event"] == "sdk.hook_unavailable"]
     assert len(warnings) == 1 and warnings[0]["provider"] == "openai"
+
+
+def test_platform_clients_are_instrumented_without_diagnostics() -> None:
+    bc.instrument()
+    bedrock = anthropic.AnthropicBedrock(
+        aws_access_key="AKIA", aws_secret_key="secret", aws_region="us-east-1"
+    )
+    (middleware,) = budget_middlewares(bedrock)
+    assert middleware.diagnostics is False  # Bedrock strips unknown body fields, as with wrap()
+
+
+def test_uninstrument_keeps_a_wrapper_another_instrumentor_put_on_top() -> None:
+    bc.instrument()
+    ours = Anthropic.__dict__["__init__"]
+    calls: list[str] = []
+
+    def theirs(self: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append("theirs")
+        ours(self, *args, **kwargs)
+
+    Anthropic.__init__ = theirs  # type: ignore[method-assign]
+    try:
+        bc.uninstrument()
+        assert Anthropic.__dict__["__init__"] is theirs
+        client = Anthropic(api_key="test")
+        assert calls == ["theirs"] and budget_middlewares(client) == []  # ours passes calls through
+        bc.instrument()
+        assert len(budget_middlewares(Anthropic(api_key="test"))) == 1  # once, not twice
+    finally:
+        bc.uninstrument()
+        Anthropic.__init__ = SDK_INITS[Anthropic]  # type: ignore[method-assign]

@@ -273,3 +273,31 @@ def test_uninstrument_keeps_a_wrapper_another_instrumentor_put_on_top() -> None:
     finally:
         bc.uninstrument()
         Anthropic.__init__ = SDK_INITS[Anthropic]  # type: ignore[method-assign]
+
+
+def test_the_sdk_tool_runner_runs_offline_on_scripted_tool_use() -> None:
+    fake = FakeAnthropic(replies=[FakeReply(tool_calls=(("get_weather", {"city": "Paris"}),)), "Sunny."])
+    bc.instrument()
+    client = Anthropic(api_key="test", http_client=fake.http_client())
+
+    @anthropic.beta_tool
+    def get_weather(city: str) -> str:
+        """Current weather for a city.
+
+        Args:
+            city: the city's name
+        """
+        return f"18C in {city}"
+
+    with bc.task("tool-runner") as t:
+        runner = client.beta.messages.tool_runner(
+            model=CLAUDE,
+            max_tokens=100,
+            tools=[get_weather],
+            messages=[{"role": "user", "content": "Paris?"}],
+        )
+        stops = [message.stop_reason for message in runner]
+    assert stops == ["tool_use", "end_turn"]
+    sent = fake.requests[1].body or {}
+    assert sent["messages"][-1]["content"][0]["content"] == "18C in Paris"  # the tool really ran
+    assert t.calls == 2 and t.cost == total(anthropic_cost(u) for u in messages_usages(fake))

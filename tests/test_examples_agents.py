@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import importlib.util
 import runpy
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import budgetclient as bc
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 ENV = ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY")
+
+
+@pytest.fixture(autouse=True)
+def _uninstrumented() -> Iterator[None]:
+    yield
+    bc.uninstrument()  # also when an example failed before its own uninstrument()
 
 
 @pytest.mark.parametrize(

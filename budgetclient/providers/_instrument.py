@@ -103,7 +103,10 @@ def instrument(**options: Any) -> None:
             except ImportError:
                 continue
             for name in names:
-                cls = getattr(sdk, name, None)
+                try:
+                    cls = getattr(sdk, name, None)
+                except ImportError:  # a platform variant whose optional dependencies are missing
+                    continue
                 if isinstance(cls, type):
                     _patches.append(_patch(cls, hook))
 

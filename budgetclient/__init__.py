@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from . import history, models, plan, testing
     from . import toolsets as tools
     from .lineage import conversation
+    from .providers._instrument import instrument, uninstrument
     from .providers.anthropic import Anthropic, AsyncAnthropic
     from .providers.google import GenAIClient
     from .providers.openai import AsyncOpenAI, OpenAI
@@ -76,12 +77,14 @@ __all__ = [
     "plan",
     "get_settings",
     "history",
+    "instrument",
     "models",
     "task",
     "task_executor",
     "testing",
     "tools",
     "track_task",
+    "uninstrument",
     "wrap",
 ]
 
@@ -94,6 +97,8 @@ _LAZY = {
     "AsyncOpenAI": ("providers.openai", "openai"),
     "GenAIClient": ("providers.google", "google"),
     "conversation": ("lineage", ""),
+    "instrument": ("providers._instrument", ""),
+    "uninstrument": ("providers._instrument", ""),
 }
 
 

@@ -26,6 +26,9 @@ from packaging.version import Version
 # Tools that run the tests, not libraries budgetclient runs on: left to resolve to their latest.
 TEST_TOOLS = frozenset({"pytest", "pytest-asyncio", "respx", "hypothesis", "ruff", "mypy"})
 PROJECT = "budgetclient"  # its self-references (``budgetclient[all]`` in dev) are skipped
+# Extras the lowest run does not install: the agent frameworks' tests run on the latest releases
+# (.ci/run) and skip where the frameworks are absent.
+NOT_PINNED_EXTRAS = frozenset({"frameworks"})
 
 
 def lower_bound(requirement: Requirement) -> str | None:
@@ -42,7 +45,9 @@ def requirements(pyproject: dict[str, object]) -> Iterable[Requirement]:
     assert isinstance(project, dict)
     for line in project.get("dependencies", []):
         yield Requirement(line)
-    for lines in project.get("optional-dependencies", {}).values():
+    for extra, lines in project.get("optional-dependencies", {}).items():
+        if extra in NOT_PINNED_EXTRAS:
+            continue
         for line in lines:
             req = Requirement(line)
             if canonicalize_name(req.name) != PROJECT:

@@ -14,6 +14,11 @@ Batches endpoints with the real API's shapes. ``usage`` follows `_prompt_cache` 
 `tokenizer`, so a test can compute every expected number by hand. ``diagnostics`` requests get a
 ``cache_miss_reason`` from comparing with the stored previous request. Bodies are served lazily,
 so code that wraps response streams is exercised as it would be against the network.
+
+Answers are scripted as with the OpenAI fake: ``replies=`` / ``reply()`` queue `FakeReply` values
+(text, ``tool_calls`` answered as ``tool_use`` blocks with ``stop_reason="tool_use"``), then
+``responder(body)`` is asked, and without either the answer is ``reply_text``. So a real tool
+loop (the SDK's tool runner, an agent framework's) runs offline.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +47,7 @@ from ..cachesim.anthropic import (
     prompt_blocks,
 )
 from ..cachesim.tokenizer import block_bytes
+from ._reply import FakeReply, as_reply
 from ._sse import ChunkStream, sse_event
 
 __all__ = ["FakeAnthropic", "FakeClock", "FakeRequestLog"]
@@ -193,6 +199,14 @@ def _text_pieces(text: str) -> list[str]:
     return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
 
 
+def _json_pieces(value: Any) -> list[str]:
+    """A tool input's JSON in a few pieces, as the API streams ``input_json_delta``."""
+    text = json.dumps(value, ensure_ascii=False)
+    return [text[i : i + 16] for i in range(0, len(text), 16)] or [text]
+
+
+
+
 class _FakeTransport(httpx2.MockTransport):
     """MockTransport whose simulated latency sleeps without blocking an event loop."""
 
@@ -221,11 +235,14 @@ class FakeAnthropic:
     every model). ``eager_json`` serves JSON bodies already read, like ``Response(content=...)``.
     ``requests`` logs every HTTP request answered, errors, token counts and batch calls included;
     ``cache`` holds the prompt-cache entries and ``clock`` the time they are measured on.
+    ``replies`` / `reply` queue scripted answers (`FakeReply`, or a string for text); when the
+    queue is empty ``responder(body)`` is asked, and without one the answer is ``reply_text``.
     """
 
     def __init__(self, *, clock: FakeClock | None = None, output_tokens: int = 20, reply_text: str = "ok",
                  min_cacheable: Mapping[str, int] | None = None, latency_s: float = 0.0,
-                 eager_json: bool = False) -> None:
+                 eager_json: bool = False, replies: Iterable[FakeReply | str] = (),
+                 responder: Callable[[Mapping[str, Any]], FakeReply | str] | None = None) -> None:
         self.clock = clock or FakeClock()
         self.output_tokens = output_tokens
         self.reply_text = reply_text
@@ -240,6 +257,8 @@ class FakeAnthropic:
         self._cut_after: int | None = None
         self._fingerprints: dict[str, _Fingerprint] = {}
         self._batches: dict[str, _Batch] = {}
+        self.responder = responder
+        self._replies: list[FakeReply] = [as_reply(r) for r in replies]
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -260,6 +279,11 @@ class FakeAnthropic:
         return httpx2.AsyncClient(transport=self.transport())
 
     # -- test controls ---------------------------------------------------------------------
+
+    def reply(self, *replies: FakeReply | str) -> None:
+        """Queue the next answers (a string is a text answer)."""
+        with self._lock:
+            self._replies.extend(as_reply(r) for r in replies)
 
     def fail_next(self, status: int, count: int = 1, *, message: str | None = None,
                   error_type: str | None = None) -> None:
@@ -387,13 +411,15 @@ class FakeAnthropic:
         accounting = self.cache.account(blocks, points, now=now, min_tokens=self.min_cacheable_tokens(model))
         output = min(self.output_tokens, body["max_tokens"])
         message_id = self._new_id("msg_")
+        content = self._content(body) if output > 0 else []
+        stop_reason = "tool_use" if any(block["type"] == "tool_use" for block in content) else "end_turn"
         message: dict[str, Any] = {
             "id": message_id,
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": self.reply_text}] if output > 0 else [],
-            "stop_reason": "max_tokens" if output < self.output_tokens else "end_turn",
+            "content": content,
+            "stop_reason": "max_tokens" if output < self.output_tokens else stop_reason,
             "stop_sequence": None,
             "usage": accounting.usage(output, service_tier=service_tier),
         }
@@ -409,6 +435,20 @@ class FakeAnthropic:
             message["diagnostics"] = {"cache_miss_reason": reason}
         self._fingerprints[message_id] = fingerprint
         return message, accounting
+
+    def _content(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The answer's content blocks: the next scripted reply, the responder's, or ``reply_text``."""
+        if self._replies:
+            reply: FakeReply | None = self._replies.pop(0)
+        else:
+            reply = as_reply(self.responder(body)) if self.responder is not None else None
+        if reply is None:
+            return [{"type": "text", "text": self.reply_text}]
+        content: list[dict[str, Any]] = [{"type": "text", "text": reply.text}] if reply.text else []
+        for name, arguments in reply.tool_calls:
+            content.append({"type": "tool_use", "id": self._new_id("toolu_"), "name": name,
+                            "input": dict(arguments)})
+        return content
 
     def _messages(self, request: httpx2.Request, body: dict[str, Any], now: float) -> httpx2.Response:
         stream = bool(body.get("stream"))
@@ -524,13 +564,20 @@ def _stream_events(message: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]
         ("message_start", {"type": "message_start", "message": start}),
     ]
     for index, block in enumerate(message["content"]):
+        if block["type"] == "tool_use":
+            start_block: dict[str, Any] = {**block, "input": {}}
+            deltas = [{"type": "input_json_delta", "partial_json": piece}
+                      for piece in _json_pieces(block["input"])]
+        else:
+            start_block = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": piece} for piece in _text_pieces(block["text"])]
         events.append(("content_block_start", {"type": "content_block_start", "index": index,
-                                               "content_block": {"type": "text", "text": ""}}))
+                                               "content_block": start_block}))
         if index == 0:
             events.append(("ping", {"type": "ping"}))
-        for piece in _text_pieces(block["text"]):
+        for delta in deltas:
             events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                   "delta": {"type": "text_delta", "text": piece}}))
+                                                   "delta": delta}))
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
     # Like the real API, message_delta repeats the cumulative input and cache counts.
     repeated = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")

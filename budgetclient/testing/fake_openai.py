@@ -44,6 +44,8 @@ from typing import Any
 import httpx2
 
 from ..cachesim.tokenizer import _TOKEN
+from ._reply import FakeReply
+from ._reply import as_reply as _reply
 from ._sse import ChunkStream
 from .fake_anthropic import FakeClock
 
@@ -88,17 +90,6 @@ class FakeOpenAIRequest:
     """Clock time when the request arrived."""
     usage: dict[str, Any] | None = None
     """The usage the fake computed, as the wire carries it (also when a stream left it out)."""
-
-
-@dataclass(frozen=True, slots=True)
-class FakeReply:
-    """What the fake model answers: text, tool calls, or both."""
-
-    text: str = ""
-    tool_calls: tuple[tuple[str, Mapping[str, Any]], ...] = ()
-    """``(function name, arguments)`` pairs."""
-    reasoning_tokens: int = 0
-    """Hidden reasoning tokens, billed as output."""
 
 
 @dataclass(slots=True)
@@ -693,8 +684,6 @@ def _pieces(text: str, words: int) -> list[str]:
     return ["".join(parts[i : i + words]) for i in range(0, len(parts), words)]
 
 
-def _reply(value: FakeReply | str) -> FakeReply:
-    return value if isinstance(value, FakeReply) else FakeReply(text=str(value))
 
 
 def _json(status: int, document: Any) -> httpx2.Response:

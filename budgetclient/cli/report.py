@@ -43,7 +43,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    records, report = read_report(args, config.get_settings())
+    loaded = read_report(args, config.get_settings(), points=args.format == "html")
+    report = loaded.report
     if args.format == "json":
         text = format_json(report)
     elif args.format == "csv":
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "html":
         from ._html import render_html
 
-        text = render_html(report, ledger=records.url, thresholds=config.get_settings().signals)
+        text = render_html(report, ledger=loaded.url, thresholds=config.get_settings().signals)
     else:
         text = format_table(report)
     if args.output:

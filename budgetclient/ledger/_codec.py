@@ -32,6 +32,8 @@ __all__ = [
     "BUCKET_COLUMNS",
     "CALL_COLUMNS",
     "COMPACT_CALL_COLUMNS",
+    "COMPACT_CALL_COLUMNS_V2",
+    "MONEY_COLUMNS",
     "COMPACT_RECORD_FIELDS",
     "TASK_COLUMNS",
     "USAGE_COLUMNS",
@@ -41,6 +43,9 @@ __all__ = [
     "call_from_row",
     "call_to_compact_row",
     "call_to_row",
+    "fixed_money",
+    "money_columns",
+    "money_from_fixed",
     "task_from_row",
     "task_to_row",
     "time_text",
@@ -209,9 +214,19 @@ def call_from_row(row: RowLike) -> CallRecord:
 
 # -- SQLite's compact calls row (its schema version 2) ----------------------------------------------
 
-COMPACT_CALL_COLUMNS: tuple[str, ...] = (
+COMPACT_CALL_COLUMNS_V2: tuple[str, ...] = (
     "id", "started_at", "task_id", "task_name", "duration_s", *USAGE_COLUMNS, "request_bytes", "record",
 )  # fmt: skip
+"""SQLite's ``calls`` columns up to schema version 2 (what the decoder reads)."""
+MONEY_COLUMNS: tuple[str, ...] = (
+    "m_cost", "m_uncached_input", "m_cache_read", "m_cache_write", "m_output", "m_storage", "m_from_record",
+)  # fmt: skip
+"""SQLite's exact money columns (schema version 3), so SQL sums money without decoding ``record``: each
+amount as ``pico-USD x 16 + decimal places`` (`fixed_money`; NULL when the amount is unknown). ``SUM(m >> 4)``
+is the exact sum in pico-USD and ``MAX(m & 15)`` the decimal places a Python `Decimal` sum would show.
+``m_from_record`` is 1 when an amount has more than 12 decimal places (or the row predates version 3):
+such rows are summed from ``record`` instead."""
+COMPACT_CALL_COLUMNS: tuple[str, ...] = (*COMPACT_CALL_COLUMNS_V2, *MONEY_COLUMNS)
 """SQLite's ``calls`` columns: ``started_at`` is microseconds since the Unix epoch (UTC); numbers are
 bound natively (cheaper than formatting them); ``record`` is a JSON array of the remaining fields."""
 
@@ -224,7 +239,55 @@ COMPACT_RECORD_FIELDS: tuple[str, ...] = (
 bucket amounts in `BUCKET_COLUMNS` order; ``stream``/``batch`` are 0/1. Fields are only ever appended,
 so an older reader ignores what a newer writer adds."""
 
-CompactCallRow = tuple[str, int, str | None, str | None, float, int, int, int, int, int, int, int, int, str]
+CompactCallRow = tuple[Any, ...]
+"""`COMPACT_CALL_COLUMNS` values: id, time, task, the numbers, ``record``, then `MONEY_COLUMNS`."""
+
+MONEY_PLACES = 12
+"""Decimal places the SQL money columns hold exactly (pico-USD)."""
+_PLACES_SCALE = tuple(10 ** (MONEY_PLACES - places) for places in range(MONEY_PLACES + 1))
+_FIXED_MAX = 2**63
+
+
+def fixed_money(text: str) -> int | None:
+    """``str(amount)`` as ``pico-USD x 16 + decimal places``, or None when that is not exact or too big.
+
+    Parsed from the text the record stores anyway (cheaper than `Decimal` arithmetic); scientific
+    notation (``3E-7``) takes the slower exact path."""
+    head, _, tail = text.partition(".")
+    places = len(tail)
+    if "E" in tail or "E" in head or places > MONEY_PLACES:
+        return _fixed_decimal(text)
+    try:
+        fixed = int(head + tail) * _PLACES_SCALE[places] * 16 + places
+    except ValueError:  # NaN, Infinity
+        return None
+    return fixed if -_FIXED_MAX <= fixed < _FIXED_MAX else None
+
+
+def _fixed_decimal(text: str) -> int | None:
+    try:
+        amount = Decimal(text)
+    except ArithmeticError:
+        return None
+    exponent = amount.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent < -MONEY_PLACES:
+        return None
+    places = -exponent if exponent < 0 else 0
+    fixed = int(amount.scaleb(MONEY_PLACES)) * 16 + places
+    return fixed if -_FIXED_MAX <= fixed < _FIXED_MAX else None
+
+
+def money_from_fixed(total: int, places: int) -> Decimal:
+    """A sum of `fixed_money` values (``SUM(m >> 4)``, ``MAX(m & 15)``) as a Python `Decimal` sum."""
+    return Decimal(total // _PLACES_SCALE[places]).scaleb(-places)
+
+
+def money_columns(cost: str | None, buckets: Sequence[str] | None) -> tuple[int | None, ...]:
+    """`MONEY_COLUMNS` for a call's cost and bucket texts (None: unknown)."""
+    fixed = [None if cost is None else fixed_money(cost)]
+    fixed.extend((None,) * 5 if buckets is None else map(fixed_money, buckets))
+    exact = (cost is None or fixed[0] is not None) and (buckets is None or None not in fixed[1:])
+    return (*fixed, 0 if exact else 1)
 
 _text = encode_basestring_ascii  # a JSON string literal, ASCII only: even a lone surrogate survives
 _SHAPE_FIELDS = COMPACT_RECORD_FIELDS[:12]
@@ -288,11 +351,13 @@ def call_to_compact_row(r: CallRecord) -> CompactCallRow:
     ):
         _check_text(record_id, task_id, task_name)
     # str(Decimal) holds no quote or backslash, so it goes between quotes as it is
-    money = "null" if cost is None else f'"{cost!s}"'
-    buckets = "null" if breakdown is None else (
-        f'["{breakdown.uncached_input!s}","{breakdown.cache_read!s}","{breakdown.cache_write!s}",'
-        f'"{breakdown.output!s}","{breakdown.storage!s}"]'
+    cost_text = None if cost is None else str(cost)
+    money = "null" if cost_text is None else f'"{cost_text}"'
+    bucket_texts = None if breakdown is None else (
+        str(breakdown.uncached_input), str(breakdown.cache_read), str(breakdown.cache_write),
+        str(breakdown.output), str(breakdown.storage),
     )  # fmt: skip
+    buckets = "null" if bucket_texts is None else '["' + '","'.join(bucket_texts) + '"]'
     record = (
         f"[{_shape_texts.get(shape) or _shape_text(shape)},{money},{buckets},"
         f"{'null' if response_id is None else _text(response_id)},"
@@ -303,6 +368,7 @@ def call_to_compact_row(r: CallRecord) -> CompactCallRow:
         record_id, (started_at - _EPOCH) // _MICROSECOND, task_id, task_name, duration, usage.input_tokens,
         usage.cache_read_tokens, usage.cache_write_tokens, usage.cache_write_long_tokens,
         usage.output_tokens, usage.reasoning_tokens, usage.requests, int(r.request_bytes), record,
+        *money_columns(cost_text, bucket_texts),
     )  # fmt: skip
 
 
@@ -311,7 +377,7 @@ def call_from_compact_row(row: Sequence[Any]) -> CallRecord:
         record_id, started_at, task_id, task_name, duration_s, input_tokens, cache_read_tokens,
         cache_write_tokens, cache_write_long_tokens, output_tokens, reasoning_tokens, requests,
         request_bytes, record,
-    ) = row  # fmt: skip
+    ) = row[: len(COMPACT_CALL_COLUMNS_V2)]  # fmt: skip
     (
         provider, model, operation, status, http_status, error, conversation, prefix_hash, service_tier,
         stream, batch, attempt, cost, buckets, response_id, drift, metadata,

@@ -114,6 +114,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX alerts_created_at ON alerts (created_at)",
         "CREATE INDEX alerts_task_name ON alerts (task_name, created_at)",
     ),
+    (
+        # reads order by (time, seq): indexes in that order, so rows stream from the index unsorted
+        "DROP INDEX calls_started_at",
+        "CREATE INDEX calls_started_at ON calls (started_at, seq)",
+        "DROP INDEX calls_task_name",
+        "CREATE INDEX calls_task_name ON calls (task_name, started_at, seq)",
+        "DROP INDEX tasks_started_at",
+        "CREATE INDEX tasks_started_at ON tasks (started_at, seq)",
+        "DROP INDEX tasks_name",
+        "CREATE INDEX tasks_name ON tasks (name, started_at, seq)",
+        "DROP INDEX alerts_created_at",
+        "CREATE INDEX alerts_created_at ON alerts (created_at, seq)",
+        "DROP INDEX alerts_task_name",
+        "CREATE INDEX alerts_task_name ON alerts (task_name, created_at, seq)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -318,6 +333,19 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
             except self._psycopg.Error as exc:
                 raise self._fail(f"reading {table}", exc) from None
         return [_as_text_row(row) for row in rows]
+
+    dialect = "postgres"
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Plain tuples of typed values from one read-only query (``ledger.aggregate`` writes the SQL;
+        ``{schema}`` in it names this ledger's schema)."""
+        with self._connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(sql.replace("{schema}", f'"{self.schema}"'), [_clean(p) for p in params])
+                    return list(cur.fetchall())
+            except self._psycopg.Error as exc:
+                raise self._fail("reading for a report", exc) from None
 
     def schema_version(self) -> int:
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:

@@ -18,6 +18,7 @@ statement, so on two cores SQLite's own work overlaps Python's encoding instead 
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -169,14 +170,34 @@ def _execute_each(
 
 
 _SELECT_V1_CALLS = f"SELECT {', '.join(_codec.CALL_COLUMNS)} FROM calls_v1 ORDER BY rowid"
+_INSERT_V2_CALL = _insert_sql("calls", _codec.COMPACT_CALL_COLUMNS_V2)
 
 
 def _copy_calls_from_v1(conn: sqlite3.Connection) -> None:
     """Schema 1 to 2: each call row read by the version-1 decoder and re-encoded, in rowid order
-    (so calls that started at the same instant keep their order)."""
+    (so calls that started at the same instant keep their order). Version 3's columns come later."""
+    width = len(_codec.COMPACT_CALL_COLUMNS_V2)
     rows = conn.execute(_SELECT_V1_CALLS)
     while chunk := rows.fetchmany(1000):
-        _insert_calls(conn, [_codec.call_to_compact_row(_codec.call_from_row(row)) for row in chunk])
+        conn.executemany(
+            _INSERT_V2_CALL,
+            [_codec.call_to_compact_row(_codec.call_from_row(row))[:width] for row in chunk],
+        )
+
+
+_RECORD_COST = _codec.COMPACT_RECORD_FIELDS.index("cost")
+_SET_MONEY = f"UPDATE calls SET {', '.join(f'{c} = ?' for c in _codec.MONEY_COLUMNS)} WHERE rowid = ?"
+
+
+def _fill_money_columns(conn: sqlite3.Connection) -> None:
+    """Schema 2 to 3: the exact money columns of every stored call, from its ``record``."""
+    rows = conn.execute("SELECT rowid, record FROM calls WHERE m_from_record = 1")
+    while chunk := rows.fetchmany(5000):
+        updates = []
+        for rowid, record in chunk:
+            cost, buckets = json.loads(record)[_RECORD_COST : _RECORD_COST + 2]
+            updates.append((*_codec.money_columns(cost, buckets), rowid))
+        conn.executemany(_SET_MONEY, updates)
 
 
 Migration = str | Callable[[sqlite3.Connection], None]
@@ -262,6 +283,13 @@ MIGRATIONS: tuple[tuple[Migration, ...], ...] = (
         "DROP TABLE calls_v1",  # and its indexes, whose names the new ones reuse
         "CREATE UNIQUE INDEX calls_started_at ON calls (started_at, id)",
         "CREATE INDEX calls_task_name ON calls (task_name, started_at)",
+    ),
+    (
+        *(f"ALTER TABLE calls ADD COLUMN {column} INTEGER" for column in _codec.MONEY_COLUMNS[:-1]),
+        # a row an older writer adds after this step has no money columns: read its record instead
+        "ALTER TABLE calls ADD COLUMN m_from_record INTEGER NOT NULL DEFAULT 1",
+        _fill_money_columns,
+        "CREATE INDEX calls_money_from_record ON calls (started_at) WHERE m_from_record = 1",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -449,7 +477,7 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
     ) -> list[CallRecord]:
         """Calls oldest first. ``task_id`` alone has no index (no report asks for it): it scans."""
         since_us = None if since is None else _codec.time_us(since)
-        rows = self._select("calls", _codec.COMPACT_CALL_COLUMNS, "started_at", since_us,
+        rows = self._select("calls", _codec.COMPACT_CALL_COLUMNS_V2, "started_at", since_us,
                             task_name=task_name, task_id=task_id)  # fmt: skip
         return [_codec.call_from_compact_row(row) for row in rows]
 
@@ -475,6 +503,18 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
                 return list(conn.execute(sql, params).fetchall())
             except sqlite3.Error as exc:
                 raise self._fail(f"reading {table}", exc) from exc
+
+    dialect = "sqlite"
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Plain tuples from one read-only query (``ledger.aggregate`` writes the SQL)."""
+        with self._connection() as conn:
+            try:
+                cursor = conn.cursor()
+                cursor.row_factory = None
+                return cursor.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail("reading for a report", exc) from exc
 
     def schema_version(self) -> int:
         with self._connection() as conn:

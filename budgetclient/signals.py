@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
 from . import config
@@ -180,6 +181,9 @@ def _call_keys(call: PrefixCall) -> list[str]:
     return keys
 
 
+_started_at = attrgetter("started_at")
+
+
 def _call_end(call: PrefixCall) -> datetime:
     return call.started_at + timedelta(seconds=max(call.duration_s, 0.0))
 
@@ -195,22 +199,22 @@ def repeat_prefix_calls(
     ``seen`` is updated in place.
     """
     seen = {} if seen is None else seen
-    ordered = sorted(calls, key=lambda c: c.started_at)
-    keyed = any(_call_keys(c) for c in ordered)
+    ordered = [(call, _call_keys(call)) for call in sorted(calls, key=_started_at)]
+    keyed = any(keys for _, keys in ordered)
     repeats: list[C] = []
     previous_end: datetime | None = None
-    for call in ordered:
-        keys = _call_keys(call)
+    for call, keys in ordered:
+        started = call.started_at
         if keyed:
-            last = [seen[k] for k in keys if k in seen]
-            if any(call.started_at - moment <= CACHE_TTL for moment in last):
+            if any(key in seen and started - seen[key] <= CACHE_TTL for key in keys):
                 repeats.append(call)
-        elif previous_end is not None and call.started_at - previous_end <= CACHE_TTL:
+        elif previous_end is not None and started - previous_end <= CACHE_TTL:
             repeats.append(call)
         end = _call_end(call)
-        previous_end = end if previous_end is None else max(previous_end, end)
+        previous_end = end if previous_end is None or end > previous_end else previous_end
         for key in keys:
-            seen[key] = max(end, seen.get(key, end))
+            if key not in seen or seen[key] < end:
+                seen[key] = end
     return repeats
 
 

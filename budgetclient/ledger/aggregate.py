@@ -140,11 +140,17 @@ class _Sql:
             params.append(chosen)
         return (f" WHERE {' AND '.join(filters)}" if filters else ""), params
 
-    def calls_columns(self) -> tuple[str, str, str, str, str]:
-        """model, operation, status, conversation, prefix hash."""
-        if self.sqlite:
-            return tuple(f"json_extract(record, '$[{i}]')" for i in (1, 2, 3, 6, 7))  # type: ignore[return-value]
-        return ("model", "operation", "status", "conversation", "prefix_hash")
+    def call_kind(self) -> str:
+        """The call's model and operation: two columns, or one JSON array (one parse of ``record``)."""
+        return "json_extract(record, '$[1]', '$[2]')" if self.sqlite else "model, operation"
+
+    def call_signals(self) -> str:
+        """The call's status, conversation and prefix hash: three columns, or one JSON array."""
+        return (
+            "json_extract(record, '$[3]', '$[6]', '$[7]')"
+            if self.sqlite
+            else "status, conversation, prefix_hash"
+        )
 
     def moment(self, value: Any) -> datetime:
         if self.sqlite:
@@ -169,55 +175,60 @@ def _money(sql: _Sql, total: Any, places: Any) -> Decimal:
 
 
 def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
-    """Every call of the selection, summed per (in a task, task name, model, cache storage)."""
+    """Every call of the selection, summed per (in a task, task name, model, operation)."""
     sql = _Sql(ledger.dialect)
-    model, operation = sql.calls_columns()[:2]
-    keys = f"task_id IS NULL, task_name, {model}, {operation} = 'cache.storage'"
+    width = 3 if sql.sqlite else 4  # SQLite's model and operation come as one JSON array
     money = ", ".join(_money_sum(sql, c) for c in ("cost", *_BUCKETS))
     exact_rows = "SUM(m_from_record), COUNT(m_cost)" if sql.sqlite else "0, COUNT(cost)"
     where, params = sql.where(sel, "calls")
     rows = ledger.fetch(
-        f"SELECT {keys}, COUNT(*), {exact_rows}, {_TOKEN_SUMS}, {money}, MIN(started_at), MAX(started_at) "
-        f"FROM {sql.prefix}calls{where} GROUP BY 1, 2, 3, 4",
+        f"SELECT task_id IS NULL, task_name, {sql.call_kind()}, COUNT(*), {exact_rows}, {_TOKEN_SUMS}, "
+        f"{money}, MIN(started_at), MAX(started_at) FROM {sql.prefix}calls{where} "
+        f"GROUP BY {_positions(width)}",
         params,
     )
     loose = _record_money(ledger, sql, sel) if sql.sqlite else {}
     groups = []
     for row in rows:
-        key = (bool(row[0]), row[1], row[2], bool(row[3]))
-        calls, from_record, priced = int(row[4]), int(row[5] or 0), int(row[6])
-        usage = Usage(*(int(v or 0) for v in row[7:14]))
-        amounts = [_money(sql, row[i], row[i + 1]) for i in range(14, 26, 2)]
+        key = tuple(row[:width])
+        model, operation = json.loads(row[2]) if sql.sqlite else row[2:4]
+        calls, from_record, priced = (int(v or 0) for v in row[width : width + 3])
+        sums = row[width + 3 :]
+        usage = Usage(*(int(v or 0) for v in sums[:7]))
+        amounts = [_money(sql, sums[i], sums[i + 1]) for i in range(7, 19, 2)]
         if from_record:
             extra_priced, extra = loose[key]
             priced += extra_priced
             amounts = [a + b for a, b in zip(amounts, extra, strict=True)]
         groups.append(
             CallGroup(
-                in_task=not key[0], task_name=key[1], model=key[2], storage=key[3], calls=calls,
-                priced=priced, usage=usage, cost=amounts[0],
+                in_task=not key[0], task_name=key[1], model=model, storage=operation == "cache.storage",
+                calls=calls, priced=priced, usage=usage, cost=amounts[0],
                 cost_breakdown=CostBreakdown(*amounts[1:]),
-                first_started_at=sql.moment(row[26]), last_started_at=sql.moment(row[27]),
+                first_started_at=sql.moment(sums[19]), last_started_at=sql.moment(sums[20]),
             )
         )  # fmt: skip
     return groups
 
 
+def _positions(count: int) -> str:
+    return ", ".join(str(i) for i in range(1, count + 1))
+
+
 def _record_money(
     ledger: SqlLedger, sql: _Sql, sel: Selection
-) -> dict[tuple[bool, str | None, str, bool], tuple[int, list[Decimal]]]:
+) -> dict[tuple[Any, ...], tuple[int, list[Decimal]]]:
     """SQLite rows whose money columns are not filled (amounts with more than 12 decimal places, or
     rows an older writer added): their money, summed from the records, per call group."""
-    model, operation = sql.calls_columns()[:2]
     where, params = sql.where(sel, "calls", extra="m_from_record = 1")
     rows = ledger.fetch(
-        f"SELECT task_id IS NULL, task_name, {model}, {operation} = 'cache.storage', "
-        f"json_extract(record, '$[12]'), json_extract(record, '$[13]') FROM calls{where}",
+        f"SELECT task_id IS NULL, task_name, {sql.call_kind()}, json_extract(record, '$[12]'), "
+        f"json_extract(record, '$[13]') FROM calls{where}",
         params,
     )
-    sums: dict[tuple[bool, str | None, str, bool], tuple[int, list[Decimal]]] = {}
-    for loose, name, model_name, storage, cost, buckets in rows:
-        key = (bool(loose), name, model_name, bool(storage))
+    sums: dict[tuple[Any, ...], tuple[int, list[Decimal]]] = {}
+    for loose, name, kind, cost, buckets in rows:
+        key = (loose, name, kind)
         priced, amounts = sums.get(key, (0, [Decimal(0)] * 6))
         if cost is not None:
             priced += 1
@@ -295,18 +306,18 @@ def calls_of(
     if between is not None:
         where += f" AND started_at >= {sql.mark} AND started_at <= {sql.mark}"
         params += [sql.time(between[0], "calls"), sql.time(between[1], "calls")]
-    _, _, status, conversation, prefix = sql.calls_columns()
     rows = ledger.fetch(
-        f"SELECT {sql.order}, task_id, started_at, duration_s, {conversation}, {prefix}, {status}, "
-        f"input_tokens, cache_read_tokens, cache_write_tokens FROM {sql.prefix}calls{where} "
+        f"SELECT {sql.order}, task_id, started_at, duration_s, input_tokens, cache_read_tokens, "
+        f"cache_write_tokens, {sql.call_signals()} FROM {sql.prefix}calls{where} "
         f"ORDER BY started_at, {sql.order}",
         params,
     )
-    moment = sql.moment
+    moment, loads = sql.moment, json.loads
     return [
-        CallFacts(order, task_id, moment(started), duration, conv, prefix_hash, status_text,
+        CallFacts(order, task_id, moment(started), duration, conv, prefix_hash, status,
                   Usage(input_tokens=i, cache_read_tokens=r, cache_write_tokens=w))
-        for order, task_id, started, duration, conv, prefix_hash, status_text, i, r, w in rows
+        for order, task_id, started, duration, i, r, w, *signals in rows
+        for status, conv, prefix_hash in (loads(signals[0]) if len(signals) == 1 else signals,)
     ]  # fmt: skip
 
 

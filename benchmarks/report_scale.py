@@ -57,32 +57,59 @@ def _breakdown(usage: Usage) -> CostBreakdown:
     )
 
 
-def _run(rng: random.Random, name: str, run_id: str, start: datetime, n_calls: int, parent: str | None,
-         unpriced: bool) -> tuple[list[CallRecord], TaskRecord]:  # fmt: skip
+def _run(
+    rng: random.Random,
+    name: str,
+    run_id: str,
+    start: datetime,
+    n_calls: int,
+    parent: str | None,
+    unpriced: bool,
+) -> tuple[list[CallRecord], TaskRecord]:
     calls = []
     for i in range(n_calls):
         input_tokens = 2000 + rng.randint(0, 6000)
         read = int(input_tokens * rng.uniform(0.3, 0.9)) if i else 0
-        usage = Usage(input_tokens=input_tokens, cache_read_tokens=read,
-                      cache_write_tokens=0 if i else input_tokens // 2, output_tokens=rng.randint(50, 900),
-                      requests=1)  # fmt: skip
+        usage = Usage(
+            input_tokens=input_tokens,
+            cache_read_tokens=read,
+            cache_write_tokens=0 if i else input_tokens // 2,
+            output_tokens=rng.randint(50, 900),
+            requests=1,
+        )
         parts = None if unpriced else _breakdown(usage)
-        calls.append(CallRecord(
-            id=uuid.uuid4().hex, provider="anthropic", model="in-house-model" if unpriced else "claude-sonnet-4-5",
-            operation="messages", started_at=start + timedelta(seconds=20 * i), duration_s=3.0, usage=usage,
-            cost=None if parts is None else parts.total, cost_breakdown=parts, status="ok", http_status=200,
-            task_id=run_id, task_name=name, conversation=f"conv-{run_id}", prefix_hash=f"prefix-{name}",
-        ))  # fmt: skip
+        calls.append(
+            CallRecord(
+                id=uuid.uuid4().hex,
+                provider="anthropic",
+                model="in-house-model" if unpriced else "claude-sonnet-4-5",
+                operation="messages",
+                started_at=start + timedelta(seconds=20 * i),
+                duration_s=3.0,
+                usage=usage,
+                cost=None if parts is None else parts.total,
+                cost_breakdown=parts,
+                status="ok",
+                http_status=200,
+                task_id=run_id,
+                task_name=name,
+                conversation=f"conv-{run_id}",
+                prefix_hash=f"prefix-{name}",
+            )
+        )
     roll = rng.random()
     task = TaskRecord(
-        id=run_id, name=name, parent_id=parent,
+        id=run_id,
+        name=name,
+        parent_id=parent,
         outcome="failure" if roll < 0.05 else "partial" if roll < 0.15 else "success",
-        started_at=start - timedelta(seconds=1), ended_at=start + timedelta(seconds=20 * n_calls + 2),
+        started_at=start - timedelta(seconds=1),
+        ended_at=start + timedelta(seconds=20 * n_calls + 2),
         usage=sum((c.usage for c in calls), Usage()),
         cost=None if unpriced else sum((c.cost for c in calls if c.cost is not None), Decimal(0)),
         cost_breakdown=sum((c.cost_breakdown for c in calls if c.cost_breakdown), CostBreakdown()),
         calls=n_calls,
-    )  # fmt: skip
+    )
     return calls, task
 
 
@@ -99,13 +126,26 @@ def history(n_calls: int, seed: int = 24) -> Iterator[tuple[list[CallRecord], li
             start = START + timedelta(seconds=rng.uniform(0, DAYS * 86400))
             run_id = uuid.uuid4().hex
             if rng.random() < 0.05:  # a child run of another name, 2 of its 10 calls
-                child_calls, child = _run(rng, f"task-{(k + 1) % NAMES:03d}", uuid.uuid4().hex,
-                                          start + timedelta(seconds=5), 2, run_id, False)  # fmt: skip
+                child_calls, child = _run(
+                    rng,
+                    f"task-{(k + 1) % NAMES:03d}",
+                    uuid.uuid4().hex,
+                    start + timedelta(seconds=5),
+                    2,
+                    run_id,
+                    False,
+                )
                 own, task = _run(rng, name, run_id, start, CALLS_PER_RUN - 2, None, False)
-                task = TaskRecord(**{**{f: getattr(task, f) for f in task.__slots__}, "calls": CALLS_PER_RUN,
-                                     "usage": task.usage + child.usage, "cost": (task.cost or 0) + (child.cost or 0),
-                                     "cost_breakdown": task.cost_breakdown + child.cost_breakdown,
-                                     "ended_at": max(task.ended_at, child.ended_at) + timedelta(seconds=1)})  # fmt: skip
+                task = TaskRecord(
+                    **{
+                        **{f: getattr(task, f) for f in task.__slots__},
+                        "calls": CALLS_PER_RUN,
+                        "usage": task.usage + child.usage,
+                        "cost": (task.cost or 0) + (child.cost or 0),
+                        "cost_breakdown": task.cost_breakdown + child.cost_breakdown,
+                        "ended_at": max(task.ended_at, child.ended_at) + timedelta(seconds=1),
+                    }
+                )
                 calls += own + child_calls
                 tasks += [child, task]
             else:
@@ -114,8 +154,15 @@ def history(n_calls: int, seed: int = 24) -> Iterator[tuple[list[CallRecord], li
                 tasks.append(task)
             if rng.random() < 0.1:  # about 1% of calls outside any task
                 loose, _ = _run(rng, name, "loose", start + timedelta(hours=1), 1, None, False)
-                calls.append(CallRecord(**{**{f: getattr(loose[0], f) for f in loose[0].__slots__},
-                                           "task_id": None, "task_name": None}))  # fmt: skip
+                calls.append(
+                    CallRecord(
+                        **{
+                            **{f: getattr(loose[0], f) for f in loose[0].__slots__},
+                            "task_id": None,
+                            "task_name": None,
+                        }
+                    )
+                )
         made += len(calls)
         yield calls, tasks
 
@@ -167,7 +214,9 @@ def groupby_floor(url: str) -> float:
             "SELECT task_name, COUNT(*), SUM(input_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), "
             "SUM(output_tokens), SUM(m_cost >> 4), MAX(m_cost & 15) FROM calls GROUP BY task_name"
         ).fetchall()
-        conn.execute("SELECT name, outcome, COUNT(*), SUM(calls) FROM tasks GROUP BY name, outcome").fetchall()
+        conn.execute(
+            "SELECT name, outcome, COUNT(*), SUM(calls) FROM tasks GROUP BY name, outcome"
+        ).fetchall()
         elapsed = time.perf_counter() - t0
         conn.close()
         return elapsed
@@ -182,16 +231,21 @@ def groupby_floor(url: str) -> float:
             "SELECT task_name, COUNT(*), SUM(input_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), "
             f'SUM(output_tokens), SUM(cost) FROM "{schema}".calls GROUP BY task_name'
         ).fetchall()
-        conn.execute(f'SELECT name, outcome, COUNT(*), SUM(calls) FROM "{schema}".tasks GROUP BY name, outcome').fetchall()
+        conn.execute(
+            f'SELECT name, outcome, COUNT(*), SUM(calls) FROM "{schema}".tasks GROUP BY name, outcome'
+        ).fetchall()
         return time.perf_counter() - t0
 
 
 def measure(command: str, url: str) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of one ``budgetclient <command>`` in a fresh process."""
     out = subprocess.run(
-        [sys.executable, __file__, "--child", command, url], capture_output=True, text=True, check=True,
+        [sys.executable, __file__, "--child", command, url],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return result["seconds"], result["rss_mb"]
 
@@ -216,9 +270,13 @@ def child(command: str, url: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, action="append", help="ledger sizes (default 100000 and 1000000)")
+    parser.add_argument(
+        "--calls", type=int, action="append", help="ledger sizes (default 100000 and 1000000)"
+    )
     parser.add_argument("--backend", choices=("sqlite", "postgres"), action="append")
-    parser.add_argument("--markdown", action="store_true", help="also print the table for benchmarks/README.md")
+    parser.add_argument(
+        "--markdown", action="store_true", help="also print the table for benchmarks/README.md"
+    )
     parser.add_argument("--child", nargs=2, metavar=("COMMAND", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -252,18 +310,24 @@ def main() -> None:
 
                         with psycopg.connect(pg_url, autocommit=True) as conn:
                             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            line = (f"backend={backend} rows={n} report_s={report_s:.2f} rss_mb={report_mb:.0f} "
-                    f"groupby_s={floor:.3f} ratio={report_s / floor:.1f} check_s={check_s:.2f} "
-                    f"check_rss_mb={check_mb:.0f} check_ratio={check_s / floor:.1f} fill_s={fill_s:.0f}")  # fmt: skip
+            line = (
+                f"backend={backend} rows={n} report_s={report_s:.2f} rss_mb={report_mb:.0f} "
+                f"groupby_s={floor:.3f} ratio={report_s / floor:.1f} check_s={check_s:.2f} "
+                f"check_rss_mb={check_mb:.0f} check_ratio={check_s / floor:.1f} fill_s={fill_s:.0f}"
+            )
             print(line, flush=True)
             results.append((backend, n, report_s, report_mb, check_s, check_mb, floor))
     if args.markdown:
-        print("\n| backend | calls | report s | report peak RSS MB | check s | check peak RSS MB | GROUP BY floor s "
-              "| report / floor | check / floor |")
+        print(
+            "\n| backend | calls | report s | report peak RSS MB | check s | check peak RSS MB "
+            "| GROUP BY floor s | report / floor | check / floor |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for backend, n, report_s, report_mb, check_s, check_mb, floor in results:
-            print(f"| {backend} | {n:,} | {report_s:.2f} | {report_mb:.0f} | {check_s:.2f} | {check_mb:.0f} | "
-                  f"{floor:.3f} | {report_s / floor:.1f} | {check_s / floor:.1f} |")
+            print(
+                f"| {backend} | {n:,} | {report_s:.2f} | {report_mb:.0f} | {check_s:.2f} | {check_mb:.0f} | "
+                f"{floor:.3f} | {report_s / floor:.1f} | {check_s / floor:.1f} |"
+            )
 
 
 if __name__ == "__main__":

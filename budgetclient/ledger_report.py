@@ -54,6 +54,7 @@ from .usage import CostBreakdown, TaskRecord, Usage
 
 __all__ = ["LedgerReport", "read_ledger_report"]
 
+_IDS_PER_QUERY = 500
 _TaskKey = tuple[datetime, datetime, int]
 """When a task ended, started, and its stored order: the order a replay ends tasks in."""
 
@@ -61,7 +62,8 @@ _TaskKey = tuple[datetime, datetime, int]
 @dataclass(frozen=True, slots=True)
 class LedgerReport:
     report: Report
-    facts: LedgerFacts
+    facts: LedgerFacts | None
+    """None unless asked for (``check``): the cache check reads every call a second time."""
 
 
 def read_ledger_report(
@@ -71,11 +73,13 @@ def read_ledger_report(
     task_name: str | None = None,
     settings: Settings | None = None,
     points: bool = False,
+    facts: bool = False,
     progress: Progress | None = None,
 ) -> LedgerReport:
     """The report of the records started at or after ``since`` (of ``task_name`` only, if given).
 
     ``points`` (every run, for charts) grows with the ledger: ask for them only to draw them.
+    ``facts``: the checklist's `LedgerFacts` too.
     """
     settings = settings or config.get_settings()
     stored = ledger.read_alerts(since=since, task_name=task_name)
@@ -85,9 +89,9 @@ def read_ledger_report(
         calls = ledger.read_calls(since=since, task_name=task_name)
         report = build_report(tasks, calls, stored, task_name=task_name, settings=settings, since=since,
                               progress=progress)  # fmt: skip
-        facts = facts_from_records(tasks, calls, settings=settings)
-        return LedgerReport(report if points else replace(report, points=()), facts)
-    return _NamePasses(db, Selection(since, task_name), settings, points, progress).run(stored)
+        found = facts_from_records(tasks, calls, settings=settings) if facts else None
+        return LedgerReport(report if points else replace(report, points=()), found)
+    return _NamePasses(db, Selection(since, task_name), settings, points, facts, progress).run(stored)
 
 
 def _models(groups: Sequence[CallGroup]) -> tuple[str, ...]:
@@ -124,10 +128,16 @@ class _NamePasses:
     """One pass per task name over its runs and calls; the figures add up across names."""
 
     def __init__(
-        self, db: SqlLedger, sel: Selection, settings: Settings, points: bool, progress: Progress | None
+        self,
+        db: SqlLedger,
+        sel: Selection,
+        settings: Settings,
+        points: bool,
+        facts: bool,
+        progress: Progress | None,
     ) -> None:
         self.db, self.sel, self.settings, self.progress = db, sel, settings, progress
-        self.want_points = points
+        self.want_points, self.want_facts = points, facts
         self.children: dict[str, list[ChildTask]] = {}
         self.rows: list[TaskNameRow] = []
         self.replayed: list[tuple[_TaskKey, AlertRecord]] = []
@@ -149,7 +159,8 @@ class _NamePasses:
         task_name_set = set(names)
         for done, name in enumerate(todo, 1):
             calls = calls_of(self.db, sel, name) if name in call_names else []
-            self._cache_facts(name, calls)
+            if self.want_facts:
+                self._cache_facts(name, calls)
             if name is not None and name in task_name_set:
                 models = _models([g for g in groups if g.in_task and g.task_name == name])
                 self._task_name(name, calls, models)
@@ -219,16 +230,17 @@ class _NamePasses:
         return foreign
 
     def _calls_of_tasks(self, tasks: Sequence[ChildTask]) -> list[CallFacts]:
+        """The calls of these tasks: per task name, between their first start and last end."""
         by_name: dict[str, list[ChildTask]] = {}
         for task in tasks:
             by_name.setdefault(task.name, []).append(task)
         found: list[CallFacts] = []
         for child_name, group in by_name.items():
-            ids = {t.id for t in group}
-            window = (min(t.started_at for t in group), max(t.ended_at for t in group))
-            found.extend(
-                c for c in calls_of(self.db, self.sel, child_name, between=window) if c.task_id in ids
-            )
+            for start in range(0, len(group), _IDS_PER_QUERY):
+                chunk = group[start : start + _IDS_PER_QUERY]
+                window = (min(t.started_at for t in chunk), max(t.ended_at for t in chunk))
+                ids = [t.id for t in chunk]
+                found.extend(calls_of(self.db, self.sel, child_name, between=window, task_ids=ids))
         return found
 
     def _finish(self, stored: Sequence[AlertRecord], groups: Sequence[CallGroup]) -> LedgerReport:

@@ -207,7 +207,9 @@ SELECTIONS = [
 def assert_same_figures(ledger: Ledger) -> None:
     for since, task in SELECTIONS:
         old, old_facts, old_items = reference(ledger, since, task)
-        new = read_ledger_report(ledger, since=since, task_name=task, settings=SETTINGS, points=True)
+        new = read_ledger_report(
+            ledger, since=since, task_name=task, settings=SETTINGS, points=True, facts=True
+        )
         where = f"since={since} task={task}"
         assert [r.task for r in new.report.rows] == [r.task for r in old.rows], where
         for got, want in zip(new.report.rows, old.rows, strict=True):
@@ -215,7 +217,9 @@ def assert_same_figures(ledger: Ledger) -> None:
                 assert exact(getattr(got, f.name)) == exact(getattr(want, f.name)), (where, want.task, f.name)
         assert exact(new.report) == exact(old), where
         assert exact(new.facts) == exact(old_facts), where
-        assert checklist(new.facts, new.report, settings=SETTINGS) == old_items, where
+        assert new.facts is not None and checklist(new.facts, new.report, settings=SETTINGS) == old_items, (
+            where
+        )
         json_rows = [
             {**row, "alerts": [{**a, "id": None} for a in row["alerts"]]} for row in new.report.as_json()
         ]

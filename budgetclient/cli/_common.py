@@ -76,15 +76,16 @@ class LoadedReport:
     since: datetime | None
     task: str | None
     report: Report
-    facts: LedgerFacts
+    facts: LedgerFacts | None
 
 
 def read_report(
-    args: argparse.Namespace, settings: config.Settings, *, points: bool = False
+    args: argparse.Namespace, settings: config.Settings, *, points: bool = False, facts: bool = False
 ) -> LoadedReport:
     """The report of the records the arguments select (the database aggregates; see `ledger_report`),
     with a progress line while it is built; a ledger that cannot be used is a one-line error.
-    ``points`` (every run, for charts) only when they are drawn: they grow with the ledger."""
+    ``points`` (every run, for charts) only when they are drawn: they grow with the ledger; ``facts``
+    (what the checklist reads besides the report) only for ``check``."""
     url = args.ledger or config.get_settings().ledger_url
     since = parse_since(args.since) if args.since else None
     task = args.task or None
@@ -93,7 +94,13 @@ def read_report(
     try:
         progress.update("reading the ledger")
         loaded = read_ledger_report(
-            ledger, since=since, task_name=task, settings=settings, points=points, progress=progress
+            ledger,
+            since=since,
+            task_name=task,
+            settings=settings,
+            points=points,
+            facts=facts,
+            progress=progress,
         )
     finally:
         ledger.close()

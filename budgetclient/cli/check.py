@@ -56,7 +56,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = config.get_settings()
-    loaded = read_report(args, settings)
+    loaded = read_report(args, settings, facts=True)
+    assert loaded.facts is not None
     items = checklist(loaded.facts, loaded.report, settings=settings)
     failed = any(i.status == "fail" or (args.strict and i.status == "warn") for i in items)
     if args.format == "json":

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from ..usage import CostBreakdown, TaskRecord, Usage
+from ..usage import CostBreakdown, TaskRecord, Usage, _trusted_usage
 from . import _codec
 
 __all__ = [
@@ -298,24 +298,28 @@ def calls_of(
     name: str | None,
     *,
     between: tuple[datetime, datetime] | None = None,
+    task_ids: Sequence[str] = (),
 ) -> list[CallFacts]:
     """The calls of one task name (None: calls with no task name) in stored order, as `CallFacts`;
-    ``between`` keeps those that started in that closed interval too."""
+    ``between`` keeps those that started in that closed interval, ``task_ids`` those of these tasks."""
     sql = _Sql(ledger.dialect)
     where, params = sql.where(sel, "calls", named=True, name=name)
     if between is not None:
         where += f" AND started_at >= {sql.mark} AND started_at <= {sql.mark}"
         params += [sql.time(between[0], "calls"), sql.time(between[1], "calls")]
+    if task_ids:
+        where += f" AND task_id IN ({', '.join([sql.mark] * len(task_ids))})"
+        params += list(task_ids)
     rows = ledger.fetch(
         f"SELECT {sql.order}, task_id, started_at, duration_s, input_tokens, cache_read_tokens, "
         f"cache_write_tokens, {sql.call_signals()} FROM {sql.prefix}calls{where} "
         f"ORDER BY started_at, {sql.order}",
         params,
     )
-    moment, loads = sql.moment, json.loads
+    moment, loads, usage = sql.moment, json.loads, _trusted_usage
     return [
         CallFacts(order, task_id, moment(started), duration, conv, prefix_hash, status,
-                  Usage(input_tokens=i, cache_read_tokens=r, cache_write_tokens=w))
+                  usage(i, r, w, 0, 0, 0, 0))
         for order, task_id, started, duration, i, r, w, *signals in rows
         for status, conv, prefix_hash in (loads(signals[0]) if len(signals) == 1 else signals,)
     ]  # fmt: skip

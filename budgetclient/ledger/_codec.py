@@ -102,16 +102,17 @@ def time_text(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+def _time(value: str | datetime) -> datetime:
+    """Stored text, or a database's own timestamp (PostgreSQL's, in its session time zone) as UTC."""
+    return value.astimezone(UTC) if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 def _money(amount: Decimal | None) -> str | None:
     return None if amount is None else str(amount)
 
 
-def _decimal(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
+def _decimal(value: str | Decimal | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
 
 
 def _json_default(value: Any) -> Any:
@@ -149,7 +150,7 @@ def _breakdown(row: RowLike) -> CostBreakdown | None:
     values = [row[c] for c in BUCKET_COLUMNS]
     if all(v is None for v in values):
         return None
-    return CostBreakdown(**{b: Decimal(v or "0") for b, v in zip(_BUCKETS, values, strict=True)})
+    return CostBreakdown(**{b: Decimal(0 if v is None else v) for b, v in zip(_BUCKETS, values, strict=True)})
 
 
 def _drift_text(drift: PrefixDrift | None) -> str | None:

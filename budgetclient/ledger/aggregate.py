@@ -259,37 +259,9 @@ def tasks_of(ledger: SqlLedger, sel: Selection, name: str) -> list[tuple[TaskRec
         f"ORDER BY started_at, {sql.order}",
         params,
     )
-    # SQLite's text forms are decoded by the ledger's own codec
-    decode = _text_task if sql.sqlite else _typed_task
-    return [(decode(dict(zip(_TASK_READ, row[1:], strict=True))), row[0]) for row in rows]
-
-
-def _text_task(row: dict[str, Any]) -> TaskRecord:
-    return _codec.task_from_row({**row, "metadata": ""})
-
-
-def _typed_task(row: dict[str, Any]) -> TaskRecord:
-    """A task from PostgreSQL's typed values, as `_codec.task_from_row` decodes their text."""
-    buckets = [row[c] for c in _codec.BUCKET_COLUMNS]
-    breakdown = (
-        CostBreakdown()
-        if all(v is None for v in buckets)
-        else CostBreakdown(*(Decimal(0) if v is None else v for v in buckets))
-    )
-    return TaskRecord(
-        id=row["id"],
-        name=row["name"],
-        parent_id=row["parent_id"],
-        outcome=row["outcome"],
-        started_at=row["started_at"].astimezone(UTC),
-        ended_at=row["ended_at"].astimezone(UTC),
-        usage=Usage(**{c: int(row[c]) for c in _codec.USAGE_COLUMNS}),
-        cost=row["cost"],
-        cost_breakdown=breakdown,
-        calls=int(row["calls"]),
-        budget_usd=row["budget_usd"],
-        error=row["error"],
-    )
+    # the ledger's own decoder reads SQLite's text forms and PostgreSQL's typed values alike
+    return [(_codec.task_from_row({**dict(zip(_TASK_READ, row[1:], strict=True)), "metadata": ""}), row[0])
+            for row in rows]  # fmt: skip
 
 
 def calls_of(

@@ -22,7 +22,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -132,6 +131,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+_READ_BATCH = 2000
+"""Rows a read fetches from the server at a time."""
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _TIME_COLUMNS = frozenset({"started_at", "ended_at", "created_at"})
 
@@ -170,19 +171,6 @@ def _insert_sql(schema: str, table: str, columns: tuple[str, ...]) -> str:
         f'INSERT INTO "{schema}".{table} ({", ".join(columns)}) VALUES ({placeholders}) '
         "ON CONFLICT (id) DO NOTHING"
     )
-
-
-def _as_text_row(row: dict[str, Any]) -> dict[str, Any]:
-    """Typed PostgreSQL values back to the text forms the shared row codec reads."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if isinstance(value, datetime):
-            out[key] = _codec.time_text(value)
-        elif isinstance(value, Decimal):
-            out[key] = str(value)
-        else:
-            out[key] = value
-    return out
 
 
 class PostgresLedger(_codec.RowReads, ForkSafeConnection):
@@ -327,12 +315,14 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
         sql = f'SELECT {", ".join(columns)} FROM "{self.schema}".{table}{where} ORDER BY {time_column}, seq'
         with self._connection() as conn:
             try:
-                with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                # a server-side cursor streams the rows in batches; typed values (timestamps, NUMERIC)
+                # go to the shared decoder as they are
+                with conn.transaction(), conn.cursor(name="budgetclient_read", row_factory=dict_row) as cur:
+                    cur.itersize = _READ_BATCH
                     cur.execute(sql, params)
-                    rows = cur.fetchall()
+                    return list(cur)
             except self._psycopg.Error as exc:
                 raise self._fail(f"reading {table}", exc) from None
-        return [_as_text_row(row) for row in rows]
 
     dialect = "postgres"
 

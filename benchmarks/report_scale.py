@@ -259,6 +259,23 @@ def child(command: str, url: str) -> None:
     """Run the command with stdout to /dev/null; print its time and this process's peak RSS."""
     from budgetclient.cli import main
 
+    if command == "report-old":  # what `report` did before: every record decoded, aggregated in Python
+        from budgetclient import config
+        from budgetclient.reports import build_report
+
+        t0 = time.perf_counter()
+        ledger = open_ledger(url)
+        build_report(
+            ledger.read_tasks(), ledger.read_calls(), ledger.read_alerts(), settings=config.get_settings()
+        )
+        ledger.close()
+        elapsed = time.perf_counter() - t0
+        print(
+            json.dumps(
+                {"seconds": elapsed, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            )
+        )
+        return
     real = os.dup(1)
     with open(os.devnull, "w") as null:
         os.dup2(null.fileno(), 1)
@@ -281,6 +298,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgres"), action="append")
     parser.add_argument(
         "--markdown", action="store_true", help="also print the table for benchmarks/README.md"
+    )
+    parser.add_argument(
+        "--old", action="store_true", help="also time the previous report (100k calls at most)"
     )
     parser.add_argument("--repeat", type=int, default=2, help="runs per command; the fastest counts")
     parser.add_argument("--child", nargs=2, metavar=("COMMAND", "URL"), help=argparse.SUPPRESS)
@@ -310,6 +330,7 @@ def main() -> None:
                     floor = min(groupby_floor(url) for _ in range(3))
                     report_s, report_mb = measure("report", url, args.repeat)
                     check_s, check_mb = measure("check", url, args.repeat)
+                    old = measure("report-old", url, args.repeat) if args.old and n <= 100_000 else None
                 finally:
                     if backend == "postgres":
                         import psycopg
@@ -321,6 +342,8 @@ def main() -> None:
                 f"groupby_s={floor:.3f} ratio={report_s / floor:.1f} check_s={check_s:.2f} "
                 f"check_rss_mb={check_mb:.0f} check_ratio={check_s / floor:.1f} fill_s={fill_s:.0f}"
             )
+            if old is not None:
+                line += f" old_report_s={old[0]:.2f} old_rss_mb={old[1]:.0f}"
             print(line, flush=True)
             results.append((backend, n, report_s, report_mb, check_s, check_mb, floor))
     if args.markdown:

@@ -5,6 +5,7 @@ on PostgreSQL (when ``BUDGETCLIENT_TEST_POSTGRES_URL`` names a server) and on ``
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import uuid
@@ -19,6 +20,7 @@ import pytest
 
 from budgetclient import config
 from budgetclient.cli.check import checklist, evaluate_checklist
+from budgetclient.errors import LedgerError
 from budgetclient.ledger import AlertRecord, Ledger, _codec, open_ledger
 from budgetclient.ledger import sqlite as sqlite_ledger
 from budgetclient.ledger_report import read_ledger_report
@@ -258,29 +260,44 @@ def test_memory_figures_equal_the_python_aggregation(history: History) -> None:
     assert_same_figures(ledger)
 
 
-def test_sqlite_rows_without_money_columns_are_summed_from_their_records(
-    tmp_path: Path, history: History
-) -> None:
-    """Rows an older writer added after the migration (or that predate it) have no money columns."""
+def test_sqlite_money_columns_are_filled_once_by_the_first_report(tmp_path: Path, history: History) -> None:
     path = tmp_path / "ledger.db"
     ledger = open_ledger(f"sqlite:///{path}")
     fill(ledger, history)
+    columns = ", ".join(_codec.MONEY_COLUMNS)
+    with sqlite3.connect(path) as raw:  # the writer leaves them empty
+        assert raw.execute("SELECT DISTINCT m_from_record FROM calls").fetchall() == [(1,)]
+    read_ledger_report(ledger, settings=SETTINGS)
     with sqlite3.connect(path) as raw:
-        written = raw.execute(
-            f"SELECT {', '.join(_codec.MONEY_COLUMNS)} FROM calls ORDER BY rowid"
-        ).fetchall()
-        blank = ", ".join(f"{c} = NULL" for c in _codec.MONEY_COLUMNS[:-1])
-        raw.execute(f"UPDATE calls SET {blank}, m_from_record = 1 WHERE rowid % 3 = 0")
+        filled = raw.execute(f"SELECT {columns} FROM calls ORDER BY rowid").fetchall()
+        records = raw.execute("SELECT record FROM calls ORDER BY rowid").fetchall()
+    for row, (record,) in zip(filled, records, strict=True):
+        cost, buckets = json.loads(record)[12:14]
+        exact = [cost, *(buckets or [None] * 5)]
+        if row[-1] == 2:  # more than 12 decimal places: summed from the record
+            assert any(t is not None and _codec.fixed_money(t) is None for t in exact)
+            continue
+        assert row[-1] == 0
+        for fixed, text in zip(row[:-1], exact, strict=True):
+            assert (fixed is None) == (text is None)
+            if text is not None:  # the column holds the amount exactly
+                assert _codec.money_from_fixed(fixed >> 4, fixed & 15) == Decimal(text)
+    assert sqlite_ledger.SQLiteLedger.fill_money_columns(ledger) == 0  # type: ignore[arg-type]
+    ledger.close()
+
+
+def test_sqlite_rows_that_cannot_be_filled_are_summed_from_their_records(
+    tmp_path: Path, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report on a file it may not write (or a fill that fails) still gives exact figures."""
+
+    def refuse(self: object) -> int:
+        raise LedgerError("read-only")
+
+    monkeypatch.setattr(sqlite_ledger.SQLiteLedger, "fill_money_columns", refuse)
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    fill(ledger, history)
     assert_same_figures(ledger)
-    # the migration's backfill gives every row the columns the writer gives it
-    with sqlite3.connect(path) as raw:
-        raw.execute("BEGIN")
-        sqlite_ledger._fill_money_columns(raw)
-        raw.execute("COMMIT")
-        assert (
-            raw.execute(f"SELECT {', '.join(_codec.MONEY_COLUMNS)} FROM calls ORDER BY rowid").fetchall()
-            == written
-        )
     ledger.close()
 
 

@@ -32,7 +32,6 @@ __all__ = [
     "BUCKET_COLUMNS",
     "CALL_COLUMNS",
     "COMPACT_CALL_COLUMNS",
-    "COMPACT_CALL_COLUMNS_V2",
     "MONEY_COLUMNS",
     "COMPACT_RECORD_FIELDS",
     "TASK_COLUMNS",
@@ -215,21 +214,21 @@ def call_from_row(row: RowLike) -> CallRecord:
 
 # -- SQLite's compact calls row (its schema version 2) ----------------------------------------------
 
-COMPACT_CALL_COLUMNS_V2: tuple[str, ...] = (
+COMPACT_CALL_COLUMNS: tuple[str, ...] = (
     "id", "started_at", "task_id", "task_name", "duration_s", *USAGE_COLUMNS, "request_bytes", "record",
 )  # fmt: skip
-"""SQLite's ``calls`` columns up to schema version 2 (what the decoder reads)."""
+"""SQLite's ``calls`` columns: ``started_at`` is microseconds since the Unix epoch (UTC); numbers are
+bound natively (cheaper than formatting them); ``record`` is a JSON array of the remaining fields."""
 MONEY_COLUMNS: tuple[str, ...] = (
     "m_cost", "m_uncached_input", "m_cache_read", "m_cache_write", "m_output", "m_storage", "m_from_record",
 )  # fmt: skip
 """SQLite's exact money columns (schema version 3), so SQL sums money without decoding ``record``: each
-amount as ``pico-USD x 16 + decimal places`` (`fixed_money`; NULL when the amount is unknown). ``SUM(m >> 4)``
-is the exact sum in pico-USD and ``MAX(m & 15)`` the decimal places a Python `Decimal` sum would show.
-``m_from_record`` is 1 when an amount has more than 12 decimal places (or the row predates version 3):
-such rows are summed from ``record`` instead."""
-COMPACT_CALL_COLUMNS: tuple[str, ...] = (*COMPACT_CALL_COLUMNS_V2, *MONEY_COLUMNS)
-"""SQLite's ``calls`` columns: ``started_at`` is microseconds since the Unix epoch (UTC); numbers are
-bound natively (cheaper than formatting them); ``record`` is a JSON array of the remaining fields."""
+amount as ``pico-USD x 16 + decimal places`` (`fixed_money`; NULL when the amount is unknown).
+``SUM(m >> 4)`` is the exact sum in pico-USD and ``MAX(m & 15)`` the decimal places a Python `Decimal`
+sum shows. The writer does not fill them (its hot path stays as it is): a row arrives with
+``m_from_record = 1`` and the next report fills it from ``record`` (`money_columns`), once. A row
+whose amounts have more than 12 decimal places keeps ``m_from_record = 2`` and is summed from
+``record``."""
 
 COMPACT_RECORD_FIELDS: tuple[str, ...] = (
     "provider", "model", "operation", "status", "http_status", "error", "conversation", "prefix_hash",
@@ -240,8 +239,7 @@ COMPACT_RECORD_FIELDS: tuple[str, ...] = (
 bucket amounts in `BUCKET_COLUMNS` order; ``stream``/``batch`` are 0/1. Fields are only ever appended,
 so an older reader ignores what a newer writer adds."""
 
-CompactCallRow = tuple[Any, ...]
-"""`COMPACT_CALL_COLUMNS` values: id, time, task, the numbers, ``record``, then `MONEY_COLUMNS`."""
+CompactCallRow = tuple[str, int, str | None, str | None, float, int, int, int, int, int, int, int, int, str]
 
 MONEY_PLACES = 12
 """Decimal places the SQL money columns hold exactly (pico-USD)."""
@@ -253,8 +251,8 @@ _FIXED_MAX = 2**63
 def fixed_money(text: str) -> int | None:
     """``str(amount)`` as ``pico-USD x 16 + decimal places``, or None when that is not exact or too big.
 
-    Parsed from the text the record stores anyway (several times cheaper than `Decimal` arithmetic;
-    the writer runs it six times a call); scientific notation (``3E-7``) takes the exact slow path."""
+    Parsed from the text the record stores (several times cheaper than `Decimal` arithmetic; a fill
+    runs it six times a call); scientific notation (``3E-7``) takes the exact slow path."""
     head, _, tail = text.partition(".")
     places = len(tail)
     if places > MONEY_PLACES or "E" in text:
@@ -288,16 +286,17 @@ _UNPRICED = (None, None, None, None, None, None, 0)
 
 
 def money_columns(cost: str | None, buckets: Sequence[str] | None) -> tuple[int | None, ...]:
-    """`MONEY_COLUMNS` for a call's cost and bucket texts (None: unknown)."""
+    """`MONEY_COLUMNS` for a call's cost and bucket texts (None: unknown); ``m_from_record`` is 2 when
+    an amount does not fit."""
     if cost is None and buckets is None:
         return _UNPRICED
     fixed = fixed_money(cost) if cost is not None else None
     exact = fixed is not None or cost is None
     if buckets is None:
-        return (fixed, None, None, None, None, None, 0 if exact else 1)
+        return (fixed, None, None, None, None, None, 0 if exact else 2)
     uncached, read, write, output, storage = map(fixed_money, buckets)
     exact = exact and None not in (uncached, read, write, output, storage)
-    return (fixed, uncached, read, write, output, storage, 0 if exact else 1)
+    return (fixed, uncached, read, write, output, storage, 0 if exact else 2)
 
 
 _text = encode_basestring_ascii  # a JSON string literal, ASCII only: even a lone surrogate survives
@@ -362,13 +361,11 @@ def call_to_compact_row(r: CallRecord) -> CompactCallRow:
     ):
         _check_text(record_id, task_id, task_name)
     # str(Decimal) holds no quote or backslash, so it goes between quotes as it is
-    cost_text = None if cost is None else str(cost)
-    money = "null" if cost_text is None else f'"{cost_text}"'
-    bucket_texts = None if breakdown is None else (
-        str(breakdown.uncached_input), str(breakdown.cache_read), str(breakdown.cache_write),
-        str(breakdown.output), str(breakdown.storage),
+    money = "null" if cost is None else f'"{cost!s}"'
+    buckets = "null" if breakdown is None else (
+        f'["{breakdown.uncached_input!s}","{breakdown.cache_read!s}","{breakdown.cache_write!s}",'
+        f'"{breakdown.output!s}","{breakdown.storage!s}"]'
     )  # fmt: skip
-    buckets = "null" if bucket_texts is None else '["' + '","'.join(bucket_texts) + '"]'
     record = (
         f"[{_shape_texts.get(shape) or _shape_text(shape)},{money},{buckets},"
         f"{'null' if response_id is None else _text(response_id)},"
@@ -379,7 +376,6 @@ def call_to_compact_row(r: CallRecord) -> CompactCallRow:
         record_id, (started_at - _EPOCH) // _MICROSECOND, task_id, task_name, duration, usage.input_tokens,
         usage.cache_read_tokens, usage.cache_write_tokens, usage.cache_write_long_tokens,
         usage.output_tokens, usage.reasoning_tokens, usage.requests, int(r.request_bytes), record,
-        *money_columns(cost_text, bucket_texts),
     )  # fmt: skip
 
 
@@ -388,7 +384,7 @@ def call_from_compact_row(row: Sequence[Any]) -> CallRecord:
         record_id, started_at, task_id, task_name, duration_s, input_tokens, cache_read_tokens,
         cache_write_tokens, cache_write_long_tokens, output_tokens, reasoning_tokens, requests,
         request_bytes, record,
-    ) = row[: len(COMPACT_CALL_COLUMNS_V2)]  # fmt: skip
+    ) = row  # fmt: skip
     (
         provider, model, operation, status, http_status, error, conversation, prefix_hash, service_tier,
         stream, batch, attempt, cost, buckets, response_id, drift, metadata,

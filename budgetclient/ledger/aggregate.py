@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from ..errors import LedgerError
 from ..usage import CostBreakdown, TaskRecord, Usage, _trusted_usage
 from . import _codec
 
@@ -175,11 +176,20 @@ def _money(sql: _Sql, total: Any, places: Any) -> Decimal:
 
 
 def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
-    """Every call of the selection, summed per (in a task, task name, model, operation)."""
+    """Every call of the selection, summed per (in a task, task name, model, operation).
+
+    On SQLite the money columns of calls stored since the last report are filled first; where that
+    cannot be done (a read-only file), those calls are summed from their records instead."""
     sql = _Sql(ledger.dialect)
+    fill = getattr(ledger, "fill_money_columns", None)
+    if sql.sqlite and fill is not None:
+        try:
+            fill()
+        except LedgerError:
+            pass
     width = 3 if sql.sqlite else 4  # SQLite's model and operation come as one JSON array
     money = ", ".join(_money_sum(sql, c) for c in ("cost", *_BUCKETS))
-    exact_rows = "SUM(m_from_record), COUNT(m_cost)" if sql.sqlite else "0, COUNT(cost)"
+    exact_rows = "SUM(m_from_record != 0), COUNT(m_cost)" if sql.sqlite else "0, COUNT(cost)"
     where, params = sql.where(sel, "calls")
     rows = ledger.fetch(
         f"SELECT task_id IS NULL, task_name, {sql.call_kind()}, COUNT(*), {exact_rows}, {_TOKEN_SUMS}, "
@@ -219,8 +229,8 @@ def _record_money(
     ledger: SqlLedger, sql: _Sql, sel: Selection
 ) -> dict[tuple[Any, ...], tuple[int, list[Decimal]]]:
     """SQLite rows whose money columns are not filled (amounts with more than 12 decimal places, or
-    rows an older writer added): their money, summed from the records, per call group."""
-    where, params = sql.where(sel, "calls", extra="m_from_record = 1")
+    rows not filled yet): their money, summed from the records, per call group."""
+    where, params = sql.where(sel, "calls", extra="m_from_record != 0")
     rows = ledger.fetch(
         f"SELECT task_id IS NULL, task_name, {sql.call_kind()}, json_extract(record, '$[12]'), "
         f"json_extract(record, '$[13]') FROM calls{where}",

@@ -170,37 +170,39 @@ def _execute_each(
 
 
 _SELECT_V1_CALLS = f"SELECT {', '.join(_codec.CALL_COLUMNS)} FROM calls_v1 ORDER BY rowid"
-_INSERT_V2_CALL = _insert_sql("calls", _codec.COMPACT_CALL_COLUMNS_V2)
 
 
 def _copy_calls_from_v1(conn: sqlite3.Connection) -> None:
     """Schema 1 to 2: each call row read by the version-1 decoder and re-encoded, in rowid order
-    (so calls that started at the same instant keep their order). Version 3's columns come later."""
-    width = len(_codec.COMPACT_CALL_COLUMNS_V2)
+    (so calls that started at the same instant keep their order)."""
     rows = conn.execute(_SELECT_V1_CALLS)
     while chunk := rows.fetchmany(1000):
-        conn.executemany(
-            _INSERT_V2_CALL,
-            [_codec.call_to_compact_row(_codec.call_from_row(row))[:width] for row in chunk],
-        )
+        _insert_calls(conn, [_codec.call_to_compact_row(_codec.call_from_row(row)) for row in chunk])
 
 
 _RECORD_COST = _codec.COMPACT_RECORD_FIELDS.index("cost")
 _SET_MONEY = f"UPDATE calls SET {', '.join(f'{c} = ?' for c in _codec.MONEY_COLUMNS)} WHERE rowid = ?"
+_UNFILLED = "SELECT rowid, record FROM calls WHERE m_from_record != 0 AND m_from_record = 1"
+FILL_BATCH = 5000
+"""Calls whose money columns one fill transaction computes (a few ms of other writers' wait)."""
 
 
-def _fill_money_columns(conn: sqlite3.Connection) -> None:
-    """Schema 2 to 3: the exact money columns of every stored call, from its ``record``."""
-    rows = conn.execute("SELECT rowid, record FROM calls WHERE m_from_record = 1")
-    while chunk := rows.fetchmany(5000):
+def _fill_money_columns(conn: sqlite3.Connection, limit: int | None = None) -> int:
+    """The exact money columns (`_codec.MONEY_COLUMNS`) of calls that have none yet, from their
+    ``record``, in the caller's transaction: all of them, or at most ``limit``; returns how many."""
+    rows = conn.execute(_UNFILLED if limit is None else f"{_UNFILLED} LIMIT {int(limit)}")
+    filled = 0
+    while chunk := rows.fetchmany(FILL_BATCH):
         updates = []
         for rowid, record in chunk:
             cost, buckets = json.loads(record)[_RECORD_COST : _RECORD_COST + 2]
             updates.append((*_codec.money_columns(cost, buckets), rowid))
         conn.executemany(_SET_MONEY, updates)
+        filled += len(updates)
+    return filled
 
 
-Migration = str | Callable[[sqlite3.Connection], None]
+Migration = str | Callable[[sqlite3.Connection], object]
 """A statement, or a function run on the connection inside the migration's transaction."""
 
 # Ordered and append-only: a released step is never edited; a change is a new step.
@@ -286,10 +288,10 @@ MIGRATIONS: tuple[tuple[Migration, ...], ...] = (
     ),
     (
         *(f"ALTER TABLE calls ADD COLUMN {column} INTEGER" for column in _codec.MONEY_COLUMNS[:-1]),
-        # a row an older writer adds after this step has no money columns: read its record instead
+        # the writer leaves them to the next report (its hot path unchanged): 1 = not filled yet
         "ALTER TABLE calls ADD COLUMN m_from_record INTEGER NOT NULL DEFAULT 1",
+        "CREATE INDEX calls_money_from_record ON calls (started_at) WHERE m_from_record != 0",
         _fill_money_columns,
-        "CREATE INDEX calls_money_from_record ON calls (started_at) WHERE m_from_record = 1",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -477,7 +479,7 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
     ) -> list[CallRecord]:
         """Calls oldest first. ``task_id`` alone has no index (no report asks for it): it scans."""
         since_us = None if since is None else _codec.time_us(since)
-        rows = self._select("calls", _codec.COMPACT_CALL_COLUMNS_V2, "started_at", since_us,
+        rows = self._select("calls", _codec.COMPACT_CALL_COLUMNS, "started_at", since_us,
                             task_name=task_name, task_id=task_id)  # fmt: skip
         return [_codec.call_from_compact_row(row) for row in rows]
 
@@ -515,6 +517,27 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
                 return cursor.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise self._fail("reading for a report", exc) from exc
+
+    def fill_money_columns(self) -> int:
+        """Fill the exact money columns of the calls stored since the last fill, `FILL_BATCH` to a
+        transaction so writers wait only briefly; returns how many. Reports call it first."""
+        filled = 0
+        with self._connection() as conn:
+            try:
+                while True:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        done = _fill_money_columns(conn, FILL_BATCH)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                    filled += done
+                    if done < FILL_BATCH:
+                        return filled
+            except sqlite3.Error as exc:
+                raise self._fail("filling the money columns", exc) from exc
 
     def schema_version(self) -> int:
         with self._connection() as conn:

@@ -189,7 +189,7 @@ FILL_BATCH = 5000
 
 def _fill_money_columns(conn: sqlite3.Connection, limit: int | None = None) -> int:
     """The exact money columns (`_codec.MONEY_COLUMNS`) of calls that have none yet, from their
-    ``record``, in the caller's transaction: all of them, or at most ``limit``; returns how many."""
+    ``record``, in the caller's transaction: at most ``limit`` of them (None: all); returns how many."""
     rows = conn.execute(_UNFILLED if limit is None else f"{_UNFILLED} LIMIT {int(limit)}")
     filled = 0
     while chunk := rows.fetchmany(FILL_BATCH):
@@ -202,7 +202,7 @@ def _fill_money_columns(conn: sqlite3.Connection, limit: int | None = None) -> i
     return filled
 
 
-Migration = str | Callable[[sqlite3.Connection], object]
+Migration = str | Callable[[sqlite3.Connection], None]
 """A statement, or a function run on the connection inside the migration's transaction."""
 
 # Ordered and append-only: a released step is never edited; a change is a new step.
@@ -288,10 +288,10 @@ MIGRATIONS: tuple[tuple[Migration, ...], ...] = (
     ),
     (
         *(f"ALTER TABLE calls ADD COLUMN {column} INTEGER" for column in _codec.MONEY_COLUMNS[:-1]),
-        # the writer leaves them to the next report (its hot path unchanged): 1 = not filled yet
+        # 1 = not filled yet: the writer leaves them to the next report (its hot path unchanged), and
+        # so does this step (opening a large ledger stays quick; the first report fills its rows)
         "ALTER TABLE calls ADD COLUMN m_from_record INTEGER NOT NULL DEFAULT 1",
         "CREATE INDEX calls_money_from_record ON calls (started_at) WHERE m_from_record != 0",
-        _fill_money_columns,
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

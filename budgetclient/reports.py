@@ -32,16 +32,21 @@ from typing import Any
 
 from .config import Settings
 from .ledger.base import AlertRecord
+from .signals import PrefixCall, repeat_prefix_calls
 from .usage import CallRecord, CostBreakdown, Outcome, TaskRecord, Usage
 
 __all__ = [
     "OUTCOMES",
     "QUANTUM",
+    "CacheFacts",
+    "LedgerFacts",
     "Report",
     "RunPoint",
     "TaskNameRow",
     "build_report",
+    "facts_from_records",
     "merge_alerts",
+    "name_cache_repeats",
     "percentile",
 ]
 
@@ -341,3 +346,86 @@ def build_report(
 
 def _with_alerts(row: TaskNameRow, alerts: Iterable[AlertRecord]) -> TaskNameRow:
     return replace(row, alerts=tuple(alerts))
+
+
+# -- what the checklist reads beyond the report ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFacts:
+    """The cache check's view of the ``ok`` calls with at least ``cache_min_input_tokens`` input."""
+
+    eligible: int
+    cached: int
+    """Eligible calls that read or wrote a prompt cache."""
+    repeat_input: int
+    """Input tokens of the eligible calls that repeat a prefix (`name_cache_repeats`), all names."""
+    repeat_read: int
+    low: tuple[str | None, ...]
+    """Names whose repeating calls read less than ``cache_hit_rate_min``, by their first eligible call."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerFacts:
+    """What ``budgetclient check`` reads of the records besides the `Report`."""
+
+    runs: int
+    task_names: tuple[str, ...]
+    """Sorted, like every name list here."""
+    unpriced_task_names: tuple[str, ...]
+    budgeted_task_names: tuple[str, ...]
+    loose_calls: int
+    """Calls outside any task (no task id)."""
+    loose_cost: Decimal
+    call_cost: Decimal
+    """Summed over every priced call."""
+    models: tuple[str, ...]
+    """Models called, cache storage left out."""
+    cache: CacheFacts
+
+
+def name_cache_repeats(calls: Sequence[PrefixCall]) -> tuple[int, int]:
+    """(input, cache read) tokens of one name's calls that repeat a prefix: per task in the order of
+    its first call, the name's earlier tasks' prefixes counting as seen. ``calls`` in stored order."""
+    seen: dict[str, datetime] = {}
+    by_task: dict[str | None, list[PrefixCall]] = {}
+    for call in sorted(calls, key=lambda c: c.started_at):
+        by_task.setdefault(call.task_id, []).append(call)
+    repeats = [c for task_calls in by_task.values() for c in repeat_prefix_calls(task_calls, seen)]
+    return sum(c.usage.input_tokens for c in repeats), sum(c.usage.cache_read_tokens for c in repeats)
+
+
+def facts_from_records(
+    tasks: Sequence[TaskRecord], calls: Sequence[CallRecord], *, settings: Settings
+) -> LedgerFacts:
+    """`LedgerFacts` from records in memory (``calls`` in stored order), for small ledgers and tests."""
+    minimum = settings.signals.cache_min_input_tokens
+    eligible = [c for c in calls if c.status == "ok" and c.usage.input_tokens >= minimum]
+    by_name: dict[str | None, list[CallRecord]] = {}
+    for call in eligible:
+        by_name.setdefault(call.task_name, []).append(call)
+    low: list[str | None] = []
+    read = total = 0
+    for name, group in by_name.items():
+        name_input, name_read = name_cache_repeats(group)
+        read, total = read + name_read, total + name_input
+        if name_input and name_read / name_input < settings.signals.cache_hit_rate_min:
+            low.append(name)
+    loose = [c for c in calls if c.task_id is None]
+    return LedgerFacts(
+        runs=len(tasks),
+        task_names=tuple(sorted({t.name for t in tasks})),
+        unpriced_task_names=tuple(sorted({t.name for t in tasks if t.cost is None})),
+        budgeted_task_names=tuple(sorted({t.name for t in tasks if t.budget_usd is not None})),
+        loose_calls=len(loose),
+        loose_cost=sum((c.cost for c in loose if c.cost is not None), Decimal(0)),
+        call_cost=sum((c.cost for c in calls if c.cost is not None), Decimal(0)),
+        models=tuple(sorted({c.model for c in calls if c.operation != "cache.storage"})),
+        cache=CacheFacts(
+            eligible=len(eligible),
+            cached=sum(1 for c in eligible if c.usage.cache_read_tokens or c.usage.cache_write_tokens),
+            repeat_input=total,
+            repeat_read=read,
+            low=tuple(low),
+        ),
+    )

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from .drift import fix_hint
+from .ledger.aggregate import DriftedCall, Selection, drifted_calls, sql_ledger
 from .ledger.opening import open_ledger
 from .usage import CallRecord
 
@@ -64,9 +65,9 @@ def _segment_group(segment: str) -> str:
     return _GROWING.sub(lambda m: f"{m.group(1)}[*]", segment)
 
 
-def drift_rows(calls: Iterable[CallRecord]) -> list[DriftRow]:
+def drift_rows(calls: Iterable[CallRecord | DriftedCall]) -> list[DriftRow]:
     """Drifted calls grouped by (task, cause, segment); most money, then most tokens, at risk first."""
-    groups: dict[tuple[str | None, str, str], list[CallRecord]] = {}
+    groups: dict[tuple[str | None, str, str], list[CallRecord | DriftedCall]] = {}
     for call in calls:
         if call.drift is not None:
             key = (call.task_name, call.drift.cause, _segment_group(call.drift.segment))
@@ -109,6 +110,9 @@ def read_drift(url: str, *, since: datetime | None = None, task: str | None = No
     """The drift rows of the calls the ledger at ``url`` holds (from ``since``, of task ``task``)."""
     ledger = open_ledger(url)
     try:
-        return drift_rows(ledger.read_calls(since=since, task_name=task))
+        db = sql_ledger(ledger)
+        if db is None:  # memory://: small, read whole
+            return drift_rows(ledger.read_calls(since=since, task_name=task))
+        return drift_rows(drifted_calls(db, Selection(since, task)))
     finally:
         ledger.close()

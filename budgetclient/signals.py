@@ -26,18 +26,20 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from operator import attrgetter
+from typing import Any, Protocol, TypeVar
 
 from . import config
 from ._log import log
 from ._money import usd
 from .config import Settings, SignalThresholds
 from .ledger.base import AlertRecord
-from .usage import CallRecord, TaskRecord
+from .usage import CallRecord, TaskRecord, Usage
 
 __all__ = [
     "ALERT_KINDS",
     "AlertRecord",
+    "PrefixCall",
     "SignalEngine",
     "SignalThresholds",
     "check_cache_hit_rate",
@@ -151,7 +153,27 @@ def check_cost_baseline(
     )  # fmt: skip
 
 
-def _call_keys(call: CallRecord) -> list[str]:
+class PrefixCall(Protocol):
+    """What the signals read of a call: a `CallRecord`, or the few fields a report loads of one."""
+
+    @property
+    def task_id(self) -> str | None: ...
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def conversation(self) -> str | None: ...
+    @property
+    def prefix_hash(self) -> str | None: ...
+    @property
+    def usage(self) -> Usage: ...
+
+
+C = TypeVar("C", bound=PrefixCall)
+
+
+def _call_keys(call: PrefixCall) -> list[str]:
     keys = []
     if call.conversation:
         keys.append(f"conversation:{call.conversation}")
@@ -160,13 +182,16 @@ def _call_keys(call: CallRecord) -> list[str]:
     return keys
 
 
-def _call_end(call: CallRecord) -> datetime:
+_started_at = attrgetter("started_at")
+
+
+def _call_end(call: PrefixCall) -> datetime:
     return call.started_at + timedelta(seconds=max(call.duration_s, 0.0))
 
 
 def repeat_prefix_calls(
-    calls: Sequence[CallRecord], seen: dict[str, datetime] | None = None
-) -> list[CallRecord]:
+    calls: Sequence[C], seen: dict[str, datetime] | None = None
+) -> list[C]:
     """The calls that repeat a prefix sent before (within ``CACHE_TTL``), so they should read cache.
 
     A call repeats when its conversation or its prefix hash was seen earlier (in ``seen``, the
@@ -175,28 +200,28 @@ def repeat_prefix_calls(
     ``seen`` is updated in place.
     """
     seen = {} if seen is None else seen
-    ordered = sorted(calls, key=lambda c: c.started_at)
-    keyed = any(_call_keys(c) for c in ordered)
-    repeats: list[CallRecord] = []
+    ordered = [(call, _call_keys(call)) for call in sorted(calls, key=_started_at)]
+    keyed = any(keys for _, keys in ordered)
+    repeats: list[C] = []
     previous_end: datetime | None = None
-    for call in ordered:
-        keys = _call_keys(call)
+    for call, keys in ordered:
+        started = call.started_at
         if keyed:
-            last = [seen[k] for k in keys if k in seen]
-            if any(call.started_at - moment <= CACHE_TTL for moment in last):
+            if any(key in seen and started - seen[key] <= CACHE_TTL for key in keys):
                 repeats.append(call)
-        elif previous_end is not None and call.started_at - previous_end <= CACHE_TTL:
+        elif previous_end is not None and started - previous_end <= CACHE_TTL:
             repeats.append(call)
         end = _call_end(call)
-        previous_end = end if previous_end is None else max(previous_end, end)
+        previous_end = end if previous_end is None or end > previous_end else previous_end
         for key in keys:
-            seen[key] = max(end, seen.get(key, end))
+            if key not in seen or seen[key] < end:
+                seen[key] = end
     return repeats
 
 
 def check_cache_hit_rate(
     task: TaskRecord,
-    calls: Sequence[CallRecord],
+    calls: Sequence[PrefixCall],
     thresholds: SignalThresholds,
     *,
     seen: dict[str, datetime] | None = None,
@@ -304,7 +329,7 @@ def cost_limit_for(name: str, settings: Settings) -> Decimal | None:
 def evaluate_task(
     task: TaskRecord,
     earlier: Sequence[TaskRecord] = (),
-    calls: Sequence[CallRecord] = (),
+    calls: Sequence[PrefixCall] = (),
     *,
     thresholds: SignalThresholds | None = None,
     cost_limit: Decimal | None = None,
@@ -341,9 +366,9 @@ class SignalEngine:
         self._max_pending = max_pending_tasks
         self._history: dict[str, list[TaskRecord]] = {}
         self._seen: dict[str, dict[str, datetime]] = {}
-        self._pending: OrderedDict[str, list[CallRecord]] = OrderedDict()
+        self._pending: OrderedDict[str, list[PrefixCall]] = OrderedDict()
 
-    def add_call(self, record: CallRecord) -> None:
+    def add_call(self, record: PrefixCall) -> None:
         if record.task_id is None:
             return
         calls = self._pending.get(record.task_id)
@@ -354,6 +379,17 @@ class SignalEngine:
                 self._pending.popitem(last=False)
         calls.append(record)
 
+    def pass_up(self, task_id: str, parent_id: str | None) -> None:
+        """What `end_task` does with a task's calls, for a task whose own signals are judged elsewhere
+        (a report replays one task name at a time, and a child may have another name)."""
+        self._take(task_id, parent_id)
+
+    def _take(self, task_id: str, parent_id: str | None) -> list[PrefixCall]:
+        calls = self._pending.pop(task_id, [])
+        if parent_id is not None and calls:  # a child's calls are the parent's too
+            self._pending.setdefault(parent_id, []).extend(calls)
+        return calls
+
     def end_task(
         self,
         task: TaskRecord,
@@ -362,9 +398,7 @@ class SignalEngine:
         cost_limit: Decimal | None,
         at: datetime | None = None,
     ) -> list[AlertRecord]:
-        calls = self._pending.pop(task.id, [])
-        if task.parent_id is not None and calls:  # a child's calls are the parent's too
-            self._pending.setdefault(task.parent_id, []).extend(calls)
+        calls = self._take(task.id, task.parent_id)
         earlier = self._history.setdefault(task.name, [])
         seen = self._seen.setdefault(task.name, {})
         alerts = evaluate_task(

@@ -277,13 +277,15 @@ def test_sqlite_schema_is_versioned_and_reopening_is_idempotent(tmp_path: Path) 
         again.close()
     with sqlite3.connect(path) as raw:
         versions = [v for (v,) in raw.execute("SELECT version FROM schema_version ORDER BY version")]
-        assert versions == list(range(1, SCHEMA_VERSION + 1)) and SCHEMA_VERSION == 2
+        assert versions == list(range(1, SCHEMA_VERSION + 1)) and SCHEMA_VERSION == 3
         columns = {row[1]: row[2] for row in raw.execute("PRAGMA table_info(calls)")}
         counts = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_long_tokens",
                   "output_tokens", "reasoning_tokens", "requests", "request_bytes")  # fmt: skip
         assert columns == {
             "id": "TEXT", "started_at": "INTEGER", "task_id": "TEXT", "task_name": "TEXT",
             "duration_s": "REAL", **dict.fromkeys(counts, "INTEGER"), "record": "TEXT",
+            **dict.fromkeys(("m_cost", "m_uncached_input", "m_cache_read", "m_cache_write", "m_output",
+                             "m_storage", "m_from_record"), "INTEGER"),
         }  # fmt: skip
         (started_at, record) = raw.execute("SELECT started_at, record FROM calls").fetchone()
         assert started_at == (call.started_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
@@ -293,7 +295,10 @@ def test_sqlite_schema_is_versioned_and_reopening_is_idempotent(tmp_path: Path) 
         assert fields["cost_breakdown"] == ["0.000300", "0.00018", "0.001125", "0.003750", "0"]
         assert fields["model"] == "claude-sonnet-4-5" and fields["metadata"] == call.metadata
         indexes = {row[1]: row[2] for row in raw.execute("PRAGMA index_list(calls)")}
-        assert indexes == {"calls_started_at": 1, "calls_task_name": 0}  # name -> unique
+        assert indexes == {"calls_started_at": 1, "calls_task_name": 0, "calls_money_from_record": 0}
+        # the writer leaves the money columns to the next report (tests/test_ledger_report.py)
+        money = raw.execute("SELECT m_cost, m_output, m_from_record FROM calls").fetchone()
+        assert money == (None, None, 1)
         assert raw.execute("PRAGMA page_size").fetchone() == (16384,)
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
@@ -361,7 +366,8 @@ def test_sqlite_migrates_a_version_1_ledger(tmp_path: Path) -> None:
     with sqlite3.connect(path) as raw:
         tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert tables == {"calls", "tasks", "alerts", "schema_version"}
-        assert raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,)]
+        versions = raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert versions == [(1,), (2,), (3,)]
         assert raw.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM calls").fetchone() == (76, 76)
         assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 

@@ -102,7 +102,7 @@ def test_columns_are_the_shared_one_column_per_field_layout(ledger: Ledger, sche
 
     from budgetclient.ledger import _codec, postgres
 
-    assert postgres.SCHEMA_VERSION == 1 and sqlite_ledger.SCHEMA_VERSION == 2
+    assert postgres.SCHEMA_VERSION == 2 and sqlite_ledger.SCHEMA_VERSION == 3
     assert isinstance(ledger, postgres.PostgresLedger) and ledger.schema_version() == postgres.SCHEMA_VERSION
     expected = {"calls": _codec.CALL_COLUMNS, "tasks": _codec.TASK_COLUMNS, "alerts": _codec.ALERT_COLUMNS}
     with psycopg.connect(BASE_URL) as conn:
@@ -130,7 +130,9 @@ def test_reopening_does_not_migrate_again(url: str, schema: str) -> None:
         open_ledger(url).close()
     with psycopg.connect(BASE_URL) as conn:
         (count,) = conn.execute(f'SELECT COUNT(*) FROM "{schema}".schema_version').fetchone() or (0,)
-    assert count == 1
+    from budgetclient.ledger import postgres
+
+    assert count == postgres.SCHEMA_VERSION
 
 
 def test_a_newer_schema_is_refused(url: str, schema: str) -> None:
@@ -151,7 +153,9 @@ def test_many_processes_open_a_fresh_schema_at_once(url: str, schema: str) -> No
     for w in workers:
         w.join(60)
     assert [w.exitcode for w in workers] == [0] * 6
-    assert open_ledger(url).schema_version() == 1  # type: ignore[attr-defined]
+    from budgetclient.ledger import postgres
+
+    assert open_ledger(url).schema_version() == postgres.SCHEMA_VERSION  # type: ignore[attr-defined]
 
 
 def _open_and_close(url: str) -> None:

@@ -11,13 +11,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TextIO
 
 from .. import config
-from ..ledger.base import AlertRecord, Ledger, mask_url, sqlite_path_from_url
+from ..ledger.base import Ledger, mask_url, sqlite_path_from_url
 from ..ledger.opening import open_ledger
-from ..reports import Report, build_report
-from ..usage import CallRecord, TaskRecord
+from ..ledger_report import read_ledger_report
+from ..reports import LedgerFacts, Report
 from . import CommandError
 
-__all__ = ["LedgerRecords", "Progress", "add_ledger_arguments", "parse_since", "read_records"]
+__all__ = ["LoadedReport", "Progress", "add_ledger_arguments", "parse_since", "read_report"]
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -77,53 +77,44 @@ def _open(url: str, command: str = "report") -> Ledger:
 
 
 @dataclass(frozen=True, slots=True)
-class LedgerRecords:
+class LoadedReport:
+    """A report and the checklist's facts, read from the ledger the arguments name."""
+
     url: str
+    """Password masked."""
     since: datetime | None
     task: str | None
-    tasks: list[TaskRecord]
-    calls: list[CallRecord]
-    alerts: list[AlertRecord]
+    report: Report
+    facts: LedgerFacts | None
 
 
-def read_records(args: argparse.Namespace, progress: Progress | None = None) -> LedgerRecords:
-    """Read the records the arguments select; a ledger that cannot be used is a one-line error."""
+def read_report(
+    args: argparse.Namespace, settings: config.Settings, *, points: bool = False, facts: bool = False
+) -> LoadedReport:
+    """The report of the records the arguments select (the database aggregates; see `ledger_report`),
+    with a progress line while it is built; a ledger that cannot be used is a one-line error.
+    ``points`` (every run, for charts) only when they are drawn: they grow with the ledger; ``facts``
+    (what the checklist reads besides the report) only for ``check``."""
     url = args.ledger or config.get_settings().ledger_url
     since = parse_since(args.since) if args.since else None
     task = args.task or None
+    progress = Progress()
     ledger = _open(url, getattr(args, "command", None) or "report")
     try:
-        if progress:
-            progress.update("reading tasks")
-        tasks = ledger.read_tasks(since=since, name=task)
-        if progress:
-            progress.update(f"reading calls ({len(tasks)} tasks)")
-        calls = ledger.read_calls(since=since, task_name=task)
-        if progress:
-            progress.update(f"reading alerts ({len(calls)} calls)")
-        alerts = ledger.read_alerts(since=since, task_name=task)
-    finally:
-        ledger.close()
-    return LedgerRecords(mask_url(url), since, task, tasks, calls, alerts)
-
-
-def read_report(args: argparse.Namespace, settings: config.Settings) -> tuple[LedgerRecords, Report]:
-    """The records the arguments select and their report, with a progress line while it is built."""
-    progress = Progress()
-    try:
-        records = read_records(args, progress)
-        report = build_report(
-            records.tasks,
-            records.calls,
-            records.alerts,
-            task_name=records.task,
+        progress.update("reading the ledger")
+        loaded = read_ledger_report(
+            ledger,
+            since=since,
+            task_name=task,
             settings=settings,
-            since=records.since,
+            points=points,
+            facts=facts,
             progress=progress,
         )
     finally:
+        ledger.close()
         progress.done()
-    return records, report
+    return LoadedReport(mask_url(url), since, task, loaded.report, loaded.facts)
 
 
 class Progress:

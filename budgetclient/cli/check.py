@@ -20,12 +20,11 @@ from .. import config
 from .._display import display_name
 from ..config import Settings
 from ..ledger.base import AlertRecord, mask_url
-from ..reports import Report
-from ..signals import repeat_prefix_calls
+from ..reports import CacheFacts, LedgerFacts, Report, facts_from_records
 from ..usage import CallRecord, TaskRecord
 from ._common import add_ledger_arguments, ledger_missing, read_report
 
-__all__ = ["CheckItem", "evaluate_checklist", "register", "run"]
+__all__ = ["CheckItem", "checklist", "evaluate_checklist", "register", "run"]
 
 Status = Literal["pass", "warn", "fail", "manual"]
 
@@ -62,10 +61,11 @@ def run(args: argparse.Namespace) -> int:
     url = args.ledger or settings.ledger_url
     if ledger_missing(url):
         return _nothing_recorded(args, "no ledger file yet")
-    records, report = read_report(args, settings)
-    if not records.tasks and not records.calls:
+    loaded = read_report(args, settings, facts=True)
+    assert loaded.facts is not None
+    if loaded.report.calls == 0 and loaded.facts.runs == 0:
         return _nothing_recorded(args, "no tasks or calls recorded in this window")
-    items = evaluate_checklist(records.tasks, records.calls, report, settings=settings)
+    items = checklist(loaded.facts, loaded.report, settings=settings)
     failed = any(i.status == "fail" or (args.strict and i.status == "warn") for i in items)
     if args.format == "json":
         sys.stdout.write(
@@ -100,42 +100,26 @@ def _names(names: Sequence[str], limit: int = 4) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _caching(calls: Sequence[CallRecord], settings: Settings) -> CheckItem:
+def _caching(cache: CacheFacts, settings: Settings) -> CheckItem:
     title = "Prompt caching enabled and verified"
     minimum = settings.signals.cache_min_input_tokens
-    eligible = [c for c in calls if c.status == "ok" and c.usage.input_tokens >= minimum]
-    if not eligible:
+    if not cache.eligible:
         return CheckItem(
             "caching", title, "manual", f"no call with at least {minimum} input tokens to judge by"
         )
-    if not any(c.usage.cache_read_tokens or c.usage.cache_write_tokens for c in eligible):
+    if not cache.cached:
         return CheckItem(
             "caching", title, "fail",
-            f"none of {len(eligible)} calls of {minimum}+ input tokens read or wrote a prompt cache: enable "
+            f"none of {cache.eligible} calls of {minimum}+ input tokens read or wrote a prompt cache: enable "
             "caching (budgetclient clients with cache='auto') and keep the system prompt and tools stable",
         )  # fmt: skip
-    by_name: dict[str | None, list[CallRecord]] = {}
-    for call in eligible:
-        by_name.setdefault(call.task_name, []).append(call)
-    low: list[str] = []
-    read = total = 0
-    for name, group in by_name.items():
-        seen: dict[Any, Any] = {}
-        by_task: dict[str | None, list[CallRecord]] = {}
-        for call in sorted(group, key=lambda c: c.started_at):
-            by_task.setdefault(call.task_id, []).append(call)
-        repeats = [c for task_calls in by_task.values() for c in repeat_prefix_calls(task_calls, seen)]
-        name_input = sum(c.usage.input_tokens for c in repeats)
-        name_read = sum(c.usage.cache_read_tokens for c in repeats)
-        read, total = read + name_read, total + name_input
-        if name_input and name_read / name_input < settings.signals.cache_hit_rate_min:
-            low.append("(no task)" if name is None else name)
     threshold = settings.signals.cache_hit_rate_min
-    if not total:
+    if not cache.repeat_input:
         return CheckItem(
             "caching", title, "warn", "caching is on, but no call repeated a prefix to verify hits"
         )
-    if low:
+    if cache.low:
+        low = ["(no task)" if name is None else name for name in cache.low]
         return CheckItem(
             "caching", title, "fail",
             f"calls repeating a prefix read less than {threshold:.0%} of their input from cache for "
@@ -145,41 +129,40 @@ def _caching(calls: Sequence[CallRecord], settings: Settings) -> CheckItem:
         "caching",
         title,
         "pass",
-        f"calls repeating a prefix read {read / total:.1%} of their input from cache",
+        f"calls repeating a prefix read {cache.repeat_read / cache.repeat_input:.1%} of their input "
+        "from cache",
     )
 
 
-def _cost_logged(tasks: Sequence[TaskRecord], calls: Sequence[CallRecord]) -> CheckItem:
+def _cost_logged(facts: LedgerFacts) -> CheckItem:
     title = "Cost per task logged (not just cost per call)"
-    if not tasks:
+    if not facts.runs:
         return CheckItem(
             "cost_per_task_logged", title, "fail",
             "no task recorded: wrap each unit of agent work in bc.task(...) or @bc.track_task",
         )  # fmt: skip
-    unpriced = sorted({t.name for t in tasks if t.cost is None})
-    loose = [c for c in calls if c.task_id is None]
-    priced_cost = sum((c.cost for c in calls if c.cost is not None), Decimal(0))
-    loose_cost = sum((c.cost for c in loose if c.cost is not None), Decimal(0))
+    priced_cost, loose_cost = facts.call_cost, facts.loose_cost
     if priced_cost and loose_cost / priced_cost > Decimal("0.1"):
         return CheckItem(
             "cost_per_task_logged", title, "warn",
-            f"{float(loose_cost / priced_cost):.0%} of the cost ({len(loose)} calls) was spent outside tasks",
+            f"{float(loose_cost / priced_cost):.0%} of the cost ({facts.loose_calls} calls) was spent "
+            "outside tasks",
         )  # fmt: skip
-    if unpriced:
+    if facts.unpriced_task_names:
         return CheckItem(
             "cost_per_task_logged", title, "warn",
-            f"tasks {_names(unpriced)} used models without a known price; add them with "
+            f"tasks {_names(facts.unpriced_task_names)} used models without a known price; add them with "
             "bc.configure(prices=...) or BUDGETCLIENT_PRICES",
         )  # fmt: skip
     return CheckItem(
         "cost_per_task_logged",
         title,
         "pass",
-        f"{len(tasks)} task runs of {len({t.name for t in tasks})} names",
+        f"{facts.runs} task runs of {len(facts.task_names)} names",
     )
 
 
-def _alert_thresholds(tasks: Sequence[TaskRecord], settings: Settings) -> CheckItem:
+def _alert_thresholds(facts: LedgerFacts, settings: Settings) -> CheckItem:
     title = "Alert threshold set for cost per task"
     if settings.alert_cost_per_task is not None:
         return CheckItem(
@@ -188,9 +171,8 @@ def _alert_thresholds(tasks: Sequence[TaskRecord], settings: Settings) -> CheckI
             "pass",
             f"alert_cost_per_task = ${settings.alert_cost_per_task} for every task",
         )
-    names = sorted({t.name for t in tasks})
-    budgeted = {t.name for t in tasks if t.budget_usd is not None}
-    covered = set(settings.alert_cost_per_task_by_name) | budgeted
+    names = facts.task_names
+    covered = set(settings.alert_cost_per_task_by_name) | set(facts.budgeted_task_names)
     uncovered = [n for n in names if n not in covered]
     if names and not uncovered:
         return CheckItem("alert_threshold", title, "pass", "every task name has a threshold or a budget")
@@ -267,9 +249,9 @@ def _cost_stable(report: Report, settings: Settings, alerts: Sequence[AlertRecor
     return CheckItem("cost_stable", title, "pass", "no task name's cost rose against its baseline")
 
 
-def _tiering(calls: Sequence[CallRecord]) -> CheckItem:
+def _tiering(facts: LedgerFacts) -> CheckItem:
     title = "Model tiering considered for sub-tasks"
-    models = sorted({c.model for c in calls if c.operation != "cache.storage"})
+    models = facts.models
     if not models:
         return CheckItem("model_tiering", title, "manual", "no calls recorded")
     if len(models) == 1:
@@ -296,17 +278,22 @@ def evaluate_checklist(
     tasks: Sequence[TaskRecord], calls: Sequence[CallRecord], report: Report, *, settings: Settings
 ) -> list[CheckItem]:
     """Every checklist item, in the guide's order; ``report`` is `build_report` over the same records."""
+    return checklist(facts_from_records(tasks, calls, settings=settings), report, settings=settings)
+
+
+def checklist(facts: LedgerFacts, report: Report, *, settings: Settings) -> list[CheckItem]:
+    """Every checklist item, in the guide's order, from a report and the facts of the same records."""
     alerts = [a for r in report.rows for a in r.alerts]
     manual = {key: CheckItem(key, title, "manual", detail) for key, title, detail in _MANUAL}
     return [
         manual["budget_modeled"],
         manual["allocation_targets"],
-        _caching(calls, settings),
+        _caching(facts.cache, settings),
         manual["tool_surface"],
         _cost_stable(report, settings, alerts),
         _output(report, settings),
-        _cost_logged(tasks, calls),
-        _alert_thresholds(tasks, settings),
+        _cost_logged(facts),
+        _alert_thresholds(facts, settings),
         _failure_cost(report, settings),
-        _tiering(calls),
+        _tiering(facts),
     ]

@@ -19,7 +19,7 @@ from .. import config
 from .._display import DISPLAY_NAME_MAX, csv_writer, display_name, terminal_text
 from ..ledger._files import write_private
 from ..reports import OUTCOMES, Report, TaskNameRow
-from ..reports_drift import DriftRow, drift_rows, drift_summary_line, read_drift
+from ..reports_drift import DriftRow, drift_summary_line, read_drift
 from . import CommandError
 from ._common import add_ledger_arguments, parse_since, read_report
 from ._text import WIDTH, table, usd, wrap
@@ -56,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if args.drift:
         text = _drift_text(args, width)
     else:
-        records, report = read_report(args, config.get_settings())
-        drifts = drift_rows(records.calls)
+        loaded = read_report(args, config.get_settings(), points=args.format == "html")
+        report = loaded.report
+        drifts = read_drift(args.ledger or config.get_settings().ledger_url,
+                            since=loaded.since, task=loaded.task)  # fmt: skip
         if args.format == "json":
             text = format_json(report)
         elif args.format == "csv":
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.format == "html":
             from ._html import render_html
 
-            text = render_html(report, ledger=records.url, thresholds=config.get_settings().signals,
+            text = render_html(report, ledger=loaded.url, thresholds=config.get_settings().signals,
                                drift=drifts)
         else:
             text = format_table(report, width=width, drift=drifts)

@@ -32,6 +32,7 @@ __all__ = [
     "BUCKET_COLUMNS",
     "CALL_COLUMNS",
     "COMPACT_CALL_COLUMNS",
+    "MONEY_COLUMNS",
     "COMPACT_RECORD_FIELDS",
     "TASK_COLUMNS",
     "USAGE_COLUMNS",
@@ -41,6 +42,9 @@ __all__ = [
     "call_from_row",
     "call_to_compact_row",
     "call_to_row",
+    "fixed_money",
+    "money_columns",
+    "money_from_fixed",
     "task_from_row",
     "task_to_row",
     "time_text",
@@ -97,16 +101,17 @@ def time_text(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+def _time(value: str | datetime) -> datetime:
+    """Stored text, or a database's own timestamp (PostgreSQL's, in its session time zone) as UTC."""
+    return value.astimezone(UTC) if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 def _money(amount: Decimal | None) -> str | None:
     return None if amount is None else str(amount)
 
 
-def _decimal(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
+def _decimal(value: str | Decimal | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
 
 
 def _json_default(value: Any) -> Any:
@@ -144,7 +149,7 @@ def _breakdown(row: RowLike) -> CostBreakdown | None:
     values = [row[c] for c in BUCKET_COLUMNS]
     if all(v is None for v in values):
         return None
-    return CostBreakdown(**{b: Decimal(v or "0") for b, v in zip(_BUCKETS, values, strict=True)})
+    return CostBreakdown(**{b: Decimal(0 if v is None else v) for b, v in zip(_BUCKETS, values, strict=True)})
 
 
 def _stored_drift(drift: PrefixDrift) -> dict[str, Any]:
@@ -157,13 +162,13 @@ def _drift_text(drift: PrefixDrift | None) -> str | None:
 
 
 def _drift(text: str | None) -> PrefixDrift | None:
-    return None if text is None else _drift_from(json.loads(text))
+    return None if text is None else drift_from(json.loads(text))
 
 
 _DRIFT_FIELDS = frozenset(f.name for f in fields(PrefixDrift))
 
 
-def _drift_from(data: dict[str, Any]) -> PrefixDrift:
+def drift_from(data: dict[str, Any]) -> PrefixDrift:
     """A stored drift; tolerant of fields a newer writer added and of the excerpts an older one
     stored (dropped: prompt text never leaves a ledger either)."""
     values = {k: v for k, v in data.items() if k in _DRIFT_FIELDS and k not in EXCERPT_FIELDS}
@@ -221,6 +226,16 @@ COMPACT_CALL_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 """SQLite's ``calls`` columns: ``started_at`` is microseconds since the Unix epoch (UTC); numbers are
 bound natively (cheaper than formatting them); ``record`` is a JSON array of the remaining fields."""
+MONEY_COLUMNS: tuple[str, ...] = (
+    "m_cost", "m_uncached_input", "m_cache_read", "m_cache_write", "m_output", "m_storage", "m_from_record",
+)  # fmt: skip
+"""SQLite's exact money columns (schema version 3), so SQL sums money without decoding ``record``: each
+amount as ``pico-USD x 16 + decimal places`` (`fixed_money`; NULL when the amount is unknown).
+``SUM(m >> 4)`` is the exact sum in pico-USD and ``MAX(m & 15)`` the decimal places a Python `Decimal`
+sum shows. The writer does not fill them (its hot path stays as it is): a row arrives with
+``m_from_record = 1`` and the next report fills it from ``record`` (`money_columns`), once. A row
+whose amounts have more than 12 decimal places keeps ``m_from_record = 2`` and is summed from
+``record``."""
 
 COMPACT_RECORD_FIELDS: tuple[str, ...] = (
     "provider", "model", "operation", "status", "http_status", "error", "conversation", "prefix_hash",
@@ -232,6 +247,64 @@ bucket amounts in `BUCKET_COLUMNS` order; ``stream``/``batch`` are 0/1. Fields a
 so an older reader ignores what a newer writer adds."""
 
 CompactCallRow = tuple[str, int, str | None, str | None, float, int, int, int, int, int, int, int, int, str]
+
+MONEY_PLACES = 12
+"""Decimal places the SQL money columns hold exactly (pico-USD)."""
+_PLACES_SCALE = tuple(10 ** (MONEY_PLACES - places) for places in range(MONEY_PLACES + 1))
+_FIXED_SCALE = tuple(16 * scale for scale in _PLACES_SCALE)
+_FIXED_MAX = 2**63
+
+
+def fixed_money(text: str) -> int | None:
+    """``str(amount)`` as ``pico-USD x 16 + decimal places``, or None when that is not exact or too big.
+
+    Parsed from the text the record stores (several times cheaper than `Decimal` arithmetic; a fill
+    runs it six times a call); scientific notation (``3E-7``) takes the exact slow path."""
+    head, _, tail = text.partition(".")
+    places = len(tail)
+    if places > MONEY_PLACES or "E" in text:
+        return _fixed_decimal(text)
+    try:
+        fixed = int(head + tail) * _FIXED_SCALE[places] + places
+    except ValueError:  # NaN, Infinity
+        return None
+    return fixed if -_FIXED_MAX <= fixed < _FIXED_MAX else None
+
+
+def _fixed_decimal(text: str) -> int | None:
+    try:
+        amount = Decimal(text)
+    except ArithmeticError:
+        return None
+    exponent = amount.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent < -MONEY_PLACES:
+        return None
+    places = -exponent if exponent < 0 else 0
+    fixed = int(amount.scaleb(MONEY_PLACES)) * 16 + places
+    return fixed if -_FIXED_MAX <= fixed < _FIXED_MAX else None
+
+
+def money_from_fixed(total: int, places: int) -> Decimal:
+    """A sum of `fixed_money` values (``SUM(m >> 4)``, ``MAX(m & 15)``) as a Python `Decimal` sum."""
+    return Decimal(total // _PLACES_SCALE[places]).scaleb(-places)
+
+
+_UNPRICED = (None, None, None, None, None, None, 0)
+
+
+def money_columns(cost: str | None, buckets: Sequence[str] | None) -> tuple[int | None, ...]:
+    """`MONEY_COLUMNS` for a call's cost and bucket texts (None: unknown); ``m_from_record`` is 2 when
+    an amount does not fit."""
+    if cost is None and buckets is None:
+        return _UNPRICED
+    fixed = fixed_money(cost) if cost is not None else None
+    exact = fixed is not None or cost is None
+    if buckets is None:
+        return (fixed, None, None, None, None, None, 0 if exact else 2)
+    uncached, read, write, output, storage = map(fixed_money, buckets)
+    exact = exact and None not in (uncached, read, write, output, storage)
+    return (fixed, uncached, read, write, output, storage, 0 if exact else 2)
+
 
 _text = encode_basestring_ascii  # a JSON string literal, ASCII only: even a lone surrogate survives
 _SHAPE_FIELDS = COMPACT_RECORD_FIELDS[:12]
@@ -357,7 +430,7 @@ def call_from_compact_row(row: Sequence[Any]) -> CallRecord:
         prefix_hash=prefix_hash,
         response_id=response_id,
         service_tier=service_tier,
-        drift=None if drift is None else _drift_from(drift),
+        drift=None if drift is None else drift_from(drift),
         metadata=metadata,
     )
 

@@ -28,7 +28,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -124,9 +123,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX alerts_created_at ON alerts (created_at)",
         "CREATE INDEX alerts_task_name ON alerts (task_name, created_at)",
     ),
+    (
+        # reads order by (time, seq): indexes in that order, so rows stream from the index unsorted
+        "DROP INDEX calls_started_at",
+        "CREATE INDEX calls_started_at ON calls (started_at, seq)",
+        "DROP INDEX calls_task_name",
+        "CREATE INDEX calls_task_name ON calls (task_name, started_at, seq)",
+        "DROP INDEX tasks_started_at",
+        "CREATE INDEX tasks_started_at ON tasks (started_at, seq)",
+        "DROP INDEX tasks_name",
+        "CREATE INDEX tasks_name ON tasks (name, started_at, seq)",
+        "DROP INDEX alerts_created_at",
+        "CREATE INDEX alerts_created_at ON alerts (created_at, seq)",
+        "DROP INDEX alerts_task_name",
+        "CREATE INDEX alerts_task_name ON alerts (task_name, created_at, seq)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+_READ_BATCH = 2000
+"""Rows a read fetches from the server at a time."""
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _TIME_COLUMNS = frozenset({"started_at", "ended_at", "created_at"})
 
@@ -170,19 +186,6 @@ def _insert_sql(schema: str, table: str, columns: tuple[str, ...], rows: int = 1
 def _is_refusal(exc: BaseException) -> bool:
     state = getattr(exc, "sqlstate", None) or ""
     return state[:2] in _REFUSED_CLASSES or isinstance(exc, UnicodeError)
-
-
-def _as_text_row(row: dict[str, Any]) -> dict[str, Any]:
-    """Typed PostgreSQL values back to the text forms the shared row codec reads."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if isinstance(value, datetime):
-            out[key] = _codec.time_text(value)
-        elif isinstance(value, Decimal):
-            out[key] = str(value)
-        else:
-            out[key] = value
-    return out
 
 
 class PostgresLedger(_codec.RowReads, ForkSafeConnection):
@@ -359,12 +362,27 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
         sql = f'SELECT {", ".join(columns)} FROM "{self.schema}".{table}{where} ORDER BY {time_column}, seq'
         with self._connection() as conn:
             try:
-                with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                # a server-side cursor streams the rows in batches; typed values (timestamps, NUMERIC)
+                # go to the shared decoder as they are
+                with conn.transaction(), conn.cursor(name="budgetclient_read", row_factory=dict_row) as cur:
+                    cur.itersize = _READ_BATCH
                     cur.execute(sql, params)
-                    rows = cur.fetchall()
+                    return list(cur)
             except self._psycopg.Error as exc:
                 raise self._fail(f"reading {table}", exc) from None
-        return [_as_text_row(row) for row in rows]
+
+    dialect = "postgres"
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Plain tuples of typed values from one read-only query (``ledger.aggregate`` writes the SQL;
+        ``{schema}`` in it names this ledger's schema)."""
+        with self._connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(sql.replace("{schema}", f'"{self.schema}"'), [_clean(p) for p in params])
+                    return list(cur.fetchall())
+            except self._psycopg.Error as exc:
+                raise self._fail("reading for a report", exc) from None
 
     def schema_version(self) -> int:
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:

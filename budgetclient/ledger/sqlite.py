@@ -18,6 +18,7 @@ statement, so on two cores SQLite's own work overlaps Python's encoding instead 
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import sys
@@ -200,6 +201,28 @@ def _copy_calls_from_v1(conn: sqlite3.Connection) -> None:
         _insert_calls(conn, [_codec.call_to_compact_row(_codec.call_from_row(row)) for row in chunk])
 
 
+_RECORD_COST = _codec.COMPACT_RECORD_FIELDS.index("cost")
+_SET_MONEY = f"UPDATE calls SET {', '.join(f'{c} = ?' for c in _codec.MONEY_COLUMNS)} WHERE rowid = ?"
+_UNFILLED = "SELECT rowid, record FROM calls WHERE m_from_record != 0 AND m_from_record = 1"
+FILL_BATCH = 5000
+"""Calls whose money columns one fill transaction computes (a few ms of other writers' wait)."""
+
+
+def _fill_money_columns(conn: sqlite3.Connection, limit: int | None = None) -> int:
+    """The exact money columns (`_codec.MONEY_COLUMNS`) of calls that have none yet, from their
+    ``record``, in the caller's transaction: at most ``limit`` of them (None: all); returns how many."""
+    rows = conn.execute(_UNFILLED if limit is None else f"{_UNFILLED} LIMIT {int(limit)}")
+    filled = 0
+    while chunk := rows.fetchmany(FILL_BATCH):
+        updates = []
+        for rowid, record in chunk:
+            cost, buckets = json.loads(record)[_RECORD_COST : _RECORD_COST + 2]
+            updates.append((*_codec.money_columns(cost, buckets), rowid))
+        conn.executemany(_SET_MONEY, updates)
+        filled += len(updates)
+    return filled
+
+
 Migration = str | Callable[[sqlite3.Connection], None]
 """A statement, or a function run on the connection inside the migration's transaction."""
 
@@ -283,6 +306,13 @@ MIGRATIONS: tuple[tuple[Migration, ...], ...] = (
         "DROP TABLE calls_v1",  # and its indexes, whose names the new ones reuse
         "CREATE UNIQUE INDEX calls_started_at ON calls (started_at, id)",
         "CREATE INDEX calls_task_name ON calls (task_name, started_at)",
+    ),
+    (
+        *(f"ALTER TABLE calls ADD COLUMN {column} INTEGER" for column in _codec.MONEY_COLUMNS[:-1]),
+        # 1 = not filled yet: the writer leaves them to the next report (its hot path unchanged), and
+        # so does this step (opening a large ledger stays quick; the first report fills its rows)
+        "ALTER TABLE calls ADD COLUMN m_from_record INTEGER NOT NULL DEFAULT 1",
+        "CREATE INDEX calls_money_from_record ON calls (started_at) WHERE m_from_record != 0",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -525,6 +555,39 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
                 return list(conn.execute(sql, params).fetchall())
             except sqlite3.Error as exc:
                 raise self._fail(f"reading {table}", exc) from exc
+
+    dialect = "sqlite"
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Plain tuples from one read-only query (``ledger.aggregate`` writes the SQL)."""
+        with self._connection() as conn:
+            try:
+                cursor = conn.cursor()
+                cursor.row_factory = None
+                return cursor.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail("reading for a report", exc) from exc
+
+    def fill_money_columns(self) -> int:
+        """Fill the exact money columns of the calls stored since the last fill, `FILL_BATCH` to a
+        transaction so writers wait only briefly; returns how many. Reports call it first."""
+        filled = 0
+        with self._connection() as conn:
+            try:
+                while True:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        done = _fill_money_columns(conn, FILL_BATCH)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                    filled += done
+                    if done < FILL_BATCH:
+                        return filled
+            except sqlite3.Error as exc:
+                raise self._fail("filling the money columns", exc) from exc
 
     def schema_version(self) -> int:
         with self._connection() as conn:

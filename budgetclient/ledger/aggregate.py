@@ -1,0 +1,347 @@
+"""What a report reads of a SQL ledger: call totals summed by the database, and per task name its runs
+and the few call fields the signals need, so no report decodes whole call records or holds a whole
+ledger in memory.
+
+Call money is summed exactly: PostgreSQL sums its ``NUMERIC`` columns, SQLite its integer money
+columns (`_codec.MONEY_COLUMNS`); the rare SQLite rows whose amounts those cannot hold are summed here
+from their records, in `Decimal`. Works on a ledger with ``dialect`` (``"sqlite"`` or ``"postgres"``)
+and ``fetch(sql, params)``; `sql_ledger` says whether one has them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from ..drift import PrefixDrift
+from ..errors import LedgerError
+from ..usage import CostBreakdown, TaskRecord, Usage, _trusted_usage
+from . import _codec
+
+__all__ = [
+    "DriftedCall",
+    "drifted_calls",
+    "CallFacts",
+    "CallGroup",
+    "ChildTask",
+    "Selection",
+    "SqlLedger",
+    "call_groups",
+    "calls_of",
+    "child_tasks",
+    "sql_ledger",
+    "task_names",
+    "tasks_of",
+]
+
+
+@runtime_checkable
+class SqlLedger(Protocol):
+    """A ledger a report can query: SQLite and PostgreSQL."""
+
+    dialect: str
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+
+def sql_ledger(ledger: object) -> SqlLedger | None:
+    return ledger if isinstance(ledger, SqlLedger) and ledger.dialect in _DIALECTS else None
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The records a report covers: started (tasks, calls) at or after ``since``, of one task name."""
+
+    since: datetime | None = None
+    task_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallGroup:
+    """Calls summed by the database, per (in a task or not, task name, model, cache storage or not)."""
+
+    in_task: bool
+    task_name: str | None
+    model: str
+    storage: bool
+    """``operation == "cache.storage"``."""
+    calls: int
+    priced: int
+    usage: Usage
+    cost: Decimal
+    """Sum over priced calls."""
+    cost_breakdown: CostBreakdown
+    """Sum over calls with a breakdown."""
+    first_started_at: datetime
+    last_started_at: datetime
+
+
+class CallFacts(NamedTuple):
+    """The fields of a call the signals and the checklist's cache check read (`signals.PrefixCall`)."""
+
+    order: int
+    """Stored order (SQLite rowid, PostgreSQL seq): breaks ties between calls that started together."""
+    task_id: str | None
+    started_at: datetime
+    duration_s: float
+    conversation: str | None
+    prefix_hash: str | None
+    status: str
+    usage: Usage
+    """Input, cache read and cache write tokens only."""
+
+
+class ChildTask(NamedTuple):
+    """A task with a parent, as far as passing its calls up to the parent goes."""
+
+    order: int
+    id: str
+    parent_id: str
+    name: str
+    started_at: datetime
+    ended_at: datetime
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DIALECTS = ("sqlite", "postgres")
+_TOKEN_SUMS = ", ".join(f"SUM({c})" for c in _codec.USAGE_COLUMNS)
+_BUCKETS = ("uncached_input", "cache_read", "cache_write", "output", "storage")
+
+
+class _Sql:
+    """The dialect's spelling of each query; ``where`` builds the selection's filters."""
+
+    def __init__(self, dialect: str) -> None:
+        self.sqlite = dialect == "sqlite"
+        self.mark = "?" if self.sqlite else "%s"
+        self.order = "rowid" if self.sqlite else "seq"
+        self.prefix = "" if self.sqlite else "{schema}."
+
+    def time(self, moment: datetime, table: str) -> Any:
+        if not self.sqlite:
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return _codec.time_us(moment) if table == "calls" else _codec.time_text(moment)
+
+    def where(
+        self, sel: Selection, table: str, *, named: bool = False, name: str | None = None, extra: str = ""
+    ) -> tuple[str, list[Any]]:
+        """Filters for ``table``: the selection's, or with ``named`` task name ``name`` (None: no name)."""
+        name_column = "name" if table == "tasks" else "task_name"
+        filters: list[str] = [extra] if extra else []
+        params: list[Any] = []
+        if sel.since is not None:
+            filters.append(f"started_at >= {self.mark}")
+            params.append(self.time(sel.since, table))
+        chosen = name if named else sel.task_name
+        if named and name is None:
+            filters.append(f"{name_column} IS NULL")
+        elif chosen is not None:
+            filters.append(f"{name_column} = {self.mark}")
+            params.append(chosen)
+        return (f" WHERE {' AND '.join(filters)}" if filters else ""), params
+
+    def call_kind(self) -> str:
+        """The call's model and operation: two columns, or one JSON array (one parse of ``record``)."""
+        return "json_extract(record, '$[1]', '$[2]')" if self.sqlite else "model, operation"
+
+    def call_signals(self) -> str:
+        """The call's status, conversation and prefix hash: three columns, or one JSON array."""
+        return (
+            "json_extract(record, '$[3]', '$[6]', '$[7]')"
+            if self.sqlite
+            else "status, conversation, prefix_hash"
+        )
+
+    def moment(self, value: Any) -> datetime:
+        if self.sqlite:
+            if isinstance(value, int):
+                return _EPOCH + timedelta(microseconds=value)
+            return datetime.fromisoformat(value)
+        return value.astimezone(UTC) if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _money_sum(sql: _Sql, column: str) -> str:
+    if sql.sqlite:
+        return f"SUM(m_{column} >> 4), MAX(m_{column} & 15)"
+    return f"SUM({'cost' if column == 'cost' else 'cost_' + column}), NULL"
+
+
+def _money(sql: _Sql, total: Any, places: Any) -> Decimal:
+    if total is None:
+        return Decimal(0)
+    if sql.sqlite:
+        return _codec.money_from_fixed(int(total), int(places or 0))
+    return Decimal(0) + Decimal(total)  # as a Python sum from 0 shows it (no fewer places than 0)
+
+
+def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
+    """Every call of the selection, summed per (in a task, task name, model, operation).
+
+    On SQLite the money columns of calls stored since the last report are filled first; where that
+    cannot be done (a read-only file), those calls are summed from their records instead."""
+    sql = _Sql(ledger.dialect)
+    fill = getattr(ledger, "fill_money_columns", None)
+    if sql.sqlite and fill is not None:
+        try:
+            fill()
+        except LedgerError:
+            pass
+    width = 3 if sql.sqlite else 4  # SQLite's model and operation come as one JSON array
+    money = ", ".join(_money_sum(sql, c) for c in ("cost", *_BUCKETS))
+    exact_rows = "SUM(m_from_record != 0), COUNT(m_cost)" if sql.sqlite else "0, COUNT(cost)"
+    where, params = sql.where(sel, "calls")
+    rows = ledger.fetch(
+        f"SELECT task_id IS NULL, task_name, {sql.call_kind()}, COUNT(*), {exact_rows}, {_TOKEN_SUMS}, "
+        f"{money}, MIN(started_at), MAX(started_at) FROM {sql.prefix}calls{where} "
+        f"GROUP BY {_positions(width)}",
+        params,
+    )
+    loose = _record_money(ledger, sql, sel) if sql.sqlite else {}
+    groups = []
+    for row in rows:
+        key = tuple(row[:width])
+        model, operation = json.loads(row[2]) if sql.sqlite else row[2:4]
+        calls, from_record, priced = (int(v or 0) for v in row[width : width + 3])
+        sums = row[width + 3 :]
+        usage = Usage(**{c: int(v or 0) for c, v in zip(_codec.USAGE_COLUMNS, sums[:7], strict=True)})
+        amounts = [_money(sql, sums[i], sums[i + 1]) for i in range(7, 19, 2)]
+        if from_record:
+            extra_priced, extra = loose[key]
+            priced += extra_priced
+            amounts = [a + b for a, b in zip(amounts, extra, strict=True)]
+        groups.append(
+            CallGroup(
+                in_task=not key[0], task_name=key[1], model=model, storage=operation == "cache.storage",
+                calls=calls, priced=priced, usage=usage, cost=amounts[0],
+                cost_breakdown=CostBreakdown(**dict(zip(_BUCKETS, amounts[1:], strict=True))),
+                first_started_at=sql.moment(sums[19]), last_started_at=sql.moment(sums[20]),
+            )
+        )  # fmt: skip
+    return groups
+
+
+def _positions(count: int) -> str:
+    return ", ".join(str(i) for i in range(1, count + 1))
+
+
+def _record_money(
+    ledger: SqlLedger, sql: _Sql, sel: Selection
+) -> dict[tuple[Any, ...], tuple[int, list[Decimal]]]:
+    """SQLite rows whose money columns are not filled (amounts with more than 12 decimal places, or
+    rows not filled yet): their money, summed from the records, per call group."""
+    where, params = sql.where(sel, "calls", extra="m_from_record != 0")
+    rows = ledger.fetch(
+        f"SELECT task_id IS NULL, task_name, {sql.call_kind()}, json_extract(record, '$[12]'), "
+        f"json_extract(record, '$[13]') FROM calls{where}",
+        params,
+    )
+    sums: dict[tuple[Any, ...], tuple[int, list[Decimal]]] = {}
+    for loose, name, kind, cost, buckets in rows:
+        key = (loose, name, kind)
+        priced, amounts = sums.get(key, (0, [Decimal(0)] * 6))
+        if cost is not None:
+            priced += 1
+            amounts[0] += Decimal(cost)
+        if buckets is not None:
+            for i, text in enumerate(json.loads(buckets), 1):
+                amounts[i] += Decimal(text)
+        sums[key] = (priced, amounts)
+    return sums
+
+
+def task_names(ledger: SqlLedger, sel: Selection) -> list[str]:
+    sql = _Sql(ledger.dialect)
+    where, params = sql.where(sel, "tasks")
+    return [name for (name,) in ledger.fetch(f"SELECT DISTINCT name FROM {sql.prefix}tasks{where}", params)]
+
+
+_TASK_READ = ("id", "name", "parent_id", "outcome", "started_at", "ended_at", *_codec.USAGE_COLUMNS,
+              "cost", *_codec.BUCKET_COLUMNS, "calls", "budget_usd", "error")  # fmt: skip
+
+
+def tasks_of(ledger: SqlLedger, sel: Selection, name: str) -> list[tuple[TaskRecord, int]]:
+    """The runs of one task name, oldest start first, each with its stored order (metadata left out)."""
+    sql = _Sql(ledger.dialect)
+    where, params = sql.where(sel, "tasks", named=True, name=name)
+    rows = ledger.fetch(
+        f"SELECT {sql.order}, {', '.join(_TASK_READ)} FROM {sql.prefix}tasks{where} "
+        f"ORDER BY started_at, {sql.order}",
+        params,
+    )
+    # the ledger's own decoder reads SQLite's text forms and PostgreSQL's typed values alike
+    return [(_codec.task_from_row({**dict(zip(_TASK_READ, row[1:], strict=True)), "metadata": ""}), row[0])
+            for row in rows]  # fmt: skip
+
+
+def calls_of(
+    ledger: SqlLedger,
+    sel: Selection,
+    name: str | None,
+    *,
+    between: tuple[datetime, datetime] | None = None,
+    task_ids: Sequence[str] = (),
+) -> list[CallFacts]:
+    """The calls of one task name (None: calls with no task name) in stored order, as `CallFacts`;
+    ``between`` keeps those that started in that closed interval, ``task_ids`` those of these tasks."""
+    sql = _Sql(ledger.dialect)
+    where, params = sql.where(sel, "calls", named=True, name=name)
+    if between is not None:
+        where += f" AND started_at >= {sql.mark} AND started_at <= {sql.mark}"
+        params += [sql.time(between[0], "calls"), sql.time(between[1], "calls")]
+    if task_ids:
+        where += f" AND task_id IN ({', '.join([sql.mark] * len(task_ids))})"
+        params += list(task_ids)
+    rows = ledger.fetch(
+        f"SELECT {sql.order}, task_id, started_at, duration_s, input_tokens, cache_read_tokens, "
+        f"cache_write_tokens, {sql.call_signals()} FROM {sql.prefix}calls{where} "
+        f"ORDER BY started_at, {sql.order}",
+        params,
+    )
+    moment, loads, usage = sql.moment, json.loads, _trusted_usage
+    return [
+        CallFacts(order, task_id, moment(started), duration, conv, prefix_hash, status,
+                  usage(input_tokens=i, cache_read_tokens=r, cache_write_tokens=w, cache_write_long_tokens=0,
+                        output_tokens=0, reasoning_tokens=0, requests=0))
+        for order, task_id, started, duration, i, r, w, *signals in rows
+        for status, conv, prefix_hash in (loads(signals[0]) if len(signals) == 1 else signals,)
+    ]  # fmt: skip
+
+
+def child_tasks(ledger: SqlLedger, sel: Selection) -> list[ChildTask]:
+    """Every task of the selection that has a parent."""
+    sql = _Sql(ledger.dialect)
+    where, params = sql.where(sel, "tasks", extra="parent_id IS NOT NULL")
+    rows = ledger.fetch(
+        f"SELECT {sql.order}, id, parent_id, name, started_at, ended_at FROM {sql.prefix}tasks{where}", params
+    )
+    return [ChildTask(o, i, p, n, sql.moment(s), sql.moment(e)) for o, i, p, n, s, e in rows]
+
+
+class DriftedCall(NamedTuple):
+    """What the drift section needs of a call whose cached prefix changed."""
+
+    task_name: str | None
+    started_at: datetime
+    drift: PrefixDrift
+
+
+def drifted_calls(ledger: SqlLedger, sel: Selection) -> list[DriftedCall]:
+    """Only the calls with a drift, filtered in the database: the section costs what drifted, not
+    what the ledger holds."""
+    sql = _Sql(ledger.dialect)
+    column = "json_extract(record, '$[15]')" if sql.sqlite else "drift"
+    where, params = sql.where(sel, "calls", extra=f"{column} IS NOT NULL")
+    rows = ledger.fetch(
+        f"SELECT task_name, started_at, {column} FROM {sql.prefix}calls{where} "
+        f"ORDER BY started_at, {sql.order}",
+        params,
+    )
+    loads, moment, drift = json.loads, sql.moment, _codec.drift_from
+    return [
+        DriftedCall(name, moment(started), drift(text if isinstance(text, dict) else loads(text)))
+        for name, started, text in rows
+    ]

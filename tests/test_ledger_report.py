@@ -1,0 +1,342 @@
+"""`report` and `check` figures read with SQL equal, field by field and digit for digit, what the
+Python aggregation over every decoded record gives (`build_report`, `facts_from_records`): on SQLite,
+on PostgreSQL (when ``BUDGETCLIENT_TEST_POSTGRES_URL`` names a server) and on ``memory://``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from dataclasses import fields, is_dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from budgetclient import config
+from budgetclient.cli.check import checklist, evaluate_checklist
+from budgetclient.errors import LedgerError
+from budgetclient.ledger import AlertRecord, Ledger, _codec, open_ledger
+from budgetclient.ledger import sqlite as sqlite_ledger
+from budgetclient.ledger_report import read_ledger_report
+from budgetclient.reports import Report, build_report, facts_from_records
+from budgetclient.usage import CallRecord, CostBreakdown, Usage
+
+from ._report_data import T0, History, make_call, sample_history, task_from_calls
+
+PG_URL = os.environ.get("BUDGETCLIENT_TEST_POSTGRES_URL", "")
+SETTINGS = config.Settings(
+    ledger_url="memory://", alert_cost_per_task_by_name={"triage-ticket": Decimal("0.05")}
+)
+
+
+def varied_history() -> History:
+    """The report tests' fortnight, plus what stresses the SQL: calls that started at the same
+    instant, amounts with more than 12 decimal places and in scientific notation, cache storage,
+    failed calls, calls of tasks that never ended, a nested task whose child has another name and a
+    grandchild, budgets, and two names whose runs end at the same instant."""
+    history = sample_history(seed=11)
+    n = 10_000
+    at = T0 + timedelta(days=2, hours=3)
+
+    def call(**kw: Any) -> CallRecord:
+        nonlocal n
+        n += 1
+        return make_call(n, **kw)
+
+    # two names ending together; their calls start together too
+    for name in ("tie-a", "tie-b"):
+        calls = [
+            call(
+                at=at,
+                usage=Usage(input_tokens=3000, cache_read_tokens=2000, output_tokens=10, requests=1),
+                task_id=f"{name}-1",
+                task_name=name,
+                prefix_hash="p",
+            )
+            for _ in range(3)
+        ]
+        history.calls.extend(calls)
+        history.tasks.append(
+            task_from_calls(
+                f"{name}-1",
+                name,
+                "success",
+                calls,
+                started_at=at,
+                budget_usd=Decimal("1") if name == "tie-a" else None,
+            )
+        )
+    # storage and odd amounts: priced by hand
+    odd = [
+        (Decimal("0.0000012345678901234567"), "cache.storage"),  # 22 places: summed from the record
+        (Decimal("3E-7"), "messages"),
+        (Decimal("1.5E-7"), "messages"),
+        (Decimal("0.30"), "messages"),
+    ]
+    parent, child, grandchild = "nest-parent-1", "nest-child-1", "nest-grand-1"
+    nested: dict[str, list[CallRecord]] = {parent: [], child: [], grandchild: []}
+    for i, (amount, operation) in enumerate(odd):
+        owner = (parent, child, grandchild, None)[i]
+        record = replace(
+            call(
+                at=at + timedelta(minutes=1, seconds=i),
+                usage=Usage(input_tokens=2500, output_tokens=7, requests=1),
+                task_id=owner,
+                task_name=None if owner is None else owner.rsplit("-", 1)[0],
+                conversation="c",
+            ),
+            cost=amount,
+            operation=operation,
+            cost_breakdown=CostBreakdown(storage=amount)
+            if operation == "cache.storage"
+            else CostBreakdown(output=amount),
+        )
+        history.calls.append(record)
+        if owner is not None:
+            nested[owner].append(record)
+    grand = task_from_calls(
+        grandchild, "nest-grand", "failure", nested[grandchild], started_at=at, parent_id=child
+    )
+    kid = task_from_calls(
+        child, "nest-child", "success", [*nested[child], *nested[grandchild]], started_at=at, parent_id=parent
+    )
+    top = task_from_calls(
+        parent,
+        "nest-parent",
+        "partial",
+        [*nested[parent], *nested[child], *nested[grandchild]],
+        started_at=at,
+    )
+    history.tasks.extend([grand, kid, top])
+    # failed calls, and calls of a task that never ended
+    history.calls.append(
+        call(
+            at=at,
+            usage=Usage(input_tokens=9000, requests=1),
+            task_id="triage-ticket-x",
+            task_name="triage-ticket",
+            status="error",
+        )
+    )
+    history.calls.append(
+        call(
+            at=at + timedelta(hours=30),
+            model="in-house-model",
+            usage=Usage(input_tokens=4000, cache_write_tokens=100, requests=1),
+            task_id="ghost-1",
+            task_name="ghost",
+        )
+    )
+    return history
+
+
+def stored_alerts(history: History) -> list[AlertRecord]:
+    research = next(t for t in history.tasks if t.name == "research-agent" and t.outcome == "failure")
+    return [
+        AlertRecord(
+            id="stored-1",
+            kind="failure_cost_share",
+            task_name=research.name,
+            task_id=research.id,
+            created_at=research.ended_at,
+            message="stored",
+            value=0.5,
+            threshold=0.25,
+        ),
+        AlertRecord(
+            id="stored-2",
+            kind="cost_per_task",
+            task_name=None,
+            task_id=None,
+            created_at=T0,
+            message="loose",
+            details={"k": 1},
+        ),
+    ]
+
+
+def exact(value: Any) -> Any:
+    """A value with every Decimal as its text (so 0.30 and 0.3 differ) and alert ids dropped."""
+    if isinstance(value, Decimal):
+        return ("decimal", str(value))
+    if isinstance(value, datetime):
+        return ("time", value.isoformat())
+    if is_dataclass(value) and not isinstance(value, type):
+        return (
+            type(value).__name__,
+            *(
+                exact(getattr(value, f.name))
+                for f in fields(value)
+                if f.name not in ("generated_at", "id") or not isinstance(value, Report | AlertRecord)
+            ),
+        )
+    if isinstance(value, dict):
+        return {k: exact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [exact(v) for v in value]
+    return value
+
+
+def reference(ledger: Ledger, since: datetime | None, task: str | None) -> tuple[Report, Any, Any]:
+    """Today's aggregation: every record decoded, aggregated in Python."""
+    tasks = ledger.read_tasks(since=since, name=task)
+    calls = ledger.read_calls(since=since, task_name=task)
+    alerts = ledger.read_alerts(since=since, task_name=task)
+    report = build_report(tasks, calls, alerts, task_name=task, settings=SETTINGS, since=since)
+    return (
+        report,
+        facts_from_records(tasks, calls, settings=SETTINGS),
+        evaluate_checklist(tasks, calls, report, settings=SETTINGS),
+    )
+
+
+SELECTIONS = [
+    (None, None),
+    (T0 + timedelta(days=2), None),
+    (None, "research-agent"),
+    (None, "nest-parent"),
+    (T0 + timedelta(days=1, hours=5), "triage-ticket"),
+    (None, "no-such-task"),
+]
+
+
+def assert_same_figures(ledger: Ledger) -> None:
+    for since, task in SELECTIONS:
+        old, old_facts, old_items = reference(ledger, since, task)
+        new = read_ledger_report(
+            ledger, since=since, task_name=task, settings=SETTINGS, points=True, facts=True
+        )
+        where = f"since={since} task={task}"
+        assert [r.task for r in new.report.rows] == [r.task for r in old.rows], where
+        for got, want in zip(new.report.rows, old.rows, strict=True):
+            for f in fields(want):
+                assert exact(getattr(got, f.name)) == exact(getattr(want, f.name)), (where, want.task, f.name)
+        assert exact(new.report) == exact(old), where
+        assert exact(new.facts) == exact(old_facts), where
+        assert new.facts is not None and checklist(new.facts, new.report, settings=SETTINGS) == old_items, (
+            where
+        )
+        json_rows = [
+            {**row, "alerts": [{**a, "id": None} for a in row["alerts"]]} for row in new.report.as_json()
+        ]
+        assert json_rows == [
+            {**row, "alerts": [{**a, "id": None} for a in row["alerts"]]} for row in old.as_json()
+        ]
+
+
+@pytest.fixture(scope="module")
+def history() -> History:
+    return varied_history()
+
+
+def fill(ledger: Ledger, history: History) -> None:
+    ledger.write(calls=history.calls, tasks=history.tasks, alerts=stored_alerts(history))
+
+
+def test_the_history_exercises_what_it_claims(history: History) -> None:
+    report = build_report(history.tasks, history.calls, settings=SETTINGS)
+    kinds = {a.kind for r in report.rows for a in r.alerts}
+    assert {"cost_per_task", "cost_baseline", "cache_hit_rate", "failure_cost_share", "output_ratio"} <= kinds
+    assert report.unpriced_calls and any(r.task is None for r in report.rows)
+    assert any(_codec.fixed_money(str(c.cost)) is None for c in history.calls if c.cost is not None)
+
+
+def test_sqlite_figures_equal_the_python_aggregation(tmp_path: Path, history: History) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    fill(ledger, history)
+    assert_same_figures(ledger)
+    ledger.close()
+
+
+def test_memory_figures_equal_the_python_aggregation(history: History) -> None:
+    ledger = open_ledger(f"memory://report-{uuid.uuid4().hex}")
+    fill(ledger, history)
+    assert_same_figures(ledger)
+
+
+def test_sqlite_money_columns_are_filled_once_by_the_first_report(tmp_path: Path, history: History) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = open_ledger(f"sqlite:///{path}")
+    fill(ledger, history)
+    columns = ", ".join(_codec.MONEY_COLUMNS)
+    with sqlite3.connect(path) as raw:  # the writer leaves them empty
+        assert raw.execute("SELECT DISTINCT m_from_record FROM calls").fetchall() == [(1,)]
+    read_ledger_report(ledger, settings=SETTINGS)
+    with sqlite3.connect(path) as raw:
+        filled = raw.execute(f"SELECT {columns} FROM calls ORDER BY rowid").fetchall()
+        records = raw.execute("SELECT record FROM calls ORDER BY rowid").fetchall()
+    for row, (record,) in zip(filled, records, strict=True):
+        cost, buckets = json.loads(record)[12:14]
+        exact = [cost, *(buckets or [None] * 5)]
+        if row[-1] == 2:  # more than 12 decimal places: summed from the record
+            assert any(t is not None and _codec.fixed_money(t) is None for t in exact)
+            continue
+        assert row[-1] == 0
+        for fixed, text in zip(row[:-1], exact, strict=True):
+            assert (fixed is None) == (text is None)
+            if text is not None:  # the column holds the amount exactly
+                assert _codec.money_from_fixed(fixed >> 4, fixed & 15) == Decimal(text)
+    assert sqlite_ledger.SQLiteLedger.fill_money_columns(ledger) == 0  # type: ignore[arg-type]
+    ledger.close()
+
+
+def test_sqlite_rows_that_cannot_be_filled_are_summed_from_their_records(
+    tmp_path: Path, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report on a file it may not write (or a fill that fails) still gives exact figures."""
+
+    def refuse(self: object) -> int:
+        raise LedgerError("read-only")
+
+    monkeypatch.setattr(sqlite_ledger.SQLiteLedger, "fill_money_columns", refuse)
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    fill(ledger, history)
+    assert_same_figures(ledger)
+    ledger.close()
+
+
+def test_money_columns_hold_exact_pico_usd() -> None:
+    for text in ["0.037035", "3E-7", "1.5E-7", "0", "12", "0.30", "0E-10", "1E+2", "-0.5", "0.000000000001"]:
+        fixed = _codec.fixed_money(text)
+        assert fixed is not None
+        assert (
+            _codec.money_from_fixed(fixed >> 4, fixed & 15).as_tuple()
+            == (Decimal(text) + Decimal(0)).as_tuple()
+        )
+    assert _codec.fixed_money("0.0000000000001") is None and _codec.fixed_money("NaN") is None
+    assert _codec.fixed_money("10000000") is None  # beyond 2**63 pico-USD x 16: summed from the record
+
+
+@pytest.fixture
+def pg_ledger() -> Iterator[Ledger]:
+    if not PG_URL:
+        pytest.skip(
+            "BUDGETCLIENT_TEST_POSTGRES_URL is not set; `source .ci/postgres.sh` starts a throwaway server"
+        )
+    import psycopg
+
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    ledger = open_ledger(f"{PG_URL}{'&' if '?' in PG_URL else '?'}schema={schema}")
+    yield ledger
+    ledger.close()
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_postgres_figures_equal_the_python_aggregation(pg_ledger: Ledger, history: History) -> None:
+    fill(pg_ledger, history)
+    assert_same_figures(pg_ledger)
+
+
+def test_points_only_when_asked(tmp_path: Path, history: History) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    fill(ledger, history)
+    assert read_ledger_report(ledger, settings=SETTINGS).report.points == ()
+    assert len(read_ledger_report(ledger, settings=SETTINGS, points=True).report.points) == len(history.tasks)
+    ledger.close()

@@ -11,7 +11,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from dataclasses import fields, is_dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,14 @@ import pytest
 
 from budgetclient import config
 from budgetclient.cli.check import checklist, evaluate_checklist
+from budgetclient.drift import PrefixDrift
 from budgetclient.errors import LedgerError
 from budgetclient.ledger import AlertRecord, Ledger, _codec, open_ledger
 from budgetclient.ledger import sqlite as sqlite_ledger
+from budgetclient.ledger.aggregate import Selection, drifted_calls, sql_ledger
 from budgetclient.ledger_report import read_ledger_report
 from budgetclient.reports import Report, build_report, facts_from_records
+from budgetclient.reports_drift import drift_rows
 from budgetclient.usage import CallRecord, CostBreakdown, Usage
 
 from ._report_data import T0, History, make_call, sample_history, task_from_calls
@@ -340,3 +343,49 @@ def test_points_only_when_asked(tmp_path: Path, history: History) -> None:
     assert read_ledger_report(ledger, settings=SETTINGS).report.points == ()
     assert len(read_ledger_report(ledger, settings=SETTINGS, points=True).report.points) == len(history.tasks)
     ledger.close()
+
+
+def _drifted(i: int, task: str | None, cause: str, cost: str | None) -> CallRecord:
+    drift = PrefixDrift(
+        segment=f"messages[{i}].content", offset=i, before="a", after="b", cause=cause,
+        tokens_at_risk=100 * (i + 1), est_extra_cost=None if cost is None else Decimal(cost),
+    )  # fmt: skip
+    return replace(make_drift_base(i, task), drift=drift)
+
+
+def make_drift_base(i: int, task: str | None) -> CallRecord:
+    return CallRecord(
+        id=f"drift-{i}", provider="anthropic", model="claude-sonnet-4-6", operation="messages",
+        started_at=datetime(2026, 12, 1, 12, i, tzinfo=UTC), duration_s=0.1, usage=Usage(input_tokens=10),
+        cost=None, cost_breakdown=None, status="ok", http_status=200, error=None, task_id=None,
+        task_name=task, conversation=None, stream=False, batch=False, attempt=1, request_bytes=10,
+        prefix_hash=None, response_id=None, service_tier=None, drift=None, metadata={},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_drift_section_reads_only_drifted_calls_and_matches_the_records(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        ledger: Ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    else:
+        ledger = request.getfixturevalue("pg_ledger")
+    calls = [
+        _drifted(0, "agent", "timestamp", "0.01"),
+        _drifted(1, "agent", "timestamp", None),
+        _drifted(2, None, "key-order", "0.002"),
+        make_drift_base(3, "agent"),  # no drift: not in the section
+        _drifted(4, "other", "content", "0.5"),
+    ]
+    ledger.write(calls=calls)
+    db = sql_ledger(ledger)
+    assert db is not None
+    drifted = drifted_calls(db, Selection())
+    assert sorted(c.task_name or "" for c in drifted) == ["", "agent", "agent", "other"]
+    rows = drift_rows(drifted)
+    assert rows == drift_rows(calls)  # the same section as from whole records (memory://'s path)
+    agent = next(r for r in rows if r.task == "agent")
+    assert (agent.calls, agent.tokens_at_risk, agent.unpriced) == (2, 100 + 200, 1)
+    assert agent.cost_at_risk == Decimal("0.01")
+    assert rows[0].task == "other"  # most money at risk first

@@ -22,9 +22,8 @@ GEMINI = "gemini-2.5-flash"
 GEMINI_RATES = {"input": Decimal("0.30"), "read": Decimal("0.03"), "output": Decimal("2.50")}
 
 
-def anthropic_cost(usage: dict[str, Any]) -> Decimal:
+def anthropic_cost(usage: dict[str, Any], rates: dict[str, Decimal] = CLAUDE_RATES) -> Decimal:
     """One Messages response (``input_tokens`` excludes the cache tokens)."""
-    rates = CLAUDE_RATES
     creation = usage.get("cache_creation") or {}
     return (
         usage["input_tokens"] * rates["input"]

@@ -15,6 +15,7 @@ from anthropic.types import Message
 import budgetclient as bc
 from budgetclient.ledger import open_ledger
 
+from .._fake_costs import anthropic_cost
 from .._sdk import assert_same_outcome, drain
 from .wire import (
     Wire,
@@ -43,14 +44,7 @@ MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": "Hi there"}]
 
 def cost_of(usage: dict[str, Any], rates: dict[str, Decimal] = STANDARD) -> Decimal:
     """Expected cost from Anthropic's own usage fields (input_tokens excludes cache tokens)."""
-    creation = usage.get("cache_creation") or {}
-    return (
-        usage["input_tokens"] * rates["input"]
-        + usage.get("cache_read_input_tokens", 0) * rates["read"]
-        + creation.get("ephemeral_5m_input_tokens", 0) * rates["write_5m"]
-        + creation.get("ephemeral_1h_input_tokens", 0) * rates["write_1h"]
-        + usage["output_tokens"] * rates["output"]
-    ) / MTOK
+    return anthropic_cost(usage, rates)
 
 
 def expected_usage(usage: dict[str, Any]) -> bc.Usage:

@@ -8,12 +8,12 @@ price sheet, and must add up to at most the limit, and to exactly what the store
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -238,9 +238,8 @@ def test_task_limits_and_the_scope_refuse_alike(tmp_path: Path) -> None:
     assert t.calls == 1  # the refused call was not sent
     row = _row(url, "tenant:acme", time.time())
     assert row is not None and row.spent == cost_of(usage) and row.reserved == 0
-    with pytest.raises(bc.ConfigurationError, match="not declared"):
-        with bc.task("x", limits=["tenant:nobody"]):
-            call(c)
+    with pytest.raises(bc.ConfigurationError, match="not declared"), bc.task("x", limits=["tenant:nobody"]):
+        call(c)
 
 
 def test_a_refused_limit_gives_the_task_budget_back(tmp_path: Path) -> None:
@@ -275,7 +274,8 @@ def test_unreachable_store_fails_closed_by_default(tmp_path: Path, monkeypatch: 
     with bc.limit("closed"), pytest.raises(bc.LimitUnavailable) as caught:
         call(c)
     message = str(caught.value)
-    assert "fail_closed=True" in message and "fail_closed=False" in message and "BUDGETCLIENT_LEDGER" in message
+    assert "fail_closed=True" in message and "fail_closed=False" in message
+    assert "BUDGETCLIENT_LEDGER" in message
     assert fake.requests == []  # nothing was sent
     with bc.limit("open"):
         call(c)

@@ -291,3 +291,31 @@ def test_calls_outside_any_limit_never_open_the_store(monkeypatch: pytest.Monkey
         call(client())
     call(client())
     assert opened == []
+
+
+def test_the_limits_command_shows_window_spent_reserved_remaining(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from budgetclient.cli import main
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    bc.configure(ledger=url, prices=PRICES)
+    bc.limit("tenant:cli", usd="0.5", per="day")
+    with bc.limit("tenant:cli"):
+        spent = cost_of(call(client())) + cost_of(call(client()))
+    day = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00+00:00")
+    assert main(["limits", "--ledger", url, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown == {
+        "limit": "tenant:cli",
+        "per": "day",
+        "window_start": day,
+        "usd": "0.5",
+        "spent_usd": str(spent),
+        "reserved_usd": "0",
+        "remaining_usd": str(Decimal("0.5") - spent),
+    }
+    assert main(["limits", "--ledger", url]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["limit", "per", "window", "(UTC)", "usd", "spent", "reserved", "remaining"]
+    assert table[1].split()[:3] == ["tenant:cli", "day", day[:10]]

@@ -16,8 +16,10 @@ admitted in.
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,12 +38,14 @@ from .usage import CallRecord
 
 __all__ = [
     "DEFAULT_LEASE_S",
+    "LIMITS_ENV",
     "LimitHold",
     "LimitSpec",
     "active",
     "covering",
     "declared",
     "limit",
+    "load_limits",
     "reserve",
     "store",
 ]
@@ -133,12 +137,60 @@ def declared() -> tuple[LimitSpec, ...]:
 def _lookup(name: str) -> LimitSpec:
     with _declared_lock:
         spec = _declared.get(name)
+    if spec is None and _load_env_file():
+        with _declared_lock:
+            spec = _declared.get(name)
     if spec is None:
         raise ConfigurationError(
             f"limit {name!r} is not declared in this process; declare it once with "
-            f"bc.limit({name!r}, usd=..., per='day')"
+            f"bc.limit({name!r}, usd=..., per='day'), or in the TOML file named by {LIMITS_ENV}"
         )
     return spec
+
+
+LIMITS_ENV = "BUDGETCLIENT_LIMITS"
+"""A TOML file of limits for deployments, read on the first use of an undeclared limit name."""
+_OPTIONS = frozenset({"usd", "per", "on_exceed", "fail_closed", "lease_s"})
+_env_loaded: set[str] = set()
+
+
+def load_limits(path: str | os.PathLike[str]) -> tuple[LimitSpec, ...]:
+    """Declare every limit of a TOML file; a limit declared in code with the same name is replaced.
+
+    ``[limits."tenant:acme"]`` with ``usd = "50"`` (a string keeps cents exact), ``per = "day"``,
+    and optionally ``on_exceed``, ``fail_closed``, ``lease_s`` (as for `limit`).
+    """
+    where = os.fspath(path)
+    try:
+        with open(where, "rb") as file:
+            data = tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"{where}: cannot read limits: {exc}") from None
+    tables = data.get("limits")
+    if not isinstance(tables, dict):
+        raise ConfigurationError(
+            f'{where}: no [limits."NAME"] tables (e.g. [limits."tenant:acme"] usd = "50")'
+        )
+    specs = []
+    for name, table in tables.items():
+        if not isinstance(table, dict) or "usd" not in table or set(table) - _OPTIONS:
+            raise ConfigurationError(
+                f"{where}: limit {name!r} takes usd (required) and "
+                f"{sorted(_OPTIONS - {'usd'})}, got {table!r}"
+            )
+        limit(name, **table)
+        specs.append(_lookup(name))
+    return tuple(specs)
+
+
+def _load_env_file() -> bool:
+    """Load ``BUDGETCLIENT_LIMITS`` once per path; whether anything new was loaded."""
+    path = os.environ.get(LIMITS_ENV)
+    if not path or path in _env_loaded:
+        return False
+    _env_loaded.add(path)
+    load_limits(path)
+    return True
 
 
 def active() -> bool:

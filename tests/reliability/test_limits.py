@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -319,3 +320,27 @@ def test_the_limits_command_shows_window_spent_reserved_remaining(
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["limit", "per", "window", "(UTC)", "usd", "spent", "reserved", "remaining"]
     assert table[1].split()[:3] == ["tenant:cli", "day", day[:10]]
+
+
+def test_limits_from_a_toml_file_named_by_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    path = tmp_path / "limits.toml"
+    name = f"tenant:toml-{uuid.uuid4().hex[:8]}"
+    path.write_text(f'[limits."{name}"]\nusd = "0.000001"\nper = "hour"\nlease_s = 60\n')
+    monkeypatch.setenv(limits.LIMITS_ENV, str(path))
+    bc.configure(ledger=url, prices=PRICES)
+    with bc.task("from-env", limits=[name]), pytest.raises(bc.LimitExceeded, match=name):
+        call(client())
+    spec = next(s for s in limits.declared() if s.name == name)
+    assert (spec.usd, spec.per, spec.lease_s, spec.on_exceed, spec.fail_closed) == (
+        Decimal("0.000001"),
+        "hour",
+        60.0,
+        "raise",
+        True,
+    )
+    path.write_text('[limits."x"]\nusd = 1\nper = "week"\n')
+    with pytest.raises(bc.ConfigurationError, match="per"):
+        limits.load_limits(path)

@@ -245,6 +245,16 @@ def _open_store(url: str) -> LimitStore:
     raise ConfigurationError(f"ledger {mask_url(url)!r} cannot hold fleet limits; use SQLite or PostgreSQL")
 
 
+def _after_fork_in_child() -> None:
+    """A lock held by another thread at fork stays held in the child: start over with new ones."""
+    global _stores_lock, _declared_lock
+    _stores_lock, _declared_lock = threading.Lock(), threading.Lock()
+    _stores.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _settings_changed(old: object, new: object) -> None:
     with _stores_lock:
         _stores.clear()

@@ -250,6 +250,7 @@ def _after_fork_in_child() -> None:
     global _stores_lock, _declared_lock
     _stores_lock, _declared_lock = threading.Lock(), threading.Lock()
     _stores.clear()
+    _unsettled.clear()  # the parent settles its own calls
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -287,6 +288,8 @@ class LimitHold:
         try:
             self._store.settle(self.id, self.claims, cost)
         except LimitStoreError as exc:
+            with _stores_lock:  # retried before this process's next reservation (`_settle_late`)
+                _unsettled.append((self._store, self.id, self.claims, cost))
             log.warning(
                 "limit.settle_failed", hold=self.id, cost_usd=str(cost), error=str(exc),
                 limits=[c.name for c in self.claims],
@@ -303,6 +306,20 @@ class LimitHold:
 
 
 _warned: set[tuple[str, str]] = set()
+_unsettled: list[tuple[LimitStore, str, tuple[Claim, ...], Decimal]] = []
+"""Settlements the store refused (unreachable): spend is never forgotten, only counted late."""
+
+
+def _settle_late() -> None:
+    with _stores_lock:
+        pending, _unsettled[:] = list(_unsettled), []
+    for index, (target, hold_id, claims, cost) in enumerate(pending):
+        try:
+            target.settle(hold_id, claims, cost)
+        except LimitStoreError:
+            with _stores_lock:
+                _unsettled.extend(pending[index:])
+            return
 
 
 def reserve(specs: Iterable[LimitSpec], worst: Decimal | None, model: str) -> LimitHold | None:
@@ -323,6 +340,8 @@ def reserve(specs: Iterable[LimitSpec], worst: Decimal | None, model: str) -> Li
         return None
     hold_id = uuid.uuid4().hex
     target = store()
+    if _unsettled:
+        _settle_late()
     try:
         found = target.reserve(hold_id, claims, worst, now, max(s.lease_s for s in specs))
     except (LimitStoreError, ConfigurationError) as exc:

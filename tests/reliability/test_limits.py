@@ -23,7 +23,7 @@ import pytest
 
 import budgetclient as bc
 from budgetclient import limits
-from budgetclient.ledger.limits_store import LimitRow, SqliteLimitStore, window_of
+from budgetclient.ledger.limits_store import LimitRow, LimitStoreError, SqliteLimitStore, window_of
 from budgetclient.testing import FakeAnthropic
 
 MODEL = "claude-sonnet-4-6"
@@ -344,3 +344,30 @@ def test_limits_from_a_toml_file_named_by_the_environment(
     path.write_text('[limits."x"]\nusd = 1\nper = "week"\n')
     with pytest.raises(bc.ConfigurationError, match="per"):
         limits.load_limits(path)
+
+
+class _SettleFailsOnce(SqliteLimitStore):
+    """The real store, whose first settlement finds it unreachable."""
+
+    failed = False
+
+    def settle(self, hold_id: str, claims: Any, amount: Decimal) -> None:
+        if not self.failed:
+            self.failed = True
+            raise LimitStoreError("server closed the connection unexpectedly")
+        super().settle(hold_id, claims, amount)
+
+
+def test_a_settlement_the_store_refused_is_counted_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "ledger.db")
+    monkeypatch.setattr(limits, "_open_store", lambda url: _SettleFailsOnce(path))
+    bc.configure(prices=PRICES)
+    bc.limit("late", usd=1)
+    c = client()
+    with bc.limit("late"):
+        first = cost_of(call(c))  # its settlement fails: the hold stays, the cost is kept in process
+        second = cost_of(call(c))  # admitted after the first is settled late
+    row = _row(f"sqlite:///{path}", "late", time.time())
+    assert row is not None and row.spent == first + second and row.reserved == 0

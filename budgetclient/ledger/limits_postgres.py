@@ -140,36 +140,34 @@ class PostgresLimitStore:
         return self._run(work)
 
     def settle(self, hold_id: str, claims: Sequence[Claim], amount: Decimal) -> None:
-        s = self.schema
         self._run(
             lambda conn: conn.execute(
-                f'WITH gone AS (DELETE FROM "{s}".limit_holds WHERE id = %s) '
-                f'INSERT INTO "{s}".limit_windows (name, window_start, spent) '
+                f'WITH gone AS (DELETE FROM "{self.schema}".limit_holds WHERE id = %s) '
+                f'INSERT INTO "{self.schema}".limit_windows (name, window_start, spent) '
                 "SELECT unnest(%s::text[]), unnest(%s::timestamptz[]), %s "
                 "ON CONFLICT (name, window_start) DO UPDATE "
-                f'SET spent = "{s}".limit_windows.spent + EXCLUDED.spent',
+                f'SET spent = "{self.schema}".limit_windows.spent + EXCLUDED.spent',
                 (hold_id, [c.name for c in claims], [c.window for c in claims], amount),
             )
         )
 
     def release(self, hold_id: str) -> None:
-        s = self.schema
-        self._run(lambda conn: conn.execute(f'DELETE FROM "{s}".limit_holds WHERE id = %s', (hold_id,)))
+        self._run(
+            lambda conn: conn.execute(f'DELETE FROM "{self.schema}".limit_holds WHERE id = %s', (hold_id,))
+        )
 
     def rows(self, now: float) -> list[LimitRow]:
-        s = self.schema
-
         def work(conn: Any) -> list[LimitRow]:
             out: list[LimitRow] = []
             for name, usd, per in conn.execute(
-                f'SELECT name, usd, per FROM "{s}".limit_defs ORDER BY name'
+                f'SELECT name, usd, per FROM "{self.schema}".limit_defs ORDER BY name'
             ).fetchall():
                 window = window_of(per, now)
                 start = datetime.fromisoformat(window)
                 spent, held = conn.execute(
-                    f'SELECT (SELECT COALESCE(SUM(spent), 0) FROM "{s}".limit_windows '
+                    f'SELECT (SELECT COALESCE(SUM(spent), 0) FROM "{self.schema}".limit_windows '
                     "WHERE name = %s AND window_start = %s), "
-                    f'(SELECT COALESCE(SUM(amount), 0) FROM "{s}".limit_holds '
+                    f'(SELECT COALESCE(SUM(amount), 0) FROM "{self.schema}".limit_holds '
                     "WHERE name = %s AND window_start = %s AND expires_at > %s)",
                     (name, start, name, start, now),
                 ).fetchone()

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -30,6 +31,11 @@ __all__ = [
 
 BUSY_TIMEOUT_S = 30.0
 _T = TypeVar("_T")
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's own busy handler alone
+    fcntl = None  # type: ignore[assignment]
 ALL_TIME = "1970-01-01T00:00:00+00:00"
 """The one window of a limit without a period (``per=None``)."""
 
@@ -113,6 +119,8 @@ class SqliteLimitStore:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._lock_fd: int | None = None
+        self._lock_pid = 0
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
@@ -137,7 +145,7 @@ class SqliteLimitStore:
         return conn
 
     def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        with self._lock:
+        with self._lock, self._turn():
             conn = self._connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -153,6 +161,26 @@ class SqliteLimitStore:
                     f"SQLite limits store {self.path!r}: {type(exc).__name__}: {exc}"
                 ) from exc
             return result
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """Processes take turns on a lock file before ``BEGIN IMMEDIATE``: a blocked ``flock`` wakes
+        as soon as the holder is done (SQLite's busy handler polls, sleeping up to 100 ms), and the
+        kernel drops the lock of a killed process. Without a file (``:memory:``) nothing to share."""
+        if self.path == ":memory:" or fcntl is None:
+            yield
+            return
+        if self._lock_fd is None or self._lock_pid != os.getpid():
+            try:
+                self._lock_fd = os.open(f"{self.path}.limits-lock", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise LimitStoreError(f"SQLite limits store {self.path!r}: lock file: {exc}") from exc
+            self._lock_pid = os.getpid()
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def reserve(
         self, hold_id: str, claims: Sequence[Claim], amount: Decimal, now: float, lease_s: float

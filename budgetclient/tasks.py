@@ -598,6 +598,7 @@ def track_task(
     metadata: Mapping[str, Any] | None = None,
     budget_mode: BudgetMode = "cap",
     on_unpriced: UnpricedPolicy = "refuse",
+    limits: Sequence[str] = (),
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def track_task(
     func_or_name: Callable[P, R] | str | None = None,
@@ -608,6 +609,7 @@ def track_task(
     metadata: Mapping[str, Any] | None = None,
     budget_mode: BudgetMode = "cap",
     on_unpriced: UnpricedPolicy = "refuse",
+    limits: Sequence[str] = (),
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Run each call of the decorated function (sync or async) as a task (see `task` for budgets).
 
@@ -619,6 +621,7 @@ def track_task(
         "metadata": metadata,
         "budget_mode": budget_mode,
         "on_unpriced": on_unpriced,
+        "limits": limits,
     }
 
     def decorate(func: Callable[P, R], name: str | None) -> Callable[P, R]:

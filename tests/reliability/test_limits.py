@@ -372,3 +372,15 @@ def test_a_settlement_the_store_refused_is_counted_later(
         second = cost_of(call(c))  # admitted after the first is settled late
     row = _row(f"sqlite:///{path}", "late", time.time())
     assert row is not None and row.spent == first + second and row.reserved == 0
+
+
+def test_track_task_takes_limits(tmp_path: Path) -> None:
+    bc.configure(ledger=f"sqlite:///{tmp_path / 'ledger.db'}", prices=PRICES)
+    bc.limit("decorated", usd="0.000001")
+
+    @bc.track_task("job", limits=["decorated"])
+    def job() -> dict[str, int]:
+        return call(client())
+
+    with pytest.raises(bc.LimitExceeded, match="decorated"):
+        job()

@@ -101,9 +101,9 @@ class CallContext:
     finished: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     call_ends: tuple[CallEnd, ...] = ()
+    """What the call-start hooks returned (otel spans): each gets this call's record(s)."""
     releases: tuple[Callable[[], None], ...] = ()
     """Run when the call is abandoned before sending (fleet limit holds, `limits`)."""
-    """What the call-start hooks returned (otel spans): each gets this call's record(s)."""
 
 
 def estimate_input_cost(provider: str, model: str, input_tokens: int) -> Decimal | None:

@@ -19,6 +19,8 @@ from .errors import (
     BudgetWarning,
     ConfigurationError,
     LedgerError,
+    LimitExceeded,
+    LimitUnavailable,
     PlanError,
     PrefixDriftError,
     PrefixDriftWarning,
@@ -27,6 +29,7 @@ from .errors import (
     UnpricedModelError,
 )
 from .ledger.writer import flush
+from .limits import limit
 from .options import ClientOptions
 from .signals import on_alert
 from .tasks import Task, current_task, task, task_executor, track_task
@@ -57,6 +60,8 @@ __all__ = [
     "CostBreakdown",
     "GenAIClient",
     "LedgerError",
+    "LimitExceeded",
+    "LimitUnavailable",
     "OpenAI",
     "PlanError",
     "PrefixDrift",
@@ -78,6 +83,7 @@ __all__ = [
     "get_settings",
     "history",
     "instrument",
+    "limit",
     "models",
     "task",
     "task_executor",

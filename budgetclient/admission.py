@@ -8,7 +8,10 @@ applies the same policy to all of them, in this order:
    once per call (not again on the SDK's retries);
 2. allocation check (``bc.configure(allocation_check=...)``), logged, never raised;
 3. budget reservation: the call's worst case is held on every budgeted task of its chain
-   (``BudgetExceeded`` when it does not fit; see `metering.begin_call`).
+   (``BudgetExceeded`` when it does not fit; see `metering.begin_call`);
+4. fleet limits (`limits`): the same worst case is held on every ``bc.limit`` covering the call,
+   in one transaction on the shared store (``LimitExceeded`` / ``LimitUnavailable``; the task
+   holds are given back then). The call's record settles the hold with the actual cost.
 
 The held budget is given back on every exit: by the call's record once usage arrives (stream
 ends, closes or is collected), by `sending` when the SDK raises or the call is cancelled or
@@ -21,9 +24,10 @@ import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from . import metering
+from . import limits, metering
 from ._guard import guarded
 from ._log import log
 from .blocks import Ttl
@@ -125,7 +129,44 @@ def admit(request: Admission) -> CallContext:
     ctx.drift = drift
     if request.metadata:
         ctx.metadata.update(request.metadata)
+    if ctx.task is not None or limits.active():
+        _hold_limits(ctx, request)
     return ctx
+
+
+# -- fleet limits (issue 21): after the task budgets, before sending ----------------------------
+
+
+def _hold_limits(ctx: CallContext, request: Admission) -> None:
+    """Hold the call's worst case on the limits covering it; settle with its record."""
+    with holding(ctx):  # refused or unreachable: the task holds taken above go back
+        specs = limits.covering(ctx.task)
+        if not specs:
+            return
+        worst = _worst_case(ctx, request)
+        hold = limits.reserve(specs, worst, request.model)
+    if hold is not None:
+        ctx.call_ends = (*ctx.call_ends, hold.settle)
+        ctx.releases = (*ctx.releases, hold.release)
+
+
+def _worst_case(ctx: CallContext, request: Admission) -> Decimal | None:
+    """The worst case a ``budget_mode="cap"`` task already priced, else priced here."""
+    if ctx.reservation is not None and ctx.task is not None and ctx.task.budget_mode == "cap":
+        held = ctx.reservation.amount_for(ctx.task)
+        if held is not None:
+            return held
+    tokens = 0
+    if request.estimate is not None:
+        with guarded("tokens.estimate_failed", model=request.model):  # as for budgets: never refused
+            estimate = request.estimate()
+            tokens = int(getattr(estimate, "tokens", estimate))
+    output = DEFAULT_OUTPUT_LIMIT if request.max_output_tokens is None else request.max_output_tokens
+    with guarded("price.estimate_failed", model=request.model):
+        return metering.call_cost(
+            request.provider, request.model, tokens, output, cache_write_ttl=request.cache_write_ttl
+        ).worst_usd
+    return None
 
 
 def check_allocation(provider: str, body: Mapping[str, Any] | None, model: str) -> None:

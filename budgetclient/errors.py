@@ -19,6 +19,8 @@ __all__ = [
     "BudgetWarning",
     "ConfigurationError",
     "LedgerError",
+    "LimitExceeded",
+    "LimitUnavailable",
     "PlanError",
     "PrefixDriftError",
     "PrefixDriftWarning",
@@ -92,6 +94,45 @@ class UnpricedModelError(BudgetExceeded):
                 "unpriced calls unchecked with bc.task(..., on_unpriced='allow')."
             ),
         )
+
+
+class LimitExceeded(BudgetExceeded):
+    """A call would take a fleet limit (``bc.limit``) past its cap in its window; it was not sent."""
+
+    def __init__(
+        self,
+        limit: str,
+        usd: Decimal,
+        window: str,
+        spent_usd: Decimal,
+        estimate_usd: Decimal | None,
+        model: str,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        detail = (
+            f"model {model!r} has no known price, so no worst case could be held against it"
+            if estimate_usd is None
+            else f"spent_and_held_usd={spent_usd} + worst_case_usd={estimate_usd} for model {model!r} "
+            f"> usd={usd}"
+        )
+        super().__init__(
+            f"limit:{limit}",
+            usd,
+            spent_usd,
+            estimate_usd,
+            model,
+            worst_case=True,
+            message=(
+                f"limit {limit!r} (window starting {window} UTC) would be exceeded: {detail}; the request "
+                "was not sent. Wait for the next window, raise the limit's usd, lower max_tokens, or "
+                "declare it with on_exceed='warn'."
+            ),
+        )
+
+
+class LimitUnavailable(BudgetClientError):
+    """The store holding fleet limits (the ledger database) could not be reached; nothing was sent."""
 
 
 class PrefixDriftError(BudgetClientError):

@@ -102,6 +102,8 @@ class CallContext:
     metadata: dict[str, Any] = field(default_factory=dict)
     call_ends: tuple[CallEnd, ...] = ()
     """What the call-start hooks returned (otel spans): each gets this call's record(s)."""
+    releases: tuple[Callable[[], None], ...] = ()
+    """Run when the call is abandoned before sending (fleet limit holds, `limits`)."""
 
 
 def estimate_input_cost(provider: str, model: str, input_tokens: int) -> Decimal | None:
@@ -199,6 +201,14 @@ def abandon_call(ctx: CallContext | None) -> None:
     if reservation is not None:
         with guarded("meter.failed", stage="release"):
             reservation.release()
+    _run_releases(ctx)
+
+
+def _run_releases(ctx: CallContext) -> None:
+    releases, ctx.releases = ctx.releases, ()
+    for release in releases:
+        with guarded("meter.failed", stage="release"):
+            release()
 
 
 def finish_call(
@@ -263,7 +273,9 @@ def finish_call(
         if reservation is not None:
             with guarded("meter.failed", stage="release"):
                 reservation.release()
+        _run_releases(ctx)
         return None
+    ctx.releases = ()  # the call's record settles its limit holds (a call end, `limits`)
     return _deliver(record, ctx.task, reservation, ctx.call_ends)
 
 

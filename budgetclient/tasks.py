@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -160,6 +160,7 @@ class Task:
         metadata: Mapping[str, Any] | None = None,
         budget_mode: BudgetMode = "cap",
         on_unpriced: UnpricedPolicy = "refuse",
+        limits: Sequence[str] = (),
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"task name must be a non-empty string, got {name!r}")
@@ -178,6 +179,12 @@ class Task:
         self.warn_at = warn_at
         self.budget_mode: BudgetMode = budget_mode
         self.on_unpriced: UnpricedPolicy = on_unpriced
+        if isinstance(limits, str) or not all(isinstance(n, str) and n for n in limits):
+            raise ConfigurationError(
+                f'limits must be a list of limit names, e.g. ["tenant:acme"], got {limits!r}'
+            )
+        self.limits: tuple[str, ...] = tuple(limits)
+        """Fleet limits (``bc.limit``) every call of this task and its children falls under."""
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.outcome: Outcome | None = None
         self.error: str | None = None
@@ -524,8 +531,10 @@ class task:
         metadata: Mapping[str, Any] | None = None,
         budget_mode: BudgetMode = "cap",
         on_unpriced: UnpricedPolicy = "refuse",
+        limits: Sequence[str] = (),
     ) -> None:
         self._options: dict[str, Any] = {
+            "limits": limits,
             "budget_usd": budget_usd,
             "warn_at": warn_at,
             "metadata": metadata,
@@ -589,6 +598,7 @@ def track_task(
     metadata: Mapping[str, Any] | None = None,
     budget_mode: BudgetMode = "cap",
     on_unpriced: UnpricedPolicy = "refuse",
+    limits: Sequence[str] = (),
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def track_task(
     func_or_name: Callable[P, R] | str | None = None,
@@ -599,6 +609,7 @@ def track_task(
     metadata: Mapping[str, Any] | None = None,
     budget_mode: BudgetMode = "cap",
     on_unpriced: UnpricedPolicy = "refuse",
+    limits: Sequence[str] = (),
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Run each call of the decorated function (sync or async) as a task (see `task` for budgets).
 
@@ -610,6 +621,7 @@ def track_task(
         "metadata": metadata,
         "budget_mode": budget_mode,
         "on_unpriced": on_unpriced,
+        "limits": limits,
     }
 
     def decorate(func: Callable[P, R], name: str | None) -> Callable[P, R]:

@@ -12,7 +12,7 @@ from ..errors import BudgetClientError
 __all__ = ["main"]
 
 # subcommand name -> module under budgetclient.cli; a module that is missing is skipped
-_COMMANDS = ("demo", "report", "prices", "estimate", "check", "fake_server")
+_COMMANDS = ("demo", "report", "prices", "estimate", "check", "fake_server", "limits")
 
 
 class CommandError(Exception):

@@ -26,6 +26,7 @@ from .blocks import PrefixPrint
 from .placement import TailRule
 
 __all__ = [
+    "ConversationHead",
     "LineageRegistry",
     "LineageState",
     "conversation",
@@ -37,6 +38,42 @@ _conversation: ContextVar[str | None] = ContextVar("budgetclient_conversation", 
 
 GAP_HISTORY = 8
 """How many recent gaps between calls a lineage remembers for the TTL decision."""
+MAX_PER_SCOPE = 32
+"""Live conversations matched by content within one scope (client + model + task); LRU beyond."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationHead:
+    """A cheap fingerprint of a request's first blocks, to tell which conversation it continues.
+
+    ``fixed``: digests of the stable prefix (each tool, each system block), at most a few dozen;
+    ``opening``: digests of the first two messages (what a conversation keeps while its stable
+    prefix changes; two, so another agent handed the same first message is told apart once
+    both have answered).
+    """
+
+    fixed: tuple[bytes, ...]
+    opening: tuple[bytes, ...] = ()
+
+    def continues(self, other: ConversationHead) -> bool:
+        """Whether this request opens as ``other`` did: the same messages as far as both go."""
+        depth = min(len(self.opening), len(other.opening))
+        return depth > 0 and self.opening[:depth] == other.opening[:depth]
+
+    def shared(self, other: ConversationHead) -> int:
+        """Blocks of the stable prefix, then of the opening, that both heads start with."""
+        n = 0
+        for a, b in zip(self.fixed, other.fixed, strict=False):
+            if a != b:
+                return n
+            n += 1
+        if len(self.fixed) != len(other.fixed):
+            return n
+        for a, b in zip(self.opening, other.opening, strict=False):
+            if a != b:
+                break
+            n += 1
+        return n
 
 
 @contextmanager
@@ -201,7 +238,46 @@ class LineageRegistry:
         self._states: OrderedDict[str, LineageState] = OrderedDict()
         self._bytes = 0
         self._gaps: deque[tuple[str, float]] = deque(maxlen=4 * GAP_HISTORY)
+        self._scopes: OrderedDict[str, OrderedDict[str, ConversationHead]] = OrderedDict()
+        self._opened = 0
         self._lock = threading.Lock()
+
+    def match(self, scope: str, head: ConversationHead) -> LineageState:
+        """The conversation of ``scope`` that this request continues, by content (like the cache).
+
+        Joined: the live conversation sharing the longest prefix with ``head`` among those that
+        share its whole stable prefix (tools + system), or else the one with the same opening
+        messages (its tools or system changed: drift or a new segment, reported on it). None: a
+        new conversation (another agent on the same client), never drift of another one. The
+        first conversation of a scope keeps the scope's key, so a lone conversation is unchanged.
+        """
+        with self._lock:
+            heads = self._scopes.get(scope)
+            if heads is None:
+                heads = self._scopes[scope] = OrderedDict()
+                while len(self._scopes) > self.max_lineages:
+                    self._scopes.popitem(last=False)
+            else:
+                self._scopes.move_to_end(scope)
+            best: str | None = None
+            best_score = -1
+            stable = len(head.fixed)
+            for key, known in reversed(heads.items()):  # most recent first: ties go to it
+                score = head.shared(known)
+                joins = (score >= stable and len(known.fixed) == stable) or head.continues(known)
+                if joins and score > best_score:
+                    best, best_score = key, score
+            if best is None:
+                if not heads:
+                    best = scope
+                else:
+                    self._opened += 1
+                    best = f"{scope}#{self._opened}"
+            heads[best] = head
+            heads.move_to_end(best)
+            while len(heads) > MAX_PER_SCOPE:
+                heads.popitem(last=False)
+        return self.get(best)
 
     def get(self, key: str) -> LineageState:
         """The state of lineage ``key``, created on first use; marks it most recently used."""

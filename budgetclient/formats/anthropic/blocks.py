@@ -26,10 +26,11 @@ from ...blocks import (
     value_print,
 )
 from ...drift import request_shape
+from ...lineage import ConversationHead
 from .markers import _marker_ttl
 from .reader import anthropic_block_parts, has_custom_tool
 
-__all__ = ["BuiltRequest", "build_request", "request_blocks", "request_shape_of"]
+__all__ = ["BuiltRequest", "build_request", "conversation_head", "request_blocks", "request_shape_of"]
 
 _DIGEST = attrgetter("digest")
 _TOKENS = attrgetter("tokens")
@@ -54,6 +55,39 @@ def request_shape_of(body: Mapping[str, Any]) -> str:
             ("output_format", body.get("output_format")),
             ("compaction", body.get("compaction")),
         )
+    )
+
+
+HEAD_FIXED_BLOCKS = 64
+"""Tools + system blocks a conversation head fingerprints (enough to tell agents apart)."""
+
+
+def _items(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [value] if value else []
+    return list(value) if isinstance(value, Sequence) else []
+
+
+def _head_digest(value: Any) -> bytes:
+    """Digest of one tool, system block or message, without its cache markers (callers move them)."""
+    if isinstance(value, Mapping) and isinstance(value.get("content"), Sequence) and "role" in value:
+        content = value["content"]
+        parts = [content] if isinstance(content, str) else [raw_bytes(c) for c in content]
+        return block_digest(b"\x00".join([str(value["role"]).encode(), *(
+            p if isinstance(p, bytes) else p.encode() for p in parts)]))
+    return block_digest(raw_bytes(value))
+
+
+def conversation_head(body: Mapping[str, Any]) -> ConversationHead:
+    """The request's first blocks as a `lineage.ConversationHead`: which conversation it continues.
+
+    Cheap: one digest per tool and system block (at most `HEAD_FIXED_BLOCKS`) and one of each of the
+    first two messages, never the whole prompt."""
+    fixed = [*_items(body.get("tools")), *_items(body.get("system"))][:HEAD_FIXED_BLOCKS]
+    messages = _items(body.get("messages"))
+    return ConversationHead(
+        fixed=tuple(_head_digest(item) for item in fixed),
+        opening=tuple(_head_digest(message) for message in messages[:2]),
     )
 
 

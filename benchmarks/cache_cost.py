@@ -282,7 +282,7 @@ def measure(
     rows = []
     for trace in (traces or all_traces()).values():
         runs = {name: run_trace(trace, name, fake=_fake()) for name in STRATEGY_NAMES[:-1]}
-        ours = BudgetclientStrategy(registry=LineageRegistry(), drift="warn")
+        ours = BudgetclientStrategy(registry=LineageRegistry(), drift="warn", history=trace.history_gaps)
         runs["budgetclient"] = run_trace(trace, ours, fake=_fake())
         searches: list[tuple[str, Sequence[str | None] | None]] = [
             ("offline-best", runs["budgetclient"].ttls)]

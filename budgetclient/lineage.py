@@ -147,6 +147,8 @@ class LineageState:
     last_call_at: float | None = None
     gaps: list[float] = field(default_factory=list)
     """Recent gaps between calls, seconds (most recent last, at most ``GAP_HISTORY``)."""
+    prior_gaps: list[float] | None = None
+    """Gaps earlier runs of the same task showed (`run_history`); None until looked up."""
     tail: TailRule | None = None
     volatile_fixed: str | None = None
     """Path of a tools/system block that changed on each of the last calls (a timestamp...)."""
@@ -177,12 +179,14 @@ class LineageState:
 
     def gap_evidence(self) -> list[float]:
         """Gaps to decide the TTL on: this conversation's own once it has a few, topped up before
-        that with gaps other conversations of the same client showed (most recent last)."""
+        that with gaps other conversations of the same client showed, and before those the gaps
+        of earlier runs of the same task (`prior_gaps`), most recent last."""
         own = list(self.gaps)
-        if len(own) >= 3 or self._registry is None:
+        if len(own) >= 3:
             return own
-        others = self._registry.recent_gaps(exclude=self.key)
-        return [*others[-(GAP_HISTORY - len(own)):], *own]
+        others = self._registry.recent_gaps(exclude=self.key) if self._registry is not None else []
+        earlier = [*(self.prior_gaps or ()), *others][-(GAP_HISTORY - len(own)):]
+        return [*earlier, *own]
 
     def remember(self, prefix: PrefixPrint, built: Built | None = None) -> None:
         """Keep ``prefix`` (and the provider's ``built`` request) for the next call, accounting

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -126,23 +126,27 @@ class BudgetclientStrategy:
 
     With a ``registry``, each body is matched to a conversation by content within the replay's
     lineage (as a client does, `LineageRegistry.match`), so one trace may hold several agents;
-    ``drifts`` counts the requests whose preparation reported drift (``drift="warn"``).
+    ``drifts`` counts the requests whose preparation reported drift (``drift="warn"``);
+    ``history``: gaps earlier runs of the task showed, as `run_history` finds them in a ledger.
     """
 
-    def __init__(self, registry: LineageRegistry | None = None,
-                 drift: Literal["warn", "off"] = "off") -> None:
+    def __init__(self, registry: LineageRegistry | None = None, drift: Literal["warn", "off"] = "off",
+                 history: Sequence[float] = ()) -> None:
         self.__name__ = "budgetclient"
         self._prepared: weakref.WeakKeyDictionary[LineageState, PreparedRequest] = weakref.WeakKeyDictionary()
         self._matched: weakref.WeakKeyDictionary[LineageState, LineageState] = weakref.WeakKeyDictionary()
         self._registry = registry
         self._drift: Literal["warn", "off"] = drift
         self.drifts = 0
+        self._history = list(history)
 
     def __call__(self, body: dict[str, Any], state: LineageState, now: float) -> dict[str, Any]:
         if self._registry is not None:
             matched = self._registry.match(state.key, conversation_head(body))
             self._matched[state] = matched
             state = matched
+        if state.prior_gaps is None and self._history:
+            state.prior_gaps = list(self._history)  # what `run_history` reads from the ledger
         prepared = prepare_request(body, cache="auto", cache_ttl="auto", drift=self._drift, state=state,
                                    now=now, diagnostics=False)
         if prepared.drift is not None:

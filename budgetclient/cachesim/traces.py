@@ -24,6 +24,7 @@ __all__ = [
     "agent_traces",
     "long_gaps_trace",
     "multi_agent_trace",
+    "periodic_trace",
     "rag_trace",
     "reference_traces",
     "summarised_trace",
@@ -49,6 +50,8 @@ class Trace:
     description: str
     calls: tuple[TraceCall, ...]
     model: str = MODEL
+    history_gaps: tuple[float, ...] = ()
+    """Gaps between calls that earlier runs of the same task showed (what the ledger holds)."""
 
 
 _WORDS = [
@@ -278,9 +281,21 @@ def tool_change_trace(calls: int = 24, every: int = 8, seed: int = 8) -> Trace:
                  tuple(out))
 
 
+def periodic_trace(calls: int = 12, gap_s: float = 420.0, seed: int = 9) -> Trace:
+    """A periodic agent: every 7 minutes a fresh question on a 12k-token prefix, a task that ran
+    on the same schedule before (its earlier run's gaps are the trace's history)."""
+    text = TraceText(seed)
+    fixed = _fixed_prefix(text, system_tokens=10_200)
+    out = [TraceCall(_body(fixed, [{"role": "user", "content": text.between(150, 300)}]), gap_s if k else 0.0)
+           for k in range(calls)]
+    return Trace("periodic_with_history", f"{calls} calls {gap_s / 60:g} min apart on a 12k prefix, "
+                 "earlier runs in the ledger", tuple(out), history_gaps=(gap_s,) * (calls - 1))
+
+
 def agent_traces() -> dict[str, Trace]:
-    """The agent-shape traces (several conversations on one client, a changing tool list), by name."""
-    traces = [multi_agent_trace(), multi_agent_trace(alternating=True), tool_change_trace()]
+    """The agent-shape traces (several conversations on one client, a changing tool list, a
+    periodic agent with earlier runs), by name."""
+    traces = [multi_agent_trace(), multi_agent_trace(alternating=True), tool_change_trace(), periodic_trace()]
     return {trace.name: trace for trace in traces}
 
 

@@ -34,6 +34,7 @@ from ..lineage import LineageRegistry, LineageState, current_conversation, linea
 from ..metering import CallContext
 from ..options import ClientOptions, pop_option_overrides, split_client_options
 from ..pricing import is_bedrock_id
+from ..run_history import run_history
 from ..tasks import current_task
 from ..usage import Usage, _trusted_usage
 from ._drift_report import announce_drift
@@ -231,6 +232,8 @@ class BudgetMiddleware(Middleware):
                 state = self.lineages.get(key)
             else:
                 state = self.lineages.match(key, conversation_head(body))
+            if state.prior_gaps is None and t is not None and self.options.cache_ttl == "auto":
+                state.prior_gaps = run_history.gaps(t.name, t.id, model)  # one query per task run, cached
             prepared = prepare_request(
                 body,
                 cache=self.options.cache,

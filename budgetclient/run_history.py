@@ -2,9 +2,10 @@
 
 A periodic agent (one call every few minutes) pays for a 5-minute entry that expires before its
 next call: nothing in the first call of a run says the gaps will be long, but the ledger holds
-every earlier run of the same task. `RunHistory.gaps` reads them with one indexed query
-(``calls (task_name, started_at)``) per task run, cached, and hands the gaps to the first calls
-of a conversation as evidence for `placement.choose_ttl`. A ``memory://`` ledger, a task without
+every earlier run of the same task. `RunHistory.gaps` reads them with the indexed query
+(``calls (task_name, started_at)``) when a run's first conversation starts, cached per task name
+for a few minutes, and hands the gaps to the first calls of a conversation as evidence for
+`placement.choose_ttl`. A ``memory://`` ledger, a task without
 history or a ledger that cannot be read gives no gaps: today's behaviour.
 """
 
@@ -27,8 +28,12 @@ from .usage import CallRecord
 __all__ = ["LOOKBACK", "RunHistory", "gaps_between", "run_gaps", "run_history"]
 
 LOOKBACK = timedelta(days=14)
-"""How far back earlier runs count (older runs may have had another schedule)."""
-MAX_RUNS_CACHED = 256
+"""How far back earlier runs count (a daily job's previous run included)."""
+RECENT = timedelta(hours=1)
+"""Read first: a frequent task finds its history here, without reading two weeks of calls."""
+REFRESH_S = 600.0
+"""A task name's history is read again after this long (runs started meanwhile reuse it)."""
+MAX_NAMES_CACHED = 256
 
 
 def gaps_between(times: Iterable[float]) -> list[float]:
@@ -54,38 +59,47 @@ def run_gaps(calls: Sequence[CallRecord], *, model: str | None = None, exclude_t
 
 
 class RunHistory:
-    """Earlier runs' gaps by task name, read once per task run (``task_id``) and cached."""
+    """Earlier runs' gaps by task name and model, read from the ledger at most every `REFRESH_S`.
+
+    A read is the indexed ``task_name`` query over the last `RECENT`, and only when that holds
+    fewer than `GAP_HISTORY` gaps, over the last `LOOKBACK` (a task that ran hours or days ago).
+    """
 
     def __init__(self, opener: Callable[[], Ledger | None] | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         self._opener = opener or _configured_ledger
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._cache: OrderedDict[tuple[str, str, str], list[float]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, str], tuple[datetime, list[float]]] = OrderedDict()
         self._lock = threading.Lock()
         self.queries = 0
-        """Ledger queries made (one per task run and model at most)."""
+        """Ledger reads made."""
 
     def gaps(self, task_name: str, task_id: str, model: str) -> list[float]:
         """Gaps between calls of ``model`` in earlier runs of ``task_name`` (not run ``task_id``)."""
-        key = (task_name, task_id, model)
+        key = (config.get_settings().ledger_url, task_name, model)  # another ledger, another history
+        now = self._clock()
         with self._lock:
             known = self._cache.get(key)
-            if known is not None:
+            if known is not None and (now - known[0]).total_seconds() < REFRESH_S:
                 self._cache.move_to_end(key)
-                return list(known)
+                return list(known[1])
         found: list[float] = []
         with guarded("ttl.history_failed", task=task_name):  # a history we cannot read is no history
             ledger = self._opener()
             if ledger is not None:
-                self.queries += 1
                 try:
-                    calls = ledger.read_calls(task_name=task_name, since=self._clock() - LOOKBACK)
+                    for window in (RECENT, LOOKBACK):
+                        self.queries += 1
+                        calls = ledger.read_calls(task_name=task_name, since=now - window)
+                        found = run_gaps(calls, model=model, exclude_task=task_id)
+                        if len(found) >= GAP_HISTORY:
+                            break
                 finally:
                     ledger.close()
-                found = run_gaps(calls, model=model, exclude_task=task_id)
         with self._lock:
-            self._cache[key] = found
-            while len(self._cache) > MAX_RUNS_CACHED:
+            self._cache[key] = (now, found)
+            self._cache.move_to_end(key)
+            while len(self._cache) > MAX_NAMES_CACHED:
                 self._cache.popitem(last=False)
         return list(found)
 
@@ -105,4 +119,4 @@ def _configured_ledger() -> Ledger | None:
 
 
 run_history = RunHistory()
-"""The process-wide history the clients read (one query per task run, cached)."""
+"""The process-wide history the clients read (cached per task name)."""

@@ -74,35 +74,41 @@ def test_gaps_come_from_each_earlier_run_of_the_task() -> None:
 
 
 def test_a_periodic_task_with_history_writes_1h_from_its_first_call(ledger_url: str) -> None:
-    seed(ledger_url, earlier_run("monitor", 420.0), earlier_run("monitor", 450.0, days_ago=0.5),
-         earlier_run("quick", 30.0))
+    monitor, quick_name = f"monitor-{uuid.uuid4().hex}", f"quick-{uuid.uuid4().hex}"
+    seed(ledger_url, earlier_run(monitor, 420.0), earlier_run(monitor, 450.0, days_ago=0.5),
+         earlier_run(quick_name, 30.0))
     bc.configure(ledger=ledger_url)
     before = run_history.queries
-    periodic = first_call_writes("monitor")
+    periodic = first_call_writes(monitor)
     assert periodic["1h"] > 0 and periodic["5m"] == 0
     # earlier runs whose calls came seconds apart: a 5m entry is cheaper
-    quick = first_call_writes("quick")
+    quick = first_call_writes(quick_name)
     assert quick["5m"] == periodic["1h"] and quick["1h"] == 0
     # no history: today's behaviour
-    fresh = first_call_writes("never-ran")
+    fresh = first_call_writes(f"never-ran-{uuid.uuid4().hex}")
     assert fresh["5m"] == periodic["1h"] and fresh["1h"] == 0
-    assert run_history.queries - before == 3  # one query per task run
+    # each name read once (the last hour, then two weeks when that held too little)
+    assert run_history.queries - before == 6
+    before = run_history.queries
+    assert first_call_writes(monitor) == periodic  # a new run of the task: cached, no read
+    assert run_history.queries == before
 
 
-def test_one_query_per_task_run_and_none_with_a_memory_ledger(tmp_path: Any) -> None:
+def test_a_frequent_task_reads_only_its_last_hour_and_none_with_a_memory_ledger(tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    seed(url, earlier_run("monitor", 420.0))
+    name = f"monitor-{uuid.uuid4().hex}"
+    seed(url, earlier_run(name, 420.0, days_ago=0.02), earlier_run(name, 420.0, days_ago=0.04))
     bc.configure(ledger=url)
     client = bc.Anthropic(api_key="test", http_client=FakeAnthropic(clock=FakeClock()).http_client())
     before = run_history.queries
-    with bc.task("monitor"):
+    with bc.task(name):
         for k in range(3):  # two conversations of the task, three calls
             client.messages.create(model=MODEL, max_tokens=20, system=SYSTEM if k != 1 else SYSTEM + " other",
                                    messages=[{"role": "user", "content": f"status {k}?"}])
-    assert run_history.queries - before == 1
+    assert run_history.queries - before == 1  # ten gaps in the last hour: no wider read
     bc.configure(ledger=f"memory://{uuid.uuid4().hex}")
     before = run_history.queries
-    assert first_call_writes("monitor")["1h"] == 0
+    assert first_call_writes(f"monitor-{uuid.uuid4().hex}")["1h"] == 0
     assert run_history.queries == before
 
 
@@ -111,7 +117,7 @@ def test_no_ledger_file_is_created_to_look_for_history(tmp_path: Any) -> None:
     bc.configure(ledger=f"sqlite:///{path}")
     before = run_history.queries
     client = bc.Anthropic(api_key="test", http_client=FakeAnthropic(clock=FakeClock()).http_client())
-    with bc.task("monitor"):
+    with bc.task(f"monitor-{uuid.uuid4().hex}"):
         client.messages.create(model=MODEL, max_tokens=20, system=SYSTEM,
                                messages=[{"role": "user", "content": "status?"}])
     assert run_history.queries == before

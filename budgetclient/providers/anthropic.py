@@ -233,7 +233,7 @@ class BudgetMiddleware(Middleware):
             else:
                 state = self.lineages.match(key, conversation_head(body))
             if state.prior_gaps is None and t is not None and self.options.cache_ttl == "auto":
-                state.prior_gaps = run_history.gaps(t.name, t.id, model)  # one query per task run, cached
+                state.prior_gaps = run_history.gaps(t.name, t.id, model)  # read per task name, cached
             prepared = prepare_request(
                 body,
                 cache=self.options.cache,

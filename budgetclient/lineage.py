@@ -1,8 +1,10 @@
 """Conversations ("lineages"): which calls are consecutive turns of one prompt, and what they taught us.
 
-A lineage is identified by client + provider + model + task, or by an explicit
-``bc.conversation("id")`` scope, which wins over the task (a conversation may span several tasks),
-plus the request's shape (see `lineage_key`).
+A lineage lives in a scope, client + provider + model + task plus the request's shape (see
+`lineage_key`), where requests are matched to conversations by content (`LineageRegistry.match`:
+the one sharing the longest prefix, as the provider's cache does), so sub-agents on one client are
+conversations of their own; an explicit ``bc.conversation("id")`` names the lineage instead and
+wins over the task (a conversation may span several tasks).
 Its `LineageState` holds what placement and drift detection learn from one call for the next:
 the previous prefix fingerprint, the previous response id (for Anthropic ``diagnostics``), call
 times (for the TTL choice) and where consecutive calls diverged (the volatile tail).
@@ -80,7 +82,7 @@ class ConversationHead:
 def conversation(conversation_id: str) -> Iterator[None]:
     """Treat every call inside this scope as a turn of conversation ``conversation_id``.
 
-    Without it, a conversation is the calls of one client and model within one task. Scope
+    Without it, calls of one client, model and task are matched to conversations by content. Scope
     follows ``contextvars`` (asyncio tasks inherit it; threads through ``copy_context``).
     """
     if not isinstance(conversation_id, str) or not conversation_id:

@@ -48,7 +48,7 @@ MAX_PER_SCOPE = 32
 class ConversationHead:
     """A cheap fingerprint of a request's first blocks, to tell which conversation it continues.
 
-    ``fixed``: digests of the stable prefix (each tool, each system block), at most a few dozen;
+    ``fixed``: digests of the stable prefix (the tools, then the system prompt);
     ``opening``: digests of the first two messages (what a conversation keeps while its stable
     prefix changes; two, so another agent handed the same first message is told apart once
     both have answered).

@@ -58,37 +58,37 @@ def request_shape_of(body: Mapping[str, Any]) -> str:
     )
 
 
-HEAD_FIXED_BLOCKS = 64
-"""Tools + system blocks a conversation head fingerprints (enough to tell agents apart)."""
+def _unmarked(value: Any) -> Any:
+    if isinstance(value, Mapping) and "cache_control" in value:
+        return {k: v for k, v in value.items() if k != "cache_control"}
+    return value
 
 
-def _items(value: Any) -> list[Any]:
-    if isinstance(value, str):
-        return [value] if value else []
-    return list(value) if isinstance(value, Sequence) else []
-
-
-def _head_digest(value: Any) -> bytes:
-    """Digest of one tool, system block or message, without its cache markers (callers move them)."""
-    if isinstance(value, Mapping) and isinstance(value.get("content"), Sequence) and "role" in value:
-        content = value["content"]
-        parts = [content] if isinstance(content, str) else [raw_bytes(c) for c in content]
-        return block_digest(b"\x00".join([str(value["role"]).encode(), *(
-            p if isinstance(p, bytes) else p.encode() for p in parts)]))
-    return block_digest(raw_bytes(value))
+def _section_digest(value: Any) -> bytes:
+    """Digest of the tools, the system prompt or one message, without cache markers (callers move
+    them). Pickled whole (`value_print`, C speed) rather than serialised to JSON per block: this
+    runs on every request before anything else is known about it."""
+    if isinstance(value, list):
+        if any(isinstance(item, Mapping) and "cache_control" in item for item in value):
+            value = [_unmarked(item) for item in value]
+    elif isinstance(value, Mapping):
+        content = value.get("content")
+        if isinstance(content, list) and any(isinstance(c, Mapping) and "cache_control" in c for c in content):
+            value = {**value, "content": [_unmarked(c) for c in content]}
+        value = _unmarked(value)
+    raw = value_print(value)
+    return block_digest(raw if raw is not None else raw_bytes(value))
 
 
 def conversation_head(body: Mapping[str, Any]) -> ConversationHead:
-    """The request's first blocks as a `lineage.ConversationHead`: which conversation it continues.
+    """The request's start as a `lineage.ConversationHead`: which conversation it continues.
 
-    Cheap: one digest per tool and system block (at most `HEAD_FIXED_BLOCKS`) and one of each of the
-    first two messages, never the whole prompt."""
-    fixed = [*_items(body.get("tools")), *_items(body.get("system"))][:HEAD_FIXED_BLOCKS]
-    messages = _items(body.get("messages"))
-    return ConversationHead(
-        fixed=tuple(_head_digest(item) for item in fixed),
-        opening=tuple(_head_digest(message) for message in messages[:2]),
-    )
+    Cheap: one digest of the tools, one of the system prompt and one of each of the first two
+    messages, never the whole prompt."""
+    fixed = tuple(_section_digest(body[name]) for name in ("tools", "system") if body.get(name))
+    messages = body.get("messages")
+    opening = tuple(_section_digest(m) for m in messages[:2]) if isinstance(messages, list) else ()
+    return ConversationHead(fixed=fixed, opening=opening)
 
 
 def _media_tokens(value: Any) -> tuple[Any, int]:

@@ -64,16 +64,20 @@ def _unmarked(value: Any) -> Any:
     return value
 
 
+def _marked(items: list[Any]) -> bool:
+    return any(isinstance(item, Mapping) and "cache_control" in item for item in items)
+
+
 def _section_digest(value: Any) -> bytes:
     """Digest of the tools, the system prompt or one message, without cache markers (callers move
     them). Pickled whole (`value_print`, C speed) rather than serialised to JSON per block: this
     runs on every request before anything else is known about it."""
     if isinstance(value, list):
-        if any(isinstance(item, Mapping) and "cache_control" in item for item in value):
+        if _marked(value):
             value = [_unmarked(item) for item in value]
     elif isinstance(value, Mapping):
         content = value.get("content")
-        if isinstance(content, list) and any(isinstance(c, Mapping) and "cache_control" in c for c in content):
+        if isinstance(content, list) and _marked(content):
             value = {**value, "content": [_unmarked(c) for c in content]}
         value = _unmarked(value)
     raw = value_print(value)

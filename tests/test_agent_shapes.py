@@ -194,3 +194,20 @@ def test_the_tools_breakpoint_is_spare_never_a_fifth_and_never_below_the_minimum
     ours = place_breakpoints(request, ttl="5m", min_tokens=1024)
     assert len(ours) + len(request.caller_markers()) == MAX_BREAKPOINTS
     assert "tools" not in {m.role for m in ours}  # the lowest priority, left out when none is spare
+
+
+def test_the_head_ignores_cache_markers_the_caller_moves() -> None:
+    from budgetclient.formats.anthropic.blocks import conversation_head
+
+    system = [{"type": "text", "text": words(600, "s")}]
+    first = {"role": "user", "content": [{"type": "text", "text": words(50, "q"),
+                                          "cache_control": {"type": "ephemeral"}}]}  # marked while it is last
+    later = {"role": "user", "content": [{"type": "text", "text": words(50, "q")}]}
+    marked_tools = [*TOOLS[:-1], {**TOOLS[-1], "cache_control": {"type": "ephemeral"}}]
+    a = conversation_head({**body(system, marked_tools), "messages": [first]})
+    reply = {"role": "assistant", "content": "ok"}
+    b = conversation_head({**body(system, TOOLS), "messages": [later, reply]})
+    assert a.fixed == b.fixed and b.continues(a)
+    another = [{"type": "text", "text": words(600, "x")}]
+    other = conversation_head({**body(another, TOOLS), "messages": [later]})
+    assert other.fixed[0] == a.fixed[0] and other.fixed != a.fixed  # same tools, another system prompt

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -230,6 +230,10 @@ class LineageState:
             self.lock.release()
 
 
+_Known = tuple[ConversationHead, bytes | None]
+"""A live conversation's last head and, once computed, its masked prefix shape."""
+
+
 class LineageRegistry:
     """Thread-safe LRU of lineage states, bounded by count and by remembered prefix bytes."""
 
@@ -244,18 +248,23 @@ class LineageRegistry:
         self._states: OrderedDict[str, LineageState] = OrderedDict()
         self._bytes = 0
         self._gaps: deque[tuple[str, float]] = deque(maxlen=4 * GAP_HISTORY)
-        self._scopes: OrderedDict[str, OrderedDict[str, ConversationHead]] = OrderedDict()
+        self._scopes: OrderedDict[str, OrderedDict[str, _Known]] = OrderedDict()
         self._opened = 0
         self._lock = threading.Lock()
 
-    def match(self, scope: str, head: ConversationHead) -> LineageState:
+    def match(self, scope: str, head: ConversationHead,
+              similar: Callable[[], bytes] | None = None) -> LineageState:
         """The conversation of ``scope`` that this request continues, by content (like the cache).
 
         Joined: the live conversation sharing the longest prefix with ``head`` among those that
-        share its whole stable prefix (tools + system), or else the one with the same opening
-        messages (its tools or system changed: drift or a new segment, reported on it). None: a
-        new conversation (another agent on the same client), never drift of another one. The
-        first conversation of a scope keeps the scope's key, so a lone conversation is unchanged.
+        share its whole stable prefix (tools + system); else the one with the same opening
+        messages (its tools or system changed: drift or a new segment, reported on it); else the
+        one whose stable prefix ``similar`` says differs only where a timestamp or counter would
+        (digits), for a request of one message: one-shot calls with the time in the system prompt
+        are one conversation, so that drift is reported and learnt (agents whose prompts differ
+        only by a number are told apart from their second call on). None: a new conversation
+        (another agent on the same client), never drift of another one. ``similar`` runs only when no stable prefix matches.
+        The first conversation of a scope keeps the scope's key, so a lone one is unchanged.
         """
         with self._lock:
             heads = self._scopes.get(scope)
@@ -268,18 +277,27 @@ class LineageRegistry:
             best: str | None = None
             best_score = -1
             stable = len(head.fixed)
-            for key, known in reversed(heads.items()):  # most recent first: ties go to it
+            exact = False
+            for key, (known, _) in reversed(heads.items()):  # most recent first: ties go to it
                 score = head.shared(known)
-                joins = (score >= stable and len(known.fixed) == stable) or head.continues(known)
-                if joins and score > best_score:
-                    best, best_score = key, score
+                full = score >= stable and len(known.fixed) == stable
+                if (full or head.continues(known)) and score > best_score:  # a full match scores highest
+                    best, best_score, exact = key, score, full
+            shape = None
+            if not exact and similar is not None:
+                shape = similar()
+                if best is None and len(head.opening) <= 1:  # a one-shot call, or an agent's first
+                    best = next((key for key, (_, known_shape) in reversed(heads.items())
+                                 if known_shape is not None and known_shape == shape), None)
             if best is None:
                 if not heads:
                     best = scope
                 else:
                     self._opened += 1
                     best = f"{scope}#{self._opened}"
-            heads[best] = head
+            if shape is None and best in heads:
+                shape = heads[best][1]  # the same stable prefix: the same shape
+            heads[best] = (head, shape)
             heads.move_to_end(best)
             while len(heads) > MAX_PER_SCOPE:
                 heads.popitem(last=False)

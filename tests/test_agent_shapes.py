@@ -211,3 +211,22 @@ def test_the_head_ignores_cache_markers_the_caller_moves() -> None:
     another = [{"type": "text", "text": words(600, "x")}]
     other = conversation_head({**body(another, TOOLS), "messages": [later]})
     assert other.fixed[0] == a.fixed[0] and other.fixed != a.fixed  # same tools, another system prompt
+
+
+def test_one_shot_calls_with_the_time_in_the_system_prompt_stay_one_conversation() -> None:
+    client = bc.Anthropic(api_key="test", http_client=FakeAnthropic(clock=FakeClock()).http_client())
+    policy = words(1500, "policy")
+    usages = []
+    with warnings.catch_warnings(record=True) as caught, bc.task("classify") as task:
+        warnings.simplefilter("always")
+        for k in range(6):
+            message = client.messages.create(
+                model=MODEL, max_tokens=20, system=f"Time: 12:0{k}:00. {policy}",
+                messages=[{"role": "user", "content": f"item {k}: classify it"}],
+            )
+            usages.append(message.usage)
+    # the changing time is drift, reported on each call that changed it
+    assert sum(1 for w in caught if issubclass(w.category, bc.PrefixDriftWarning)) == 5
+    assert len({record.conversation for record in task.records}) == 1
+    # once learnt as volatile, nothing is written that the next call cannot read
+    assert all((u.cache_creation_input_tokens or 0) == 0 for u in usages[2:])

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
-from ..formats.anthropic.blocks import conversation_head
+from ..formats.anthropic.blocks import conversation_head, prefix_shape
 from ..formats.anthropic.markers import cache_control
 from ..formats.anthropic.prepare import PreparedRequest, observe_response, prepare_request
 from ..lineage import LineageRegistry, LineageState
@@ -142,7 +142,7 @@ class BudgetclientStrategy:
 
     def __call__(self, body: dict[str, Any], state: LineageState, now: float) -> dict[str, Any]:
         if self._registry is not None:
-            matched = self._registry.match(state.key, conversation_head(body))
+            matched = self._registry.match(state.key, conversation_head(body), lambda: prefix_shape(body))
             self._matched[state] = matched
             state = matched
         if state.prior_gaps is None and self._history:

@@ -27,7 +27,7 @@ from .._log import log
 from ..admission import Admission, admit, holding, output_limit, sending
 from ..blocks import Ttl
 from ..estimate import TokenEstimate, estimate_request
-from ..formats.anthropic.blocks import conversation_head, request_shape_of
+from ..formats.anthropic.blocks import conversation_head, prefix_shape, request_shape_of
 from ..formats.anthropic.estimate import estimate_input
 from ..formats.anthropic.prepare import PreparedRequest, observe_response, prepare_request
 from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
@@ -231,7 +231,7 @@ class BudgetMiddleware(Middleware):
             if named is not None:
                 state = self.lineages.get(key)
             else:
-                state = self.lineages.match(key, conversation_head(body))
+                state = self.lineages.match(key, conversation_head(body), lambda: prefix_shape(body))
             if state.prior_gaps is None and t is not None and self.options.cache_ttl == "auto":
                 state.prior_gaps = run_history.gaps(t.name, t.id, model)  # read per task name, cached
             prepared = prepare_request(

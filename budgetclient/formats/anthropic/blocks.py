@@ -10,6 +10,7 @@ they receive the finished `RequestBlocks`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from json.encoder import encode_basestring
@@ -22,6 +23,7 @@ from ...blocks import (
     Section,
     TokenCounter,
     block_digest,
+    compact_json,
     raw_bytes,
     value_print,
 )
@@ -30,7 +32,14 @@ from ...lineage import ConversationHead
 from .markers import _marker_ttl
 from .reader import anthropic_block_parts, has_custom_tool
 
-__all__ = ["BuiltRequest", "build_request", "conversation_head", "request_blocks", "request_shape_of"]
+__all__ = [
+    "BuiltRequest",
+    "build_request",
+    "conversation_head",
+    "prefix_shape",
+    "request_blocks",
+    "request_shape_of",
+]
 
 _DIGEST = attrgetter("digest")
 _TOKENS = attrgetter("tokens")
@@ -82,6 +91,21 @@ def _section_digest(value: Any) -> bytes:
         value = _unmarked(value)
     raw = value_print(value)
     return block_digest(raw if raw is not None else raw_bytes(value))
+
+
+_DIGITS = re.compile(rb"[0-9]+")
+
+
+def prefix_shape(body: Mapping[str, Any]) -> bytes:
+    """Digest of the tools and system prompt with every run of digits masked: equal for two
+    prefixes that differ only in a timestamp, a date or a counter (`LineageRegistry.match`)."""
+    raw = compact_json([_unmarked(t) for t in _listed(body.get("tools"))]).encode() + b"\x00" + \
+        compact_json(body.get("system")).encode()
+    return block_digest(_DIGITS.sub(b"0", raw))
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def conversation_head(body: Mapping[str, Any]) -> ConversationHead:

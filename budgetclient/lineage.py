@@ -263,8 +263,9 @@ class LineageRegistry:
         (digits), for a request of one message: one-shot calls with the time in the system prompt
         are one conversation, so that drift is reported and learnt (agents whose prompts differ
         only by a number are told apart from their second call on). None: a new conversation
-        (another agent on the same client), never drift of another one. ``similar`` runs only when no stable prefix matches.
-        The first conversation of a scope keeps the scope's key, so a lone one is unchanged.
+        (another agent on the same client), never drift of another one. ``similar`` runs only
+        when no stable prefix matches. The first conversation of a scope keeps the scope's key,
+        so a lone one is unchanged.
         """
         with self._lock:
             heads = self._scopes.get(scope)

@@ -1,8 +1,10 @@
 """Conversations ("lineages"): which calls are consecutive turns of one prompt, and what they taught us.
 
-A lineage is identified by client + provider + model + task, or by an explicit
-``bc.conversation("id")`` scope, which wins over the task (a conversation may span several tasks),
-plus the request's shape (see `lineage_key`).
+A lineage lives in a scope, client + provider + model + task plus the request's shape (see
+`lineage_key`), where requests are matched to conversations by content (`LineageRegistry.match`:
+the one sharing the longest prefix, as the provider's cache does), so sub-agents on one client are
+conversations of their own; an explicit ``bc.conversation("id")`` names the lineage instead and
+wins over the task (a conversation may span several tasks).
 Its `LineageState` holds what placement and drift detection learn from one call for the next:
 the previous prefix fingerprint, the previous response id (for Anthropic ``diagnostics``), call
 times (for the TTL choice) and where consecutive calls diverged (the volatile tail).
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from .blocks import PrefixPrint
 from .placement import TailRule
 
 __all__ = [
+    "ConversationHead",
     "LineageRegistry",
     "LineageState",
     "conversation",
@@ -37,13 +40,49 @@ _conversation: ContextVar[str | None] = ContextVar("budgetclient_conversation", 
 
 GAP_HISTORY = 8
 """How many recent gaps between calls a lineage remembers for the TTL decision."""
+MAX_PER_SCOPE = 32
+"""Live conversations matched by content within one scope (client + model + task); LRU beyond."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationHead:
+    """A cheap fingerprint of a request's first blocks, to tell which conversation it continues.
+
+    ``fixed``: digests of the stable prefix (the tools, then the system prompt);
+    ``opening``: digests of the first two messages (what a conversation keeps while its stable
+    prefix changes; two, so another agent handed the same first message is told apart once
+    both have answered).
+    """
+
+    fixed: tuple[bytes, ...]
+    opening: tuple[bytes, ...] = ()
+
+    def continues(self, other: ConversationHead) -> bool:
+        """Whether this request opens as ``other`` did: the same messages as far as both go."""
+        depth = min(len(self.opening), len(other.opening))
+        return depth > 0 and self.opening[:depth] == other.opening[:depth]
+
+    def shared(self, other: ConversationHead) -> int:
+        """Blocks of the stable prefix, then of the opening, that both heads start with."""
+        n = 0
+        for a, b in zip(self.fixed, other.fixed, strict=False):
+            if a != b:
+                return n
+            n += 1
+        if len(self.fixed) != len(other.fixed):
+            return n
+        for a, b in zip(self.opening, other.opening, strict=False):
+            if a != b:
+                break
+            n += 1
+        return n
 
 
 @contextmanager
 def conversation(conversation_id: str) -> Iterator[None]:
     """Treat every call inside this scope as a turn of conversation ``conversation_id``.
 
-    Without it, a conversation is the calls of one client and model within one task. Scope
+    Without it, calls of one client, model and task are matched to conversations by content. Scope
     follows ``contextvars`` (asyncio tasks inherit it; threads through ``copy_context``).
     """
     if not isinstance(conversation_id, str) or not conversation_id:
@@ -110,6 +149,8 @@ class LineageState:
     last_call_at: float | None = None
     gaps: list[float] = field(default_factory=list)
     """Recent gaps between calls, seconds (most recent last, at most ``GAP_HISTORY``)."""
+    prior_gaps: list[float] | None = None
+    """Gaps earlier runs of the same task showed (`run_history`); None until looked up."""
     tail: TailRule | None = None
     volatile_fixed: str | None = None
     """Path of a tools/system block that changed on each of the last calls (a timestamp...)."""
@@ -140,12 +181,14 @@ class LineageState:
 
     def gap_evidence(self) -> list[float]:
         """Gaps to decide the TTL on: this conversation's own once it has a few, topped up before
-        that with gaps other conversations of the same client showed (most recent last)."""
+        that with gaps other conversations of the same client showed, and before those the gaps
+        of earlier runs of the same task (`prior_gaps`), most recent last."""
         own = list(self.gaps)
-        if len(own) >= 3 or self._registry is None:
+        if len(own) >= 3:
             return own
-        others = self._registry.recent_gaps(exclude=self.key)
-        return [*others[-(GAP_HISTORY - len(own)):], *own]
+        others = self._registry.recent_gaps(exclude=self.key) if self._registry is not None else []
+        earlier = [*(self.prior_gaps or ()), *others][-(GAP_HISTORY - len(own)):]
+        return [*earlier, *own]
 
     def remember(self, prefix: PrefixPrint, built: Built | None = None) -> None:
         """Keep ``prefix`` (and the provider's ``built`` request) for the next call, accounting
@@ -187,6 +230,10 @@ class LineageState:
             self.lock.release()
 
 
+_Known = tuple[ConversationHead, bytes | None]
+"""A live conversation's last head and, once computed, its masked prefix shape."""
+
+
 class LineageRegistry:
     """Thread-safe LRU of lineage states, bounded by count and by remembered prefix bytes."""
 
@@ -201,7 +248,61 @@ class LineageRegistry:
         self._states: OrderedDict[str, LineageState] = OrderedDict()
         self._bytes = 0
         self._gaps: deque[tuple[str, float]] = deque(maxlen=4 * GAP_HISTORY)
+        self._scopes: OrderedDict[str, OrderedDict[str, _Known]] = OrderedDict()
+        self._opened = 0
         self._lock = threading.Lock()
+
+    def match(self, scope: str, head: ConversationHead,
+              similar: Callable[[], bytes] | None = None) -> LineageState:
+        """The conversation of ``scope`` that this request continues, by content (like the cache).
+
+        Joined: the live conversation sharing the longest prefix with ``head`` among those that
+        share its whole stable prefix (tools + system); else the one with the same opening
+        messages (its tools or system changed: drift or a new segment, reported on it); else the
+        one whose stable prefix ``similar`` says differs only where a timestamp or counter would
+        (digits), for a request of one message: one-shot calls with the time in the system prompt
+        are one conversation, so that drift is reported and learnt (agents whose prompts differ
+        only by a number are told apart from their second call on). None: a new conversation
+        (another agent on the same client), never drift of another one. ``similar`` runs only
+        when no stable prefix matches. The first conversation of a scope keeps the scope's key,
+        so a lone one is unchanged.
+        """
+        with self._lock:
+            heads = self._scopes.get(scope)
+            if heads is None:
+                heads = self._scopes[scope] = OrderedDict()
+                while len(self._scopes) > self.max_lineages:
+                    self._scopes.popitem(last=False)
+            else:
+                self._scopes.move_to_end(scope)
+            best: str | None = None
+            best_score = -1
+            stable = len(head.fixed)
+            exact = False
+            for key, (known, _) in reversed(heads.items()):  # most recent first: ties go to it
+                score = head.shared(known)
+                full = score >= stable and len(known.fixed) == stable
+                if (full or head.continues(known)) and score > best_score:  # a full match scores highest
+                    best, best_score, exact = key, score, full
+            shape = None
+            if not exact and similar is not None:
+                shape = similar()
+                if best is None and len(head.opening) <= 1:  # a one-shot call, or an agent's first
+                    best = next((key for key, (_, known_shape) in reversed(heads.items())
+                                 if known_shape is not None and known_shape == shape), None)
+            if best is None:
+                if not heads:
+                    best = scope
+                else:
+                    self._opened += 1
+                    best = f"{scope}#{self._opened}"
+            if shape is None and best in heads:
+                shape = heads[best][1]  # the same stable prefix: the same shape
+            heads[best] = (head, shape)
+            heads.move_to_end(best)
+            while len(heads) > MAX_PER_SCOPE:
+                heads.popitem(last=False)
+        return self.get(best)
 
     def get(self, key: str) -> LineageState:
         """The state of lineage ``key``, created on first use; marks it most recently used."""

@@ -12,7 +12,10 @@ find it. Up to four breakpoints, in priority order:
    plain input instead of being written at a premium and never read;
 2. intermediate: the position the previous call wrote, when the rolling breakpoint is 20 or more
    blocks past it (out of the lookback window), so that entry is still read;
-3. stable: the end of tools + system, reused by every call and every conversation sharing them.
+3. stable: the end of tools + system, reused by every call and every conversation sharing them;
+4. tools: the end of the tool definitions, when a system prompt follows them and a breakpoint is
+   left over: agents sharing the tools but not the system prompt, and a tool list that grows
+   by a tool appended at its end, still read the tool definitions.
 
 A breakpoint whose prefix is below the model's minimum cacheable length does nothing and is not
 placed; caller markers are kept and count towards the four; TTLs are ordered longest first.
@@ -104,7 +107,7 @@ class TailRule:
     """First volatile content block of that message (0 = the whole message is volatile)."""
 
 
-Role = Literal["rolling", "anchor", "intermediate", "stable"]
+Role = Literal["rolling", "anchor", "intermediate", "stable", "tools"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +272,9 @@ def place_breakpoints(
             wanted.append((target, "intermediate"))
     if cacheable(stable) and stable is not None:
         wanted.append((stable, "stable"))
+        tools = _tools_end(request)
+        if tools is not None and tools < stable and cacheable(tools):
+            wanted.append((tools, "tools"))
 
     chosen: dict[int, Role] = {}
     for index, role in wanted:
@@ -281,6 +287,16 @@ def place_breakpoints(
         Marker(index, _ordered_ttl(index, "5m" if role == "rolling" and has_anchor else ttl, existing), role)
         for index, role in sorted(chosen.items())
     )
+
+
+def _tools_end(request: RequestBlocks) -> int | None:
+    """Index of the last tool definition, if the request has tools."""
+    last = None
+    for i in range(request.fixed_end):
+        if request.blocks[i].section != "tools":
+            break
+        last = i
+    return request.last_markable_at_or_before(last) if last is not None else None
 
 
 def _ordered_ttl(index: int, wanted: Ttl, existing: Mapping[int, Ttl]) -> Ttl:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks.cache_cost import Row, measure
+from benchmarks.cache_cost import PREFIX_REWRITTEN, Row, check, measure
 from budgetclient.testing import block_tokens, count_tokens
-from budgetclient.testing.traces import guide_session_trace, reference_traces
+from budgetclient.testing.traces import agent_traces, guide_session_trace, reference_traces
 
 PER_MILLION = {  # USD per million tokens, Claude Sonnet 4.6
     "input": Decimal(3),
@@ -110,3 +110,25 @@ def test_the_offline_plan_was_measured_on_the_fake_not_modelled(rows: dict[str, 
         run = row.runs["offline-best"]
         assert len(run.usages) == len(row.trace.calls)
         assert any(u["cache_read_input_tokens"] for u in run.usages)
+
+
+def test_the_agent_traces_have_their_shapes() -> None:
+    traces = agent_traces()
+    for name in ("two_agents_interleaved", "two_agents_alternating"):
+        calls = traces[name].calls
+        systems = [str(call.body["system"]) for call in calls]
+        assert len(set(systems)) == 2
+        assert len({str(call.body["tools"]) for call in calls}) == 1
+        switches = sum(1 for a, b in itertools.pairwise(systems) if a != b)
+        runs = len(calls) - 1
+        assert switches == runs if name.endswith("alternating") else 0 < switches < runs
+    tool_counts = [len(call.body["tools"]) for call in traces["tool_list_change"].calls]
+    assert tool_counts == sorted(tool_counts) and len(set(tool_counts)) == 3
+
+
+def test_no_drift_is_reported_where_no_prefix_changes(rows: dict[str, Row]) -> None:
+    for name, row in rows.items():
+        if name not in PREFIX_REWRITTEN:
+            assert row.drifts == 0, name
+    assert rows["summarised"].drifts >= 1  # the summary rewrites the history: that one is real
+    assert check(list(rows.values())) == []

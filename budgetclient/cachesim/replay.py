@@ -18,14 +18,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from ..formats.anthropic.blocks import conversation_head, prefix_shape
 from ..formats.anthropic.markers import cache_control
 from ..formats.anthropic.prepare import PreparedRequest, observe_response, prepare_request
-from ..lineage import LineageState
+from ..lineage import LineageRegistry, LineageState
 from ..pricing import Rates, rates_for
 from ..usage import Usage
 from .anthropic import PromptCache, cache_breakpoints, min_cacheable_tokens, prompt_blocks
@@ -121,26 +122,48 @@ def _provider_auto(body: dict[str, Any], state: LineageState, now: float) -> dic
 
 
 class BudgetclientStrategy:
-    """budgetclient's placement; remembers each lineage's last preparation for `observe`."""
+    """budgetclient's placement; remembers each lineage's last preparation for `observe`.
 
-    def __init__(self) -> None:
+    With a ``registry``, each body is matched to a conversation by content within the replay's
+    lineage (as a client does, `LineageRegistry.match`), so one trace may hold several agents;
+    ``drifts`` counts the requests whose preparation reported drift (``drift="warn"``);
+    ``history``: gaps earlier runs of the task showed, as `run_history` finds them in a ledger.
+    """
+
+    def __init__(self, registry: LineageRegistry | None = None, drift: Literal["warn", "off"] = "off",
+                 history: Sequence[float] = ()) -> None:
+        self.__name__ = "budgetclient"
         self._prepared: weakref.WeakKeyDictionary[LineageState, PreparedRequest] = weakref.WeakKeyDictionary()
+        self._matched: weakref.WeakKeyDictionary[LineageState, LineageState] = weakref.WeakKeyDictionary()
+        self._registry = registry
+        self._drift: Literal["warn", "off"] = drift
+        self.drifts = 0
+        self._history = list(history)
 
     def __call__(self, body: dict[str, Any], state: LineageState, now: float) -> dict[str, Any]:
-        prepared = prepare_request(body, cache="auto", cache_ttl="auto", drift="off", state=state, now=now,
-                                   diagnostics=False)
+        if self._registry is not None:
+            matched = self._registry.match(state.key, conversation_head(body), lambda: prefix_shape(body))
+            self._matched[state] = matched
+            state = matched
+        if state.prior_gaps is None and self._history:
+            state.prior_gaps = list(self._history)  # what `run_history` reads from the ledger
+        prepared = prepare_request(body, cache="auto", cache_ttl="auto", drift=self._drift, state=state,
+                                   now=now, diagnostics=False)
+        if prepared.drift is not None:
+            self.drifts += 1
         self._prepared[state] = prepared
         return prepared.body
 
     def ttl_of(self, state: LineageState) -> str | None:
         """TTL mode of the last request prepared for ``state``: ``"5m"``, ``"1h"``, ``"anchored"``
         (1h on an anchor, 5m on the rest) or None (no breakpoints placed)."""
-        prepared = self._prepared.get(state)
+        prepared = self._prepared.get(self._matched.get(state, state))
         if prepared is None or not prepared.markers:
             return None
         return "anchored" if any(m.role == "anchor" for m in prepared.markers) else prepared.ttl
 
     def observe(self, state: LineageState, message: Mapping[str, Any], now: float) -> None:
+        state = self._matched.get(state, state)
         prepared = self._prepared.get(state)
         if prepared is not None:
             observe_response(state, prepared, usage_of(message.get("usage") or {}), message, now=now)

@@ -21,10 +21,14 @@ __all__ = [
     "TraceCall",
     "TraceText",
     "guide_session_trace",
+    "agent_traces",
     "long_gaps_trace",
+    "multi_agent_trace",
+    "periodic_trace",
     "rag_trace",
     "reference_traces",
     "summarised_trace",
+    "tool_change_trace",
     "tool_loop_trace",
     "wide_turns_trace",
 ]
@@ -46,6 +50,8 @@ class Trace:
     description: str
     calls: tuple[TraceCall, ...]
     model: str = MODEL
+    history_gaps: tuple[float, ...] = ()
+    """Gaps between calls that earlier runs of the same task showed (what the ledger holds)."""
 
 
 _WORDS = [
@@ -230,6 +236,67 @@ def wide_turns_trace(calls: int = 12, parallel: int = 12, seed: int = 5) -> Trac
             ]})
         out.append(TraceCall(_body(fixed, messages), 0.0 if k == 0 else float(text.rng.randint(5, 20))))
     return Trace("wide_turns", f"each call adds {2 * parallel + 1} blocks (parallel tool calls)", tuple(out))
+
+
+def multi_agent_trace(calls: int = 40, *, alternating: bool = False, seed: int = 7) -> Trace:
+    """Two sub-agents on one client in one task (a researcher and a critic): the same 8 tools,
+    system prompts of their own, each its own tool loop; turns interleaved irregularly (runs of a
+    few calls each) or strictly alternating, seconds apart."""
+    text = TraceText(seed)
+    tools = _fixed_prefix(text)["tools"]
+    agents = []
+    for _ in range(2):
+        system = [{"type": "text", "text": text.words(600)}, {"type": "text", "text": text.words(200)}]
+        agents.append(({"tools": tools, "system": system}, [{"role": "user", "content": text.words(200)}]))
+    steps = [0, 0]
+    who = 0
+    out: list[TraceCall] = []
+    for k in range(calls):
+        if k:
+            who = 1 - who if alternating or text.rng.random() < 0.4 else who
+        fixed, messages = agents[who]
+        if steps[who]:
+            messages.extend(_tool_step(text, 1000 * who + steps[who], result_tokens=(300, 800)))
+        steps[who] += 1
+        out.append(TraceCall(_body(fixed, messages), 0.0 if k == 0 else float(text.rng.randint(2, 12))))
+    name = "two_agents_alternating" if alternating else "two_agents_interleaved"
+    how = "strictly alternating" if alternating else "interleaved irregularly"
+    return Trace(name, f"two sub-agents, same tools, own system prompts, {how}", tuple(out))
+
+
+def tool_change_trace(calls: int = 24, every: int = 8, seed: int = 8) -> Trace:
+    """A tool loop whose tool list grows by one tool (appended at its end) every ``every`` calls."""
+    text = TraceText(seed)
+    fixed = _fixed_prefix(text, tools=10)
+    tools = list(fixed["tools"])
+    messages: list[dict[str, Any]] = [{"role": "user", "content": text.words(200)}]
+    out: list[TraceCall] = []
+    for k in range(calls):
+        if k:
+            messages.extend(_tool_step(text, k, result_tokens=(300, 800)))
+        shown = tools[: 8 + k // every]
+        body = _body({"tools": shown, "system": fixed["system"]}, messages)
+        out.append(TraceCall(body, 0.0 if k == 0 else float(text.rng.randint(4, 15))))
+    return Trace("tool_list_change", f"tool loop; a tool added to the end of the list every {every} calls",
+                 tuple(out))
+
+
+def periodic_trace(calls: int = 12, gap_s: float = 420.0, seed: int = 9) -> Trace:
+    """A periodic agent: every 7 minutes a fresh question on a 12k-token prefix, a task that ran
+    on the same schedule before (its earlier run's gaps are the trace's history)."""
+    text = TraceText(seed)
+    fixed = _fixed_prefix(text, system_tokens=10_200)
+    out = [TraceCall(_body(fixed, [{"role": "user", "content": text.between(150, 300)}]), gap_s if k else 0.0)
+           for k in range(calls)]
+    return Trace("periodic_with_history", f"{calls} calls {gap_s / 60:g} min apart on a 12k prefix, "
+                 "earlier runs in the ledger", tuple(out), history_gaps=(gap_s,) * (calls - 1))
+
+
+def agent_traces() -> dict[str, Trace]:
+    """The agent-shape traces (several conversations on one client, a changing tool list, a
+    periodic agent with earlier runs), by name."""
+    traces = [multi_agent_trace(), multi_agent_trace(alternating=True), tool_change_trace(), periodic_trace()]
+    return {trace.name: trace for trace in traces}
 
 
 def reference_traces() -> dict[str, Trace]:

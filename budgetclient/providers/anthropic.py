@@ -27,13 +27,14 @@ from .._log import log
 from ..admission import Admission, admit, holding, output_limit, sending
 from ..blocks import Ttl
 from ..estimate import TokenEstimate, estimate_request
-from ..formats.anthropic.blocks import request_shape_of
+from ..formats.anthropic.blocks import conversation_head, prefix_shape, request_shape_of
 from ..formats.anthropic.estimate import estimate_input
 from ..formats.anthropic.prepare import PreparedRequest, observe_response, prepare_request
 from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions, pop_option_overrides, split_client_options
 from ..pricing import is_bedrock_id
+from ..run_history import run_history
 from ..tasks import current_task
 from ..usage import Usage, _trusted_usage
 from ._drift_report import announce_drift
@@ -222,11 +223,17 @@ class BudgetMiddleware(Middleware):
                 # the server holds the conversation: the body carries only the new turn, so there
                 # is no client-side prefix to place markers in or to compare
                 raise _SkipPlacement
+            named = current_conversation()
             key = lineage_key(
-                self.client_key, PROVIDER, model, t.id if t else None, current_conversation(),
-                request_shape_of(body),
+                self.client_key, PROVIDER, model, t.id if t else None, named, request_shape_of(body),
             )  # fmt: skip
-            state = self.lineages.get(key)
+            # bc.conversation names it; otherwise matched by content among the scope's conversations
+            if named is not None:
+                state = self.lineages.get(key)
+            else:
+                state = self.lineages.match(key, conversation_head(body), lambda: prefix_shape(body))
+            if state.prior_gaps is None and t is not None and self.options.cache_ttl == "auto":
+                state.prior_gaps = run_history.gaps(t.name, t.id, model)  # read per task name, cached
             prepared = prepare_request(
                 body,
                 cache=self.options.cache,

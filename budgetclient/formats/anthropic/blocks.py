@@ -10,6 +10,7 @@ they receive the finished `RequestBlocks`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from json.encoder import encode_basestring
@@ -22,14 +23,23 @@ from ...blocks import (
     Section,
     TokenCounter,
     block_digest,
+    compact_json,
     raw_bytes,
     value_print,
 )
 from ...drift import request_shape
+from ...lineage import ConversationHead
 from .markers import _marker_ttl
 from .reader import anthropic_block_parts, has_custom_tool
 
-__all__ = ["BuiltRequest", "build_request", "request_blocks", "request_shape_of"]
+__all__ = [
+    "BuiltRequest",
+    "build_request",
+    "conversation_head",
+    "prefix_shape",
+    "request_blocks",
+    "request_shape_of",
+]
 
 _DIGEST = attrgetter("digest")
 _TOKENS = attrgetter("tokens")
@@ -55,6 +65,58 @@ def request_shape_of(body: Mapping[str, Any]) -> str:
             ("compaction", body.get("compaction")),
         )
     )
+
+
+def _unmarked(value: Any) -> Any:
+    if isinstance(value, Mapping) and "cache_control" in value:
+        return {k: v for k, v in value.items() if k != "cache_control"}
+    return value
+
+
+def _marked(items: list[Any]) -> bool:
+    return any(isinstance(item, Mapping) and "cache_control" in item for item in items)
+
+
+def _section_digest(value: Any) -> bytes:
+    """Digest of the tools, the system prompt or one message, without cache markers (callers move
+    them). Pickled whole (`value_print`, C speed) rather than serialised to JSON per block: this
+    runs on every request before anything else is known about it."""
+    if isinstance(value, list):
+        if _marked(value):
+            value = [_unmarked(item) for item in value]
+    elif isinstance(value, Mapping):
+        content = value.get("content")
+        if isinstance(content, list) and _marked(content):
+            value = {**value, "content": [_unmarked(c) for c in content]}
+        value = _unmarked(value)
+    raw = value_print(value)
+    return block_digest(raw if raw is not None else raw_bytes(value))
+
+
+_DIGITS = re.compile(rb"[0-9]+")
+
+
+def prefix_shape(body: Mapping[str, Any]) -> bytes:
+    """Digest of the tools and system prompt with every run of digits masked: equal for two
+    prefixes that differ only in a timestamp, a date or a counter (`LineageRegistry.match`)."""
+    raw = compact_json([_unmarked(t) for t in _listed(body.get("tools"))]).encode() + b"\x00" + \
+        compact_json(body.get("system")).encode()
+    return block_digest(_DIGITS.sub(b"0", raw))
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def conversation_head(body: Mapping[str, Any]) -> ConversationHead:
+    """The request's start as a `lineage.ConversationHead`: which conversation it continues.
+
+    Cheap: one digest of the tools, one of the system prompt and one of each of the first two
+    messages, never the whole prompt."""
+    fixed = tuple(_section_digest(body[name]) for name in ("tools", "system") if body.get(name))
+    messages = body.get("messages")
+    opening = tuple(_section_digest(m) for m in messages[:2]) if isinstance(messages, list) else ()
+    return ConversationHead(fixed=fixed, opening=opening)
 
 
 def _media_tokens(value: Any) -> tuple[Any, int]:

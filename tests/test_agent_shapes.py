@@ -1,0 +1,232 @@
+"""Agent shapes on one client: sub-agents matched to their own conversations by content, and the
+spare breakpoint at the end of the tools. Driven through the real SDK on the fake backend; every
+expected number comes from the usage the fake reports (or its own block rules), never from
+budgetclient."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from typing import Any
+
+import pytest
+
+import budgetclient as bc
+from budgetclient.blocks import RequestBlocks
+from budgetclient.formats.anthropic.blocks import request_blocks
+from budgetclient.lineage import MAX_PER_SCOPE, ConversationHead, LineageRegistry
+from budgetclient.placement import MAX_BREAKPOINTS, place_breakpoints
+from budgetclient.testing import FakeAnthropic, FakeClock, min_cacheable_tokens, prompt_blocks
+
+MODEL = "claude-sonnet-4-6"
+TOOLS = [
+    {
+        "name": f"tool_{i}",
+        "description": " ".join(f"t{i}w{j}" for j in range(180)),
+        "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}},
+    }
+    for i in range(8)
+]
+
+
+def words(n: int, tag: str) -> str:
+    return " ".join(f"{tag}{i}" for i in range(n))
+
+
+class Agent:
+    """A sub-agent running its own tool loop: a system prompt of its own, the shared tools."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.system = [{"type": "text", "text": words(700, f"{name}s")},
+                       {"type": "text", "text": words(150, f"{name}r")}]
+        self.messages: list[dict[str, Any]] = [{"role": "user", "content": words(200, f"{name}task")}]
+        self.turn = 0
+        self.usages: list[dict[str, int]] = []
+
+    def step(self, client: Any) -> None:
+        if self.turn:
+            use_id = f"toolu_{self.name}_{self.turn:03d}"
+            self.messages += [
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": words(30, f"{self.name}a{self.turn}x")},
+                    {"type": "tool_use", "id": use_id, "name": "tool_1", "input": {"query": "q"}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": use_id,
+                     "content": words(400, f"{self.name}r{self.turn}x")},
+                ]},
+            ]  # fmt: skip
+        self.turn += 1
+        message = client.messages.create(model=MODEL, max_tokens=20, system=self.system, tools=TOOLS,
+                                         messages=self.messages)
+        usage = message.usage
+        self.usages.append({
+            "input": usage.input_tokens,
+            "read": usage.cache_read_input_tokens or 0,
+            "write": usage.cache_creation_input_tokens or 0,
+        })
+
+
+def total_input(usage: dict[str, int]) -> int:
+    return usage["input"] + usage["read"] + usage["write"]
+
+
+def run_agents(order: list[int], *, drift_at: int | None = None) -> tuple[list[Agent], list[Any], Any]:
+    client = bc.Anthropic(api_key="test", http_client=FakeAnthropic(clock=FakeClock()).http_client())
+    agents = [Agent("res"), Agent("crit")]
+    with warnings.catch_warnings(record=True) as caught, bc.task("research") as task:
+        warnings.simplefilter("always")
+        for k, who in enumerate(order):
+            if k == drift_at:  # the researcher's system prompt is edited mid-run, once
+                edited = "Today is 2026-12-07. " + agents[0].system[0]["text"]
+                agents[0].system = [{"type": "text", "text": edited}, agents[0].system[1]]
+            agents[who].step(client)
+    drifts = [w for w in caught if issubclass(w.category, bc.PrefixDriftWarning)]
+    return agents, drifts, task
+
+
+def orders() -> dict[str, list[int]]:
+    rng = random.Random(11)
+    irregular = [0]
+    for _ in range(23):
+        irregular.append(1 - irregular[-1] if rng.random() < 0.4 else irregular[-1])
+    return {"alternating": [k % 2 for k in range(24)], "irregular": irregular}
+
+
+@pytest.mark.parametrize("shape", ["alternating", "irregular"])
+def test_two_sub_agents_on_one_client_keep_their_own_history_and_report_no_drift(shape: str) -> None:
+    order = orders()[shape]
+    assert set(order) == {0, 1}
+    agents, drifts, task = run_agents(order)
+    assert drifts == []
+    assert all(record.drift is None for record in task.records)
+    for agent in agents:
+        assert agent.turn >= 3
+        # every turn after the first reads the agent's whole previous prompt back from the cache:
+        # its history breakpoint survived the other agent's calls
+        for before, after in zip(agent.usages, agent.usages[1:], strict=False):
+            assert after["read"] == total_input(before)
+    # the two agents are two conversations of one task, not drift of one
+    conversations = {record.conversation for record in task.records}
+    assert len(conversations) == 2
+
+
+def test_the_second_agent_reads_the_shared_tools_from_its_first_call() -> None:
+    agents, drifts, _ = run_agents([0, 1])
+    tools_tokens = next(b.prefix_tokens for b in reversed(prompt_blocks(
+        {"model": MODEL, "tools": TOOLS, "system": agents[1].system, "messages": agents[1].messages}))
+        if b.section == "tools")
+    assert tools_tokens >= min_cacheable_tokens(MODEL)
+    assert agents[0].usages[0]["read"] == 0
+    assert agents[1].usages[0]["read"] == tools_tokens
+    assert drifts == []
+
+
+def test_a_real_drift_in_one_agent_is_still_reported_exactly_once() -> None:
+    order = orders()["irregular"]
+    drift_at = next(k for k in range(8, len(order)) if order[k] == 0)
+    agents, drifts, task = run_agents(order, drift_at=drift_at)
+    assert len(drifts) == 1
+    (drifted,) = [k for k, record in enumerate(task.records) if record.drift is not None]
+    assert drifted == drift_at and task.records[drifted].drift.segment.startswith("system")
+    # the critic's history stayed cached through it
+    critic = agents[1]
+    for before, after in zip(critic.usages, critic.usages[1:], strict=False):
+        assert after["read"] == total_input(before)
+
+
+def test_bc_conversation_still_names_the_conversation() -> None:
+    client = bc.Anthropic(api_key="test", http_client=FakeAnthropic(clock=FakeClock()).http_client())
+    agents = [Agent("res"), Agent("crit")]
+    with warnings.catch_warnings(record=True) as caught, bc.task("t") as task, bc.conversation("one"):
+        warnings.simplefilter("always")
+        for k in range(4):
+            agents[k % 2].step(client)
+    # both agents forced into one conversation: each switch is a changed system prompt
+    assert len({record.conversation for record in task.records}) == 1
+    assert any(issubclass(w.category, bc.PrefixDriftWarning) for w in caught)
+
+
+def test_live_conversations_per_scope_are_bounded() -> None:
+    registry = LineageRegistry()
+
+    def head(i: int) -> ConversationHead:
+        return ConversationHead(fixed=(f"sys-{i}".encode(),), opening=(f"m-{i}".encode(),))
+
+    first = registry.match("scope", head(0))
+    keys = {registry.match("scope", head(i)).key for i in range(1, 3 * MAX_PER_SCOPE)}
+    assert first.key == "scope" and len(keys) == 3 * MAX_PER_SCOPE - 1
+    # the oldest fell out of the scope: its content starts a new conversation
+    again = registry.match("scope", head(0))
+    assert again.key not in keys | {"scope"}
+    # a recent one is still found, by its stable prefix
+    recent = registry.match("scope", head(3 * MAX_PER_SCOPE - 2))
+    assert recent.key in keys
+
+
+def body(system: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"model": MODEL, "max_tokens": 10, "tools": tools, "system": system,
+            "messages": [{"role": "user", "content": words(300, "u")}]}
+
+
+def blocks_of(value: dict[str, Any]) -> RequestBlocks:
+    return request_blocks(value)
+
+
+def test_the_tools_breakpoint_is_spare_never_a_fifth_and_never_below_the_minimum() -> None:
+    system = [{"type": "text", "text": words(600, "s")}]
+    request = blocks_of(body(system, TOOLS))
+    markers = place_breakpoints(request, ttl="5m", min_tokens=1024)
+    tools_end = max(i for i, b in enumerate(request.blocks) if b.section == "tools")
+    assert {m.role for m in markers} == {"rolling", "stable", "tools"}
+    assert next(m.index for m in markers if m.role == "tools") == tools_end
+    # tools below the minimum: no breakpoint there
+    small = blocks_of(body(system, TOOLS[:1]))
+    assert "tools" not in {m.role for m in place_breakpoints(small, ttl="5m", min_tokens=1024)}
+    # the caller's markers count: with two of theirs, ours fill the rest, never a fifth
+    marked = body(system, TOOLS)
+    marked["tools"] = [*TOOLS[:-2], {**TOOLS[-2], "cache_control": {"type": "ephemeral"}}, TOOLS[-1]]
+    marked["messages"] = [{"role": "user", "content": [
+        {"type": "text", "text": words(300, "u"), "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": words(50, "v")}]}]
+    request = blocks_of(marked)
+    ours = place_breakpoints(request, ttl="5m", min_tokens=1024)
+    assert len(ours) + len(request.caller_markers()) == MAX_BREAKPOINTS
+    assert "tools" not in {m.role for m in ours}  # the lowest priority, left out when none is spare
+
+
+def test_the_head_ignores_cache_markers_the_caller_moves() -> None:
+    from budgetclient.formats.anthropic.blocks import conversation_head
+
+    system = [{"type": "text", "text": words(600, "s")}]
+    first = {"role": "user", "content": [{"type": "text", "text": words(50, "q"),
+                                          "cache_control": {"type": "ephemeral"}}]}  # marked while it is last
+    later = {"role": "user", "content": [{"type": "text", "text": words(50, "q")}]}
+    marked_tools = [*TOOLS[:-1], {**TOOLS[-1], "cache_control": {"type": "ephemeral"}}]
+    a = conversation_head({**body(system, marked_tools), "messages": [first]})
+    reply = {"role": "assistant", "content": "ok"}
+    b = conversation_head({**body(system, TOOLS), "messages": [later, reply]})
+    assert a.fixed == b.fixed and b.continues(a)
+    another = [{"type": "text", "text": words(600, "x")}]
+    other = conversation_head({**body(another, TOOLS), "messages": [later]})
+    assert other.fixed[0] == a.fixed[0] and other.fixed != a.fixed  # same tools, another system prompt
+
+
+def test_one_shot_calls_with_the_time_in_the_system_prompt_stay_one_conversation() -> None:
+    client = bc.Anthropic(api_key="test", http_client=FakeAnthropic(clock=FakeClock()).http_client())
+    policy = words(1500, "policy")
+    usages = []
+    with warnings.catch_warnings(record=True) as caught, bc.task("classify") as task:
+        warnings.simplefilter("always")
+        for k in range(6):
+            message = client.messages.create(
+                model=MODEL, max_tokens=20, system=f"Time: 12:0{k}:00. {policy}",
+                messages=[{"role": "user", "content": f"item {k}: classify it"}],
+            )
+            usages.append(message.usage)
+    # the changing time is drift, reported on each call that changed it
+    assert sum(1 for w in caught if issubclass(w.category, bc.PrefixDriftWarning)) == 5
+    assert len({record.conversation for record in task.records}) == 1
+    # once learnt as volatile, nothing is written that the next call cannot read
+    assert all((u.cache_creation_input_tokens or 0) == 0 for u in usages[2:])

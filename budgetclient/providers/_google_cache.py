@@ -52,6 +52,7 @@ from ._google_rules import (
     auto_ttl,
     cache_pays,
     economics_for,
+    expected_future_reads,
     min_cache_tokens,
     parse_rfc3339,
 )
@@ -149,6 +150,8 @@ class CachePlan:
     opening_contents: list[Any]
     previous_opening: tuple[str, ...]
     contents_count: int
+    contents: list[Any] = field(default_factory=list)
+    """The request's contents as sent by the caller (to split the server's prompt count)."""
 
 
 def _bounded_get(store: OrderedDict[Any, T], key: Any, factory: Callable[[], T]) -> T:
@@ -208,6 +211,7 @@ class ManagedCaches:
                 opening_contents=opening_contents,
                 previous_opening=state.opening,
                 contents_count=len(contents) if isinstance(contents, list) else 0,
+                contents=contents if isinstance(contents, list) else [],
             )
         return plan
 
@@ -341,10 +345,10 @@ class ManagedCaches:
         if economics is None:
             return None
         ttl = auto_ttl(self.cache_ttl, stats.max_gap_s)
-        expected_reads = max(stats.seen, 1)
-        hours = (Decimal(str((expected_reads - 1) * stats.mean_gap_s)) + ttl) / _HOUR
+        future_reads = expected_future_reads(stats.seen)
+        hours = (Decimal(str(future_reads * stats.mean_gap_s)) + ttl) / _HOUR
         if not cache_pays(
-            expected_reads=expected_reads,
+            future_reads=future_reads,
             implicit_hit_share=stats.implicit_hit_share,
             expected_hours=hours,
             economics=economics,
@@ -581,6 +585,7 @@ class ManagedCaches:
     ) -> None:
         """Learn from one finished request: gaps, implicit hits, entry use; bill storage on task change."""
         stats = self._stats_for(plan)
+        server_prefix = self._server_prefix_tokens(plan, usage) if entry is None else 0
         with self._lock:
             if stats.last_seen is not None and server_time >= stats.last_seen:
                 gap = server_time - stats.last_seen
@@ -590,9 +595,9 @@ class ManagedCaches:
             repeat = stats.seen > 0
             stats.seen += 1
             stats.last_seen = server_time
-            if entry is None and repeat and stats.tokens:
-                stats.implicit_cached += min(usage.cache_read_tokens, stats.tokens)
-                stats.implicit_prompt += stats.tokens
+            if entry is None and repeat and server_prefix:
+                stats.implicit_cached += min(usage.cache_read_tokens, server_prefix)
+                stats.implicit_prompt += server_prefix
             if entry is not None:
                 entry.uses += 1
                 if entry.tokens and not entry.leading:
@@ -601,6 +606,19 @@ class ManagedCaches:
         if entry is not None and switched:
             self._accrue(entry, server_time)
             entry.task = task
+
+    def _server_prefix_tokens(self, plan: CachePlan, usage: Usage) -> int:
+        """The stable prefix's size as the server counts it: its share of the request by our own
+        estimate, applied to the prompt tokens the server reported. Implicit hits are judged
+        against this, so an estimate off by any factor cannot make a full hit look partial."""
+        if not plan.fields or usage.input_tokens <= 0:
+            return 0
+        model = plan.route.model
+        prefix = estimate_request(PROVIDER, plan.fields, model).raw_tokens
+        if prefix <= 0:
+            return 0
+        rest = estimate_request(PROVIDER, {"contents": plan.contents}, model).raw_tokens
+        return max(round(usage.input_tokens * prefix / (prefix + rest)), 1)
 
     def observe_user_cache(
         self,

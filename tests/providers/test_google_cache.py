@@ -18,7 +18,12 @@ from google.genai import types as gtypes
 
 import budgetclient as bc
 from budgetclient.providers import google as google_provider
-from budgetclient.providers._google_rules import CacheEconomics, auto_ttl, cache_pays
+from budgetclient.providers._google_rules import (
+    CacheEconomics,
+    auto_ttl,
+    cache_pays,
+    expected_future_reads,
+)
 from budgetclient.testing.fake_gemini import FakeGemini
 
 from .test_google import API_KEY, CACHED, INPUT, MODEL, MTOK, cost_of, http_options, usage_of
@@ -84,26 +89,28 @@ def test_twenty_call_conversation_costs_less_with_managed_caching() -> None:
     assert without_cache.cost == expected_without
     assert expected_with < expected_without
 
-    # one entry holding exactly the 40,000-token prefix, read by calls 3..20, gone at close
+    # one entry holding exactly the 40,000-token prefix, read by calls 4..20, gone at close: at
+    # call 3 the one repeat seen promises one later read (0.27 < 0.30 creation, per MTok), at
+    # call 4 two (0.54 > 0.30 + storage for 2 x 36 s + the 300 s TTL = 0.403)
     (entry,) = cached.caches.values()
     assert entry.tokens == PREFIX_40K_TOKENS
     reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in cached.generations]
-    assert reads == [0, 0] + [PREFIX_40K_TOKENS] * 18
+    assert reads == [0, 0, 0] + [PREFIX_40K_TOKENS] * 17
     assert entry.deleted_at is not None and not cached.live_caches()
     assert plain.caches == {}
 
-    # the saving by hand: 18 reads at the cached rate, minus creation, minus storage from the
-    # 3rd call (t = 72 s) to close (t = 720 s)
-    storage_hours = Decimal(20 * GAP_S - 2 * GAP_S) / HOUR
+    # the saving by hand: 17 reads at the cached rate, minus creation, minus storage from the
+    # 4th call (t = 108 s) to close (t = 720 s)
+    storage_hours = Decimal(20 * GAP_S - 3 * GAP_S) / HOUR
     saving = (
-        18 * PREFIX_40K_TOKENS * (INPUT - CACHED)
+        17 * PREFIX_40K_TOKENS * (INPUT - CACHED)
         - PREFIX_40K_TOKENS * INPUT
         - PREFIX_40K_TOKENS * storage_hours * STORAGE
     ) / MTOK
-    assert expected_without - expected_with == saving == Decimal("0.1752")
+    assert expected_without - expected_with == saving == Decimal("0.1648")
 
     # the task's breakdown puts storage in its own bucket, and usage stays exact
-    assert with_cache.cost_breakdown.storage == storage_cost(cached) == Decimal("0.0072")
+    assert with_cache.cost_breakdown.storage == storage_cost(cached) == Decimal("0.0068")
     assert with_cache.usage == sum(usage_of(g.usage_metadata) for g in cached.generations) + bc.Usage(
         input_tokens=PREFIX_40K_TOKENS
     )
@@ -124,7 +131,7 @@ async def test_async_conversation_uses_and_deletes_the_cache() -> None:
             fake.advance(GAP_S)
         await c.aio.aclose()
     reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
-    assert reads == [0, 0] + [PREFIX_40K_TOKENS] * 4
+    assert reads == [0, 0, 0] + [PREFIX_40K_TOKENS] * 3
     assert not fake.live_caches()
     assert t.cost == server_cost(fake)
 
@@ -158,21 +165,21 @@ def test_cache_off_never_rewrites() -> None:
     assert all("cachedContent" not in b for b in fake.bodies(":generateContent"))
 
 
-def test_cache_pays_counts_only_what_implicit_caching_misses() -> None:
+def test_cache_pays_counts_only_reads_after_creation() -> None:
     flash = CacheEconomics(
         input=Decimal("0.30"), cache_read=Decimal("0.03"), storage_per_hour=Decimal("1.00")
     )
     hours = Decimal("0.1")
-    # one read cannot repay creation (0.27 saved < 0.30 + storage)
-    assert not cache_pays(expected_reads=1, implicit_hit_share=0.0, expected_hours=hours, economics=flash)
-    # two reads: 0.54 > 0.30 + 0.10
-    assert cache_pays(expected_reads=2, implicit_hit_share=0.0, expected_hours=hours, economics=flash)
+    # one later read cannot repay creation (0.27 saved < 0.30 + storage): the creating call is no saving
+    assert not cache_pays(future_reads=1, implicit_hit_share=0.0, expected_hours=hours, economics=flash)
+    # two: 0.54 > 0.30 + 0.10
+    assert cache_pays(future_reads=2, implicit_hit_share=0.0, expected_hours=hours, economics=flash)
     # implicit caching already hitting: nothing left to save
-    assert not cache_pays(expected_reads=50, implicit_hit_share=1.0, expected_hours=hours, economics=flash)
+    assert not cache_pays(future_reads=50, implicit_hit_share=1.0, expected_hours=hours, economics=flash)
     # a long idle life makes storage dominate
-    assert not cache_pays(
-        expected_reads=2, implicit_hit_share=0.0, expected_hours=Decimal(1), economics=flash
-    )
+    assert not cache_pays(future_reads=2, implicit_hit_share=0.0, expected_hours=Decimal(1), economics=flash)
+    # reads expected after the current call: as many as the repeats seen (none on the 2nd or 1st call)
+    assert [expected_future_reads(seen) for seen in range(5)] == [0, 0, 1, 2, 3]
     assert (
         auto_ttl("5m", 9999),
         auto_ttl("1h", 0),
@@ -203,7 +210,7 @@ def test_rewritten_request_carries_only_what_the_cache_does_not_hold() -> None:
         temperature=0.2,
         automatic_function_calling=gtypes.AutomaticFunctionCallingConfig(disable=True),
     )
-    for i in range(3):
+    for i in range(4):
         c.models.generate_content(model=MODEL, contents=f"Q{i}", config=cfg)
     create = json.loads(next(r for r in fake.requests if r.url.path.endswith("/cachedContents")).content)
     assert create["model"] == f"models/{MODEL}"
@@ -212,7 +219,7 @@ def test_rewritten_request_carries_only_what_the_cache_does_not_hold() -> None:
     assert last["cachedContent"] == next(iter(fake.caches))
     assert not {"systemInstruction", "tools", "toolConfig"} & set(last)
     assert last["generationConfig"]["temperature"] == 0.2
-    assert last["contents"] == [{"parts": [{"text": "Q2"}], "role": "user"}]
+    assert last["contents"] == [{"parts": [{"text": "Q3"}], "role": "user"}]
     c.close()
 
 
@@ -243,7 +250,7 @@ def test_large_repeated_opening_is_held_in_the_entry() -> None:
 # -- lifecycle -------------------------------------------------------------------------------------
 
 
-def make_entry(fake: FakeGemini, c: bc.GenAIClient, calls: int = 3, gap: int = GAP_S) -> None:
+def make_entry(fake: FakeGemini, c: bc.GenAIClient, calls: int = 4, gap: int = GAP_S) -> None:
     cfg = gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
     for i in range(calls):
         c.models.generate_content(model=MODEL, contents=f"q{i}", config=cfg)
@@ -271,14 +278,14 @@ def test_entry_is_deleted_at_interpreter_exit() -> None:
 def test_ttl_is_refreshed_while_in_use() -> None:
     fake = FakeGemini(implicit_caching=False)
     c = client(fake, cache_ttl="5m")
-    make_entry(fake, c, calls=3, gap=120)
+    make_entry(fake, c, calls=4, gap=120)
     (entry,) = fake.caches.values()
     created_expiry = entry.expire_time
     make_entry(fake, c, calls=3, gap=120)
     assert any(r.method == "PATCH" for r in fake.requests)
     assert entry.expire_time > created_expiry and entry.alive(fake.now())
     reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
-    assert reads[2:] == [PREFIX_40K_TOKENS] * 4
+    assert reads[3:] == [PREFIX_40K_TOKENS] * 4
     c.close()
 
 
@@ -295,7 +302,7 @@ def test_vanished_entry_falls_back_without_failing_the_call() -> None:
     assert response.text == fake.reply_text
     assert fake.generations[-1].cached_content is None
     generate = [r for r in t.records if r.operation == "generate_content"]
-    assert len(generate) == 4 and all(r.status == "ok" for r in generate)
+    assert len(generate) == 5 and all(r.status == "ok" for r in generate)
     assert t.cost == server_cost(fake)
 
 
@@ -303,7 +310,7 @@ def test_changed_prefix_replaces_the_entry_and_reports_drift() -> None:
     fake = FakeGemini(implicit_caching=False)
     c = client(fake)
     with bc.task("t") as t:
-        make_entry(fake, c, calls=4)
+        make_entry(fake, c, calls=5)
         (old,) = fake.caches.values()
         edited = PREFIX_40K.replace("clause-0 ", "clause-zero ", 1)
         with pytest.warns(bc.PrefixDriftWarning) as caught:
@@ -381,14 +388,15 @@ def test_wrapped_client_deletes_only_its_own_entries() -> None:
 
 def test_one_hour_ttl_needs_more_expected_reads_to_pay() -> None:
     """Each entry may idle for its whole TTL: with 1h at $1.00/MTok/h on Flash, creation waits
-    until five reads are expected (5 x 0.27 > 0.30 + 1.0 x (4 x 36 s + 1 h))."""
+    until six later reads are expected, at the 8th call (5 x 0.27 = 0.30 + 1.0 x (5 x 36 s + 1 h)
+    does not pay; 6 x 0.27 > 0.30 + 1.0 x (6 x 36 s + 1 h))."""
     fake = FakeGemini(implicit_caching=False)
     c = client(fake, cache_ttl="1h")
-    make_entry(fake, c, calls=7)
+    make_entry(fake, c, calls=9)
     create = json.loads(next(r for r in fake.requests if r.url.path.endswith("/cachedContents")).content)
     assert create["ttl"] == "3600s"
     reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
-    assert reads == [0] * 5 + [PREFIX_40K_TOKENS] * 2
+    assert reads == [0] * 7 + [PREFIX_40K_TOKENS] * 2
     c.close()
 
 
@@ -396,10 +404,56 @@ def test_vertex_express_paths_are_metered_and_cached() -> None:
     fake = FakeGemini(implicit_caching=False)
     c = bc.GenAIClient(vertexai=True, api_key=API_KEY, http_options=http_options(fake))
     with bc.task("t") as t:
-        make_entry(fake, c, calls=4)
+        make_entry(fake, c, calls=5)
         c.close()
     assert all("/v1beta1/" in str(r.url) for r in fake.requests)
-    assert [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations] == [0, 0] + [
+    assert [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations] == [0, 0, 0] + [
         PREFIX_40K_TOKENS
     ] * 2
     assert t.cost == server_cost(fake)
+
+
+# -- decisions that always pay (issue 23) ----------------------------------------------------------
+
+
+def raw_sdk_cost(fake: FakeGemini) -> Decimal:
+    return sum((cost_of(g.usage_metadata) for g in fake.generations), Decimal(0))
+
+
+@pytest.mark.parametrize("calls", [1, 2, 3])
+def test_short_session_never_costs_more_than_the_raw_sdk(calls: int) -> None:
+    """No entry on the last call of a short session: the creating call pays creation at the input
+    rate, so it must be followed by reads that repay it, and a 3-call session cannot promise that."""
+    managed = FakeGemini(implicit_caching=False)
+    with_cache = run_conversation(managed, calls)
+    plain = FakeGemini(implicit_caching=False)
+    raw = genai.Client(api_key=API_KEY, http_options=http_options(plain))
+    chat = raw.chats.create(model=MODEL, config=gtypes.GenerateContentConfig(system_instruction=PREFIX_40K))
+    for i in range(calls):
+        chat.send_message(f"Question {i}: what does the policy say?")
+        plain.advance(GAP_S)
+    assert managed.caches == {}
+    assert with_cache.cost == server_cost(managed) == raw_sdk_cost(plain)
+
+
+# "0 1 2 3 ..." is one fake token per 4 bytes but about one estimated token per byte: our own
+# estimate of this prefix is 4x the server's count
+DIGITS_40K = " ".join(str(i % 10) for i in range(80_000))
+DIGITS_40K_TOKENS = -(-len(DIGITS_40K.encode()) // 4)
+
+
+def test_implicit_hits_are_judged_on_the_servers_counts() -> None:
+    """Implicit caching hits the whole prefix on every repeat; an estimate 4x the server's count
+    must not make those hits look partial and trigger an entry that cannot pay."""
+    fake = FakeGemini()
+    c = client(fake)
+    with bc.task("t") as t:
+        chat = c.chats.create(model=MODEL, config=gtypes.GenerateContentConfig(system_instruction=DIGITS_40K))
+        for i in range(20):
+            chat.send_message(f"Question {i}?")
+            fake.advance(30)
+        c.close()
+    assert fake.caches == {}
+    reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
+    assert reads[0] == 0 and all(r >= DIGITS_40K_TOKENS for r in reads[1:])
+    assert t.cost == raw_sdk_cost(fake)

@@ -657,6 +657,17 @@ class ManagedCaches:
                 entry.expire_time = expire
 
     # -- storage ---------------------------------------------------------------------------------
+    def task_ending(self, task: Task) -> None:
+        """Bill the storage ``task`` owes up to now (server clock), so its cost is complete when it
+        ends; storage from here on goes to its parent task (or to no task), whoever holds on."""
+        with self._lock:
+            owed = [entry for entry in self._entries.values() if entry.task is task]
+        now = self.clock.now()
+        for entry in owed:
+            self._accrue(entry, now)
+            with self._lock:
+                if entry.task is task:
+                    entry.task = task.parent
     def _publish_retired(self, retired: Sequence[tuple[CachedContent, float]]) -> None:
         for entry, end in retired:
             self._accrue(entry, end)
@@ -672,7 +683,8 @@ class ManagedCaches:
         if seconds <= 0 or not entry.tokens:
             return
         try:
-            hours = Decimal(str(round(seconds, 6))) / _HOUR
+            # microsecond boundaries in Decimal: consecutive spans add up exactly to the whole life
+            hours = (Decimal(str(round(end, 6))) - Decimal(str(round(start, 6)))) / _HOUR
             cost = pricing.storage_cost(entry.tokens, hours, entry.model, PROVIDER)
             record = CallRecord(
                 id=uuid.uuid4().hex,

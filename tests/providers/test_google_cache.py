@@ -17,6 +17,7 @@ from google import genai
 from google.genai import types as gtypes
 
 import budgetclient as bc
+from budgetclient.metering import add_call_hook
 from budgetclient.providers import google as google_provider
 from budgetclient.providers._google_rules import (
     CacheEconomics,
@@ -335,18 +336,24 @@ def test_entries_are_shared_by_conversations_with_the_same_prefix() -> None:
     fake = FakeGemini(implicit_caching=False)
     c = client(fake)
     cfg = gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
-    with bc.task("first") as first:
-        make_entry(fake, c)
-    with bc.task("second") as second:
-        c.models.generate_content(model=MODEL, contents="another ticket", config=cfg)
-        fake.advance(GAP_S)
-        c.close()
+    storage: list[bc.CallRecord] = []
+    remove = add_call_hook(lambda r: storage.append(r) if r.operation == "cache.storage" else None)
+    try:
+        with bc.task("first") as first:
+            make_entry(fake, c)
+        with bc.task("second"):
+            c.models.generate_content(model=MODEL, contents="another ticket", config=cfg)
+            fake.advance(GAP_S)
+            c.close()
+    finally:
+        remove()
     assert len(fake.caches) == 1
     assert fake.generations[-1].cached_content is not None
-    # storage is charged to the task that kept the entry alive, span by span
-    storage = [r for r in first.records + second.records if r.operation == "cache.storage"]
+    # storage is charged span by span: to the task using the entry up to its end, between tasks to
+    # nobody, then to the next task using it; together exactly what the server billed
     assert sum((r.cost for r in storage if r.cost is not None), Decimal(0)) == storage_cost(fake)
-    assert {r.task_name for r in storage} == {"first", "second"}
+    assert [r.task_name for r in storage] == ["first", None, "second"]
+    assert first.cost_breakdown.storage == storage[0].cost
 
 
 def test_callers_own_caches_are_metered() -> None:
@@ -457,3 +464,32 @@ def test_implicit_hits_are_judged_on_the_servers_counts() -> None:
     reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
     assert reads[0] == 0 and all(r >= DIGITS_40K_TOKENS for r in reads[1:])
     assert t.cost == raw_sdk_cost(fake)
+
+
+def test_a_task_ending_before_its_entry_is_deleted_includes_the_storage_so_far() -> None:
+    """The storage an entry accrued while a task used it is in that task's cost when it ends; the
+    rest (to deletion) is billed after, to no task, and the two add up to the server's bill."""
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake)
+    records: list[bc.CallRecord] = []
+    remove = add_call_hook(records.append)
+    try:
+        with bc.task("short") as t:
+            make_entry(fake, c, calls=6)
+            last_call_at = fake.now() - GAP_S  # the server time of the last response
+        fake.advance(600)
+        c.close()
+    finally:
+        remove()
+    (entry,) = fake.caches.values()
+    rate = entry.tokens * STORAGE / MTOK / HOUR  # USD per second
+    storage_to_last_call = rate * Decimal(str(last_call_at - entry.create_time))
+    in_task = t.cost_breakdown.storage
+    # billed up to the task's end on the server's clock: the last response's time plus the
+    # (real, sub-second) time the task took to end after it
+    assert storage_to_last_call <= in_task <= storage_to_last_call + rate
+    requests = sum((cost_of(g.usage_metadata) for g in fake.generations), Decimal(0))
+    assert t.cost == requests + creation_cost(fake) + in_task
+    after = [r for r in records if r.operation == "cache.storage" and r.task_id is None]
+    assert len(after) == 1
+    assert in_task + after[0].cost == storage_cost(fake)

@@ -90,7 +90,9 @@ def _http(fake: FakeGemini) -> gtypes.HttpOptions:
     return gtypes.HttpOptions(client_args={"transport": fake.transport()})
 
 
-def _run_gemini(trace: GeminiTrace, fake: FakeGemini, client: Any, config: gtypes.GenerateContentConfig) -> None:
+def _run_gemini(
+    trace: GeminiTrace, fake: FakeGemini, client: Any, config: gtypes.GenerateContentConfig
+) -> None:
     chats = [client.chats.create(model=GEMINI_MODEL, config=config) for _ in range(trace.conversations)]
     for turn in range(trace.turns):
         for i, chat in enumerate(chats):
@@ -151,7 +153,11 @@ def _ask(client: Any, system: str, question: str, key: str | None) -> None:
     )
 
 
-def _two_tasks(client: Any, fake: FakeOpenAI, scope: Callable[[str], Any], key: Callable[[str], str | None]) -> None:
+Scope = Callable[[str], Any]
+KeyOf = Callable[[str], str | None]
+
+
+def _two_tasks(client: Any, fake: FakeOpenAI, scope: Scope, key: KeyOf) -> None:
     for name in ("triage", "summarize"):
         with scope(name):
             for i in range(5):
@@ -159,7 +165,7 @@ def _two_tasks(client: Any, fake: FakeOpenAI, scope: Callable[[str], Any], key: 
                 fake.clock.advance(30)
 
 
-def _two_agents(client: Any, fake: FakeOpenAI, scope: Callable[[str], Any], key: Callable[[str], str | None]) -> None:
+def _two_agents(client: Any, fake: FakeOpenAI, scope: Scope, key: KeyOf) -> None:
     with scope("agents"):
         for i in range(8):
             for system in (SYSTEM_A, SYSTEM_B):
@@ -235,7 +241,8 @@ def _measure() -> list[tuple[str, dict[str, Decimal]]]:
 
 
 def provider_table(rows: Sequence[tuple[str, dict[str, Decimal]]]) -> str:
-    lines = [f"{'trace':<58} {'raw SDK':>9} {'budgetclient':>12} {'offline best':>12} {'ratio':>6} {'vs raw':>6}"]
+    header = ("trace", "raw SDK", "budgetclient", "offline best", "ratio", "vs raw")
+    lines = ["{:<58} {:>9} {:>12} {:>12} {:>6} {:>6}".format(*header)]
     for name, costs in rows:
         ours, best, raw = costs["budgetclient"], costs["offline best"], costs["raw SDK"]
         lines.append(

@@ -101,23 +101,22 @@ def _run_gemini(
             chat.send_message(f"Conversation {i}, question {turn}: what does the policy say?")
 
 
-def gemini_costs(trace: GeminiTrace, *, implicit: bool) -> dict[str, Decimal]:
-    """Raw SDK, budgetclient and the offline best on ``trace``."""
+def gemini_fakes(trace: GeminiTrace, *, implicit: bool) -> dict[str, FakeGemini]:
+    """The fake servers after the raw SDK, budgetclient and the explicit plan ran ``trace``."""
     prefix_config = gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
-    costs: dict[str, Decimal] = {}
+    fakes: dict[str, FakeGemini] = {}
 
-    fake = FakeGemini(implicit_caching=implicit)
+    fake = fakes["raw SDK"] = FakeGemini(implicit_caching=implicit)
     _run_gemini(trace, fake, genai.Client(api_key=KEY, http_options=_http(fake)), prefix_config)
-    costs["raw SDK"] = gemini_bill(fake)
 
-    fake = FakeGemini(implicit_caching=implicit)
+    fake = fakes["budgetclient"] = FakeGemini(implicit_caching=implicit)
     client = bc.GenAIClient(api_key=KEY, http_options=_http(fake))
     with bc.task(trace.name):
         _run_gemini(trace, fake, client, prefix_config)
     client.close()
-    costs["budgetclient"] = gemini_bill(fake)
 
-    fake = FakeGemini(implicit_caching=implicit)
+    # one entry created before the first call, deleted right after the last
+    fake = fakes["explicit plan"] = FakeGemini(implicit_caching=implicit)
     raw = genai.Client(api_key=KEY, http_options=_http(fake))
     span = trace.turns * trace.conversations * trace.gap_s
     cache = raw.caches.create(
@@ -126,8 +125,17 @@ def gemini_costs(trace: GeminiTrace, *, implicit: bool) -> dict[str, Decimal]:
     )
     _run_gemini(trace, fake, raw, gtypes.GenerateContentConfig(cached_content=cache.name))
     raw.caches.delete(name=str(cache.name))
-    costs["offline best"] = min(gemini_bill(fake), costs["raw SDK"])
-    return costs
+    return fakes
+
+
+def gemini_costs(trace: GeminiTrace, *, implicit: bool) -> dict[str, Decimal]:
+    """Raw SDK, budgetclient and the offline best on ``trace``."""
+    bills = {name: gemini_bill(fake) for name, fake in gemini_fakes(trace, implicit=implicit).items()}
+    return {
+        "raw SDK": bills["raw SDK"],
+        "budgetclient": bills["budgetclient"],
+        "offline best": min(bills["explicit plan"], bills["raw SDK"]),
+    }
 
 
 # -- OpenAI ------------------------------------------------------------------------------------------
@@ -194,22 +202,27 @@ def openai_bill(fake: FakeOpenAI) -> Decimal:
     return total
 
 
-def openai_costs(run: Callable[..., None]) -> dict[str, Decimal]:
-    costs: dict[str, Decimal] = {}
-    no_scope = lambda name: _NullScope()  # noqa: E731
-    fake = FakeOpenAI()
+def openai_fakes(run: Callable[..., None]) -> dict[str, FakeOpenAI]:
+    """The fake servers after the raw SDK, budgetclient and one key per prefix ran ``run``."""
+    no_scope: Scope = lambda name: _NullScope()  # noqa: E731
+    fakes = {"raw SDK": FakeOpenAI(), "budgetclient": FakeOpenAI(), "key per prefix": FakeOpenAI()}
+    fake = fakes["raw SDK"]
     run(openai.OpenAI(api_key="sk-bench", http_client=fake.http_client()), fake, no_scope, lambda s: None)
-    costs["raw SDK"] = openai_bill(fake)
-
-    fake = FakeOpenAI()
+    fake = fakes["budgetclient"]
     run(bc.OpenAI(api_key="sk-bench", http_client=fake.http_client()), fake, bc.task, lambda s: None)
-    costs["budgetclient"] = openai_bill(fake)
-
-    fake = FakeOpenAI()
-    by_prefix = lambda system: "best-" + hashlib.sha256(system.encode()).hexdigest()[:16]  # noqa: E731
+    fake = fakes["key per prefix"]
+    by_prefix: KeyOf = lambda system: "best-" + hashlib.sha256(system.encode()).hexdigest()[:16]  # noqa: E731
     run(openai.OpenAI(api_key="sk-bench", http_client=fake.http_client()), fake, no_scope, by_prefix)
-    costs["offline best"] = min(openai_bill(fake), costs["raw SDK"])
-    return costs
+    return fakes
+
+
+def openai_costs(run: Callable[..., None]) -> dict[str, Decimal]:
+    bills = {name: openai_bill(fake) for name, fake in openai_fakes(run).items()}
+    return {
+        "raw SDK": bills["raw SDK"],
+        "budgetclient": bills["budgetclient"],
+        "offline best": min(bills["key per prefix"], bills["raw SDK"]),
+    }
 
 
 class _NullScope:

@@ -310,7 +310,8 @@ class ManagedCaches:
     def _leading_to_hold(self, plan: CachePlan) -> int:
         """How many opening contents to put in a new entry: those repeated from the previous call,
         if they alone reach the model's minimum (small openings would tie the entry to one
-        conversation for no gain), always leaving at least one content in the request."""
+        conversation for no gain), always leaving at least one content in the request; none when
+        another conversation's entry already holds the prefix (no per-conversation copies)."""
         common = 0
         for now_digest, before in zip(plan.opening, plan.previous_opening, strict=False):
             if now_digest != before:
@@ -318,6 +319,13 @@ class ManagedCaches:
             common += 1
         common = min(common, plan.contents_count - 1)
         if common <= 0:
+            return 0
+        with self._lock:  # another conversation's entry holds this prefix: one more copy of it per
+            shared = any(  # conversation costs more than the opening saves; share a prefix entry
+                e.managed and e.model == plan.route.model and e.base_key == plan.base_key
+                for e in self._entries.values()
+            )
+        if shared:
             return 0
 
         tokens = estimate_request(

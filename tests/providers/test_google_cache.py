@@ -53,6 +53,12 @@ def storage_cost(fake: FakeGemini) -> Decimal:
     )
 
 
+def close_to(a: Decimal, b: Decimal) -> bool:
+    """Equal to 1e-15 USD: a span ending mid-second is billed in thirds of a 3600th, each rounded
+    at 28 digits, so spans add up to the whole life only to far below a cent."""
+    return abs(a - b) < Decimal("1e-15")
+
+
 def creation_cost(fake: FakeGemini) -> Decimal:
     return sum((c.tokens * INPUT / MTOK for c in fake.caches.values()), Decimal(0))
 
@@ -351,7 +357,7 @@ def test_entries_are_shared_by_conversations_with_the_same_prefix() -> None:
     assert fake.generations[-1].cached_content is not None
     # storage is charged span by span: to the task using the entry up to its end, between tasks to
     # nobody, then to the next task using it; together exactly what the server billed
-    assert sum((r.cost for r in storage if r.cost is not None), Decimal(0)) == storage_cost(fake)
+    assert close_to(sum((r.cost for r in storage if r.cost is not None), Decimal(0)), storage_cost(fake))
     assert [r.task_name for r in storage] == ["first", None, "second"]
     assert first.cost_breakdown.storage == storage[0].cost
 
@@ -492,4 +498,31 @@ def test_a_task_ending_before_its_entry_is_deleted_includes_the_storage_so_far()
     assert t.cost == requests + creation_cost(fake) + in_task
     after = [r for r in records if r.operation == "cache.storage" and r.task_id is None]
     assert len(after) == 1
-    assert in_task + after[0].cost == storage_cost(fake)
+    assert close_to(in_task + after[0].cost, storage_cost(fake))
+
+
+def test_a_second_conversation_shares_the_prefix_instead_of_copying_it() -> None:
+    """Two conversations, each opening with its own large document: the second does not put a
+    second copy of the 40,000-token prefix in an entry of its own with its document; it creates
+    one prefix-only entry that any later conversation reads too."""
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake)
+    cfg = gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
+    documents = [" ".join(f"section {i} of contract {n}" for i in range(2000)) for n in ("A", "B", "C")]
+    for document in documents:
+        with bc.conversation(document[-12:]):
+            for i in range(5):
+                c.models.generate_content(
+                    model=MODEL,
+                    config=cfg,
+                    contents=[
+                        gtypes.UserContent(parts=[gtypes.Part(text=document)]),
+                        gtypes.UserContent(parts=[gtypes.Part(text=f"Question {i}?")]),
+                    ],
+                )
+                fake.advance(GAP_S)
+    tokens = sorted(cache.tokens for cache in fake.caches.values())
+    first_document = -(-len(documents[0].encode()) // 4)
+    # conversation A's entry holds its document; B and C share one prefix-only entry
+    assert tokens == [PREFIX_40K_TOKENS, PREFIX_40K_TOKENS + first_document]
+    c.close()

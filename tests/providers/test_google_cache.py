@@ -230,6 +230,18 @@ def test_rewritten_request_carries_only_what_the_cache_does_not_hold() -> None:
     c.close()
 
 
+def ask_about(c: bc.GenAIClient, cfg: gtypes.GenerateContentConfig, document: str, i: int) -> None:
+    """One call opening with ``document`` as its own user content, then question ``i``."""
+    c.models.generate_content(
+        model=MODEL,
+        config=cfg,
+        contents=[
+            gtypes.UserContent(parts=[gtypes.Part(text=document)]),
+            gtypes.UserContent(parts=[gtypes.Part(text=f"Question {i}?")]),
+        ],
+    )
+
+
 def test_large_repeated_opening_is_held_in_the_entry() -> None:
     """A document sent as its own leading user content, repeated call after call, joins the entry
     (content granularity: turns are never split or merged)."""
@@ -238,14 +250,7 @@ def test_large_repeated_opening_is_held_in_the_entry() -> None:
     document = " ".join(f"section {i} of the contract" for i in range(2000))
     cfg = gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
     for i in range(4):
-        c.models.generate_content(
-            model=MODEL,
-            config=cfg,
-            contents=[
-                gtypes.UserContent(parts=[gtypes.Part(text=document)]),
-                gtypes.UserContent(parts=[gtypes.Part(text=f"Question {i}?")]),
-            ],
-        )
+        ask_about(c, cfg, document, i)
     (entry,) = fake.caches.values()
     assert entry.tokens == PREFIX_40K_TOKENS + -(-len(document.encode()) // 4)
     last = fake.bodies(":generateContent")[-1]
@@ -512,14 +517,7 @@ def test_a_second_conversation_shares_the_prefix_instead_of_copying_it() -> None
     for document in documents:
         with bc.conversation(document[-12:]):
             for i in range(5):
-                c.models.generate_content(
-                    model=MODEL,
-                    config=cfg,
-                    contents=[
-                        gtypes.UserContent(parts=[gtypes.Part(text=document)]),
-                        gtypes.UserContent(parts=[gtypes.Part(text=f"Question {i}?")]),
-                    ],
-                )
+                ask_about(c, cfg, document, i)
                 fake.advance(GAP_S)
     tokens = sorted(cache.tokens for cache in fake.caches.values())
     first_document = -(-len(documents[0].encode()) // 4)

@@ -381,3 +381,37 @@ def test_provider_diagnostics_are_merged_into_the_drift(fake: FakeOpenAI) -> Non
     # the key follows the prefix, so OpenAI names the key change; the segment says what changed
     assert drift.provider_reason == diagnostics.reason == "prompt_cache_key_changed"
     assert drift.provider_missed_tokens == diagnostics.cache_missed_tokens
+
+
+def gpt51_bill(fake: FakeOpenAI) -> Decimal:
+    """GPT-5.1 at its published prices: $1.25 input, $0.125 cached input, $10 output per MTok."""
+    total = Decimal(0)
+    for u in fake.usages:
+        cached = u["prompt_tokens_details"].get("cached_tokens") or 0
+        total += (u["prompt_tokens"] - cached) * Decimal("1.25") + cached * Decimal("0.125")
+        total += u["completion_tokens"] * Decimal(10)
+    return total / MILLION
+
+
+def run_busy_prefix(fake: FakeOpenAI, client: Any) -> None:
+    """Six conversations (tasks) of five calls on one prefix, all within one minute: 30 req/min."""
+    for turn in range(5):
+        for worker in range(6):
+            with bc.conversation(f"worker-{worker}"), bc.task("busy"):
+                client.chat.completions.create(model="gpt-5.1", messages=messages(f"w{worker} t{turn}"))
+            fake.clock.advance(1)
+
+
+def test_a_busy_prefix_is_spread_over_keys_below_the_route_limit() -> None:
+    """Past ~15 requests a minute on one prefix + key, OpenAI sends requests to machines without
+    the prefix. Conversations are spread over keys instead, each staying on its own route."""
+    spread, one_key = FakeOpenAI(route_limit_per_min=15), FakeOpenAI(route_limit_per_min=15)
+    run_busy_prefix(spread, client_for(spread))
+    run_busy_prefix(one_key, openai.OpenAI(api_key="sk-test", http_client=one_key.http_client()))
+    keys = [r.body["prompt_cache_key"] for r in spread.requests]
+    assert len(set(keys)) == 2  # 30 req/min over two keys of at most 15
+    assert all(keys.count(k) <= 15 for k in set(keys))
+    assert all(len(set(keys[w::6])) <= 2 for w in range(6))  # a conversation moves at most once
+    cached = [r.usage["prompt_tokens_details"]["cached_tokens"] for r in spread.requests]
+    assert cached.count(0) == 2  # the first call on each key; none overflowed
+    assert gpt51_bill(spread) < gpt51_bill(one_key)

@@ -24,6 +24,8 @@ import functools
 import hashlib
 import json
 import re
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +43,8 @@ __all__ = [
     "RESPONSES",
     "PrefixMemo",
     "PreparedOpenAIRequest",
+    "ROUTE_LIMIT_PER_MIN",
+    "RouteSpreader",
     "background_poll",
     "build_prefix",
     "cache_params",
@@ -118,6 +122,55 @@ def prefix_cache_key(model: str, fingerprint: str) -> str:
     sends that prefix to ``model`` (OpenAI routes by prefix and key, so they share warm machines),
     different for different prefixes (so agents with different prompts do not crowd one route)."""
     return "bc-" + hashlib.sha256(f"openai\x1f{model}\x1fprefix\x1f{fingerprint}".encode()).hexdigest()[:24]
+
+
+ROUTE_LIMIT_PER_MIN = 15
+"""Requests per minute one prefix + ``prompt_cache_key`` route takes before OpenAI overflows it to
+other machines, which do not hold the prefix (OpenAI prompt-caching guide: "~15 requests per
+minute")."""
+_ROUTES_TRACKED = 4096
+
+
+class RouteSpreader:
+    """Spreads conversations sharing one prefix's key over several keys once its rate passes the
+    per-route limit: a conversation keeps the route it was given (its cache is warm there) while
+    that route is below the limit; a new one, or one whose route is full (its next request would
+    overflow to a machine without the prefix anyway), joins the first route below the limit, or
+    opens the next (``<key>-<n>``).
+
+    Time is passed in (seconds); nothing here does I/O.
+    """
+
+    def __init__(self, limit_per_min: int = ROUTE_LIMIT_PER_MIN) -> None:
+        self.limit = limit_per_min
+        self._lock = threading.Lock()
+        self._routes: OrderedDict[str, list[deque[float]]] = OrderedDict()
+        self._placed: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def key_for(self, key: str, conversation: str, now: float) -> str:
+        with self._lock:
+            routes = self._routes.get(key)
+            if routes is None:
+                routes = self._routes[key] = [deque()]
+                while len(self._routes) > _ROUTES_TRACKED:
+                    self._routes.popitem(last=False)
+            else:
+                self._routes.move_to_end(key)
+            for times in routes:
+                while times and now - times[0] >= 60.0:
+                    times.popleft()
+            shard = self._placed.get((key, conversation))
+            if shard is None or shard >= len(routes) or len(routes[shard]) >= self.limit:
+                shard = next((i for i, t in enumerate(routes) if len(t) < self.limit), len(routes))
+                if shard == len(routes):
+                    routes.append(deque())
+                self._placed[(key, conversation)] = shard
+                while len(self._placed) > _ROUTES_TRACKED:
+                    self._placed.popitem(last=False)
+            else:
+                self._placed.move_to_end((key, conversation))
+            routes[shard].append(now)
+        return key if shard == 0 else f"{key}-{shard}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -205,7 +205,8 @@ def openai_bill(fake: FakeOpenAI) -> Decimal:
 def openai_fakes(run: Callable[..., None]) -> dict[str, FakeOpenAI]:
     """The fake servers after the raw SDK, budgetclient and one key per prefix ran ``run``."""
     no_scope: Scope = lambda name: _NullScope()  # noqa: E731
-    fakes = {"raw SDK": FakeOpenAI(), "budgetclient": FakeOpenAI(), "key per prefix": FakeOpenAI()}
+    names = ("raw SDK", "budgetclient", "key per prefix")
+    fakes = {name: FakeOpenAI(route_limit_per_min=15) for name in names}  # OpenAI's ~15 req/min
     fake = fakes["raw SDK"]
     run(openai.OpenAI(api_key="sk-bench", http_client=fake.http_client()), fake, no_scope, lambda s: None)
     fake = fakes["budgetclient"]
@@ -265,6 +266,7 @@ def provider_table(rows: Sequence[tuple[str, dict[str, Decimal]]]) -> str:
 
 
 def main() -> int:
+    bc.configure(ledger="memory://")  # a benchmark's calls are not the user's spending
     print(provider_table(measure_providers()))
     return 0
 

@@ -16,8 +16,9 @@ Billing follows Gemini's: creation is billed as input tokens (a ``cache.create``
 per token-hour for the entry's life, from its ``createTime`` to its deletion or expiry, measured on
 the server's clock (``Date`` headers) and recorded as ``cache.storage`` records, one per span of
 the entry's life charged to one task; a task ending while the entry lives is billed its span as it
-ends (its cost is complete then), and what follows goes to its parent task, or to no task. Caches created by the caller with ``client.caches.create``
-are metered the same way, their storage charged until deletion or expiry.
+ends (its cost is complete then), and what follows goes to its parent task, or to no task.
+Caches created by the caller with ``client.caches.create`` are metered the same way, their storage
+charged until deletion or expiry.
 
 All HTTP here is written as generators that yield ``httpx2.Request`` objects and receive the read
 ``httpx2.Response`` (or have the transport's exception thrown in), so one implementation serves

@@ -378,6 +378,19 @@ def check(rows: Sequence[Row], *, tolerance: Decimal = Decimal("0.02")) -> list[
     return problems
 
 
+# -- OpenAI and Gemini traces (issue 23) -------------------------------------------------------
+
+
+def openai_gemini_section() -> str:
+    """The OpenAI and Gemini traces on their fakes, against their offline best (see
+    `benchmarks/cache_cost_providers.py`); separate from the Anthropic table above."""
+    import budgetclient as bc
+    from benchmarks.cache_cost_providers import measure_providers, provider_table
+
+    bc.configure(ledger="memory://")  # a benchmark's calls are not the user's spending
+    return provider_table(measure_providers())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--markdown", action="store_true", help="print the README table")
@@ -390,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nguide session: budgetclient input cost = {share:.1%} of uncached input cost")
     first, second = warm_client_cost(reference_traces()["long_gaps"])
     print(f"long_gaps: first conversation of a client ${first:.4f}, a later one ${second:.4f}")
+    print(f"\nOpenAI and Gemini (fake backends)\n{openai_gemini_section()}")
     problems = check(rows)
     for problem in problems:
         print(f"FAIL {problem}", file=sys.stderr)

@@ -43,6 +43,7 @@ __all__ = [
     "Reservation",
     "Task",
     "UnpricedPolicy",
+    "add_task_closing_hook",
     "add_task_end_hook",
     "add_task_start_hook",
     "record_call",
@@ -56,6 +57,7 @@ __all__ = [
 
 _current: contextvars.ContextVar[Task | None] = contextvars.ContextVar("budgetclient_task", default=None)
 _task_end_hooks: list[Callable[[TaskRecord], None]] = []
+_task_closing_hooks: list[Callable[[Task], None]] = []
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -80,6 +82,13 @@ def add_task_end_hook(hook: Callable[[TaskRecord], None]) -> Callable[[], None]:
     """Call ``hook(record)`` whenever a task ends; returns a function that removes it."""
     _task_end_hooks.append(hook)
     return lambda: _task_end_hooks.remove(hook) if hook in _task_end_hooks else None
+
+
+def add_task_closing_hook(hook: Callable[[Task], None]) -> Callable[[], None]:
+    """Call ``hook(task)`` as a task ends, before its record is built: a charge that accrues over
+    time (a Gemini cache's storage) is billed up to the end and still counts in the task's totals."""
+    _task_closing_hooks.append(hook)
+    return lambda: _task_closing_hooks.remove(hook) if hook in _task_closing_hooks else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -375,6 +384,9 @@ class Task:
     def _finish(self, exc: BaseException | None) -> TaskRecord:
         self._t1 = time.monotonic()
         self.ended_at = datetime.now(UTC)
+        for hook in list(_task_closing_hooks):
+            with guarded("task.hook_failed", task=self.name, hook=repr(hook)):
+                hook(self)
         if exc is not None:
             self.outcome = "failure"
             if self.error is None:

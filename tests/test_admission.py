@@ -223,7 +223,7 @@ def test_gemini_interrupt_while_creating_its_cache_holds_no_budget() -> None:
     config = gtypes.GenerateContentConfig(system_instruction="clause 7 applies to every ticket " * 5_000)
     with bc.task("interrupted", budget_usd=BUDGET) as t:
         with pytest.raises(KeyboardInterrupt):
-            for turn in range(3):
+            for turn in range(4):  # an entry is first worth creating on the 4th call
                 client.models.generate_content(model=GEMINI, contents=f"turn {turn}", config=config)
         assert t._reserved == Decimal(0)
 
@@ -246,7 +246,7 @@ def test_gemini_cancel_while_creating_its_cache_holds_no_budget() -> None:
     async def run() -> Decimal:
         with bc.task("cancelled", budget_usd=BUDGET) as t:
             with pytest.raises(asyncio.CancelledError):
-                for turn in range(3):
+                for turn in range(4):
                     await client.aio.models.generate_content(
                         model=GEMINI, contents=f"turn {turn}", config=config
                     )

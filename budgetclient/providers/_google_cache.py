@@ -15,8 +15,10 @@ their TTL is refreshed while in use, and they are deleted on ``close()`` (or int
 Billing follows Gemini's: creation is billed as input tokens (a ``cache.create`` record); storage
 per token-hour for the entry's life, from its ``createTime`` to its deletion or expiry, measured on
 the server's clock (``Date`` headers) and recorded as ``cache.storage`` records, one per span of
-the entry's life charged to one task. Caches created by the caller with ``client.caches.create``
-are metered the same way, their storage charged until deletion or expiry.
+the entry's life charged to one task; a task ending while the entry lives is billed its span as it
+ends (its cost is complete then), and what follows goes to its parent task, or to no task.
+Caches created by the caller with ``client.caches.create`` are metered the same way, their storage
+charged until deletion or expiry.
 
 All HTTP here is written as generators that yield ``httpx2.Request`` objects and receive the read
 ``httpx2.Response`` (or have the transport's exception thrown in), so one implementation serves
@@ -52,6 +54,7 @@ from ._google_rules import (
     auto_ttl,
     cache_pays,
     economics_for,
+    expected_future_reads,
     min_cache_tokens,
     parse_rfc3339,
 )
@@ -149,6 +152,8 @@ class CachePlan:
     opening_contents: list[Any]
     previous_opening: tuple[str, ...]
     contents_count: int
+    contents: list[Any] = field(default_factory=list)
+    """The request's contents as sent by the caller (to split the server's prompt count)."""
 
 
 def _bounded_get(store: OrderedDict[Any, T], key: Any, factory: Callable[[], T]) -> T:
@@ -208,6 +213,7 @@ class ManagedCaches:
                 opening_contents=opening_contents,
                 previous_opening=state.opening,
                 contents_count=len(contents) if isinstance(contents, list) else 0,
+                contents=contents if isinstance(contents, list) else [],
             )
         return plan
 
@@ -306,7 +312,8 @@ class ManagedCaches:
     def _leading_to_hold(self, plan: CachePlan) -> int:
         """How many opening contents to put in a new entry: those repeated from the previous call,
         if they alone reach the model's minimum (small openings would tie the entry to one
-        conversation for no gain), always leaving at least one content in the request."""
+        conversation for no gain), always leaving at least one content in the request; none when
+        another conversation's entry already holds the prefix (no per-conversation copies)."""
         common = 0
         for now_digest, before in zip(plan.opening, plan.previous_opening, strict=False):
             if now_digest != before:
@@ -314,6 +321,13 @@ class ManagedCaches:
             common += 1
         common = min(common, plan.contents_count - 1)
         if common <= 0:
+            return 0
+        with self._lock:  # another conversation's entry holds this prefix: one more copy of it per
+            shared = any(  # conversation costs more than the opening saves; share a prefix entry
+                e.managed and e.model == plan.route.model and e.base_key == plan.base_key
+                for e in self._entries.values()
+            )
+        if shared:
             return 0
 
         tokens = estimate_request(
@@ -341,10 +355,10 @@ class ManagedCaches:
         if economics is None:
             return None
         ttl = auto_ttl(self.cache_ttl, stats.max_gap_s)
-        expected_reads = max(stats.seen, 1)
-        hours = (Decimal(str((expected_reads - 1) * stats.mean_gap_s)) + ttl) / _HOUR
+        future_reads = expected_future_reads(stats.seen)
+        hours = (Decimal(str(future_reads * stats.mean_gap_s)) + ttl) / _HOUR
         if not cache_pays(
-            expected_reads=expected_reads,
+            future_reads=future_reads,
             implicit_hit_share=stats.implicit_hit_share,
             expected_hours=hours,
             economics=economics,
@@ -581,6 +595,7 @@ class ManagedCaches:
     ) -> None:
         """Learn from one finished request: gaps, implicit hits, entry use; bill storage on task change."""
         stats = self._stats_for(plan)
+        server_prefix = self._server_prefix_tokens(plan, usage) if entry is None else 0
         with self._lock:
             if stats.last_seen is not None and server_time >= stats.last_seen:
                 gap = server_time - stats.last_seen
@@ -590,9 +605,9 @@ class ManagedCaches:
             repeat = stats.seen > 0
             stats.seen += 1
             stats.last_seen = server_time
-            if entry is None and repeat and stats.tokens:
-                stats.implicit_cached += min(usage.cache_read_tokens, stats.tokens)
-                stats.implicit_prompt += stats.tokens
+            if entry is None and repeat and server_prefix:
+                stats.implicit_cached += min(usage.cache_read_tokens, server_prefix)
+                stats.implicit_prompt += server_prefix
             if entry is not None:
                 entry.uses += 1
                 if entry.tokens and not entry.leading:
@@ -601,6 +616,19 @@ class ManagedCaches:
         if entry is not None and switched:
             self._accrue(entry, server_time)
             entry.task = task
+
+    def _server_prefix_tokens(self, plan: CachePlan, usage: Usage) -> int:
+        """The stable prefix's size as the server counts it: its share of the request by our own
+        estimate, applied to the prompt tokens the server reported. Implicit hits are judged
+        against this, so an estimate off by any factor cannot make a full hit look partial."""
+        if not plan.fields or usage.input_tokens <= 0:
+            return 0
+        model = plan.route.model
+        prefix = estimate_request(PROVIDER, plan.fields, model).raw_tokens
+        if prefix <= 0:
+            return 0
+        rest = estimate_request(PROVIDER, {"contents": plan.contents}, model).raw_tokens
+        return max(round(usage.input_tokens * prefix / (prefix + rest)), 1)
 
     def observe_user_cache(
         self,
@@ -639,6 +667,17 @@ class ManagedCaches:
                 entry.expire_time = expire
 
     # -- storage ---------------------------------------------------------------------------------
+    def task_ending(self, task: Task) -> None:
+        """Bill the storage ``task`` owes up to now (server clock), so its cost is complete when it
+        ends; storage from here on goes to its parent task (or to no task), whoever holds on."""
+        with self._lock:
+            owed = [entry for entry in self._entries.values() if entry.task is task]
+        now = self.clock.now()
+        for entry in owed:
+            self._accrue(entry, now)
+            with self._lock:
+                if entry.task is task:
+                    entry.task = task.parent
     def _publish_retired(self, retired: Sequence[tuple[CachedContent, float]]) -> None:
         for entry, end in retired:
             self._accrue(entry, end)
@@ -654,7 +693,8 @@ class ManagedCaches:
         if seconds <= 0 or not entry.tokens:
             return
         try:
-            hours = Decimal(str(round(seconds, 6))) / _HOUR
+            # microsecond boundaries in Decimal: consecutive spans add up exactly to the whole life
+            hours = (Decimal(str(round(end, 6))) - Decimal(str(round(start, 6)))) / _HOUR
             cost = pricing.storage_cost(entry.tokens, hours, entry.model, PROVIDER)
             record = CallRecord(
                 id=uuid.uuid4().hex,

@@ -35,7 +35,7 @@ from ..formats.google.prefix import with_tokens
 from ..lineage import current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions
-from ..tasks import Task, current_task
+from ..tasks import Task, add_task_closing_hook, current_task
 from ..usage import Usage
 from ._drift_report import announce_drift
 from ._google_body import BodyHistory
@@ -218,8 +218,13 @@ class GeminiMeter:
             return memo
 
     def _track(self) -> None:
+        global _closing_hook_installed
         with _meters_lock:
             _meters_with_caches.add(self)
+            install = not _closing_hook_installed
+            _closing_hook_installed = True
+        if install:
+            add_task_closing_hook(_bill_storage_at_task_end)
 
     # -- sending -----------------------------------------------------------------------------------
     def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
@@ -565,6 +570,14 @@ def _announce_drift(drift: PrefixDrift, model: str) -> None:
 
 _meters_lock = threading.Lock()
 _meters_with_caches: set[GeminiMeter] = set()
+
+
+_closing_hook_installed = False
+
+
+def _bill_storage_at_task_end(task: Task) -> None:
+    for meter in meters_with_caches():
+        meter.caches.task_ending(task)
 
 
 def meters_with_caches() -> list[GeminiMeter]:

@@ -33,6 +33,7 @@ __all__ = [
     "cache_pays",
     "content_digest",
     "economics_for",
+    "expected_future_reads",
     "leading_user_run",
     "min_cache_tokens",
     "parse_rfc3339",
@@ -115,17 +116,26 @@ class CacheEconomics:
 
 
 def cache_pays(
-    *, expected_reads: int, implicit_hit_share: float, expected_hours: Decimal, economics: CacheEconomics
+    *, future_reads: int, implicit_hit_share: float, expected_hours: Decimal, economics: CacheEconomics
 ) -> bool:
-    """True when the reads an entry guarantees are worth more than creating and storing it.
+    """True when the reads expected after creation repay creating and storing the entry.
 
-    Per prefix token: each expected read saves ``input - cache_read`` on the share implicit caching
-    misses; the entry costs its creation (``input``) plus storage for ``expected_hours``.
+    Per prefix token: each later read saves ``input - cache_read`` on the share implicit caching
+    misses; the entry costs its creation (``input``) plus storage for ``expected_hours``. The
+    creating call is not counted as a saving: it is where the entry is paid for, and a short
+    session may end right after it.
     """
     miss = Decimal(str(min(max(1.0 - implicit_hit_share, 0.0), 1.0)))
-    saving = expected_reads * (economics.input - economics.cache_read) * miss
-    cost = economics.input + economics.storage_per_hour * expected_hours
-    return saving > cost
+    saving = future_reads * (economics.input - economics.cache_read) * miss
+    return saving > economics.input + economics.storage_per_hour * expected_hours
+
+
+def expected_future_reads(seen: int) -> int:
+    """Reads to expect after the current call of a prefix already sent ``seen`` times: as many as
+    the repeats seen so far (``seen - 1``; the first send is no repeat). A prefix sent once or
+    twice expects too little to pay, so a two- or three-call session never creates an entry.
+    """
+    return max(seen - 1, 0)
 
 
 def auto_ttl(option: str, max_gap_s: float) -> int:

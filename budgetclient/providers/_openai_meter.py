@@ -47,6 +47,7 @@ from ..formats.openai.prefix import (
     RESPONSES,
     PrefixMemo,
     PreparedOpenAIRequest,
+    RouteSpreader,
     background_poll,
     classify,
     prepare_request,
@@ -126,6 +127,7 @@ class OpenAIMeter:
         self.options = options or ClientOptions()
         self.client_key = f"{id(self):x}"
         self.lineages = LineageRegistry()
+        self.routes = RouteSpreader()
         self._background: OrderedDict[str, tuple[Task | None, str]] = OrderedDict()
         """Background responses still running: id -> (task that created it, model)."""
         self._lock = threading.Lock()
@@ -287,7 +289,8 @@ class OpenAIMeter:
         client_key = f"{self.client_key}/{operation}"
         task_id = task.id if task else None
         shape = request_shape_of(body, operation)
-        state = self.lineages.get(lineage_key(client_key, PROVIDER, model, task_id, conversation, shape))
+        lineage = lineage_key(client_key, PROVIDER, model, task_id, conversation, shape)
+        state = self.lineages.get(lineage)
         with state.lock:
             previous, previous_response = state.prefix, state.response_id
             gap = time.time() - state.last_call_at if state.last_call_at is not None else None
@@ -305,6 +308,7 @@ class OpenAIMeter:
             operation,
             self.options,
             cache_key=prompt_cache_key_for(model, task.name if task else None, conversation),
+            route_key=lambda key: self.routes.key_for(key, lineage, time.time()),
             previous_response_id=previous_response,
             gap_s=gap,
             count_block=count_block,

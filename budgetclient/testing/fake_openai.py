@@ -21,6 +21,9 @@ Usage follows OpenAI's prompt-caching rules, so cost and cache-hit tests are mea
   between the cached prefix and the furthest new entry; entries live 30 minutes (or 12 hours)
   after their last use. ``prompt_cache_options.comparison_response_id`` yields
   ``prompt_cache_diagnostics`` on Responses.
+- Routing (with ``route_limit_per_min``, e.g. OpenAI's ~15): requests sharing a model, key and
+  first 256 prompt tokens go to one machine up to that many a minute; the rest overflow to
+  machines that hold nothing for them (no cached tokens, nothing written).
 - Streams are built from non-eager byte streams, so byte-level taps are exercised; chat chunks
   carry usage only with ``stream_options.include_usage``, exactly like the real API.
 
@@ -125,6 +128,10 @@ class _Prompt:
                 self.breakpoints.append((len(self.tokens), ttl if isinstance(ttl, str) else None))
 
 
+ROUTE_PREFIX_TOKENS = 256
+"""OpenAI routes a request by a hash of about the first 256 prompt tokens and the cache key."""
+
+
 def _prefix_hashes(tokens: Sequence[str]) -> list[str]:
     """``hashes[n]`` identifies ``tokens[:n]``."""
     digest = hashlib.sha256()
@@ -179,8 +186,13 @@ class FakeOpenAI:
         responder: Callable[[Mapping[str, Any]], FakeReply | str] | None = None,
         words_per_delta: int = 3,
         background_polls: int = 1,
+        route_limit_per_min: int | None = None,
     ) -> None:
         self.clock = clock or FakeClock()
+        self.route_limit_per_min = route_limit_per_min
+        """Requests per minute one route (model, key, first 256 prompt tokens) takes; more overflow
+        to other machines, which hold no cache for it (None: unlimited)."""
+        self._routes: dict[tuple[str, str | None, str], list[float]] = {}
         self.reply_text = reply_text
         self.output_tokens = output_tokens
         self.responder = responder
@@ -299,6 +311,12 @@ class FakeOpenAI:
         options = body.get("prompt_cache_options")
         options = options if isinstance(options, Mapping) else {}
         with self._lock:
+            if self.route_limit_per_min is not None:
+                route = (*bucket_key, hashes[min(len(tokens), ROUTE_PREFIX_TOKENS)])
+                recent = [t for t in self._routes.get(route, ()) if now - t < 60.0]
+                self._routes[route] = [*recent, now]
+                if len(recent) >= self.route_limit_per_min:  # overflowed: a machine without the prefix
+                    return 0, 0, 0, hashes
             bucket = self._cache.setdefault(bucket_key, {})
             for digest in [d for d, e in bucket.items() if e.expires_at <= now]:
                 del bucket[digest]

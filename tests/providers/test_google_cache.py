@@ -17,8 +17,14 @@ from google import genai
 from google.genai import types as gtypes
 
 import budgetclient as bc
+from budgetclient.metering import add_call_hook
 from budgetclient.providers import google as google_provider
-from budgetclient.providers._google_rules import CacheEconomics, auto_ttl, cache_pays
+from budgetclient.providers._google_rules import (
+    CacheEconomics,
+    auto_ttl,
+    cache_pays,
+    expected_future_reads,
+)
 from budgetclient.testing.fake_gemini import FakeGemini
 
 from .test_google import API_KEY, CACHED, INPUT, MODEL, MTOK, cost_of, http_options, usage_of
@@ -45,6 +51,12 @@ def storage_cost(fake: FakeGemini) -> Decimal:
         ),
         Decimal(0),
     )
+
+
+def close_to(a: Decimal, b: Decimal) -> bool:
+    """Equal to 1e-15 USD: a span ending mid-second is billed in thirds of a 3600th, each rounded
+    at 28 digits, so spans add up to the whole life only to far below a cent."""
+    return abs(a - b) < Decimal("1e-15")
 
 
 def creation_cost(fake: FakeGemini) -> Decimal:
@@ -84,26 +96,28 @@ def test_twenty_call_conversation_costs_less_with_managed_caching() -> None:
     assert without_cache.cost == expected_without
     assert expected_with < expected_without
 
-    # one entry holding exactly the 40,000-token prefix, read by calls 3..20, gone at close
+    # one entry holding exactly the 40,000-token prefix, read by calls 4..20, gone at close: at
+    # call 3 the one repeat seen promises one later read (0.27 < 0.30 creation, per MTok), at
+    # call 4 two (0.54 > 0.30 + storage for 2 x 36 s + the 300 s TTL = 0.403)
     (entry,) = cached.caches.values()
     assert entry.tokens == PREFIX_40K_TOKENS
     reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in cached.generations]
-    assert reads == [0, 0] + [PREFIX_40K_TOKENS] * 18
+    assert reads == [0, 0, 0] + [PREFIX_40K_TOKENS] * 17
     assert entry.deleted_at is not None and not cached.live_caches()
     assert plain.caches == {}
 
-    # the saving by hand: 18 reads at the cached rate, minus creation, minus storage from the
-    # 3rd call (t = 72 s) to close (t = 720 s)
-    storage_hours = Decimal(20 * GAP_S - 2 * GAP_S) / HOUR
+    # the saving by hand: 17 reads at the cached rate, minus creation, minus storage from the
+    # 4th call (t = 108 s) to close (t = 720 s)
+    storage_hours = Decimal(20 * GAP_S - 3 * GAP_S) / HOUR
     saving = (
-        18 * PREFIX_40K_TOKENS * (INPUT - CACHED)
+        17 * PREFIX_40K_TOKENS * (INPUT - CACHED)
         - PREFIX_40K_TOKENS * INPUT
         - PREFIX_40K_TOKENS * storage_hours * STORAGE
     ) / MTOK
-    assert expected_without - expected_with == saving == Decimal("0.1752")
+    assert expected_without - expected_with == saving == Decimal("0.1648")
 
     # the task's breakdown puts storage in its own bucket, and usage stays exact
-    assert with_cache.cost_breakdown.storage == storage_cost(cached) == Decimal("0.0072")
+    assert with_cache.cost_breakdown.storage == storage_cost(cached) == Decimal("0.0068")
     assert with_cache.usage == sum(usage_of(g.usage_metadata) for g in cached.generations) + bc.Usage(
         input_tokens=PREFIX_40K_TOKENS
     )
@@ -124,7 +138,7 @@ async def test_async_conversation_uses_and_deletes_the_cache() -> None:
             fake.advance(GAP_S)
         await c.aio.aclose()
     reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
-    assert reads == [0, 0] + [PREFIX_40K_TOKENS] * 4
+    assert reads == [0, 0, 0] + [PREFIX_40K_TOKENS] * 3
     assert not fake.live_caches()
     assert t.cost == server_cost(fake)
 
@@ -158,21 +172,21 @@ def test_cache_off_never_rewrites() -> None:
     assert all("cachedContent" not in b for b in fake.bodies(":generateContent"))
 
 
-def test_cache_pays_counts_only_what_implicit_caching_misses() -> None:
+def test_cache_pays_counts_only_reads_after_creation() -> None:
     flash = CacheEconomics(
         input=Decimal("0.30"), cache_read=Decimal("0.03"), storage_per_hour=Decimal("1.00")
     )
     hours = Decimal("0.1")
-    # one read cannot repay creation (0.27 saved < 0.30 + storage)
-    assert not cache_pays(expected_reads=1, implicit_hit_share=0.0, expected_hours=hours, economics=flash)
-    # two reads: 0.54 > 0.30 + 0.10
-    assert cache_pays(expected_reads=2, implicit_hit_share=0.0, expected_hours=hours, economics=flash)
+    # one later read cannot repay creation (0.27 saved < 0.30 + storage): the creating call is no saving
+    assert not cache_pays(future_reads=1, implicit_hit_share=0.0, expected_hours=hours, economics=flash)
+    # two: 0.54 > 0.30 + 0.10
+    assert cache_pays(future_reads=2, implicit_hit_share=0.0, expected_hours=hours, economics=flash)
     # implicit caching already hitting: nothing left to save
-    assert not cache_pays(expected_reads=50, implicit_hit_share=1.0, expected_hours=hours, economics=flash)
+    assert not cache_pays(future_reads=50, implicit_hit_share=1.0, expected_hours=hours, economics=flash)
     # a long idle life makes storage dominate
-    assert not cache_pays(
-        expected_reads=2, implicit_hit_share=0.0, expected_hours=Decimal(1), economics=flash
-    )
+    assert not cache_pays(future_reads=2, implicit_hit_share=0.0, expected_hours=Decimal(1), economics=flash)
+    # reads expected after the current call: as many as the repeats seen (none on the 2nd or 1st call)
+    assert [expected_future_reads(seen) for seen in range(5)] == [0, 0, 1, 2, 3]
     assert (
         auto_ttl("5m", 9999),
         auto_ttl("1h", 0),
@@ -203,7 +217,7 @@ def test_rewritten_request_carries_only_what_the_cache_does_not_hold() -> None:
         temperature=0.2,
         automatic_function_calling=gtypes.AutomaticFunctionCallingConfig(disable=True),
     )
-    for i in range(3):
+    for i in range(4):
         c.models.generate_content(model=MODEL, contents=f"Q{i}", config=cfg)
     create = json.loads(next(r for r in fake.requests if r.url.path.endswith("/cachedContents")).content)
     assert create["model"] == f"models/{MODEL}"
@@ -212,8 +226,20 @@ def test_rewritten_request_carries_only_what_the_cache_does_not_hold() -> None:
     assert last["cachedContent"] == next(iter(fake.caches))
     assert not {"systemInstruction", "tools", "toolConfig"} & set(last)
     assert last["generationConfig"]["temperature"] == 0.2
-    assert last["contents"] == [{"parts": [{"text": "Q2"}], "role": "user"}]
+    assert last["contents"] == [{"parts": [{"text": "Q3"}], "role": "user"}]
     c.close()
+
+
+def ask_about(c: bc.GenAIClient, cfg: gtypes.GenerateContentConfig, document: str, i: int) -> None:
+    """One call opening with ``document`` as its own user content, then question ``i``."""
+    c.models.generate_content(
+        model=MODEL,
+        config=cfg,
+        contents=[
+            gtypes.UserContent(parts=[gtypes.Part(text=document)]),
+            gtypes.UserContent(parts=[gtypes.Part(text=f"Question {i}?")]),
+        ],
+    )
 
 
 def test_large_repeated_opening_is_held_in_the_entry() -> None:
@@ -224,14 +250,7 @@ def test_large_repeated_opening_is_held_in_the_entry() -> None:
     document = " ".join(f"section {i} of the contract" for i in range(2000))
     cfg = gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
     for i in range(4):
-        c.models.generate_content(
-            model=MODEL,
-            config=cfg,
-            contents=[
-                gtypes.UserContent(parts=[gtypes.Part(text=document)]),
-                gtypes.UserContent(parts=[gtypes.Part(text=f"Question {i}?")]),
-            ],
-        )
+        ask_about(c, cfg, document, i)
     (entry,) = fake.caches.values()
     assert entry.tokens == PREFIX_40K_TOKENS + -(-len(document.encode()) // 4)
     last = fake.bodies(":generateContent")[-1]
@@ -243,7 +262,7 @@ def test_large_repeated_opening_is_held_in_the_entry() -> None:
 # -- lifecycle -------------------------------------------------------------------------------------
 
 
-def make_entry(fake: FakeGemini, c: bc.GenAIClient, calls: int = 3, gap: int = GAP_S) -> None:
+def make_entry(fake: FakeGemini, c: bc.GenAIClient, calls: int = 4, gap: int = GAP_S) -> None:
     cfg = gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
     for i in range(calls):
         c.models.generate_content(model=MODEL, contents=f"q{i}", config=cfg)
@@ -271,14 +290,14 @@ def test_entry_is_deleted_at_interpreter_exit() -> None:
 def test_ttl_is_refreshed_while_in_use() -> None:
     fake = FakeGemini(implicit_caching=False)
     c = client(fake, cache_ttl="5m")
-    make_entry(fake, c, calls=3, gap=120)
+    make_entry(fake, c, calls=4, gap=120)
     (entry,) = fake.caches.values()
     created_expiry = entry.expire_time
     make_entry(fake, c, calls=3, gap=120)
     assert any(r.method == "PATCH" for r in fake.requests)
     assert entry.expire_time > created_expiry and entry.alive(fake.now())
     reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
-    assert reads[2:] == [PREFIX_40K_TOKENS] * 4
+    assert reads[3:] == [PREFIX_40K_TOKENS] * 4
     c.close()
 
 
@@ -295,7 +314,7 @@ def test_vanished_entry_falls_back_without_failing_the_call() -> None:
     assert response.text == fake.reply_text
     assert fake.generations[-1].cached_content is None
     generate = [r for r in t.records if r.operation == "generate_content"]
-    assert len(generate) == 4 and all(r.status == "ok" for r in generate)
+    assert len(generate) == 5 and all(r.status == "ok" for r in generate)
     assert t.cost == server_cost(fake)
 
 
@@ -303,7 +322,7 @@ def test_changed_prefix_replaces_the_entry_and_reports_drift() -> None:
     fake = FakeGemini(implicit_caching=False)
     c = client(fake)
     with bc.task("t") as t:
-        make_entry(fake, c, calls=4)
+        make_entry(fake, c, calls=5)
         (old,) = fake.caches.values()
         edited = PREFIX_40K.replace("clause-0 ", "clause-zero ", 1)
         with pytest.warns(bc.PrefixDriftWarning) as caught:
@@ -328,18 +347,24 @@ def test_entries_are_shared_by_conversations_with_the_same_prefix() -> None:
     fake = FakeGemini(implicit_caching=False)
     c = client(fake)
     cfg = gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
-    with bc.task("first") as first:
-        make_entry(fake, c)
-    with bc.task("second") as second:
-        c.models.generate_content(model=MODEL, contents="another ticket", config=cfg)
-        fake.advance(GAP_S)
-        c.close()
+    storage: list[bc.CallRecord] = []
+    remove = add_call_hook(lambda r: storage.append(r) if r.operation == "cache.storage" else None)
+    try:
+        with bc.task("first") as first:
+            make_entry(fake, c)
+        with bc.task("second"):
+            c.models.generate_content(model=MODEL, contents="another ticket", config=cfg)
+            fake.advance(GAP_S)
+            c.close()
+    finally:
+        remove()
     assert len(fake.caches) == 1
     assert fake.generations[-1].cached_content is not None
-    # storage is charged to the task that kept the entry alive, span by span
-    storage = [r for r in first.records + second.records if r.operation == "cache.storage"]
-    assert sum((r.cost for r in storage if r.cost is not None), Decimal(0)) == storage_cost(fake)
-    assert {r.task_name for r in storage} == {"first", "second"}
+    # storage is charged span by span: to the task using the entry up to its end, between tasks to
+    # nobody, then to the next task using it; together exactly what the server billed
+    assert close_to(sum((r.cost for r in storage if r.cost is not None), Decimal(0)), storage_cost(fake))
+    assert [r.task_name for r in storage] == ["first", None, "second"]
+    assert first.cost_breakdown.storage == storage[0].cost
 
 
 def test_callers_own_caches_are_metered() -> None:
@@ -381,14 +406,15 @@ def test_wrapped_client_deletes_only_its_own_entries() -> None:
 
 def test_one_hour_ttl_needs_more_expected_reads_to_pay() -> None:
     """Each entry may idle for its whole TTL: with 1h at $1.00/MTok/h on Flash, creation waits
-    until five reads are expected (5 x 0.27 > 0.30 + 1.0 x (4 x 36 s + 1 h))."""
+    until six later reads are expected, at the 8th call (5 x 0.27 = 0.30 + 1.0 x (5 x 36 s + 1 h)
+    does not pay; 6 x 0.27 > 0.30 + 1.0 x (6 x 36 s + 1 h))."""
     fake = FakeGemini(implicit_caching=False)
     c = client(fake, cache_ttl="1h")
-    make_entry(fake, c, calls=7)
+    make_entry(fake, c, calls=9)
     create = json.loads(next(r for r in fake.requests if r.url.path.endswith("/cachedContents")).content)
     assert create["ttl"] == "3600s"
     reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
-    assert reads == [0] * 5 + [PREFIX_40K_TOKENS] * 2
+    assert reads == [0] * 7 + [PREFIX_40K_TOKENS] * 2
     c.close()
 
 
@@ -396,10 +422,105 @@ def test_vertex_express_paths_are_metered_and_cached() -> None:
     fake = FakeGemini(implicit_caching=False)
     c = bc.GenAIClient(vertexai=True, api_key=API_KEY, http_options=http_options(fake))
     with bc.task("t") as t:
-        make_entry(fake, c, calls=4)
+        make_entry(fake, c, calls=5)
         c.close()
     assert all("/v1beta1/" in str(r.url) for r in fake.requests)
-    assert [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations] == [0, 0] + [
+    assert [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations] == [0, 0, 0] + [
         PREFIX_40K_TOKENS
     ] * 2
     assert t.cost == server_cost(fake)
+
+
+# -- decisions that always pay (issue 23) ----------------------------------------------------------
+
+
+def raw_sdk_cost(fake: FakeGemini) -> Decimal:
+    return sum((cost_of(g.usage_metadata) for g in fake.generations), Decimal(0))
+
+
+@pytest.mark.parametrize("calls", [1, 2, 3])
+def test_short_session_never_costs_more_than_the_raw_sdk(calls: int) -> None:
+    """No entry on the last call of a short session: the creating call pays creation at the input
+    rate, so it must be followed by reads that repay it, and a 3-call session cannot promise that."""
+    managed = FakeGemini(implicit_caching=False)
+    with_cache = run_conversation(managed, calls)
+    plain = FakeGemini(implicit_caching=False)
+    raw = genai.Client(api_key=API_KEY, http_options=http_options(plain))
+    chat = raw.chats.create(model=MODEL, config=gtypes.GenerateContentConfig(system_instruction=PREFIX_40K))
+    for i in range(calls):
+        chat.send_message(f"Question {i}: what does the policy say?")
+        plain.advance(GAP_S)
+    assert managed.caches == {}
+    assert with_cache.cost == server_cost(managed) == raw_sdk_cost(plain)
+
+
+# "0 1 2 3 ..." is one fake token per 4 bytes but about one estimated token per byte: our own
+# estimate of this prefix is 4x the server's count
+DIGITS_40K = " ".join(str(i % 10) for i in range(80_000))
+DIGITS_40K_TOKENS = -(-len(DIGITS_40K.encode()) // 4)
+
+
+def test_implicit_hits_are_judged_on_the_servers_counts() -> None:
+    """Implicit caching hits the whole prefix on every repeat; an estimate 4x the server's count
+    must not make those hits look partial and trigger an entry that cannot pay."""
+    fake = FakeGemini()
+    c = client(fake)
+    with bc.task("t") as t:
+        chat = c.chats.create(model=MODEL, config=gtypes.GenerateContentConfig(system_instruction=DIGITS_40K))
+        for i in range(20):
+            chat.send_message(f"Question {i}?")
+            fake.advance(30)
+        c.close()
+    assert fake.caches == {}
+    reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
+    assert reads[0] == 0 and all(r >= DIGITS_40K_TOKENS for r in reads[1:])
+    assert t.cost == raw_sdk_cost(fake)
+
+
+def test_a_task_ending_before_its_entry_is_deleted_includes_the_storage_so_far() -> None:
+    """The storage an entry accrued while a task used it is in that task's cost when it ends; the
+    rest (to deletion) is billed after, to no task, and the two add up to the server's bill."""
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake)
+    records: list[bc.CallRecord] = []
+    remove = add_call_hook(records.append)
+    try:
+        with bc.task("short") as t:
+            make_entry(fake, c, calls=6)
+            last_call_at = fake.now() - GAP_S  # the server time of the last response
+        fake.advance(600)
+        c.close()
+    finally:
+        remove()
+    (entry,) = fake.caches.values()
+    rate = entry.tokens * STORAGE / MTOK / HOUR  # USD per second
+    storage_to_last_call = rate * Decimal(str(last_call_at - entry.create_time))
+    in_task = t.cost_breakdown.storage
+    # billed up to the task's end on the server's clock: the last response's time plus the
+    # (real, sub-second) time the task took to end after it
+    assert storage_to_last_call <= in_task <= storage_to_last_call + rate
+    requests = sum((cost_of(g.usage_metadata) for g in fake.generations), Decimal(0))
+    assert t.cost == requests + creation_cost(fake) + in_task
+    after = [r for r in records if r.operation == "cache.storage" and r.task_id is None]
+    assert len(after) == 1
+    assert close_to(in_task + after[0].cost, storage_cost(fake))
+
+
+def test_a_second_conversation_shares_the_prefix_instead_of_copying_it() -> None:
+    """Two conversations, each opening with its own large document: the second does not put a
+    second copy of the 40,000-token prefix in an entry of its own with its document; it creates
+    one prefix-only entry that any later conversation reads too."""
+    fake = FakeGemini(implicit_caching=False)
+    c = client(fake)
+    cfg = gtypes.GenerateContentConfig(system_instruction=PREFIX_40K)
+    documents = [" ".join(f"section {i} of contract {n}" for i in range(2000)) for n in ("A", "B", "C")]
+    for document in documents:
+        with bc.conversation(document[-12:]):
+            for i in range(5):
+                ask_about(c, cfg, document, i)
+                fake.advance(GAP_S)
+    tokens = sorted(cache.tokens for cache in fake.caches.values())
+    first_document = -(-len(documents[0].encode()) // 4)
+    # conversation A's entry holds its document; B and C share one prefix-only entry
+    assert tokens == [PREFIX_40K_TOKENS, PREFIX_40K_TOKENS + first_document]
+    c.close()

@@ -66,7 +66,9 @@ def client_for(fake: FakeOpenAI, **options: Any) -> bc.OpenAI:
 # -- prompt_cache_key ----------------------------------------------------------------------------
 
 
-def test_prompt_cache_key_is_stable_per_conversation_and_across_clients(fake: FakeOpenAI) -> None:
+def test_prompt_cache_key_follows_the_stable_prefix_across_tasks_and_clients(fake: FakeOpenAI) -> None:
+    """Tasks sending one prefix share its key (and so OpenAI's warm machines), in any process;
+    a different prefix gets another key."""
     first, second = client_for(fake), client_for(fake)  # two clients stand for two processes
     with bc.task("triage"):
         first.chat.completions.create(model="gpt-4o", messages=messages("a"))
@@ -75,21 +77,35 @@ def test_prompt_cache_key_is_stable_per_conversation_and_across_clients(fake: Fa
         second.chat.completions.create(model="gpt-4o", messages=messages("c"))
     with bc.task("summarize"):
         second.chat.completions.create(model="gpt-4o", messages=messages("d"))
+        second.chat.completions.create(model="gpt-4o", messages=messages("e", system=SMALL_SYSTEM))
+    with bc.task("summarize"):
+        second.chat.completions.create(model="gpt-4.1", messages=messages("f"))
     keys = [r.body["prompt_cache_key"] for r in fake.requests]
-    assert keys[0] == keys[1] == keys[2]
-    assert keys[3] != keys[0]
+    assert keys[0] == keys[1] == keys[2] == keys[3]
+    assert len({keys[0], keys[4], keys[5]}) == 3
     assert all(k.startswith("bc-") and len(k) <= 64 for k in keys)
 
 
-def test_an_explicit_conversation_keeps_its_key_across_tasks(fake: FakeOpenAI) -> None:
+def test_tasks_with_one_prefix_read_each_others_cache(fake: FakeOpenAI) -> None:
+    """The second task's first call hits the prefix the first task warmed: cheaper than raw SDK
+    calls, which send no key and (on the fake, as on OpenAI) share only by chance of routing."""
+    client = client_for(fake)
+    for name in ("first", "second"):
+        with bc.task(name):
+            client.chat.completions.create(model="gpt-4o", messages=messages(name))
+    cached = [r.usage["prompt_tokens_details"]["cached_tokens"] for r in fake.requests]
+    assert cached[0] == 0 and cached[1] >= 1024
+
+
+def test_without_a_stable_prefix_the_key_follows_the_conversation(fake: FakeOpenAI) -> None:
     client = client_for(fake)
     with bc.conversation("ticket-9"):
         with bc.task("triage"):
-            client.chat.completions.create(model="gpt-4o", messages=messages("a"))
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "a"}])
         with bc.task("triage"):
-            client.chat.completions.create(model="gpt-4o", messages=messages("b"))
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "b"}])
     with bc.conversation("ticket-10"), bc.task("triage"):
-        client.chat.completions.create(model="gpt-4o", messages=messages("c"))
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "c"}])
     first, second, other = (r.body["prompt_cache_key"] for r in fake.requests)
     assert first == second != other
 
@@ -362,5 +378,40 @@ def test_provider_diagnostics_are_merged_into_the_drift(fake: FakeOpenAI) -> Non
     drift = t.records[1].drift
     assert drift is not None
     assert drift.segment == "instructions"
-    assert drift.provider_reason == diagnostics.reason == "input_changed"
+    # the key follows the prefix, so OpenAI names the key change; the segment says what changed
+    assert drift.provider_reason == diagnostics.reason == "prompt_cache_key_changed"
     assert drift.provider_missed_tokens == diagnostics.cache_missed_tokens
+
+
+def gpt51_bill(fake: FakeOpenAI) -> Decimal:
+    """GPT-5.1 at its published prices: $1.25 input, $0.125 cached input, $10 output per MTok."""
+    total = Decimal(0)
+    for u in fake.usages:
+        cached = u["prompt_tokens_details"].get("cached_tokens") or 0
+        total += (u["prompt_tokens"] - cached) * Decimal("1.25") + cached * Decimal("0.125")
+        total += u["completion_tokens"] * Decimal(10)
+    return total / MILLION
+
+
+def run_busy_prefix(fake: FakeOpenAI, client: Any) -> None:
+    """Six conversations (tasks) of five calls on one prefix, all within one minute: 30 req/min."""
+    for turn in range(5):
+        for worker in range(6):
+            with bc.conversation(f"worker-{worker}"), bc.task("busy"):
+                client.chat.completions.create(model="gpt-5.1", messages=messages(f"w{worker} t{turn}"))
+            fake.clock.advance(1)
+
+
+def test_a_busy_prefix_is_spread_over_keys_below_the_route_limit() -> None:
+    """Past ~15 requests a minute on one prefix + key, OpenAI sends requests to machines without
+    the prefix. Conversations are spread over keys instead, each staying on its own route."""
+    spread, one_key = FakeOpenAI(route_limit_per_min=15), FakeOpenAI(route_limit_per_min=15)
+    run_busy_prefix(spread, client_for(spread))
+    run_busy_prefix(one_key, openai.OpenAI(api_key="sk-test", http_client=one_key.http_client()))
+    keys = [r.body["prompt_cache_key"] for r in spread.requests]
+    assert len(set(keys)) == 2  # 30 req/min over two keys of at most 15
+    assert all(keys.count(k) <= 15 for k in set(keys))
+    assert all(len(set(keys[w::6])) <= 2 for w in range(6))  # a conversation moves at most once
+    cached = [r.usage["prompt_tokens_details"]["cached_tokens"] for r in spread.requests]
+    assert cached.count(0) == 2  # the first call on each key; none overflowed
+    assert gpt51_bill(spread) < gpt51_bill(one_key)

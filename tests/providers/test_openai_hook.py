@@ -20,7 +20,7 @@ import pydantic
 import pytest
 
 import budgetclient as bc
-from budgetclient.formats.openai.prefix import CHAT, build_prefix, prompt_cache_key_for
+from budgetclient.formats.openai.prefix import CHAT, build_prefix, prefix_cache_key, prompt_cache_key_for
 from budgetclient.providers._openai_http import MeteredHttpClient
 from budgetclient.providers._openai_meter import OpenAIMeter
 from budgetclient.testing.fake_openai import FakeOpenAI
@@ -76,6 +76,11 @@ def no_reencode(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+def key_of_prefix(body: dict[str, Any]) -> str:
+    """The key of a request with a stable prefix: named by the prefix (tools, system messages)."""
+    return prefix_cache_key(body["model"], build_prefix(body, CHAT)[1].prefix_hash(()) or "")
+
+
 def raw_and_metered(
     call: Callable[[Any], Any], *, wrap: bool = False, **options: Any
 ) -> tuple[list[bytes], list[bytes], Any]:
@@ -108,7 +113,7 @@ def chat_call(client: Any) -> None:
 @pytest.mark.parametrize("wrap", [False, True])
 def test_the_wire_body_is_the_sdks_plus_the_cache_key(wrap: bool) -> None:
     raw, sent, record = raw_and_metered(chat_call, wrap=wrap)
-    expected = {**json.loads(raw[0]), "prompt_cache_key": prompt_cache_key_for("gpt-4o", "hook", None)}
+    expected = {**json.loads(raw[0]), "prompt_cache_key": key_of_prefix(json.loads(raw[0]))}
     assert sent == [wire_bytes(expected)]
     assert record.calls == 1
 
@@ -146,7 +151,7 @@ def test_the_breakpoint_is_placed_in_the_encoded_body() -> None:
     expected = {
         **original,
         "messages": [{**system, "content": marked}, user],
-        "prompt_cache_key": prompt_cache_key_for("gpt-5.6-terra", "hook", None),
+        "prompt_cache_key": key_of_prefix(original),
         "prompt_cache_options": {"mode": "implicit"},
     }
     assert sent == [wire_bytes(expected)]

@@ -15,7 +15,9 @@ from budgetclient.formats.openai.prefix import (
     COMPACT,
     EMBEDDINGS,
     RESPONSES,
+    build_prefix,
     classify,
+    prefix_cache_key,
     prepare_request,
     prompt_cache_key_for,
     stable_prefix,
@@ -174,7 +176,10 @@ def test_prepare_never_mutates_the_callers_body() -> None:
     assert body == snapshot
     assert prepared.changed and prepared.hide_usage_chunk
     assert prepared.body["stream_options"] == {"include_obfuscation": False, "include_usage": True}
-    assert prepared.body["prompt_cache_key"] == "bc-k"
+    # the key is the stable prefix's, not the conversation's fallback
+    assert prepared.body["prompt_cache_key"] == prefix_cache_key(
+        "gpt-5.6-terra", build_prefix(body, CHAT)[1].prefix_hash(()) or ""
+    )
     assert prepared.breakpoints == ("messages[0].content[0]",)
 
 

@@ -4,7 +4,9 @@ Given the JSON body a caller's SDK call produced, decide what budgetclient sends
 
 - chat streams get ``stream_options.include_usage`` (the only way OpenAI reports stream usage); when
   the caller did not ask for it, the extra usage-only chunk is hidden from them again;
-- a ``prompt_cache_key`` stable per conversation, unless the caller set one;
+- a ``prompt_cache_key`` named by the stable prefix's content (every conversation sending that
+  prefix shares the servers holding it warm; a prefix-less request keys by conversation), unless
+  the caller set one;
 - on models with explicit breakpoints (gpt-5.6+), a ``prompt_cache_breakpoint`` at the end of the
   stable prefix (tools, instructions, leading system/developer messages), within the 4-write cap,
   plus ``prompt_cache_options`` (never beside a caller's ``prompt_cache_retention``);
@@ -22,6 +24,8 @@ import functools
 import hashlib
 import json
 import re
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,11 +43,14 @@ __all__ = [
     "RESPONSES",
     "PrefixMemo",
     "PreparedOpenAIRequest",
+    "ROUTE_LIMIT_PER_MIN",
+    "RouteSpreader",
     "background_poll",
     "build_prefix",
     "cache_params",
     "classify",
     "prepare_request",
+    "prefix_cache_key",
     "prompt_cache_key_for",
     "request_shape_of",
     "stable_prefix",
@@ -108,6 +115,62 @@ def prompt_cache_key_for(model: str, task_name: str | None, conversation: str | 
     """
     material = "\x1f".join(("openai", model, task_name or "", conversation or ""))
     return "bc-" + hashlib.sha256(material.encode()).hexdigest()[:24]
+
+
+def prefix_cache_key(model: str, fingerprint: str) -> str:
+    """The ``prompt_cache_key`` of a stable prefix: the same for every task, agent and process that
+    sends that prefix to ``model`` (OpenAI routes by prefix and key, so they share warm machines),
+    different for different prefixes (so agents with different prompts do not crowd one route)."""
+    return "bc-" + hashlib.sha256(f"openai\x1f{model}\x1fprefix\x1f{fingerprint}".encode()).hexdigest()[:24]
+
+
+ROUTE_LIMIT_PER_MIN = 15
+"""Requests per minute one prefix + ``prompt_cache_key`` route takes before OpenAI overflows it to
+other machines, which do not hold the prefix (OpenAI prompt-caching guide: "~15 requests per
+minute")."""
+_ROUTES_TRACKED = 4096
+
+
+class RouteSpreader:
+    """Spreads conversations sharing one prefix's key over several keys once its rate passes the
+    per-route limit: a conversation keeps the route it was given (its cache is warm there) while
+    that route is below the limit; a new one, or one whose route is full (its next request would
+    overflow to a machine without the prefix anyway), joins the first route below the limit, or
+    opens the next (``<key>-<n>``).
+
+    Time is passed in (seconds); nothing here does I/O.
+    """
+
+    def __init__(self, limit_per_min: int = ROUTE_LIMIT_PER_MIN) -> None:
+        self.limit = limit_per_min
+        self._lock = threading.Lock()
+        self._routes: OrderedDict[str, list[deque[float]]] = OrderedDict()
+        self._placed: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def key_for(self, key: str, conversation: str, now: float) -> str:
+        with self._lock:
+            routes = self._routes.get(key)
+            if routes is None:
+                routes = self._routes[key] = [deque()]
+                while len(self._routes) > _ROUTES_TRACKED:
+                    self._routes.popitem(last=False)
+            else:
+                self._routes.move_to_end(key)
+            for times in routes:
+                while times and now - times[0] >= 60.0:
+                    times.popleft()
+            shard = self._placed.get((key, conversation))
+            if shard is None or shard >= len(routes) or len(routes[shard]) >= self.limit:
+                shard = next((i for i, t in enumerate(routes) if len(t) < self.limit), len(routes))
+                if shard == len(routes):
+                    routes.append(deque())
+                self._placed[(key, conversation)] = shard
+                while len(self._placed) > _ROUTES_TRACKED:
+                    self._placed.popitem(last=False)
+            else:
+                self._placed.move_to_end((key, conversation))
+            routes[shard].append(now)
+        return key if shard == 0 else f"{key}-{shard}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +253,8 @@ class PrefixMemo:
         known = self.hashed.get(params)
         if known is None:
             known = prefix_fingerprint(self.blocks, params)
-            self.hashed.clear()  # one entry: a conversation's parameters rarely change
+            if len(self.hashed) > 1:  # the parameters sent and none (the cache key's fingerprint)
+                self.hashed.clear()
             self.hashed[params] = known
         return known
 
@@ -397,6 +461,7 @@ def prepare_request(
     options: ClientOptions,
     *,
     cache_key: str,
+    route_key: Callable[[str], str] | None = None,
     previous_response_id: str | None = None,
     gap_s: float | None = None,
     count_block: TokenCounter | None = None,
@@ -407,6 +472,8 @@ def prepare_request(
     ``count_block`` estimates each prefix block's tokens: the breakpoint's minimum-length check
     and drift's tokens at risk use them (without it the length check is skipped). ``previous`` is
     the memo of the conversation's last call (`PreparedOpenAIRequest.memo`): unchanged blocks are reused.
+    ``cache_key`` is the key of a request without a stable prefix; ``route_key`` maps a prefix's
+    key to the one to send (the caller spreads a busy prefix over several routes).
     """
     out: dict[str, Any] = dict(body)
     prefix, memo = build_prefix(body, operation, count_block, previous)
@@ -425,6 +492,11 @@ def prepare_request(
     model = str(body.get("model") or "")
     if options.cache == "auto" and operation in (CHAT, RESPONSES):
         if not body.get("prompt_cache_key"):
+            fingerprint = memo.prefix_hash(()) if prefix else None
+            if fingerprint is not None:
+                cache_key = prefix_cache_key(model, fingerprint)
+                if route_key is not None:
+                    cache_key = route_key(cache_key)
             out["prompt_cache_key"] = injected_key = cache_key
         if supports_prompt_cache_breakpoints(model):
             prefix_tokens = sum(b.tokens for b in prefix) if count_block is not None else None
@@ -437,7 +509,8 @@ def prepare_request(
                     out["prompt_cache_options"] = cache_options
 
     changed = len(out) != len(body) or any(out[k] is not body[k] for k in body)
-    params = cache_params(out, operation)
+    # the key budgetclient adds follows the prefix: a change of it is the prefix's, not a parameter's
+    params = cache_params(body, operation)
     return PreparedOpenAIRequest(
         body=out if changed else body,
         changed=changed,

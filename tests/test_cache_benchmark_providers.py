@@ -1,0 +1,80 @@
+"""The OpenAI / Gemini benchmark's claims (benchmarks/cache_cost_providers.py), recomputed here.
+
+Costs come from what the fakes reported (usage fields, cache sizes and lifetimes) at the published
+prices: Gemini 2.5 Flash $0.30 input, $0.03 cached input, $2.50 output, $1.00 storage per million
+tokens per hour; GPT-5.1 $1.25 input, $0.125 cached input, $10 output per million tokens.
+"""
+
+from __future__ import annotations
+
+import warnings
+from decimal import Decimal
+
+import pytest
+
+import budgetclient as bc
+from benchmarks.cache_cost_providers import (
+    GEMINI_TRACES,
+    OPENAI_TRACES,
+    GeminiTrace,
+    gemini_fakes,
+    openai_fakes,
+)
+from budgetclient.testing.fake_gemini import FakeGemini
+from budgetclient.testing.fake_openai import FakeOpenAI
+
+MTOK = Decimal(1_000_000)
+FLASH = {
+    "input": Decimal("0.30"),
+    "cached": Decimal("0.03"),
+    "output": Decimal("2.50"),
+    "storage": Decimal(1),
+}
+GPT51 = {"input": Decimal("1.25"), "cached": Decimal("0.125"), "output": Decimal(10)}
+
+
+def gemini_bill(fake: FakeGemini) -> Decimal:
+    total = Decimal(0)
+    for g in fake.generations:
+        meta = g.usage_metadata
+        cached = meta.get("cachedContentTokenCount", 0)
+        output = meta["candidatesTokenCount"] + meta.get("thoughtsTokenCount", 0)
+        total += (meta["promptTokenCount"] - cached) * FLASH["input"] + cached * FLASH["cached"]
+        total += output * FLASH["output"]
+    for _, tokens, seconds in fake.cache_lifetimes():
+        total += tokens * FLASH["input"] + tokens * Decimal(str(seconds)) / 3600 * FLASH["storage"]
+    return total / MTOK
+
+
+def openai_bill(fake: FakeOpenAI) -> Decimal:
+    total = Decimal(0)
+    for u in fake.usages:
+        cached = u["prompt_tokens_details"].get("cached_tokens") or 0
+        total += (u["prompt_tokens"] - cached) * GPT51["input"] + cached * GPT51["cached"]
+        total += u["completion_tokens"] * GPT51["output"]
+    return total / MTOK
+
+
+@pytest.mark.parametrize("trace", GEMINI_TRACES, ids=lambda t: t.name)
+@pytest.mark.parametrize("implicit", [False, True], ids=["implicit misses", "implicit hits"])
+def test_gemini_never_costs_more_than_the_raw_sdk(trace: GeminiTrace, implicit: bool) -> None:
+    fakes = gemini_fakes(trace, implicit=implicit)
+    raw, ours = gemini_bill(fakes["raw SDK"]), gemini_bill(fakes["budgetclient"])
+    assert ours <= raw
+    assert not fakes["budgetclient"].live_caches()
+    if implicit:  # implicit caching hits every repeat: an entry could only add cost
+        assert fakes["budgetclient"].caches == {} and ours == raw
+    if trace.turns * trace.conversations <= 3:  # too short for an entry to repay itself
+        assert fakes["budgetclient"].caches == {}
+
+
+@pytest.mark.parametrize("name,run", OPENAI_TRACES, ids=[name for name, _ in OPENAI_TRACES])
+def test_openai_matches_one_key_per_prefix(name: str, run: object) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bc.PrefixDriftWarning)
+        fakes = openai_fakes(run)  # type: ignore[arg-type]
+    ours, best = openai_bill(fakes["budgetclient"]), openai_bill(fakes["key per prefix"])
+    assert ours <= openai_bill(fakes["raw SDK"])
+    assert ours == best
+    keys = {r.body["prompt_cache_key"] for r in fakes["budgetclient"].requests}
+    assert len(keys) == len({r.body["messages"][0]["content"] for r in fakes["budgetclient"].requests})

@@ -16,7 +16,7 @@ from ..ledger_url import mask_url
 from . import CommandError
 from ._common import ledger_missing
 
-__all__ = ["register", "run"]
+__all__ = ["current_limits", "limit_lines", "register", "run"]
 
 
 def register(subparsers: Any) -> None:
@@ -42,10 +42,8 @@ def run(args: argparse.Namespace) -> int:
     url = args.ledger or os.environ.get(config.LEDGER_ENV) or config.default_ledger_url()
     if ledger_missing(url):
         raise CommandError(f"no ledger at {mask_url(url)!r} yet: nothing has been held against a limit there")
-    from ..limits import store
-
     try:
-        rows = store(url).rows(time.time())
+        rows = current_limits(url)
     except LimitStoreError as exc:
         raise CommandError(f"cannot read limits from {mask_url(url)!r}: {exc}") from None
     if args.json:
@@ -67,6 +65,22 @@ def run(args: argparse.Namespace) -> int:
             "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() + "\n"
         )
     return 0
+
+
+def current_limits(url: str) -> list[LimitRow]:
+    """Every limit recorded in the ledger database at ``url``, in its current window."""
+    from ..limits import store
+
+    return store(url).rows(time.time())
+
+
+def limit_lines(rows: list[LimitRow]) -> list[str]:
+    """One line per limit for the end of ``budgetclient report``: spend in its current window."""
+    return [
+        f"  {r.name} ({r.per or 'no window'}, from {r.window[:16].replace('T', ' ')} UTC): "
+        f"{_usd(r.spent)} spent + {_usd(r.reserved)} held of {_usd(r.usd)}, {_usd(_remaining(r))} left"
+        for r in rows
+    ]
 
 
 def _remaining(row: LimitRow) -> Decimal:

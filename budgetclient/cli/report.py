@@ -17,12 +17,17 @@ from typing import Any
 
 from .. import config
 from .._display import DISPLAY_NAME_MAX, csv_writer, display_name, terminal_text
+from .._log import log
+from ..errors import ConfigurationError
 from ..ledger._files import write_private
+from ..ledger.limits_store import LimitRow, LimitStoreError
+from ..ledger_url import mask_url
 from ..reports import OUTCOMES, Report, TaskNameRow
 from ..reports_drift import DriftRow, drift_summary_line, read_drift
 from . import CommandError
-from ._common import add_ledger_arguments, parse_since, read_report
+from ._common import add_ledger_arguments, ledger_missing, parse_since, read_report
 from ._text import WIDTH, table, usd, wrap
+from .limits import current_limits, limit_lines
 
 __all__ = ["format_csv", "format_drift", "format_json", "format_table", "register", "run", "usd"]
 
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         drifts = read_drift(args.ledger or config.get_settings().ledger_url,
                             since=loaded.since, task=loaded.task)  # fmt: skip
         if args.format == "json":
-            text = format_json(report)
+            text = format_json(report)  # task-name rows; limits as JSON: `budgetclient limits --json`
         elif args.format == "csv":
             text = format_csv(report)
         elif args.format == "html":
@@ -71,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
                                drift=drifts)
         else:
             text = format_table(report, width=width, drift=drifts)
+            limits = _limits(args.ledger or config.get_settings().ledger_url)
+            if limits:  # spend per fleet limit (bc.limit) in its current window
+                lines = [display_name(line, _ALERT_LINE_MAX) for line in limit_lines(limits)]
+                text += "\nlimits (current windows):\n" + "\n".join(lines) + "\n"
     if args.output:
         try:
             write_private(Path(args.output), text)  # a report of costs is nobody else's business: 0600
@@ -80,6 +89,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _limits(url: str) -> list[LimitRow]:
+    """The fleet limits recorded beside the ledger (none for a ledger without any): the report shows
+    each one's spend in its current window, as ``budgetclient limits`` does."""
+    if ledger_missing(url):
+        return []
+    try:
+        return current_limits(url)
+    except (LimitStoreError, ConfigurationError) as exc:
+        log.warning("report.limits_unreadable", error=type(exc).__name__, detail=mask_url(str(exc))[:200])
+        return []
 
 
 def _drift_text(args: argparse.Namespace, width: int | None) -> str:

@@ -323,6 +323,24 @@ def test_the_limits_command_shows_window_spent_reserved_remaining(
     assert table[1].split()[:3] == ["tenant:cli", "day", day[:10]]
 
 
+def test_the_report_shows_spend_per_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from budgetclient.cli import main
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    bc.configure(ledger=url, prices=PRICES)
+    bc.limit("tenant:report", usd="0.5", per="month")
+    with bc.task("limited"), bc.limit("tenant:report"):
+        spent = cost_of(call(client()))
+    bc.flush()
+    assert main(["report", "--ledger", url]) == 0
+    text = capsys.readouterr().out
+    assert "limits (current windows):" in text
+    [line] = [line for line in text.splitlines() if line.startswith("  tenant:report (month")]
+    assert f"${spent:.6f}".rstrip("0").rstrip(".") + " spent + $0 held of $0.5, " in line
+    left = Decimal("0.5") - spent
+    assert line.endswith(f"${left:.6f}".rstrip("0").rstrip(".") + " left")
+
+
 def test_limits_from_a_toml_file_named_by_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from ._fork_locks import renew_after_fork
 from .allocation import AllocationTargets
 from .errors import ConfigurationError
 from .ledger_url import check_url
@@ -129,6 +130,7 @@ class Settings:
 
 
 _lock = threading.RLock()
+renew_after_fork(globals(), "_lock")
 _settings: Settings | None = None
 _listeners: list[Any] = []
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal
 
+from ._fork_locks import renew_after_fork
 from ._log import log
 from ._money import usd
 from ._redact import mask_secrets, masked_window
@@ -160,6 +161,7 @@ DriftListener = Callable[[PrefixDrift], None]
 
 _listeners: list[DriftListener] = []
 _listeners_lock = threading.Lock()
+renew_after_fork(globals(), "_listeners_lock")
 
 
 def add_drift_listener(callback: DriftListener) -> Callable[[], None]:

@@ -31,6 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 from . import config
+from ._fork_locks import renew_after_fork
 from ._log import log
 from ._warnings import emit_warning, user_stacklevel
 from .errors import ConfigurationError, UnknownPriceWarning
@@ -185,6 +186,7 @@ _CacheKey = tuple[str, str | None, bool, int]
 """(model, provider, batch, proleptic ordinal of the UTC date)."""
 
 _lock = threading.Lock()
+renew_after_fork(globals(), "_lock")
 _rates_cache: dict[_CacheKey, Rates | None] = {}
 _file_cache: dict[str, dict[str, dict[str, Decimal]]] = {}
 _generation = 0

@@ -120,3 +120,11 @@ def _configured_ledger() -> Ledger | None:
 
 run_history = RunHistory()
 """The process-wide history the clients read (cached per task name)."""
+
+
+def _after_fork_in_child() -> None:
+    # a parent thread may have held the lock at fork(): the child starts with a free one
+    run_history._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -30,6 +30,7 @@ from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
 from . import config
+from ._fork_locks import renew_after_fork
 from ._log import log
 from ._money import usd
 from .config import Settings, SignalThresholds
@@ -449,6 +450,7 @@ def evaluate_history(
 # -- live evaluation, delivery and hooks ---------------------------------------------------------
 
 _lock = threading.Lock()
+renew_after_fork(globals(), "_lock")
 _engine = SignalEngine()
 _callbacks: list[Callable[[AlertRecord], None]] = []
 _removers: list[Callable[[], None]] = []

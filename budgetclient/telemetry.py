@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import config
+from ._fork_locks import renew_after_fork
 from ._log import log
 from .errors import ConfigurationError
 from .usage import CallRecord, CostBreakdown, TaskRecord, Usage
@@ -409,6 +410,7 @@ def _histogram(meter: Any, name: str, unit: str, description: str, buckets: tupl
 
 
 _lock = threading.Lock()
+renew_after_fork(globals(), "_lock")
 _exporter: _Exporter | None = None
 _removers: list[Callable[[], None]] = []
 _watched: list[Any] = []

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._fork_locks import renew_after_fork
 from ..blocks import compact_json, value_print
 
 __all__ = [
@@ -133,6 +134,7 @@ class _Collected:
 _JSON_TEXTS: dict[bytes, str] = {}
 _JSON_TEXTS_MAX = 4_096
 _json_texts_lock = threading.Lock()
+renew_after_fork(globals(), "_json_texts_lock")
 _JSON_TEXT_MAX_CHARS = 16_384
 
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import httpx2
 
 from .. import metering, pricing
+from .._fork_locks import renew_after_fork
 from .._guard import guarded
 from .._log import log
 from ..admission import Admission, admit, holding, output_limit, sending
@@ -569,6 +570,7 @@ def _announce_drift(drift: PrefixDrift, model: str) -> None:
 # -- meters holding live managed cache entries -------------------------------------------------
 
 _meters_lock = threading.Lock()
+renew_after_fork(globals(), "_meters_lock")
 _meters_with_caches: set[GeminiMeter] = set()
 
 

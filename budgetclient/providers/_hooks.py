@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import threading
 
+from .._fork_locks import renew_after_fork
 from .._log import log
 
 __all__ = ["hook_unavailable"]
 
 _warned: set[tuple[str, str, str]] = set()
 _warned_lock = threading.Lock()
+renew_after_fork(globals(), "_warned_lock")
 
 
 def hook_unavailable(provider: str, sdk_version: str, hook: str, *, problem: str, fallback: str) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
+from .._fork_locks import renew_after_fork
 from .._log import log
 from ..options import ClientOptions
 from ._hooks import hook_unavailable
@@ -75,6 +76,7 @@ class _Patch:
 
 
 _lock = threading.Lock()
+renew_after_fork(globals(), "_lock")
 _options: ClientOptions | None = None
 _patches: list[_Patch] = []
 

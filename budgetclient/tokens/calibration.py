@@ -7,11 +7,11 @@ per-model ratio learnt by ``calibrate`` from the provider's reported input token
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 
+from .._fork_locks import renew_after_fork
 from ..errors import ConfigurationError
 from .encodings import model_family
 
@@ -87,6 +87,7 @@ class _Ratio:
 
 _calibration: dict[tuple[str, str], _Ratio] = {}
 _calibration_lock = threading.Lock()
+renew_after_fork(globals(), "_calibration_lock")
 
 
 def calibrate(provider: str, model: str, estimated_raw: int, reported: int) -> None:
@@ -123,13 +124,3 @@ def reset_calibration() -> None:
     """Forget every observation (tests, or after a provider changes its tokenizer)."""
     with _calibration_lock:
         _calibration.clear()
-
-
-def _after_fork_in_child() -> None:
-    """A lock another parent thread held at ``fork()`` is never released in the child: start fresh
-    (what it guards is a cache; at worst the child recomputes an entry)."""
-    global _calibration_lock
-    _calibration_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -13,13 +13,13 @@ of prose and code; calibration sees the same estimator, so a systematic bias is 
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections import defaultdict
 
 import tiktoken
 
+from .._fork_locks import renew_after_fork
 from .encodings import encoding_for
 
 __all__ = ["count_each", "count_text", "count_texts"]
@@ -94,6 +94,7 @@ _sampled: dict[tuple[str, int, int], int] = {}
 _short: defaultdict[str, dict[str, int]] = defaultdict(dict)
 """Exact counts of texts shorter than ``MEMO_MIN_CHARS``, by encoding and text."""
 _memo_lock = threading.Lock()
+renew_after_fork(globals(), "_memo_lock")
 
 
 def _remember(key: tuple[str, int, int], count: int, memo: dict[tuple[str, int, int], int] = _memo) -> None:
@@ -167,13 +168,3 @@ def _exact(enc: tiktoken.Encoding, text: str) -> int:
 def count_texts(enc: tiktoken.Encoding, texts: list[str]) -> int:
     """Sum of the texts' token counts (see `count_each`)."""
     return sum(count_each(enc, texts))
-
-
-def _after_fork_in_child() -> None:
-    """A lock another parent thread held at ``fork()`` is never released in the child: start fresh
-    (what it guards is a cache; at worst the child recomputes an entry)."""
-    global _memo_lock
-    _memo_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

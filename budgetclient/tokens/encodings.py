@@ -16,7 +16,6 @@ from __future__ import annotations
 import binascii
 import functools
 import hashlib
-import os
 import re
 import threading
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import tiktoken
 
+from .._fork_locks import renew_after_fork
 from ..errors import ConfigurationError
 
 __all__ = ["encoding_for", "load_encoding_file", "model_family"]
@@ -80,6 +80,7 @@ _SPECS = {
 
 _encodings: dict[str, tiktoken.Encoding] = {}
 _encodings_lock = threading.Lock()
+renew_after_fork(globals(), "_encodings_lock")
 
 
 def load_encoding_file(path: str | Path, expected_hash: str) -> dict[bytes, int]:
@@ -178,13 +179,3 @@ def _encoding_name(model: str) -> str:
     if family == "gpt-4" or family.startswith(_CL100K_PREFIXES):
         return "cl100k_base"
     return "o200k_base"
-
-
-def _after_fork_in_child() -> None:
-    """A lock another parent thread held at ``fork()`` is never released in the child: start fresh
-    (what it guards is a cache; at worst the child recomputes an entry)."""
-    global _encodings_lock
-    _encodings_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

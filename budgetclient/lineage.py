@@ -84,38 +84,57 @@ class ConversationHead:
 
 
 _DIGITS = re.compile(rb"[0-9]+")
-MIN_EXTENDED_BYTES = 1024
-"""A system prompt that another one extends must be at least this long to make them one
-conversation (a short shared preamble does not; nothing shorter could be cached anyway)."""
+MIN_SHARED_BYTES = 1024
+"""Two system prompts sharing less text than this are never one conversation's (a short common
+preamble is not an edit; a prompt that short is below every provider's cacheable minimum)."""
+_FIRST_CHECKPOINT = 64
 
 
 @dataclass(frozen=True, slots=True)
 class PrefixShape:
-    """What tells a changed stable prefix from another agent's, for a request no live conversation
+    """What tells an edited stable prefix from another agent's, for a request no live conversation
     shares its whole stable prefix or its opening with (`Conversations.match`).
 
     ``masked``: digest of the tools and system with every run of digits masked; ``system``: digest
-    of the system text as sent; ``text``: the system text, digits masked (kept only while matching:
-    what is stored is its length and digest).
+    of the system text as sent; ``heads`` / ``tails``: digests of the first / last 64, 128, 256...
+    bytes of the system text (digits masked), so how much two texts share at their start and at
+    their end is known to within a factor of two without keeping either text.
     """
 
     masked: bytes
     system: bytes
     text_len: int
-    text_digest: bytes
-    text: bytes = b""
+    heads: tuple[bytes, ...] = ()
+    tails: tuple[bytes, ...] = ()
 
     def resembles(self, known: PrefixShape) -> bool:
-        """The same prefix but for a number (a timestamp, a date, a counter), or the same system
-        prompt with other tools, or a long system prompt with text added at its end."""
+        """The same prompt edited: equal but for numbers (a timestamp, a date, a counter), the same
+        system prompt with other tools, or a system prompt that keeps at least a quarter of its
+        text (and `MIN_SHARED_BYTES`) at its start and end around an edit (a line added, removed
+        or reworded). Two agents' own prompts share neither."""
         if self.masked == known.masked or (known.text_len and self.system == known.system):
             return True
-        n = known.text_len
-        extends = len(self.text) > n and block_digest(self.text[:n]) == known.text_digest
-        return n >= MIN_EXTENDED_BYTES and extends
+        shared = _shared(self.heads, known.heads) + _shared(self.tails, known.tails)
+        return shared >= MIN_SHARED_BYTES and 4 * shared >= max(self.text_len, known.text_len)
 
-    def stored(self) -> PrefixShape:
-        return PrefixShape(self.masked, self.system, self.text_len, self.text_digest)
+
+def _shared(a: tuple[bytes, ...], b: tuple[bytes, ...]) -> int:
+    """Bytes two texts surely share, from their checkpoint digests (a lower bound, within 2x)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return _FIRST_CHECKPOINT << (n - 1) if n else 0
+
+
+def _checkpoints(text: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    sizes: list[int] = []
+    size = _FIRST_CHECKPOINT
+    while size <= len(text):
+        sizes.append(size)
+        size *= 2
+    return tuple(block_digest(text[:n]) for n in sizes), tuple(block_digest(text[-n:]) for n in sizes)
 
 
 def text_parts(value: Any) -> list[str]:
@@ -132,12 +151,13 @@ def prefix_shape(stable: bytes, system_texts: Iterable[str]) -> PrefixShape:
     ``system_texts`` (its text parts, in order)."""
     text = "\x00".join(system_texts).encode()
     masked_text = _DIGITS.sub(b"0", text)
+    heads, tails = _checkpoints(masked_text)
     return PrefixShape(
         masked=block_digest(_DIGITS.sub(b"0", stable)),
         system=block_digest(text),
         text_len=len(masked_text),
-        text_digest=block_digest(masked_text),
-        text=masked_text,
+        heads=heads,
+        tails=tails,
     )
 
 
@@ -325,12 +345,12 @@ class Conversations:
         3. else, for a request of at most one message (a one-shot call, or an agent's first), the
            most recent one whose stable prefix ``similar`` (`PrefixShape.resembles`) says is the
            same prompt edited: only a number differs (a timestamp), or the same system prompt
-           with other tools, or a long system prompt with text added at its end. Drift of it: a
-           one-shot call whose prompt changed is reported and learnt;
+           with other tools, or a system prompt keeping a quarter of its text around an edit.
+           Drift of it: a one-shot call whose prompt changed is reported and learnt;
         4. else a new conversation: the request shares no conversation's system prompt (another
            sub-agent on the client, even with the same tools), never drift of another one.
 
-        ``similar`` runs only when no stable prefix matches. Agents whose prompts differ only as
+        ``similar`` runs only when no stable prefix matches. Agents whose prompts resemble as
         in 3 are joined on the second agent's first call, and told apart from their second call
         on (by their openings). The first conversation of a scope keeps the scope's key, so a
         lone one is unchanged.
@@ -358,7 +378,6 @@ class Conversations:
                 if best is None and len(head.opening) <= 1:  # a one-shot call, or an agent's first
                     best = next((key for key, (_, known_shape) in reversed(heads.items())
                                  if known_shape is not None and shape.resembles(known_shape)), None)
-                shape = shape.stored()
             if best is None:
                 if not heads:
                     best = scope

@@ -41,9 +41,10 @@ import httpx2
 
 from .. import admission, metering, pricing
 from .._log import log
-from ..blocks import Block
+from ..blocks import Block, block_digest, raw_bytes
 from ..errors import BudgetExceeded
 from ..estimate import estimate_request
+from ..lineage import ConversationHead, PrefixShape, prefix_shape, text_parts
 from ..metering import CallContext
 from ..tasks import Task
 from ..usage import CallRecord, CostBreakdown, Usage
@@ -53,13 +54,21 @@ from ._google_rules import (
     ServerClock,
     auto_ttl,
     cache_pays,
+    content_digest,
     economics_for,
     expected_future_reads,
     min_cache_tokens,
     parse_rfc3339,
 )
 
-__all__ = ["CachedContent", "CachePlan", "HttpStep", "ManagedCaches"]
+__all__ = [
+    "CachePlan",
+    "CachedContent",
+    "HttpStep",
+    "ManagedCaches",
+    "conversation_head",
+    "request_prefix_shape",
+]
 
 
 PROVIDER = "google"
@@ -154,6 +163,33 @@ class CachePlan:
     contents_count: int
     contents: list[Any] = field(default_factory=list)
     """The request's contents as sent by the caller (to split the server's prompt count)."""
+
+
+def conversation_head(wire: WireBody) -> ConversationHead:
+    """The request's start as a `lineage.ConversationHead` (which conversation it continues): one
+    digest of the system instruction, one of the tools and tool config, one of each of the first two
+    contents. Built from digests the decoded body already holds."""
+    blocks = wire.prefix().blocks
+    fixed = tuple(
+        block_digest(b"".join(b.digest for b in blocks if b.section == section))
+        for section in ("system", "tools")
+        if any(b.section == section for b in blocks)
+    )
+    if wire.contents is not None:
+        opening = tuple(piece.digest.encode() for piece in wire.contents[:2])
+    else:
+        contents = wire.body.get("contents")
+        listed = contents[:2] if isinstance(contents, list) else []
+        opening = tuple(content_digest(c).encode() for c in listed)
+    return ConversationHead(fixed=fixed, opening=opening)
+
+
+def request_prefix_shape(wire: WireBody) -> PrefixShape:
+    """The system instruction and tools as a `lineage.PrefixShape` (`lineage.Conversations.match`)."""
+    fields = wire.prefix().fields
+    system = fields.get("systemInstruction")
+    texts = text_parts(system.get("parts") if isinstance(system, Mapping) else system)
+    return prefix_shape(raw_bytes(fields), texts)
 
 
 def _bounded_get(store: OrderedDict[Any, T], key: Any, factory: Callable[[], T]) -> T:

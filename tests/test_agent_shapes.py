@@ -250,7 +250,9 @@ def run_openai_agents(order: list[int], *, drift_at: int | None = None) -> tuple
 
     client = bc.OpenAI(api_key="sk-test", http_client=FakeOpenAI().http_client())
     systems = [words(900, "researcher"), words(900, "critic")]
-    histories: list[list[dict[str, Any]]] = [[{"role": "user", "content": words(50, f"task{i}")}] for i in (0, 1)]
+    histories: list[list[dict[str, Any]]] = [
+        [{"role": "user", "content": words(50, f"task{i}")}] for i in (0, 1)
+    ]
     with warnings.catch_warnings(record=True) as caught, bc.task("research") as task:
         warnings.simplefilter("always")
         for k, who in enumerate(order):
@@ -334,7 +336,8 @@ def test_one_shot_calls_whose_prompt_was_edited_are_drift_but_another_prompt_is_
         if provider == "anthropic":
             return anthropic_shape({"system": system, "tools": tools})
         if provider == "openai":
-            return openai_shape({"messages": [{"role": "system", "content": system}], "tools": tools}, "chat.completions")
+            request = {"messages": [{"role": "system", "content": system}], "tools": tools}
+            return openai_shape(request, "chat.completions")
         from budgetclient.lineage import prefix_shape as generic
 
         return generic(b"gemini" + system.encode() + repr(tools).encode(), [system])

@@ -62,6 +62,11 @@ class ConversationHead:
     fixed: tuple[bytes, ...]
     opening: tuple[bytes, ...] = ()
 
+    @property
+    def fingerprint(self) -> str:
+        """Short hex of the stable prefix (tools and system), as the run history keys it."""
+        return block_digest(b"".join(self.fixed)).hex()[:16]
+
     def continues(self, other: ConversationHead) -> bool:
         """Whether this request opens as ``other`` did: the same messages as far as both go."""
         depth = min(len(self.opening), len(other.opening))

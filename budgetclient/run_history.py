@@ -5,9 +5,10 @@ next call, and a short Gemini session never learns in time that an explicit cach
 nothing in the first call of a run says so, but the ledger holds every earlier run of the same
 task. `RunHistory` reads them once per task name (the indexed ``calls (task_name, started_at)``
 query: the last `RECENT`, and the last `LOOKBACK` when that held too little), cached for
-`REFRESH_S`, and keeps a small summary of each call. The read starts when a task starts (a task
-start hook, registered once a client has asked for a prior, run on a background thread), so the
-first call of a run finds it done, or waits only for what is left of it.
+`REFRESH_S`, and keeps a small summary of each call; a run of the name that ends in this process
+joins the summary. The read starts when a task starts (a task start hook, registered once a
+client has asked for a prior, run on a background thread), so the first call of a run finds it
+done, or waits only for what is left of it.
 
 `RunHistory.prior` filters that summary by model and by the stable prefix's fingerprint
 (``stable_prefix`` in each call record's metadata, `lineage.ConversationHead.fingerprint`): a task
@@ -32,7 +33,7 @@ from ._guard import guarded
 from .ledger.base import Ledger
 from .ledger_url import scheme_of, sqlite_path_from_url
 from .lineage import GAP_HISTORY
-from .tasks import Task, add_task_start_hook
+from .tasks import Task, add_task_closing_hook, add_task_start_hook
 from .usage import CallRecord
 
 __all__ = [
@@ -113,8 +114,8 @@ def _prior(
     calls: Sequence[_EarlierCall], *, model: str, prefix: str | None, exclude_task: str | None
 ) -> RunPrior:
     mine = [c for c in calls if c.model == model and c.task_id != exclude_task]
-    if prefix is not None and any(c.prefix is not None for c in mine):
-        mine = [c for c in mine if c.prefix == prefix] or [c for c in mine if c.prefix is None]
+    if prefix is not None:  # calls recorded before fingerprints were kept count for any prefix
+        mine = [c for c in mine if c.prefix == prefix or c.prefix is None]
     runs: dict[str, list[_EarlierCall]] = {}
     for call in mine:
         runs.setdefault(call.task_id, []).append(call)
@@ -162,6 +163,8 @@ class _NameHistory:
     read_at: datetime
     done: threading.Event
     calls: list[_EarlierCall] = field(default_factory=list)
+    read: bool = False
+    """Read from a ledger (``memory://`` and a missing file have no history, in-process either)."""
 
 
 class RunHistory:
@@ -183,6 +186,7 @@ class RunHistory:
         if not self._hooked:
             self._hooked = True  # from now on each task start reads its history ahead of its calls
             add_task_start_hook(self._task_started)
+            add_task_closing_hook(self._task_ending)
         entry = self._start(task_name, background=False)
         entry.done.wait(WAIT_S)
         if not entry.done.is_set():
@@ -195,6 +199,18 @@ class RunHistory:
 
     def _task_started(self, task: Task) -> None:
         self._start(task.name, background=True)
+
+    def _task_ending(self, task: Task) -> None:
+        """A run of a name whose history is cached joins it (the next run learns from it without
+        reading the ledger again)."""
+        key = (config.get_settings().ledger_url, task.name)
+        with self._lock:
+            entry = self._cache.get(key)
+        if entry is None or not entry.done.is_set() or not entry.read:
+            return
+        ended = [c for c in map(_summary, task.records) if c is not None and c.task_id == task.id]
+        with self._lock:
+            entry.calls = [*entry.calls, *ended]
 
     def _start(self, task_name: str, *, background: bool) -> _NameHistory:
         """The cached entry of ``task_name``, its read started (on a thread, or here) when stale."""
@@ -228,7 +244,7 @@ class RunHistory:
                         calls = [c for c in map(_summary, records) if c is not None]
                         if _gap_count(calls) >= GAP_HISTORY:
                             break
-                    entry.calls = calls
+                    entry.calls, entry.read = calls, True
                 finally:
                     ledger.close()
         finally:

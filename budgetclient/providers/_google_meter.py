@@ -36,6 +36,7 @@ from ..formats.google.prefix import with_tokens
 from ..lineage import Conversations, current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions
+from ..run_history import STABLE_PREFIX, run_history
 from ..tasks import Task, add_task_closing_hook, current_task
 from ..usage import Usage
 from ._drift_report import announce_drift
@@ -293,10 +294,17 @@ class GeminiMeter:
         wire = self.bodies.decode(key, request.read() or b"null")
         if wire is None:
             return None
+        head = conversation_head(wire)
         if named is None:  # matched by content among the scope's conversations (lineage.Conversations)
-            key = self.conversations.match(key, conversation_head(wire), lambda: request_prefix_shape(wire))
+            key = self.conversations.match(key, head, lambda: request_prefix_shape(wire))
         body = wire.body
-        plan = None if body.get("cachedContent") else self.caches.plan(route, wire, key)
+        plan = None
+        if not body.get("cachedContent"):
+            prior = None
+            if task is not None and self.options.cache == "auto" and wire.prefix().fields:
+                # read when the task started (run_history), per task name; filtered by prefix here
+                prior = run_history.prior(task.name, task.id, route.model, head.fingerprint)
+            plan = self.caches.plan(route, wire, key, task_id=task.id if task else None, prior=prior)
         call = _Call(route=route, original=request, sent=request, ctx=None, task=task, plan=plan)
         ctx = call.ctx = admit(
             Admission(
@@ -313,6 +321,7 @@ class GeminiMeter:
                 request_bytes=len(request.content),
                 conversation=key,
                 prefix_hash=plan.base_key if plan is not None and plan.fields else None,
+                metadata={STABLE_PREFIX: head.fingerprint} if head.fixed else None,
             )
         )
         with holding(ctx):  # the call holds budget now: any exit before sending gives it back

@@ -163,6 +163,8 @@ class _NameHistory:
     read_at: datetime
     done: threading.Event
     calls: list[_EarlierCall] = field(default_factory=list)
+    priors: dict[tuple[str, str, str | None], RunPrior] = field(default_factory=dict)
+    """`RunHistory.prior` by run, model and prefix, computed once each."""
     read: bool = False
     """Read from a ledger (``memory://`` and a missing file have no history, in-process either)."""
 
@@ -191,7 +193,15 @@ class RunHistory:
         entry.done.wait(WAIT_S)
         if not entry.done.is_set():
             return RunPrior()
-        return _prior(entry.calls, model=model, prefix=prefix, exclude_task=task_id)
+        with self._lock:
+            known = entry.priors.get((task_id, model, prefix))
+        if known is None:
+            known = _prior(entry.calls, model=model, prefix=prefix, exclude_task=task_id)
+            with self._lock:
+                if len(entry.priors) > MAX_NAMES_CACHED:
+                    entry.priors.clear()
+                entry.priors[task_id, model, prefix] = known
+        return known
 
     def gaps(self, task_name: str, task_id: str, model: str, prefix: str | None = None) -> list[float]:
         """The gaps of `prior`."""
@@ -211,6 +221,7 @@ class RunHistory:
         ended = [c for c in map(_summary, task.records) if c is not None and c.task_id == task.id]
         with self._lock:
             entry.calls = [*entry.calls, *ended]
+            entry.priors.clear()
 
     def _start(self, task_name: str, *, background: bool) -> _NameHistory:
         """The cached entry of ``task_name``, its read started (on a thread, or here) when stale."""
@@ -218,7 +229,10 @@ class RunHistory:
         now = self._clock()
         with self._lock:
             entry = self._cache.get(key)
-            if entry is not None and (now - entry.read_at).total_seconds() < REFRESH_S:
+            # a task start reads again what no ledger answered (its file may exist by now)
+            if entry is not None and (now - entry.read_at).total_seconds() < REFRESH_S and (
+                entry.read or not background or not entry.done.is_set()
+            ):
                 self._cache.move_to_end(key)
                 return entry
             entry = self._cache[key] = _NameHistory(read_at=now, done=threading.Event())

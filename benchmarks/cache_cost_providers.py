@@ -59,12 +59,15 @@ class GeminiTrace:
     turns: int
     gap_s: int
     """Seconds between calls; conversations take turns (interleaved)."""
+    run_async: bool = False
+    """Through ``client.aio``, answers streamed."""
 
 
 GEMINI_TRACES = (
     GeminiTrace("gemini 20 turns, 30 s apart", 1, 20, 30),
     GeminiTrace("gemini 3 calls", 1, 3, 30),
     GeminiTrace("gemini 2 conversations, shared prefix", 2, 10, 30),
+    GeminiTrace("gemini 20 turns, 30 s apart (async, streaming)", 1, 20, 30, run_async=True),
 )
 
 
@@ -90,18 +93,38 @@ def gemini_bill(fake: FakeGemini) -> Decimal:
 
 
 def _http(fake: FakeGemini) -> gtypes.HttpOptions:
-    return gtypes.HttpOptions(client_args={"transport": fake.transport()})
+    return gtypes.HttpOptions(
+        client_args={"transport": fake.transport()}, async_client_args={"transport": fake.transport()}
+    )
 
 
 def _run_gemini(
     trace: GeminiTrace, fake: FakeGemini, client: Any, config: gtypes.GenerateContentConfig
 ) -> None:
+    if trace.run_async:
+        asyncio.run(_run_gemini_async(trace, fake, client, config))
+        return
     chats = [client.chats.create(model=GEMINI_MODEL, config=config) for _ in range(trace.conversations)]
     for turn in range(trace.turns):
         for i, chat in enumerate(chats):
             if turn or i:
                 fake.advance(trace.gap_s)
             chat.send_message(f"Conversation {i}, question {turn}: what does the policy say?")
+
+
+async def _run_gemini_async(
+    trace: GeminiTrace, fake: FakeGemini, client: Any, config: gtypes.GenerateContentConfig
+) -> None:
+    """The same turns through ``client.aio``, each answer streamed."""
+    chats = [client.aio.chats.create(model=GEMINI_MODEL, config=config) for _ in range(trace.conversations)]
+    for turn in range(trace.turns):
+        for i, chat in enumerate(chats):
+            if turn or i:
+                fake.advance(trace.gap_s)
+            async for _ in await chat.send_message_stream(
+                f"Conversation {i}, question {turn}: what does the policy say?"
+            ):
+                pass
 
 
 def _run_budgetclient(trace: GeminiTrace, fake: FakeGemini, config: gtypes.GenerateContentConfig) -> None:
@@ -447,11 +470,11 @@ def _measure() -> list[tuple[str, dict[str, Decimal]]]:
 
 def provider_table(rows: Sequence[tuple[str, dict[str, Decimal]]]) -> str:
     header = ("trace", "raw SDK", "budgetclient", "offline best", "ratio", "vs raw")
-    lines = ["{:<70} {:>9} {:>12} {:>12} {:>6} {:>6}".format(*header)]
+    lines = ["{:<80} {:>9} {:>12} {:>12} {:>6} {:>6}".format(*header)]
     for name, costs in rows:
         ours, best, raw = costs["budgetclient"], costs["offline best"], costs["raw SDK"]
         lines.append(
-            f"{name:<70} {raw:>9.5f} {ours:>12.5f} {best:>12.5f} {ours / best:>5.2f}x {ours / raw:>5.2f}x"
+            f"{name:<80} {raw:>9.5f} {ours:>12.5f} {best:>12.5f} {ours / best:>5.2f}x {ours / raw:>5.2f}x"
         )
     return "\n".join(lines)
 

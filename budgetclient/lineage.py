@@ -1,10 +1,11 @@
 """Conversations ("lineages"): which calls are consecutive turns of one prompt, and what they taught us.
 
 A lineage lives in a scope, client + provider + model + task plus the request's shape (see
-`lineage_key`), where requests are matched to conversations by content (`LineageRegistry.match`:
-the one sharing the longest prefix, as the provider's cache does), so sub-agents on one client are
-conversations of their own; an explicit ``bc.conversation("id")`` names the lineage instead and
-wins over the task (a conversation may span several tasks).
+`lineage_key`), where requests are matched to conversations by content (`Conversations.match`:
+the one sharing the longest prefix, as the provider's cache does; one rule for Anthropic, OpenAI
+and Gemini), so sub-agents on one client are conversations of their own; an explicit
+``bc.conversation("id")`` names the lineage instead and wins over the task (a conversation may
+span several tasks).
 Its `LineageState` holds what placement and drift detection learn from one call for the next:
 the previous prefix fingerprint, the previous response id (for Anthropic ``diagnostics``), call
 times (for the TTL choice) and where consecutive calls diverged (the volatile tail).

@@ -8,7 +8,9 @@ in the entry are dropped, and ``cachedContent`` names the entry.
 
 Whether an entry pays is decided by ``cache_pays`` (pure): explicit caching guarantees the cache-read
 rate on the prefix, which implicit caching (Gemini 2.5+) may already give for free, so the saving is
-counted only on the share of the prefix implicit caching has been missing. Entries are content
+counted only on the share of the prefix implicit caching has been missing (the server's counts,
+from the first repeat on; before that, what earlier runs of the task with the same prefix showed,
+`run_history`, with how many calls such a run makes). Entries are content
 addressed per model and shared by every conversation of the client that sends the same prefix;
 their TTL is refreshed while in use, and they are deleted on ``close()`` (or interpreter exit).
 

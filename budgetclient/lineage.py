@@ -1,10 +1,11 @@
 """Conversations ("lineages"): which calls are consecutive turns of one prompt, and what they taught us.
 
 A lineage lives in a scope, client + provider + model + task plus the request's shape (see
-`lineage_key`), where requests are matched to conversations by content (`LineageRegistry.match`:
-the one sharing the longest prefix, as the provider's cache does), so sub-agents on one client are
-conversations of their own; an explicit ``bc.conversation("id")`` names the lineage instead and
-wins over the task (a conversation may span several tasks).
+`lineage_key`), where requests are matched to conversations by content (`Conversations.match`:
+the one sharing the longest prefix, as the provider's cache does; one rule for Anthropic, OpenAI
+and Gemini), so sub-agents on one client are conversations of their own; an explicit
+``bc.conversation("id")`` names the lineage instead and wins over the task (a conversation may
+span several tasks).
 Its `LineageState` holds what placement and drift detection learn from one call for the next:
 the previous prefix fingerprint, the previous response id (for Anthropic ``diagnostics``), call
 times (for the TTL choice) and where consecutive calls diverged (the volatile tail).
@@ -16,24 +17,29 @@ their per-block hashes (drift is still detected) but drop the bytes used to quot
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from .blocks import PrefixPrint
+from .blocks import PrefixPrint, block_digest
 from .placement import TailRule
 
 __all__ = [
     "ConversationHead",
+    "Conversations",
     "LineageRegistry",
     "LineageState",
+    "PrefixShape",
     "conversation",
     "current_conversation",
     "lineage_key",
+    "prefix_shape",
+    "text_parts",
 ]
 
 _conversation: ContextVar[str | None] = ContextVar("budgetclient_conversation", default=None)
@@ -57,6 +63,11 @@ class ConversationHead:
     fixed: tuple[bytes, ...]
     opening: tuple[bytes, ...] = ()
 
+    @property
+    def fingerprint(self) -> str:
+        """Short hex of the stable prefix (tools and system), as the run history keys it."""
+        return block_digest(b"".join(self.fixed)).hex()[:16]
+
     def continues(self, other: ConversationHead) -> bool:
         """Whether this request opens as ``other`` did: the same messages as far as both go."""
         depth = min(len(self.opening), len(other.opening))
@@ -76,6 +87,84 @@ class ConversationHead:
                 break
             n += 1
         return n
+
+
+_DIGITS = re.compile(rb"[0-9]+")
+MIN_SHARED_BYTES = 1024
+"""Two system prompts sharing less text than this are never one conversation's (a short common
+preamble is not an edit; a prompt that short is below every provider's cacheable minimum)."""
+_FIRST_CHECKPOINT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixShape:
+    """What tells an edited stable prefix from another agent's, for a request no live conversation
+    shares its whole stable prefix or its opening with (`Conversations.match`).
+
+    ``masked``: digest of the tools and system with every run of digits masked; ``system``: digest
+    of the system text as sent; ``heads`` / ``tails``: digests of the first / last 64, 128, 256...
+    bytes of the system text (digits masked), so how much two texts share at their start and at
+    their end is known to within a factor of two without keeping either text.
+    """
+
+    masked: bytes
+    system: bytes
+    text_len: int
+    heads: tuple[bytes, ...] = ()
+    tails: tuple[bytes, ...] = ()
+
+    def resembles(self, known: PrefixShape) -> bool:
+        """The same prompt edited: equal but for numbers (a timestamp, a date, a counter), the same
+        system prompt with other tools, or a system prompt that keeps at least a quarter of its
+        text (and `MIN_SHARED_BYTES`) at its start and end around an edit (a line added, removed
+        or reworded). Two agents' own prompts share neither."""
+        if self.masked == known.masked or (known.text_len and self.system == known.system):
+            return True
+        shared = _shared(self.heads, known.heads) + _shared(self.tails, known.tails)
+        return shared >= MIN_SHARED_BYTES and 4 * shared >= max(self.text_len, known.text_len)
+
+
+def _shared(a: tuple[bytes, ...], b: tuple[bytes, ...]) -> int:
+    """Bytes two texts surely share, from their checkpoint digests (a lower bound, within 2x)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return _FIRST_CHECKPOINT << (n - 1) if n else 0
+
+
+def _checkpoints(text: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    sizes: list[int] = []
+    size = _FIRST_CHECKPOINT
+    while size <= len(text):
+        sizes.append(size)
+        size *= 2
+    return tuple(block_digest(text[:n]) for n in sizes), tuple(block_digest(text[-n:]) for n in sizes)
+
+
+def text_parts(value: Any) -> list[str]:
+    """The texts of a system prompt written as a string or as a list of ``{"text": ...}`` parts."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        return []
+    return [part["text"] for part in value if isinstance(part, Mapping) and isinstance(part.get("text"), str)]
+
+
+def prefix_shape(stable: bytes, system_texts: Iterable[str]) -> PrefixShape:
+    """The `PrefixShape` of a stable prefix serialised as ``stable`` whose system prompt reads
+    ``system_texts`` (its text parts, in order)."""
+    text = "\x00".join(system_texts).encode()
+    masked_text = _DIGITS.sub(b"0", text)
+    heads, tails = _checkpoints(masked_text)
+    return PrefixShape(
+        masked=block_digest(_DIGITS.sub(b"0", stable)),
+        system=block_digest(text),
+        text_len=len(masked_text),
+        heads=heads,
+        tails=tails,
+    )
 
 
 @contextmanager
@@ -230,48 +319,53 @@ class LineageState:
             self.lock.release()
 
 
-_Known = tuple[ConversationHead, bytes | None]
+_Known = tuple[ConversationHead, PrefixShape | None]
 """A live conversation's last head and, once computed, its masked prefix shape."""
 
 
-class LineageRegistry:
-    """Thread-safe LRU of lineage states, bounded by count and by remembered prefix bytes."""
+class Conversations:
+    """Live conversations per scope, matched by content: the key of the one a request continues.
 
-    def __init__(self, max_lineages: int = 10_000, max_bytes: int = 256 * 1024 * 1024) -> None:
-        if max_lineages < 1 or max_bytes < 0:
-            raise ValueError(
-                "LineageRegistry needs max_lineages >= 1 and max_bytes >= 0, "
-                f"got {max_lineages=}, {max_bytes=}"
-            )
-        self.max_lineages = max_lineages
-        self.max_bytes = max_bytes
-        self._states: OrderedDict[str, LineageState] = OrderedDict()
-        self._bytes = 0
-        self._gaps: deque[tuple[str, float]] = deque(maxlen=4 * GAP_HISTORY)
+    The same rule for every provider (Anthropic, OpenAI, Gemini), so two sub-agents on one client
+    and task are two conversations everywhere, and drift is reported only against the conversation
+    a request continues. Bounded: `MAX_PER_SCOPE` conversations per scope, ``max_scopes`` scopes (LRU).
+    """
+
+    def __init__(self, max_scopes: int = 10_000) -> None:
+        self.max_scopes = max_scopes
         self._scopes: OrderedDict[str, OrderedDict[str, _Known]] = OrderedDict()
         self._opened = 0
         self._lock = threading.Lock()
 
-    def match(self, scope: str, head: ConversationHead,
-              similar: Callable[[], bytes] | None = None) -> LineageState:
+    def match(
+        self, scope: str, head: ConversationHead, similar: Callable[[], PrefixShape] | None = None
+    ) -> str:
         """The conversation of ``scope`` that this request continues, by content (like the cache).
 
-        Joined: the live conversation sharing the longest prefix with ``head`` among those that
-        share its whole stable prefix (tools + system); else the one with the same opening
-        messages (its tools or system changed: drift or a new segment, reported on it); else the
-        one whose stable prefix ``similar`` says differs only where a timestamp or counter would
-        (digits), for a request of one message: one-shot calls with the time in the system prompt
-        are one conversation, so that drift is reported and learnt (agents whose prompts differ
-        only by a number are told apart from their second call on). None: a new conversation
-        (another agent on the same client), never drift of another one. ``similar`` runs only
-        when no stable prefix matches. The first conversation of a scope keeps the scope's key,
-        so a lone one is unchanged.
+        The rule, the same for Anthropic, OpenAI and Gemini:
+
+        1. the live conversation sharing the longest prefix with ``head`` among those that share
+           its whole stable prefix (tools + system): a turn of it;
+        2. else the one with the same opening messages: its tools or system changed under it
+           (drift, reported on it);
+        3. else, for a request of at most one message (a one-shot call, or an agent's first), the
+           most recent one whose stable prefix ``similar`` (`PrefixShape.resembles`) says is the
+           same prompt edited: only a number differs (a timestamp), or the same system prompt
+           with other tools, or a system prompt keeping a quarter of its text around an edit.
+           Drift of it: a one-shot call whose prompt changed is reported and learnt;
+        4. else a new conversation: the request shares no conversation's system prompt (another
+           sub-agent on the client, even with the same tools), never drift of another one.
+
+        ``similar`` runs only when no stable prefix matches. Agents whose prompts resemble as
+        in 3 are joined on the second agent's first call, and told apart from their second call
+        on (by their openings). The first conversation of a scope keeps the scope's key, so a
+        lone one is unchanged.
         """
         with self._lock:
             heads = self._scopes.get(scope)
             if heads is None:
                 heads = self._scopes[scope] = OrderedDict()
-                while len(self._scopes) > self.max_lineages:
+                while len(self._scopes) > self.max_scopes:
                     self._scopes.popitem(last=False)
             else:
                 self._scopes.move_to_end(scope)
@@ -289,7 +383,7 @@ class LineageRegistry:
                 shape = similar()
                 if best is None and len(head.opening) <= 1:  # a one-shot call, or an agent's first
                     best = next((key for key, (_, known_shape) in reversed(heads.items())
-                                 if known_shape is not None and known_shape == shape), None)
+                                 if known_shape is not None and shape.resembles(known_shape)), None)
             if best is None:
                 if not heads:
                     best = scope
@@ -302,7 +396,30 @@ class LineageRegistry:
             heads.move_to_end(best)
             while len(heads) > MAX_PER_SCOPE:
                 heads.popitem(last=False)
-        return self.get(best)
+        return best
+
+
+class LineageRegistry:
+    """Thread-safe LRU of lineage states, bounded by count and by remembered prefix bytes."""
+
+    def __init__(self, max_lineages: int = 10_000, max_bytes: int = 256 * 1024 * 1024) -> None:
+        if max_lineages < 1 or max_bytes < 0:
+            raise ValueError(
+                "LineageRegistry needs max_lineages >= 1 and max_bytes >= 0, "
+                f"got {max_lineages=}, {max_bytes=}"
+            )
+        self.max_lineages = max_lineages
+        self.max_bytes = max_bytes
+        self._states: OrderedDict[str, LineageState] = OrderedDict()
+        self._bytes = 0
+        self._gaps: deque[tuple[str, float]] = deque(maxlen=4 * GAP_HISTORY)
+        self.conversations = Conversations(max_lineages)
+        self._lock = threading.Lock()
+
+    def match(self, scope: str, head: ConversationHead,
+              similar: Callable[[], PrefixShape] | None = None) -> LineageState:
+        """The state of the conversation of ``scope`` this request continues (`Conversations.match`)."""
+        return self.get(self.conversations.match(scope, head, similar))
 
     def get(self, key: str) -> LineageState:
         """The state of lineage ``key``, created on first use; marks it most recently used."""

@@ -230,3 +230,121 @@ def test_one_shot_calls_with_the_time_in_the_system_prompt_stay_one_conversation
     assert len({record.conversation for record in task.records}) == 1
     # once learnt as volatile, nothing is written that the next call cannot read
     assert all((u.cache_creation_input_tokens or 0) == 0 for u in usages[2:])
+
+
+# -- the same rule on OpenAI and Gemini ------------------------------------------------------------
+
+OPENAI_TOOLS = [
+    {"type": "function", "function": {"name": f"tool_{i}", "description": words(120, f"o{i}d"),
+                                      "parameters": {"type": "object", "properties": {}}}}
+    for i in range(6)
+]
+
+
+def drift_warnings(caught: list[warnings.WarningMessage]) -> list[Any]:
+    return [w for w in caught if issubclass(w.category, bc.PrefixDriftWarning)]
+
+
+def run_openai_agents(order: list[int], *, drift_at: int | None = None) -> tuple[list[Any], Any]:
+    from budgetclient.testing import FakeOpenAI
+
+    client = bc.OpenAI(api_key="sk-test", http_client=FakeOpenAI().http_client())
+    systems = [words(900, "researcher"), words(900, "critic")]
+    histories: list[list[dict[str, Any]]] = [
+        [{"role": "user", "content": words(50, f"task{i}")}] for i in (0, 1)
+    ]
+    with warnings.catch_warnings(record=True) as caught, bc.task("research") as task:
+        warnings.simplefilter("always")
+        for k, who in enumerate(order):
+            if k == drift_at:
+                systems[0] = "Today is 2026-12-07. " + systems[0]
+            reply = client.chat.completions.create(
+                model="gpt-5.1", tools=OPENAI_TOOLS,
+                messages=[{"role": "system", "content": systems[who]}, *histories[who]],
+            )
+            histories[who] += [{"role": "assistant", "content": reply.choices[0].message.content or ""},
+                               {"role": "user", "content": words(40, f"more{k}")}]
+    return drift_warnings(caught), task
+
+
+@pytest.mark.parametrize("shape", ["alternating", "irregular"])
+def test_two_openai_agents_on_one_client_report_no_drift_and_a_real_change_once(shape: str) -> None:
+    order = orders()[shape]
+    drifts, task = run_openai_agents(order)
+    assert drifts == [] and all(record.drift is None for record in task.records)
+    assert len({record.conversation for record in task.records}) == 2
+    drift_at = next(k for k in range(8, len(order)) if order[k] == 0)
+    drifts, task = run_openai_agents(order, drift_at=drift_at)
+    assert len(drifts) == 1
+    (drifted,) = [k for k, record in enumerate(task.records) if record.drift is not None]
+    assert drifted == drift_at and task.records[drifted].drift.segment.startswith("messages[0]")
+
+
+def run_gemini_agents(order: list[int], *, drift_at: int | None = None) -> tuple[list[Any], Any]:
+    from google.genai import types as gtypes
+
+    from budgetclient.testing import FakeGemini
+
+    fake = FakeGemini(implicit_caching=True)
+    client = bc.GenAIClient(api_key="AIza-test-0123456789",
+                            http_options=gtypes.HttpOptions(client_args={"transport": fake.transport()}))
+    tools = [gtypes.Tool(function_declarations=[
+        gtypes.FunctionDeclaration(name=f"tool_{i}", description=words(120, f"g{i}d")) for i in range(6)])]
+    systems = [words(900, "researcher"), words(900, "critic")]
+    histories: list[list[Any]] = [[], []]
+    with warnings.catch_warnings(record=True) as caught, bc.task("research") as task:
+        warnings.simplefilter("always")
+        for k, who in enumerate(order):
+            if k == drift_at:
+                systems[0] = "Today is 2026-12-07. " + systems[0]
+            histories[who].append(gtypes.Content(role="user", parts=[gtypes.Part(text=words(40, f"q{k}"))]))
+            config = gtypes.GenerateContentConfig(
+                system_instruction=systems[who], tools=tools,
+                automatic_function_calling=gtypes.AutomaticFunctionCallingConfig(disable=True))
+            reply = client.models.generate_content(model="gemini-2.5-flash", contents=histories[who],
+                                                   config=config)
+            histories[who].append(gtypes.Content(role="model", parts=[gtypes.Part(text=reply.text or "ok")]))
+    client.close()
+    return drift_warnings(caught), task
+
+
+@pytest.mark.parametrize("shape", ["alternating", "irregular"])
+def test_two_gemini_agents_on_one_client_report_no_drift_and_a_real_change_once(shape: str) -> None:
+    order = orders()[shape]
+    drifts, task = run_gemini_agents(order)
+    generate = [r for r in task.records if r.operation == "generate_content"]
+    assert drifts == [] and all(record.drift is None for record in generate)
+    assert len({record.conversation for record in generate}) == 2
+    drift_at = next(k for k in range(8, len(order)) if order[k] == 0)
+    drifts, task = run_gemini_agents(order, drift_at=drift_at)
+    generate = [r for r in task.records if r.operation == "generate_content"]
+    assert len(drifts) == 1
+    (drifted,) = [k for k, record in enumerate(generate) if record.drift is not None]
+    assert drifted == drift_at and generate[drifted].drift.segment.startswith("systemInstruction")
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai", "gemini"])
+def test_one_shot_calls_whose_prompt_was_edited_are_drift_but_another_prompt_is_not(provider: str) -> None:
+    from budgetclient.formats.anthropic.blocks import prefix_shape as anthropic_shape
+    from budgetclient.formats.openai.prefix import prefix_shape as openai_shape
+
+    policy = words(1500, "policy")
+    edited = policy.replace("policy0 ", "policy-zero ", 1)  # reworded near the start
+    other = words(1500, "critic")
+
+    def shape(system: str, tools: list[Any]) -> Any:
+        if provider == "anthropic":
+            return anthropic_shape({"system": system, "tools": tools})
+        if provider == "openai":
+            request = {"messages": [{"role": "system", "content": system}], "tools": tools}
+            return openai_shape(request, "chat.completions")
+        from budgetclient.lineage import prefix_shape as generic
+
+        return generic(b"gemini" + system.encode() + repr(tools).encode(), [system])
+
+    base = shape(policy, TOOLS)
+    assert shape(edited, TOOLS).resembles(base)  # an edit: drift of that conversation
+    assert shape(policy + " v2", TOOLS).resembles(base)  # text added at the end
+    assert shape(policy, TOOLS[:3]).resembles(base)  # the same system prompt, other tools
+    assert not shape(other, TOOLS).resembles(base)  # another agent with the same tools
+    assert not shape("You are a critic.", TOOLS).resembles(shape("You are a researcher.", TOOLS))

@@ -5,6 +5,7 @@ Driven through the real SDK on the fake backend; what was written is read from t
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -15,13 +16,14 @@ import pytest
 
 import budgetclient as bc
 from budgetclient.ledger.opening import open_ledger
-from budgetclient.run_history import run_gaps, run_history
+from budgetclient.run_history import STABLE_PREFIX, run_gaps, run_history
 from budgetclient.testing import FakeAnthropic, FakeClock
 from tests.test_ledger import make_call
 
 MODEL = "claude-sonnet-4-6"
 POSTGRES = os.environ.get("BUDGETCLIENT_TEST_POSTGRES_URL", "")
 SYSTEM = " ".join(f"s{i}" for i in range(12_000))
+OTHER = " ".join(f"o{i}" for i in range(12_000))
 
 
 def earlier_run(task_name: str, gap_s: float, calls: int = 6, *, days_ago: float = 1.0) -> list[Any]:
@@ -103,7 +105,7 @@ def test_a_frequent_task_reads_only_its_last_hour_and_none_with_a_memory_ledger(
     before = run_history.queries
     with bc.task(name):
         for k in range(3):  # two conversations of the task, three calls
-            client.messages.create(model=MODEL, max_tokens=20, system=SYSTEM if k != 1 else SYSTEM + " other",
+            client.messages.create(model=MODEL, max_tokens=20, system=SYSTEM if k != 1 else OTHER,
                                    messages=[{"role": "user", "content": f"status {k}?"}])
     assert run_history.queries - before == 1  # ten gaps in the last hour: no wider read
     bc.configure(ledger=f"memory://{uuid.uuid4().hex}")
@@ -122,3 +124,40 @@ def test_no_ledger_file_is_created_to_look_for_history(tmp_path: Any) -> None:
                                messages=[{"role": "user", "content": "status?"}])
     assert run_history.queries == before
     bc.flush()
+
+
+def join_history_reads() -> None:
+    for thread in threading.enumerate():
+        if thread.name == "budgetclient-run-history":
+            thread.join()
+
+
+def test_the_ttl_is_learnt_per_stable_prefix_and_read_as_the_task_starts(ledger_url: str) -> None:
+    from budgetclient.formats.anthropic.blocks import conversation_head
+
+    name = f"monitor-{uuid.uuid4().hex}"
+    slow, quick = (conversation_head({"system": system}).fingerprint for system in (SYSTEM, OTHER))
+
+    def tagged(run: list[Any], prefix: str) -> list[Any]:
+        return [replace(call, metadata={STABLE_PREFIX: prefix}) for call in run]
+
+    # one task name, two prompts: runs with SYSTEM came 7 minutes apart, runs with OTHER seconds apart
+    seed(ledger_url, tagged(earlier_run(name, 420.0), slow),
+         tagged(earlier_run(name, 30.0, days_ago=0.5), quick))
+    bc.configure(ledger=ledger_url)
+    first_call_writes(f"warm-up-{uuid.uuid4().hex}")  # a client asked for a prior: task starts read ahead
+    before = run_history.queries
+    client = bc.Anthropic(api_key="test", http_client=FakeAnthropic(clock=FakeClock()).http_client())
+    with bc.task(name):
+        join_history_reads()
+        assert run_history.queries - before == 2  # read as the task started, before any call
+        writes = []
+        for system in (SYSTEM, OTHER):  # two agents of the task (their own first messages)
+            usage = client.messages.create(model=MODEL, max_tokens=20, system=system,
+                                           messages=[{"role": "user", "content": system[:9]}]).usage
+            long = usage.cache_creation.ephemeral_1h_input_tokens if usage.cache_creation else 0
+            writes.append((long, (usage.cache_creation_input_tokens or 0) - long))
+    assert run_history.queries - before == 2  # the calls read no ledger
+    (slow_1h, slow_5m), (quick_1h, quick_5m) = writes
+    assert slow_1h > 0 and slow_5m == 0  # SYSTEM's runs had long gaps: 1h from the first call
+    assert quick_1h == 0 and quick_5m > 0  # OTHER's runs were quick: 5m

@@ -8,7 +8,9 @@ in the entry are dropped, and ``cachedContent`` names the entry.
 
 Whether an entry pays is decided by ``cache_pays`` (pure): explicit caching guarantees the cache-read
 rate on the prefix, which implicit caching (Gemini 2.5+) may already give for free, so the saving is
-counted only on the share of the prefix implicit caching has been missing. Entries are content
+counted only on the share of the prefix implicit caching has been missing (the server's counts,
+from the first repeat on; before that, what earlier runs of the task with the same prefix showed,
+`run_history`, with how many calls such a run makes). Entries are content
 addressed per model and shared by every conversation of the client that sends the same prefix;
 their TTL is refreshed while in use, and they are deleted on ``close()`` (or interpreter exit).
 
@@ -41,10 +43,12 @@ import httpx2
 
 from .. import admission, metering, pricing
 from .._log import log
-from ..blocks import Block
+from ..blocks import Block, block_digest, raw_bytes
 from ..errors import BudgetExceeded
 from ..estimate import estimate_request
+from ..lineage import ConversationHead, PrefixShape, prefix_shape, text_parts
 from ..metering import CallContext
+from ..run_history import RunPrior
 from ..tasks import Task
 from ..usage import CallRecord, CostBreakdown, Usage
 from ._google_body import WireBody
@@ -53,13 +57,21 @@ from ._google_rules import (
     ServerClock,
     auto_ttl,
     cache_pays,
+    content_digest,
     economics_for,
     expected_future_reads,
     min_cache_tokens,
     parse_rfc3339,
 )
 
-__all__ = ["CachedContent", "CachePlan", "HttpStep", "ManagedCaches"]
+__all__ = [
+    "CachePlan",
+    "CachedContent",
+    "HttpStep",
+    "ManagedCaches",
+    "conversation_head",
+    "request_prefix_shape",
+]
 
 
 PROVIDER = "google"
@@ -154,6 +166,39 @@ class CachePlan:
     contents_count: int
     contents: list[Any] = field(default_factory=list)
     """The request's contents as sent by the caller (to split the server's prompt count)."""
+    prior: RunPrior | None = None
+    """What earlier runs of the task showed for this prefix (`run_history`)."""
+    run: tuple[str, str, str] | None = None
+    """(task id, model, prefix key): this run's calls of the prefix are counted under it."""
+    run_calls: int = 0
+    """Calls of this prefix this run made before this one."""
+
+
+def conversation_head(wire: WireBody) -> ConversationHead:
+    """The request's start as a `lineage.ConversationHead` (which conversation it continues): one
+    digest of the system instruction, one of the tools and tool config, one of each of the first two
+    contents. Built from digests the decoded body already holds."""
+    blocks = wire.prefix().blocks
+    fixed = tuple(
+        block_digest(b"".join(b.digest for b in blocks if b.section == section))
+        for section in ("system", "tools")
+        if any(b.section == section for b in blocks)
+    )
+    if wire.contents is not None:
+        opening = tuple(piece.digest.encode() for piece in wire.contents[:2])
+    else:
+        contents = wire.body.get("contents")
+        listed = contents[:2] if isinstance(contents, list) else []
+        opening = tuple(content_digest(c).encode() for c in listed)
+    return ConversationHead(fixed=fixed, opening=opening)
+
+
+def request_prefix_shape(wire: WireBody) -> PrefixShape:
+    """The system instruction and tools as a `lineage.PrefixShape` (`lineage.Conversations.match`)."""
+    fields = wire.prefix().fields
+    system = fields.get("systemInstruction")
+    texts = text_parts(system.get("parts") if isinstance(system, Mapping) else system)
+    return prefix_shape(raw_bytes(fields), texts)
 
 
 def _bounded_get(store: OrderedDict[Any, T], key: Any, factory: Callable[[], T]) -> T:
@@ -182,6 +227,7 @@ class ManagedCaches:
         self._stats: OrderedDict[tuple[str, str], PrefixStats] = OrderedDict()
         self._lineages: OrderedDict[str, ConversationPrefix] = OrderedDict()
         self._creating: set[tuple[str, str, tuple[str, ...]]] = set()
+        self._runs: OrderedDict[tuple[str, str, str], int] = OrderedDict()
         self.closed = False
 
     # -- inspection ------------------------------------------------------------------------------
@@ -194,13 +240,17 @@ class ManagedCaches:
             return any(e.managed for e in self._entries.values())
 
     # -- before a request ------------------------------------------------------------------------
-    def plan(self, route: GeminiRoute, wire: WireBody, lineage_key: str) -> CachePlan:
-        """Fingerprint the request's stable prefix, next to what the conversation sent last."""
+    def plan(self, route: GeminiRoute, wire: WireBody, lineage_key: str, *,
+             task_id: str | None = None, prior: RunPrior | None = None) -> CachePlan:
+        """Fingerprint the request's stable prefix, next to what the conversation sent last;
+        ``prior`` is what earlier runs of task ``task_id``'s name showed for this prefix."""
         prefix = wire.prefix()
         opening_contents, opening = wire.opening()
         contents = wire.body.get("contents")
+        run = (task_id, route.model, prefix.base_key) if task_id is not None else None
         with self._lock:
             state = _bounded_get(self._lineages, lineage_key, lambda: ConversationPrefix(lineage_key))
+            run_calls = self._runs.get(run, 0) if run is not None else 0
             plan = CachePlan(
                 route=route,
                 lineage=state,
@@ -214,6 +264,9 @@ class ManagedCaches:
                 previous_opening=state.opening,
                 contents_count=len(contents) if isinstance(contents, list) else 0,
                 contents=contents if isinstance(contents, list) else [],
+                prior=prior,
+                run=run,
+                run_calls=run_calls,
             )
         return plan
 
@@ -223,6 +276,11 @@ class ManagedCaches:
         with self._lock:
             state = plan.lineage
             state.blocks, state.base_key, state.opening = plan.blocks, plan.base_key, plan.opening
+            if plan.run is not None:
+                self._runs[plan.run] = self._runs.get(plan.run, 0) + 1
+                self._runs.move_to_end(plan.run)
+                while len(self._runs) > _MAX_TRACKED:
+                    self._runs.popitem(last=False)
 
     def prefix_tokens(self, plan: CachePlan) -> int:
         """Tokens of the stable prefix: the size of the entry once known, else an offline estimate."""
@@ -354,12 +412,18 @@ class ManagedCaches:
         economics = economics_for(model)
         if economics is None:
             return None
-        ttl = auto_ttl(self.cache_ttl, stats.max_gap_s)
-        future_reads = expected_future_reads(stats.seen)
-        hours = (Decimal(str(future_reads * stats.mean_gap_s)) + ttl) / _HOUR
+        prior = plan.prior or RunPrior()
+        ttl = auto_ttl(self.cache_ttl, max([stats.max_gap_s, *prior.gaps]))
+        future_reads = expected_future_reads(
+            stats.seen, run_calls=plan.run_calls, calls_per_run=prior.calls_per_run
+        )
+        mean_gap = stats.mean_gap_s or (sum(prior.gaps) / len(prior.gaps) if prior.gaps else 0.0)
+        hours = (Decimal(str(future_reads * mean_gap)) + ttl) / _HOUR
+        # the server's own counts of this run once a repeat showed them, else earlier runs'
+        hit_share = stats.implicit_hit_share if stats.implicit_prompt else prior.implicit_hit_share
         if not cache_pays(
             future_reads=future_reads,
-            implicit_hit_share=stats.implicit_hit_share,
+            implicit_hit_share=hit_share or 0.0,
             expected_hours=hours,
             economics=economics,
         ):

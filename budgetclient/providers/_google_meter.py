@@ -33,14 +33,22 @@ from ..drift import PrefixDrift, explain_drift
 from ..errors import BudgetExceeded, PrefixDriftError, PrefixDriftWarning
 from ..estimate import EstimateMemo, estimate_request
 from ..formats.google.prefix import with_tokens
-from ..lineage import current_conversation, lineage_key
+from ..lineage import Conversations, current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions
+from ..run_history import STABLE_PREFIX, run_history
 from ..tasks import Task, add_task_closing_hook, current_task
 from ..usage import Usage
 from ._drift_report import announce_drift
 from ._google_body import BodyHistory
-from ._google_cache import CachedContent, CachePlan, HttpStep, ManagedCaches
+from ._google_cache import (
+    CachedContent,
+    CachePlan,
+    HttpStep,
+    ManagedCaches,
+    conversation_head,
+    request_prefix_shape,
+)
 from ._google_rules import GeminiRoute, parse_route
 from ._sse import BodyObserver, tap_response
 
@@ -203,6 +211,7 @@ class GeminiMeter:
         self.client_key = f"{id(self):x}"
         self.caches = ManagedCaches(cache_ttl=options.cache_ttl, on_entry=self._track)
         self.bodies = BodyHistory()
+        self.conversations = Conversations()
         self._memos: OrderedDict[str, EstimateMemo] = OrderedDict()
         """Token-estimate memos per conversation: its decoded bodies reuse unchanged contents."""
         self._memos_lock = threading.Lock()
@@ -280,14 +289,22 @@ class GeminiMeter:
         if not route.is_generate or request.method.upper() != "POST":
             return None
         task = current_task()
-        key = lineage_key(
-            self.client_key, PROVIDER, route.model, task.id if task else None, current_conversation()
-        )
+        named = current_conversation()
+        key = lineage_key(self.client_key, PROVIDER, route.model, task.id if task else None, named)
         wire = self.bodies.decode(key, request.read() or b"null")
         if wire is None:
             return None
+        head = conversation_head(wire)
+        if named is None:  # matched by content among the scope's conversations (lineage.Conversations)
+            key = self.conversations.match(key, head, lambda: request_prefix_shape(wire))
         body = wire.body
-        plan = None if body.get("cachedContent") else self.caches.plan(route, wire, key)
+        plan = None
+        if not body.get("cachedContent"):
+            prior = None
+            if task is not None and self.options.cache == "auto" and wire.prefix().fields:
+                # read when the task started (run_history), per task name; filtered by prefix here
+                prior = run_history.prior(task.name, task.id, route.model, head.fingerprint)
+            plan = self.caches.plan(route, wire, key, task_id=task.id if task else None, prior=prior)
         call = _Call(route=route, original=request, sent=request, ctx=None, task=task, plan=plan)
         ctx = call.ctx = admit(
             Admission(
@@ -304,6 +321,7 @@ class GeminiMeter:
                 request_bytes=len(request.content),
                 conversation=key,
                 prefix_hash=plan.base_key if plan is not None and plan.fields else None,
+                metadata={STABLE_PREFIX: head.fingerprint} if head.fixed else None,
             )
         )
         with holding(ctx):  # the call holds budget now: any exit before sending gives it back

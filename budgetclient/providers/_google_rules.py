@@ -120,22 +120,28 @@ def cache_pays(
 ) -> bool:
     """True when the reads expected after creation repay creating and storing the entry.
 
-    Per prefix token: each later read saves ``input - cache_read`` on the share implicit caching
-    misses; the entry costs its creation (``input``) plus storage for ``expected_hours``. The
-    creating call is not counted as a saving: it is where the entry is paid for, and a short
-    session may end right after it.
+    Per prefix token, against sending the prefix as before (implicit caching hitting a share ``h``
+    of it): each later read saves ``input - cache_read`` on the share implicit caching misses; the
+    creating call pays the creation (``input``) and then reads the entry (``cache_read``) where it
+    would have paid ``(1 - h) * input + h * cache_read``, so it costs ``h * input + (1 - h) *
+    cache_read`` more, plus storage for ``expected_hours``. A short session may end right after
+    the creating call: that extra is what it risks.
     """
-    miss = Decimal(str(min(max(1.0 - implicit_hit_share, 0.0), 1.0)))
+    hit = Decimal(str(min(max(implicit_hit_share, 0.0), 1.0)))
+    miss = 1 - hit
     saving = future_reads * (economics.input - economics.cache_read) * miss
-    return saving > economics.input + economics.storage_per_hour * expected_hours
+    creating = hit * economics.input + miss * economics.cache_read
+    return saving > creating + economics.storage_per_hour * expected_hours
 
 
-def expected_future_reads(seen: int) -> int:
+def expected_future_reads(seen: int, *, run_calls: int = 0, calls_per_run: float | None = None) -> int:
     """Reads to expect after the current call of a prefix already sent ``seen`` times: as many as
-    the repeats seen so far (``seen - 1``; the first send is no repeat). A prefix sent once or
-    twice expects too little to pay, so a two- or three-call session never creates an entry.
+    the repeats seen so far (``seen - 1``; the first send is no repeat), or, when earlier runs of
+    the task made ``calls_per_run`` calls (`run_history`), what is left of such a run after this
+    one's ``run_calls`` earlier calls and the current one, whichever is more.
     """
-    return max(seen - 1, 0)
+    learnt = int(calls_per_run) - run_calls - 1 if calls_per_run is not None else 0
+    return max(seen - 1, learnt, 0)
 
 
 def auto_ttl(option: str, max_gap_s: float) -> int:

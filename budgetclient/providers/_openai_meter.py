@@ -50,6 +50,8 @@ from ..formats.openai.prefix import (
     RouteSpreader,
     background_poll,
     classify,
+    conversation_head,
+    prefix_shape,
     prepare_request,
     prompt_cache_key_for,
     request_shape_of,
@@ -289,8 +291,15 @@ class OpenAIMeter:
         client_key = f"{self.client_key}/{operation}"
         task_id = task.id if task else None
         shape = request_shape_of(body, operation)
-        lineage = lineage_key(client_key, PROVIDER, model, task_id, conversation, shape)
-        state = self.lineages.get(lineage)
+        scope = lineage_key(client_key, PROVIDER, model, task_id, conversation, shape)
+        # bc.conversation names it; otherwise matched by content among the scope's conversations
+        if conversation is not None:
+            state = self.lineages.get(scope)
+        else:
+            state = self.lineages.match(
+                scope, conversation_head(body, operation), lambda: prefix_shape(body, operation)
+            )
+        lineage = state.key
         with state.lock:
             previous, previous_response = state.prefix, state.response_id
             gap = time.time() - state.last_call_at if state.last_call_at is not None else None

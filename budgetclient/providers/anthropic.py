@@ -34,7 +34,7 @@ from ..lineage import LineageRegistry, LineageState, current_conversation, linea
 from ..metering import CallContext
 from ..options import ClientOptions, pop_option_overrides, split_client_options
 from ..pricing import is_bedrock_id
-from ..run_history import run_history
+from ..run_history import STABLE_PREFIX, run_history
 from ..tasks import current_task
 from ..usage import Usage, _trusted_usage
 from ._drift_report import announce_drift
@@ -218,6 +218,7 @@ class BudgetMiddleware(Middleware):
         t = current_task()
         state: LineageState | None = None
         prepared: PreparedRequest | None = None
+        stable: str | None = None
         try:
             if _server_side_thread(body):
                 # the server holds the conversation: the body carries only the new turn, so there
@@ -228,12 +229,15 @@ class BudgetMiddleware(Middleware):
                 self.client_key, PROVIDER, model, t.id if t else None, named, request_shape_of(body),
             )  # fmt: skip
             # bc.conversation names it; otherwise matched by content among the scope's conversations
+            head = conversation_head(body)
+            stable = head.fingerprint
             if named is not None:
                 state = self.lineages.get(key)
             else:
-                state = self.lineages.match(key, conversation_head(body), lambda: prefix_shape(body))
+                state = self.lineages.match(key, head, lambda: prefix_shape(body))
             if state.prior_gaps is None and t is not None and self.options.cache_ttl == "auto":
-                state.prior_gaps = run_history.gaps(t.name, t.id, model)  # read per task name, cached
+                # read when the task started (run_history), per task name; filtered by prefix here
+                state.prior_gaps = run_history.gaps(t.name, t.id, model, stable)
             prepared = prepare_request(
                 body,
                 cache=self.options.cache,
@@ -265,9 +269,7 @@ class BudgetMiddleware(Middleware):
                 attempt=request.retries_taken,
                 conversation=(state.key if state is not None else None),
                 prefix_hash=prepared.prefix_hash if prepared is not None else None,
-                metadata={"breakpoints": list(prepared.breakpoints)}
-                if prepared is not None and prepared.breakpoints
-                else None,
+                metadata=_metadata(prepared, stable),
             )
         )
         with holding(ctx):
@@ -791,3 +793,11 @@ def wrap_anthropic(client: C, options: ClientOptions) -> C:
         ) from exc
     _hook_copies(wrapped)
     return wrapped  # type: ignore[no-any-return]
+
+
+def _metadata(prepared: PreparedRequest | None, stable: str | None) -> dict[str, Any] | None:
+    """The breakpoints placed, and the stable prefix's fingerprint (`run_history` learns per prefix)."""
+    metadata: dict[str, Any] = {STABLE_PREFIX: stable} if stable is not None else {}
+    if prepared is not None and prepared.breakpoints:
+        metadata["breakpoints"] = list(prepared.breakpoints)
+    return metadata or None

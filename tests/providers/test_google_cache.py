@@ -96,28 +96,29 @@ def test_twenty_call_conversation_costs_less_with_managed_caching() -> None:
     assert without_cache.cost == expected_without
     assert expected_with < expected_without
 
-    # one entry holding exactly the 40,000-token prefix, read by calls 4..20, gone at close: at
-    # call 3 the one repeat seen promises one later read (0.27 < 0.30 creation, per MTok), at
-    # call 4 two (0.54 > 0.30 + storage for 2 x 36 s + the 300 s TTL = 0.403)
+    # one entry holding exactly the 40,000-token prefix, read by calls 3..20, gone at close: at
+    # call 2 nothing is known of implicit caching, at call 3 the one repeat seen missed and
+    # promises one later read (0.27 saved per MTok > 0.03 the creating call reads + storage for
+    # 36 s + the 300 s TTL = 0.123)
     (entry,) = cached.caches.values()
     assert entry.tokens == PREFIX_40K_TOKENS
     reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in cached.generations]
-    assert reads == [0, 0, 0] + [PREFIX_40K_TOKENS] * 17
+    assert reads == [0, 0] + [PREFIX_40K_TOKENS] * 18
     assert entry.deleted_at is not None and not cached.live_caches()
     assert plain.caches == {}
 
-    # the saving by hand: 17 reads at the cached rate, minus creation, minus storage from the
-    # 4th call (t = 108 s) to close (t = 720 s)
-    storage_hours = Decimal(20 * GAP_S - 3 * GAP_S) / HOUR
+    # the saving by hand: 18 reads at the cached rate, minus creation, minus storage from the
+    # 3rd call (t = 72 s) to close (t = 720 s)
+    storage_hours = Decimal(20 * GAP_S - 2 * GAP_S) / HOUR
     saving = (
-        17 * PREFIX_40K_TOKENS * (INPUT - CACHED)
+        18 * PREFIX_40K_TOKENS * (INPUT - CACHED)
         - PREFIX_40K_TOKENS * INPUT
         - PREFIX_40K_TOKENS * storage_hours * STORAGE
     ) / MTOK
-    assert expected_without - expected_with == saving == Decimal("0.1648")
+    assert expected_without - expected_with == saving == Decimal("0.1752")
 
     # the task's breakdown puts storage in its own bucket, and usage stays exact
-    assert with_cache.cost_breakdown.storage == storage_cost(cached) == Decimal("0.0068")
+    assert with_cache.cost_breakdown.storage == storage_cost(cached) == Decimal("0.0072")
     assert with_cache.usage == sum(usage_of(g.usage_metadata) for g in cached.generations) + bc.Usage(
         input_tokens=PREFIX_40K_TOKENS
     )
@@ -138,7 +139,7 @@ async def test_async_conversation_uses_and_deletes_the_cache() -> None:
             fake.advance(GAP_S)
         await c.aio.aclose()
     reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
-    assert reads == [0, 0, 0] + [PREFIX_40K_TOKENS] * 3
+    assert reads == [0, 0] + [PREFIX_40K_TOKENS] * 4
     assert not fake.live_caches()
     assert t.cost == server_cost(fake)
 
@@ -172,21 +173,30 @@ def test_cache_off_never_rewrites() -> None:
     assert all("cachedContent" not in b for b in fake.bodies(":generateContent"))
 
 
-def test_cache_pays_counts_only_reads_after_creation() -> None:
+def test_cache_pays_when_the_later_reads_repay_the_creating_call_and_storage() -> None:
     flash = CacheEconomics(
         input=Decimal("0.30"), cache_read=Decimal("0.03"), storage_per_hour=Decimal("1.00")
     )
-    hours = Decimal("0.1")
-    # one later read cannot repay creation (0.27 saved < 0.30 + storage): the creating call is no saving
-    assert not cache_pays(future_reads=1, implicit_hit_share=0.0, expected_hours=hours, economics=flash)
-    # two: 0.54 > 0.30 + 0.10
-    assert cache_pays(future_reads=2, implicit_hit_share=0.0, expected_hours=hours, economics=flash)
-    # implicit caching already hitting: nothing left to save
-    assert not cache_pays(future_reads=50, implicit_hit_share=1.0, expected_hours=hours, economics=flash)
-    # a long idle life makes storage dominate
-    assert not cache_pays(future_reads=2, implicit_hit_share=0.0, expected_hours=Decimal(1), economics=flash)
+
+    def totals(reads: int, hit: float, hours: Decimal) -> tuple[Decimal, Decimal]:
+        """Per prefix token: the creating call and ``reads`` later ones, without and with an entry."""
+        h = Decimal(str(hit))
+        plain = (1 + reads) * ((1 - h) * flash.input + h * flash.cache_read)
+        cached = flash.input + (1 + reads) * flash.cache_read + hours * flash.storage_per_hour
+        return plain, cached
+
+    for reads, hit, hours in [(0, 0.0, Decimal("0.1")), (1, 0.0, Decimal("0.1")), (1, 0.0, Decimal(1)),
+                              (2, 0.0, Decimal(1)), (50, 1.0, Decimal("0.1")), (3, 0.5, Decimal("0.1")),
+                              (1, 0.5, Decimal("0.1"))]:
+        plain, cached = totals(reads, hit, hours)
+        pays = cache_pays(future_reads=reads, implicit_hit_share=hit, expected_hours=hours, economics=flash)
+        assert pays == (cached < plain), (reads, hit, hours)
+    # one later read repays a short-lived entry (0.27 saved > 0.03 read + 0.10 storage)
+    assert cache_pays(future_reads=1, implicit_hit_share=0.0, expected_hours=Decimal("0.1"), economics=flash)
     # reads expected after the current call: as many as the repeats seen (none on the 2nd or 1st call)
     assert [expected_future_reads(seen) for seen in range(5)] == [0, 0, 1, 2, 3]
+    # or what is left of a run as long as earlier runs were
+    assert [expected_future_reads(0, run_calls=k, calls_per_run=3) for k in range(4)] == [2, 1, 0, 0]
     assert (
         auto_ttl("5m", 9999),
         auto_ttl("1h", 0),
@@ -406,15 +416,15 @@ def test_wrapped_client_deletes_only_its_own_entries() -> None:
 
 def test_one_hour_ttl_needs_more_expected_reads_to_pay() -> None:
     """Each entry may idle for its whole TTL: with 1h at $1.00/MTok/h on Flash, creation waits
-    until six later reads are expected, at the 8th call (5 x 0.27 = 0.30 + 1.0 x (5 x 36 s + 1 h)
-    does not pay; 6 x 0.27 > 0.30 + 1.0 x (6 x 36 s + 1 h))."""
+    until four later reads are expected, at the 6th call (3 x 0.27 < 0.03 + 1.0 x (3 x 36 s + 1 h);
+    4 x 0.27 = 1.08 > 0.03 + 1.0 x (4 x 36 s + 1 h) = 1.07)."""
     fake = FakeGemini(implicit_caching=False)
     c = client(fake, cache_ttl="1h")
     make_entry(fake, c, calls=9)
     create = json.loads(next(r for r in fake.requests if r.url.path.endswith("/cachedContents")).content)
     assert create["ttl"] == "3600s"
     reads = [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations]
-    assert reads == [0] * 7 + [PREFIX_40K_TOKENS] * 2
+    assert reads == [0] * 5 + [PREFIX_40K_TOKENS] * 4
     c.close()
 
 
@@ -425,9 +435,9 @@ def test_vertex_express_paths_are_metered_and_cached() -> None:
         make_entry(fake, c, calls=5)
         c.close()
     assert all("/v1beta1/" in str(r.url) for r in fake.requests)
-    assert [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations] == [0, 0, 0] + [
+    assert [g.usage_metadata.get("cachedContentTokenCount", 0) for g in fake.generations] == [0, 0] + [
         PREFIX_40K_TOKENS
-    ] * 2
+    ] * 3
     assert t.cost == server_cost(fake)
 
 
@@ -439,9 +449,11 @@ def raw_sdk_cost(fake: FakeGemini) -> Decimal:
 
 
 @pytest.mark.parametrize("calls", [1, 2, 3])
-def test_short_session_never_costs_more_than_the_raw_sdk(calls: int) -> None:
-    """No entry on the last call of a short session: the creating call pays creation at the input
-    rate, so it must be followed by reads that repay it, and a 3-call session cannot promise that."""
+def test_a_short_first_session_risks_at_most_the_creating_calls_read(calls: int) -> None:
+    """No entry before a repeat has shown that implicit caching misses (the 3rd call): one- and
+    two-call sessions cost what the raw SDK does. A session that ends right after the creating
+    call (3 calls, no history) pays what that call read from the entry and the entry's storage
+    more: the price of creating at the first call that can know (the run history removes it)."""
     managed = FakeGemini(implicit_caching=False)
     with_cache = run_conversation(managed, calls)
     plain = FakeGemini(implicit_caching=False)
@@ -450,8 +462,16 @@ def test_short_session_never_costs_more_than_the_raw_sdk(calls: int) -> None:
     for i in range(calls):
         chat.send_message(f"Question {i}: what does the policy say?")
         plain.advance(GAP_S)
-    assert managed.caches == {}
-    assert with_cache.cost == server_cost(managed) == raw_sdk_cost(plain)
+    assert with_cache.cost == server_cost(managed)
+    if calls < 3:
+        assert managed.caches == {}
+        assert with_cache.cost == raw_sdk_cost(plain)
+        return
+    (entry,) = managed.caches.values()
+    assert entry.deleted_at is not None
+    hours = Decimal(str(entry.deleted_at - entry.create_time)) / HOUR
+    extra = PREFIX_40K_TOKENS * (CACHED + hours * STORAGE) / MTOK
+    assert with_cache.cost == raw_sdk_cost(plain) + extra
 
 
 # "0 1 2 3 ..." is one fake token per 4 bytes but about one estimated token per byte: our own

@@ -10,7 +10,6 @@ they receive the finished `RequestBlocks`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from json.encoder import encode_basestring
@@ -28,7 +27,8 @@ from ...blocks import (
     value_print,
 )
 from ...drift import request_shape
-from ...lineage import ConversationHead
+from ...lineage import ConversationHead, PrefixShape, text_parts
+from ...lineage import prefix_shape as lineage_prefix_shape
 from .markers import _marker_ttl
 from .reader import anthropic_block_parts, has_custom_tool
 
@@ -93,15 +93,12 @@ def _section_digest(value: Any) -> bytes:
     return block_digest(raw if raw is not None else raw_bytes(value))
 
 
-_DIGITS = re.compile(rb"[0-9]+")
-
-
-def prefix_shape(body: Mapping[str, Any]) -> bytes:
-    """Digest of the tools and system prompt with every run of digits masked: equal for two
-    prefixes that differ only in a timestamp, a date or a counter (`LineageRegistry.match`)."""
+def prefix_shape(body: Mapping[str, Any]) -> PrefixShape:
+    """The tools and system prompt as `lineage.PrefixShape` (`LineageRegistry.match`): equal but
+    for digits, the same system, or a system prompt with text added at its end."""
     raw = compact_json([_unmarked(t) for t in _listed(body.get("tools"))]).encode() + b"\x00" + \
         compact_json(body.get("system")).encode()
-    return block_digest(_DIGITS.sub(b"0", raw))
+    return lineage_prefix_shape(raw, text_parts(body.get("system")))
 
 
 def _listed(value: Any) -> list[Any]:

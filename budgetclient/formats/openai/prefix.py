@@ -32,6 +32,8 @@ from typing import Any
 
 from ...blocks import Block, block_digest, raw_bytes, value_print
 from ...drift import prefix_fingerprint, request_shape
+from ...lineage import ConversationHead, PrefixShape, text_parts
+from ...lineage import prefix_shape as lineage_prefix_shape
 from ...options import ClientOptions
 from .usage import supports_prompt_cache_breakpoints
 
@@ -49,8 +51,10 @@ __all__ = [
     "build_prefix",
     "cache_params",
     "classify",
+    "conversation_head",
     "prepare_request",
     "prefix_cache_key",
+    "prefix_shape",
     "prompt_cache_key_for",
     "request_shape_of",
     "stable_prefix",
@@ -364,6 +368,61 @@ def build_prefix(
     prefix = tuple(blocks)
     stored = builder.stored + (len(source) if source is not None else 0)
     return prefix, PrefixMemo(source, prefix, builder.items, count is not None, stored)
+
+
+def _digest(value: Any) -> bytes:
+    """Digest of one section as the caller wrote it; pickled whole (`value_print`, C speed), JSON
+    only for values it cannot take."""
+    raw = value_print(value)
+    return block_digest(raw if raw is not None else raw_bytes(value))
+
+
+def _message_without_markers(item: Any) -> Any:
+    """A message without the cache markers on its parts (callers move them)."""
+    content = item.get("content") if isinstance(item, Mapping) else None
+    if not isinstance(content, list) or not any(
+        isinstance(part, Mapping) and "prompt_cache_breakpoint" in part for part in content
+    ):
+        return item
+    return {**item, "content": [_without_markers(part) for part in content]}
+
+
+def _head_parts(body: Mapping[str, Any], operation: str) -> tuple[Any, Any, list[Any]]:
+    """The tools, the system part (instructions and leading system/developer messages) and the
+    items after them, as the caller wrote them."""
+    tools = [body.get("tools") or [], body.get("functions") or []]
+    leading = _leading_messages(body, operation)
+    instructions = body.get("instructions") if operation == RESPONSES else None
+    system = None
+    if instructions or leading:
+        system = [instructions, [_message_without_markers(m) for _, m in leading]]
+    items = body.get("messages") if operation == CHAT else body.get("input")
+    if isinstance(items, str):
+        items = [items]
+    rest = list(items[len(leading):]) if isinstance(items, Sequence) and not isinstance(items, str) else []
+    return (tools if tools[0] or tools[1] else None), system, rest
+
+
+def conversation_head(body: Mapping[str, Any], operation: str) -> ConversationHead:
+    """The request's start as a `lineage.ConversationHead` (which conversation it continues): one
+    digest of the tools, one of the system part, one of each of the first two later messages."""
+    tools, system, rest = _head_parts(body, operation)
+    fixed = tuple(_digest(part) for part in (tools, system) if part is not None)
+    opening = tuple(_digest(_message_without_markers(m)) for m in rest[:2])
+    return ConversationHead(fixed=fixed, opening=opening)
+
+
+def prefix_shape(body: Mapping[str, Any], operation: str) -> PrefixShape:
+    """The tools and system part as a `lineage.PrefixShape` (`lineage.Conversations.match`)."""
+    tools, system, _ = _head_parts(body, operation)
+    texts: list[str] = []
+    if system is not None:
+        instructions, leading = system
+        if isinstance(instructions, str):
+            texts.append(instructions)
+        for message in leading:
+            texts += text_parts(message.get("content"))
+    return lineage_prefix_shape(raw_bytes([tools, system]), texts)
 
 
 def request_shape_of(body: Mapping[str, Any], operation: str) -> str:

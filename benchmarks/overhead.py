@@ -584,7 +584,10 @@ it, so each measured call is one dump file of its own."""
 _CLIENT_REQUEST = bytes.fromhex(
     "4889f8"  # mov rax, rdi         (rdi: the request's six words)
     "31d2"  # xor edx, edx           (the result when not under valgrind)
-    "48c1c703" "48c1c70d" "48c1c73d" "48c1c733"  # rol rdi, 3/13/61/51: valgrind's preamble
+    "48c1c703"
+    "48c1c70d"
+    "48c1c73d"
+    "48c1c733"  # rol rdi, 3/13/61/51: valgrind's preamble
     "4887db"  # xchg rbx, rbx        (the request itself)
     "4889d0"  # mov rax, rdx
     "c3"  # ret

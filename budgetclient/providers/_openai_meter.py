@@ -34,7 +34,6 @@ import openai
 
 from .. import admission, metering
 from .._guard import guarded
-from .._log import log
 from ..admission import Admission, admit, output_limit
 from ..blocks import PrefixPrint, count_tokens
 from ..config import get_settings
@@ -142,7 +141,7 @@ class OpenAIMeter:
         ``headers`` are the client's custom headers. None (options untouched) when the request is
         not a JSON model request; never raises.
         """
-        try:
+        with guarded("cache.prepare_failed", provider=PROVIDER):  # never costs the user a request
             method, url = options.method, options.url
             if not isinstance(method, str) or method.upper() != "POST" or not isinstance(url, str):
                 return None
@@ -168,26 +167,15 @@ class OpenAIMeter:
                 options.json_data = plan.prepared.body
                 options.extra_json = None
             return plan
-        except Exception as exc:  # planning must never cost the user a request
-            detail = str(exc)[:200]
-            log.error("cache.prepare_failed", provider=PROVIDER, error=type(exc).__name__, detail=detail)
-            return None
+        return None
 
     def _plan(self, operation: str, body: Mapping[str, Any] | None) -> Plan:
         model = str(body.get("model") or "") if body is not None else ""
         plan = Plan(self, operation, body, model, bool(body.get("stream")) if body is not None else False)
         if body is not None and operation in (CHAT, RESPONSES, COMPLETIONS):
-            try:
+            with guarded("cache.prepare_failed", provider=PROVIDER, model=model):  # never costs a request
                 plan.prepared, plan.lineage, plan.drift = self._prepare(body, operation, model)
                 plan.body = plan.prepared.body
-            except Exception as exc:  # preparation must never cost the user a request
-                log.error(
-                    "cache.prepare_failed",
-                    provider=PROVIDER,
-                    model=model,
-                    error=type(exc).__name__,
-                    detail=str(exc)[:200],
-                )
         return plan
 
     def _as_sent(self, request: Any, operation: str) -> Plan:
@@ -341,7 +329,7 @@ class OpenAIMeter:
     def observe(self, attempt: _Attempt, response: httpx2.Response, *, is_async: bool) -> None:
         """Record the attempt once its body has been read; never raises."""
         status = response.status_code
-        try:
+        with guarded("meter.failed", stage="openai.tap"):
             if status >= 400 and attempt.poll is not None:
                 return
             if status >= 400:
@@ -356,9 +344,8 @@ class OpenAIMeter:
             tap_response(response, _UsageObserver(self, attempt, status, sse))
             if sse and attempt.prepared is not None and attempt.prepared.hide_usage_chunk:
                 hide_usage_chunk(response, is_async=is_async)
-        except Exception as exc:
-            log.error("meter.failed", stage="openai.tap", error=type(exc).__name__, detail=str(exc)[:200])
-            metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=status)
+            return
+        metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=status)
 
     def record(
         self,

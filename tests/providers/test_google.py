@@ -520,3 +520,18 @@ def test_usage_normalisation_reads_sdk_snake_case_too() -> None:
         input_tokens=103, cache_read_tokens=40, output_tokens=15, reasoning_tokens=5, requests=1
     )
     assert google_provider.usage_from_gemini(None) == bc.Usage(requests=1)
+
+
+def test_a_fault_tapping_the_response_keeps_the_call_and_its_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeGemini()
+    c = client(fake)
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tap bug")
+
+    monkeypatch.setattr(_google_meter, "tap_response", boom)
+    with bc.task("t", budget_usd=1) as t:
+        response = c.models.generate_content(model=MODEL, contents="Hello", config=config())
+    assert response.text == fake.reply_text
+    (record,) = t.records  # recorded once, flagged, and the hold released
+    assert record.status == "incomplete" and t.spent_usd == Decimal(0)

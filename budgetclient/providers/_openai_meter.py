@@ -60,6 +60,7 @@ from ..options import ClientOptions
 from ..tasks import Task, current_task
 from ..usage import CallStatus, Usage
 from ._openai_drift import announce_drift, extra_cost, merge_diagnostics
+from ._openai_estimate import ChatEstimates
 from ._openai_stream import hide_usage_chunk
 from ._sse import BodyObserver, tap_response
 
@@ -127,6 +128,7 @@ class OpenAIMeter:
         self.client_key = f"{id(self):x}"
         self.lineages = LineageRegistry()
         self.routes = RouteSpreader()
+        self.estimates = ChatEstimates()
         self._background: OrderedDict[str, tuple[Task | None, str]] = OrderedDict()
         """Background responses still running: id -> (task that created it, model)."""
         self._lock = threading.Lock()
@@ -212,10 +214,9 @@ class OpenAIMeter:
         raw_estimate = [0]
 
         def estimate() -> int:
-            from ..estimate import estimate_request
-
             assert send_body is not None
-            result = estimate_request(PROVIDER, send_body, model)
+            conversation = lineage.key if lineage is not None and plan.operation == CHAT else None
+            result = self.estimates.estimate(conversation, send_body, model)
             raw_estimate[0] = result.raw_tokens
             return result.tokens
 

@@ -535,3 +535,25 @@ def test_a_fault_tapping_the_response_keeps_the_call_and_its_record(monkeypatch:
     assert response.text == fake.reply_text
     (record,) = t.records  # recorded once, flagged, and the hold released
     assert record.status == "incomplete" and t.spent_usd == Decimal(0)
+
+
+def test_implicit_cache_share_counts_the_prefix_split_as_the_full_read_does() -> None:
+    from budgetclient.estimate import estimate_request
+    from budgetclient.formats.google.prefix import PREFIX_FIELDS
+
+    fake = FakeGemini()
+    c = client(fake)
+    history: list[Any] = []
+    for turn in range(4):
+        question = gtypes.Part(text=f"question {turn} " * (20 + turn))
+        history.append(gtypes.Content(role="user", parts=[question]))
+        c.models.generate_content(model=MODEL, contents=history, config=config())
+        history.append(gtypes.Content(role="model", parts=[gtypes.Part(text=fake.reply_text)]))
+    expected = 0
+    for body, generation in list(zip(fake.bodies(":generateContent"), fake.generations, strict=True))[1:]:
+        fields = {k: body[k] for k in PREFIX_FIELDS if k in body}
+        prefix = estimate_request("google", fields, MODEL).raw_tokens
+        rest = estimate_request("google", {"contents": body["contents"]}, MODEL).raw_tokens
+        expected += max(round(generation.usage_metadata["promptTokenCount"] * prefix / (prefix + rest)), 1)
+    (stats,) = c._api_client._httpx_client._meter.caches._stats.values()
+    assert stats.seen == 4 and stats.implicit_prompt == expected

@@ -17,6 +17,15 @@ round adds one small user turn, as an agent loop does, and both sides send the s
     python benchmarks/overhead.py --profile anthropic:150000:sync  # cProfile of the wrapped side
     python benchmarks/overhead.py --reply-tokens 1000              # 1k-token turns appended
     python benchmarks/overhead.py --shape tools                    # tool calls and tool results
+    python benchmarks/overhead.py --instructions  # instructions per call under callgrind (~15 min)
+
+``--instructions`` runs each sync case (1k, 30k and 150k tokens of text turns, and the 150k agent
+tool loop) in a process of its own under valgrind's callgrind (Debian package ``valgrind``), and
+counts the instructions of the calling thread in steady-state calls only: a few warm-up rounds
+uncounted, then each measured call runs inside ``sys.call_tracing`` (a C function nothing else on
+the path calls), which is callgrind's ``--toggle-collect`` marker and ``--dump-after`` trigger, so
+every measured call is one dump. Work the library hands to its writer thread is not counted:
+it is not on the caller's path. Machine load does not move these counts.
 
 Each case sends turns no earlier case sent (token counts are memoised by text); the system prompt
 and the tools are the same in all of them.
@@ -36,7 +45,9 @@ import logging
 import os
 import pstats
 import random
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -563,6 +574,163 @@ def profile(spec: str) -> None:
     stats.print_callers("encoder.py.*iterencode|dumps")
 
 
+# -- instruction counts under callgrind ---------------------------------------------------------
+
+INSTR_MARKER = "_PyEval_CallTracing"
+"""The C function behind ``sys.call_tracing``: callgrind collects only inside it and dumps after
+it, so each measured call is one dump file of its own."""
+
+
+_CLIENT_REQUEST = bytes.fromhex(
+    "4889f8"  # mov rax, rdi         (rdi: the request's six words)
+    "31d2"  # xor edx, edx           (the result when not under valgrind)
+    "48c1c703"
+    "48c1c70d"
+    "48c1c73d"
+    "48c1c733"  # rol rdi, 3/13/61/51: valgrind's preamble
+    "4887db"  # xchg rbx, rbx        (the request itself)
+    "4889d0"  # mov rax, rdx
+    "c3"  # ret
+)
+"""Valgrind's client-request sequence for x86-64 (``valgrind.h``), as a function ``long(long *)``:
+a no-op returning 0 outside valgrind. Lets the child start callgrind's instrumentation after its
+imports and warm-up (``--instr-atstart=no``: those run several times faster uninstrumented)."""
+_CALLGRIND_START_INSTRUMENTATION = (ord("C") << 24 | ord("T") << 16) + 4
+
+
+def start_instrumentation() -> bool:
+    """Ask callgrind to start instrumenting now; False where the request cannot be made here."""
+    import ctypes
+    import mmap
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64") or not sys.platform.startswith("linux"):
+        return False
+    page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    page.write(_CLIENT_REQUEST)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+    request = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.POINTER(ctypes.c_long))(address)
+    args = (ctypes.c_long * 6)(_CALLGRIND_START_INSTRUMENTATION, 0, 0, 0, 0, 0)
+    request(args)
+    _keep.append((page, request))
+    return True
+
+
+def instruction_cases(providers: list[str], sizes: list[int]) -> list[tuple[str, int, str]]:
+    """(provider, tokens, shape): text turns at every size, and the agent tool loop at the largest."""
+    cases = [(p, n, "text") for p in providers for n in sizes]
+    cases += [(p, max(sizes), "tools") for p in providers]
+    return sorted(cases, key=lambda c: (providers.index(c[0]), c[1], c[2]))
+
+
+def instructions_child(spec: str, calls: int, warmup: int) -> None:
+    """Run under callgrind: warm-up rounds uncounted, then ``calls`` interleaved rounds, each call
+    inside the marker; prints the order of the sides (one dump per call, in that order)."""
+    provider, size, _ = spec.split(":")
+    raw, wrapped, append = make_case(provider, int(size), "sync")
+    order: list[str] = []
+    for i in range(warmup + calls):
+        append(i)
+        if i == warmup and not start_instrumentation():
+            raise SystemExit("--instructions needs x86-64 Linux (callgrind's client request)")
+        pair = (("raw", raw), ("budgetclient", wrapped))
+        for side, fn in pair if i % 2 == 0 else reversed(pair):
+            gc.collect()
+            if i < warmup:
+                fn()
+            else:
+                sys.call_tracing(fn, ())
+                order.append(side)
+    print("ORDER " + ",".join(order), flush=True)
+
+
+@dataclass
+class InstrResult:
+    provider: str
+    tokens: int
+    shape: str
+    raw: float
+    wrapped: float
+
+    @property
+    def ratio(self) -> float:
+        return self.wrapped / self.raw
+
+
+def _dump_total(path: Path) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith("totals:") or line.startswith("summary:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no totals in {path}")
+
+
+def count_instructions(case: tuple[str, int, str], calls: int, warmup: int, budget: bool) -> InstrResult:
+    """One case in its own process under callgrind; instructions per call, mean of ``calls``."""
+    provider, tokens, shape = case
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [
+            valgrind,
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            "--collect-atstart=no",
+            f"--toggle-collect={INSTR_MARKER}",
+            f"--dump-after={INSTR_MARKER}",
+            f"--callgrind-out-file={out}/cg.out",
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--instructions-child",
+            f"{provider}:{tokens}:{shape}",
+            "--shape",
+            shape,
+            "--reply-tokens",
+            str(REPLY_TOKENS),
+            "--calls",
+            str(calls),
+            "--warmup",
+            str(warmup),
+            *([] if budget else ["--no-budget"]),
+        ]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        order_lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ORDER ")]
+        if proc.returncode != 0 or not order_lines:
+            sys.stderr.write(proc.stderr[-4000:])
+            raise SystemExit(f"callgrind run failed for {case}")
+        order = order_lines[-1].split()[1].split(",")
+        dumps = sorted(Path(out).glob("cg.out.*"), key=lambda p: int(p.suffix[1:]))
+        if len(dumps) != len(order):
+            raise SystemExit(f"{case}: {len(dumps)} dumps for {len(order)} measured calls")
+        per_side: dict[str, list[int]] = {"raw": [], "budgetclient": []}
+        for side, dump in zip(order, dumps, strict=True):
+            per_side[side].append(_dump_total(dump))
+    return InstrResult(
+        provider,
+        tokens,
+        shape,
+        statistics.fmean(per_side["raw"]),
+        statistics.fmean(per_side["budgetclient"]),
+    )
+
+
+def run_instructions(providers: list[str], sizes: list[int], calls: int, warmup: int, budget: bool) -> None:
+    results: list[InstrResult] = []
+    for case in instruction_cases(providers, sizes):
+        r = count_instructions(case, calls, warmup, budget)
+        results.append(r)
+        print(
+            f"provider={r.provider} tokens={r.tokens} shape={r.shape} raw_instr={r.raw:.0f} "
+            f"budgetclient_instr={r.wrapped:.0f} added_instr={r.wrapped - r.raw:.0f} ratio={r.ratio:.3f}",
+            flush=True,
+        )
+    worst = max(results, key=lambda r: r.ratio)
+    print(
+        f"worst_ratio={worst.ratio:.3f} provider={worst.provider} tokens={worst.tokens} shape={worst.shape}"
+    )
+
+
 def main() -> None:
     global REPLY_TOKENS, SHAPE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -586,12 +754,33 @@ def main() -> None:
         default=SHAPE,
         help="turns as plain strings (default) or an agent's tool calls and tool results",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instructions per sync call under valgrind's callgrind (one process per case)",
+    )
+    parser.add_argument("--calls", type=int, default=3, help="--instructions: measured rounds per case")
+    parser.add_argument("--warmup", type=int, default=3, help="--instructions: uncounted rounds first")
+    parser.add_argument("--instructions-child", metavar="PROVIDER:TOKENS:SHAPE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     REPLY_TOKENS = args.reply_tokens
     SHAPE = args.shape
+    if args.instructions:
+        run_instructions(
+            args.providers.split(","),
+            [int(s) for s in args.sizes.split(",")],
+            args.calls,
+            args.warmup,
+            not args.no_budget,
+        )
+        return
     with tempfile.TemporaryDirectory() as tmp:
         setup(tmp)
         with bc.task("benchmark", budget_usd=None if args.no_budget else 1_000_000):
+            if args.instructions_child:
+                instructions_child(args.instructions_child, args.calls, args.warmup)
+                bc.flush(30)
+                return
             if args.profile:
                 profile(args.profile)
                 return

@@ -45,7 +45,7 @@ from .. import admission, metering, pricing
 from .._log import log
 from ..blocks import Block, block_digest, raw_bytes
 from ..errors import BudgetExceeded
-from ..estimate import estimate_request
+from ..estimate import EstimateMemo, estimate_request
 from ..lineage import ConversationHead, PrefixShape, prefix_shape, text_parts
 from ..metering import CallContext
 from ..run_history import RunPrior
@@ -128,6 +128,8 @@ class PrefixStats:
     implicit_prompt: int = 0
     tokens: int | None = None
     refused_at: float | None = None
+    raw_tokens: int | None = None
+    """The prefix's uncalibrated estimate (the same fields every time: counted once)."""
 
     @property
     def mean_gap_s(self) -> float:
@@ -147,6 +149,8 @@ class ConversationPrefix:
     base_key: str | None = None
     opening: tuple[str, ...] = ()
     entry: str | None = None
+    contents_memo: EstimateMemo = field(default_factory=EstimateMemo)
+    """The last count of its contents (`_server_prefix_tokens` reads only the new ones)."""
 
 
 @dataclass(slots=True)
@@ -688,10 +692,14 @@ class ManagedCaches:
         if not plan.fields or usage.input_tokens <= 0:
             return 0
         model = plan.route.model
-        prefix = estimate_request(PROVIDER, plan.fields, model).raw_tokens
+        stats = self._stats_for(plan)
+        prefix = stats.raw_tokens
+        if prefix is None:
+            prefix = stats.raw_tokens = estimate_request(PROVIDER, plan.fields, model).raw_tokens
         if prefix <= 0:
             return 0
-        rest = estimate_request(PROVIDER, {"contents": plan.contents}, model).raw_tokens
+        memo = plan.lineage.contents_memo
+        rest = estimate_request(PROVIDER, {"contents": plan.contents}, model, memo=memo).raw_tokens
         return max(round(usage.input_tokens * prefix / (prefix + rest)), 1)
 
     def observe_user_cache(

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx2
@@ -188,6 +189,20 @@ class _CacheOpObserver(BodyObserver):
         )
 
 
+class _guarded_prepare(guarded):
+    """`guarded` around preparing a request: the caller's own refusals (a budget, ``drift="raise"``,
+    a drift warning filtered into an error) pass through; any other fault sends it unprepared."""
+
+    __slots__ = ()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if isinstance(exc, (BudgetExceeded, PrefixDriftError, PrefixDriftWarning)):
+            return False
+        return super().__exit__(exc_type, exc, tb)
+
+
 # -- the meter: one per instrumented client ----------------------------------------------------------
 
 
@@ -238,13 +253,9 @@ class GeminiMeter:
 
     # -- sending -----------------------------------------------------------------------------------
     def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
-        try:
+        call = None
+        with _guarded_prepare("meter.failed", stage="google.prepare"):  # never costs the caller a request
             call = _run_sync(self._prepare(request), self.inner)
-        except (BudgetExceeded, PrefixDriftError, PrefixDriftWarning):
-            raise
-        except Exception as exc:  # metering must never cost the caller a request
-            log.error("meter.failed", stage="google.prepare", error=type(exc).__name__, detail=str(exc)[:200])
-            call = None
         if call is None:
             return self.inner.send(request, **kwargs)
         with sending(call.ctx):
@@ -257,13 +268,9 @@ class GeminiMeter:
         return response
 
     async def send_async(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
-        try:
+        call = None
+        with _guarded_prepare("meter.failed", stage="google.prepare"):  # never costs the caller a request
             call = await _run_async(self._prepare(request), self.inner_async)
-        except (BudgetExceeded, PrefixDriftError, PrefixDriftWarning):
-            raise
-        except Exception as exc:
-            log.error("meter.failed", stage="google.prepare", error=type(exc).__name__, detail=str(exc)[:200])
-            call = None
         if call is None:
             return await self.inner_async.send(request, **kwargs)
         with sending(call.ctx):
@@ -329,20 +336,12 @@ class GeminiMeter:
                 self.caches.commit(plan)
             if plan is None or self.options.cache != "auto" or not plan.fields:
                 return call
-            try:
-                call.entry = yield from self.caches.acquire(plan, request)
-                if call.entry is not None:
-                    call.sent = _with_body(request, wire.rewritten(call.entry.name, len(call.entry.leading)))
-                    ctx.metadata["cached_content"] = call.entry.name
-            except Exception as exc:
-                log.error(
-                    "cache.prepare_failed",
-                    provider=PROVIDER,
-                    model=route.model,
-                    error=type(exc).__name__,
-                    detail=str(exc)[:200],
-                )
-                call.entry, call.sent = None, request
+            with guarded("cache.prepare_failed", provider=PROVIDER, model=route.model):  # sent uncached
+                entry = yield from self.caches.acquire(plan, request)
+                if entry is not None:
+                    call.sent = _with_body(request, wire.rewritten(entry.name, len(entry.leading)))
+                    call.entry = entry
+                    ctx.metadata["cached_content"] = entry.name
         return call
 
     def _prepare_cache_op(self, route: GeminiRoute, request: httpx2.Request) -> _Call | None:
@@ -407,7 +406,7 @@ class GeminiMeter:
 
     def _after(self, call: _Call, response: httpx2.Response) -> None:
         status = response.status_code
-        try:
+        with guarded("meter.failed", stage="google.tap"):
             server_time = self.caches.clock.observe(response.headers.get("date"))
             if call.route.method == "cachedContents":
                 if status >= 400:
@@ -426,10 +425,9 @@ class GeminiMeter:
                 return
             sse = "text/event-stream" in response.headers.get("content-type", "")
             tap_response(response, _GenerateObserver(self, call, status, server_time, sse))
-        except Exception as exc:
-            log.error("meter.failed", stage="google.tap", error=type(exc).__name__, detail=str(exc)[:200])
-            if call.ctx is not None:
-                metering.finish_call(call.ctx, Usage(requests=1), status="incomplete", http_status=status)
+            return
+        if call.ctx is not None:  # a fault above: the call is still recorded
+            metering.finish_call(call.ctx, Usage(requests=1), status="incomplete", http_status=status)
 
     def _finish_generate(
         self,

@@ -34,7 +34,6 @@ import openai
 
 from .. import admission, metering
 from .._guard import guarded
-from .._log import log
 from ..admission import Admission, admit, output_limit
 from ..blocks import PrefixPrint, count_tokens
 from ..config import get_settings
@@ -63,6 +62,7 @@ from ..options import ClientOptions
 from ..tasks import Task, current_task
 from ..usage import CallStatus, Usage
 from ._openai_drift import announce_drift, extra_cost, merge_diagnostics
+from ._openai_estimate import ChatEstimates
 from ._openai_stream import hide_usage_chunk
 from ._sse import BodyObserver, tap_response
 
@@ -130,6 +130,7 @@ class OpenAIMeter:
         self.client_key = f"{id(self):x}"
         self.lineages = LineageRegistry()
         self.routes = RouteSpreader()
+        self.estimates = ChatEstimates()
         self._background: OrderedDict[str, tuple[Task | None, str]] = OrderedDict()
         """Background responses still running: id -> (task that created it, model)."""
         self._lock = threading.Lock()
@@ -144,7 +145,7 @@ class OpenAIMeter:
         ``headers`` are the client's custom headers. None (options untouched) when the request is
         not a JSON model request; never raises.
         """
-        try:
+        with guarded("cache.prepare_failed", provider=PROVIDER):  # never costs the user a request
             method, url = options.method, options.url
             if not isinstance(method, str) or method.upper() != "POST" or not isinstance(url, str):
                 return None
@@ -170,26 +171,15 @@ class OpenAIMeter:
                 options.json_data = plan.prepared.body
                 options.extra_json = None
             return plan
-        except Exception as exc:  # planning must never cost the user a request
-            detail = str(exc)[:200]
-            log.error("cache.prepare_failed", provider=PROVIDER, error=type(exc).__name__, detail=detail)
-            return None
+        return None
 
     def _plan(self, operation: str, body: Mapping[str, Any] | None) -> Plan:
         model = str(body.get("model") or "") if body is not None else ""
         plan = Plan(self, operation, body, model, bool(body.get("stream")) if body is not None else False)
         if body is not None and operation in (CHAT, RESPONSES, COMPLETIONS):
-            try:
+            with guarded("cache.prepare_failed", provider=PROVIDER, model=model):  # never costs a request
                 plan.prepared, plan.lineage, plan.drift = self._prepare(body, operation, model)
                 plan.body = plan.prepared.body
-            except Exception as exc:  # preparation must never cost the user a request
-                log.error(
-                    "cache.prepare_failed",
-                    provider=PROVIDER,
-                    model=model,
-                    error=type(exc).__name__,
-                    detail=str(exc)[:200],
-                )
         return plan
 
     def _as_sent(self, request: Any, operation: str) -> Plan:
@@ -226,10 +216,9 @@ class OpenAIMeter:
         raw_estimate = [0]
 
         def estimate() -> int:
-            from ..estimate import estimate_request
-
             assert send_body is not None
-            result = estimate_request(PROVIDER, send_body, model)
+            conversation = lineage.key if lineage is not None and plan.operation == CHAT else None
+            result = self.estimates.estimate(conversation, send_body, model)
             raw_estimate[0] = result.raw_tokens
             return result.tokens
 
@@ -350,7 +339,7 @@ class OpenAIMeter:
     def observe(self, attempt: _Attempt, response: httpx2.Response, *, is_async: bool) -> None:
         """Record the attempt once its body has been read; never raises."""
         status = response.status_code
-        try:
+        with guarded("meter.failed", stage="openai.tap"):
             if status >= 400 and attempt.poll is not None:
                 return
             if status >= 400:
@@ -365,9 +354,8 @@ class OpenAIMeter:
             tap_response(response, _UsageObserver(self, attempt, status, sse))
             if sse and attempt.prepared is not None and attempt.prepared.hide_usage_chunk:
                 hide_usage_chunk(response, is_async=is_async)
-        except Exception as exc:
-            log.error("meter.failed", stage="openai.tap", error=type(exc).__name__, detail=str(exc)[:200])
-            metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=status)
+            return
+        metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=status)
 
     def record(
         self,

@@ -520,3 +520,40 @@ def test_usage_normalisation_reads_sdk_snake_case_too() -> None:
         input_tokens=103, cache_read_tokens=40, output_tokens=15, reasoning_tokens=5, requests=1
     )
     assert google_provider.usage_from_gemini(None) == bc.Usage(requests=1)
+
+
+def test_a_fault_tapping_the_response_keeps_the_call_and_its_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeGemini()
+    c = client(fake)
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tap bug")
+
+    monkeypatch.setattr(_google_meter, "tap_response", boom)
+    with bc.task("t", budget_usd=1) as t:
+        response = c.models.generate_content(model=MODEL, contents="Hello", config=config())
+    assert response.text == fake.reply_text
+    (record,) = t.records  # recorded once, flagged, and the hold released
+    assert record.status == "incomplete" and t.spent_usd == Decimal(0)
+
+
+def test_implicit_cache_share_counts_the_prefix_split_as_the_full_read_does() -> None:
+    from budgetclient.estimate import estimate_request
+    from budgetclient.formats.google.prefix import PREFIX_FIELDS
+
+    fake = FakeGemini()
+    c = client(fake)
+    history: list[Any] = []
+    for turn in range(4):
+        question = gtypes.Part(text=f"question {turn} " * (20 + turn))
+        history.append(gtypes.Content(role="user", parts=[question]))
+        c.models.generate_content(model=MODEL, contents=history, config=config())
+        history.append(gtypes.Content(role="model", parts=[gtypes.Part(text=fake.reply_text)]))
+    expected = 0
+    for body, generation in list(zip(fake.bodies(":generateContent"), fake.generations, strict=True))[1:]:
+        fields = {k: body[k] for k in PREFIX_FIELDS if k in body}
+        prefix = estimate_request("google", fields, MODEL).raw_tokens
+        rest = estimate_request("google", {"contents": body["contents"]}, MODEL).raw_tokens
+        expected += max(round(generation.usage_metadata["promptTokenCount"] * prefix / (prefix + rest)), 1)
+    (stats,) = c._api_client._httpx_client._meter.caches._stats.values()
+    assert stats.seen == 4 and stats.implicit_prompt == expected

@@ -677,3 +677,17 @@ def test_the_callers_http_client_settings_still_apply(fake: FakeOpenAI) -> None:
     assert t.calls == 1
     client.close()
     assert http.is_closed and client.is_closed()
+
+
+def test_a_fault_tapping_the_response_keeps_the_call_and_its_record(
+    fake: FakeOpenAI, client: bc.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("tap on fire")
+
+    monkeypatch.setattr(_openai_meter, "tap_response", broken)
+    with bc.task("fault", budget_usd=1) as t:
+        completion = client.chat.completions.create(model="gpt-4o", messages=chat("Hi"))
+    assert completion.choices[0].message.content == "ok: Hi"
+    (record,) = t.records  # recorded once, flagged, and the hold released
+    assert record.status == "incomplete" and t.spent_usd == 0

@@ -47,6 +47,7 @@ __all__ = [
     "money_from_fixed",
     "task_from_row",
     "task_to_row",
+    "time_from_us",
     "time_text",
     "time_us",
 ]
@@ -91,7 +92,7 @@ def time_us(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
 
 
-def _from_us(microseconds: int) -> datetime:
+def time_from_us(microseconds: int) -> datetime:
     return _EPOCH + timedelta(microseconds=microseconds)
 
 
@@ -404,7 +405,7 @@ def call_from_compact_row(row: Sequence[Any]) -> CallRecord:
         provider=provider,
         model=model,
         operation=operation,
-        started_at=_from_us(started_at),
+        started_at=time_from_us(started_at),
         duration_s=duration_s,
         usage=Usage(
             input_tokens=input_tokens,

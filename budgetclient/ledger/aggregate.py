@@ -263,18 +263,20 @@ _TASK_READ = ("id", "name", "parent_id", "outcome", "started_at", "ended_at", *_
               "cost", *_codec.BUCKET_COLUMNS, "calls", "budget_usd", "error")  # fmt: skip
 
 
-def tasks_of(ledger: SqlLedger, sel: Selection, name: str) -> list[tuple[TaskRecord, int]]:
-    """The runs of one task name, oldest start first, each with its stored order (metadata left out)."""
+def tasks_of(ledger: SqlLedger, sel: Selection, name: str) -> list[tuple[TaskRecord, int, str | None]]:
+    """The runs of one task name, oldest start first, each with its stored order and its stored
+    facts (``ledger_report.RunFacts`` as JSON, None until a report has computed them); metadata left
+    out."""
     sql = _Sql(ledger.dialect)
     where, params = sql.where(sel, "tasks", named=True, name=name)
     rows = ledger.fetch(
-        f"SELECT {sql.order}, {', '.join(_TASK_READ)} FROM {sql.prefix}tasks{where} "
+        f"SELECT {sql.order}, facts, {', '.join(_TASK_READ)} FROM {sql.prefix}tasks{where} "
         f"ORDER BY started_at, {sql.order}",
         params,
     )
     # the ledger's own decoder reads SQLite's text forms and PostgreSQL's typed values alike
-    return [(_codec.task_from_row({**dict(zip(_TASK_READ, row[1:], strict=True)), "metadata": ""}), row[0])
-            for row in rows]  # fmt: skip
+    return [(_codec.task_from_row({**dict(zip(_TASK_READ, row[2:], strict=True)), "metadata": ""}), row[0],
+             row[1]) for row in rows]  # fmt: skip
 
 
 def calls_of(
@@ -284,11 +286,16 @@ def calls_of(
     *,
     between: tuple[datetime, datetime] | None = None,
     task_ids: Sequence[str] = (),
+    start: datetime | None = None,
 ) -> list[CallFacts]:
     """The calls of one task name (None: calls with no task name) in stored order, as `CallFacts`;
-    ``between`` keeps those that started in that closed interval, ``task_ids`` those of these tasks."""
+    ``between`` keeps those that started in that closed interval, ``start`` those that started then
+    or later, ``task_ids`` those of these tasks."""
     sql = _Sql(ledger.dialect)
     where, params = sql.where(sel, "calls", named=True, name=name)
+    if start is not None:
+        where += f" AND started_at >= {sql.mark}"
+        params.append(sql.time(start, "calls"))
     if between is not None:
         where += f" AND started_at >= {sql.mark} AND started_at <= {sql.mark}"
         params += [sql.time(between[0], "calls"), sql.time(between[1], "calls")]

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol, TypeVar
 
+from .sqlite import _transaction as sqlite_transaction
+
 __all__ = [
     "Claim",
     "LimitRow",
@@ -131,14 +133,9 @@ class SqliteLimitStore:
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with sqlite_transaction(conn):
                 for statement in _SCHEMA:
                     conn.execute(statement)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise LimitStoreError(f"SQLite limits store {self.path!r}: {type(exc).__name__}: {exc}") from exc
         self._conn, self._pid = conn, os.getpid()
@@ -148,13 +145,8 @@ class SqliteLimitStore:
         with self._lock, self._turn():
             conn = self._connection()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with sqlite_transaction(conn):
                     result = work(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn = None
                 raise LimitStoreError(

@@ -138,6 +138,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX alerts_task_name",
         "CREATE INDEX alerts_task_name ON alerts (task_name, created_at, seq)",
     ),
+    (
+        # what each run's calls say to the signals and the checklist (`ledger_report.RunFacts`, JSON);
+        # NULL until a report computes it from the calls, once per run
+        "ALTER TABLE tasks ADD COLUMN facts TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -383,6 +388,23 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
                     return list(cur.fetchall())
             except self._psycopg.Error as exc:
                 raise self._fail("reading for a report", exc) from None
+
+    def store_task_facts(self, rows: Sequence[tuple[str, str]]) -> None:
+        """Keep (task id, `ledger_report.RunFacts` JSON) pairs, so later reports need not read those
+        runs' calls again; one statement per `ROWS_PER_INSERT` runs."""
+        with self._connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    for start in range(0, len(rows), ROWS_PER_INSERT):
+                        chunk = rows[start : start + ROWS_PER_INSERT]
+                        values = ", ".join(["(%s, %s)"] * len(chunk))
+                        cur.execute(
+                            f'UPDATE "{self.schema}".tasks AS t SET facts = v.facts FROM (VALUES {values}) '
+                            "AS v (id, facts) WHERE t.id = v.id",
+                            [value for pair in chunk for value in pair],
+                        )
+            except self._psycopg.Error as exc:
+                raise self._fail(f"storing the facts of {len(rows)} runs", exc) from None
 
     def schema_version(self) -> int:
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:

@@ -108,6 +108,19 @@ def _is_refusal(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.ProgrammingError) and "closed" not in str(exc)
 
 
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` (the write lock before any read) ... ``COMMIT``; rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _calls_per_insert(conn: sqlite3.Connection) -> int:
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     fits = CALLS_PER_INSERT * len(_codec.COMPACT_CALL_COLUMNS) <= limit
@@ -314,6 +327,11 @@ MIGRATIONS: tuple[tuple[Migration, ...], ...] = (
         "ALTER TABLE calls ADD COLUMN m_from_record INTEGER NOT NULL DEFAULT 1",
         "CREATE INDEX calls_money_from_record ON calls (started_at) WHERE m_from_record != 0",
     ),
+    (
+        # what each run's calls say to the signals and the checklist (`ledger_report.RunFacts`, JSON);
+        # NULL until a report computes it from the calls, once per run
+        "ALTER TABLE tasks ADD COLUMN facts TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -393,8 +411,7 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
                 time.sleep(0.01)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TEXT)"
             )
@@ -424,11 +441,6 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
                 conn.execute(
                     "INSERT INTO schema_version (version, applied_at) VALUES (?, datetime('now'))", (version,)
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -458,19 +470,13 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
         with self._connection() as conn:
             conn = self._same_file(conn)
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with _transaction(conn):
                     if calls:
                         _write_calls(conn, calls)
                     if task_rows:
                         conn.executemany(_INSERT_TASK, task_rows)
                     if alert_rows:
                         conn.executemany(_INSERT_ALERT, alert_rows)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 count = len(calls) + len(task_rows) + len(alert_rows)
                 error = self._fail(f"writing {count} records", exc)
@@ -512,15 +518,9 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
         rows = [(e["id"], e["kind"], e["quarantined_at"], e["error"], e["record"]) for e in entries]
         with self._connection() as conn:
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with _transaction(conn):
                     conn.execute(_QUARANTINE_DDL)
                     conn.executemany(_INSERT_QUARANTINE, rows)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 raise self._fail(f"quarantining {len(rows)} records", exc) from exc
 
@@ -575,19 +575,23 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
         with self._connection() as conn:
             try:
                 while True:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
+                    with _transaction(conn):
                         done = _fill_money_columns(conn, FILL_BATCH)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
                     filled += done
                     if done < FILL_BATCH:
                         return filled
             except sqlite3.Error as exc:
                 raise self._fail("filling the money columns", exc) from exc
+
+    def store_task_facts(self, rows: Sequence[tuple[str, str]]) -> None:
+        """Keep (task id, `ledger_report.RunFacts` JSON) pairs, so later reports need not read those
+        runs' calls again."""
+        with self._connection() as conn:
+            try:
+                with _transaction(conn):
+                    conn.executemany("UPDATE tasks SET facts = ? WHERE id = ?", [(f, i) for i, f in rows])
+            except sqlite3.Error as exc:
+                raise self._fail(f"storing the facts of {len(rows)} runs", exc) from exc
 
     def schema_version(self) -> int:
         with self._connection() as conn:

@@ -135,19 +135,16 @@ def run_facts(
 
 
 def _repeats_json(facts: RepeatFacts) -> list[Any]:
-    us = _codec.time_us
     return [facts.min_input, facts.calls, facts.input_tokens, facts.cache_read_tokens,
-            [[us(t), list(keys), i, r] for t, keys, i, r in facts.candidates],
-            [[key, us(end)] for key, end in facts.keys]]  # fmt: skip
+            [[t, list(keys), i, r] for t, keys, i, r in facts.candidates], [list(k) for k in facts.keys]]  # fmt: skip
 
 
 def _repeats_from(data: list[Any]) -> RepeatFacts:
-    moment = _codec.time_from_us
     minimum, calls, input_tokens, read, candidates, keys = data
     return RepeatFacts(
         min_input=minimum, calls=calls, input_tokens=input_tokens, cache_read_tokens=read,
-        candidates=tuple((moment(t), tuple(k), i, r) for t, k, i, r in candidates),
-        keys=tuple((key, moment(end)) for key, end in keys),
+        candidates=tuple((t, tuple(k), i, r) for t, k, i, r in candidates),
+        keys=tuple((key, end) for key, end in keys),
     )  # fmt: skip
 
 
@@ -278,7 +275,7 @@ class _NamePasses:
         runs = sorted((f for f in facts if f.first_eligible is not None), key=lambda f: f.first_eligible or ())
         if not runs:
             return
-        seen: dict[str, datetime] = {}
+        seen: dict[str, int] = {}
         repeat_input = repeat_read = 0
         for run in runs:
             _, run_input, run_read = apply_repeat_facts(run.own, seen)

@@ -55,6 +55,7 @@ __all__ = [
     "evaluate_history",
     "evaluate_task",
     "install",
+    "moment_us",
     "on_alert",
     "repeat_facts",
     "reset",
@@ -236,11 +237,23 @@ class RepeatFacts:
     input_tokens: int
     cache_read_tokens: int
     """Calls (and their tokens) of ``min_input``+ input that repeat a prefix sent earlier in the run."""
-    candidates: tuple[tuple[datetime, tuple[str, ...], int, int], ...]
+    candidates: tuple[tuple[int, tuple[str, ...], int, int], ...]
     """The other calls of ``min_input``+ input with a prefix key: (start, keys, input, cache read);
     each repeats if an earlier run sent one of its keys within `CACHE_TTL` before it started."""
-    keys: tuple[tuple[str, datetime], ...]
-    """Each prefix key's last end in the run, in the order the run first used them."""
+    keys: tuple[tuple[str, int], ...]
+    """Each prefix key's last end in the run, in the order the run first used them.
+
+    Times are microseconds since the epoch (`moment_us`): exact, and cheap to store and compare."""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_TTL_US = CACHE_TTL // _MICROSECOND
+
+
+def moment_us(moment: datetime) -> int:
+    """An aware time as whole microseconds since the epoch."""
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def repeat_facts(calls: Sequence[PrefixCall], min_input: int) -> RepeatFacts:
@@ -249,7 +262,7 @@ def repeat_facts(calls: Sequence[PrefixCall], min_input: int) -> RepeatFacts:
     within = {id(c) for c in repeat_prefix_calls(calls, seen)}
     repeats = [c for c in calls if id(c) in within and c.usage.input_tokens >= min_input]
     candidates = tuple(
-        (c.started_at, tuple(keys), c.usage.input_tokens, c.usage.cache_read_tokens)
+        (moment_us(c.started_at), tuple(keys), c.usage.input_tokens, c.usage.cache_read_tokens)
         for c in sorted(calls, key=_started_at)
         if id(c) not in within and c.usage.input_tokens >= min_input and (keys := _call_keys(c))
     )
@@ -259,11 +272,11 @@ def repeat_facts(calls: Sequence[PrefixCall], min_input: int) -> RepeatFacts:
         input_tokens=sum(c.usage.input_tokens for c in repeats),
         cache_read_tokens=sum(c.usage.cache_read_tokens for c in repeats),
         candidates=candidates,
-        keys=tuple(seen.items()),
+        keys=tuple((key, moment_us(end)) for key, end in seen.items()),
     )
 
 
-def apply_repeat_facts(facts: RepeatFacts, seen: dict[str, datetime]) -> tuple[int, int, int]:
+def apply_repeat_facts(facts: RepeatFacts, seen: dict[str, int]) -> tuple[int, int, int]:
     """(calls, input tokens, cache read tokens) repeating a prefix, given the name's earlier prefixes
     ``seen``, which then takes the run's own: what `repeat_prefix_calls` over the run's calls gives.
 
@@ -271,7 +284,7 @@ def apply_repeat_facts(facts: RepeatFacts, seen: dict[str, datetime]) -> tuple[i
     ``seen`` keeps each key's latest end, so the two sources can be judged apart."""
     calls, input_tokens, read = facts.calls, facts.input_tokens, facts.cache_read_tokens
     for started, keys, call_input, call_read in facts.candidates:
-        if any(key in seen and started - seen[key] <= CACHE_TTL for key in keys):
+        if any(key in seen and started - seen[key] <= _TTL_US for key in keys):
             calls, input_tokens, read = calls + 1, input_tokens + call_input, read + call_read
     for key, end in facts.keys:
         if key not in seen or seen[key] < end:
@@ -284,14 +297,15 @@ def check_cache_hit_rate(
     calls: Sequence[PrefixCall],
     thresholds: SignalThresholds,
     *,
-    seen: dict[str, datetime] | None = None,
+    seen: dict[str, int] | None = None,
     at: datetime | None = None,
     facts: RepeatFacts | None = None,
 ) -> AlertRecord | None:
     """``cache_hit_rate`` when calls repeating a fixed prefix read too little from cache.
 
     Only calls with at least ``cache_min_input_tokens`` input count (smaller prompts cannot be
-    cached). ``seen`` (prefix keys of the name's recent calls) is updated in place. ``facts``, when
+    cached). ``seen`` (prefix keys of the name's recent calls, each with when it was last sent, in
+    `moment_us`) is updated in place. ``facts``, when
     given, stand for ``calls`` (taken with the same ``cache_min_input_tokens``).
     """
     facts = facts or repeat_facts(calls, thresholds.cache_min_input_tokens)
@@ -390,7 +404,7 @@ def evaluate_task(
     *,
     thresholds: SignalThresholds | None = None,
     cost_limit: Decimal | None = None,
-    seen: dict[str, datetime] | None = None,
+    seen: dict[str, int] | None = None,
     at: datetime | None = None,
     facts: RepeatFacts | None = None,
 ) -> list[AlertRecord]:
@@ -424,7 +438,7 @@ class SignalEngine:
     def __init__(self, *, max_pending_tasks: int | None = _MAX_PENDING_TASKS) -> None:
         self._max_pending = max_pending_tasks
         self._history: dict[str, list[TaskRecord]] = {}
-        self._seen: dict[str, dict[str, datetime]] = {}
+        self._seen: dict[str, dict[str, int]] = {}
         self._pending: OrderedDict[str, list[PrefixCall]] = OrderedDict()
 
     def add_call(self, record: PrefixCall) -> None:

@@ -207,7 +207,7 @@ def test_cache_hit_rate_stays_silent(calls: list[CallRecord], why: str) -> None:
 
 def test_cache_hit_rate_counts_prefixes_seen_in_earlier_tasks_only_within_the_ttl() -> None:
     first = [call(1, at=T0, input_tokens=5000, conversation=None, task_id="triage-1")]
-    seen: dict[str, datetime] = {}
+    seen: dict[str, int] = {}
     assert check_cache_hit_rate(run(1, "0.1"), first, DEFAULTS, seen=seen) is None
     soon = [call(2, at=T0 + timedelta(minutes=2), input_tokens=5000, conversation=None)]
     alert = check_cache_hit_rate(run(2, "0.1"), soon, DEFAULTS, seen=dict(seen))

@@ -23,6 +23,8 @@ from typing import Any
 
 from . import config
 from .config import Settings
+from .errors import LedgerError
+from .ledger import _codec
 from .ledger.aggregate import (
     CallFacts,
     CallGroup,
@@ -36,8 +38,6 @@ from .ledger.aggregate import (
     task_names,
     tasks_of,
 )
-from .errors import LedgerError
-from .ledger import _codec
 from .ledger.base import AlertRecord, Ledger
 from .reports import (
     OUTCOMES,
@@ -56,7 +56,14 @@ from .reports import (
 from .signals import PrefixCall, RepeatFacts, SignalEngine, apply_repeat_facts, cost_limit_for, repeat_facts
 from .usage import CostBreakdown, TaskRecord, Usage
 
-__all__ = ["LedgerReport", "RunFacts", "decode_run_facts", "encode_run_facts", "read_ledger_report", "run_facts"]
+__all__ = [
+    "LedgerReport",
+    "RunFacts",
+    "decode_run_facts",
+    "encode_run_facts",
+    "read_ledger_report",
+    "run_facts",
+]
 
 _IDS_PER_QUERY = 500
 _TaskKey = tuple[datetime, datetime, int]
@@ -118,9 +125,7 @@ class RunFacts:
     """The earliest start of the calls gathered: ``--since`` after it leaves some of them out."""
 
 
-def run_facts(
-    gathered: Sequence[PrefixCall], own: Sequence[CallFacts], min_input: int
-) -> RunFacts:
+def run_facts(gathered: Sequence[PrefixCall], own: Sequence[CallFacts], min_input: int) -> RunFacts:
     """`RunFacts` of a run from the calls it gathered and its own calls (both in stored order)."""
     eligible = [c for c in own if c.status == "ok" and c.usage.input_tokens >= min_input]
     return RunFacts(
@@ -135,8 +140,9 @@ def run_facts(
 
 
 def _repeats_json(facts: RepeatFacts) -> list[Any]:
-    return [facts.min_input, facts.calls, facts.input_tokens, facts.cache_read_tokens,
-            [[t, list(keys), i, r] for t, keys, i, r in facts.candidates], [list(k) for k in facts.keys]]  # fmt: skip
+    candidates = [[t, list(keys), i, r] for t, keys, i, r in facts.candidates]
+    keys = [list(k) for k in facts.keys]
+    return [facts.min_input, facts.calls, facts.input_tokens, facts.cache_read_tokens, candidates, keys]
 
 
 def _repeats_from(data: list[Any]) -> RepeatFacts:
@@ -272,7 +278,9 @@ class _NamePasses:
     def _cache_from_facts(self, name: str, facts: Sequence[RunFacts]) -> None:
         """`_cache_facts` from the runs' facts: `name_cache_repeats` takes each run's eligible calls in
         the order of its first one, earlier runs' prefixes counting as seen."""
-        runs = sorted((f for f in facts if f.first_eligible is not None), key=lambda f: f.first_eligible or ())
+        runs = sorted(
+            (f for f in facts if f.first_eligible is not None), key=lambda f: f.first_eligible or ()
+        )
         if not runs:
             return
         seen: dict[str, int] = {}
@@ -371,7 +379,9 @@ class _NamePasses:
         for call in calls:
             own.setdefault(call.task_id, []).append(call)
         minimum = self.settings.signals.cache_min_input_tokens
-        return {run.id: run_facts(gathered.get(run.id, []), own.get(run.id, []), minimum) for run, _ in missing}
+        return {
+            run.id: run_facts(gathered.get(run.id, []), own.get(run.id, []), minimum) for run, _ in missing
+        }
 
     def _foreign_descendants(self, name: str, ids: list[str]) -> list[ChildTask]:
         seen, stack, foreign = set(ids), list(ids), []

@@ -195,9 +195,7 @@ def _call_end(call: PrefixCall) -> datetime:
     return call.started_at + timedelta(seconds=max(call.duration_s, 0.0))
 
 
-def repeat_prefix_calls(
-    calls: Sequence[C], seen: dict[str, datetime] | None = None
-) -> list[C]:
+def repeat_prefix_calls(calls: Sequence[C], seen: dict[str, datetime] | None = None) -> list[C]:
     """The calls that repeat a prefix sent before (within ``CACHE_TTL``), so they should read cache.
 
     A call repeats when its conversation or its prefix hash was seen earlier (in ``seen``, the

@@ -310,8 +310,10 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
                     for table, rows in batches:
                         for start in range(0, len(rows), ROWS_PER_INSERT):
                             chunk = rows[start : start + ROWS_PER_INSERT]
-                            sql = self._insert[table] if len(chunk) == ROWS_PER_INSERT else _insert_sql(
-                                self.schema, table, self._columns[table], len(chunk)
+                            sql = (
+                                self._insert[table]
+                                if len(chunk) == ROWS_PER_INSERT
+                                else _insert_sql(self.schema, table, self._columns[table], len(chunk))
                             )
                             cur.execute(sql, [value for row in chunk for value in row])
             except (self._psycopg.Error, UnicodeError) as exc:

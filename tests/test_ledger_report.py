@@ -528,3 +528,36 @@ def test_generated_ledgers_report_as_a_replay_of_every_call(history: History, cu
     finally:
         ledger.close()
         shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def test_calls_stored_before_schema_4_are_read_from_their_records_then_filled(
+    tmp_path: Path, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows without the kind columns (stored before schema 4) give the same figures, read from their
+    records while they cannot be filled (a read-only file), and are filled by the next report."""
+    path = tmp_path / "ledger.db"
+    ledger = open_ledger(f"sqlite:///{path}")
+    fill(ledger, history)
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE calls SET model = NULL, operation = NULL, drifted = NULL")
+    real_fill = sqlite_ledger.SQLiteLedger.fill_money_columns
+
+    def refuse(self: object) -> int:
+        raise LedgerError("read-only")
+
+    monkeypatch.setattr(sqlite_ledger.SQLiteLedger, "fill_money_columns", refuse)
+    same_as_reference(ledger, None, None)
+    assert drift_rows(drifted_calls(sql_ledger(ledger), Selection())) == drift_rows(ledger.read_calls())  # type: ignore[arg-type]
+    monkeypatch.setattr(sqlite_ledger.SQLiteLedger, "fill_money_columns", real_fill)
+    same_as_reference(ledger, None, None)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT COUNT(*) FROM calls WHERE drifted IS NULL").fetchone() == (0,)
+        stored = raw.execute("SELECT model, operation, drifted, record FROM calls").fetchall()
+    for model, operation, drifted, record in stored:
+        fields = dict(zip(_codec.COMPACT_RECORD_FIELDS, json.loads(record), strict=False))
+        assert (model, operation, drifted) == (
+            fields["model"],
+            fields["operation"],
+            int(fields["drift"] is not None),
+        )
+    ledger.close()

@@ -145,8 +145,14 @@ class _Sql:
         return (f" WHERE {' AND '.join(filters)}" if filters else ""), params
 
     def call_kind(self) -> str:
-        """The call's model and operation: two columns, or one JSON array (one parse of ``record``)."""
-        return "json_extract(record, '$[1]', '$[2]')" if self.sqlite else "model, operation"
+        """The call's model and operation: two columns (on SQLite from ``record`` where a row stored
+        before schema 4 has them empty; a report fills them)."""
+        if self.sqlite:
+            return (
+                "COALESCE(model, json_extract(record, '$[1]')), "
+                "COALESCE(operation, json_extract(record, '$[2]'))"
+            )
+        return "model, operation"
 
     def call_signals(self) -> str:
         """The call's status, conversation and prefix hash: three columns, or one JSON array."""
@@ -190,7 +196,7 @@ def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
             fill()
         except LedgerError:
             pass
-    width = 3 if sql.sqlite else 4  # SQLite's model and operation come as one JSON array
+    width = 4
     money = ", ".join(_money_sum(sql, c) for c in ("cost", *_BUCKETS))
     exact_rows = "SUM(m_from_record != 0), COUNT(m_cost)" if sql.sqlite else "0, COUNT(cost)"
     where, params = sql.where(sel, "calls")
@@ -204,7 +210,7 @@ def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
     groups = []
     for row in rows:
         key = tuple(row[:width])
-        model, operation = json.loads(row[2]) if sql.sqlite else row[2:4]
+        model, operation = row[2:4]
         calls, from_record, priced = (int(v or 0) for v in row[width : width + 3])
         sums = row[width + 3 :]
         usage = Usage(**{c: int(v or 0) for c, v in zip(_codec.USAGE_COLUMNS, sums[:7], strict=True)})
@@ -240,8 +246,8 @@ def _record_money(
         params,
     )
     sums: dict[tuple[Any, ...], tuple[int, list[Decimal]]] = {}
-    for loose, name, kind, cost, buckets in rows:
-        key = (loose, name, kind)
+    for loose, name, model, operation, cost, buckets in rows:
+        key = (loose, name, model, operation)
         priced, amounts = sums.get(key, (0, [Decimal(0)] * 6))
         if cost is not None:
             priced += 1
@@ -341,7 +347,10 @@ def drifted_calls(ledger: SqlLedger, sel: Selection) -> list[DriftedCall]:
     what the ledger holds."""
     sql = _Sql(ledger.dialect)
     column = "json_extract(record, '$[15]')" if sql.sqlite else "drift"
-    where, params = sql.where(sel, "calls", extra=f"{column} IS NOT NULL")
+    drifted = (  # SQLite: the flag, or the record for a row stored before schema 4 not yet filled
+        f"(drifted = 1 OR (drifted IS NULL AND {column} IS NOT NULL))" if sql.sqlite else "drift IS NOT NULL"
+    )
+    where, params = sql.where(sel, "calls", extra=drifted)
     rows = ledger.fetch(
         f"SELECT task_name, started_at, {column} FROM {sql.prefix}calls{where} "
         f"ORDER BY started_at, {sql.order}",

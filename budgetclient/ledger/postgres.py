@@ -393,18 +393,14 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
 
     def store_task_facts(self, rows: Sequence[tuple[str, str]]) -> None:
         """Keep (task id, `ledger_report.RunFacts` JSON) pairs, so later reports need not read those
-        runs' calls again; one statement per `ROWS_PER_INSERT` runs."""
+        runs' calls again (psycopg pipelines the statements: one round trip, not one per run)."""
         with self._connection() as conn:
             try:
                 with conn.transaction(), conn.cursor() as cur:
-                    for start in range(0, len(rows), ROWS_PER_INSERT):
-                        chunk = rows[start : start + ROWS_PER_INSERT]
-                        values = ", ".join(["(%s, %s)"] * len(chunk))
-                        cur.execute(
-                            f'UPDATE "{self.schema}".tasks AS t SET facts = v.facts FROM (VALUES {values}) '
-                            "AS v (id, facts) WHERE t.id = v.id",
-                            [value for pair in chunk for value in pair],
-                        )
+                    cur.executemany(
+                        f'UPDATE "{self.schema}".tasks SET facts = %s WHERE id = %s',
+                        [(facts, task_id) for task_id, facts in rows],
+                    )
             except self._psycopg.Error as exc:
                 raise self._fail(f"storing the facts of {len(rows)} runs", exc) from None
 

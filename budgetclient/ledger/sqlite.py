@@ -81,9 +81,9 @@ CALLS_PER_INSERT = 256
 thread: 256 calls are ~1 ms of work on either side, so the hand-overs cost little."""
 CALLS_PER_INSERT_OLD = 64
 """...under the 999 parameters SQLite before 3.32 allows."""
-_INSERT_CALL = _insert_sql("calls", _codec.COMPACT_CALL_COLUMNS)
+_INSERT_CALL = _insert_sql("calls", _codec.WRITE_CALL_COLUMNS)
 _INSERT_CALLS = {
-    size: _insert_sql("calls", _codec.COMPACT_CALL_COLUMNS, size)
+    size: _insert_sql("calls", _codec.WRITE_CALL_COLUMNS, size)
     for size in (CALLS_PER_INSERT, CALLS_PER_INSERT_OLD)
 }
 _INSERT_TASK = _insert_sql("tasks", _codec.TASK_COLUMNS)
@@ -123,7 +123,7 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 def _calls_per_insert(conn: sqlite3.Connection) -> int:
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    fits = CALLS_PER_INSERT * len(_codec.COMPACT_CALL_COLUMNS) <= limit
+    fits = CALLS_PER_INSERT * len(_codec.WRITE_CALL_COLUMNS) <= limit
     return CALLS_PER_INSERT if fits else CALLS_PER_INSERT_OLD
 
 
@@ -203,6 +203,7 @@ def _execute_each(
                 failed.append(exc)
 
 
+_INSERT_V2_CALL = _insert_sql("calls", _codec.COMPACT_CALL_COLUMNS)
 _SELECT_V1_CALLS = f"SELECT {', '.join(_codec.CALL_COLUMNS)} FROM calls_v1 ORDER BY rowid"
 
 
@@ -210,8 +211,10 @@ def _copy_calls_from_v1(conn: sqlite3.Connection) -> None:
     """Schema 1 to 2: each call row read by the version-1 decoder and re-encoded, in rowid order
     (so calls that started at the same instant keep their order)."""
     rows = conn.execute(_SELECT_V1_CALLS)
+    width = len(_codec.COMPACT_CALL_COLUMNS)  # the version-2 row: later steps add columns
     while chunk := rows.fetchmany(1000):
-        _insert_calls(conn, [_codec.call_to_compact_row(_codec.call_from_row(row)) for row in chunk])
+        encoded = [_codec.call_to_compact_row(_codec.call_from_row(row))[:width] for row in chunk]
+        conn.executemany(_INSERT_V2_CALL, encoded)
 
 
 _RECORD_COST = _codec.COMPACT_RECORD_FIELDS.index("cost")
@@ -219,6 +222,24 @@ _SET_MONEY = f"UPDATE calls SET {', '.join(f'{c} = ?' for c in _codec.MONEY_COLU
 _UNFILLED = "SELECT rowid, record FROM calls WHERE m_from_record != 0 AND m_from_record = 1"
 FILL_BATCH = 5000
 """Calls whose money columns one fill transaction computes (a few ms of other writers' wait)."""
+
+
+_RECORD_MODEL = _codec.COMPACT_RECORD_FIELDS.index("model")
+_UNFILLED_KIND = "SELECT rowid FROM calls WHERE drifted IS NULL"
+_SET_KIND = (
+    f"UPDATE calls SET model = json_extract(record, '$[{_RECORD_MODEL}]'), "
+    f"operation = json_extract(record, '$[{_RECORD_MODEL + 1}]'), "
+    f"drifted = json_extract(record, '$[{_codec.COMPACT_RECORD_FIELDS.index('drift')}]') IS NOT NULL "
+    "WHERE rowid = ?"
+)
+
+
+def _fill_kind_columns(conn: sqlite3.Connection, limit: int) -> int:
+    """`_codec.CALL_KIND_COLUMNS` of at most ``limit`` calls stored before schema 4, in the caller's
+    transaction; returns how many."""
+    rowids = conn.execute(f"{_UNFILLED_KIND} LIMIT {int(limit)}").fetchall()
+    conn.executemany(_SET_KIND, rowids)
+    return len(rowids)
 
 
 def _fill_money_columns(conn: sqlite3.Connection, limit: int | None = None) -> int:
@@ -331,6 +352,13 @@ MIGRATIONS: tuple[tuple[Migration, ...], ...] = (
         # what each run's calls say to the signals and the checklist (`ledger_report.RunFacts`, JSON);
         # NULL until a report computes it from the calls, once per run
         "ALTER TABLE tasks ADD COLUMN facts TEXT",
+        # model, operation and a drift flag beside the compact row (`_codec.CALL_KIND_COLUMNS`): the
+        # writer fills them; older rows are filled by the next report, as the money columns are
+        *(
+            f"ALTER TABLE calls ADD COLUMN {column} {kind}"
+            for column, kind in zip(_codec.CALL_KIND_COLUMNS, ("TEXT", "TEXT", "INTEGER"), strict=True)
+        ),
+        "CREATE INDEX calls_kind_unfilled ON calls (started_at) WHERE drifted IS NULL",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -577,8 +605,9 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
                 while True:
                     with _transaction(conn):
                         done = _fill_money_columns(conn, FILL_BATCH)
+                        kinds = _fill_kind_columns(conn, FILL_BATCH)
                     filled += done
-                    if done < FILL_BATCH:
+                    if done < FILL_BATCH and kinds < FILL_BATCH:
                         return filled
             except sqlite3.Error as exc:
                 raise self._fail("filling the money columns", exc) from exc

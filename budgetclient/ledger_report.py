@@ -53,7 +53,15 @@ from .reports import (
     merge_alerts,
     name_cache_repeats,
 )
-from .signals import PrefixCall, RepeatFacts, SignalEngine, apply_repeat_facts, cost_limit_for, repeat_facts
+from .signals import (
+    PrefixCall,
+    RepeatFacts,
+    SignalEngine,
+    apply_repeat_facts,
+    cost_limit_for,
+    moment_us,
+    repeat_facts,
+)
 from .usage import CostBreakdown, TaskRecord, Usage
 
 __all__ = [
@@ -119,10 +127,15 @@ class RunFacts:
     eligible: int
     cached: int
     """Eligible calls that read or wrote a cache."""
-    first_eligible: tuple[datetime, int] | None
-    """Start and stored order of its first eligible call: the order the checklist takes runs in."""
-    first_call: datetime | None
-    """The earliest start of the calls gathered: ``--since`` after it leaves some of them out."""
+    first_eligible: tuple[int, int] | None
+    """Start (`signals.moment_us`) and stored order of its first eligible call: the order the
+    checklist takes runs in."""
+    first_call: int | None
+    """The earliest start of the calls gathered (`signals.moment_us`): ``--since`` after it leaves
+    some of them out."""
+
+
+_NO_REPEATS = RepeatFacts(0, 0, 0, 0, (), ())
 
 
 def run_facts(gathered: Sequence[PrefixCall], own: Sequence[CallFacts], min_input: int) -> RunFacts:
@@ -134,8 +147,8 @@ def run_facts(gathered: Sequence[PrefixCall], own: Sequence[CallFacts], min_inpu
         own_calls=len(own),
         eligible=len(eligible),
         cached=sum(1 for c in eligible if c.usage.cache_read_tokens or c.usage.cache_write_tokens),
-        first_eligible=(eligible[0].started_at, eligible[0].order) if eligible else None,
-        first_call=min((c.started_at for c in gathered), default=None),
+        first_eligible=(moment_us(eligible[0].started_at), eligible[0].order) if eligible else None,
+        first_call=min((moment_us(c.started_at) for c in gathered), default=None),
     )
 
 
@@ -146,41 +159,40 @@ def _repeats_json(facts: RepeatFacts) -> list[Any]:
 
 
 def _repeats_from(data: list[Any]) -> RepeatFacts:
+    """The JSON lists stand for the tuples as they are (a report decodes one per run)."""
     minimum, calls, input_tokens, read, candidates, keys = data
-    return RepeatFacts(
-        min_input=minimum, calls=calls, input_tokens=input_tokens, cache_read_tokens=read,
-        candidates=tuple((t, tuple(k), i, r) for t, k, i, r in candidates),
-        keys=tuple((key, end) for key, end in keys),
-    )  # fmt: skip
+    if not (isinstance(candidates, list) and isinstance(keys, list)):
+        raise TypeError("not run facts")
+    return RepeatFacts(minimum, calls, input_tokens, read, candidates, keys)
 
 
 def encode_run_facts(facts: RunFacts) -> str:
-    us = _codec.time_us
     first = facts.first_eligible
-    return json.dumps(
-        {"v": 1, "s": _repeats_json(facts.signal), "o": _repeats_json(facts.own), "n": facts.own_calls,
-         "e": facts.eligible, "c": facts.cached, "fe": None if first is None else [us(first[0]), first[1]],
-         "f": None if facts.first_call is None else us(facts.first_call)},
-        separators=(",", ":"),
-    )  # fmt: skip
+    data = {
+        "v": 1, "s": _repeats_json(facts.signal), "o": _repeats_json(facts.own), "n": facts.own_calls,
+        "e": facts.eligible, "c": facts.cached, "fe": None if first is None else list(first),
+        "f": facts.first_call,
+    }  # fmt: skip
+    return json.dumps(data, separators=(",", ":"))
 
 
-def decode_run_facts(text: str | None) -> RunFacts | None:
-    """None for no facts, or facts this version does not read (they are computed again)."""
+def decode_run_facts(text: str | None, *, own: bool = True) -> RunFacts | None:
+    """None for no facts, or facts this version does not read (they are computed again); without
+    ``own``, the checklist's part is left empty (a report without the checklist skips it)."""
     if not text:
         return None
     try:
         data = json.loads(text)
         if data.get("v") != 1:
             return None
-        first, moment = data["fe"], _codec.time_from_us
+        first = data["fe"]
         return RunFacts(
-            signal=_repeats_from(data["s"]), own=_repeats_from(data["o"]), own_calls=data["n"],
-            eligible=data["e"], cached=data["c"],
-            first_eligible=None if first is None else (moment(first[0]), first[1]),
-            first_call=None if data["f"] is None else moment(data["f"]),
+            signal=_repeats_from(data["s"]), own=_repeats_from(data["o"]) if own else _NO_REPEATS,
+            own_calls=int(data["n"]), eligible=int(data["e"]), cached=int(data["c"]),
+            first_eligible=None if first is None else (int(first[0]), int(first[1])),
+            first_call=None if data["f"] is None else int(data["f"]),
         )  # fmt: skip
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError):
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None
 
 
@@ -288,8 +300,9 @@ class _NamePasses:
         for run in runs:
             _, run_input, run_read = apply_repeat_facts(run.own, seen)
             repeat_input, repeat_read = repeat_input + run_input, repeat_read + run_read
-        first = runs[0].first_eligible
-        assert first is not None
+        assert runs[0].first_eligible is not None
+        start_us, order = runs[0].first_eligible
+        first = (_codec.time_from_us(start_us), order)
         eligible, cached = sum(f.eligible for f in runs), sum(f.cached for f in runs)
         self.cache.append((first, name, eligible, cached, repeat_input, repeat_read))
 
@@ -325,11 +338,12 @@ class _NamePasses:
         one on) and stored for the next report when they hold for any window."""
         sel, minimum = self.sel, self.settings.signals.cache_min_input_tokens
         facts: dict[str, RunFacts] = {}
+        since_us = None if sel.since is None else moment_us(sel.since)
         for run, _, text in stored_runs:
-            found = decode_run_facts(text)
+            found = decode_run_facts(text, own=self.want_facts)
             if found is None or found.signal.min_input != minimum or sel.task_name is not None:
                 continue  # --task: the runs gather no calls of other names' children (as before)
-            if sel.since is not None and found.first_call is not None and found.first_call < sel.since:
+            if since_us is not None and found.first_call is not None and found.first_call < since_us:
                 continue  # the window leaves some of its calls out
             facts[run.id] = found
         missing = [(run, order) for run, order, _ in stored_runs if run.id not in facts]

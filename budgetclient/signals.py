@@ -235,10 +235,10 @@ class RepeatFacts:
     input_tokens: int
     cache_read_tokens: int
     """Calls (and their tokens) of ``min_input``+ input that repeat a prefix sent earlier in the run."""
-    candidates: tuple[tuple[int, tuple[str, ...], int, int], ...]
+    candidates: Sequence[tuple[int, Sequence[str], int, int]]
     """The other calls of ``min_input``+ input with a prefix key: (start, keys, input, cache read);
     each repeats if an earlier run sent one of its keys within `CACHE_TTL` before it started."""
-    keys: tuple[tuple[str, int], ...]
+    keys: Sequence[tuple[str, int]]
     """Each prefix key's last end in the run, in the order the run first used them.
 
     Times are microseconds since the epoch (`moment_us`): exact, and cheap to store and compare."""

@@ -561,3 +561,18 @@ def test_calls_stored_before_schema_4_are_read_from_their_records_then_filled(
             int(fields["drift"] is not None),
         )
     ledger.close()
+
+
+def test_postgres_limits_are_read_without_creating_their_tables(pg_ledger: Ledger) -> None:
+    import psycopg
+
+    from budgetclient.ledger.limits_store import read_limit_rows
+
+    db = sql_ledger(pg_ledger)
+    assert db is not None and read_limit_rows(db, 0.0) == []
+    schema = pg_ledger.schema  # type: ignore[attr-defined]
+    with psycopg.connect(PG_URL) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+    assert not [t for (t,) in tables if t.startswith("limit_")]

@@ -19,7 +19,7 @@ from .. import config
 from .._display import DISPLAY_NAME_MAX, csv_writer, display_name, terminal_text
 from ..ledger._files import write_private
 from ..reports import OUTCOMES, Report, TaskNameRow
-from ..reports_drift import DriftRow, drift_summary_line, read_drift
+from ..reports_drift import DriftRow, drift_summary_line, ledger_drift
 from . import CommandError
 from ._common import add_ledger_arguments, parse_since, read_report
 from ._text import WIDTH, table, usd, wrap
@@ -90,8 +90,12 @@ def _drift_text(args: argparse.Namespace, width: int | None) -> str:
     from ._common import _open
 
     url = args.ledger or config.get_settings().ledger_url
-    _open(url, "report").close()  # a missing ledger is the same one-line error as without --drift
-    rows = read_drift(url, since=parse_since(args.since) if args.since else None, task=args.task or None)
+    ledger = _open(url, "report")  # a missing ledger is the same one-line error as without --drift
+    try:
+        since = parse_since(args.since) if args.since else None
+        rows = ledger_drift(ledger, since=since, task=args.task or None)
+    finally:
+        ledger.close()
     if args.format == "json":
         return json.dumps([r.as_json() for r in rows], indent=2) + "\n"
     if args.format == "csv":

@@ -4,12 +4,16 @@ does not grow with the ledger.
 
 On SQLite and PostgreSQL the database sums the calls (`ledger.aggregate.call_groups`); the rest is
 done one task name at a time: the name's runs (a tenth of the calls) give its row and, replayed
-through a fresh `signals.SignalEngine`, its alerts; its calls are read as a few fields each
-(`CallFacts`), never as whole records, for the cache signal and the cache check. Names are
-independent in the signals, so replaying them one by one and ordering the alerts by when their task
-ended gives what one replay over the whole history gives. Memory is bounded by the largest task name
-(its runs and calls) plus the tasks that have a parent, not by the ledger. ``memory://`` ledgers
-(small by nature) are aggregated in Python from their records.
+through a fresh `signals.SignalEngine`, its alerts. What the cache signal and the checklist's cache
+check need of a run's calls is its `RunFacts`, kept in the tasks table: the first report that meets
+a run without them reads the calls of the runs from there on (a few fields each, `CallFacts`),
+computes and stores them; later reports read runs only. A run's facts hold what its calls say apart
+from the runs before it, plus the calls whose verdict depends on those (`signals.RepeatFacts`), so
+resolving them name by name in the replay's order gives the replay's figures. Names are independent
+in the signals, so replaying them one by one and ordering the alerts by when their task ended gives
+what one replay over the whole history gives. Memory is bounded by the largest task name's runs
+(and, when facts are missing, its calls), not by the ledger. ``memory://`` ledgers (small by
+nature) are aggregated in Python from their records.
 """
 
 from __future__ import annotations

@@ -280,9 +280,32 @@ def tasks_of(ledger: SqlLedger, sel: Selection, name: str) -> list[tuple[TaskRec
         f"ORDER BY started_at, {sql.order}",
         params,
     )
-    # the ledger's own decoder reads SQLite's text forms and PostgreSQL's typed values alike
-    return [(_codec.task_from_row({**dict(zip(_TASK_READ, row[2:], strict=True)), "metadata": ""}), row[0],
-             row[1]) for row in rows]  # fmt: skip
+    return [(_task(sql, row), row[0], row[1]) for row in rows]
+
+
+def _task(sql: _Sql, row: Sequence[Any]) -> TaskRecord:
+    """A run from its `_TASK_READ` values (after order and facts): what `_codec.task_from_row` gives,
+    positionally (a report decodes every run), for SQLite's text forms and PostgreSQL's typed values."""
+    task_id, name, parent, outcome, started, ended, *rest = row[2:]
+    i, r, w, wl, o, rs, rq, cost, b1, b2, b3, b4, b5, calls, budget, error = rest
+    moment = sql.moment
+    buckets = (b1, b2, b3, b4, b5)
+    breakdown = (
+        CostBreakdown()
+        if b1 is None and b2 is None and b3 is None and b4 is None and b5 is None
+        else CostBreakdown(
+            **{b: Decimal(0 if v is None else v) for b, v in zip(_BUCKETS, buckets, strict=True)}
+        )
+    )
+    return TaskRecord(
+        id=task_id, name=name, parent_id=parent, outcome=outcome, started_at=moment(started),
+        ended_at=moment(ended),
+        usage=_trusted_usage(input_tokens=int(i), cache_read_tokens=int(r), cache_write_tokens=int(w),
+                             cache_write_long_tokens=int(wl), output_tokens=int(o), reasoning_tokens=int(rs),
+                             requests=int(rq)),
+        cost=None if cost is None else Decimal(cost), cost_breakdown=breakdown, calls=int(calls),
+        budget_usd=None if budget is None else Decimal(budget), error=error,
+    )  # fmt: skip
 
 
 def calls_of(

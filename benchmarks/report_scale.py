@@ -5,8 +5,10 @@ task of another name, 1% of calls outside any task, one name on an unpriced mode
 per-million rates) by inserting rows in the ledger's own schema directly (the codec's rows; SQLite
 ``executemany``, PostgreSQL ``COPY``), then runs each command in a fresh process (``--format json``
 to /dev/null) and reads that process's peak RSS. One first report runs before them and is timed
-apart: on SQLite it also fills the money columns of every call, as the first report after the
-writer stored them does. ``groupby_s`` is the floor: the report's per-name
+apart: it computes and stores each run's facts (what its calls say to the alerts and the checklist,
+`ledger_report.RunFacts`) from the calls, once, and on SQLite fills the money and model columns of
+every call, as the first report after the writer stored them does; later reports read runs, not
+calls. ``groupby_s`` is the floor: the report's per-name
 figures as plain GROUP BY queries (calls per task name with their token and money sums, runs per
 name and outcome), timed in this process. ``ratio`` is ``report_s / groupby_s``.
 

@@ -4,23 +4,31 @@ does not grow with the ledger.
 
 On SQLite and PostgreSQL the database sums the calls (`ledger.aggregate.call_groups`); the rest is
 done one task name at a time: the name's runs (a tenth of the calls) give its row and, replayed
-through a fresh `signals.SignalEngine`, its alerts; its calls are read as a few fields each
-(`CallFacts`), never as whole records, for the cache signal and the cache check. Names are
-independent in the signals, so replaying them one by one and ordering the alerts by when their task
-ended gives what one replay over the whole history gives. Memory is bounded by the largest task name
-(its runs and calls) plus the tasks that have a parent, not by the ledger. ``memory://`` ledgers
-(small by nature) are aggregated in Python from their records.
+through a fresh `signals.SignalEngine`, its alerts. What the cache signal and the checklist's cache
+check need of a run's calls is its `RunFacts`, kept in the tasks table: the first report that meets
+a run without them reads the calls of the runs from there on (a few fields each, `CallFacts`),
+computes and stores them; later reports read runs only. A run's facts hold what its calls say apart
+from the runs before it, plus the calls whose verdict depends on those (`signals.RepeatFacts`), so
+resolving them name by name in the replay's order gives the replay's figures. Names are independent
+in the signals, so replaying them one by one and ordering the alerts by when their task ended gives
+what one replay over the whole history gives. Memory is bounded by the largest task name's runs
+(and, when facts are missing, its calls), not by the ledger. ``memory://`` ledgers (small by
+nature) are aggregated in Python from their records.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from . import config
 from .config import Settings
+from .errors import LedgerError
+from .ledger import _codec
 from .ledger.aggregate import (
     CallFacts,
     CallGroup,
@@ -49,10 +57,25 @@ from .reports import (
     merge_alerts,
     name_cache_repeats,
 )
-from .signals import SignalEngine, cost_limit_for
+from .signals import (
+    PrefixCall,
+    RepeatFacts,
+    SignalEngine,
+    apply_repeat_facts,
+    cost_limit_for,
+    moment_us,
+    repeat_facts,
+)
 from .usage import CostBreakdown, TaskRecord, Usage
 
-__all__ = ["LedgerReport", "read_ledger_report"]
+__all__ = [
+    "LedgerReport",
+    "RunFacts",
+    "decode_run_facts",
+    "encode_run_facts",
+    "read_ledger_report",
+    "run_facts",
+]
 
 _IDS_PER_QUERY = 500
 _TaskKey = tuple[datetime, datetime, int]
@@ -92,6 +115,89 @@ def read_ledger_report(
         found = facts_from_records(tasks, calls, settings=settings) if facts else None
         return LedgerReport(report if points else replace(report, points=()), found)
     return _NamePasses(db, Selection(since, task_name), settings, points, facts, progress).run(stored)
+
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    """What one run's calls say to the signals and to the checklist's cache check, kept in the
+    tasks table (``facts``) once computed, so a report reads runs, not their calls."""
+
+    signal: RepeatFacts
+    """Over the calls the run gathered as it ended (its own, and its children's that ended before it)."""
+    own: RepeatFacts
+    """Over its own eligible calls (status ok, ``cache_min_input_tokens``+ input), in stored order."""
+    own_calls: int
+    """Its own calls, any status: the report checks they are all the name's calls in tasks."""
+    eligible: int
+    cached: int
+    """Eligible calls that read or wrote a cache."""
+    first_eligible: tuple[int, int] | None
+    """Start (`signals.moment_us`) and stored order of its first eligible call: the order the
+    checklist takes runs in."""
+    first_call: int | None
+    """The earliest start of the calls gathered (`signals.moment_us`): ``--since`` after it leaves
+    some of them out."""
+
+
+_NO_REPEATS = RepeatFacts(0, 0, 0, 0, (), ())
+
+
+def run_facts(gathered: Sequence[PrefixCall], own: Sequence[CallFacts], min_input: int) -> RunFacts:
+    """`RunFacts` of a run from the calls it gathered and its own calls (both in stored order)."""
+    eligible = [c for c in own if c.status == "ok" and c.usage.input_tokens >= min_input]
+    return RunFacts(
+        signal=repeat_facts(gathered, min_input),
+        own=repeat_facts(eligible, 0),
+        own_calls=len(own),
+        eligible=len(eligible),
+        cached=sum(1 for c in eligible if c.usage.cache_read_tokens or c.usage.cache_write_tokens),
+        first_eligible=(moment_us(eligible[0].started_at), eligible[0].order) if eligible else None,
+        first_call=min((moment_us(c.started_at) for c in gathered), default=None),
+    )
+
+
+def _repeats_json(facts: RepeatFacts) -> list[Any]:
+    candidates = [[t, list(keys), i, r] for t, keys, i, r in facts.candidates]
+    keys = [list(k) for k in facts.keys]
+    return [facts.min_input, facts.calls, facts.input_tokens, facts.cache_read_tokens, candidates, keys]
+
+
+def _repeats_from(data: list[Any]) -> RepeatFacts:
+    """The JSON lists stand for the tuples as they are (a report decodes one per run)."""
+    minimum, calls, input_tokens, read, candidates, keys = data
+    if not (isinstance(candidates, list) and isinstance(keys, list)):
+        raise TypeError("not run facts")
+    return RepeatFacts(minimum, calls, input_tokens, read, candidates, keys)
+
+
+def encode_run_facts(facts: RunFacts) -> str:
+    first = facts.first_eligible
+    data = {
+        "v": 1, "s": _repeats_json(facts.signal), "o": _repeats_json(facts.own), "n": facts.own_calls,
+        "e": facts.eligible, "c": facts.cached, "fe": None if first is None else list(first),
+        "f": facts.first_call,
+    }  # fmt: skip
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode_run_facts(text: str | None, *, own: bool = True) -> RunFacts | None:
+    """None for no facts, or facts this version does not read (they are computed again); without
+    ``own``, the checklist's part is left empty (a report without the checklist skips it)."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+        if data.get("v") != 1:
+            return None
+        first = data["fe"]
+        return RunFacts(
+            signal=_repeats_from(data["s"]), own=_repeats_from(data["o"]) if own else _NO_REPEATS,
+            own_calls=int(data["n"]), eligible=int(data["e"]), cached=int(data["c"]),
+            first_eligible=None if first is None else (int(first[0]), int(first[1])),
+            first_call=None if data["f"] is None else int(data["f"]),
+        )  # fmt: skip
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
 
 
 def _models(groups: Sequence[CallGroup]) -> tuple[str, ...]:
@@ -158,17 +264,24 @@ class _NamePasses:
         todo: list[str | None] = [*names, *(n for n in call_names if n not in set(names))]
         task_name_set = set(names)
         for done, name in enumerate(todo, 1):
-            calls = calls_of(self.db, sel, name) if name in call_names else []
-            if self.want_facts:
-                self._cache_facts(name, calls)
+            in_tasks = sum(g.calls for g in groups if g.in_task and g.task_name == name)
+            loose = any(not g.in_task and g.task_name == name for g in groups)
             if name is not None and name in task_name_set:
                 models = _models([g for g in groups if g.in_task and g.task_name == name])
-                self._task_name(name, calls, models)
+                facts = self._task_name(name, models)
+                if self.want_facts and not loose and sum(f.own_calls for f in facts) == in_tasks:
+                    self._cache_from_facts(name, facts)
+                elif self.want_facts:
+                    self._cache_facts(name, calls_of(self.db, sel, name))
+            elif self.want_facts and name in call_names:
+                self._cache_facts(name, calls_of(self.db, sel, name))
             if self.progress is not None and (done % 50 == 0 or done == len(todo)):
                 self.progress("task names", done, len(todo))
         return self._finish(stored, groups)
 
     def _cache_facts(self, name: str | None, calls: Sequence[CallFacts]) -> None:
+        """The checklist's cache figures of a name from its calls (loose calls, or calls of tasks the
+        report has no run of)."""
         minimum = self.settings.signals.cache_min_input_tokens
         eligible = [c for c in calls if c.status == "ok" and c.usage.input_tokens >= minimum]
         if not eligible:
@@ -178,27 +291,94 @@ class _NamePasses:
         first = (eligible[0].started_at, eligible[0].order)
         self.cache.append((first, name, len(eligible), cached, repeat_input, repeat_read))
 
-    def _task_name(self, name: str, calls: Sequence[CallFacts], models: tuple[str, ...]) -> None:
+    def _cache_from_facts(self, name: str, facts: Sequence[RunFacts]) -> None:
+        """`_cache_facts` from the runs' facts: `name_cache_repeats` takes each run's eligible calls in
+        the order of its first one, earlier runs' prefixes counting as seen."""
+        runs = sorted(
+            (f for f in facts if f.first_eligible is not None), key=lambda f: f.first_eligible or ()
+        )
+        if not runs:
+            return
+        seen: dict[str, int] = {}
+        repeat_input = repeat_read = 0
+        for run in runs:
+            _, run_input, run_read = apply_repeat_facts(run.own, seen)
+            repeat_input, repeat_read = repeat_input + run_input, repeat_read + run_read
+        assert runs[0].first_eligible is not None
+        start_us, order = runs[0].first_eligible
+        first = (_codec.time_from_us(start_us), order)
+        eligible, cached = sum(f.eligible for f in runs), sum(f.cached for f in runs)
+        self.cache.append((first, name, eligible, cached, repeat_input, repeat_read))
+
+    def _task_name(self, name: str, models: tuple[str, ...]) -> list[RunFacts]:
         stored_runs = tasks_of(self.db, self.sel, name)
         ended = sorted(stored_runs, key=lambda run: (run[0].ended_at, run[0].started_at, run[1]))
-        runs = [run for run, _ in ended]
+        runs = [run for run, _, _ in ended]
         self.rows.append(_task_row(name, runs, models))
         self.runs += len(runs)
         if any(run.cost is None for run in runs):
             self.unpriced.add(name)
         if any(run.budget_usd is not None for run in runs):
             self.budgeted.add(name)
-        keys = [(run.ended_at, run.started_at, order) for run, order in ended]
+        keys = [(run.ended_at, run.started_at, order) for run, order, _ in ended]
         if self.want_points:
             self.points.append((keys[0], [
                 RunPoint(t.name, t.id, t.ended_at, t.outcome, t.cost, t.usage.cache_hit_rate, t.calls)
                 for t in runs
             ]))  # fmt: skip
-        self._replay(name, ended, calls)
+        facts = self._run_facts(name, stored_runs)
+        engine = SignalEngine(max_pending_tasks=None)
+        thresholds, limit = self.settings.signals, cost_limit_for(name, self.settings)
+        for key, run in zip(keys, runs, strict=True):
+            alerts = engine.end_task(run, thresholds=thresholds, cost_limit=limit, at=run.ended_at,
+                                     facts=facts[run.id].signal)  # fmt: skip
+            self.replayed.extend((key, alert) for alert in alerts)
+        return list(facts.values())
 
-    def _replay(self, name: str, ended: Sequence[tuple[TaskRecord, int]], calls: Sequence[CallFacts]) -> None:
-        """`signals.evaluate_history` for one name: its runs end in order; tasks under them with other
-        names only hand their calls up, as their own end would in a replay of every name."""
+    def _run_facts(
+        self, name: str, stored_runs: Sequence[tuple[TaskRecord, int, str | None]]
+    ) -> dict[str, RunFacts]:
+        """Each run's facts: as stored, else computed from the calls (of the runs from the first such
+        one on) and stored for the next report when they hold for any window."""
+        sel, minimum = self.sel, self.settings.signals.cache_min_input_tokens
+        facts: dict[str, RunFacts] = {}
+        since_us = None if sel.since is None else moment_us(sel.since)
+        for run, _, text in stored_runs:
+            found = decode_run_facts(text, own=self.want_facts)
+            if found is None or found.signal.min_input != minimum or sel.task_name is not None:
+                continue  # --task: the runs gather no calls of other names' children (as before)
+            if since_us is not None and found.first_call is not None and found.first_call < since_us:
+                continue  # the window leaves some of its calls out
+            facts[run.id] = found
+        missing = [(run, order) for run, order, _ in stored_runs if run.id not in facts]
+        if not missing:
+            return facts
+        computed = self._compute_facts(name, [(run, order) for run, order, _ in stored_runs], missing)
+        facts.update(computed)
+        store = getattr(self.db, "store_task_facts", None)
+        if store is not None and sel.since is None and sel.task_name is None:
+            try:
+                store([(task_id, encode_run_facts(found)) for task_id, found in computed.items()])
+            except LedgerError:
+                pass  # a read-only ledger: computed again next time
+        return facts
+
+    def _compute_facts(
+        self,
+        name: str,
+        stored_runs: Sequence[tuple[TaskRecord, int]],
+        missing: Sequence[tuple[TaskRecord, int]],
+    ) -> dict[str, RunFacts]:
+        """What a replay of the runs that started with or after the first missing one gives each missing
+        run: the calls it gathers as it ends (its own, and those its children hand up, as
+        `signals.evaluate_history` sees them) and its own calls. A run's calls and children start
+        after it, so none before that start is needed."""
+        start = min(run.started_at for run, _ in missing)
+        ended = sorted(
+            ((run, order) for run, order in stored_runs if run.started_at >= start),
+            key=lambda item: (item[0].ended_at, item[0].started_at, item[1]),
+        )
+        calls = calls_of(self.db, self.sel, name, start=start)
         engine = SignalEngine(max_pending_tasks=None)
         for call in calls:
             engine.add_call(call)
@@ -210,13 +390,16 @@ class _NamePasses:
         ]
         events.extend(((t.ended_at, t.started_at, t.order), t) for t in foreign)
         events.sort(key=lambda event: event[0])
-        thresholds, limit = self.settings.signals, cost_limit_for(name, self.settings)
-        for key, task in events:
-            if isinstance(task, ChildTask):
-                engine.pass_up(task.id, task.parent_id)
-                continue
-            for alert in engine.end_task(task, thresholds=thresholds, cost_limit=limit, at=task.ended_at):
-                self.replayed.append((key, alert))
+        gathered: dict[str, list[PrefixCall]] = {}
+        for _, task in events:
+            gathered[task.id] = engine.pass_up(task.id, task.parent_id)
+        own: dict[str | None, list[CallFacts]] = {}
+        for call in calls:
+            own.setdefault(call.task_id, []).append(call)
+        minimum = self.settings.signals.cache_min_input_tokens
+        return {
+            run.id: run_facts(gathered.get(run.id, []), own.get(run.id, []), minimum) for run, _ in missing
+        }
 
     def _foreign_descendants(self, name: str, ids: list[str]) -> list[ChildTask]:
         seen, stack, foreign = set(ids), list(ids), []

@@ -18,10 +18,11 @@ from typing import Any
 
 from .drift import fix_hint
 from .ledger.aggregate import DriftedCall, Selection, drifted_calls, sql_ledger
+from .ledger.base import Ledger
 from .ledger.opening import open_ledger
 from .usage import CallRecord
 
-__all__ = ["DriftRow", "drift_rows", "drift_summary_line", "read_drift"]
+__all__ = ["DriftRow", "drift_rows", "drift_summary_line", "ledger_drift", "read_drift"]
 
 _GROWING = re.compile(r"^(messages|contents|input)\[\d+\]")
 
@@ -110,9 +111,14 @@ def read_drift(url: str, *, since: datetime | None = None, task: str | None = No
     """The drift rows of the calls the ledger at ``url`` holds (from ``since``, of task ``task``)."""
     ledger = open_ledger(url)
     try:
-        db = sql_ledger(ledger)
-        if db is None:  # memory://: small, read whole
-            return drift_rows(ledger.read_calls(since=since, task_name=task))
-        return drift_rows(drifted_calls(db, Selection(since, task)))
+        return ledger_drift(ledger, since=since, task=task)
     finally:
         ledger.close()
+
+
+def ledger_drift(ledger: Ledger, *, since: datetime | None = None, task: str | None = None) -> list[DriftRow]:
+    """`read_drift` on a ledger already open."""
+    db = sql_ledger(ledger)
+    if db is None:  # memory://: small, read whole
+        return drift_rows(ledger.read_calls(since=since, task_name=task))
+    return drift_rows(drifted_calls(db, Selection(since, task)))

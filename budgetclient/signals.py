@@ -24,6 +24,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from operator import attrgetter
@@ -41,7 +42,9 @@ __all__ = [
     "ALERT_KINDS",
     "AlertRecord",
     "PrefixCall",
+    "RepeatFacts",
     "SignalEngine",
+    "apply_repeat_facts",
     "SignalThresholds",
     "check_cache_hit_rate",
     "check_cost_baseline",
@@ -52,7 +55,9 @@ __all__ = [
     "evaluate_history",
     "evaluate_task",
     "install",
+    "moment_us",
     "on_alert",
+    "repeat_facts",
     "reset",
     "uninstall",
 ]
@@ -190,9 +195,7 @@ def _call_end(call: PrefixCall) -> datetime:
     return call.started_at + timedelta(seconds=max(call.duration_s, 0.0))
 
 
-def repeat_prefix_calls(
-    calls: Sequence[C], seen: dict[str, datetime] | None = None
-) -> list[C]:
+def repeat_prefix_calls(calls: Sequence[C], seen: dict[str, datetime] | None = None) -> list[C]:
     """The calls that repeat a prefix sent before (within ``CACHE_TTL``), so they should read cache.
 
     A call repeats when its conversation or its prefix hash was seen earlier (in ``seen``, the
@@ -220,39 +223,104 @@ def repeat_prefix_calls(
     return repeats
 
 
+@dataclass(frozen=True, slots=True)
+class RepeatFacts:
+    """What one run's calls say about repeated prefixes, apart from the runs before it: enough to
+    give `check_cache_hit_rate`'s figures once the name's earlier prefixes (``seen``) are known, so a
+    report keeps these per run (`repeat_facts`) instead of replaying calls (`apply_repeat_facts`)."""
+
+    min_input: int
+    """The ``cache_min_input_tokens`` the figures were taken with."""
+    calls: int
+    input_tokens: int
+    cache_read_tokens: int
+    """Calls (and their tokens) of ``min_input``+ input that repeat a prefix sent earlier in the run."""
+    candidates: Sequence[tuple[int, Sequence[str], int, int]]
+    """The other calls of ``min_input``+ input with a prefix key: (start, keys, input, cache read);
+    each repeats if an earlier run sent one of its keys within `CACHE_TTL` before it started."""
+    keys: Sequence[tuple[str, int]]
+    """Each prefix key's last end in the run, in the order the run first used them.
+
+    Times are microseconds since the epoch (`moment_us`): exact, and cheap to store and compare."""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_TTL_US = CACHE_TTL // _MICROSECOND
+
+
+def moment_us(moment: datetime) -> int:
+    """An aware time as whole microseconds since the epoch."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def repeat_facts(calls: Sequence[PrefixCall], min_input: int) -> RepeatFacts:
+    """`RepeatFacts` of one run's calls (as `check_cache_hit_rate` receives them)."""
+    seen: dict[str, datetime] = {}
+    within = {id(c) for c in repeat_prefix_calls(calls, seen)}
+    repeats = [c for c in calls if id(c) in within and c.usage.input_tokens >= min_input]
+    candidates = tuple(
+        (moment_us(c.started_at), tuple(keys), c.usage.input_tokens, c.usage.cache_read_tokens)
+        for c in sorted(calls, key=_started_at)
+        if id(c) not in within and c.usage.input_tokens >= min_input and (keys := _call_keys(c))
+    )
+    return RepeatFacts(
+        min_input=min_input,
+        calls=len(repeats),
+        input_tokens=sum(c.usage.input_tokens for c in repeats),
+        cache_read_tokens=sum(c.usage.cache_read_tokens for c in repeats),
+        candidates=candidates,
+        keys=tuple((key, moment_us(end)) for key, end in seen.items()),
+    )
+
+
+def apply_repeat_facts(facts: RepeatFacts, seen: dict[str, int]) -> tuple[int, int, int]:
+    """(calls, input tokens, cache read tokens) repeating a prefix, given the name's earlier prefixes
+    ``seen``, which then takes the run's own: what `repeat_prefix_calls` over the run's calls gives.
+
+    A call repeats when a key was last sent within `CACHE_TTL` before it, by the run or earlier ones;
+    ``seen`` keeps each key's latest end, so the two sources can be judged apart."""
+    calls, input_tokens, read = facts.calls, facts.input_tokens, facts.cache_read_tokens
+    for started, keys, call_input, call_read in facts.candidates:
+        if any(key in seen and started - seen[key] <= _TTL_US for key in keys):
+            calls, input_tokens, read = calls + 1, input_tokens + call_input, read + call_read
+    for key, end in facts.keys:
+        if key not in seen or seen[key] < end:
+            seen[key] = end
+    return calls, input_tokens, read
+
+
 def check_cache_hit_rate(
     task: TaskRecord,
     calls: Sequence[PrefixCall],
     thresholds: SignalThresholds,
     *,
-    seen: dict[str, datetime] | None = None,
+    seen: dict[str, int] | None = None,
     at: datetime | None = None,
+    facts: RepeatFacts | None = None,
 ) -> AlertRecord | None:
     """``cache_hit_rate`` when calls repeating a fixed prefix read too little from cache.
 
     Only calls with at least ``cache_min_input_tokens`` input count (smaller prompts cannot be
-    cached). ``seen`` (prefix keys of the name's recent calls) is updated in place.
+    cached). ``seen`` (prefix keys of the name's recent calls, each with when it was last sent, in
+    `moment_us`) is updated in place. ``facts``, when
+    given, stand for ``calls`` (taken with the same ``cache_min_input_tokens``).
     """
-    repeats = [
-        c
-        for c in repeat_prefix_calls(calls, seen)
-        if c.usage.input_tokens >= thresholds.cache_min_input_tokens
-    ]
-    input_tokens = sum(c.usage.input_tokens for c in repeats)
-    if not repeats or not input_tokens:
+    facts = facts or repeat_facts(calls, thresholds.cache_min_input_tokens)
+    count, input_tokens, read = apply_repeat_facts(facts, {} if seen is None else seen)
+    if not count or not input_tokens:
         return None
-    read = sum(c.usage.cache_read_tokens for c in repeats)
     rate = read / input_tokens
     if rate >= thresholds.cache_hit_rate_min:
         return None
     return _alert(
         "cache_hit_rate", task,
-        f"task {task.name!r}: {_count(len(repeats), 'call')} repeating a prefix already sent read "
+        f"task {task.name!r}: {_count(count, 'call')} repeating a prefix already sent read "
         f"{rate:.0%} of their input from cache (threshold {thresholds.cache_hit_rate_min:.0%}); check that "
         "the system prompt and tools are byte-identical across calls (timestamps, ids, key order) "
         "and that caching is on",
         rate, thresholds.cache_hit_rate_min, at,
-        calls=len(repeats), input_tokens=input_tokens, cache_read_tokens=read,
+        calls=count, input_tokens=input_tokens, cache_read_tokens=read,
     )  # fmt: skip
 
 
@@ -334,19 +402,21 @@ def evaluate_task(
     *,
     thresholds: SignalThresholds | None = None,
     cost_limit: Decimal | None = None,
-    seen: dict[str, datetime] | None = None,
+    seen: dict[str, int] | None = None,
     at: datetime | None = None,
+    facts: RepeatFacts | None = None,
 ) -> list[AlertRecord]:
     """Every signal for one finished task, given the earlier tasks of its name and its calls.
 
-    ``calls`` are the task's call records (its children's included); ``seen`` maps prefix keys of
-    the name's earlier calls to when they were last sent, and is updated in place.
+    ``calls`` are the task's call records (its children's included), or ``facts`` what they say of
+    repeated prefixes; ``seen`` maps prefix keys of the name's earlier calls to when they were last
+    sent, and is updated in place.
     """
     thresholds = thresholds or SignalThresholds()
     alerts = [
         check_cost_limit(task, cost_limit, at=at),
         check_cost_baseline(task, earlier, thresholds, at=at),
-        check_cache_hit_rate(task, calls, thresholds, seen=seen, at=at),
+        check_cache_hit_rate(task, calls, thresholds, seen=seen, at=at, facts=facts),
         *check_failure_cost(task, earlier, thresholds, at=at),
         check_output_ratio(task, thresholds, at=at),
     ]
@@ -366,7 +436,7 @@ class SignalEngine:
     def __init__(self, *, max_pending_tasks: int | None = _MAX_PENDING_TASKS) -> None:
         self._max_pending = max_pending_tasks
         self._history: dict[str, list[TaskRecord]] = {}
-        self._seen: dict[str, dict[str, datetime]] = {}
+        self._seen: dict[str, dict[str, int]] = {}
         self._pending: OrderedDict[str, list[PrefixCall]] = OrderedDict()
 
     def add_call(self, record: PrefixCall) -> None:
@@ -380,10 +450,10 @@ class SignalEngine:
                 self._pending.popitem(last=False)
         calls.append(record)
 
-    def pass_up(self, task_id: str, parent_id: str | None) -> None:
+    def pass_up(self, task_id: str, parent_id: str | None) -> list[PrefixCall]:
         """What `end_task` does with a task's calls, for a task whose own signals are judged elsewhere
-        (a report replays one task name at a time, and a child may have another name)."""
-        self._take(task_id, parent_id)
+        (a report replays one task name at a time, and a child may have another name); returns them."""
+        return self._take(task_id, parent_id)
 
     def _take(self, task_id: str, parent_id: str | None) -> list[PrefixCall]:
         calls = self._pending.pop(task_id, [])
@@ -398,12 +468,14 @@ class SignalEngine:
         thresholds: SignalThresholds,
         cost_limit: Decimal | None,
         at: datetime | None = None,
+        facts: RepeatFacts | None = None,
     ) -> list[AlertRecord]:
+        """The task's alerts; ``facts`` stand for the calls it gathered (a report's stored figures)."""
         calls = self._take(task.id, task.parent_id)
         earlier = self._history.setdefault(task.name, [])
         seen = self._seen.setdefault(task.name, {})
         alerts = evaluate_task(
-            task, earlier, calls, thresholds=thresholds, cost_limit=cost_limit, seen=seen, at=at
+            task, earlier, calls, thresholds=thresholds, cost_limit=cost_limit, seen=seen, at=at, facts=facts
         )
         earlier.append(task)
         keep = max(thresholds.cost_baseline_window * 2, thresholds.failure_window, 50)

@@ -396,3 +396,35 @@ def test_prices_agree_with_the_bundled_price_data(capsys: pytest.CaptureFixture[
     assert Decimal(data["cache_read"]["base"]) == base(published.cache_read_mtok)
     code, out, _ = run_cli(capsys, "prices", "claude-sonnet-4-5")
     assert code == 0 and re.search(rf"output\s+{base(published.output_mtok):.2f}", out)
+
+
+@pytest.mark.parametrize("command", [["report"], ["report", "--format", "json"], ["check"]])
+def test_reading_commands_open_the_ledger_once_and_create_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """``report`` and ``check`` read: the ledger is opened once (report, drift and limits alike) and
+    no table is created in it (a ledger that never held a fleet limit has no limit tables)."""
+    import sqlite3
+
+    from budgetclient.ledger.sqlite import SQLiteLedger
+
+    path = tmp_path / "ledger.db"
+    history = sample_history()
+    ledger = open_ledger(f"sqlite:///{path}")
+    ledger.write(calls=history.calls, tasks=history.tasks)
+    ledger.close()
+    with sqlite3.connect(path) as raw:
+        before = raw.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+    opened: list[str] = []
+    real_init = SQLiteLedger.__init__
+
+    def counting_init(self: SQLiteLedger, url: str) -> None:
+        opened.append(url)
+        real_init(self, url)
+
+    monkeypatch.setattr(SQLiteLedger, "__init__", counting_init)
+    assert main([*command, "--ledger", f"sqlite:///{path}"]) in (0, 1)
+    capsys.readouterr()
+    assert len(opened) == 1
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall() == before

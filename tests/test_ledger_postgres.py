@@ -102,7 +102,7 @@ def test_columns_are_the_shared_one_column_per_field_layout(ledger: Ledger, sche
 
     from budgetclient.ledger import _codec, postgres
 
-    assert postgres.SCHEMA_VERSION == 2 and sqlite_ledger.SCHEMA_VERSION == 3
+    assert postgres.SCHEMA_VERSION == 3 and sqlite_ledger.SCHEMA_VERSION == 4
     assert isinstance(ledger, postgres.PostgresLedger) and ledger.schema_version() == postgres.SCHEMA_VERSION
     expected = {"calls": _codec.CALL_COLUMNS, "tasks": _codec.TASK_COLUMNS, "alerts": _codec.ALERT_COLUMNS}
     with psycopg.connect(BASE_URL) as conn:
@@ -112,7 +112,7 @@ def test_columns_are_the_shared_one_column_per_field_layout(ledger: Ledger, sche
                 "WHERE table_schema = %s AND table_name = %s",
                 (schema, table),
             ).fetchall()
-            columns = {r[0] for r in rows} - {"seq"}
+            columns = {r[0] for r in rows} - {"seq", "facts"}  # facts: what reports computed per run
             sqlite_v1_columns = {
                 line.strip().split()[0]
                 for statement in sqlite_ledger.MIGRATIONS[0]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import fields, is_dataclass, replace
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from budgetclient import config
 from budgetclient.cli.check import checklist, evaluate_checklist
@@ -30,6 +34,7 @@ from budgetclient.reports import Report, build_report, facts_from_records
 from budgetclient.reports_drift import drift_rows
 from budgetclient.usage import CallRecord, CostBreakdown, Usage
 
+from ._hypothesis import FAST
 from ._report_data import T0, History, make_call, sample_history, task_from_calls
 
 PG_URL = os.environ.get("BUDGETCLIENT_TEST_POSTGRES_URL", "")
@@ -186,16 +191,18 @@ def exact(value: Any) -> Any:
     return value
 
 
-def reference(ledger: Ledger, since: datetime | None, task: str | None) -> tuple[Report, Any, Any]:
+def reference(
+    ledger: Ledger, since: datetime | None, task: str | None, settings: config.Settings = SETTINGS
+) -> tuple[Report, Any, Any]:
     """Today's aggregation: every record decoded, aggregated in Python."""
     tasks = ledger.read_tasks(since=since, name=task)
     calls = ledger.read_calls(since=since, task_name=task)
     alerts = ledger.read_alerts(since=since, task_name=task)
-    report = build_report(tasks, calls, alerts, task_name=task, settings=SETTINGS, since=since)
+    report = build_report(tasks, calls, alerts, task_name=task, settings=settings, since=since)
     return (
         report,
-        facts_from_records(tasks, calls, settings=SETTINGS),
-        evaluate_checklist(tasks, calls, report, settings=SETTINGS),
+        facts_from_records(tasks, calls, settings=settings),
+        evaluate_checklist(tasks, calls, report, settings=settings),
     )
 
 
@@ -389,3 +396,183 @@ def test_drift_section_reads_only_drifted_calls_and_matches_the_records(
     assert (agent.calls, agent.tokens_at_risk, agent.unpriced) == (2, 100 + 200, 1)
     assert agent.cost_at_risk == Decimal("0.01")
     assert rows[0].task == "other"  # most money at risk first
+
+
+def same_as_reference(
+    ledger: Ledger, since: datetime | None, task: str | None, settings: config.Settings = SETTINGS
+) -> None:
+    old, old_facts, old_items = reference(ledger, since, task, settings)
+    new = read_ledger_report(ledger, since=since, task_name=task, settings=settings, points=True, facts=True)
+    where = f"since={since} task={task}"
+    assert exact(replace(new.report, rows=())) == exact(replace(old, rows=())), where
+    for got, want in zip(new.report.rows, old.rows, strict=True):
+        assert exact(replace(got, alerts=())) == exact(replace(want, alerts=())), where
+        assert [replace(a, id="") for a in got.alerts] == [replace(a, id="") for a in want.alerts], (
+            where,
+            want.task,
+        )
+    assert len(new.report.rows) == len(old.rows)
+    assert exact(new.facts) == exact(old_facts), where
+    assert new.facts is not None and checklist(new.facts, new.report, settings=settings) == old_items, where
+
+
+def test_reports_from_stored_run_facts_equal_a_replay_of_every_call(
+    tmp_path: Path, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first report computes each run's facts from its calls and stores them; later ones read the
+    runs only (no call of a task name with runs is read again) and give the same figures and alerts."""
+    from budgetclient import ledger_report
+
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    fill(ledger, history)
+    read_ledger_report(ledger, settings=SETTINGS, facts=True)
+    with sqlite3.connect(tmp_path / "ledger.db") as raw:
+        assert raw.execute("SELECT COUNT(*) FROM tasks WHERE facts IS NULL").fetchone() == (0,)
+    owner = {t.id: t.name for t in history.tasks}
+    # the checklist reads the calls of a name that has calls outside its runs (loose, or of a task
+    # that never ended): those are not in any run's facts
+    run_names = {t.name for t in history.tasks} - {
+        c.task_name for c in history.calls if owner.get(c.task_id or "") != c.task_name
+    }
+    assert len(run_names) >= 5
+    real_calls_of = ledger_report.calls_of
+
+    def calls_of(db: Any, sel: Selection, name: str | None, **kw: Any) -> Any:
+        assert name not in run_names or sel.task_name is not None, name  # only loose and orphan calls
+        return real_calls_of(db, sel, name, **kw)
+
+    monkeypatch.setattr(ledger_report, "calls_of", calls_of)
+    for since, task in SELECTIONS:
+        if task is None:
+            same_as_reference(ledger, since, task)
+    ledger.close()
+
+
+def test_run_facts_of_another_threshold_are_computed_again(tmp_path: Path, history: History) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    fill(ledger, history)
+    read_ledger_report(ledger, settings=SETTINGS)
+    other = replace(SETTINGS, signals=replace(SETTINGS.signals, cache_min_input_tokens=2500))
+    same_as_reference(ledger, None, None, other)
+    ledger.close()
+
+
+@st.composite
+def small_ledgers(draw: st.DrawFn) -> History:
+    """Runs of two names close together (within the cache TTL or not), sharing prefix hashes and
+    conversations or not, with children of either name (ending before their parent or after it),
+    failed calls, inputs either side of the cache threshold, loose calls and calls of tasks that
+    never ended: what decides which calls repeat a prefix, per run and across runs."""
+    history = History()
+    n = 0
+
+    def calls_for(task_id: str | None, name: str | None, start: datetime, count: int) -> list[CallRecord]:
+        nonlocal n
+        out = []
+        at = start
+        for _ in range(count):
+            n += 1
+            at += timedelta(seconds=draw(st.sampled_from([0, 1, 30, 200, 400])))
+            input_tokens = draw(st.sampled_from([500, 1024, 3000]))
+            read = draw(st.sampled_from([0, input_tokens // 4, input_tokens]))
+            out.append(make_call(
+                n, at=at, usage=Usage(input_tokens=input_tokens, cache_read_tokens=read, output_tokens=10),
+                task_id=task_id, task_name=name,
+                conversation=draw(st.sampled_from([None, "c1", "c2", f"own-{task_id}"])),
+                prefix_hash=draw(st.sampled_from([None, "p1", "p2"])),
+                status=draw(st.sampled_from(["ok", "ok", "ok", "error"])),
+            ))  # fmt: skip
+        return out
+
+    for i in range(draw(st.integers(1, 6))):
+        name = draw(st.sampled_from(["alpha", "beta"]))
+        start = T0 + timedelta(seconds=draw(st.integers(0, 1500)))
+        own = calls_for(f"run-{i}", name, start, draw(st.integers(0, 4)))
+        children: list[CallRecord] = []
+        for j in range(draw(st.integers(0, 2))):
+            child_name = draw(st.sampled_from(["alpha", "beta"]))
+            child_calls = calls_for(
+                f"run-{i}-{j}", child_name, start + timedelta(seconds=1), draw(st.integers(0, 3))
+            )
+            child = task_from_calls(
+                f"run-{i}-{j}", child_name, "success", child_calls,
+                started_at=start + timedelta(seconds=1), parent_id=f"run-{i}",
+            )  # fmt: skip
+            if draw(st.booleans()):  # ends after its parent: its calls never reach the parent
+                child = replace(child, ended_at=child.ended_at + timedelta(hours=1))
+            history.tasks.append(child)
+            history.calls += child_calls
+            children += child_calls
+        outcome = draw(st.sampled_from(["success", "failure"]))
+        run = task_from_calls(f"run-{i}", name, outcome, [*own, *children], started_at=start)
+        history.tasks.append(run)
+        history.calls += own
+    history.calls += calls_for(None, draw(st.sampled_from([None, "alpha"])), T0, draw(st.integers(0, 2)))
+    history.calls += calls_for("never-ended", "beta", T0, draw(st.integers(0, 2)))
+    return history
+
+
+@settings(FAST, max_examples=60)
+@given(history=small_ledgers(), cut=st.integers(0, 1500))
+def test_generated_ledgers_report_as_a_replay_of_every_call(history: History, cut: int) -> None:
+    """Hypothesis ledgers: the first report (facts computed from the calls), a second one (facts read
+    back), and a window, each equal to the replay of every call."""
+    path = Path(tempfile.mkdtemp()) / "ledger.db"
+    ledger = open_ledger(f"sqlite:///{path}")
+    try:
+        ledger.write(calls=history.calls, tasks=history.tasks)
+        same_as_reference(ledger, None, None)
+        same_as_reference(ledger, None, None)
+        same_as_reference(ledger, T0 + timedelta(seconds=cut), None)
+        same_as_reference(ledger, None, "alpha")
+    finally:
+        ledger.close()
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def test_calls_stored_before_schema_4_are_read_from_their_records_then_filled(
+    tmp_path: Path, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows without the kind columns (stored before schema 4) give the same figures, read from their
+    records while they cannot be filled (a read-only file), and are filled by the next report."""
+    path = tmp_path / "ledger.db"
+    ledger = open_ledger(f"sqlite:///{path}")
+    fill(ledger, history)
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE calls SET model = NULL, operation = NULL, drifted = NULL")
+    real_fill = sqlite_ledger.SQLiteLedger.fill_money_columns
+
+    def refuse(self: object) -> int:
+        raise LedgerError("read-only")
+
+    monkeypatch.setattr(sqlite_ledger.SQLiteLedger, "fill_money_columns", refuse)
+    same_as_reference(ledger, None, None)
+    assert drift_rows(drifted_calls(sql_ledger(ledger), Selection())) == drift_rows(ledger.read_calls())  # type: ignore[arg-type]
+    monkeypatch.setattr(sqlite_ledger.SQLiteLedger, "fill_money_columns", real_fill)
+    same_as_reference(ledger, None, None)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT COUNT(*) FROM calls WHERE drifted IS NULL").fetchone() == (0,)
+        stored = raw.execute("SELECT model, operation, drifted, record FROM calls").fetchall()
+    for model, operation, drifted, record in stored:
+        fields = dict(zip(_codec.COMPACT_RECORD_FIELDS, json.loads(record), strict=False))
+        assert (model, operation, drifted) == (
+            fields["model"],
+            fields["operation"],
+            int(fields["drift"] is not None),
+        )
+    ledger.close()
+
+
+def test_postgres_limits_are_read_without_creating_their_tables(pg_ledger: Ledger) -> None:
+    import psycopg
+
+    from budgetclient.ledger.limits_store import read_limit_rows
+
+    db = sql_ledger(pg_ledger)
+    assert db is not None and read_limit_rows(db, 0.0) == []
+    schema = pg_ledger.schema  # type: ignore[attr-defined]
+    with psycopg.connect(PG_URL) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+    assert not [t for (t,) in tables if t.startswith("limit_")]

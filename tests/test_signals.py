@@ -9,6 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 import budgetclient as bc
@@ -17,6 +19,7 @@ from budgetclient.config import SignalThresholds
 from budgetclient.errors import ConfigurationError
 from budgetclient.ledger import AlertRecord, flush, open_ledger
 from budgetclient.signals import (
+    apply_repeat_facts,
     check_cache_hit_rate,
     check_cost_baseline,
     check_cost_limit,
@@ -24,8 +27,12 @@ from budgetclient.signals import (
     check_output_ratio,
     evaluate_history,
     evaluate_task,
+    repeat_facts,
+    repeat_prefix_calls,
 )
 from budgetclient.usage import CallRecord, CostBreakdown, Outcome, TaskRecord, Usage
+
+from ._hypothesis import FAST
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DEFAULTS = SignalThresholds()
@@ -207,7 +214,7 @@ def test_cache_hit_rate_stays_silent(calls: list[CallRecord], why: str) -> None:
 
 def test_cache_hit_rate_counts_prefixes_seen_in_earlier_tasks_only_within_the_ttl() -> None:
     first = [call(1, at=T0, input_tokens=5000, conversation=None, task_id="triage-1")]
-    seen: dict[str, datetime] = {}
+    seen: dict[str, int] = {}
     assert check_cache_hit_rate(run(1, "0.1"), first, DEFAULTS, seen=seen) is None
     soon = [call(2, at=T0 + timedelta(minutes=2), input_tokens=5000, conversation=None)]
     alert = check_cache_hit_rate(run(2, "0.1"), soon, DEFAULTS, seen=dict(seen))
@@ -446,3 +453,51 @@ def test_calls_without_keys_far_apart_do_not_repeat() -> None:
         for i in range(3)
     ]
     assert check_cache_hit_rate(run(9, "0.1"), calls, DEFAULTS) is None  # an hour apart: beyond the cache TTL
+
+
+@st.composite
+def runs_of_calls(draw: st.DrawFn) -> list[list[CallRecord]]:
+    """A name's runs in the order they end, each a few calls minutes apart, keyed or not."""
+    runs, n = [], 0
+    for _ in range(draw(st.integers(1, 5))):
+        start = T0 + timedelta(seconds=draw(st.integers(0, 1200)))
+        calls = []
+        for _ in range(draw(st.integers(0, 4))):
+            n += 1
+            start += timedelta(seconds=draw(st.sampled_from([0, 10, 200, 299, 301, 600])))
+            calls.append(call(
+                n, at=start, input_tokens=draw(st.sampled_from([100, 1024, 5000])),
+                cache_read=draw(st.sampled_from([0, 1000])),
+                conversation=draw(st.sampled_from([None, "conv-a", "conv-b"])),
+                prefix_hash=draw(st.sampled_from([None, "prefix-a"])),
+            ))  # fmt: skip
+        runs.append(calls)
+    return runs
+
+
+@settings(FAST, max_examples=300)
+@given(runs=runs_of_calls())
+def test_repeat_facts_give_what_repeat_prefix_calls_gives(runs: list[list[CallRecord]]) -> None:
+    """What a report keeps per run (`repeat_facts`), resolved against earlier runs
+    (`apply_repeat_facts`), counts the calls `repeat_prefix_calls` finds over the run's calls with the
+    name's earlier prefixes, and leaves the same prefixes seen (times in microseconds)."""
+    seen_then: dict[str, datetime] = {}
+    seen_now: dict[str, int] = {}
+    for calls in runs:
+        repeats = [
+            c
+            for c in repeat_prefix_calls(calls, seen_then)
+            if c.usage.input_tokens >= DEFAULTS.cache_min_input_tokens
+        ]
+        want = (
+            len(repeats),
+            sum(c.usage.input_tokens for c in repeats),
+            sum(c.usage.cache_read_tokens for c in repeats),
+        )
+        facts = repeat_facts(calls, DEFAULTS.cache_min_input_tokens)
+        assert apply_repeat_facts(facts, seen_now) == want
+        assert seen_now == {
+            k: (v - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+            for k, v in seen_then.items()
+        }
+        assert list(seen_now) == list(seen_then)  # the same first-use order (the engine prunes by it)

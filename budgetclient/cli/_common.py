@@ -6,15 +6,21 @@ import argparse
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TextIO
 
 from .. import config
+from .._log import log
+from ..errors import LedgerError
+from ..ledger.aggregate import sql_ledger
 from ..ledger.base import Ledger, mask_url, sqlite_path_from_url
+from ..ledger.limits_store import LimitRow, read_limit_rows
 from ..ledger.opening import open_ledger
 from ..ledger_report import read_ledger_report
 from ..reports import LedgerFacts, Report
+from ..reports_drift import DriftRow, ledger_drift
 from . import CommandError
 
 __all__ = ["LoadedReport", "Progress", "add_ledger_arguments", "parse_since", "read_report"]
@@ -86,15 +92,26 @@ class LoadedReport:
     task: str | None
     report: Report
     facts: LedgerFacts | None
+    drift: list[DriftRow] | None = None
+    """The prefix drift rows of the same selection, when asked for."""
+    limits: tuple[LimitRow, ...] = ()
+    """The fleet limits recorded in the ledger database, each in its current window, when asked for."""
 
 
 def read_report(
-    args: argparse.Namespace, settings: config.Settings, *, points: bool = False, facts: bool = False
+    args: argparse.Namespace,
+    settings: config.Settings,
+    *,
+    points: bool = False,
+    facts: bool = False,
+    drift: bool = False,
+    limits: bool = False,
 ) -> LoadedReport:
     """The report of the records the arguments select (the database aggregates; see `ledger_report`),
     with a progress line while it is built; a ledger that cannot be used is a one-line error.
     ``points`` (every run, for charts) only when they are drawn: they grow with the ledger; ``facts``
-    (what the checklist reads besides the report) only for ``check``."""
+    (what the checklist reads besides the report) only for ``check``; ``drift`` and ``limits`` read
+    from the same open ledger (the limits without creating their tables)."""
     url = args.ledger or config.get_settings().ledger_url
     since = parse_since(args.since) if args.since else None
     task = args.task or None
@@ -111,10 +128,25 @@ def read_report(
             facts=facts,
             progress=progress,
         )
+        drifts = ledger_drift(ledger, since=since, task=task) if drift else None
+        found = _limit_rows(ledger) if limits else ()
     finally:
         ledger.close()
         progress.done()
-    return LoadedReport(mask_url(url), since, task, loaded.report, loaded.facts)
+    return LoadedReport(mask_url(url), since, task, loaded.report, loaded.facts, drifts, found)
+
+
+def _limit_rows(ledger: Ledger) -> tuple[LimitRow, ...]:
+    """The fleet limits recorded beside the ledger (none for a ledger without any, or one that cannot
+    hold them): the report shows each one's spend in its current window, as ``budgetclient limits``."""
+    db = sql_ledger(ledger)
+    if db is None:
+        return ()
+    try:
+        return tuple(read_limit_rows(db, time.time()))
+    except LedgerError as exc:
+        log.warning("report.limits_unreadable", error=type(exc).__name__, detail=mask_url(str(exc))[:200])
+        return ()
 
 
 class Progress:
@@ -142,4 +174,3 @@ class Progress:
             self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
             self._width = 0
-

@@ -17,17 +17,13 @@ from typing import Any
 
 from .. import config
 from .._display import DISPLAY_NAME_MAX, csv_writer, display_name, terminal_text
-from .._log import log
-from ..errors import ConfigurationError
 from ..ledger._files import write_private
-from ..ledger.limits_store import LimitRow, LimitStoreError
-from ..ledger_url import mask_url
 from ..reports import OUTCOMES, Report, TaskNameRow
-from ..reports_drift import DriftRow, drift_summary_line, read_drift
+from ..reports_drift import DriftRow, drift_summary_line, ledger_drift
 from . import CommandError
-from ._common import add_ledger_arguments, ledger_missing, parse_since, read_report
+from ._common import add_ledger_arguments, parse_since, read_report
 from ._text import WIDTH, table, usd, wrap
-from .limits import current_limits, limit_lines
+from .limits import limit_lines
 
 __all__ = ["format_csv", "format_drift", "format_json", "format_table", "register", "run", "usd"]
 
@@ -61,10 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.drift:
         text = _drift_text(args, width)
     else:
-        loaded = read_report(args, config.get_settings(), points=args.format == "html")
-        report = loaded.report
-        drifts = read_drift(args.ledger or config.get_settings().ledger_url,
-                            since=loaded.since, task=loaded.task)  # fmt: skip
+        loaded = read_report(args, config.get_settings(), points=args.format == "html", drift=True,
+                             limits=args.format == "table")  # fmt: skip
+        report, drifts = loaded.report, loaded.drift or []
         if args.format == "json":
             text = format_json(report)  # task-name rows; limits as JSON: `budgetclient limits --json`
         elif args.format == "csv":
@@ -72,13 +67,13 @@ def run(args: argparse.Namespace) -> int:
         elif args.format == "html":
             from ._html import render_html
 
-            text = render_html(report, ledger=loaded.url, thresholds=config.get_settings().signals,
-                               drift=drifts)
+            text = render_html(
+                report, ledger=loaded.url, thresholds=config.get_settings().signals, drift=drifts
+            )
         else:
             text = format_table(report, width=width, drift=drifts)
-            limits = _limits(args.ledger or config.get_settings().ledger_url)
-            if limits:  # spend per fleet limit (bc.limit) in its current window
-                lines = [display_name(line, _ALERT_LINE_MAX) for line in limit_lines(limits)]
+            if loaded.limits:  # spend per fleet limit (bc.limit) in its current window
+                lines = [display_name(line, _ALERT_LINE_MAX) for line in limit_lines(list(loaded.limits))]
                 text += "\nlimits (current windows):\n" + "\n".join(lines) + "\n"
     if args.output:
         try:
@@ -91,24 +86,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _limits(url: str) -> list[LimitRow]:
-    """The fleet limits recorded beside the ledger (none for a ledger without any): the report shows
-    each one's spend in its current window, as ``budgetclient limits`` does."""
-    if ledger_missing(url):
-        return []
-    try:
-        return current_limits(url)
-    except (LimitStoreError, ConfigurationError) as exc:
-        log.warning("report.limits_unreadable", error=type(exc).__name__, detail=mask_url(str(exc))[:200])
-        return []
-
-
 def _drift_text(args: argparse.Namespace, width: int | None) -> str:
     from ._common import _open
 
     url = args.ledger or config.get_settings().ledger_url
-    _open(url, "report").close()  # a missing ledger is the same one-line error as without --drift
-    rows = read_drift(url, since=parse_since(args.since) if args.since else None, task=args.task or None)
+    ledger = _open(url, "report")  # a missing ledger is the same one-line error as without --drift
+    try:
+        since = parse_since(args.since) if args.since else None
+        rows = ledger_drift(ledger, since=since, task=args.task or None)
+    finally:
+        ledger.close()
     if args.format == "json":
         return json.dumps([r.as_json() for r in rows], indent=2) + "\n"
     if args.format == "csv":
@@ -118,8 +105,12 @@ def _drift_text(args: argparse.Namespace, width: int | None) -> str:
         writer.writerow(columns)
         for row in rows:
             data = row.as_json()
-            writer.writerow(["" if data.get(_DRIFT_JSON.get(c, c)) is None else data[_DRIFT_JSON.get(c, c)]
-                             for c in columns])
+            writer.writerow(
+                [
+                    "" if data.get(_DRIFT_JSON.get(c, c)) is None else data[_DRIFT_JSON.get(c, c)]
+                    for c in columns
+                ]
+            )
         return out.getvalue()
     if args.format == "html":
         raise CommandError("--drift prints table, json or csv; the html report has a drift section already")
@@ -137,8 +128,9 @@ def format_drift(rows: list[DriftRow], *, width: int | None = WIDTH) -> str:
     for row in rows:
         cost = usd(row.cost_at_risk) + ("+?" if row.unpriced and row.cost_at_risk is not None else "")
         name = "(no task)" if row.task is None else display_name(row.task)
-        cells.append([name, row.cause, terminal_text(row.segment), str(row.calls),
-                      f"{row.tokens_at_risk:,}", cost])
+        cells.append(
+            [name, row.cause, terminal_text(row.segment), str(row.calls), f"{row.tokens_at_risk:,}", cost]
+        )
     lines = table(cells, width=width, left=3)
     calls = sum(r.calls for r in rows)
     lines += ["", f"{calls} call{'s' * (calls != 1)} changed their cached prefix. How to fix each cause:"]

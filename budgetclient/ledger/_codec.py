@@ -31,11 +31,13 @@ __all__ = [
     "ALERT_COLUMNS",
     "BUCKET_COLUMNS",
     "CALL_COLUMNS",
+    "CALL_KIND_COLUMNS",
     "COMPACT_CALL_COLUMNS",
     "MONEY_COLUMNS",
     "COMPACT_RECORD_FIELDS",
     "TASK_COLUMNS",
     "USAGE_COLUMNS",
+    "WRITE_CALL_COLUMNS",
     "alert_from_row",
     "alert_to_row",
     "call_from_compact_row",
@@ -47,6 +49,7 @@ __all__ = [
     "money_from_fixed",
     "task_from_row",
     "task_to_row",
+    "time_from_us",
     "time_text",
     "time_us",
 ]
@@ -91,7 +94,7 @@ def time_us(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
 
 
-def _from_us(microseconds: int) -> datetime:
+def time_from_us(microseconds: int) -> datetime:
     return _EPOCH + timedelta(microseconds=microseconds)
 
 
@@ -246,7 +249,16 @@ COMPACT_RECORD_FIELDS: tuple[str, ...] = (
 bucket amounts in `BUCKET_COLUMNS` order; ``stream``/``batch`` are 0/1. Fields are only ever appended,
 so an older reader ignores what a newer writer adds."""
 
-CompactCallRow = tuple[str, int, str | None, str | None, float, int, int, int, int, int, int, int, int, str]
+CALL_KIND_COLUMNS: tuple[str, ...] = ("model", "operation", "drifted")
+"""Written beside the compact row since SQLite schema 4 (NULL in older rows until a report fills
+them), so a report groups calls by model and finds drifted ones without parsing ``record``: ASCII
+model and operation (else NULL: read from ``record``), and whether the call carries a drift."""
+WRITE_CALL_COLUMNS: tuple[str, ...] = (*COMPACT_CALL_COLUMNS, *CALL_KIND_COLUMNS)
+"""What `call_to_compact_row` gives, in order; reads select `COMPACT_CALL_COLUMNS`."""
+CompactCallRow = tuple[
+    str, int, str | None, str | None, float, int, int, int, int, int, int, int, int, str,  # the v2 row
+    str | None, str | None, int,  # CALL_KIND_COLUMNS
+]  # fmt: skip
 
 MONEY_PLACES = 12
 """Decimal places the SQL money columns hold exactly (pico-USD)."""
@@ -383,6 +395,8 @@ def call_to_compact_row(r: CallRecord) -> CompactCallRow:
         record_id, (started_at - _EPOCH) // _MICROSECOND, task_id, task_name, duration, usage.input_tokens,
         usage.cache_read_tokens, usage.cache_write_tokens, usage.cache_write_long_tokens,
         usage.output_tokens, usage.reasoning_tokens, usage.requests, int(r.request_bytes), record,
+        shape[1] if shape[1].isascii() else None, shape[2] if shape[2].isascii() else None,
+        0 if drift is None else 1,
     )  # fmt: skip
 
 
@@ -391,7 +405,7 @@ def call_from_compact_row(row: Sequence[Any]) -> CallRecord:
         record_id, started_at, task_id, task_name, duration_s, input_tokens, cache_read_tokens,
         cache_write_tokens, cache_write_long_tokens, output_tokens, reasoning_tokens, requests,
         request_bytes, record,
-    ) = row  # fmt: skip
+    ) = row[:14]  # fmt: skip
     (
         provider, model, operation, status, http_status, error, conversation, prefix_hash, service_tier,
         stream, batch, attempt, cost, buckets, response_id, drift, metadata,
@@ -404,7 +418,7 @@ def call_from_compact_row(row: Sequence[Any]) -> CallRecord:
         provider=provider,
         model=model,
         operation=operation,
-        started_at=_from_us(started_at),
+        started_at=time_from_us(started_at),
         duration_s=duration_s,
         usage=Usage(
             input_tokens=input_tokens,

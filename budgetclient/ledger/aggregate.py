@@ -145,8 +145,14 @@ class _Sql:
         return (f" WHERE {' AND '.join(filters)}" if filters else ""), params
 
     def call_kind(self) -> str:
-        """The call's model and operation: two columns, or one JSON array (one parse of ``record``)."""
-        return "json_extract(record, '$[1]', '$[2]')" if self.sqlite else "model, operation"
+        """The call's model and operation: two columns (on SQLite from ``record`` where a row stored
+        before schema 4 has them empty; a report fills them)."""
+        if self.sqlite:
+            return (
+                "COALESCE(model, json_extract(record, '$[1]')), "
+                "COALESCE(operation, json_extract(record, '$[2]'))"
+            )
+        return "model, operation"
 
     def call_signals(self) -> str:
         """The call's status, conversation and prefix hash: three columns, or one JSON array."""
@@ -190,7 +196,7 @@ def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
             fill()
         except LedgerError:
             pass
-    width = 3 if sql.sqlite else 4  # SQLite's model and operation come as one JSON array
+    width = 4
     money = ", ".join(_money_sum(sql, c) for c in ("cost", *_BUCKETS))
     exact_rows = "SUM(m_from_record != 0), COUNT(m_cost)" if sql.sqlite else "0, COUNT(cost)"
     where, params = sql.where(sel, "calls")
@@ -204,7 +210,7 @@ def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
     groups = []
     for row in rows:
         key = tuple(row[:width])
-        model, operation = json.loads(row[2]) if sql.sqlite else row[2:4]
+        model, operation = row[2:4]
         calls, from_record, priced = (int(v or 0) for v in row[width : width + 3])
         sums = row[width + 3 :]
         usage = Usage(**{c: int(v or 0) for c, v in zip(_codec.USAGE_COLUMNS, sums[:7], strict=True)})
@@ -240,8 +246,8 @@ def _record_money(
         params,
     )
     sums: dict[tuple[Any, ...], tuple[int, list[Decimal]]] = {}
-    for loose, name, kind, cost, buckets in rows:
-        key = (loose, name, kind)
+    for loose, name, model, operation, cost, buckets in rows:
+        key = (loose, name, model, operation)
         priced, amounts = sums.get(key, (0, [Decimal(0)] * 6))
         if cost is not None:
             priced += 1
@@ -263,18 +269,43 @@ _TASK_READ = ("id", "name", "parent_id", "outcome", "started_at", "ended_at", *_
               "cost", *_codec.BUCKET_COLUMNS, "calls", "budget_usd", "error")  # fmt: skip
 
 
-def tasks_of(ledger: SqlLedger, sel: Selection, name: str) -> list[tuple[TaskRecord, int]]:
-    """The runs of one task name, oldest start first, each with its stored order (metadata left out)."""
+def tasks_of(ledger: SqlLedger, sel: Selection, name: str) -> list[tuple[TaskRecord, int, str | None]]:
+    """The runs of one task name, oldest start first, each with its stored order and its stored
+    facts (``ledger_report.RunFacts`` as JSON, None until a report has computed them); metadata left
+    out."""
     sql = _Sql(ledger.dialect)
     where, params = sql.where(sel, "tasks", named=True, name=name)
     rows = ledger.fetch(
-        f"SELECT {sql.order}, {', '.join(_TASK_READ)} FROM {sql.prefix}tasks{where} "
+        f"SELECT {sql.order}, facts, {', '.join(_TASK_READ)} FROM {sql.prefix}tasks{where} "
         f"ORDER BY started_at, {sql.order}",
         params,
     )
-    # the ledger's own decoder reads SQLite's text forms and PostgreSQL's typed values alike
-    return [(_codec.task_from_row({**dict(zip(_TASK_READ, row[1:], strict=True)), "metadata": ""}), row[0])
-            for row in rows]  # fmt: skip
+    return [(_task(sql, row), row[0], row[1]) for row in rows]
+
+
+def _task(sql: _Sql, row: Sequence[Any]) -> TaskRecord:
+    """A run from its `_TASK_READ` values (after order and facts): what `_codec.task_from_row` gives,
+    positionally (a report decodes every run), for SQLite's text forms and PostgreSQL's typed values."""
+    task_id, name, parent, outcome, started, ended, *rest = row[2:]
+    i, r, w, wl, o, rs, rq, cost, b1, b2, b3, b4, b5, calls, budget, error = rest
+    moment = sql.moment
+    buckets = (b1, b2, b3, b4, b5)
+    breakdown = (
+        CostBreakdown()
+        if b1 is None and b2 is None and b3 is None and b4 is None and b5 is None
+        else CostBreakdown(
+            **{b: Decimal(0 if v is None else v) for b, v in zip(_BUCKETS, buckets, strict=True)}
+        )
+    )
+    return TaskRecord(
+        id=task_id, name=name, parent_id=parent, outcome=outcome, started_at=moment(started),
+        ended_at=moment(ended),
+        usage=_trusted_usage(input_tokens=int(i), cache_read_tokens=int(r), cache_write_tokens=int(w),
+                             cache_write_long_tokens=int(wl), output_tokens=int(o), reasoning_tokens=int(rs),
+                             requests=int(rq)),
+        cost=None if cost is None else Decimal(cost), cost_breakdown=breakdown, calls=int(calls),
+        budget_usd=None if budget is None else Decimal(budget), error=error,
+    )  # fmt: skip
 
 
 def calls_of(
@@ -284,11 +315,16 @@ def calls_of(
     *,
     between: tuple[datetime, datetime] | None = None,
     task_ids: Sequence[str] = (),
+    start: datetime | None = None,
 ) -> list[CallFacts]:
     """The calls of one task name (None: calls with no task name) in stored order, as `CallFacts`;
-    ``between`` keeps those that started in that closed interval, ``task_ids`` those of these tasks."""
+    ``between`` keeps those that started in that closed interval, ``start`` those that started then
+    or later, ``task_ids`` those of these tasks."""
     sql = _Sql(ledger.dialect)
     where, params = sql.where(sel, "calls", named=True, name=name)
+    if start is not None:
+        where += f" AND started_at >= {sql.mark}"
+        params.append(sql.time(start, "calls"))
     if between is not None:
         where += f" AND started_at >= {sql.mark} AND started_at <= {sql.mark}"
         params += [sql.time(between[0], "calls"), sql.time(between[1], "calls")]
@@ -334,7 +370,10 @@ def drifted_calls(ledger: SqlLedger, sel: Selection) -> list[DriftedCall]:
     what the ledger holds."""
     sql = _Sql(ledger.dialect)
     column = "json_extract(record, '$[15]')" if sql.sqlite else "drift"
-    where, params = sql.where(sel, "calls", extra=f"{column} IS NOT NULL")
+    drifted = (  # SQLite: the flag, or the record for a row stored before schema 4 not yet filled
+        f"(drifted = 1 OR (drifted IS NULL AND {column} IS NOT NULL))" if sql.sqlite else "drift IS NOT NULL"
+    )
+    where, params = sql.where(sel, "calls", extra=drifted)
     rows = ledger.fetch(
         f"SELECT task_name, started_at, {column} FROM {sql.prefix}calls{where} "
         f"ORDER BY started_at, {sql.order}",

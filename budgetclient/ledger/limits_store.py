@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
+
+from .sqlite import _transaction as sqlite_transaction
 
 __all__ = [
     "Claim",
@@ -26,6 +28,7 @@ __all__ = [
     "LimitStoreError",
     "Reserved",
     "SqliteLimitStore",
+    "read_limit_rows",
     "window_of",
 ]
 
@@ -131,14 +134,9 @@ class SqliteLimitStore:
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with sqlite_transaction(conn):
                 for statement in _SCHEMA:
                     conn.execute(statement)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise LimitStoreError(f"SQLite limits store {self.path!r}: {type(exc).__name__}: {exc}") from exc
         self._conn, self._pid = conn, os.getpid()
@@ -148,13 +146,8 @@ class SqliteLimitStore:
         with self._lock, self._turn():
             conn = self._connection()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with sqlite_transaction(conn):
                     result = work(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn = None
                 raise LimitStoreError(
@@ -250,3 +243,47 @@ def _held(conn: sqlite3.Connection, name: str, window: str, now: float | None) -
         (name, window, float("-inf") if now is None else now),
     )
     return sum((Decimal(a) for (a,) in rows), Decimal(0))
+
+
+class _Fetching(Protocol):
+    dialect: str
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+
+def read_limit_rows(ledger: _Fetching, now: float) -> list[LimitRow]:
+    """What `LimitStore.rows` gives, read through an open SQL ledger (`ledger.aggregate.SqlLedger`)
+    without creating anything: a ledger that never held a limit has no limit tables, and a report
+    is a read."""
+    sqlite = ledger.dialect == "sqlite"
+    mark, table = ("?", "{name}") if sqlite else ("%s", "{schema}.{name}")
+    exists = (
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+        "('limit_defs', 'limit_windows', 'limit_holds')"
+        if sqlite
+        else "SELECT (to_regclass('{schema}.limit_defs') IS NOT NULL)::int + "
+        "(to_regclass('{schema}.limit_windows') IS NOT NULL)::int + "
+        "(to_regclass('{schema}.limit_holds') IS NOT NULL)::int"
+    )
+    if ledger.fetch(exists)[0][0] != 3:
+        return []
+    defs, windows, holds = (
+        table.replace("{name}", n) for n in ("limit_defs", "limit_windows", "limit_holds")
+    )
+    out: list[LimitRow] = []
+    for name, usd, per in ledger.fetch(f"SELECT name, usd, per FROM {defs} ORDER BY name"):
+        window = window_of(per, now)
+        start: Any = window if sqlite else datetime.fromisoformat(window)
+        spent = ledger.fetch(
+            f"SELECT spent FROM {windows} WHERE name = {mark} AND window_start = {mark}", (name, start)
+        )
+        held = ledger.fetch(
+            f"SELECT amount FROM {holds} WHERE name = {mark} AND window_start = {mark} "
+            f"AND expires_at > {mark}",
+            (name, start, now),
+        )
+        out.append(LimitRow(
+            name, Decimal(usd), per, window, Decimal(spent[0][0]) if spent else Decimal(0),
+            sum((Decimal(amount) for (amount,) in held), Decimal(0)),
+        ))  # fmt: skip
+    return out

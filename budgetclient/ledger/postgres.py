@@ -138,6 +138,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX alerts_task_name",
         "CREATE INDEX alerts_task_name ON alerts (task_name, created_at, seq)",
     ),
+    (
+        # what each run's calls say to the signals and the checklist (`ledger_report.RunFacts`, JSON);
+        # NULL until a report computes it from the calls, once per run
+        "ALTER TABLE tasks ADD COLUMN facts TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -305,8 +310,10 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
                     for table, rows in batches:
                         for start in range(0, len(rows), ROWS_PER_INSERT):
                             chunk = rows[start : start + ROWS_PER_INSERT]
-                            sql = self._insert[table] if len(chunk) == ROWS_PER_INSERT else _insert_sql(
-                                self.schema, table, self._columns[table], len(chunk)
+                            sql = (
+                                self._insert[table]
+                                if len(chunk) == ROWS_PER_INSERT
+                                else _insert_sql(self.schema, table, self._columns[table], len(chunk))
                             )
                             cur.execute(sql, [value for row in chunk for value in row])
             except (self._psycopg.Error, UnicodeError) as exc:
@@ -383,6 +390,19 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
                     return list(cur.fetchall())
             except self._psycopg.Error as exc:
                 raise self._fail("reading for a report", exc) from None
+
+    def store_task_facts(self, rows: Sequence[tuple[str, str]]) -> None:
+        """Keep (task id, `ledger_report.RunFacts` JSON) pairs, so later reports need not read those
+        runs' calls again (psycopg pipelines the statements: one round trip, not one per run)."""
+        with self._connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(
+                        f'UPDATE "{self.schema}".tasks SET facts = %s WHERE id = %s',
+                        [(facts, task_id) for task_id, facts in rows],
+                    )
+            except self._psycopg.Error as exc:
+                raise self._fail(f"storing the facts of {len(rows)} runs", exc) from None
 
     def schema_version(self) -> int:
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:

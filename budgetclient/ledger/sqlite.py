@@ -81,9 +81,9 @@ CALLS_PER_INSERT = 256
 thread: 256 calls are ~1 ms of work on either side, so the hand-overs cost little."""
 CALLS_PER_INSERT_OLD = 64
 """...under the 999 parameters SQLite before 3.32 allows."""
-_INSERT_CALL = _insert_sql("calls", _codec.COMPACT_CALL_COLUMNS)
+_INSERT_CALL = _insert_sql("calls", _codec.WRITE_CALL_COLUMNS)
 _INSERT_CALLS = {
-    size: _insert_sql("calls", _codec.COMPACT_CALL_COLUMNS, size)
+    size: _insert_sql("calls", _codec.WRITE_CALL_COLUMNS, size)
     for size in (CALLS_PER_INSERT, CALLS_PER_INSERT_OLD)
 }
 _INSERT_TASK = _insert_sql("tasks", _codec.TASK_COLUMNS)
@@ -108,9 +108,22 @@ def _is_refusal(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.ProgrammingError) and "closed" not in str(exc)
 
 
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` (the write lock before any read) ... ``COMMIT``; rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _calls_per_insert(conn: sqlite3.Connection) -> int:
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    fits = CALLS_PER_INSERT * len(_codec.COMPACT_CALL_COLUMNS) <= limit
+    fits = CALLS_PER_INSERT * len(_codec.WRITE_CALL_COLUMNS) <= limit
     return CALLS_PER_INSERT if fits else CALLS_PER_INSERT_OLD
 
 
@@ -190,6 +203,7 @@ def _execute_each(
                 failed.append(exc)
 
 
+_INSERT_V2_CALL = _insert_sql("calls", _codec.COMPACT_CALL_COLUMNS)
 _SELECT_V1_CALLS = f"SELECT {', '.join(_codec.CALL_COLUMNS)} FROM calls_v1 ORDER BY rowid"
 
 
@@ -197,8 +211,10 @@ def _copy_calls_from_v1(conn: sqlite3.Connection) -> None:
     """Schema 1 to 2: each call row read by the version-1 decoder and re-encoded, in rowid order
     (so calls that started at the same instant keep their order)."""
     rows = conn.execute(_SELECT_V1_CALLS)
+    width = len(_codec.COMPACT_CALL_COLUMNS)  # the version-2 row: later steps add columns
     while chunk := rows.fetchmany(1000):
-        _insert_calls(conn, [_codec.call_to_compact_row(_codec.call_from_row(row)) for row in chunk])
+        encoded = [_codec.call_to_compact_row(_codec.call_from_row(row))[:width] for row in chunk]
+        conn.executemany(_INSERT_V2_CALL, encoded)
 
 
 _RECORD_COST = _codec.COMPACT_RECORD_FIELDS.index("cost")
@@ -206,6 +222,24 @@ _SET_MONEY = f"UPDATE calls SET {', '.join(f'{c} = ?' for c in _codec.MONEY_COLU
 _UNFILLED = "SELECT rowid, record FROM calls WHERE m_from_record != 0 AND m_from_record = 1"
 FILL_BATCH = 5000
 """Calls whose money columns one fill transaction computes (a few ms of other writers' wait)."""
+
+
+_RECORD_MODEL = _codec.COMPACT_RECORD_FIELDS.index("model")
+_UNFILLED_KIND = "SELECT rowid FROM calls WHERE drifted IS NULL"
+_SET_KIND = (
+    f"UPDATE calls SET model = json_extract(record, '$[{_RECORD_MODEL}]'), "
+    f"operation = json_extract(record, '$[{_RECORD_MODEL + 1}]'), "
+    f"drifted = json_extract(record, '$[{_codec.COMPACT_RECORD_FIELDS.index('drift')}]') IS NOT NULL "
+    "WHERE rowid = ?"
+)
+
+
+def _fill_kind_columns(conn: sqlite3.Connection, limit: int) -> int:
+    """`_codec.CALL_KIND_COLUMNS` of at most ``limit`` calls stored before schema 4, in the caller's
+    transaction; returns how many."""
+    rowids = conn.execute(f"{_UNFILLED_KIND} LIMIT {int(limit)}").fetchall()
+    conn.executemany(_SET_KIND, rowids)
+    return len(rowids)
 
 
 def _fill_money_columns(conn: sqlite3.Connection, limit: int | None = None) -> int:
@@ -314,6 +348,18 @@ MIGRATIONS: tuple[tuple[Migration, ...], ...] = (
         "ALTER TABLE calls ADD COLUMN m_from_record INTEGER NOT NULL DEFAULT 1",
         "CREATE INDEX calls_money_from_record ON calls (started_at) WHERE m_from_record != 0",
     ),
+    (
+        # what each run's calls say to the signals and the checklist (`ledger_report.RunFacts`, JSON);
+        # NULL until a report computes it from the calls, once per run
+        "ALTER TABLE tasks ADD COLUMN facts TEXT",
+        # model, operation and a drift flag beside the compact row (`_codec.CALL_KIND_COLUMNS`): the
+        # writer fills them; older rows are filled by the next report, as the money columns are
+        *(
+            f"ALTER TABLE calls ADD COLUMN {column} {kind}"
+            for column, kind in zip(_codec.CALL_KIND_COLUMNS, ("TEXT", "TEXT", "INTEGER"), strict=True)
+        ),
+        "CREATE INDEX calls_kind_unfilled ON calls (started_at) WHERE drifted IS NULL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -393,8 +439,7 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
                 time.sleep(0.01)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TEXT)"
             )
@@ -424,11 +469,6 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
                 conn.execute(
                     "INSERT INTO schema_version (version, applied_at) VALUES (?, datetime('now'))", (version,)
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -458,19 +498,13 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
         with self._connection() as conn:
             conn = self._same_file(conn)
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with _transaction(conn):
                     if calls:
                         _write_calls(conn, calls)
                     if task_rows:
                         conn.executemany(_INSERT_TASK, task_rows)
                     if alert_rows:
                         conn.executemany(_INSERT_ALERT, alert_rows)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 count = len(calls) + len(task_rows) + len(alert_rows)
                 error = self._fail(f"writing {count} records", exc)
@@ -512,15 +546,9 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
         rows = [(e["id"], e["kind"], e["quarantined_at"], e["error"], e["record"]) for e in entries]
         with self._connection() as conn:
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with _transaction(conn):
                     conn.execute(_QUARANTINE_DDL)
                     conn.executemany(_INSERT_QUARANTINE, rows)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 raise self._fail(f"quarantining {len(rows)} records", exc) from exc
 
@@ -575,19 +603,24 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
         with self._connection() as conn:
             try:
                 while True:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
+                    with _transaction(conn):
                         done = _fill_money_columns(conn, FILL_BATCH)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
+                        kinds = _fill_kind_columns(conn, FILL_BATCH)
                     filled += done
-                    if done < FILL_BATCH:
+                    if done < FILL_BATCH and kinds < FILL_BATCH:
                         return filled
             except sqlite3.Error as exc:
                 raise self._fail("filling the money columns", exc) from exc
+
+    def store_task_facts(self, rows: Sequence[tuple[str, str]]) -> None:
+        """Keep (task id, `ledger_report.RunFacts` JSON) pairs, so later reports need not read those
+        runs' calls again."""
+        with self._connection() as conn:
+            try:
+                with _transaction(conn):
+                    conn.executemany("UPDATE tasks SET facts = ? WHERE id = ?", [(f, i) for i, f in rows])
+            except sqlite3.Error as exc:
+                raise self._fail(f"storing the facts of {len(rows)} runs", exc) from exc
 
     def schema_version(self) -> int:
         with self._connection() as conn:

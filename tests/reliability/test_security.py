@@ -271,7 +271,7 @@ def test_sql_builders_only_take_identifiers_from_the_schema() -> None:
     columns = set(_codec.CALL_COLUMNS) | set(_codec.TASK_COLUMNS) | set(_codec.ALERT_COLUMNS)
     assert all(c.isidentifier() for c in columns)
     pairs = (
-        (sqlite._INSERT_CALL, _codec.COMPACT_CALL_COLUMNS),
+        (sqlite._INSERT_CALL, _codec.WRITE_CALL_COLUMNS),
         (sqlite._INSERT_TASK, _codec.TASK_COLUMNS),
         (sqlite._INSERT_ALERT, _codec.ALERT_COLUMNS),
     )

@@ -28,6 +28,7 @@ from ._guard import guarded
 from ._log import _disabled, log
 from .blocks import Ttl
 from .drift import PrefixDrift
+from .hooks import Hooks, run_each
 from .ledger.writer import get_writer
 from .tasks import CallCost, Reservation, Task, budgeted_chain, current_task, record_call, reserve_budget
 from .usage import CallRecord, CallStatus, CostBreakdown, Usage, _new_call_record
@@ -45,38 +46,28 @@ __all__ = [
 ]
 
 
-_call_hooks: list[Callable[[CallRecord], None]] = []
+_call_hooks: Hooks[[CallRecord], None] = Hooks("meter.hook_failed")
 _MILLION = Decimal(1_000_000)
 
 
 def add_call_hook(hook: Callable[[CallRecord], None]) -> Callable[[], None]:
     """Call ``hook(record)`` after every metered call; returns a function that removes it."""
-    _call_hooks.append(hook)
-    return lambda: _call_hooks.remove(hook) if hook in _call_hooks else None
+    return _call_hooks.add(hook)
 
 
 # -- otel hook: call start (telemetry.py) -------------------------------------------------------
 CallEnd = Callable[[CallRecord], None]
-_call_start_hooks: list[Callable[[], CallEnd | None]] = []
+_call_start_hooks: Hooks[[], CallEnd] = Hooks("meter.hook_failed")
 
 
 def add_call_start_hook(hook: Callable[[], CallEnd | None]) -> Callable[[], None]:
     """Call ``hook()`` as a call starts, in the caller's context; the function it returns gets the
     call's record(s). Tracing needs this: the span current at the request is gone when a stream ends."""
-    _call_start_hooks.append(hook)
-    return lambda: _call_start_hooks.remove(hook) if hook in _call_start_hooks else None
+    return _call_start_hooks.add(hook)
 
 
 def _call_started() -> tuple[CallEnd, ...]:
-    if not _call_start_hooks:
-        return ()
-    ends: list[CallEnd] = []
-    for hook in list(_call_start_hooks):
-        with guarded("meter.hook_failed", hook=repr(hook)):
-            end = hook()
-            if end is not None:
-                ends.append(end)
-    return tuple(ends)
+    return _call_start_hooks.collect()
 
 
 @dataclass(slots=True)
@@ -184,7 +175,7 @@ def begin_call(
         conversation=conversation,
         reservation=reservation,
         estimated_raw_tokens=raw,
-        call_ends=_call_started() if _call_start_hooks else (),  # otel hook: call start
+        call_ends=_call_started() if _call_start_hooks.hooks else (),  # otel hook: call start
     )
 
 
@@ -308,9 +299,7 @@ def _to_log(record: CallRecord, task: Task | None, reservation: Reservation | No
 
 
 def _to_hooks(record: CallRecord, task: Task | None, reservation: Reservation | None) -> None:
-    for hook in list(_call_hooks):
-        with guarded("meter.hook_failed", hook=repr(hook)):
-            hook(record)
+    _call_hooks.run(record)
 
 
 DELIVERY: tuple[tuple[str, Callable[[CallRecord, Task | None, Reservation | None], None]], ...] = (
@@ -332,9 +321,7 @@ def _deliver(
     for stage, step in DELIVERY:
         with guarded("meter.failed", stage=stage):
             step(record, task, reservation)
-    for end in call_ends:  # the call's OpenTelemetry span, opened at admission (`add_call_start_hook`)
-        with guarded("meter.hook_failed", hook=repr(end)):
-            end(record)
+    run_each("meter.hook_failed", call_ends, record)  # the call's OpenTelemetry span (`add_call_start_hook`)
     return record
 
 

@@ -31,9 +31,11 @@ from typing import Any, Protocol, TypeVar
 
 from . import config
 from ._fork_locks import renew_after_fork
+from ._guard import guarded
 from ._log import log
 from ._money import usd
 from .config import Settings, SignalThresholds
+from .hooks import Hooks
 from .ledger.base import AlertRecord
 from .usage import CallRecord, TaskRecord, Usage
 
@@ -452,7 +454,7 @@ def evaluate_history(
 _lock = threading.Lock()
 renew_after_fork(globals(), "_lock")
 _engine = SignalEngine()
-_callbacks: list[Callable[[AlertRecord], None]] = []
+_alert_hooks: Hooks[[AlertRecord], None] = Hooks("alert.hook_failed")
 _removers: list[Callable[[], None]] = []
 
 
@@ -463,15 +465,7 @@ def on_alert(callback: Callable[[AlertRecord], None]) -> Callable[[], None]:
     other callbacks. Installs live evaluation if it is not installed yet.
     """
     install()
-    with _lock:
-        _callbacks.append(callback)
-
-    def remove() -> None:
-        with _lock:
-            if callback in _callbacks:
-                _callbacks.remove(callback)
-
-    return remove
+    return _alert_hooks.add(callback)
 
 
 def _on_call(record: CallRecord) -> None:
@@ -485,12 +479,11 @@ def _on_task_end(task: TaskRecord) -> None:
         alerts = _engine.end_task(
             task, thresholds=settings.signals, cost_limit=cost_limit_for(task.name, settings)
         )
-        callbacks = list(_callbacks)
     for alert in alerts:
-        deliver(alert, callbacks)
+        deliver(alert)
 
 
-def deliver(alert: AlertRecord, callbacks: Sequence[Callable[[AlertRecord], None]] | None = None) -> None:
+def deliver(alert: AlertRecord) -> None:
     """Log an alert as ``alert.<kind>``, queue it for the ledger and call the hooks; never raises."""
     try:
         log.warning(
@@ -502,22 +495,13 @@ def deliver(alert: AlertRecord, callbacks: Sequence[Callable[[AlertRecord], None
             message=alert.message,
             **{k: v for k, v in alert.details.items() if k not in _RESERVED_LOG_KEYS},
         )
-    except Exception:
+    except Exception:  # plain: `guarded` reports through the same logger that just failed
         pass
-    try:
+    with guarded("alert.persist_failed", kind=alert.kind):
         from .ledger.writer import get_writer
 
         get_writer().submit_alert(alert)
-    except Exception as exc:
-        log.error("alert.persist_failed", kind=alert.kind, error=type(exc).__name__)
-    if callbacks is None:
-        with _lock:
-            callbacks = list(_callbacks)
-    for callback in callbacks:
-        try:
-            callback(alert)
-        except Exception as exc:
-            log.error("alert.hook_failed", kind=alert.kind, hook=repr(callback), error=type(exc).__name__)
+    _alert_hooks.run(alert)
 
 
 def install() -> None:

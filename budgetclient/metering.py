@@ -35,6 +35,7 @@ from .usage import CallRecord, CallStatus, CostBreakdown, Usage, _new_call_recor
 
 __all__ = [
     "DELIVERY",
+    "SUBSCRIBERS",
     "CallContext",
     "abandon_call",
     "add_call_hook",
@@ -309,7 +310,25 @@ DELIVERY: tuple[tuple[str, Callable[[CallRecord, Task | None, Reservation | None
     ("hooks", _to_hooks),
 )
 """The steps every finished record goes through, in order; a failing step never stops the next.
-Alerts (`signals`) and OpenTelemetry (`telemetry`) are call hooks, installed on first use."""
+Alerts and OpenTelemetry join through hooks: see `SUBSCRIBERS`."""
+
+SUBSCRIBERS: tuple[tuple[str, str], ...] = (
+    ("alerts", "signals"),
+    ("otel", "telemetry"),
+)
+"""The built-in subscribers of the record pipeline, by name and module, in install order.
+
+Each module's ``install()`` runs on first use (the first ``configure()`` or metered call, never
+at import; `budgetclient._start_subscribers`) and adds its hooks:
+
+- alerts (`signals`): a call hook (DELIVERY's "hooks" step) that counts each call into its task,
+  and a task-end hook (`tasks.TASK_END_DELIVERY`'s "hooks" step) that evaluates the signals;
+- otel (`telemetry`): follows ``configure(otel=...)``; when on, a task-start hook (the task's
+  span), a call-start hook (the call's span, ended with its record after DELIVERY) and a
+  task-end hook.
+
+Hooks added with `add_call_hook` / `tasks.add_task_end_hook` run in the same steps, in the order
+they were added."""
 
 
 def _deliver(

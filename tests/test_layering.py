@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -279,7 +280,12 @@ def test_importing_the_package_does_no_work() -> None:
         from budgetclient import config, metering, tasks
         from budgetclient.usage import Usage
 
+        from budgetclient.metering import SUBSCRIBERS
+
+        registries = (metering._call_hooks, metering._call_start_hooks, tasks._task_end_hooks,
+                      tasks._task_start_hooks, tasks._task_closing_hooks)
         print("AT_IMPORT", config._settings is None, config._first_use_done)
+        print("HOOKS_AT_IMPORT", sum(len(r.hooks) for r in registries))
         alerts = []
         bc.on_alert(alerts.append)
         prices = {"m": {"input": 1, "output": 1}}
@@ -288,6 +294,10 @@ def test_importing_the_package_does_no_work() -> None:
             ctx = metering.begin_call("anthropic", "m", "messages")
             metering.finish_call(ctx, Usage(input_tokens=1_000_000, output_tokens=0, requests=1))
         print("ALERTS", [a.kind for a in alerts])
+        from budgetclient import signals, telemetry
+
+        print("SUBSCRIBERS", [name for name, _ in SUBSCRIBERS])
+        print("INSTALLED", signals._on_call in metering._call_hooks.hooks, telemetry._installed)
         """
     )
     done = subprocess.run(
@@ -301,7 +311,38 @@ def test_importing_the_package_does_no_work() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "AT_IMPORT True False" in done.stdout
+    assert "HOOKS_AT_IMPORT 0" in done.stdout
     assert "ALERTS ['cost_per_task']" in done.stdout
+    # the record pipeline's built-in subscribers, listed in one place, all started on first use
+    assert "SUBSCRIBERS ['alerts', 'otel']" in done.stdout
+    assert "INSTALLED True True" in done.stdout
+
+
+_REGISTRY_NAME = re.compile(r"_?\w*(hooks|listeners|callbacks)")
+
+
+def test_only_hooks_keeps_registries() -> None:
+    """A module-level registry of callbacks is a `hooks.Hooks` (removable, each hook guarded), not
+    a list of its own: no module but ``hooks`` binds a ``*hooks`` / ``*listeners`` / ``*callbacks``
+    name to anything else."""
+    own = []
+    for module, (path, _) in MODULES.items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign):
+                targets, value = node.targets, node.value
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets, value = [node.target], node.value
+            else:
+                continue
+            for target in targets:
+                if not (isinstance(target, ast.Name) and _REGISTRY_NAME.fullmatch(target.id)):
+                    continue
+                made_by_hooks = (
+                    isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "Hooks"
+                )
+                if module != "budgetclient.hooks" and not made_by_hooks:
+                    own.append(f"{module} (line {node.lineno}): {target.id}")
+    assert own == [], "registries outside budgetclient.hooks:\n" + "\n".join(own)
 
 
 def test_one_name_per_concept() -> None:

@@ -28,7 +28,7 @@ renew_after_fork(globals(), "_lock")
 
 
 class Hooks(Generic[P, R]):
-    """An ordered registry of hooks taking ``P`` and returning ``R`` or None; a fault is logged as ``event``."""
+    """Ordered hooks taking ``P`` and returning ``R`` or None; a hook that raises is logged as ``event``."""
 
     __slots__ = ("event", "hooks")
 

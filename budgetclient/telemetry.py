@@ -216,7 +216,7 @@ def is_genai_call_span(span: Any) -> bool:
         if operation is not None:
             return operation in _CALL_OPERATIONS
         return _scope_name(span).startswith(_GENAI_SCOPES) and "gen_ai.request.model" in attributes
-    except Exception:
+    except Exception:  # plain: another library's span, probed on every span end; not ours to log
         return False
 
 

@@ -56,7 +56,6 @@ __all__ = [
     "install",
     "on_alert",
     "reset",
-    "uninstall",
 ]
 
 
@@ -455,7 +454,7 @@ _lock = threading.Lock()
 renew_after_fork(globals(), "_lock")
 _engine = SignalEngine()
 _alert_hooks: Hooks[[AlertRecord], None] = Hooks("alert.hook_failed")
-_removers: list[Callable[[], None]] = []
+_installed = False
 
 
 def on_alert(callback: Callable[[AlertRecord], None]) -> Callable[[], None]:
@@ -509,19 +508,13 @@ def install() -> None:
     from .metering import add_call_hook
     from .tasks import add_task_end_hook
 
+    global _installed
     with _lock:
-        if _removers:
+        if _installed:
             return
-        _removers.append(add_call_hook(_on_call))
-        _removers.append(add_task_end_hook(_on_task_end))
-
-
-def uninstall() -> None:
-    """Stop live evaluation (the ``on_alert`` callbacks stay registered)."""
-    with _lock:
-        removers, _removers[:] = list(_removers), []
-    for remove in removers:
-        remove()
+        _installed = True
+        add_call_hook(_on_call)
+        add_task_end_hook(_on_task_end)
 
 
 def reset() -> None:

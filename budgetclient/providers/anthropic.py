@@ -96,7 +96,7 @@ def _fold_stream_usage(current: dict[str, Any], delta: Mapping[str, Any]) -> Non
 
 
 @dataclass(slots=True)
-class _Attempt:
+class _AnthropicAttempt:
     """One attempt in flight: what was sent and the metering context it belongs to."""
 
     request: APIRequest
@@ -110,7 +110,9 @@ class _MessageObserver(BodyObserver):
 
     sse_marker = b"message_"  # message_start, message_delta, message_stop: content deltas are skipped
 
-    def __init__(self, middleware: BudgetMiddleware, attempt: _Attempt, http_status: int, mode: str) -> None:
+    def __init__(
+        self, middleware: BudgetMiddleware, attempt: _AnthropicAttempt, http_status: int, mode: str
+    ) -> None:
         self.mode = mode
         self._mw = middleware
         self._attempt = attempt
@@ -205,12 +207,12 @@ class BudgetMiddleware(Middleware):
         return _error_status_response(request, response, anthropic.AsyncAPIResponse)
 
     # -- before sending ----------------------------------------------------------------------
-    def _before(self, request: APIRequest) -> _Attempt | None:
+    def _before(self, request: APIRequest) -> _AnthropicAttempt | None:
         path = _path(request.url)
         method = request.method.lower()
         if method == "get" and path.startswith(_BATCHES_PREFIX) and path.endswith("/results"):
             ctx = metering.begin_call(PROVIDER, "", "batch", attempt=request.retries_taken)
-            return _Attempt(request=request, ctx=ctx, prepared=None, state=None)
+            return _AnthropicAttempt(request=request, ctx=ctx, prepared=None, state=None)
         if method != "post" or path != _MESSAGES_PATH or not isinstance(request.json, Mapping):
             return None
         body: Mapping[str, Any] = request.json
@@ -273,10 +275,10 @@ class BudgetMiddleware(Middleware):
         with holding(ctx):
             if prepared is not None and prepared.body is not body:
                 request = _with_body(request, prepared.body)
-        return _Attempt(request=request, ctx=ctx, prepared=prepared, state=state)
+        return _AnthropicAttempt(request=request, ctx=ctx, prepared=prepared, state=state)
 
     # -- after the attempt -------------------------------------------------------------------
-    def _after(self, attempt: _Attempt, response: Any) -> None:
+    def _after(self, attempt: _AnthropicAttempt, response: Any) -> None:
         if isinstance(response, httpx2.Response):  # cast_to=httpx2.Response: the SDK hands it bare
             http_response = response
         else:
@@ -307,7 +309,7 @@ class BudgetMiddleware(Middleware):
 
     def _record(
         self,
-        attempt: _Attempt,
+        attempt: _AnthropicAttempt,
         usage_fields: Mapping[str, Any],
         message: Mapping[str, Any],
         complete: bool,

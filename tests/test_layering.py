@@ -15,6 +15,10 @@ Layers:
   transports, so ``httpx2`` is its wire type too, but it imports no SDK and no ``providers``;
 - everything else is the *core* (``formats/`` included): no SDK, no ``httpx2``, no ``providers``,
   no ``testing``.
+
+The same file keeps the layout's other one-place rules: nothing runs at import, every hook registry
+is a `hooks.Hooks`, one class name per concept, "plan" only in ``bc.plan``, broad excepts through
+`_guard.guarded` (or a stated reason), Anthropic's cache limits only in `cachesim.anthropic`.
 """
 
 from __future__ import annotations
@@ -337,9 +341,8 @@ def test_only_hooks_keeps_registries() -> None:
             for target in targets:
                 if not (isinstance(target, ast.Name) and _REGISTRY_NAME.fullmatch(target.id)):
                     continue
-                made_by_hooks = (
-                    isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "Hooks"
-                )
+                call = value.func if isinstance(value, ast.Call) else None
+                made_by_hooks = isinstance(call, ast.Name) and call.id == "Hooks"
                 if module != "budgetclient.hooks" and not made_by_hooks:
                     own.append(f"{module} (line {node.lineno}): {target.id}")
     assert own == [], "registries outside budgetclient.hooks:\n" + "\n".join(own)
@@ -354,3 +357,75 @@ def test_one_name_per_concept() -> None:
             if isinstance(node, ast.ClassDef):
                 where.setdefault(node.name, []).append(module)
     assert {name: modules for name, modules in where.items() if len(modules) > 1} == {}
+
+
+_PLAN_SNAKE = re.compile(r"(?:^|_)plan(?:s|ned|ning|ner)?(?:_|$)")
+_PLAN_CAMEL = re.compile(r"Plan(?![a-z])")
+
+
+def _bound_names(tree: ast.AST) -> Iterator[tuple[str, int]]:
+    """Every name the code binds: classes, functions, arguments, assigned names and attributes."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node.name, node.lineno
+        elif isinstance(node, ast.arg):
+            yield node.arg, node.lineno
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            yield node.id, node.lineno
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            yield node.attr, node.lineno
+
+
+def test_plan_means_the_budget_plan() -> None:
+    """"plan" names one thing: the context-budget plan of ``bc.plan`` (PLAN.toml). Nothing outside
+    that package binds a name for another kind of plan (a request prepared before sending is
+    ``prepared``, an attempt in flight an ``attempt``); ``errors.PlanError`` is the plan's error."""
+    found = []
+    for module, (path, _) in MODULES.items():
+        if module == "budgetclient.plan" or module.startswith("budgetclient.plan."):
+            continue
+        for name, line in _bound_names(ast.parse(path.read_text(encoding="utf-8"))):
+            named = (_PLAN_SNAKE.search(name.lower()) and not name[0].isupper()) or _PLAN_CAMEL.search(name)
+            if named and (module, name) != ("budgetclient.errors", "PlanError"):
+                found.append(f"{module} (line {line}): {name}")
+    assert found == [], "'plan' outside budgetclient.plan:\n" + "\n".join(found)
+
+
+def _is_broad(handler: ast.ExceptHandler) -> bool:
+    kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    broad = ("Exception", "BaseException")
+    return any(k is None or (isinstance(k, ast.Name) and k.id in broad) for k in kinds)
+
+
+def _reraises(handler: ast.ExceptHandler) -> bool:
+    return any(isinstance(stmt, ast.Raise) and stmt.exc is None for stmt in handler.body)
+
+
+def test_broad_excepts_go_through_guarded_or_say_why() -> None:
+    """"Never break the user's call" is `_guard.guarded`, written once. Outside ``providers/`` and
+    ``ledger/`` (SDK and database edges, reviewed with their owners), a handler catching every
+    ``Exception`` either re-raises (clean-up on the way out) or carries a comment on its line
+    saying why it must be a plain except."""
+    found = []
+    for module, (path, _) in MODULES.items():
+        if any(module.startswith(f"budgetclient.{edge}.") for edge in ("providers", "ledger")):
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not (isinstance(node, ast.ExceptHandler) and _is_broad(node)) or _reraises(node):
+                continue
+            if "#" not in lines[node.lineno - 1]:
+                found.append(f"{module} (line {node.lineno}): {lines[node.lineno - 1].strip()}")
+    assert found == [], "broad excepts without guarded or a reason:\n" + "\n".join(found)
+
+
+def test_cache_rules_have_one_source() -> None:
+    """Anthropic's documented cache limits live in `cachesim.anthropic`; placement uses that table."""
+    from budgetclient import placement
+    from budgetclient.cachesim import anthropic as rules
+
+    assert placement.MIN_CACHEABLE_TOKENS is rules.MIN_CACHEABLE_TOKENS
+    assert placement.LOOKBACK_BLOCKS == rules.LOOKBACK_BLOCKS
+    assert placement.MAX_BREAKPOINTS == rules.MAX_BREAKPOINTS
+    for model in ("claude-opus-4-6", "us.anthropic.claude-haiku-4-5-v1", "claude-opus-5-x", "not-claude"):
+        assert placement.min_cacheable_tokens(model) == rules.min_cacheable_tokens(model)

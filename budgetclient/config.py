@@ -133,7 +133,7 @@ class Settings:
 _lock = threading.RLock()
 renew_after_fork(globals(), "_lock")
 _settings: Settings | None = None
-_settings_listeners: Hooks[[Settings, Settings], None] = Hooks("config.listener_failed")
+_settings_listeners: Hooks[None, Settings, Settings] = Hooks("config.listener_failed")
 
 
 def _from_environment() -> Settings:

@@ -157,7 +157,7 @@ def fix_hint(cause: str, segment: str) -> str:
 
 DriftListener = Callable[[PrefixDrift], None]
 
-_drift_listeners: Hooks[[PrefixDrift], None] = Hooks("cache.drift_listener_failed")
+_drift_listeners: Hooks[None, PrefixDrift] = Hooks("cache.drift_listener_failed")
 
 
 def add_drift_listener(callback: DriftListener) -> Callable[[], None]:

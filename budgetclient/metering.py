@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-_call_hooks: Hooks[[CallRecord], None] = Hooks("meter.hook_failed")
+_call_hooks: Hooks[None, CallRecord] = Hooks("meter.hook_failed")
 _MILLION = Decimal(1_000_000)
 
 
@@ -58,7 +58,7 @@ def add_call_hook(hook: Callable[[CallRecord], None]) -> Callable[[], None]:
 
 # -- otel hook: call start (telemetry.py) -------------------------------------------------------
 CallEnd = Callable[[CallRecord], None]
-_call_start_hooks: Hooks[[], CallEnd] = Hooks("meter.hook_failed")
+_call_start_hooks: Hooks[CallEnd] = Hooks("meter.hook_failed")
 
 
 def add_call_start_hook(hook: Callable[[], CallEnd | None]) -> Callable[[], None]:
@@ -340,7 +340,8 @@ def _deliver(
     for stage, step in DELIVERY:
         with guarded("meter.failed", stage=stage):
             step(record, task, reservation)
-    run_each("meter.hook_failed", call_ends, record)  # the call's OpenTelemetry span (`add_call_start_hook`)
+    if call_ends:  # the call's OpenTelemetry span, opened at admission (`add_call_start_hook`)
+        run_each("meter.hook_failed", call_ends, record)
     return record
 
 

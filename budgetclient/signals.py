@@ -453,7 +453,7 @@ def evaluate_history(
 _lock = threading.Lock()
 renew_after_fork(globals(), "_lock")
 _engine = SignalEngine()
-_alert_hooks: Hooks[[AlertRecord], None] = Hooks("alert.hook_failed")
+_alert_hooks: Hooks[None, AlertRecord] = Hooks("alert.hook_failed")
 _installed = False
 
 

@@ -57,8 +57,8 @@ __all__ = [
 
 
 _current: contextvars.ContextVar[Task | None] = contextvars.ContextVar("budgetclient_task", default=None)
-_task_end_hooks: Hooks[[TaskRecord], None] = Hooks("task.hook_failed")
-_task_closing_hooks: Hooks[[Task], None] = Hooks("task.hook_failed")
+_task_end_hooks: Hooks[None, TaskRecord] = Hooks("task.hook_failed")
+_task_closing_hooks: Hooks[None, Task] = Hooks("task.hook_failed")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -107,7 +107,7 @@ class CallCost:
 # -- otel hook: task scope (telemetry.py) -------------------------------------------------------
 ScopeExit = Callable[[bool], None]
 """Run as a task scope exits, with whether it exits in the context it entered in."""
-_task_start_hooks: Hooks[[Task], ScopeExit] = Hooks("task.hook_failed")
+_task_start_hooks: Hooks[ScopeExit, Task] = Hooks("task.hook_failed")
 
 
 def add_task_start_hook(hook: Callable[[Task], ScopeExit | None]) -> Callable[[], None]:

@@ -111,12 +111,16 @@ _LAZY = {
 
 
 def _start_subscribers() -> None:
-    """Alerts are evaluated as tasks end; OpenTelemetry export follows configure(otel=...) (and
-    imports nothing from opentelemetry until enabled). Started on first use, not at import."""
-    from . import signals, telemetry
+    """Install `metering.SUBSCRIBERS` in order (alerts, OpenTelemetry): on first use, not at import.
 
-    signals.install()
-    telemetry.install()
+    OpenTelemetry export follows configure(otel=...) and imports nothing from opentelemetry until
+    it is enabled."""
+    import importlib
+
+    from .metering import SUBSCRIBERS
+
+    for _, module in SUBSCRIBERS:
+        importlib.import_module(f".{module}", __name__).install()
 
 
 _config.on_first_use(_start_subscribers)

@@ -13,6 +13,7 @@ from typing import Any
 from ._fork_locks import renew_after_fork
 from .allocation import AllocationTargets
 from .errors import ConfigurationError
+from .hooks import Hooks
 from .ledger_url import check_url
 
 __all__ = [
@@ -132,7 +133,7 @@ class Settings:
 _lock = threading.RLock()
 renew_after_fork(globals(), "_lock")
 _settings: Settings | None = None
-_listeners: list[Any] = []
+_settings_listeners: Hooks[None, Settings, Settings] = Hooks("config.listener_failed")
 
 
 def _from_environment() -> Settings:
@@ -229,10 +230,12 @@ def _run_first_use() -> None:
         callback()
 
 
-def on_settings_change(callback: Any) -> None:
-    """Register ``callback(old, new)``; used by the ledger writer and price cache to reload."""
-    with _lock:
-        _listeners.append(callback)
+def on_settings_change(callback: Callable[[Settings, Settings], None]) -> Callable[[], None]:
+    """Register ``callback(old, new)``; used by the ledger writer and price cache to reload.
+
+    Listeners run unguarded, in the caller of ``configure()``: a setting a listener cannot apply
+    (``otel=True`` without opentelemetry) is the caller's error to see."""
+    return _settings_listeners.add(callback)
 
 
 # USD per million tokens; cache_storage is USD per million token-hours (Gemini explicit caches).
@@ -336,7 +339,7 @@ def configure(
         if allocation_check is not _UNSET:
             new = replace(new, allocation_check=_allocation_targets(allocation_check))
         _settings = new
-        listeners = list(_listeners)
+        listeners = _settings_listeners.hooks
     for callback in listeners:
         callback(old, new)
     return new
@@ -427,7 +430,7 @@ def reset_settings() -> None:
         old = _settings
         _settings = None
         new = get_settings()
-        listeners = list(_listeners)
+        listeners = _settings_listeners.hooks
     if old is not None:
         for callback in listeners:
             callback(old, new)

@@ -28,17 +28,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal
 
-from ._fork_locks import renew_after_fork
-from ._log import log
 from ._money import usd
 from ._redact import mask_secrets, masked_window
 from .blocks import Block, block_digest, first_divergence, raw_bytes
+from .hooks import Hooks
 
 __all__ = [
     "DriftCause",
@@ -159,9 +157,7 @@ def fix_hint(cause: str, segment: str) -> str:
 
 DriftListener = Callable[[PrefixDrift], None]
 
-_listeners: list[DriftListener] = []
-_listeners_lock = threading.Lock()
-renew_after_fork(globals(), "_listeners_lock")
+_drift_listeners: Hooks[None, PrefixDrift] = Hooks("cache.drift_listener_failed")
 
 
 def add_drift_listener(callback: DriftListener) -> Callable[[], None]:
@@ -170,28 +166,12 @@ def add_drift_listener(callback: DriftListener) -> Callable[[], None]:
     Used by `budgetclient.testing.assert_cache_stable`; listeners run on the calling thread and
     must be quick. A listener that raises is logged and skipped, never breaking the call.
     """
-    with _listeners_lock:
-        _listeners.append(callback)
-
-    def remove() -> None:
-        with _listeners_lock:
-            try:
-                _listeners.remove(callback)
-            except ValueError:
-                pass
-
-    return remove
+    return _drift_listeners.add(callback)
 
 
 def notify_drift(drift: PrefixDrift) -> None:
     """Hand ``drift`` to every listener (provider middleware calls this once per reported drift)."""
-    with _listeners_lock:
-        listeners = list(_listeners)
-    for callback in listeners:
-        try:
-            callback(drift)
-        except Exception as exc:
-            log.error("cache.drift_listener_failed", error=type(exc).__name__, detail=str(exc)[:200])
+    _drift_listeners.run(drift)
 
 
 # --- fingerprints -----------------------------------------------------------------------------

@@ -28,12 +28,14 @@ from ._guard import guarded
 from ._log import _disabled, log
 from .blocks import Ttl
 from .drift import PrefixDrift
+from .hooks import Hooks, run_each
 from .ledger.writer import get_writer
 from .tasks import CallCost, Reservation, Task, budgeted_chain, current_task, record_call, reserve_budget
 from .usage import CallRecord, CallStatus, CostBreakdown, Usage, _new_call_record
 
 __all__ = [
     "DELIVERY",
+    "SUBSCRIBERS",
     "CallContext",
     "abandon_call",
     "add_call_hook",
@@ -45,38 +47,28 @@ __all__ = [
 ]
 
 
-_call_hooks: list[Callable[[CallRecord], None]] = []
+_call_hooks: Hooks[None, CallRecord] = Hooks("meter.hook_failed")
 _MILLION = Decimal(1_000_000)
 
 
 def add_call_hook(hook: Callable[[CallRecord], None]) -> Callable[[], None]:
     """Call ``hook(record)`` after every metered call; returns a function that removes it."""
-    _call_hooks.append(hook)
-    return lambda: _call_hooks.remove(hook) if hook in _call_hooks else None
+    return _call_hooks.add(hook)
 
 
 # -- otel hook: call start (telemetry.py) -------------------------------------------------------
 CallEnd = Callable[[CallRecord], None]
-_call_start_hooks: list[Callable[[], CallEnd | None]] = []
+_call_start_hooks: Hooks[CallEnd] = Hooks("meter.hook_failed")
 
 
 def add_call_start_hook(hook: Callable[[], CallEnd | None]) -> Callable[[], None]:
     """Call ``hook()`` as a call starts, in the caller's context; the function it returns gets the
     call's record(s). Tracing needs this: the span current at the request is gone when a stream ends."""
-    _call_start_hooks.append(hook)
-    return lambda: _call_start_hooks.remove(hook) if hook in _call_start_hooks else None
+    return _call_start_hooks.add(hook)
 
 
 def _call_started() -> tuple[CallEnd, ...]:
-    if not _call_start_hooks:
-        return ()
-    ends: list[CallEnd] = []
-    for hook in list(_call_start_hooks):
-        with guarded("meter.hook_failed", hook=repr(hook)):
-            end = hook()
-            if end is not None:
-                ends.append(end)
-    return tuple(ends)
+    return _call_start_hooks.collect()
 
 
 @dataclass(slots=True)
@@ -184,7 +176,7 @@ def begin_call(
         conversation=conversation,
         reservation=reservation,
         estimated_raw_tokens=raw,
-        call_ends=_call_started() if _call_start_hooks else (),  # otel hook: call start
+        call_ends=_call_started() if _call_start_hooks.hooks else (),  # otel hook: call start
     )
 
 
@@ -308,9 +300,7 @@ def _to_log(record: CallRecord, task: Task | None, reservation: Reservation | No
 
 
 def _to_hooks(record: CallRecord, task: Task | None, reservation: Reservation | None) -> None:
-    for hook in list(_call_hooks):
-        with guarded("meter.hook_failed", hook=repr(hook)):
-            hook(record)
+    _call_hooks.run(record)
 
 
 DELIVERY: tuple[tuple[str, Callable[[CallRecord, Task | None, Reservation | None], None]], ...] = (
@@ -320,7 +310,25 @@ DELIVERY: tuple[tuple[str, Callable[[CallRecord, Task | None, Reservation | None
     ("hooks", _to_hooks),
 )
 """The steps every finished record goes through, in order; a failing step never stops the next.
-Alerts (`signals`) and OpenTelemetry (`telemetry`) are call hooks, installed on first use."""
+Alerts and OpenTelemetry join through hooks: see `SUBSCRIBERS`."""
+
+SUBSCRIBERS: tuple[tuple[str, str], ...] = (
+    ("alerts", "signals"),
+    ("otel", "telemetry"),
+)
+"""The built-in subscribers of the record pipeline, by name and module, in install order.
+
+Each module's ``install()`` runs on first use (the first ``configure()`` or metered call, never
+at import; `budgetclient._start_subscribers`) and adds its hooks:
+
+- alerts (`signals`): a call hook (DELIVERY's "hooks" step) that counts each call into its task,
+  and a task-end hook (`tasks.TASK_END_DELIVERY`'s "hooks" step) that evaluates the signals;
+- otel (`telemetry`): follows ``configure(otel=...)``; when on, a task-start hook (the task's
+  span), a call-start hook (the call's span, ended with its record after DELIVERY) and a
+  task-end hook.
+
+Hooks added with `add_call_hook` / `tasks.add_task_end_hook` run in the same steps, in the order
+they were added."""
 
 
 def _deliver(
@@ -332,9 +340,8 @@ def _deliver(
     for stage, step in DELIVERY:
         with guarded("meter.failed", stage=stage):
             step(record, task, reservation)
-    for end in call_ends:  # the call's OpenTelemetry span, opened at admission (`add_call_start_hook`)
-        with guarded("meter.hook_failed", hook=repr(end)):
-            end(record)
+    if call_ends:  # the call's OpenTelemetry span, opened at admission (`add_call_start_hook`)
+        run_each("meter.hook_failed", call_ends, record)
     return record
 
 

@@ -26,10 +26,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Literal
 
 from .blocks import Block, RequestBlocks, Ttl
+from .cachesim.anthropic import LOOKBACK_BLOCKS, MAX_BREAKPOINTS, MIN_CACHEABLE_TOKENS
+from .cachesim.anthropic import min_cacheable_tokens as documented_min_cacheable_tokens
 
 __all__ = [
     "LONG_GAP_S",
@@ -49,9 +50,6 @@ __all__ = [
     "volatile_tail_start",
 ]
 
-LOOKBACK_BLOCKS = 20
-"""A breakpoint looks back at most this many blocks (itself included) for an earlier write."""
-MAX_BREAKPOINTS = 4
 LONG_GAP_S = 285.0
 """Gaps longer than this (5 minutes, less a margin for request latency) outlive a 5m entry."""
 ONE_HOUR_S = 3600.0
@@ -61,40 +59,14 @@ WRITE_5M = 1.25
 WRITE_1H = 2.0
 READ = 0.1
 
-MIN_CACHEABLE_TOKENS: Mapping[str, int] = MappingProxyType({
-    # Model-id prefix (longest match wins) → minimum cacheable prefix, from Anthropic's table.
-    "claude-opus-5": 512,
-    "claude-fable-5": 512,
-    "claude-mythos-5": 512,
-    "claude-mythos-preview": 2048,
-    "claude-opus-4-8": 1024,
-    "claude-opus-4-7": 2048,
-    "claude-opus-4-6": 4096,
-    "claude-opus-4-5": 4096,
-    "claude-opus-4-1": 1024,
-    "claude-opus-4": 1024,
-    "claude-sonnet-5": 1024,
-    "claude-sonnet-4-6": 1024,
-    "claude-sonnet-4-5": 1024,
-    "claude-sonnet-4": 1024,
-    "claude-3-7-sonnet": 1024,
-    "claude-haiku-4-5": 4096,
-    "claude-3-5-haiku": 2048,
-    "claude-haiku-3-5": 2048,
-    "claude-3-haiku": 2048,
-})
-DEFAULT_MIN_CACHEABLE_TOKENS = 1024
-
 
 @functools.lru_cache(maxsize=256)
 def min_cacheable_tokens(model: str) -> int:
     """Minimum cacheable prefix of ``model`` (provider-qualified ids match from ``claude-`` on).
 
-    Memoised: it runs on every request and the table is read-only."""
-    start = model.find("claude-")
-    bare = model[start:] if start >= 0 else model
-    matches = [p for p in MIN_CACHEABLE_TOKENS if bare == p or bare.startswith((p + "-", p + "@"))]
-    return MIN_CACHEABLE_TOKENS[max(matches, key=len)] if matches else DEFAULT_MIN_CACHEABLE_TOKENS
+    The documented table (`cachesim.anthropic.MIN_CACHEABLE_TOKENS`), memoised: it runs on every
+    request and the table is read-only."""
+    return documented_min_cacheable_tokens(model)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from typing import Any
 
 from . import config
 from ._fork_locks import renew_after_fork
+from ._guard import guarded
 from ._log import log
 from ._warnings import emit_warning, user_stacklevel
 from .errors import ConfigurationError, UnknownPriceWarning
@@ -401,32 +402,31 @@ def _genai_rates(
     """
     from genai_prices.data_snapshot import get_snapshot  # bundled snapshot only; never auto-updates
 
-    try:
-        snapshot = get_snapshot()
-        provider_id = _price_table(model, provider)
-        if provider_id is not None:
-            try:
-                snapshot.find_provider(None, provider_id, None)
-            except LookupError:
-                provider_id = None  # a provider genai-prices doesn't know: match on the model name
-        found_provider, info = snapshot.find_provider_model(_lookup_name(model), None, provider_id, None)
-        own_model = any(m is info for m in found_provider.models)
-        use_variant = batch and own_model and _has_batch_variant(info, when)
-        prices = info.get_prices(when, _BATCH_CONTEXT if use_variant else None)
-        rates: dict[str, Rate] = {}
-        for bucket, keys in _GENAI_KEYS.items():
-            for key in keys:
-                value = getattr(prices, key, None)
-                if value is not None:
-                    rate = _to_rate(value)
-                    rates[bucket] = rate.scaled(_BATCH_FACTOR) if batch and not use_variant else rate
-                    break
-        return rates, str(found_provider.id), str(info.id), not _time_of_day_priced(info)
-    except LookupError:
-        return None
-    except Exception as exc:
-        log.error("price.lookup_failed", model=model, provider=provider, error=f"{type(exc).__name__}: {exc}")
-        return None
+    with guarded("price.lookup_failed", model=model, provider=provider):
+        try:
+            snapshot = get_snapshot()
+            provider_id = _price_table(model, provider)
+            if provider_id is not None:
+                try:
+                    snapshot.find_provider(None, provider_id, None)
+                except LookupError:
+                    provider_id = None  # a provider genai-prices doesn't know: match on the model name
+            found_provider, info = snapshot.find_provider_model(_lookup_name(model), None, provider_id, None)
+            own_model = any(m is info for m in found_provider.models)
+            use_variant = batch and own_model and _has_batch_variant(info, when)
+            prices = info.get_prices(when, _BATCH_CONTEXT if use_variant else None)
+            rates: dict[str, Rate] = {}
+            for bucket, keys in _GENAI_KEYS.items():
+                for key in keys:
+                    value = getattr(prices, key, None)
+                    if value is not None:
+                        rate = _to_rate(value)
+                        rates[bucket] = rate.scaled(_BATCH_FACTOR) if batch and not use_variant else rate
+                        break
+            return rates, str(found_provider.id), str(info.id), not _time_of_day_priced(info)
+        except LookupError:
+            return None
+    return None
 
 
 def _to_rate(value: Any) -> Rate:

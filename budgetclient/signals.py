@@ -32,9 +32,11 @@ from typing import Any, Protocol, TypeVar
 
 from . import config
 from ._fork_locks import renew_after_fork
+from ._guard import guarded
 from ._log import log
 from ._money import usd
 from .config import Settings, SignalThresholds
+from .hooks import Hooks
 from .ledger.base import AlertRecord
 from .usage import CallRecord, TaskRecord, Usage
 
@@ -59,7 +61,6 @@ __all__ = [
     "on_alert",
     "repeat_facts",
     "reset",
-    "uninstall",
 ]
 
 
@@ -524,8 +525,8 @@ def evaluate_history(
 _lock = threading.Lock()
 renew_after_fork(globals(), "_lock")
 _engine = SignalEngine()
-_callbacks: list[Callable[[AlertRecord], None]] = []
-_removers: list[Callable[[], None]] = []
+_alert_hooks: Hooks[None, AlertRecord] = Hooks("alert.hook_failed")
+_installed = False
 
 
 def on_alert(callback: Callable[[AlertRecord], None]) -> Callable[[], None]:
@@ -535,15 +536,7 @@ def on_alert(callback: Callable[[AlertRecord], None]) -> Callable[[], None]:
     other callbacks. Installs live evaluation if it is not installed yet.
     """
     install()
-    with _lock:
-        _callbacks.append(callback)
-
-    def remove() -> None:
-        with _lock:
-            if callback in _callbacks:
-                _callbacks.remove(callback)
-
-    return remove
+    return _alert_hooks.add(callback)
 
 
 def _on_call(record: CallRecord) -> None:
@@ -557,12 +550,11 @@ def _on_task_end(task: TaskRecord) -> None:
         alerts = _engine.end_task(
             task, thresholds=settings.signals, cost_limit=cost_limit_for(task.name, settings)
         )
-        callbacks = list(_callbacks)
     for alert in alerts:
-        deliver(alert, callbacks)
+        deliver(alert)
 
 
-def deliver(alert: AlertRecord, callbacks: Sequence[Callable[[AlertRecord], None]] | None = None) -> None:
+def deliver(alert: AlertRecord) -> None:
     """Log an alert as ``alert.<kind>``, queue it for the ledger and call the hooks; never raises."""
     try:
         log.warning(
@@ -574,22 +566,13 @@ def deliver(alert: AlertRecord, callbacks: Sequence[Callable[[AlertRecord], None
             message=alert.message,
             **{k: v for k, v in alert.details.items() if k not in _RESERVED_LOG_KEYS},
         )
-    except Exception:
+    except Exception:  # plain: `guarded` reports through the same logger that just failed
         pass
-    try:
+    with guarded("alert.persist_failed", kind=alert.kind):
         from .ledger.writer import get_writer
 
         get_writer().submit_alert(alert)
-    except Exception as exc:
-        log.error("alert.persist_failed", kind=alert.kind, error=type(exc).__name__)
-    if callbacks is None:
-        with _lock:
-            callbacks = list(_callbacks)
-    for callback in callbacks:
-        try:
-            callback(alert)
-        except Exception as exc:
-            log.error("alert.hook_failed", kind=alert.kind, hook=repr(callback), error=type(exc).__name__)
+    _alert_hooks.run(alert)
 
 
 def install() -> None:
@@ -597,19 +580,13 @@ def install() -> None:
     from .metering import add_call_hook
     from .tasks import add_task_end_hook
 
+    global _installed
     with _lock:
-        if _removers:
+        if _installed:
             return
-        _removers.append(add_call_hook(_on_call))
-        _removers.append(add_task_end_hook(_on_task_end))
-
-
-def uninstall() -> None:
-    """Stop live evaluation (the ``on_alert`` callbacks stay registered)."""
-    with _lock:
-        removers, _removers[:] = list(_removers), []
-    for remove in removers:
-        remove()
+        _installed = True
+        add_call_hook(_on_call)
+        add_task_end_hook(_on_task_end)
 
 
 def reset() -> None:

@@ -34,6 +34,7 @@ from .errors import (
     UnenforceableBudgetWarning,
     UnpricedModelError,
 )
+from .hooks import Hooks, run_each
 from .usage import CallRecord, CostBreakdown, Outcome, TaskRecord, Usage
 
 __all__ = [
@@ -56,8 +57,8 @@ __all__ = [
 
 
 _current: contextvars.ContextVar[Task | None] = contextvars.ContextVar("budgetclient_task", default=None)
-_task_end_hooks: list[Callable[[TaskRecord], None]] = []
-_task_closing_hooks: list[Callable[[Task], None]] = []
+_task_end_hooks: Hooks[None, TaskRecord] = Hooks("task.hook_failed")
+_task_closing_hooks: Hooks[None, Task] = Hooks("task.hook_failed")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -80,15 +81,13 @@ def current_task() -> Task | None:
 
 def add_task_end_hook(hook: Callable[[TaskRecord], None]) -> Callable[[], None]:
     """Call ``hook(record)`` whenever a task ends; returns a function that removes it."""
-    _task_end_hooks.append(hook)
-    return lambda: _task_end_hooks.remove(hook) if hook in _task_end_hooks else None
+    return _task_end_hooks.add(hook)
 
 
 def add_task_closing_hook(hook: Callable[[Task], None]) -> Callable[[], None]:
     """Call ``hook(task)`` as a task ends, before its record is built: a charge that accrues over
     time (a Gemini cache's storage) is billed up to the end and still counts in the task's totals."""
-    _task_closing_hooks.append(hook)
-    return lambda: _task_closing_hooks.remove(hook) if hook in _task_closing_hooks else None
+    return _task_closing_hooks.add(hook)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,30 +107,21 @@ class CallCost:
 # -- otel hook: task scope (telemetry.py) -------------------------------------------------------
 ScopeExit = Callable[[bool], None]
 """Run as a task scope exits, with whether it exits in the context it entered in."""
-_task_start_hooks: list[Callable[[Task], ScopeExit | None]] = []
+_task_start_hooks: Hooks[ScopeExit, Task] = Hooks("task.hook_failed")
 
 
 def add_task_start_hook(hook: Callable[[Task], ScopeExit | None]) -> Callable[[], None]:
     """Call ``hook(task)`` as a ``task(...)`` scope is entered, in its context (a tracer makes the
     task's span current there); the function it returns runs as the scope exits."""
-    _task_start_hooks.append(hook)
-    return lambda: _task_start_hooks.remove(hook) if hook in _task_start_hooks else None
+    return _task_start_hooks.add(hook)
 
 
 def _task_started(t: Task) -> tuple[ScopeExit, ...]:
-    exits: list[ScopeExit] = []
-    for hook in list(_task_start_hooks):
-        with guarded("task.hook_failed", task=t.name, hook=repr(hook)):
-            done = hook(t)
-            if done is not None:
-                exits.append(done)
-    return tuple(exits)
+    return _task_start_hooks.collect(t)
 
 
 def _task_exited(t: Task, exits: tuple[ScopeExit, ...], same_context: bool) -> None:
-    for done in reversed(exits):
-        with guarded("task.hook_failed", task=t.name, hook=repr(done)):
-            done(same_context)
+    run_each("task.hook_failed", exits[::-1], same_context)
 
 
 @dataclass(slots=True)
@@ -384,9 +374,7 @@ class Task:
     def _finish(self, exc: BaseException | None) -> TaskRecord:
         self._t1 = time.monotonic()
         self.ended_at = datetime.now(UTC)
-        for hook in list(_task_closing_hooks):
-            with guarded("task.hook_failed", task=self.name, hook=repr(hook)):
-                hook(self)
+        _task_closing_hooks.run(self)
         if exc is not None:
             self.outcome = "failure"
             if self.error is None:
@@ -499,9 +487,7 @@ def _task_to_log(record: TaskRecord) -> None:
 
 
 def _task_to_hooks(record: TaskRecord) -> None:
-    for hook in list(_task_end_hooks):
-        with guarded("task.hook_failed", task=record.name, hook=repr(hook)):
-            hook(record)
+    _task_end_hooks.run(record)
 
 
 TASK_END_DELIVERY: tuple[tuple[str, Callable[[TaskRecord], None]], ...] = (
@@ -565,7 +551,7 @@ class task:
             raise RuntimeError("a bc.task(...) scope object can be entered only once; create a new one")
         self._task = Task(self._name, parent=_current.get(), **self._options)
         self._token = _current.set(self._task)
-        self._exits = _task_started(self._task) if _task_start_hooks else ()  # otel hook: task start
+        self._exits = _task_started(self._task) if _task_start_hooks.hooks else ()  # otel hook: task start
         return self._task
 
     def _exit(self, exc: BaseException | None) -> None:

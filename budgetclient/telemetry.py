@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import config
 from ._fork_locks import renew_after_fork
-from ._log import log
+from ._guard import guarded
 from .errors import ConfigurationError
 from .usage import CallRecord, CostBreakdown, TaskRecord, Usage
 
@@ -216,7 +216,7 @@ def is_genai_call_span(span: Any) -> bool:
         if operation is not None:
             return operation in _CALL_OPERATIONS
         return _scope_name(span).startswith(_GENAI_SCOPES) and "gen_ai.request.model" in attributes
-    except Exception:
+    except Exception:  # plain: another library's span, probed on every span end; not ours to log
         return False
 
 
@@ -422,11 +422,9 @@ def _safe(hook: Callable[..., Any], kind: str) -> Callable[..., Any]:
     """``hook`` that logs its faults instead of raising them into the user's call or task."""
 
     def run(*args: Any) -> Any:
-        try:
+        with guarded("otel.export_failed", record=kind):
             return hook(*args)
-        except Exception as exc:
-            log.error("otel.export_failed", record=kind, error=type(exc).__name__, detail=str(exc)[:200])
-            return None
+        return None
 
     return run
 

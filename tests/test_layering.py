@@ -15,12 +15,17 @@ Layers:
   transports, so ``httpx2`` is its wire type too, but it imports no SDK and no ``providers``;
 - everything else is the *core* (``formats/`` included): no SDK, no ``httpx2``, no ``providers``,
   no ``testing``.
+
+The same file keeps the layout's other one-place rules: nothing runs at import, every hook registry
+is a `hooks.Hooks`, one class name per concept, "plan" only in ``bc.plan``, broad excepts through
+`_guard.guarded` (or a stated reason), Anthropic's cache limits only in `cachesim.anthropic`.
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -279,7 +284,12 @@ def test_importing_the_package_does_no_work() -> None:
         from budgetclient import config, metering, tasks
         from budgetclient.usage import Usage
 
+        from budgetclient.metering import SUBSCRIBERS
+
+        registries = (metering._call_hooks, metering._call_start_hooks, tasks._task_end_hooks,
+                      tasks._task_start_hooks, tasks._task_closing_hooks)
         print("AT_IMPORT", config._settings is None, config._first_use_done)
+        print("HOOKS_AT_IMPORT", sum(len(r.hooks) for r in registries))
         alerts = []
         bc.on_alert(alerts.append)
         prices = {"m": {"input": 1, "output": 1}}
@@ -288,6 +298,10 @@ def test_importing_the_package_does_no_work() -> None:
             ctx = metering.begin_call("anthropic", "m", "messages")
             metering.finish_call(ctx, Usage(input_tokens=1_000_000, output_tokens=0, requests=1))
         print("ALERTS", [a.kind for a in alerts])
+        from budgetclient import signals, telemetry
+
+        print("SUBSCRIBERS", [name for name, _ in SUBSCRIBERS])
+        print("INSTALLED", signals._on_call in metering._call_hooks.hooks, telemetry._installed)
         """
     )
     done = subprocess.run(
@@ -301,7 +315,37 @@ def test_importing_the_package_does_no_work() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "AT_IMPORT True False" in done.stdout
+    assert "HOOKS_AT_IMPORT 0" in done.stdout
     assert "ALERTS ['cost_per_task']" in done.stdout
+    # the record pipeline's built-in subscribers, listed in one place, all started on first use
+    assert "SUBSCRIBERS ['alerts', 'otel']" in done.stdout
+    assert "INSTALLED True True" in done.stdout
+
+
+_REGISTRY_NAME = re.compile(r"_?\w*(hooks|listeners|callbacks)")
+
+
+def test_only_hooks_keeps_registries() -> None:
+    """A module-level registry of callbacks is a `hooks.Hooks` (removable, each hook guarded), not
+    a list of its own: no module but ``hooks`` binds a ``*hooks`` / ``*listeners`` / ``*callbacks``
+    name to anything else."""
+    own = []
+    for module, (path, _) in MODULES.items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign):
+                targets, value = node.targets, node.value
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets, value = [node.target], node.value
+            else:
+                continue
+            for target in targets:
+                if not (isinstance(target, ast.Name) and _REGISTRY_NAME.fullmatch(target.id)):
+                    continue
+                call = value.func if isinstance(value, ast.Call) else None
+                made_by_hooks = isinstance(call, ast.Name) and call.id == "Hooks"
+                if module != "budgetclient.hooks" and not made_by_hooks:
+                    own.append(f"{module} (line {node.lineno}): {target.id}")
+    assert own == [], "registries outside budgetclient.hooks:\n" + "\n".join(own)
 
 
 def test_one_name_per_concept() -> None:
@@ -313,3 +357,75 @@ def test_one_name_per_concept() -> None:
             if isinstance(node, ast.ClassDef):
                 where.setdefault(node.name, []).append(module)
     assert {name: modules for name, modules in where.items() if len(modules) > 1} == {}
+
+
+_PLAN_SNAKE = re.compile(r"(?:^|_)plan(?:s|ned|ning|ner)?(?:_|$)")
+_PLAN_CAMEL = re.compile(r"Plan(?![a-z])")
+
+
+def _bound_names(tree: ast.AST) -> Iterator[tuple[str, int]]:
+    """Every name the code binds: classes, functions, arguments, assigned names and attributes."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node.name, node.lineno
+        elif isinstance(node, ast.arg):
+            yield node.arg, node.lineno
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            yield node.id, node.lineno
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            yield node.attr, node.lineno
+
+
+def test_plan_means_the_budget_plan() -> None:
+    """"plan" names one thing: the context-budget plan of ``bc.plan`` (PLAN.toml). Nothing outside
+    that package binds a name for another kind of plan (a request prepared before sending is
+    ``prepared``, an attempt in flight an ``attempt``); ``errors.PlanError`` is the plan's error."""
+    found = []
+    for module, (path, _) in MODULES.items():
+        if module == "budgetclient.plan" or module.startswith("budgetclient.plan."):
+            continue
+        for name, line in _bound_names(ast.parse(path.read_text(encoding="utf-8"))):
+            named = (_PLAN_SNAKE.search(name.lower()) and not name[0].isupper()) or _PLAN_CAMEL.search(name)
+            if named and (module, name) != ("budgetclient.errors", "PlanError"):
+                found.append(f"{module} (line {line}): {name}")
+    assert found == [], "'plan' outside budgetclient.plan:\n" + "\n".join(found)
+
+
+def _is_broad(handler: ast.ExceptHandler) -> bool:
+    kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    broad = ("Exception", "BaseException")
+    return any(k is None or (isinstance(k, ast.Name) and k.id in broad) for k in kinds)
+
+
+def _reraises(handler: ast.ExceptHandler) -> bool:
+    return any(isinstance(stmt, ast.Raise) and stmt.exc is None for stmt in handler.body)
+
+
+def test_broad_excepts_go_through_guarded_or_say_why() -> None:
+    """"Never break the user's call" is `_guard.guarded`, written once. Outside ``providers/`` and
+    ``ledger/`` (SDK and database edges, reviewed with their owners), a handler catching every
+    ``Exception`` either re-raises (clean-up on the way out) or carries a comment on its line
+    saying why it must be a plain except."""
+    found = []
+    for module, (path, _) in MODULES.items():
+        if any(module.startswith(f"budgetclient.{edge}.") for edge in ("providers", "ledger")):
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not (isinstance(node, ast.ExceptHandler) and _is_broad(node)) or _reraises(node):
+                continue
+            if "#" not in lines[node.lineno - 1]:
+                found.append(f"{module} (line {node.lineno}): {lines[node.lineno - 1].strip()}")
+    assert found == [], "broad excepts without guarded or a reason:\n" + "\n".join(found)
+
+
+def test_cache_rules_have_one_source() -> None:
+    """Anthropic's documented cache limits live in `cachesim.anthropic`; placement uses that table."""
+    from budgetclient import placement
+    from budgetclient.cachesim import anthropic as rules
+
+    assert placement.MIN_CACHEABLE_TOKENS is rules.MIN_CACHEABLE_TOKENS
+    assert placement.LOOKBACK_BLOCKS == rules.LOOKBACK_BLOCKS
+    assert placement.MAX_BREAKPOINTS == rules.MAX_BREAKPOINTS
+    for model in ("claude-opus-4-6", "us.anthropic.claude-haiku-4-5-v1", "claude-opus-5-x", "not-claude"):
+        assert placement.min_cacheable_tokens(model) == rules.min_cacheable_tokens(model)

@@ -175,8 +175,6 @@ STRATEGIES: dict[str, Strategy] = {
     "provider-auto": _provider_auto,
     "budgetclient": BudgetclientStrategy(),
 }
-strategies = STRATEGIES
-"""Alias: ``strategies[name](body, state, now) -> body to send``."""
 
 
 # --- backends -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ The cache benchmark, the planner (`plan.plan_trace`), the demo and the tests rep
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,17 +118,43 @@ def _tool_step(text: TraceText, step: int, *, result_tokens: tuple[int, int]) ->
     ]
 
 
+def _gap(text: TraceText, k: int, lo: int, hi: int) -> float:
+    """Seconds before call ``k``: 0 for the first, else a whole number from ``lo`` to ``hi``."""
+    return 0.0 if k == 0 else float(text.rng.randint(lo, hi))
+
+
+Messages = list[dict[str, Any]]
+
+
+def _agent_loop(
+    text: TraceText,
+    calls: int,
+    prefix: Callable[[int], Mapping[str, Any]],
+    *,
+    step: Callable[[int], Messages] | None = None,
+    rewrite: Callable[[int, Messages], Messages] | None = None,
+    gaps: tuple[int, int] = (4, 15),
+) -> tuple[TraceCall, ...]:
+    """An append-only agent loop: a 200-token task, then each call appends ``step(k)`` (by default
+    one tool call and its 300-800-token result), calls ``gaps`` seconds apart. ``prefix(k)``: the
+    tools and system call ``k`` sends; ``rewrite(k, messages)``: the history it sends (a summary)."""
+    messages: Messages = [{"role": "user", "content": text.words(200)}]
+    out: list[TraceCall] = []
+    for k in range(calls):
+        if k:
+            messages.extend(step(k) if step else _tool_step(text, k, result_tokens=(300, 800)))
+        if rewrite is not None:
+            messages = rewrite(k, messages)
+        out.append(TraceCall(_body(prefix(k), messages), _gap(text, k, *gaps)))
+    return tuple(out)
+
+
 def tool_loop_trace(calls: int = 24, seed: int = 1) -> Trace:
     """An append-only agent loop: each call adds a tool call and its result, seconds apart."""
     text = TraceText(seed)
     fixed = _fixed_prefix(text)
-    messages: list[dict[str, Any]] = [{"role": "user", "content": text.words(200)}]
-    out: list[TraceCall] = []
-    for k in range(calls):
-        if k:
-            messages.extend(_tool_step(text, k, result_tokens=(300, 800)))
-        out.append(TraceCall(_body(fixed, messages), 0.0 if k == 0 else float(text.rng.randint(4, 15))))
-    return Trace("tool_loop", "append-only tool loop, calls 4-15 s apart", tuple(out))
+    out = _agent_loop(text, calls, lambda k: fixed)
+    return Trace("tool_loop", "append-only tool loop, calls 4-15 s apart", out)
 
 
 def _rag_turns(text: TraceText, fixed: Mapping[str, Any], *, turns: int, docs: tuple[int, int],
@@ -142,7 +168,7 @@ def _rag_turns(text: TraceText, fixed: Mapping[str, Any], *, turns: int, docs: t
                      for _ in range(text.rng.randint(*docs))]
         content = [*retrieved, question] if docs_first else [question, *retrieved]
         messages = [*history, {"role": "user", "content": content}]
-        out.append(TraceCall(_body(fixed, messages), 0.0 if k == 0 else float(text.rng.randint(*gaps))))
+        out.append(TraceCall(_body(fixed, messages), _gap(text, k, *gaps)))
         # the documents are dropped once the turn is answered; the question and answer stay
         history += [
             {"role": "user", "content": [question]},
@@ -205,37 +231,36 @@ def summarised_trace(calls: int = 30, summarise_at: int = 16, keep: int = 4, see
     """A tool loop whose history is replaced by a summary (plus the last steps) mid-session."""
     text = TraceText(seed)
     fixed = _fixed_prefix(text)
-    messages: list[dict[str, Any]] = [{"role": "user", "content": text.words(200)}]
-    out: list[TraceCall] = []
-    for k in range(calls):
-        if k:
-            messages.extend(_tool_step(text, k, result_tokens=(300, 800)))
-        if k == summarise_at:
-            summary = {"role": "user", "content": [{"type": "text", "text": text.words(800)}]}
-            messages = [summary, *messages[-keep:]]
-        out.append(TraceCall(_body(fixed, messages), 0.0 if k == 0 else float(text.rng.randint(4, 15))))
-    return Trace("summarised", f"tool loop; history summarised at call {summarise_at + 1}", tuple(out))
+
+    def summarise(k: int, messages: Messages) -> Messages:
+        if k != summarise_at:
+            return messages
+        return [{"role": "user", "content": [{"type": "text", "text": text.words(800)}]}, *messages[-keep:]]
+
+    out = _agent_loop(text, calls, lambda k: fixed, rewrite=summarise)
+    return Trace("summarised", f"tool loop; history summarised at call {summarise_at + 1}", out)
 
 
 def wide_turns_trace(calls: int = 12, parallel: int = 12, seed: int = 5) -> Trace:
     """Parallel tool calls: each call adds 2 x ``parallel`` + 1 blocks, past the 20-block lookback."""
     text = TraceText(seed)
     fixed = _fixed_prefix(text)
-    messages: list[dict[str, Any]] = [{"role": "user", "content": text.words(200)}]
-    out: list[TraceCall] = []
-    for k in range(calls):
-        if k:
-            ids = [f"toolu_{k:03d}_{j:02d}" for j in range(parallel)]
-            messages.append({"role": "assistant", "content": [
+
+    def parallel_step(k: int) -> Messages:
+        ids = [f"toolu_{k:03d}_{j:02d}" for j in range(parallel)]
+        return [
+            {"role": "assistant", "content": [
                 {"type": "text", "text": text.words(20)},
                 *({"type": "tool_use", "id": i, "name": f"tool_{j % 8}", "input": {"query": text.words(6)}}
                   for j, i in enumerate(ids)),
-            ]})
-            messages.append({"role": "user", "content": [
+            ]},
+            {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": i, "content": text.between(80, 200)} for i in ids
-            ]})
-        out.append(TraceCall(_body(fixed, messages), 0.0 if k == 0 else float(text.rng.randint(5, 20))))
-    return Trace("wide_turns", f"each call adds {2 * parallel + 1} blocks (parallel tool calls)", tuple(out))
+            ]},
+        ]
+
+    out = _agent_loop(text, calls, lambda k: fixed, step=parallel_step, gaps=(5, 20))
+    return Trace("wide_turns", f"each call adds {2 * parallel + 1} blocks (parallel tool calls)", out)
 
 
 def multi_agent_trace(calls: int = 40, *, alternating: bool = False, seed: int = 7) -> Trace:
@@ -258,7 +283,7 @@ def multi_agent_trace(calls: int = 40, *, alternating: bool = False, seed: int =
         if steps[who]:
             messages.extend(_tool_step(text, 1000 * who + steps[who], result_tokens=(300, 800)))
         steps[who] += 1
-        out.append(TraceCall(_body(fixed, messages), 0.0 if k == 0 else float(text.rng.randint(2, 12))))
+        out.append(TraceCall(_body(fixed, messages), _gap(text, k, 2, 12)))
     name = "two_agents_alternating" if alternating else "two_agents_interleaved"
     how = "strictly alternating" if alternating else "interleaved irregularly"
     return Trace(name, f"two sub-agents, same tools, own system prompts, {how}", tuple(out))
@@ -269,16 +294,9 @@ def tool_change_trace(calls: int = 24, every: int = 8, seed: int = 8) -> Trace:
     text = TraceText(seed)
     fixed = _fixed_prefix(text, tools=10)
     tools = list(fixed["tools"])
-    messages: list[dict[str, Any]] = [{"role": "user", "content": text.words(200)}]
-    out: list[TraceCall] = []
-    for k in range(calls):
-        if k:
-            messages.extend(_tool_step(text, k, result_tokens=(300, 800)))
-        shown = tools[: 8 + k // every]
-        body = _body({"tools": shown, "system": fixed["system"]}, messages)
-        out.append(TraceCall(body, 0.0 if k == 0 else float(text.rng.randint(4, 15))))
-    return Trace("tool_list_change", f"tool loop; a tool added to the end of the list every {every} calls",
-                 tuple(out))
+    out = _agent_loop(text, calls, lambda k: {"tools": tools[: 8 + k // every], "system": fixed["system"]})
+    how = f"tool loop; a tool added to the end of the list every {every} calls"
+    return Trace("tool_list_change", how, out)
 
 
 def periodic_trace(calls: int = 12, gap_s: float = 420.0, seed: int = 9) -> Trace:

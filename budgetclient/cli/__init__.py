@@ -7,6 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .._guard import guarded
 from ..errors import BudgetClientError
 
 __all__ = ["main"]
@@ -88,10 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"budgetclient {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
-        try:
+        with guarded("cli.flush_failed"):
             from ..ledger.writer import flush
 
             flush(10)
-        except Exception:
-            pass
     return int(result or 0)

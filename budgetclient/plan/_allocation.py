@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from .._guard import guarded
 from .._log import log
 from ..allocation import ALLOCATION_KEYS, GUIDE_ALLOCATION, AllocationTargets
 from ..errors import PlanError
@@ -383,10 +384,10 @@ def check_allocation(
     Returns the exceeded rows. Never raises: a body it cannot read is logged as
     ``plan.allocation_check_failed`` and yields no rows, so it is safe on the request path.
     """
-    try:
+    analysis = None
+    with guarded("plan.allocation_check_failed", provider=provider):
         analysis = analyze(body, provider=provider, model=model, targets=targets)
-    except Exception as exc:
-        log.warning("plan.allocation_check_failed", provider=provider, error=f"{type(exc).__name__}: {exc}")
+    if analysis is None:
         return []
     for row in analysis.exceeded:
         log.warning(

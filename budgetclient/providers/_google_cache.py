@@ -65,7 +65,7 @@ from ._google_rules import (
 )
 
 __all__ = [
-    "CachePlan",
+    "PrefixCheck",
     "CachedContent",
     "HttpStep",
     "ManagedCaches",
@@ -154,7 +154,7 @@ class ConversationPrefix:
 
 
 @dataclass(slots=True)
-class CachePlan:
+class PrefixCheck:
     """The stable prefix of one request, as found before sending."""
 
     route: GeminiRoute
@@ -244,8 +244,8 @@ class ManagedCaches:
             return any(e.managed for e in self._entries.values())
 
     # -- before a request ------------------------------------------------------------------------
-    def plan(self, route: GeminiRoute, wire: WireBody, lineage_key: str, *,
-             task_id: str | None = None, prior: RunPrior | None = None) -> CachePlan:
+    def check_prefix(self, route: GeminiRoute, wire: WireBody, lineage_key: str, *,
+             task_id: str | None = None, prior: RunPrior | None = None) -> PrefixCheck:
         """Fingerprint the request's stable prefix, next to what the conversation sent last;
         ``prior`` is what earlier runs of task ``task_id``'s name showed for this prefix."""
         prefix = wire.prefix()
@@ -255,7 +255,7 @@ class ManagedCaches:
         with self._lock:
             state = _bounded_get(self._lineages, lineage_key, lambda: ConversationPrefix(lineage_key))
             run_calls = self._runs.get(run, 0) if run is not None else 0
-            plan = CachePlan(
+            check = PrefixCheck(
                 route=route,
                 lineage=state,
                 fields=prefix.fields,
@@ -272,49 +272,49 @@ class ManagedCaches:
                 run=run,
                 run_calls=run_calls,
             )
-        return plan
+        return check
 
-    def commit(self, plan: CachePlan) -> None:
+    def commit(self, check: PrefixCheck) -> None:
         """The request is going out: its prefix becomes the one the conversation's next call is
         compared with (a request refused for drift leaves the lineage as it was)."""
         with self._lock:
-            state = plan.lineage
-            state.blocks, state.base_key, state.opening = plan.blocks, plan.base_key, plan.opening
-            if plan.run is not None:
-                self._runs[plan.run] = self._runs.get(plan.run, 0) + 1
-                self._runs.move_to_end(plan.run)
+            state = check.lineage
+            state.blocks, state.base_key, state.opening = check.blocks, check.base_key, check.opening
+            if check.run is not None:
+                self._runs[check.run] = self._runs.get(check.run, 0) + 1
+                self._runs.move_to_end(check.run)
                 while len(self._runs) > _MAX_TRACKED:
                     self._runs.popitem(last=False)
 
-    def prefix_tokens(self, plan: CachePlan) -> int:
+    def prefix_tokens(self, check: PrefixCheck) -> int:
         """Tokens of the stable prefix: the size of the entry once known, else an offline estimate."""
-        stats = self._stats_for(plan)
+        stats = self._stats_for(check)
         if stats.tokens is not None:
             return stats.tokens
 
-        tokens = estimate_request(PROVIDER, plan.fields, plan.route.model).tokens if plan.fields else 0
+        tokens = estimate_request(PROVIDER, check.fields, check.route.model).tokens if check.fields else 0
         stats.tokens = tokens
         return tokens
 
-    def previous_prefix_tokens(self, plan: CachePlan) -> int:
+    def previous_prefix_tokens(self, check: PrefixCheck) -> int:
         """Tokens of the prefix the conversation sent before this call (what a drift puts at risk)."""
         with self._lock:
-            stats = self._stats.get((plan.route.model, plan.previous_base_key or ""))
+            stats = self._stats.get((check.route.model, check.previous_base_key or ""))
         if stats is not None and stats.tokens is not None:
             return stats.tokens
-        return sum(len(block.raw) for block in plan.previous_blocks or ()) // 4
+        return sum(len(block.raw) for block in check.previous_blocks or ()) // 4
 
-    def _stats_for(self, plan: CachePlan) -> PrefixStats:
+    def _stats_for(self, check: PrefixCheck) -> PrefixStats:
         with self._lock:
-            return _bounded_get(self._stats, (plan.route.model, plan.base_key), PrefixStats)
+            return _bounded_get(self._stats, (check.route.model, check.base_key), PrefixStats)
 
-    def _inherit(self, plan: CachePlan, replaced: CachedContent) -> None:
+    def _inherit(self, check: PrefixCheck, replaced: CachedContent) -> None:
         """A conversation's cached prefix changed after it proved its reuse: let the new prefix
         start from the old one's history, so its entry replaces the old one at once. (A prefix
         that changes on every call, e.g. a timestamp, never proves reuse and is never cached.)"""
         if replaced.uses < 2:
             return
-        stats = self._stats_for(plan)
+        stats = self._stats_for(check)
         with self._lock:
             old = self._stats.get((replaced.model, replaced.base_key))
             if old is None or stats.seen:
@@ -323,7 +323,7 @@ class ManagedCaches:
             stats.max_gap_s, stats.total_gap_s, stats.gaps = old.max_gap_s, old.total_gap_s, old.gaps
             stats.implicit_cached, stats.implicit_prompt = old.implicit_cached, old.implicit_prompt
 
-    def acquire(self, plan: CachePlan, request: httpx2.Request) -> HttpStep[CachedContent | None]:
+    def acquire(self, check: PrefixCheck, request: httpx2.Request) -> HttpStep[CachedContent | None]:
         """The live entry this request should read (created or refreshed if that pays), or None."""
         retired: list[tuple[CachedContent, float]] = []
         headers = {k: v for k, v in request.headers.items() if k.lower() in _AUTH_HEADERS}
@@ -333,93 +333,93 @@ class ManagedCaches:
                 if entry.expire_time - now <= _EXPIRY_MARGIN_S:
                     retired.append((entry, entry.expire_time))
                     del self._entries[entry.name]
-            entry_found = self._match(plan)
-            previous = self._entries.get(plan.lineage.entry) if plan.lineage.entry else None
+            entry_found = self._match(check)
+            previous = self._entries.get(check.lineage.entry) if check.lineage.entry else None
         self._publish_retired(retired)
         if previous is not None and previous is not entry_found:
-            if previous.base_key != plan.base_key:
-                self._inherit(plan, previous)
-            yield from self._leave(previous, plan.lineage.key)
+            if previous.base_key != check.base_key:
+                self._inherit(check, previous)
+            yield from self._leave(previous, check.lineage.key)
         if entry_found is not None:
             entry_found.headers = headers
-            stale = entry_found.expire_time - now < self._refresh_margin(plan, entry_found)
+            stale = entry_found.expire_time - now < self._refresh_margin(check, entry_found)
             if entry_found.managed and stale and not (yield from self._refresh(entry_found)):
                 return None
             with self._lock:
-                entry_found.lineages.add(plan.lineage.key)
-                plan.lineage.entry = entry_found.name
+                entry_found.lineages.add(check.lineage.key)
+                check.lineage.entry = entry_found.name
             return entry_found
         with self._lock:
-            plan.lineage.entry = None
-        return (yield from self._maybe_create(plan, request, headers))
+            check.lineage.entry = None
+        return (yield from self._maybe_create(check, request, headers))
 
-    def _refresh_margin(self, plan: CachePlan, entry: CachedContent) -> float:
+    def _refresh_margin(self, check: PrefixCheck, entry: CachedContent) -> float:
         """Refresh when less than half the TTL plus a typical gap is left, so the entry outlives
         the gap to the next call (the server time known here may be a gap old)."""
-        return entry.ttl_s / 2 + self._stats_for(plan).mean_gap_s
+        return entry.ttl_s / 2 + self._stats_for(check).mean_gap_s
 
-    def _match(self, plan: CachePlan) -> CachedContent | None:
+    def _match(self, check: PrefixCheck) -> CachedContent | None:
         """The managed entry holding this request's prefix, preferring the one holding most contents."""
         best: CachedContent | None = None
         for entry in self._entries.values():
-            if not entry.managed or entry.model != plan.route.model or entry.base_key != plan.base_key:
+            if not entry.managed or entry.model != check.route.model or entry.base_key != check.base_key:
                 continue
             n = len(entry.leading)
-            if n and (n >= plan.contents_count or plan.opening[:n] != entry.leading):
+            if n and (n >= check.contents_count or check.opening[:n] != entry.leading):
                 continue
             if best is None or n > len(best.leading):
                 best = entry
         return best
 
-    def _leading_to_hold(self, plan: CachePlan) -> int:
+    def _leading_to_hold(self, check: PrefixCheck) -> int:
         """How many opening contents to put in a new entry: those repeated from the previous call,
         if they alone reach the model's minimum (small openings would tie the entry to one
         conversation for no gain), always leaving at least one content in the request; none when
         another conversation's entry already holds the prefix (no per-conversation copies)."""
         common = 0
-        for now_digest, before in zip(plan.opening, plan.previous_opening, strict=False):
+        for now_digest, before in zip(check.opening, check.previous_opening, strict=False):
             if now_digest != before:
                 break
             common += 1
-        common = min(common, plan.contents_count - 1)
+        common = min(common, check.contents_count - 1)
         if common <= 0:
             return 0
         with self._lock:  # another conversation's entry holds this prefix: one more copy of it per
             shared = any(  # conversation costs more than the opening saves; share a prefix entry
-                e.managed and e.model == plan.route.model and e.base_key == plan.base_key
+                e.managed and e.model == check.route.model and e.base_key == check.base_key
                 for e in self._entries.values()
             )
         if shared:
             return 0
 
         tokens = estimate_request(
-            PROVIDER, {"contents": plan.opening_contents[:common]}, plan.route.model
+            PROVIDER, {"contents": check.opening_contents[:common]}, check.route.model
         ).tokens
-        return common if tokens >= min_cache_tokens(plan.route.model) else 0
+        return common if tokens >= min_cache_tokens(check.route.model) else 0
 
     def _maybe_create(
-        self, plan: CachePlan, request: httpx2.Request, headers: dict[str, str]
+        self, check: PrefixCheck, request: httpx2.Request, headers: dict[str, str]
     ) -> HttpStep[CachedContent | None]:
-        if not plan.fields:
+        if not check.fields:
             return None
-        model = plan.route.model
-        stats = self._stats_for(plan)
-        tokens = self.prefix_tokens(plan)
+        model = check.route.model
+        stats = self._stats_for(check)
+        tokens = self.prefix_tokens(check)
         now = self.clock.now()
         if stats.refused_at is not None and now - stats.refused_at < _CREATE_BACKOFF_S:
             return None
-        leading = self._leading_to_hold(plan)
+        leading = self._leading_to_hold(check)
         if leading:
-            tokens += estimate_request(PROVIDER, {"contents": plan.opening_contents[:leading]}, model).tokens
+            tokens += estimate_request(PROVIDER, {"contents": check.opening_contents[:leading]}, model).tokens
         if tokens < min_cache_tokens(model):
             return None
         economics = economics_for(model)
         if economics is None:
             return None
-        prior = plan.prior or RunPrior()
+        prior = check.prior or RunPrior()
         ttl = auto_ttl(self.cache_ttl, max([stats.max_gap_s, *prior.gaps]))
         future_reads = expected_future_reads(
-            stats.seen, run_calls=plan.run_calls, calls_per_run=prior.calls_per_run
+            stats.seen, run_calls=check.run_calls, calls_per_run=prior.calls_per_run
         )
         mean_gap = stats.mean_gap_s or (sum(prior.gaps) / len(prior.gaps) if prior.gaps else 0.0)
         hours = (Decimal(str(future_reads * mean_gap)) + ttl) / _HOUR
@@ -432,42 +432,42 @@ class ManagedCaches:
             economics=economics,
         ):
             return None
-        key = (model, plan.base_key, plan.opening[:leading])
+        key = (model, check.base_key, check.opening[:leading])
         with self._lock:
             if key in self._creating:
                 return None  # another request of the client is creating it right now
             self._creating.add(key)
         try:
-            return (yield from self._create(plan, request, headers, leading, ttl, tokens))
+            return (yield from self._create(check, request, headers, leading, ttl, tokens))
         finally:
             with self._lock:
                 self._creating.discard(key)
 
     def _create(
         self,
-        plan: CachePlan,
+        check: PrefixCheck,
         request: httpx2.Request,
         headers: dict[str, str],
         leading: int,
         ttl: int,
         estimate: int,
     ) -> HttpStep[CachedContent | None]:
-        route = plan.route
+        route = check.route
         body: dict[str, Any] = {
             "model": route.model_resource,
-            **plan.fields,
+            **check.fields,
             "ttl": f"{ttl}s",
-            "displayName": f"budgetclient-{plan.base_key[:12]}",
+            "displayName": f"budgetclient-{check.base_key[:12]}",
         }
         if leading:
-            body["contents"] = plan.opening_contents[:leading]
+            body["contents"] = check.opening_contents[:leading]
         try:
             ctx = metering.begin_call(
                 PROVIDER,
                 route.model,
                 "cache.create",
                 estimated_input_tokens=lambda: estimate,
-                conversation=plan.lineage.key,
+                conversation=check.lineage.key,
             )
         except BudgetExceeded:
             log.info("cache.skipped", provider=PROVIDER, model=route.model, reason="budget")
@@ -489,7 +489,7 @@ class ManagedCaches:
         server_now = self.clock.observe(response.headers.get("date"))
         document = _json_or_none(response)
         if response.status_code >= 400 or not isinstance(document, Mapping) or not document.get("name"):
-            self._stats_for(plan).refused_at = server_now
+            self._stats_for(check).refused_at = server_now
             metering.finish_call(
                 ctx,
                 Usage(),
@@ -512,14 +512,14 @@ class ManagedCaches:
             managed=True,
             server_now=server_now,
             ttl=ttl,
-            base_key=plan.base_key,
-            leading=plan.opening[:leading],
+            base_key=check.base_key,
+            leading=check.opening[:leading],
             headers=headers,
             request_url=request.url,
         )
         with self._lock:
-            entry.lineages.add(plan.lineage.key)
-            plan.lineage.entry = entry.name
+            entry.lineages.add(check.lineage.key)
+            check.lineage.entry = entry.name
         log.info(
             "cache.created",
             provider=PROVIDER,
@@ -655,15 +655,15 @@ class ManagedCaches:
     # -- after a response ------------------------------------------------------------------------
     def observe_call(
         self,
-        plan: CachePlan,
+        check: PrefixCheck,
         entry: CachedContent | None,
         usage: Usage,
         server_time: float,
         task: Task | None,
     ) -> None:
         """Learn from one finished request: gaps, implicit hits, entry use; bill storage on task change."""
-        stats = self._stats_for(plan)
-        server_prefix = self._server_prefix_tokens(plan, usage) if entry is None else 0
+        stats = self._stats_for(check)
+        server_prefix = self._server_prefix_tokens(check, usage) if entry is None else 0
         with self._lock:
             if stats.last_seen is not None and server_time >= stats.last_seen:
                 gap = server_time - stats.last_seen
@@ -685,21 +685,21 @@ class ManagedCaches:
             self._accrue(entry, server_time)
             entry.task = task
 
-    def _server_prefix_tokens(self, plan: CachePlan, usage: Usage) -> int:
+    def _server_prefix_tokens(self, check: PrefixCheck, usage: Usage) -> int:
         """The stable prefix's size as the server counts it: its share of the request by our own
         estimate, applied to the prompt tokens the server reported. Implicit hits are judged
         against this, so an estimate off by any factor cannot make a full hit look partial."""
-        if not plan.fields or usage.input_tokens <= 0:
+        if not check.fields or usage.input_tokens <= 0:
             return 0
-        model = plan.route.model
-        stats = self._stats_for(plan)
+        model = check.route.model
+        stats = self._stats_for(check)
         prefix = stats.raw_tokens
         if prefix is None:
-            prefix = stats.raw_tokens = estimate_request(PROVIDER, plan.fields, model).raw_tokens
+            prefix = stats.raw_tokens = estimate_request(PROVIDER, check.fields, model).raw_tokens
         if prefix <= 0:
             return 0
-        memo = plan.lineage.contents_memo
-        rest = estimate_request(PROVIDER, {"contents": plan.contents}, model, memo=memo).raw_tokens
+        memo = check.lineage.contents_memo
+        rest = estimate_request(PROVIDER, {"contents": check.contents}, model, memo=memo).raw_tokens
         return max(round(usage.input_tokens * prefix / (prefix + rest)), 1)
 
     def observe_user_cache(

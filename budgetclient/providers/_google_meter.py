@@ -44,9 +44,9 @@ from ._drift_report import announce_drift
 from ._google_body import BodyHistory
 from ._google_cache import (
     CachedContent,
-    CachePlan,
     HttpStep,
     ManagedCaches,
+    PrefixCheck,
     conversation_head,
     request_prefix_shape,
 )
@@ -107,7 +107,7 @@ class _Call:
     sent: httpx2.Request
     ctx: CallContext | None
     task: Task | None
-    plan: CachePlan | None = None
+    check: PrefixCheck | None = None
     entry: CachedContent | None = None
     estimate_raw: list[int] = field(default_factory=list)
 
@@ -305,21 +305,21 @@ class GeminiMeter:
         if named is None:  # matched by content among the scope's conversations (lineage.Conversations)
             key = self.conversations.match(key, head, lambda: request_prefix_shape(wire))
         body = wire.body
-        plan = None
+        check = None
         if not body.get("cachedContent"):
             prior = None
             if task is not None and self.options.cache == "auto" and wire.prefix().fields:
                 # read when the task started (run_history), per task name; filtered by prefix here
                 prior = run_history.prior(task.name, task.id, route.model, head.fingerprint)
-            plan = self.caches.plan(route, wire, key, task_id=task.id if task else None, prior=prior)
-        call = _Call(route=route, original=request, sent=request, ctx=None, task=task, plan=plan)
+            check = self.caches.check_prefix(route, wire, key, task_id=task.id if task else None, prior=prior)
+        call = _Call(route=route, original=request, sent=request, ctx=None, task=task, check=check)
         ctx = call.ctx = admit(
             Admission(
                 provider=PROVIDER,
                 model=route.model,
                 operation="generate_content",
                 body=body,
-                drift=self._drift(plan) if plan is not None else None,
+                drift=self._drift(check) if check is not None else None,
                 drift_mode=self.options.drift,
                 announce=lambda drift: _announce_drift(drift, route.model),
                 estimate=lambda: self._estimate(body, route.model, call, self._estimate_memo(key)),
@@ -327,17 +327,17 @@ class GeminiMeter:
                 stream=route.method == "streamGenerateContent",
                 request_bytes=len(request.content),
                 conversation=key,
-                prefix_hash=plan.base_key if plan is not None and plan.fields else None,
+                prefix_hash=check.base_key if check is not None and check.fields else None,
                 metadata={STABLE_PREFIX: head.fingerprint} if head.fixed else None,
             )
         )
         with holding(ctx):  # the call holds budget now: any exit before sending gives it back
-            if plan is not None:
-                self.caches.commit(plan)
-            if plan is None or self.options.cache != "auto" or not plan.fields:
+            if check is not None:
+                self.caches.commit(check)
+            if check is None or self.options.cache != "auto" or not check.fields:
                 return call
             with guarded("cache.prepare_failed", provider=PROVIDER, model=route.model):  # sent uncached
-                entry = yield from self.caches.acquire(plan, request)
+                entry = yield from self.caches.acquire(check, request)
                 if entry is not None:
                     call.sent = _with_body(request, wire.rewritten(entry.name, len(entry.leading)))
                     call.entry = entry
@@ -374,16 +374,16 @@ class GeminiMeter:
             return _Call(route=route, original=request, sent=request, ctx=None, task=current_task())
         return None
 
-    def _drift(self, plan: CachePlan) -> PrefixDrift | None:
-        previous = plan.previous_blocks
+    def _drift(self, check: PrefixCheck) -> PrefixDrift | None:
+        previous = check.previous_blocks
         if self.options.drift == "off" or not previous:
             return None
-        if previous is plan.blocks or [b.digest for b in previous] == [b.digest for b in plan.blocks]:
+        if previous is check.blocks or [b.digest for b in previous] == [b.digest for b in check.blocks]:
             return None
-        model = plan.route.model
+        model = check.route.model
         return explain_drift(
-            with_tokens(previous, self.caches.previous_prefix_tokens(plan)),
-            plan.blocks,
+            with_tokens(previous, self.caches.previous_prefix_tokens(check)),
+            check.blocks,
             extra_cost=lambda tokens: _lost_discount(tokens, model),
             excerpts=get_settings().drift_excerpts,
         )
@@ -455,8 +455,8 @@ class GeminiMeter:
                     service_tier=tier if isinstance(tier, str) else None,
                     metadata={"model_version": version} if isinstance(version, str) else None,
                 )
-            if call.plan is not None and meta is not None:
-                self.caches.observe_call(call.plan, call.entry, usage, server_time, call.task)
+            if call.check is not None and meta is not None:
+                self.caches.observe_call(call.check, call.entry, usage, server_time, call.task)
             if call.estimate_raw and meta is not None and call.entry is None:
                 from ..tokens import calibrate
 

@@ -188,7 +188,7 @@ def _anthropic_init(
 def _openai_init(
     client: Any, original: Init, args: tuple[Any, ...], kwargs: dict[str, Any], options: ClientOptions
 ) -> None:
-    """The SDK's ``__init__``, then its HTTP client metered and requests planned, as ``wrap_openai``."""
+    """The SDK's ``__init__``, then its HTTP client metered and requests prepared, as ``wrap_openai``."""
     import openai
 
     from ._openai_hook import install
@@ -196,7 +196,7 @@ def _openai_init(
     from ._openai_meter import OpenAIMeter
 
     original(client, *args, **kwargs)
-    if getattr(type(client), "_bc_plans", False):  # bc.OpenAI / bc.AsyncOpenAI meter themselves
+    if getattr(type(client), "_bc_prepares", False):  # bc.OpenAI / bc.AsyncOpenAI meter themselves
         return
     http_client = getattr(client, _OPENAI_HTTP_CLIENT, None)
     if http_client is None:

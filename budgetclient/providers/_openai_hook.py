@@ -2,12 +2,12 @@
 
 Each attempt's request is built by the client's ``_build_request(options, *, retries_taken)``
 from ``options.json_data``, a fresh per-attempt copy of what the caller passed (dicts copied, the
-caller's strings kept). budgetclient plans the body there (`OpenAIMeter.plan_options`: usage in
+caller's strings kept). budgetclient prepares the body there (`OpenAIMeter.prepare_options`: usage in
 streams, ``prompt_cache_key``, breakpoint, the drift check), so the SDK encodes the final body
 once: no decode and re-encode of a large prompt, and the SDK's own encoding and request signing
-(``_prepare_request``: Bedrock SigV4, any signing subclass) see the body as sent. The plan rides
+(``_prepare_request``: Bedrock SigV4, any signing subclass) see the body as sent. The prepared body rides
 on the built request to the metered HTTP client (`_openai_http`), which meters the attempt. A
-request that arrives there without a plan (a raw ``content=`` body, or a client whose hook could
+request that arrives there without a prepared body (a raw ``content=`` body, or a client whose hook could
 not be used) is metered exactly as it is: its bytes may already be signed, so they are never
 rewritten.
 
@@ -32,14 +32,14 @@ import openai
 
 from ._hooks import hook_unavailable
 from ._openai_http import is_metered, share_meter
-from ._openai_meter import attach_plan
+from ._openai_meter import attach_prepared_body
 
-__all__ = ["build_hook_problem", "install", "planned_build", "warn_hook_unavailable"]
+__all__ = ["build_hook_problem", "install", "prepared_build", "warn_hook_unavailable"]
 
 Build = Callable[..., httpx2.Request]
 
 _OPTION_FIELDS = ("method", "url", "json_data", "extra_json", "content", "files", "headers")
-"""What `OpenAIMeter.plan_options` reads from the SDK's ``FinalRequestOptions``."""
+"""What `OpenAIMeter.prepare_options` reads from the SDK's ``FinalRequestOptions``."""
 
 
 def warn_hook_unavailable(hook: str, problem: str) -> None:
@@ -100,35 +100,35 @@ def _options_problem(options: Any) -> str | None:
     return f"request options lack {', '.join(missing)}" if missing else None
 
 
-def planned_build(
+def prepared_build(
     client: Any, build: Build, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> httpx2.Request:
-    """``build(*args, **kwargs)``, the body planned first by the meter of ``client``'s HTTP client.
+    """``build(*args, **kwargs)``, the body prepared first by the meter of ``client``'s HTTP client.
 
     ``args`` / ``kwargs`` are what the SDK passed, handed on unchanged.
     """
     http_client = getattr(client, "_client", None)
-    plan = None
+    decided = None
     if is_metered(http_client):
         problem = build_hook_problem(getattr(build, "__func__", build))
         options = args[0] if args else kwargs.get("options")
         if problem is None:
             problem = _options_problem(options)
         if problem is None:
-            plan = http_client.meter.plan_options(options, getattr(client, "_custom_headers", None))
+            decided = http_client.meter.prepare_options(options, getattr(client, "_custom_headers", None))
         else:
             warn_hook_unavailable("_build_request", problem)
     request = build(*args, **kwargs)
-    if plan is not None:
+    if decided is not None:
         try:
-            attach_plan(request, plan)
+            attach_prepared_body(request, decided)
         except Exception:  # a request type without attributes: metered as sent
             warn_hook_unavailable("_build_request", f"its {type(request).__qualname__} takes no attributes")
     return request
 
 
 class _HookedBuild:
-    """The instance's ``_build_request``: plans, then calls its class's own."""
+    """The instance's ``_build_request``: prepares the body, then calls its class's own."""
 
     __slots__ = ("client",)
 
@@ -138,7 +138,7 @@ class _HookedBuild:
     def __call__(self, *args: Any, **kwargs: Any) -> httpx2.Request:
         client = self.client
         build = type(client)._build_request.__get__(client)
-        return planned_build(client, build, args, kwargs)
+        return prepared_build(client, build, args, kwargs)
 
 
 class _HookedCopy:
@@ -158,13 +158,13 @@ class _HookedCopy:
 
 
 def install(client: Any) -> None:
-    """Plan ``client``'s requests before encoding, when its HTTP client is budgetclient's.
+    """Prepare ``client``'s requests before encoding, when its HTTP client is budgetclient's.
 
-    Classes that plan by themselves (``bc.OpenAI``: ``_bc_plans``) are left alone. A class whose
+    Classes that prepare by themselves (``bc.OpenAI``: ``_bc_prepares``) are left alone. A class whose
     ``_build_request`` cannot take the hook keeps its own: its requests are metered only.
     """
     cls = type(client)
-    if getattr(cls, "_bc_plans", False) or not is_metered(getattr(client, "_client", None)):
+    if getattr(cls, "_bc_prepares", False) or not is_metered(getattr(client, "_client", None)):
         return
     problem = build_hook_problem(getattr(cls, "_build_request", None))
     if problem is not None:

@@ -2,10 +2,10 @@
 
 One ``OpenAIMeter`` belongs to one instrumented client and all of its copies. Per HTTP attempt:
 
-1. ``plan_options`` decides the JSON body (``include_usage``, ``prompt_cache_key``, breakpoint;
+1. ``prepare_options`` decides the JSON body (``include_usage``, ``prompt_cache_key``, breakpoint;
    see `formats.openai.prefix`) and checks the stable prefix for drift while the body is still the SDK's
    dict, so the SDK encodes the final body once (`_openai_hook`); a request that arrives without
-   a plan (a raw ``content=`` body, a client whose hook could not be used) is metered exactly as
+   a prepared body (a raw ``content=`` body, a client whose hook could not be used) is metered exactly as
    sent, never rewritten: its bytes may be signed. ``begin`` then raises the drift
    (``PrefixDriftError`` before sending with ``drift="raise"``) and opens a metering context
    (``BudgetExceeded`` before sending);
@@ -66,7 +66,7 @@ from ._openai_estimate import ChatEstimates
 from ._openai_stream import hide_usage_chunk
 from ._sse import BodyObserver, tap_response
 
-__all__ = ["PROVIDER", "OpenAIMeter", "Plan", "plan_of"]
+__all__ = ["PROVIDER", "OpenAIMeter", "PreparedBody", "prepared_body_of"]
 
 
 PROVIDER = "openai"
@@ -77,12 +77,12 @@ _COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 """The legacy completions endpoint's ``max_tokens`` when a request leaves it out."""
 
 
-_PLAN = "_budgetclient_plan"
-"""Attribute of an ``httpx2.Request`` carrying the `Plan` its body was encoded from."""
+_PREPARED_BODY = "_budgetclient_prepared_body"
+"""Attribute of an ``httpx2.Request`` carrying the `PreparedBody` its body was encoded from."""
 
 
 @dataclass(slots=True)
-class Plan:
+class PreparedBody:
     """What budgetclient decided for one attempt's body, and what it learnt deciding it."""
 
     meter: OpenAIMeter
@@ -96,14 +96,14 @@ class Plan:
     drift: PrefixDrift | None = None
 
 
-def plan_of(request: httpx2.Request) -> Plan | None:
-    """The plan ``request`` was built from, if budgetclient planned it before encoding."""
-    plan = getattr(request, _PLAN, None)
-    return plan if isinstance(plan, Plan) else None
+def prepared_body_of(request: httpx2.Request) -> PreparedBody | None:
+    """The prepared body ``request`` was built from, if budgetclient prepared it before encoding."""
+    decided = getattr(request, _PREPARED_BODY, None)
+    return decided if isinstance(decided, PreparedBody) else None
 
 
-def attach_plan(request: httpx2.Request, plan: Plan) -> None:
-    setattr(request, _PLAN, plan)
+def attach_prepared_body(request: httpx2.Request, decided: PreparedBody) -> None:
+    setattr(request, _PREPARED_BODY, decided)
 
 
 @dataclass(slots=True)
@@ -136,11 +136,11 @@ class OpenAIMeter:
         self._lock = threading.Lock()
 
     # -- before sending ------------------------------------------------------------------------
-    def plan_options(self, options: Any, headers: Mapping[str, Any] | None = None) -> Plan | None:
-        """Plan one attempt from the SDK's request options, before the SDK encodes the body.
+    def prepare_options(self, options: Any, headers: Mapping[str, Any] | None = None) -> PreparedBody | None:
+        """Prepare one attempt from the SDK's request options, before the SDK encodes the body.
 
         ``options`` is the attempt's own ``FinalRequestOptions`` (the SDK copies them for every
-        attempt, so each attempt is planned once, from the caller's body); a changed body is put
+        attempt, so each attempt is prepared once, from the caller's body); a changed body is put
         back as ``options.json_data``, merged with ``extra_json`` exactly as the SDK merges them.
         ``headers`` are the client's custom headers. None (options untouched) when the request is
         not a JSON model request; never raises.
@@ -166,24 +166,25 @@ class OpenAIMeter:
                 return None
             if not isinstance(body, Mapping):
                 return None
-            plan = self._plan(operation, body)
-            if plan.prepared is not None and plan.prepared.changed:
-                options.json_data = plan.prepared.body
+            decided = self._prepare_body(operation, body)
+            if decided.prepared is not None and decided.prepared.changed:
+                options.json_data = decided.prepared.body
                 options.extra_json = None
-            return plan
+            return decided
         return None
 
-    def _plan(self, operation: str, body: Mapping[str, Any] | None) -> Plan:
+    def _prepare_body(self, operation: str, body: Mapping[str, Any] | None) -> PreparedBody:
         model = str(body.get("model") or "") if body is not None else ""
-        plan = Plan(self, operation, body, model, bool(body.get("stream")) if body is not None else False)
+        stream = bool(body.get("stream")) if body is not None else False
+        decided = PreparedBody(self, operation, body, model, stream)
         if body is not None and operation in (CHAT, RESPONSES, COMPLETIONS):
             with guarded("cache.prepare_failed", provider=PROVIDER, model=model):  # never costs a request
-                plan.prepared, plan.lineage, plan.drift = self._prepare(body, operation, model)
-                plan.body = plan.prepared.body
-        return plan
+                decided.prepared, decided.lineage, decided.drift = self._prepare(body, operation, model)
+                decided.body = decided.prepared.body
+        return decided
 
-    def _as_sent(self, request: Any, operation: str) -> Plan:
-        """The plan of a request that reached the HTTP layer unplanned: metered exactly as sent.
+    def _as_sent(self, request: Any, operation: str) -> PreparedBody:
+        """The prepared body of a request that reached the HTTP layer unprepared: metered exactly as sent.
 
         Its body is the caller's own bytes (``content=``), or bytes the SDK encoded and a client
         may already have signed (Bedrock SigV4, a signing ``_prepare_request``): rewriting it would
@@ -198,26 +199,27 @@ class OpenAIMeter:
         except Exception:  # a multipart or non-JSON body: metered from the response alone
             body = None
         model = str(body.get("model") or "") if body is not None else ""
-        return Plan(self, operation, body, model, bool(body.get("stream")) if body is not None else False)
+        stream = bool(body.get("stream")) if body is not None else False
+        return PreparedBody(self, operation, body, model, stream)
 
     def begin(self, request: httpx2.Request) -> _Attempt | None:
         """Admit one attempt; None when the request is not a model request.
 
         Raises only ``BudgetExceeded`` and (with ``drift="raise"``) ``PrefixDriftError``.
         """
-        plan = plan_of(request)
-        if plan is None or plan.meter is not self:
+        decided = prepared_body_of(request)
+        if decided is None or decided.meter is not self:
             operation = classify(request.method, request.url.path)
             if operation is None:
                 return self._poll(request)
-            plan = self._as_sent(request, operation)
-        model, prepared, lineage = plan.model, plan.prepared, plan.lineage
-        send_body = plan.body
+            decided = self._as_sent(request, operation)
+        model, prepared, lineage = decided.model, decided.prepared, decided.lineage
+        send_body = decided.body
         raw_estimate = [0]
 
         def estimate() -> int:
             assert send_body is not None
-            conversation = lineage.key if lineage is not None and plan.operation == CHAT else None
+            conversation = lineage.key if lineage is not None and decided.operation == CHAT else None
             result = self.estimates.estimate(conversation, send_body, model)
             raw_estimate[0] = result.raw_tokens
             return result.tokens
@@ -232,14 +234,14 @@ class OpenAIMeter:
             Admission(
                 provider=PROVIDER,
                 model=model,
-                operation=plan.operation,
-                body=send_body if plan.operation in (CHAT, RESPONSES) else None,
-                drift=plan.drift if prepared is not None else None,
+                operation=decided.operation,
+                body=send_body if decided.operation in (CHAT, RESPONSES) else None,
+                drift=decided.drift if prepared is not None else None,
                 drift_mode=self.options.drift,
                 announce=lambda drift: announce_drift(drift, model),
                 estimate=estimate if send_body is not None else None,
-                max_output_tokens=_output_limit(plan.operation, send_body),
-                stream=plan.stream,
+                max_output_tokens=_output_limit(decided.operation, send_body),
+                stream=decided.stream,
                 attempt=_retries_taken(request),
                 request_bytes=len(request.content) if _has_content(request) else 0,
                 conversation=lineage.key if lineage is not None else None,
@@ -247,7 +249,7 @@ class OpenAIMeter:
                 metadata=metadata,
             )
         )
-        return _Attempt(plan.operation, request, ctx, prepared, lineage, time.time(), raw_estimate[0])
+        return _Attempt(decided.operation, request, ctx, prepared, lineage, time.time(), raw_estimate[0])
 
     def _poll(self, request: httpx2.Request) -> _Attempt | None:
         """A retrieve of a background response: its usage belongs to the task that created it."""

@@ -96,7 +96,7 @@ def _fold_stream_usage(current: dict[str, Any], delta: Mapping[str, Any]) -> Non
 
 
 @dataclass(slots=True)
-class _Plan:
+class _AnthropicAttempt:
     """One attempt in flight: what was sent and the metering context it belongs to."""
 
     request: APIRequest
@@ -110,10 +110,12 @@ class _MessageObserver(BodyObserver):
 
     sse_marker = b"message_"  # message_start, message_delta, message_stop: content deltas are skipped
 
-    def __init__(self, middleware: BudgetMiddleware, plan: _Plan, http_status: int, mode: str) -> None:
+    def __init__(
+        self, middleware: BudgetMiddleware, attempt: _AnthropicAttempt, http_status: int, mode: str
+    ) -> None:
         self.mode = mode
         self._mw = middleware
-        self._plan = plan
+        self._attempt = attempt
         self._http_status = http_status
         self._usage: dict[str, Any] = {}
         self._message: Mapping[str, Any] = {}
@@ -148,7 +150,7 @@ class _MessageObserver(BodyObserver):
             self._unfinished.pop()
         except IndexError:
             return  # already recorded (message_stop, then the body's end or close)
-        self._mw._record(self._plan, self._usage, self._message, complete, self._http_status, error)
+        self._mw._record(self._attempt, self._usage, self._message, complete, self._http_status, error)
 
 
 class BudgetMiddleware(Middleware):
@@ -184,33 +186,33 @@ class BudgetMiddleware(Middleware):
 
     # -- the middleware protocol -------------------------------------------------------------
     def handle(self, request: APIRequest, call_next: Callable[[APIRequest], Any]) -> Any:
-        plan = self._before(request)
-        if plan is None:
+        attempt = self._before(request)
+        if attempt is None:
             return _error_status_response(request, call_next(request), anthropic.APIResponse)
-        with sending(plan.ctx if plan.ctx.operation != "batch" else None):
-            response = call_next(plan.request)
-        self._after(plan, response)
+        with sending(attempt.ctx if attempt.ctx.operation != "batch" else None):
+            response = call_next(attempt.request)
+        self._after(attempt, response)
         return _error_status_response(request, response, anthropic.APIResponse)
 
     async def handle_async(
         self, request: APIRequest, call_next: Callable[[APIRequest], Awaitable[Any]]
     ) -> Any:
-        plan = self._before(request)
-        if plan is None:
+        attempt = self._before(request)
+        if attempt is None:
             return _error_status_response(request, await call_next(request), anthropic.AsyncAPIResponse)
         # reading batch results bills nothing by itself: a failed read is no record
-        with sending(plan.ctx if plan.ctx.operation != "batch" else None):
-            response = await call_next(plan.request)
-        self._after(plan, response)
+        with sending(attempt.ctx if attempt.ctx.operation != "batch" else None):
+            response = await call_next(attempt.request)
+        self._after(attempt, response)
         return _error_status_response(request, response, anthropic.AsyncAPIResponse)
 
     # -- before sending ----------------------------------------------------------------------
-    def _before(self, request: APIRequest) -> _Plan | None:
+    def _before(self, request: APIRequest) -> _AnthropicAttempt | None:
         path = _path(request.url)
         method = request.method.lower()
         if method == "get" and path.startswith(_BATCHES_PREFIX) and path.endswith("/results"):
             ctx = metering.begin_call(PROVIDER, "", "batch", attempt=request.retries_taken)
-            return _Plan(request=request, ctx=ctx, prepared=None, state=None)
+            return _AnthropicAttempt(request=request, ctx=ctx, prepared=None, state=None)
         if method != "post" or path != _MESSAGES_PATH or not isinstance(request.json, Mapping):
             return None
         body: Mapping[str, Any] = request.json
@@ -275,41 +277,41 @@ class BudgetMiddleware(Middleware):
         with holding(ctx):
             if prepared is not None and prepared.body is not body:
                 request = _with_body(request, prepared.body)
-        return _Plan(request=request, ctx=ctx, prepared=prepared, state=state)
+        return _AnthropicAttempt(request=request, ctx=ctx, prepared=prepared, state=state)
 
     # -- after the attempt -------------------------------------------------------------------
-    def _after(self, plan: _Plan, response: Any) -> None:
+    def _after(self, attempt: _AnthropicAttempt, response: Any) -> None:
         if isinstance(response, httpx2.Response):  # cast_to=httpx2.Response: the SDK hands it bare
             http_response = response
         else:
             try:
                 http_response = response.http_response
             except AttributeError:  # another middleware short-circuited with a model
-                metering.finish_call(plan.ctx, Usage(), status="ok", error="no-http-response")
+                metering.finish_call(attempt.ctx, Usage(), status="ok", error="no-http-response")
                 return
         status = http_response.status_code
         if status >= 400:
-            if plan.ctx.operation == "batch":
+            if attempt.ctx.operation == "batch":
                 return
             metering.finish_call(
-                plan.ctx, Usage(), status="error", http_status=status, error=f"HTTP {status}"
+                attempt.ctx, Usage(), status="error", http_status=status, error=f"HTTP {status}"
             )
             return
         try:
-            if plan.ctx.operation == "batch":
-                batch_id = _path(plan.request.url)[len(_BATCHES_PREFIX) :].split("/", 1)[0]
-                tap_response(http_response, _JSONLBatchObserver(self, batch_id, plan.ctx))
+            if attempt.ctx.operation == "batch":
+                batch_id = _path(attempt.request.url)[len(_BATCHES_PREFIX) :].split("/", 1)[0]
+                tap_response(http_response, _JSONLBatchObserver(self, batch_id, attempt.ctx))
                 return
             # only a request that asked to stream gets events (a header lookup costs microseconds)
-            mode = _stream_mode(http_response) if plan.ctx.stream else "json"
-            tap_response(http_response, _MessageObserver(self, plan, status, mode))
+            mode = _stream_mode(http_response) if attempt.ctx.stream else "json"
+            tap_response(http_response, _MessageObserver(self, attempt, status, mode))
         except Exception as exc:
             log.error("meter.failed", stage="tap", error=type(exc).__name__, detail=str(exc)[:200])
-            metering.finish_call(plan.ctx, Usage(requests=1), status="incomplete", http_status=status)
+            metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=status)
 
     def _record(
         self,
-        plan: _Plan,
+        attempt: _AnthropicAttempt,
         usage_fields: Mapping[str, Any],
         message: Mapping[str, Any],
         complete: bool,
@@ -318,20 +320,20 @@ class BudgetMiddleware(Middleware):
     ) -> None:
         with guarded("meter.failed", stage="anthropic.record"):
             usage = usage_from_anthropic(usage_fields) if usage_fields or complete else Usage(requests=1)
-            drift = plan.ctx.drift
-            if plan.prepared is not None and plan.state is not None and complete:
+            drift = attempt.ctx.drift
+            if attempt.prepared is not None and attempt.state is not None and complete:
                 with guarded("cache.observe_failed"):
-                    merged = observe_response(plan.state, plan.prepared, usage, message, now=self.now())
+                    merged = observe_response(attempt.state, attempt.prepared, usage, message, now=self.now())
                     if merged is not None and merged is not drift:
                         if drift is None and self.options.drift == "warn":
-                            announce_drift(merged, provider=PROVIDER, model=plan.ctx.model)
+                            announce_drift(merged, provider=PROVIDER, model=attempt.ctx.model)
                         drift = merged
             tier = usage_fields.get("service_tier") if _is_mapping(usage_fields) else None
             metering.finish_call(
-                plan.ctx,
+                attempt.ctx,
                 usage,
                 status="ok" if complete else "incomplete",
-                model=_billed_model(plan.ctx.model, message),
+                model=_billed_model(attempt.ctx.model, message),
                 http_status=http_status,
                 error=None if error is None else type(error).__name__,
                 response_id=message.get("id") if isinstance(message.get("id"), str) else None,
@@ -339,7 +341,7 @@ class BudgetMiddleware(Middleware):
                 drift=drift,
             )
         # a fault above must neither keep the call's hold nor lose its record (no-op once recorded)
-        metering.finish_call(plan.ctx, Usage(requests=1), status="incomplete", http_status=http_status)
+        metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=http_status)
 
     def _record_batch_results(self, batch_id: str, ctx: CallContext, results: Sequence[Any]) -> None:
         for item in results:

@@ -44,7 +44,7 @@ from ..options import (
     pop_option_overrides,
     split_client_options,
 )
-from ._openai_hook import install, planned_build, warn_hook_unavailable
+from ._openai_hook import install, prepared_build, warn_hook_unavailable
 from ._openai_http import is_metered, metered_client, share_meter
 from ._openai_meter import OpenAIMeter
 from ._signature import show_sdk_signatures
@@ -185,15 +185,15 @@ class OpenAI(openai.OpenAI):
         def __init__(self, **kwargs):
             _init(self, super().__init__, kwargs)
 
-    _bc_plans = True
-    """Requests are planned by ``_build_request`` below (`_openai_hook.install` leaves it alone)."""
+    _bc_prepares = True
+    """Requests are prepared by ``_build_request`` below (`_openai_hook.install` leaves it alone)."""
 
     @property
     def budget_options(self) -> ClientOptions:
         return _budget_options(self)
 
     def _build_request(self, *args: Any, **kwargs: Any) -> httpx2.Request:
-        return planned_build(self, super()._build_request, args, kwargs)
+        return prepared_build(self, super()._build_request, args, kwargs)
 
     if not TYPE_CHECKING:  # type checkers keep seeing the SDK's fully typed copy / with_options
 
@@ -222,15 +222,15 @@ class AsyncOpenAI(openai.AsyncOpenAI):
         def __init__(self, **kwargs):
             _init(self, super().__init__, kwargs)
 
-    _bc_plans = True
-    """Requests are planned by ``_build_request`` below (`_openai_hook.install` leaves it alone)."""
+    _bc_prepares = True
+    """Requests are prepared by ``_build_request`` below (`_openai_hook.install` leaves it alone)."""
 
     @property
     def budget_options(self) -> ClientOptions:
         return _budget_options(self)
 
     def _build_request(self, *args: Any, **kwargs: Any) -> httpx2.Request:
-        return planned_build(self, super()._build_request, args, kwargs)
+        return prepared_build(self, super()._build_request, args, kwargs)
 
     if not TYPE_CHECKING:
 

@@ -355,7 +355,7 @@ def test_metering_faults_never_break_the_call(monkeypatch: pytest.MonkeyPatch) -
     assert response.text == fake.reply_text
     (record,) = t.records  # kept, flagged, and the budget reservation released
     assert record.status == "incomplete" and t.spent_usd == Decimal(0)
-    monkeypatch.setattr(ManagedCaches, "plan", boom)
+    monkeypatch.setattr(ManagedCaches, "check_prefix", boom)
     response = c.models.generate_content(model=MODEL, contents="Hello again", config=config())
     assert response.text == fake.reply_text
     chunks = list(c.models.generate_content_stream(model=MODEL, contents="Hi", config=config()))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal
 
+from ..._guard import guarded
 from ...blocks import (
     Block,
     PrefixPrint,
@@ -89,10 +90,9 @@ class PreparedRequest:
 
 def _extra_cost(model: str, total_tokens: int, *, rewrite: bool) -> Callable[[int], Decimal | None]:
     """Price of losing ``n`` cached tokens: a rewrite (or plain input) instead of a cache read."""
-    try:
+    rates = None
+    with guarded("price.estimate_failed", model=model):  # pricing must never break placement
         rates = rates_for(model, "anthropic")
-    except Exception:  # pricing must never break placement
-        rates = None
     if rates is None:
         return lambda tokens: None
     read = rates.cache_read.at(total_tokens)

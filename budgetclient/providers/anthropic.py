@@ -23,7 +23,6 @@ from anthropic import APIRequest, Middleware
 
 from .. import metering
 from .._guard import guarded
-from .._log import log
 from ..admission import Admission, admit, holding, output_limit, sending
 from ..blocks import Ttl
 from ..estimate import TokenEstimate, estimate_request
@@ -35,7 +34,7 @@ from ..metering import CallContext
 from ..options import ClientOptions, pop_option_overrides, split_client_options
 from ..pricing import is_bedrock_id
 from ..run_history import run_history
-from ..tasks import current_task
+from ..tasks import Task, current_task
 from ..usage import Usage, _trusted_usage
 from ._drift_report import announce_drift
 from ._hooks import hook_unavailable
@@ -218,36 +217,13 @@ class BudgetMiddleware(Middleware):
         t = current_task()
         state: LineageState | None = None
         prepared: PreparedRequest | None = None
-        try:
-            if _server_side_thread(body):
-                # the server holds the conversation: the body carries only the new turn, so there
-                # is no client-side prefix to place markers in or to compare
-                raise _SkipPlacement
-            named = current_conversation()
-            key = lineage_key(
-                self.client_key, PROVIDER, model, t.id if t else None, named, request_shape_of(body),
-            )  # fmt: skip
-            # bc.conversation names it; otherwise matched by content among the scope's conversations
-            if named is not None:
-                state = self.lineages.get(key)
-            else:
-                state = self.lineages.match(key, conversation_head(body), lambda: prefix_shape(body))
-            if state.prior_gaps is None and t is not None and self.options.cache_ttl == "auto":
-                state.prior_gaps = run_history.gaps(t.name, t.id, model)  # read per task name, cached
-            prepared = prepare_request(
-                body,
-                cache=self.options.cache,
-                cache_ttl=self.options.cache_ttl,
-                drift=self.options.drift,
-                state=state,
-                now=self.now(),
-                diagnostics=self.diagnostics,
-            )
-        except _SkipPlacement:
-            prepared = None
-        except Exception as exc:  # placement must never cost the user a request
-            log.error("cache.prepare_failed", model=model, error=type(exc).__name__, detail=str(exc)[:200])
-            prepared = None
+        # placement must never cost the user a request: a fault sends the body as given
+        with guarded("cache.prepare_failed", model=model):
+            # a beta ``thread`` continuation: the server holds the conversation, and the body carries
+            # only the new turn, so there is no client-side prefix to place markers in or compare
+            if not _server_side_thread(body):
+                state = self._lineage(body, model, t)
+                prepared = self._place(body, state)
         send_body: Mapping[str, Any] = prepared.body if prepared is not None else body
         ctx = admit(
             Admission(
@@ -275,6 +251,33 @@ class BudgetMiddleware(Middleware):
                 request = _with_body(request, prepared.body)
         return _Plan(request=request, ctx=ctx, prepared=prepared, state=state)
 
+    def _lineage(self, body: Mapping[str, Any], model: str, t: Task | None) -> LineageState:
+        """The conversation ``body`` belongs to."""
+        named = current_conversation()
+        key = lineage_key(
+            self.client_key, PROVIDER, model, t.id if t else None, named, request_shape_of(body),
+        )  # fmt: skip
+        # bc.conversation names it; otherwise matched by content among the scope's conversations
+        if named is not None:
+            state = self.lineages.get(key)
+        else:
+            state = self.lineages.match(key, conversation_head(body), lambda: prefix_shape(body))
+        if state.prior_gaps is None and t is not None and self.options.cache_ttl == "auto":
+            state.prior_gaps = run_history.gaps(t.name, t.id, model)  # read per task name, cached
+        return state
+
+    def _place(self, body: Mapping[str, Any], state: LineageState) -> PreparedRequest:
+        """The body to send, markers placed, and what placement concluded about its prefix."""
+        return prepare_request(
+            body,
+            cache=self.options.cache,
+            cache_ttl=self.options.cache_ttl,
+            drift=self.options.drift,
+            state=state,
+            now=self.now(),
+            diagnostics=self.diagnostics,
+        )
+
     # -- after the attempt -------------------------------------------------------------------
     def _after(self, plan: _Plan, response: Any) -> None:
         if isinstance(response, httpx2.Response):  # cast_to=httpx2.Response: the SDK hands it bare
@@ -293,7 +296,7 @@ class BudgetMiddleware(Middleware):
                 plan.ctx, Usage(), status="error", http_status=status, error=f"HTTP {status}"
             )
             return
-        try:
+        with guarded("meter.failed", stage="tap"):
             if plan.ctx.operation == "batch":
                 batch_id = _path(plan.request.url)[len(_BATCHES_PREFIX) :].split("/", 1)[0]
                 tap_response(http_response, _JSONLBatchObserver(self, batch_id, plan.ctx))
@@ -301,9 +304,9 @@ class BudgetMiddleware(Middleware):
             # only a request that asked to stream gets events (a header lookup costs microseconds)
             mode = _stream_mode(http_response) if plan.ctx.stream else "json"
             tap_response(http_response, _MessageObserver(self, plan, status, mode))
-        except Exception as exc:
-            log.error("meter.failed", stage="tap", error=type(exc).__name__, detail=str(exc)[:200])
-            metering.finish_call(plan.ctx, Usage(requests=1), status="incomplete", http_status=status)
+            return
+        # the response could not be observed: recorded as incomplete, its hold given back
+        metering.finish_call(plan.ctx, Usage(requests=1), status="incomplete", http_status=status)
 
     def _record(
         self,
@@ -387,10 +390,6 @@ class _JSONLBatchObserver(BodyObserver):
         except ValueError:
             return
         self._mw._record_batch_results(self._batch_id, self._ctx, [document])
-
-
-class _SkipPlacement(Exception):
-    pass
 
 
 def _server_side_thread(body: Mapping[str, Any]) -> bool:

@@ -528,7 +528,7 @@ def install() -> None:
     with _lock:
         if _removers:
             return
-        _removers.append(add_call_hook(_on_call))
+        _removers.append(add_call_hook(_on_call, deferrable=True))  # read at task end
         _removers.append(add_task_end_hook(_on_task_end))
 
 

@@ -2,11 +2,14 @@
 
 anthropic 2.x runs client middleware once per HTTP attempt for every call style (create,
 stream helpers, raw/streaming responses, beta, batches, tool runners, ``with_options`` copies),
-which is the seam used here: no monkey-patching, and the caller gets the SDK's own objects.
+which is the seam used here: no monkey-patching, and the caller gets the SDK's own objects. When
+budgetclient's middleware is a client's only one, the same per-attempt work runs from the client's
+own ``_attempt_request`` instead (`_install_attempt_hook`: the chain's per-attempt copies skipped).
 """
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import inspect
 import json
@@ -94,11 +97,41 @@ def _fold_stream_usage(current: dict[str, Any], delta: Mapping[str, Any]) -> Non
             current[key] = value
 
 
+_METERED_BY_MIDDLEWARE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "budgetclient_anthropic_middleware", default=False
+)
+"""Set while `BudgetMiddleware.handle` runs an attempt: the attempt hook then only forwards."""
+
+
+class _AttemptView:
+    """What `BudgetMiddleware._before` reads of a request, from the attempt hook's arguments
+    (``FinalRequestOptions`` as an ``APIRequest`` shows them)."""
+
+    __slots__ = ("options", "retries_taken", "stream")
+
+    def __init__(self, options: Any, stream: bool, retries_taken: int) -> None:
+        self.options = options
+        self.stream = stream
+        self.retries_taken = retries_taken
+
+    @property
+    def url(self) -> str:
+        return str(self.options.url)
+
+    @property
+    def method(self) -> str:
+        return str(self.options.method)
+
+    @property
+    def json(self) -> Any:
+        return self.options.json_data
+
+
 @dataclass(slots=True)
 class _Plan:
     """One attempt in flight: what was sent and the metering context it belongs to."""
 
-    request: APIRequest
+    request: APIRequest | _AttemptView
     ctx: CallContext
     prepared: PreparedRequest | None
     state: LineageState | None
@@ -183,28 +216,62 @@ class BudgetMiddleware(Middleware):
 
     # -- the middleware protocol -------------------------------------------------------------
     def handle(self, request: APIRequest, call_next: Callable[[APIRequest], Any]) -> Any:
-        plan = self._before(request)
-        if plan is None:
-            return _error_status_response(request, call_next(request), anthropic.APIResponse)
-        with sending(plan.ctx if plan.ctx.operation != "batch" else None):
-            response = call_next(plan.request)
-        self._after(plan, response)
-        return _error_status_response(request, response, anthropic.APIResponse)
+        token = _METERED_BY_MIDDLEWARE.set(True)  # the attempt hook below passes this one through
+        try:
+            plan = self._before(request)
+            if plan is None:
+                return _error_status_response(request, call_next(request), anthropic.APIResponse)
+            with sending(plan.ctx if plan.ctx.operation != "batch" else None):
+                response = call_next(cast(APIRequest, plan.request))
+            self._after(plan, response)
+            return _error_status_response(request, response, anthropic.APIResponse)
+        finally:
+            _METERED_BY_MIDDLEWARE.reset(token)
 
     async def handle_async(
         self, request: APIRequest, call_next: Callable[[APIRequest], Awaitable[Any]]
     ) -> Any:
-        plan = self._before(request)
+        token = _METERED_BY_MIDDLEWARE.set(True)
+        try:
+            plan = self._before(request)
+            if plan is None:
+                return _error_status_response(request, await call_next(request), anthropic.AsyncAPIResponse)
+            # reading batch results bills nothing by itself: a failed read is no record
+            with sending(plan.ctx if plan.ctx.operation != "batch" else None):
+                response = await call_next(cast(APIRequest, plan.request))
+            self._after(plan, response)
+            return _error_status_response(request, response, anthropic.AsyncAPIResponse)
+        finally:
+            _METERED_BY_MIDDLEWARE.reset(token)
+
+    # -- the attempt hook (the fast seam, `_install_attempt_hook`) ----------------------------
+    def attempt(
+        self, send: Callable[..., Any], options: Any, stream: bool, retries_taken: int, call: Any
+    ) -> Any:
+        """One HTTP attempt through the SDK's ``_attempt_request`` (``send``), metered."""
+        view = _AttemptView(options, stream, retries_taken)
+        plan = self._before(view)
         if plan is None:
-            return _error_status_response(request, await call_next(request), anthropic.AsyncAPIResponse)
-        # reading batch results bills nothing by itself: a failed read is no record
+            return send(options, stream=stream, retries_taken=retries_taken, call=call)
         with sending(plan.ctx if plan.ctx.operation != "batch" else None):
-            response = await call_next(plan.request)
+            response, prepared = send(options, stream=stream, retries_taken=retries_taken, call=call)
         self._after(plan, response)
-        return _error_status_response(request, response, anthropic.AsyncAPIResponse)
+        return response, prepared
+
+    async def attempt_async(
+        self, send: Callable[..., Awaitable[Any]], options: Any, stream: bool, retries_taken: int, call: Any
+    ) -> Any:
+        view = _AttemptView(options, stream, retries_taken)
+        plan = self._before(view)
+        if plan is None:
+            return await send(options, stream=stream, retries_taken=retries_taken, call=call)
+        with sending(plan.ctx if plan.ctx.operation != "batch" else None):
+            response, prepared = await send(options, stream=stream, retries_taken=retries_taken, call=call)
+        self._after(plan, response)
+        return response, prepared
 
     # -- before sending ----------------------------------------------------------------------
-    def _before(self, request: APIRequest) -> _Plan | None:
+    def _before(self, request: APIRequest | _AttemptView) -> _Plan | None:
         path = _path(request.url)
         method = request.method.lower()
         if method == "get" and path.startswith(_BATCHES_PREFIX) and path.endswith("/results"):
@@ -248,7 +315,10 @@ class BudgetMiddleware(Middleware):
         )
         with holding(ctx):
             if prepared is not None and prepared.body is not body:
-                request = _with_body(request, prepared.body)
+                if isinstance(request, _AttemptView):
+                    request.options.json_data = prepared.body  # the SDK's copy for this attempt alone
+                else:
+                    request = _with_body(request, prepared.body)
         return _Plan(request=request, ctx=ctx, prepared=prepared, state=state)
 
     def _lineage(self, body: Mapping[str, Any], model: str, t: Task | None) -> LineageState:
@@ -554,17 +624,66 @@ def _init_client(client: Any, sdk_cls: Any, kwargs: dict[str, Any]) -> None:
     cls = type(client)
     if cls not in _OURS:  # a user's subclass of ours: treated by the SDK as any subclass of its own
         sdk_cls.__init__(client, **rest)
-        return
+    else:
+        try:
+            client.__class__ = sdk_cls
+        except TypeError as exc:
+            _hook_unavailable("client.__class__ = anthropic.Anthropic (credential chain)", exc)
+            sdk_cls.__init__(client, **rest)
+        else:
+            try:
+                sdk_cls.__init__(client, **rest)
+            finally:
+                client.__class__ = cls
+    _install_attempt_hook(client)
+
+
+def _install_attempt_hook(client: Any) -> None:
+    """The fast seam: meter each HTTP attempt in the SDK's per-attempt ``_attempt_request`` (the
+    client's own, set on the instance) and send without the SDK's middleware chain, when
+    budgetclient's middleware is the client's only one.
+
+    The middleware chain costs an ``APIRequest``, its headers built twice and an options copy per
+    attempt. The middleware stays in ``_middleware`` (copies and ``with_options`` keep it), and
+    wherever the SDK still runs the chain (an OpenTelemetry-traced call builds its own) it meters
+    and the hook only forwards. Without the hook (another SDK version) the middleware meters, as
+    before; `tests/providers/test_anthropic_contract.py` names what is used here.
+    """
+    chain = getattr(client, "_middleware", None)
+    if not isinstance(chain, tuple) or len(chain) != 1 or not isinstance(chain[0], BudgetMiddleware):
+        return  # the caller's middleware as well: budgetclient's stays in the chain, innermost
+    middleware: BudgetMiddleware = chain[0]
     try:
-        client.__class__ = sdk_cls
-    except TypeError as exc:
-        _hook_unavailable("client.__class__ = anthropic.Anthropic (credential chain)", exc)
-        sdk_cls.__init__(client, **rest)
-        return
-    try:
-        sdk_cls.__init__(client, **rest)
-    finally:
-        client.__class__ = cls
+        attributes = vars(client)
+        send = type(client)._attempt_request
+        if "_middleware_chain" not in attributes or not callable(send):
+            raise AttributeError("_middleware_chain / _attempt_request")
+        bound = send.__get__(client)
+        hooked: Callable[..., Any]
+        if inspect.iscoroutinefunction(send):
+
+            async def hooked_async(
+                options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
+            ) -> Any:
+                if _METERED_BY_MIDDLEWARE.get():
+                    return await bound(options, stream=stream, retries_taken=retries_taken, call=call)
+                return await middleware.attempt_async(bound, options, stream, retries_taken, call)
+
+            hooked = hooked_async
+        else:
+
+            def hooked_sync(
+                options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
+            ) -> Any:
+                if _METERED_BY_MIDDLEWARE.get():
+                    return bound(options, stream=stream, retries_taken=retries_taken, call=call)
+                return middleware.attempt(bound, options, stream, retries_taken, call)
+
+            hooked = hooked_sync
+        attributes["_attempt_request"] = hooked
+        attributes["_middleware_chain"] = None
+    except Exception as exc:  # the middleware chain, untouched, meters every attempt
+        _hook_unavailable("client._attempt_request / client._middleware_chain (attempt hook)", exc)
 
 
 def _arrange_copy(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -603,6 +722,7 @@ def _copy_client(client: Any, sdk_cls: Any, kwargs: dict[str, Any]) -> Any:
         copied.__class__ = cls
     except TypeError as exc:  # still instrumented (its middleware), but of the SDK's class
         _hook_unavailable("copy().__class__ = budgetclient class", exc)
+    _install_attempt_hook(copied)
     return copied
 
 
@@ -626,6 +746,7 @@ class _ArrangedCopy:
         client = self.client
         copied = type(client).copy(client, **_arrange_copy(client, kwargs))
         _hook_copies(copied)
+        _install_attempt_hook(copied)
         return copied
 
 
@@ -789,4 +910,5 @@ def wrap_anthropic(client: C, options: ClientOptions) -> C:
             f"middleware on copy() ({exc}); upgrade anthropic to >= 2.10"
         ) from exc
     _hook_copies(wrapped)
+    _install_attempt_hook(wrapped)
     return wrapped  # type: ignore[no-any-return]

@@ -3,14 +3,31 @@ the roll-up, the budget cap, and records made at once when something observes th
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
+import structlog
 
 import budgetclient as bc
 from budgetclient import metering, pending
 from budgetclient.ledger.writer import get_ledger
 from budgetclient.usage import Usage
+
+
+@pytest.fixture(autouse=True)
+def _nothing_observes_records(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No listened-to ``llm.call`` line, call hook or OpenTelemetry span (another test's leftovers)."""
+    previous = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    monkeypatch.setattr(metering, "_sync_call_hooks", [])
+    monkeypatch.setattr(metering, "_call_start_hooks", [])
+    try:
+        yield
+    finally:
+        structlog.configure(**previous)
+
 
 PRICE = {"pending-model": {"input": "3", "output": "15"}}
 """USD per million tokens."""

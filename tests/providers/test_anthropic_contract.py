@@ -234,7 +234,8 @@ def test_attempt_request_signature(sdk_cls: type) -> None:
     parameters = inspect.signature(send).parameters
     assert list(parameters)[:2] == ["self", "options"], broken("_attempt_request(options)", repr(parameters))
     for name in ("stream", "retries_taken", "call"):
-        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, broken(f"_attempt_request({name}=)", "")
+        kind = parameters[name].kind
+        assert kind is inspect.Parameter.KEYWORD_ONLY, broken(f"_attempt_request({name}=)", repr(kind))
     fields = set(anthropic._models.FinalRequestOptions.model_fields)
     assert {"url", "method", "json_data"} <= fields, broken("FinalRequestOptions.url/method/json_data", "")
 

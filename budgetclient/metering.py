@@ -9,12 +9,18 @@ holds it on the task's budgets; ``finish_call`` runs the record pipeline, in thi
 
 Each step runs in `guarded`, the one "never break the user's call" rule: a metering fault is
 logged and the user's call goes on unchanged; the record still reaches every later step.
+
+When nothing observes the record as its call ends (no OpenTelemetry span, fleet limit, call hook
+or listened-to log line asks for it, the model is priced and no task is near its ``warn_at``
+mark), everything after usage runs off the call path (`pending`); a task's totals, its end, a
+refusing budget check and ``bc.flush()`` settle it first, so what they read is exact.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,13 +29,13 @@ from decimal import Decimal
 from types import ModuleType
 from typing import Any
 
-from . import pricing
+from . import pending, pricing
 from ._guard import guarded
 from ._log import _disabled, log
 from .blocks import Ttl
 from .drift import PrefixDrift
 from .hooks import Hooks, run_each
-from .ledger.writer import get_writer
+from .ledger.writer import get_writer, install_sigterm_flush
 from .tasks import CallCost, Reservation, Task, budgeted_chain, current_task, record_call, reserve_budget
 from .usage import CallRecord, CallStatus, CostBreakdown, Usage, _new_call_record
 
@@ -48,12 +54,28 @@ __all__ = [
 
 
 _call_hooks: Hooks[None, CallRecord] = Hooks("meter.hook_failed")
+_sync_call_hooks: Hooks[None, CallRecord] = Hooks("meter.hook_failed")
+"""The hooks that must see each record as its call ends (all but those added ``deferrable``);
+never run itself: its members also sit in `_call_hooks`."""
 _MILLION = Decimal(1_000_000)
 
 
-def add_call_hook(hook: Callable[[CallRecord], None]) -> Callable[[], None]:
-    """Call ``hook(record)`` after every metered call; returns a function that removes it."""
-    return _call_hooks.add(hook)
+def add_call_hook(hook: Callable[[CallRecord], None], *, deferrable: bool = False) -> Callable[[], None]:
+    """Call ``hook(record)`` after every metered call; returns a function that removes it.
+
+    ``deferrable``: the hook may get records off the call path, in a background thread (in call
+    order, before any task total or ``bc.flush()`` reads them); else every record is made as its
+    call ends, in the caller's thread.
+    """
+    remove_hook = _call_hooks.add(hook)
+    remove_sync = _sync_call_hooks.add(hook) if not deferrable else None
+
+    def remove() -> None:
+        remove_hook()
+        if remove_sync is not None:
+            remove_sync()
+
+    return remove
 
 
 # -- otel hook: call start (telemetry.py) -------------------------------------------------------
@@ -220,55 +242,178 @@ def finish_call(
 ) -> CallRecord | None:
     """Run the record pipeline for one call (see the module docstring).
 
-    Idempotent per context (a stream closed twice records once). Never raises.
+    Idempotent per context (a stream closed twice records once). Never raises. Returns the
+    record, or None when it is made off the call path (`pending`; nothing observes it as the call
+    ends) or could not be made.
     """
     if ctx.finished and not batch:
         return None
     ctx.finished = True
     # each budgeted task gives its hold back as the call's cost is added to it (`record_call`)
     reservation, ctx.reservation = ctx.reservation, None
+    model_name = model or ctx.model
+    finished = _Finished(
+        ctx=ctx,
+        usage=usage,
+        reservation=reservation,
+        duration_s=time.monotonic() - ctx.t0,
+        status=status,
+        model=model_name,
+        http_status=http_status,
+        error=error,
+        response_id=response_id,
+        service_tier=service_tier,
+        batch=batch,
+        drift=drift,
+        operation=operation,
+        metadata=metadata,
+    )
+    bounds = None
+    if not batch:
+        with guarded("meter.failed", stage="defer"):
+            bounds = _deferrable(ctx, usage, model_name)
+    if bounds is None:
+        return _complete(finished)
+    if not _sigterm_checked:
+        _check_sigterm()
+    pending.defer(lambda: _complete_deferred(finished, bounds))
+    return None
+
+
+@dataclass(slots=True, kw_only=True)
+class _Finished:
+    """A call's outcome as `finish_call` took it, for the record made now or off the call path."""
+
+    ctx: CallContext
+    usage: Usage
+    reservation: Reservation | None
+    duration_s: float
+    status: CallStatus
+    model: str
+    http_status: int | None
+    error: str | None
+    response_id: str | None
+    service_tier: str | None
+    batch: bool
+    drift: PrefixDrift | None
+    operation: str | None
+    metadata: dict[str, Any] | None
+
+
+def _complete(f: _Finished) -> CallRecord | None:
+    """Calibrate, price, build the record and deliver it; never raises."""
+    ctx = f.ctx
     record: CallRecord | None = None
     with guarded("meter.failed", stage="record"):
-        model_name = model or ctx.model
-        if ctx.estimated_raw_tokens and status == "ok" and usage.input_tokens:
-            _calibrate(ctx.provider, model_name, ctx.estimated_raw_tokens, usage.input_tokens)
-        breakdown = _price(usage, model_name, ctx.provider, batch)
+        if ctx.estimated_raw_tokens and f.status == "ok" and f.usage.input_tokens:
+            _calibrate(ctx.provider, f.model, ctx.estimated_raw_tokens, f.usage.input_tokens)
+        breakdown = _price(f.usage, f.model, ctx.provider, f.batch)
         t = ctx.task
+        metadata = f.metadata
         merged = {**ctx.metadata, **metadata} if metadata else dict(ctx.metadata) if ctx.metadata else {}
         record = _new_call_record(
             id=_new_id(),
             provider=ctx.provider,
-            model=model_name,
-            operation=operation or ctx.operation,
+            model=f.model,
+            operation=f.operation or ctx.operation,
             started_at=ctx.started_at,
-            duration_s=time.monotonic() - ctx.t0,
-            usage=usage,
+            duration_s=f.duration_s,
+            usage=f.usage,
             cost=None if breakdown is None else breakdown.total,
             cost_breakdown=breakdown,
-            status=status,
-            http_status=http_status,
-            error=error,
+            status=f.status,
+            http_status=f.http_status,
+            error=f.error,
             task_id=t.id if t else None,
             task_name=t.name if t else None,
             conversation=ctx.conversation,
             stream=ctx.stream,
-            batch=batch,
+            batch=f.batch,
             attempt=ctx.attempt,
             request_bytes=ctx.request_bytes,
             prefix_hash=ctx.prefix_hash,
-            response_id=response_id,
-            service_tier=service_tier,
-            drift=drift if drift is not None else ctx.drift,
+            response_id=f.response_id,
+            service_tier=f.service_tier,
+            drift=f.drift if f.drift is not None else ctx.drift,
             metadata=merged,
         )
     if record is None:
-        if reservation is not None:
+        if f.reservation is not None:
             with guarded("meter.failed", stage="release"):
-                reservation.release()
+                f.reservation.release()
         _run_releases(ctx)
         return None
     ctx.releases = ()  # the call's record settles its limit holds (a call end, `limits`)
-    return _deliver(record, ctx.task, reservation, ctx.call_ends)
+    return _deliver(record, ctx.task, f.reservation, ctx.call_ends)
+
+
+# -- off the call path: when a record may be made later (`pending`) ------------------------------
+
+_WARN_MARGIN = 4.0
+"""How far a call's cost bound is stretched before it is trusted not to reach a ``warn_at`` mark
+(service tiers and tiers priced above the rates' highest bucket)."""
+_LARGE_INPUT = 1 << 40
+"""An input size past every tier: the rate of a bucket's dearest tier."""
+
+
+def _deferrable(ctx: CallContext, usage: Usage, model: str) -> list[tuple[Task, float]] | None:
+    """Whether the call's record may be made off the call path, and the cost bound it leaves
+    pending on each budgeted task of its chain; None: make it now.
+
+    Now when something observes the record as the call ends: an OpenTelemetry span or fleet limit
+    hold (call ends), a call hook that asked for it, the ``llm.call`` log line being listened to,
+    an unpriced model (its warning belongs to the caller), or a task the call might carry over its
+    ``warn_at`` mark (the `BudgetWarning` is raised in the caller's thread, by the call).
+    """
+    if ctx.call_ends or ctx.releases or _sync_call_hooks.hooks or log.info is not _disabled:
+        return None
+    rates = pricing.rates_for(model, ctx.provider)
+    if rates is None:
+        return None
+    bounds: list[tuple[Task, float]] = []
+    bound = -1.0
+    node = ctx.task
+    while node is not None:
+        if node.budget_usd is not None:
+            if bound < 0:
+                bound = _cost_bound(usage, rates)
+            if not node._leave_pending(bound):
+                for held, amount in bounds:
+                    held._settle_pending(amount)
+                return None
+            bounds.append((node, bound))
+        node = node.parent
+    return bounds
+
+
+def _cost_bound(usage: Usage, rates: pricing.Rates) -> float:
+    """More than ``usage`` can cost at ``rates`` (every token at the dearest rate, stretched)."""
+    dearest = max(
+        float(rate.at(n))
+        for rate in (rates.input, rates.output, rates.cache_write, rates.cache_write_long, rates.cache_read)
+        for n in (usage.input_tokens, _LARGE_INPUT)
+    )
+    return (usage.input_tokens + usage.output_tokens) * dearest * _WARN_MARGIN / 1_000_000
+
+
+_sigterm_checked = False
+
+
+def _check_sigterm() -> None:
+    """The SIGTERM flush installs on the first record published from the main thread
+    (`ledger.writer.get_writer`): a deferred record is published from another, so ask here."""
+    global _sigterm_checked
+    with guarded("meter.failed", stage="sigterm"):
+        install_sigterm_flush()
+        _sigterm_checked = threading.current_thread() is threading.main_thread()
+
+
+def _complete_deferred(f: _Finished, bounds: list[tuple[Task, float]]) -> None:
+    try:
+        _complete(f)
+    finally:
+        for node, bound in bounds:
+            node._settle_pending(bound)
 
 
 def publish_call(record: CallRecord, task: Task | None) -> CallRecord:

@@ -585,7 +585,7 @@ def install() -> None:
         if _installed:
             return
         _installed = True
-        add_call_hook(_on_call)
+        add_call_hook(_on_call, deferrable=True)  # read at task end
         add_task_end_hook(_on_task_end)
 
 

@@ -35,6 +35,7 @@ from .errors import (
     UnpricedModelError,
 )
 from .hooks import Hooks, run_each
+from .pending import settle, unsettled
 from .usage import CallRecord, CostBreakdown, Outcome, TaskRecord, Usage
 
 __all__ = [
@@ -203,6 +204,10 @@ class Task:
         self._warn_threshold: tuple[Decimal, float, Decimal] | None = None
         """(budget_usd, warn_at, their product) as last computed: ``_add`` runs on every call."""
         self._unenforceable_warned: set[str] = set()
+        self._pending_bound = 0.0
+        """Upper bound (USD) of the calls whose roll-up is still pending (`pending`), for a task
+        with a budget: a budget check or the ``warn_at`` mark that this bound keeps clear of needs
+        no roll-up first."""
 
     # -- outcome -----------------------------------------------------------------------------
     def succeed(self) -> None:
@@ -219,38 +224,44 @@ class Task:
     # -- live totals -------------------------------------------------------------------------
     @property
     def usage(self) -> Usage:
+        settle()
         return self._usage
 
     @property
     def cost(self) -> Decimal | None:
         """USD spent so far; None if any call had no known price."""
+        settle()
         with self._lock:
             return None if self._unpriced_calls else self._priced_cost
 
     @property
     def spent_usd(self) -> Decimal:
         """USD of the priced calls so far (unpriced calls count as 0 here)."""
+        settle()
         return self._priced_cost
 
     @property
     def cost_breakdown(self) -> CostBreakdown | None:
         """USD per bucket; None (like ``cost``) if any call had no known price, never a partial $0."""
+        settle()
         with self._lock:
             return None if self._unpriced_calls else self._breakdown
 
     @property
     def calls(self) -> int:
+        settle()
         return self._calls
 
     @property
     def cache_hit_rate(self) -> float:
-        return self._usage.cache_hit_rate
+        return self.usage.cache_hit_rate
 
     @property
     def records(self) -> tuple[CallRecord, ...]:
         """Per-call records of this task and its children, in the order they ended: the last
         `RECORDS_KEPT` of them, so a long-lived task's memory stays bounded (the totals above and
         the ledger count every call)."""
+        settle()
         with self._lock:
             return tuple(self._records)
 
@@ -291,6 +302,28 @@ class Task:
             crossed = self._crossed_warn_at()
         if crossed:
             self._emit_budget_warning()
+
+    def _leave_pending(self, bound: float) -> bool:
+        """Count a call of cost at most ``bound`` as pending unless, with every other pending
+        call's bound, it might reach the ``warn_at`` mark (then its roll-up must happen now)."""
+        with self._lock:
+            budget, warn_at = self.budget_usd, self.warn_at
+            if budget is not None and warn_at is not None and not self._warned:
+                mark = float(budget) * warn_at
+                return self._add_pending(bound, mark)
+            self._pending_bound += bound
+            return True
+
+    def _add_pending(self, bound: float, mark: float) -> bool:
+        """`_leave_pending` for a task still short of its mark (lock held by caller)."""
+        if float(self._priced_cost) + self._pending_bound + bound >= mark:
+            return False
+        self._pending_bound += bound
+        return True
+
+    def _settle_pending(self, bound: float) -> None:
+        with self._lock:
+            self._pending_bound = max(self._pending_bound - bound, 0.0)
 
     def _crossed_warn_at(self) -> bool:
         budget, warn_at = self.budget_usd, self.warn_at
@@ -372,6 +405,7 @@ class Task:
 
     # -- end ---------------------------------------------------------------------------------
     def _finish(self, exc: BaseException | None) -> TaskRecord:
+        settle()  # every call of the task is counted before it ends
         self._t1 = time.monotonic()
         self.ended_at = datetime.now(UTC)
         _task_closing_hooks.run(self)
@@ -410,7 +444,11 @@ def reserve_budget(task: Task | None, cost: CallCost, model: str) -> Reservation
     if task is None:
         return None
     chain = budgeted_chain(task)
-    return _reserve(chain, cost, model) if chain else None
+    if not chain:
+        return None
+    if unsettled() and not _fits(chain, cost):
+        settle()  # calls whose roll-up is pending hold their worst case: give back what they did not use
+    return _reserve(chain, cost, model)
 
 
 def record_call(task: Task | None, record: CallRecord, reservation: Reservation | None) -> None:
@@ -430,6 +468,18 @@ def budgeted_chain(task: Task) -> tuple[Task, ...]:
     if task.parent is None:  # the common case, without building the ancestry
         return (task,) if task.budget_usd is not None else ()
     return tuple([t for t in task.ancestry if t.budget_usd is not None])
+
+
+def _fits(chain: tuple[Task, ...], cost: CallCost) -> bool:
+    """Whether every budget of the chain has room for the call even if each pending call costs its
+    bound (its hold is counted as well): then no roll-up is needed first (`_reserve` decides)."""
+    for t in chain:
+        amount = cost.held_by(t.budget_mode)
+        if amount is None or t.budget_usd is None:
+            continue
+        if float(t._priced_cost + t._reserved + amount) + t._pending_bound > float(t.budget_usd):
+            return False
+    return True
 
 
 def _reserve(chain: tuple[Task, ...], cost: CallCost, model: str) -> Reservation | None:

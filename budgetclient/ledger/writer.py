@@ -51,6 +51,7 @@ from .. import config
 from .._log import log
 from ..errors import ConfigurationError, LedgerError
 from ..ledger_url import InvalidLedgerURL, check_url, mask_url, scheme_of, sqlite_path_from_url
+from ..pending import settle
 from ..usage import CallRecord, TaskRecord
 from . import _codec
 from ._files import append_private
@@ -313,6 +314,7 @@ class LedgerWriter:
 
         Never raises: while the ledger is down this returns False and the records stay queued.
         """
+        settle()  # calls whose records are still being made off the call path (`pending`)
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         with self._cond:
             target = self._taken + len(self._queue)
@@ -723,6 +725,7 @@ def _on_settings_change(old: Any, new: Any) -> None:
 
 def flush(timeout: float | None = 10.0) -> bool:
     """Write everything submitted to the process-wide writer; False if ``timeout`` passed first."""
+    settle()
     with _lock:
         writer = _writer
     return True if writer is None else writer.flush(timeout)
@@ -769,6 +772,7 @@ def _live_writers() -> list[LedgerWriter]:
 
 def _flush_at_exit() -> None:
     global _shutting_down, _exit_timeout
+    settle()
     settings = config.get_settings()
     _exit_timeout = settings.ledger_exit_timeout
     writers = _live_writers()
@@ -844,8 +848,24 @@ def _flush_on_signal() -> None:
     """The SIGTERM flush. A signal handler runs in the main thread between two of its bytecodes,
     maybe while that thread holds a writer's lock (inside a submit): each lock is tried with a
     timeout first, so the handler never deadlocks on its own thread."""
-    if not _lock.acquire(timeout=1.0):
+    found = _usable_writers()
+    if found is not None and len(found[0]) == len(found[1]):
+        settle()  # records still being made off the call path (`pending`) reach a writer first
+        found = _usable_writers()
+    if found is None:
         return
+    usable = found[1]
+    try:
+        _flush_writers(usable, config.get_settings().ledger_exit_timeout, why="SIGTERM")
+    except Exception:
+        pass
+
+
+def _usable_writers() -> tuple[list[LedgerWriter], list[LedgerWriter]] | None:
+    """Every writer, and those whose locks this thread does not hold (tried with a timeout); None:
+    the module lock could not be taken."""
+    if not _lock.acquire(timeout=1.0):
+        return None
     try:
         writers = [w for w in (_writer, *_retired) if w is not None]
     finally:
@@ -855,10 +875,7 @@ def _flush_on_signal() -> None:
         if writer._mutex.acquire(timeout=1.0):
             writer._mutex.release()
             usable.append(writer)
-    try:
-        _flush_writers(usable, config.get_settings().ledger_exit_timeout, why="SIGTERM")
-    except Exception:
-        pass
+    return writers, usable
 
 
 class _ForkAnchor:

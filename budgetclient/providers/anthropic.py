@@ -2,11 +2,14 @@
 
 anthropic 2.x runs client middleware once per HTTP attempt for every call style (create,
 stream helpers, raw/streaming responses, beta, batches, tool runners, ``with_options`` copies),
-which is the seam used here: no monkey-patching, and the caller gets the SDK's own objects.
+which is the seam used here: no monkey-patching, and the caller gets the SDK's own objects. When
+budgetclient's middleware is a client's only one, the same per-attempt work runs from the client's
+own ``_attempt_request`` instead (`_install_attempt_hook`: the chain's per-attempt copies skipped).
 """
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import inspect
 import json
@@ -23,7 +26,6 @@ from anthropic import APIRequest, Middleware
 
 from .. import metering
 from .._guard import guarded
-from .._log import log
 from ..admission import Admission, admit, holding, output_limit, sending
 from ..blocks import Ttl
 from ..estimate import TokenEstimate, estimate_request
@@ -35,7 +37,7 @@ from ..metering import CallContext
 from ..options import ClientOptions, pop_option_overrides, split_client_options
 from ..pricing import is_bedrock_id
 from ..run_history import STABLE_PREFIX, run_history
-from ..tasks import current_task
+from ..tasks import Task, current_task
 from ..usage import Usage, _trusted_usage
 from ._drift_report import announce_drift
 from ._hooks import hook_unavailable
@@ -95,11 +97,41 @@ def _fold_stream_usage(current: dict[str, Any], delta: Mapping[str, Any]) -> Non
             current[key] = value
 
 
+_METERED_BY_MIDDLEWARE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "budgetclient_anthropic_middleware", default=False
+)
+"""Set while `BudgetMiddleware.handle` runs an attempt: the attempt hook then only forwards."""
+
+
+class _AttemptView:
+    """What `BudgetMiddleware._before` reads of a request, from the attempt hook's arguments
+    (``FinalRequestOptions`` as an ``APIRequest`` shows them)."""
+
+    __slots__ = ("options", "retries_taken", "stream")
+
+    def __init__(self, options: Any, stream: bool, retries_taken: int) -> None:
+        self.options = options
+        self.stream = stream
+        self.retries_taken = retries_taken
+
+    @property
+    def url(self) -> str:
+        return str(self.options.url)
+
+    @property
+    def method(self) -> str:
+        return str(self.options.method)
+
+    @property
+    def json(self) -> Any:
+        return self.options.json_data
+
+
 @dataclass(slots=True)
 class _AnthropicAttempt:
     """One attempt in flight: what was sent and the metering context it belongs to."""
 
-    request: APIRequest
+    request: APIRequest | _AttemptView
     ctx: CallContext
     prepared: PreparedRequest | None
     state: LineageState | None
@@ -186,28 +218,62 @@ class BudgetMiddleware(Middleware):
 
     # -- the middleware protocol -------------------------------------------------------------
     def handle(self, request: APIRequest, call_next: Callable[[APIRequest], Any]) -> Any:
-        attempt = self._before(request)
-        if attempt is None:
-            return _error_status_response(request, call_next(request), anthropic.APIResponse)
-        with sending(attempt.ctx if attempt.ctx.operation != "batch" else None):
-            response = call_next(attempt.request)
-        self._after(attempt, response)
-        return _error_status_response(request, response, anthropic.APIResponse)
+        token = _METERED_BY_MIDDLEWARE.set(True)  # the attempt hook below passes this one through
+        try:
+            attempt = self._before(request)
+            if attempt is None:
+                return _error_status_response(request, call_next(request), anthropic.APIResponse)
+            with sending(attempt.ctx if attempt.ctx.operation != "batch" else None):
+                response = call_next(cast(APIRequest, attempt.request))
+            self._after(attempt, response)
+            return _error_status_response(request, response, anthropic.APIResponse)
+        finally:
+            _METERED_BY_MIDDLEWARE.reset(token)
 
     async def handle_async(
         self, request: APIRequest, call_next: Callable[[APIRequest], Awaitable[Any]]
     ) -> Any:
-        attempt = self._before(request)
+        token = _METERED_BY_MIDDLEWARE.set(True)
+        try:
+            attempt = self._before(request)
+            if attempt is None:
+                return _error_status_response(request, await call_next(request), anthropic.AsyncAPIResponse)
+            # reading batch results bills nothing by itself: a failed read is no record
+            with sending(attempt.ctx if attempt.ctx.operation != "batch" else None):
+                response = await call_next(cast(APIRequest, attempt.request))
+            self._after(attempt, response)
+            return _error_status_response(request, response, anthropic.AsyncAPIResponse)
+        finally:
+            _METERED_BY_MIDDLEWARE.reset(token)
+
+    # -- the attempt hook (the fast seam, `_install_attempt_hook`) ----------------------------
+    def attempt(
+        self, send: Callable[..., Any], options: Any, stream: bool, retries_taken: int, call: Any
+    ) -> Any:
+        """One HTTP attempt through the SDK's ``_attempt_request`` (``send``), metered."""
+        view = _AttemptView(options, stream, retries_taken)
+        attempt = self._before(view)
         if attempt is None:
-            return _error_status_response(request, await call_next(request), anthropic.AsyncAPIResponse)
-        # reading batch results bills nothing by itself: a failed read is no record
+            return send(options, stream=stream, retries_taken=retries_taken, call=call)
         with sending(attempt.ctx if attempt.ctx.operation != "batch" else None):
-            response = await call_next(attempt.request)
+            response, prepared = send(options, stream=stream, retries_taken=retries_taken, call=call)
         self._after(attempt, response)
-        return _error_status_response(request, response, anthropic.AsyncAPIResponse)
+        return response, prepared
+
+    async def attempt_async(
+        self, send: Callable[..., Awaitable[Any]], options: Any, stream: bool, retries_taken: int, call: Any
+    ) -> Any:
+        view = _AttemptView(options, stream, retries_taken)
+        attempt = self._before(view)
+        if attempt is None:
+            return await send(options, stream=stream, retries_taken=retries_taken, call=call)
+        with sending(attempt.ctx if attempt.ctx.operation != "batch" else None):
+            response, prepared = await send(options, stream=stream, retries_taken=retries_taken, call=call)
+        self._after(attempt, response)
+        return response, prepared
 
     # -- before sending ----------------------------------------------------------------------
-    def _before(self, request: APIRequest) -> _AnthropicAttempt | None:
+    def _before(self, request: APIRequest | _AttemptView) -> _AnthropicAttempt | None:
         path = _path(request.url)
         method = request.method.lower()
         if method == "get" and path.startswith(_BATCHES_PREFIX) and path.endswith("/results"):
@@ -221,39 +287,13 @@ class BudgetMiddleware(Middleware):
         state: LineageState | None = None
         prepared: PreparedRequest | None = None
         stable: str | None = None
-        try:
-            if _server_side_thread(body):
-                # the server holds the conversation: the body carries only the new turn, so there
-                # is no client-side prefix to place markers in or to compare
-                raise _SkipPlacement
-            named = current_conversation()
-            key = lineage_key(
-                self.client_key, PROVIDER, model, t.id if t else None, named, request_shape_of(body),
-            )  # fmt: skip
-            # bc.conversation names it; otherwise matched by content among the scope's conversations
-            head = conversation_head(body)
-            stable = head.fingerprint
-            if named is not None:
-                state = self.lineages.get(key)
-            else:
-                state = self.lineages.match(key, head, lambda: prefix_shape(body))
-            if state.prior_gaps is None and t is not None and self.options.cache_ttl == "auto":
-                # read when the task started (run_history), per task name; filtered by prefix here
-                state.prior_gaps = run_history.gaps(t.name, t.id, model, stable)
-            prepared = prepare_request(
-                body,
-                cache=self.options.cache,
-                cache_ttl=self.options.cache_ttl,
-                drift=self.options.drift,
-                state=state,
-                now=self.now(),
-                diagnostics=self.diagnostics,
-            )
-        except _SkipPlacement:
-            prepared = None
-        except Exception as exc:  # placement must never cost the user a request
-            log.error("cache.prepare_failed", model=model, error=type(exc).__name__, detail=str(exc)[:200])
-            prepared = None
+        # placement must never cost the user a request: a fault sends the body as given
+        with guarded("cache.prepare_failed", model=model):
+            # a beta ``thread`` continuation: the server holds the conversation, and the body carries
+            # only the new turn, so there is no client-side prefix to place markers in or compare
+            if not _server_side_thread(body):
+                state, stable = self._lineage(body, model, t)
+                prepared = self._place(body, state)
         send_body: Mapping[str, Any] = prepared.body if prepared is not None else body
         ctx = admit(
             Admission(
@@ -276,8 +316,40 @@ class BudgetMiddleware(Middleware):
         )
         with holding(ctx):
             if prepared is not None and prepared.body is not body:
-                request = _with_body(request, prepared.body)
+                if isinstance(request, _AttemptView):
+                    request.options.json_data = prepared.body  # the SDK's copy for this attempt alone
+                else:
+                    request = _with_body(request, prepared.body)
         return _AnthropicAttempt(request=request, ctx=ctx, prepared=prepared, state=state)
+
+    def _lineage(self, body: Mapping[str, Any], model: str, t: Task | None) -> tuple[LineageState, str]:
+        """The conversation ``body`` belongs to, and its stable prefix's fingerprint."""
+        named = current_conversation()
+        key = lineage_key(
+            self.client_key, PROVIDER, model, t.id if t else None, named, request_shape_of(body),
+        )  # fmt: skip
+        # bc.conversation names it; otherwise matched by content among the scope's conversations
+        head = conversation_head(body)
+        if named is not None:
+            state = self.lineages.get(key)
+        else:
+            state = self.lineages.match(key, head, lambda: prefix_shape(body))
+        if state.prior_gaps is None and t is not None and self.options.cache_ttl == "auto":
+            # read when the task started (run_history), per task name; filtered by prefix here
+            state.prior_gaps = run_history.gaps(t.name, t.id, model, head.fingerprint)
+        return state, head.fingerprint
+
+    def _place(self, body: Mapping[str, Any], state: LineageState) -> PreparedRequest:
+        """The body to send, markers placed, and what placement concluded about its prefix."""
+        return prepare_request(
+            body,
+            cache=self.options.cache,
+            cache_ttl=self.options.cache_ttl,
+            drift=self.options.drift,
+            state=state,
+            now=self.now(),
+            diagnostics=self.diagnostics,
+        )
 
     # -- after the attempt -------------------------------------------------------------------
     def _after(self, attempt: _AnthropicAttempt, response: Any) -> None:
@@ -297,7 +369,7 @@ class BudgetMiddleware(Middleware):
                 attempt.ctx, Usage(), status="error", http_status=status, error=f"HTTP {status}"
             )
             return
-        try:
+        with guarded("meter.failed", stage="tap"):
             if attempt.ctx.operation == "batch":
                 batch_id = _path(attempt.request.url)[len(_BATCHES_PREFIX) :].split("/", 1)[0]
                 tap_response(http_response, _JSONLBatchObserver(self, batch_id, attempt.ctx))
@@ -305,9 +377,9 @@ class BudgetMiddleware(Middleware):
             # only a request that asked to stream gets events (a header lookup costs microseconds)
             mode = _stream_mode(http_response) if attempt.ctx.stream else "json"
             tap_response(http_response, _MessageObserver(self, attempt, status, mode))
-        except Exception as exc:
-            log.error("meter.failed", stage="tap", error=type(exc).__name__, detail=str(exc)[:200])
-            metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=status)
+            return
+        # the response could not be observed: recorded as incomplete, its hold given back
+        metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=status)
 
     def _record(
         self,
@@ -391,10 +463,6 @@ class _JSONLBatchObserver(BodyObserver):
         except ValueError:
             return
         self._mw._record_batch_results(self._batch_id, self._ctx, [document])
-
-
-class _SkipPlacement(Exception):
-    pass
 
 
 def _server_side_thread(body: Mapping[str, Any]) -> bool:
@@ -559,17 +627,66 @@ def _init_client(client: Any, sdk_cls: Any, kwargs: dict[str, Any]) -> None:
     cls = type(client)
     if cls not in _OURS:  # a user's subclass of ours: treated by the SDK as any subclass of its own
         sdk_cls.__init__(client, **rest)
-        return
+    else:
+        try:
+            client.__class__ = sdk_cls
+        except TypeError as exc:
+            _hook_unavailable("client.__class__ = anthropic.Anthropic (credential chain)", exc)
+            sdk_cls.__init__(client, **rest)
+        else:
+            try:
+                sdk_cls.__init__(client, **rest)
+            finally:
+                client.__class__ = cls
+    _install_attempt_hook(client)
+
+
+def _install_attempt_hook(client: Any) -> None:
+    """The fast seam: meter each HTTP attempt in the SDK's per-attempt ``_attempt_request`` (the
+    client's own, set on the instance) and send without the SDK's middleware chain, when
+    budgetclient's middleware is the client's only one.
+
+    The middleware chain costs an ``APIRequest``, its headers built twice and an options copy per
+    attempt. The middleware stays in ``_middleware`` (copies and ``with_options`` keep it), and
+    wherever the SDK still runs the chain (an OpenTelemetry-traced call builds its own) it meters
+    and the hook only forwards. Without the hook (another SDK version) the middleware meters, as
+    before; `tests/providers/test_anthropic_contract.py` names what is used here.
+    """
+    chain = getattr(client, "_middleware", None)
+    if not isinstance(chain, tuple) or len(chain) != 1 or not isinstance(chain[0], BudgetMiddleware):
+        return  # the caller's middleware as well: budgetclient's stays in the chain, innermost
+    middleware: BudgetMiddleware = chain[0]
     try:
-        client.__class__ = sdk_cls
-    except TypeError as exc:
-        _hook_unavailable("client.__class__ = anthropic.Anthropic (credential chain)", exc)
-        sdk_cls.__init__(client, **rest)
-        return
-    try:
-        sdk_cls.__init__(client, **rest)
-    finally:
-        client.__class__ = cls
+        attributes = vars(client)
+        send = type(client)._attempt_request
+        if "_middleware_chain" not in attributes or not callable(send):
+            raise AttributeError("_middleware_chain / _attempt_request")
+        bound = send.__get__(client)
+        hooked: Callable[..., Any]
+        if inspect.iscoroutinefunction(send):
+
+            async def hooked_async(
+                options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
+            ) -> Any:
+                if _METERED_BY_MIDDLEWARE.get():
+                    return await bound(options, stream=stream, retries_taken=retries_taken, call=call)
+                return await middleware.attempt_async(bound, options, stream, retries_taken, call)
+
+            hooked = hooked_async
+        else:
+
+            def hooked_sync(
+                options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
+            ) -> Any:
+                if _METERED_BY_MIDDLEWARE.get():
+                    return bound(options, stream=stream, retries_taken=retries_taken, call=call)
+                return middleware.attempt(bound, options, stream, retries_taken, call)
+
+            hooked = hooked_sync
+        attributes["_attempt_request"] = hooked
+        attributes["_middleware_chain"] = None
+    except Exception as exc:  # the middleware chain, untouched, meters every attempt
+        _hook_unavailable("client._attempt_request / client._middleware_chain (attempt hook)", exc)
 
 
 def _arrange_copy(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -608,6 +725,7 @@ def _copy_client(client: Any, sdk_cls: Any, kwargs: dict[str, Any]) -> Any:
         copied.__class__ = cls
     except TypeError as exc:  # still instrumented (its middleware), but of the SDK's class
         _hook_unavailable("copy().__class__ = budgetclient class", exc)
+    _install_attempt_hook(copied)
     return copied
 
 
@@ -631,6 +749,7 @@ class _ArrangedCopy:
         client = self.client
         copied = type(client).copy(client, **_arrange_copy(client, kwargs))
         _hook_copies(copied)
+        _install_attempt_hook(copied)
         return copied
 
 
@@ -794,6 +913,7 @@ def wrap_anthropic(client: C, options: ClientOptions) -> C:
             f"middleware on copy() ({exc}); upgrade anthropic to >= 2.10"
         ) from exc
     _hook_copies(wrapped)
+    _install_attempt_hook(wrapped)
     return wrapped  # type: ignore[no-any-return]
 
 

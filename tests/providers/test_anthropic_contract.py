@@ -205,7 +205,9 @@ def test_a_changed_response_wrapper_falls_back_to_the_sdks_behaviour(monkeypatch
     monkeypatch.setattr(anthropic, "APIResponse", Changed)
     monkeypatch.setattr(_hooks, "_warned", set())
     wire = Wire(default=lambda r: httpx2.Response(500, json={"type": "error"}))
-    client = bc.wrap(sdk_client(wire, max_retries=0))
+    # the caller's middleware keeps the chain (and budgetclient's middleware in it) running
+    passthrough = [lambda request, call_next: call_next(request)]
+    client = bc.wrap(sdk_client(wire, max_retries=0, middleware=passthrough))
     with capture_logs() as logs:
         first = client.get("/v1/undocumented", cast_to=httpx2.Response)
         second = client.get("/v1/undocumented", cast_to=httpx2.Response)
@@ -218,3 +220,61 @@ def test_raw_responses_carry_http_response() -> None:
     client = sdk_client(message_wire(), max_retries=0)
     raw = client.messages.with_raw_response.create(model=MODEL, max_tokens=10, messages=MESSAGES)
     assert isinstance(raw.http_response, httpx2.Response), broken("APIResponse.http_response", repr(raw))
+
+
+# -- the attempt hook: _attempt_request on the instance, no middleware chain -----------------------
+
+
+@pytest.mark.parametrize("sdk_cls", SDK_CLASSES)
+def test_attempt_request_signature(sdk_cls: type) -> None:
+    """`_install_attempt_hook` wraps ``_attempt_request(options, *, stream, retries_taken, call)``,
+    which returns ``(httpx2.Response, options)``, and reads ``options.url/method/json_data``."""
+    send = getattr(sdk_cls, "_attempt_request", None)
+    assert callable(send), broken(f"{sdk_cls.__name__}._attempt_request", repr(send))
+    parameters = inspect.signature(send).parameters
+    assert list(parameters)[:2] == ["self", "options"], broken("_attempt_request(options)", repr(parameters))
+    for name in ("stream", "retries_taken", "call"):
+        kind = parameters[name].kind
+        assert kind is inspect.Parameter.KEYWORD_ONLY, broken(f"_attempt_request({name}=)", repr(kind))
+    fields = set(anthropic._models.FinalRequestOptions.model_fields)
+    assert {"url", "method", "json_data"} <= fields, broken("FinalRequestOptions.url/method/json_data", "")
+
+
+@pytest.mark.parametrize("sdk_cls", SDK_CLASSES)
+def test_middleware_chain_is_an_instance_attribute(sdk_cls: type) -> None:
+    """``_middleware_chain`` is built per client at construction; None means no middleware."""
+    client = sdk_cls(api_key="k")
+    assert "_middleware_chain" in vars(client) and client._middleware_chain is None, broken(
+        f"{sdk_cls.__name__}._middleware_chain", repr(vars(client).get("_middleware_chain"))
+    )
+
+
+def test_the_attempt_hook_meters_each_call_once_without_the_chain() -> None:
+    wire = message_wire()
+    for client in (
+        bc.Anthropic(api_key="k", base_url=BASE_URL, http_client=wire.client(), max_retries=0),
+        bc.wrap(sdk_client(wire, max_retries=0)),
+    ):
+        assert "_attempt_request" in vars(client) and client._middleware_chain is None
+        assert isinstance(client._middleware[-1], BudgetMiddleware)  # copies keep it
+        with bc.task("t") as t:
+            client.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
+        assert t.calls == 1 and t.usage.input_tokens == 10 and t.usage.output_tokens == 5
+
+
+def test_without_the_attempt_hook_the_middleware_meters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SDK whose ``_attempt_request`` is not a plain method: one warning, the chain meters."""
+
+    class Changed(anthropic.Anthropic):
+        @property
+        def _attempt_request(self) -> Any:  # type: ignore[override]
+            return anthropic.Anthropic._attempt_request.__get__(self)
+
+    monkeypatch.setattr(_hooks, "_warned", set())
+    with capture_logs() as logs, bc.task("t") as t:
+        client = bc.wrap(Changed(api_key="k", base_url=BASE_URL, http_client=message_wire().client()))
+        client.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
+        client.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
+    assert client._middleware_chain is not None
+    assert t.calls == 2 and t.usage.input_tokens == 20
+    assert len([e for e in logs if e["event"] == "sdk.hook_unavailable"]) == 1

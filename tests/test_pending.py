@@ -12,6 +12,7 @@ import structlog
 
 import budgetclient as bc
 from budgetclient import metering, pending
+from budgetclient.hooks import Hooks
 from budgetclient.ledger.writer import get_ledger
 from budgetclient.usage import Usage
 
@@ -21,8 +22,8 @@ def _nothing_observes_records(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     """No listened-to ``llm.call`` line, call hook or OpenTelemetry span (another test's leftovers)."""
     previous = structlog.get_config()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    monkeypatch.setattr(metering, "_sync_call_hooks", [])
-    monkeypatch.setattr(metering, "_call_start_hooks", [])
+    monkeypatch.setattr(metering, "_sync_call_hooks", Hooks("meter.hook_failed"))
+    monkeypatch.setattr(metering, "_call_start_hooks", Hooks("meter.hook_failed"))
     try:
         yield
     finally:

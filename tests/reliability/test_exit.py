@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 import budgetclient as bc
-from budgetclient.ledger import open_ledger
+from budgetclient.ledger import LedgerWriter, open_ledger
 from tests.reliability._processes import calls_made, start_worker, stored_response_ids
+from tests.test_ledger import make_call
 
 EXIT_TIMEOUT_S = 1.5
 
@@ -121,9 +122,21 @@ def test_an_unparseable_ledger_url_is_a_configuration_error_not_an_outage(runs: 
 
 
 def test_the_exit_wait_on_a_locked_ledger_is_logged_and_bounded(runs: dict[str, Run]) -> None:
+    """The record the locked ledger did not take by the deadline goes to the spill file, and the
+    next writer on that ledger (once unlocked) stores it."""
     run = runs["locked"]
     assert run.returncode == 0, run.output
     assert "ledger.exit_waiting" in run.output and "BUDGETCLIENT_LEDGER_EXIT_TIMEOUT" in run.output
-    assert "ledger.unwritten_at_exit" in run.output
+    assert "ledger.spilled_at_exit" in run.output and "ledger.unwritten_at_exit" not in run.output
     assert run.elapsed < runs["normal"].elapsed + EXIT_TIMEOUT_S + 3  # the default would wait 10 s
-    assert stored_response_ids(run.directory.parent / "locked.db") == []
+    locked = run.directory.parent / "locked.db"
+    assert stored_response_ids(locked) == []
+    (spill,) = locked.parent.glob("locked.db.spill-*.jsonl")
+    assert len(spill.read_text().splitlines()) == 1
+    next_writer = LedgerWriter(f"sqlite:///{locked}")  # the fixture has released the lock
+    next_writer.submit_call(make_call(1, response_id="next"))
+    assert next_writer.flush(30)
+    next_writer.close()
+    ((made, _),) = calls_made(run.directory / "progress.txt")
+    assert sorted(stored_response_ids(locked)) == sorted([made, "next"])
+    assert not spill.exists()

@@ -54,6 +54,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from .. import config
+from .._guard import guarded
 from .._log import log
 from ..errors import ConfigurationError, LedgerError
 from ..ledger_url import InvalidLedgerURL, check_url, mask_url, scheme_of, sqlite_path_from_url
@@ -382,7 +383,8 @@ class LedgerWriter:
         ledger: Ledger | None = None
         try:
             if not self._orphans_checked:  # before the first batch: an exit flush waits for them too
-                self._replay_orphans()
+                with guarded("ledger.spill_replay_failed", url=mask_url(self.url)):
+                    self._replay_orphans()
             while True:
                 with self._cond:
                     fresh = not batch
@@ -407,10 +409,11 @@ class LedgerWriter:
                     self._in_flight = 0
                     self._in_flight_items = []
                     self._cond.notify_all()
-                if self._spilled:
-                    self._replay_spilled()
-                if not self._orphans_checked:
-                    self._replay_orphans()
+                with guarded("ledger.spill_replay_failed", url=mask_url(self.url)):
+                    if self._spilled:
+                        self._replay_spilled()
+                    if not self._orphans_checked:
+                        self._replay_orphans()
         finally:
             if self._thread is threading.current_thread():  # died of a bug: hand the batch back
                 with self._cond:
@@ -640,18 +643,24 @@ class LedgerWriter:
                 continue
             lines.append(json.dumps({"kind": kind, "row": row}, default=str, ensure_ascii=True))
         path = self.spill_path
+        # a timeout: SIGTERM's flush may interrupt this very thread inside the lock
+        if not self._spill_lock.acquire(timeout=5.0):
+            self._log("error", "ledger.spill_failed", path=str(path), error="TimeoutError",
+                      records=len(items))  # fmt: skip
+            return False
         try:
-            with self._spill_lock:
+            if self._spill_fd is None:
+                self._spill_fd = open_locked(path, create=True)
                 if self._spill_fd is None:
-                    self._spill_fd = open_locked(path, create=True)
-                    if self._spill_fd is None:
-                        raise BlockingIOError(f"{path} is being replayed by another process")
-                write_all(self._spill_fd, "".join(f"{line}\n" for line in lines))
-                self._spilled += len(lines)
+                    raise BlockingIOError(f"{path} is being replayed by another process")
+            write_all(self._spill_fd, "".join(f"{line}\n" for line in lines))
+            self._spilled += len(lines)
         except Exception as exc:
             self._log("error", "ledger.spill_failed", path=str(path), error=type(exc).__name__,
                       detail=str(exc)[:300], records=len(items))  # fmt: skip
             return False
+        finally:
+            self._spill_lock.release()
         self._log(
             "warning", "ledger.queue_spilled", url=mask_url(self.url), records=len(lines), path=str(path),
             max_queued=self.max_queued, detail=f"{why}; written to the ledger once it takes writes again",
@@ -912,7 +921,9 @@ def _flush_at_exit() -> None:
     mask_url("scheme://user:secret@host?password=x")
     _flush_writers(writers, _exit_timeout, why="exit")
     for writer in writers:  # stop the threads: a daemon thread stalls once finalisation starts
-        writer.close(timeout=0.0)
+        with writer._cond:  # (what they could not write is in the spill file by now)
+            writer._closing = True
+            writer._cond.notify_all()
         thread = writer._thread
         if thread is not None:
             thread.join(EXIT_QUIET_S)

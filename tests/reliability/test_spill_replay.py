@@ -90,8 +90,11 @@ def test_a_replay_cut_short_is_done_again_and_stores_nothing_twice(tmp_path: Pat
     extra = make_call(1)
 
     opened: list[_FailsAfter] = []
+    back = [False]
 
     def open_once(u: str) -> Any:
+        if back[0]:
+            return open_ledger(u)
         if opened:
             raise LedgerError("connection refused")  # and it stays down for this writer
         opened.append(_FailsAfter(u, writes=2))
@@ -110,3 +113,6 @@ def test_a_replay_cut_short_is_done_again_and_stores_nothing_twice(tmp_path: Pat
     again.close()
     assert rows(ledger) == (CALLS + 1, CALLS + 1)  # the file's 40 once, and the new call
     assert not (tmp_path / spill.name).exists()
+    back[0] = True  # the first writer's ledger is back too: it writes the call it kept
+    assert cut.flush(30)
+    assert rows(ledger) == (CALLS + 2, CALLS + 2)

@@ -24,10 +24,11 @@ import os
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from types import ModuleType
 from typing import Any
 
 from . import config
@@ -392,18 +393,18 @@ def _lookup_name(model: str) -> str:
     return model.rsplit("models/", 1)[-1] if "models/" in model else model
 
 
-_genai: tuple[Callable[[], Any], type] | None = None
-"""genai-prices' ``get_snapshot`` and ``TimeOfDateConstraint``, imported on first use and kept: a
-stream abandoned until interpreter shutdown is priced during finalisation, when imports fail."""
+_genai: tuple[ModuleType, type] | None = None
+"""genai-prices' ``data_snapshot`` module and ``TimeOfDateConstraint``, imported on first use and
+kept: a stream abandoned until interpreter shutdown is priced during finalisation, when imports fail."""
 
 
-def _genai_api() -> tuple[Callable[[], Any], type]:
+def _genai_api() -> tuple[ModuleType, type]:
     global _genai
     if _genai is None:
-        from genai_prices.data_snapshot import get_snapshot  # bundled snapshot only; never auto-updates
+        from genai_prices import data_snapshot  # bundled snapshot only; never auto-updates
         from genai_prices.types import TimeOfDateConstraint
 
-        _genai = (get_snapshot, TimeOfDateConstraint)
+        _genai = (data_snapshot, TimeOfDateConstraint)
     return _genai
 
 
@@ -414,9 +415,9 @@ def _genai_rates(
 
     Anything genai-prices raises means "no price": pricing must never break a call.
     """
-    get_snapshot = _genai_api()[0]
+    data_snapshot = _genai_api()[0]
     try:
-        snapshot = get_snapshot()
+        snapshot = data_snapshot.get_snapshot()
         provider_id = _price_table(model, provider)
         if provider_id is not None:
             try:

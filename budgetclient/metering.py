@@ -185,6 +185,10 @@ def begin_call(
             cost = call_cost(provider, model, tokens, max_output_tokens, cache_write_ttl=cache_write_ttl)
         if cost is not None:
             reservation = reserve_budget(t, cost, model)
+    elif stream:  # a stream abandoned until interpreter shutdown is priced during finalisation, when
+        # the price data can no longer be imported: resolve its rates now (a dict hit after the first)
+        with guarded("price.failed", model=model):
+            pricing.rates_for(model, provider)
     return CallContext(
         provider=provider,
         model=model,

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from types import ModuleType
 from typing import Any
 
 from . import config
@@ -393,6 +394,21 @@ def _lookup_name(model: str) -> str:
     return model.rsplit("models/", 1)[-1] if "models/" in model else model
 
 
+_genai: tuple[ModuleType, type] | None = None
+"""genai-prices' ``data_snapshot`` module and ``TimeOfDateConstraint``, imported on first use and
+kept: a stream abandoned until interpreter shutdown is priced during finalisation, when imports fail."""
+
+
+def _genai_api() -> tuple[ModuleType, type]:
+    global _genai
+    if _genai is None:
+        from genai_prices import data_snapshot  # bundled snapshot only; never auto-updates
+        from genai_prices.types import TimeOfDateConstraint
+
+        _genai = (data_snapshot, TimeOfDateConstraint)
+    return _genai
+
+
 def _genai_rates(
     model: str, provider: str | None, batch: bool, when: datetime
 ) -> tuple[dict[str, Rate], str, str, bool] | None:
@@ -400,11 +416,10 @@ def _genai_rates(
 
     Anything genai-prices raises means "no price": pricing must never break a call.
     """
-    from genai_prices.data_snapshot import get_snapshot  # bundled snapshot only; never auto-updates
-
     with guarded("price.lookup_failed", model=model, provider=provider):
+        data_snapshot = _genai_api()[0]  # bundled snapshot only; never auto-updates
         try:
-            snapshot = get_snapshot()
+            snapshot = data_snapshot.get_snapshot()
             provider_id = _price_table(model, provider)
             if provider_id is not None:
                 try:
@@ -446,8 +461,7 @@ def _has_batch_variant(info: Any, when: datetime) -> bool:
 
 def _time_of_day_priced(info: Any) -> bool:
     """Off-peak prices change within a day, so a per-date cache entry would be wrong."""
-    from genai_prices.types import TimeOfDateConstraint
-
+    TimeOfDateConstraint = _genai_api()[1]
     conditional = info.prices if isinstance(info.prices, list) else []
     constraints = [getattr(p, "constraint", None) for p in conditional]
     constraints += [v.constraint for v in info.price_variants or ()]

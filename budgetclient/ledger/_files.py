@@ -8,13 +8,22 @@ others is tightened to 0600 when it is ours (and the change logged).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from pathlib import Path
 
 from .._log import log
 
-__all__ = ["append_private", "make_private_dirs", "make_private_file", "write_private"]
+__all__ = [
+    "append_private",
+    "make_private_dirs",
+    "make_private_file",
+    "open_locked",
+    "read_all",
+    "write_all",
+    "write_private",
+]
 
 
 def make_private_dirs(directory: Path) -> None:
@@ -84,3 +93,50 @@ def write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
+
+
+def open_locked(path: Path, *, create: bool) -> int | None:
+    """``path`` opened for appending under an exclusive ``flock``; None when another open file
+    holds the lock (its owner lives), or, without ``create``, when the file is gone or was replaced.
+
+    The lock lives as long as the file stays open anywhere (a forked child's inherited copy too:
+    close it, never unlock it) and ends with the process, so a file found unlocked is an orphan.
+    """
+    if create:
+        make_private_dirs(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0), 0o600)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if create:
+            os.fchmod(fd, 0o600)
+        elif os.fstat(fd).st_ino != os.stat(path).st_ino:  # replaced since it was opened: not this one
+            raise FileNotFoundError(path)
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_all(fd: int, text: str) -> None:
+    """Append ``text`` to ``fd`` (a short write is continued, never left half done)."""
+    data = memoryview(text.encode("utf-8", "backslashreplace"))
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def read_all(fd: int) -> bytes:
+    """The whole content of the file open as ``fd``, from its start."""
+    chunks = []
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)

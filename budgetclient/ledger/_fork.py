@@ -7,6 +7,16 @@ ever happens in the middle of a transaction. In the child, each ledger gets a fr
 the inherited connection: SQLite's is closed (which resets SQLite's per-process lock state, see
 ``SQLiteLedger._close_inherited_after_fork``), others are kept referenced in `inherited` and never
 used or closed. The next use opens a new connection in the child.
+
+Why the wait matters for SQLite: its lock state is per process, in memory, per file. A child
+forked while the parent's connection held a lock (mid-transaction, or mid-connect) inherits a copy
+of that state claiming the lock, which nothing in the child will ever release; every connection the
+child opens to that file then sees a sibling holding it and waits in the busy handler for ever
+(issue 17 item 5: children stuck in ``_connect``). Nor may the child close that copy: its rollback
+would rewrite the WAL index the parent is committing through. So a fork waits for the write (up to
+`FORK_WAIT_S`, longer than any write holds the lock); if it went ahead regardless, the child marks
+the file unusable (`mid_write_files`): its records then take the outage path (the spill file,
+written into the ledger by the next process that opens it) instead of hanging.
 """
 
 from __future__ import annotations
@@ -19,9 +29,14 @@ from typing import Any
 
 __all__ = ["FORK_WAIT_S", "ForkSafeConnection", "inherited"]
 
-FORK_WAIT_S = 10.0
-"""Longest a ``fork()`` waits for a ledger write in progress; past it the fork goes ahead, and the
-child may find that ledger locked (the parent's write was cut in half in the child's copy)."""
+FORK_WAIT_S = 75.0
+"""Longest a ``fork()`` waits for a ledger write in progress. A write holds the ledger's lock for
+its busy timeout at most (30 s, waiting for another process's transaction) plus the write itself,
+so a fork waits it out; past this the fork goes ahead and the child cannot use that file."""
+
+mid_write_files: set[tuple[int, int]] = set()
+"""(device, inode) of the SQLite files this process was forked in the middle of writing: their
+lock state here claims locks nobody holds, so they are never opened again in this process."""
 
 inherited: list[Any] = []
 """Connections left behind by a fork, never used or closed in this process."""
@@ -77,6 +92,9 @@ def _after_fork_in_child() -> None:
     idle = {id(ledger) for ledger, _ in _held}
     _held.clear()
     for ledger in list(_instances):
+        file_id = getattr(ledger, "_file_id", None)  # set once SQLite's connect has begun
+        if id(ledger) not in idle and file_id is not None:
+            mid_write_files.add(file_id)
         ledger._forget_inherited_connection(id(ledger) in idle)
 
 

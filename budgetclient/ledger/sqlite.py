@@ -37,7 +37,7 @@ from ..errors import LedgerError
 from ..usage import CallRecord, TaskRecord
 from . import _codec
 from ._files import make_private_dirs, make_private_file
-from ._fork import ForkSafeConnection, inherited
+from ._fork import ForkSafeConnection, inherited, mid_write_files
 from .base import AlertRecord, RecordRefused, mask_secrets, mask_url, sqlite_path_from_url
 
 __all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "PRAGMAS", "SCHEMA_VERSION", "SQLiteLedger"]
@@ -403,6 +403,12 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
         except OSError as exc:
             raise self._fail("creating the database file", exc) from exc
         self._file_id = (info.st_dev, info.st_ino)
+        if self._file_id in mid_write_files:  # a connection would wait for ever: see ledger/_fork.py
+            raise LedgerError(
+                f"SQLite ledger {str(self.path)!r}: this process was forked while its parent was writing "
+                "this file, so SQLite's lock state here is not usable; records wait in memory and the "
+                "spill file, and the next process writing this ledger stores them"
+            )
         try:
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False

@@ -18,7 +18,11 @@ record costs only itself, and everything after it is written. A URL no backend c
 outage: its records go straight to the quarantine file and ``ledger.url_invalid`` is logged.
 
 While the ledger is down, at most ``max_queued`` records wait in memory (~1.2 kB each); newer ones
-go to a spill file and are written from it once the ledger is back.
+go to a spill file (`spill_prefix` + pid, private, ``flock``-ed by its writer) and are written from
+it once the ledger is back. What is still unwritten at exit or SIGTERM (the ledger down or locked)
+goes to the spill file too. A spill file left behind by a process that ended is written by the next
+writer on that ledger, after its first write, and then removed. Ids are unique and writes skip a
+stored id, so a replay cut short by a crash is simply done again: nothing is lost or stored twice.
 
 SIGTERM (how Docker, Kubernetes and systemd stop a worker) flushes the queue before the process
 ends; see `install_sigterm_flush`. SIGKILL cannot be caught: it loses what was queued and not yet
@@ -32,6 +36,8 @@ and its own thread; the parent's queued records stay the parent's to write.
 from __future__ import annotations
 
 import atexit
+import glob
+import hashlib
 import importlib
 import json
 import os
@@ -48,13 +54,14 @@ from types import FrameType
 from typing import Any, Literal
 
 from .. import config
+from .._guard import guarded
 from .._log import log
 from ..errors import ConfigurationError, LedgerError
 from ..ledger_url import InvalidLedgerURL, check_url, mask_url, scheme_of, sqlite_path_from_url
 from ..pending import settle
 from ..usage import CallRecord, TaskRecord
 from . import _codec
-from ._files import append_private
+from ._files import append_private, open_locked, read_all, write_all
 from ._validate import MAX_KEY_BYTES, Unstorable, clean_text, normalise, screen
 from .base import AlertRecord, Ledger, RecordRefused, mask_secrets
 from .opening import open_ledger
@@ -127,6 +134,24 @@ def _quarantine_entry(kind: str, record: Any, error: BaseException) -> dict[str,
 
 
 _COLUMNS = {"call": _codec.CALL_COLUMNS, "task": _codec.TASK_COLUMNS, "alert": _codec.ALERT_COLUMNS}
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "call": _codec.call_from_row, "task": _codec.task_from_row, "alert": _codec.alert_from_row,
+}  # fmt: skip
+_SPILL_SCHEMES = frozenset({"sqlite", "postgresql", "postgres"})
+"""Ledgers another process can write a spill file into (not ``memory://``: it dies with its process)."""
+
+
+def spill_prefix(url: str) -> str:
+    """Where the spill files of ``url``'s writers go: this prefix, the writer's pid, ``.jsonl``.
+
+    Beside a SQLite ledger (``ledger.db.spill-<pid>.jsonl``); for other ledgers, in the data
+    directory, named for the ledger (a hash of its masked URL), so each ledger replays its own.
+    """
+    path = quarantine_path(url)
+    if path.name.endswith(".quarantine.jsonl"):
+        return str(path.with_name(f"{path.name.removesuffix('.quarantine.jsonl')}.spill-"))
+    digest = hashlib.sha256(mask_url(url).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return str(path.with_name(f"spill-{digest}-"))
 
 
 _BACKEND_OPENERS = {
@@ -242,7 +267,11 @@ class LedgerWriter:
         self._thread: threading.Thread | None = None
         self._ledger: Ledger | None = None
         self._bisecting = False
-        self._spilled = 0
+        self._spilled = 0  # records in our spill file not yet replayed
+        self._spill_fd: int | None = None  # our spill file, open and flock'ed while it exists
+        self._spill_lock = threading.Lock()
+        self._orphans_checked = False  # other processes' spill files replayed after the first write
+        self._in_flight_items: list[Any] = []  # the batch being written (copied to the spill at exit)
         self.rejected: list[Any] = []
         """The first `REJECTED_KEPT` records quarantined (``ledger.record_quarantined``)."""
 
@@ -355,6 +384,9 @@ class LedgerWriter:
         taken = 0  # records removed from the queue for this batch
         ledger: Ledger | None = None
         try:
+            if not self._orphans_checked:  # before the first batch: an exit flush waits for them too
+                with guarded("ledger.spill_replay_failed", url=mask_url(self.url)):
+                    self._replay_orphans()
             while True:
                 with self._cond:
                     fresh = not batch
@@ -367,17 +399,23 @@ class LedgerWriter:
                         break
                 if fresh:
                     batch = self._normalised(batch)
+                    self._in_flight_items = batch
                 batch = self._store(batch)
                 if batch:  # the ledger is down: keep the rest and try again
+                    self._in_flight_items = batch
                     self._spill_excess()
                     self._back_off()
                     continue
                 with self._cond:
                     self._written += taken
                     self._in_flight = 0
+                    self._in_flight_items = []
                     self._cond.notify_all()
-                if self._spilled:
-                    self._replay_spilled()
+                with guarded("ledger.spill_replay_failed", url=mask_url(self.url)):
+                    if self._spilled:
+                        self._replay_spilled()
+                    if not self._orphans_checked:
+                        self._replay_orphans()
         finally:
             if self._thread is threading.current_thread():  # died of a bug: hand the batch back
                 with self._cond:
@@ -572,9 +610,9 @@ class LedgerWriter:
 
     @property
     def spill_path(self) -> Path:
-        """This process's overflow file for this ledger (one per process: only its writer reads it)."""
-        path = quarantine_path(self.url)
-        return path.with_name(f"{path.name.removesuffix('.quarantine.jsonl')}.spill-{os.getpid()}.jsonl")
+        """This process's overflow file for this ledger (`spill_prefix` + pid; only its writer
+        appends to it, under an exclusive ``flock`` held while the file exists)."""
+        return Path(f"{spill_prefix(self.url)}{os.getpid()}.jsonl")
 
     def _spill_excess(self) -> None:
         """Move the newest records past `max_queued` from memory to `spill_path`; they count as
@@ -585,6 +623,18 @@ class LedgerWriter:
                 return
             items = [self._queue.pop() for _ in range(excess)]
             items.reverse()
+        if not self._append_to_spill(items, why="the ledger is down and the queue is full"):
+            with self._cond:  # keep them in memory after all: better late than lost
+                self._queue.extend(items)
+            return
+        with self._cond:
+            self._taken += len(items)
+            self._written += len(items)
+            self._cond.notify_all()
+
+    def _append_to_spill(self, items: list[Any], *, why: str) -> bool:
+        """Append ``items`` to `spill_path` (one JSON line each: kind and row); False if that failed
+        (logged). A record that cannot be encoded is quarantined instead."""
         lines = []
         for item in items:
             kind, record = _kind_and_record(item)
@@ -594,47 +644,124 @@ class LedgerWriter:
                 self._quarantine(item, exc)
                 continue
             lines.append(json.dumps({"kind": kind, "row": row}, default=str, ensure_ascii=True))
+        path = self.spill_path
+        # a timeout: SIGTERM's flush may interrupt this very thread inside the lock
+        if not self._spill_lock.acquire(timeout=5.0):
+            self._log("error", "ledger.spill_failed", path=str(path), error="TimeoutError",
+                      records=len(items))  # fmt: skip
+            return False
         try:
-            append_private(self.spill_path, "".join(f"{line}\n" for line in lines))
-        except Exception as exc:  # keep them in memory after all: better late than lost
-            with self._cond:
-                self._queue.extend(items)
-            self._log("error", "ledger.spill_failed", path=str(self.spill_path), error=type(exc).__name__)
-            return
-        with self._cond:
-            self._taken += len(items)
-            self._written += len(items)
-            self._cond.notify_all()
-        self._spilled += len(lines)
+            if self._spill_fd is None:
+                self._spill_fd = open_locked(path, create=True)
+                if self._spill_fd is None:
+                    raise BlockingIOError(f"{path} is being replayed by another process")
+            write_all(self._spill_fd, "".join(f"{line}\n" for line in lines))
+            self._spilled += len(lines)
+        except Exception as exc:
+            self._log("error", "ledger.spill_failed", path=str(path), error=type(exc).__name__,
+                      detail=str(exc)[:300], records=len(items))  # fmt: skip
+            return False
+        finally:
+            self._spill_lock.release()
         self._log(
-            "warning", "ledger.queue_spilled", url=mask_url(self.url), records=len(lines),
-            path=str(self.spill_path), max_queued=self.max_queued,
-            detail="the ledger is down and the queue is full; written back once the ledger recovers",
+            "warning", "ledger.queue_spilled", url=mask_url(self.url), records=len(lines), path=str(path),
+            max_queued=self.max_queued, detail=f"{why}; written to the ledger once it takes writes again",
         )  # fmt: skip
+        return True
 
     def _replay_spilled(self) -> None:
-        """Write `spill_path` back into the recovered ledger, a batch at a time, then remove it."""
-        decoders = {
-            "call": _codec.call_from_row, "task": _codec.task_from_row, "alert": _codec.alert_from_row,
-        }  # fmt: skip
-        path = self.spill_path
-        try:
-            lines = path.read_text().splitlines()
-        except OSError:
-            self._spilled = 0
+        """Write `spill_path` back into the recovered ledger, a batch at a time, then remove it.
+
+        Records appended while it is replayed stay for the next replay (the file is removed only
+        when it holds nothing more than what was read); a replay cut short (the ledger down again,
+        or a crash) is done again whole, and writes are idempotent (ids are unique), so nothing is
+        stored twice."""
+        with self._spill_lock:
+            fd = self._spill_fd
+            if fd is None:
+                self._spilled = 0
+                return
+            data = read_all(fd)
+        if not self._replay(data, self.spill_path):
+            return  # down again: the file stays
+        with self._spill_lock:
+            if os.fstat(fd).st_size == len(data):
+                os.unlink(self.spill_path)
+                os.close(fd)
+                self._spill_fd = None
+                self._spilled = 0
+
+    def _replay_orphans(self) -> None:
+        """Write the spill files other processes left for this ledger (they exited or were killed
+        while it was down) into it, then remove each. A file whose owner lives stays locked, and
+        is skipped; two processes starting at once never replay the same file (the lock). Tried
+        when the thread starts, and again after each write until it succeeded once."""
+        if self.url_error is not None or scheme_of(self.url) not in _SPILL_SCHEMES:
+            self._orphans_checked = True
             return
+        for path in sorted(glob.glob(f"{glob.escape(spill_prefix(self.url))}*.jsonl")):
+            fd = open_locked(Path(path), create=False)  # None: its writer lives, or it is gone
+            if fd is None:
+                continue
+            try:
+                if not self._replay(read_all(fd), Path(path)):
+                    return  # the ledger is down: tried again after the next write that succeeds
+                os.unlink(path)
+            finally:
+                os.close(fd)
+        self._orphans_checked = True
+
+    def _replay(self, data: bytes, path: Path) -> bool:
+        """Store the records of a spill file's content; False if the ledger failed (retry later)."""
         items: list[Any] = []
-        for line in lines:
-            entry = json.loads(line)
-            kind = entry["kind"]
-            record = decoders[kind](dict(zip(_COLUMNS[kind], entry["row"], strict=True)))
+        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            try:
+                entry = json.loads(line)
+                kind = entry["kind"]
+                record = _DECODERS[kind](dict(zip(_COLUMNS[kind], entry["row"], strict=True)))
+            except Exception as exc:  # a line cut short by a crash: kept in the quarantine file
+                self._quarantine_line(line, f"{path}:{number}", exc)
+                continue
             items.append(record if kind == "call" else _Tagged(kind, record))
         for start in range(0, len(items), self.batch_size):
-            if self._store(items[start : start + self.batch_size]):
-                return  # down again: the file stays, and is replayed whole (writes are idempotent)
-        path.unlink(missing_ok=True)
-        self._log("info", "ledger.spill_replayed", url=mask_url(self.url), records=len(items))
-        self._spilled = 0
+            if self._store(self._normalised(items[start : start + self.batch_size])):
+                return False
+        self._log("info", "ledger.spill_replayed", url=mask_url(self.url), records=len(items), path=str(path))
+        return True
+
+    def _quarantine_line(self, line: str, where: str, error: BaseException) -> None:
+        entry = {
+            "kind": "spill-line", "id": where,
+            "quarantined_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "error": clean_text(f"{type(error).__name__}: {str(error)[:200]}", 2000), "record": line,
+        }  # fmt: skip
+        try:
+            append_private(quarantine_path(self.url), json.dumps(entry, ensure_ascii=True) + "\n")
+        except Exception:
+            pass
+        self._log("error", "ledger.spill_line_unreadable", where=where, error=type(error).__name__)
+
+    def spill_unwritten(self) -> int:
+        """Append everything not yet written (queued, and a copy of the batch being written) to
+        `spill_path`, for the next process on this ledger to write; returns how many records.
+
+        For exit and SIGTERM while the ledger is down or locked: written to disk rather than lost.
+        The batch in flight may still commit; its replay then stores nothing twice (unique ids)."""
+        with self._cond:
+            queued = list(self._queue)
+            self._queue.clear()
+            in_flight = list(self._in_flight_items) if self._in_flight else []
+        if not (queued or in_flight):
+            return 0
+        if not self._append_to_spill(in_flight + queued, why="the ledger is not writable at exit"):
+            with self._cond:
+                self._queue.extendleft(reversed(queued))
+            return 0
+        with self._cond:
+            self._taken += len(queued)
+            self._written += len(queued)
+            self._cond.notify_all()
+        return len(queued) + len(in_flight)
 
     def _write_inline(self, target: int, deadline: float | None) -> bool:
         """Write from the calling thread when no thread can be started (interpreter shutdown)."""
@@ -653,8 +780,11 @@ class LedgerWriter:
                     self._queue.extendleft(reversed(left))
                     self._taken -= len(left)
                     self._written += taken - len(left)
-                    return False
+                    break
                 self._written += taken
+        if _shutting_down:  # after the exit flush: the spill file is the only place left for them
+            self.spill_unwritten()
+        return False
 
     @staticmethod
     def _close_ledger(ledger: Ledger) -> None:
@@ -666,6 +796,8 @@ class LedgerWriter:
     def _after_fork_in_child(self) -> None:
         if self._ledger is not None:
             _inherited_ledgers.append(self._ledger)
+        if self._spill_fd is not None:  # the parent's spill file: closed, never unlocked (its lock is
+            os.close(self._spill_fd)  # the parent's too), and left for the parent to replay
         self._init_state()
 
 
@@ -692,7 +824,7 @@ def get_writer() -> LedgerWriter:
     with _lock:
         if _writer is not None and _writer.url == url:
             return _writer
-        old, _writer = _writer, LedgerWriter(url)
+        old, _writer = _writer, LedgerWriter(url, max_queued=MAX_QUEUED)
         current = _writer
     if current.url_error is not None:
         current._log(
@@ -758,10 +890,21 @@ def _flush_writers(writers: list[LedgerWriter], timeout: float, *, why: str) -> 
             )  # fmt: skip
             if writer.flush(max(deadline - time.monotonic(), 0.0)):
                 continue
-        if writer.pending:
+        if not writer.pending:
+            continue
+        pending = writer.pending
+        spilled = writer.spill_unwritten()
+        if spilled:
             writer._log(
-                "error", "ledger.unwritten_at_exit", url=mask_url(writer.url), pending=writer.pending, on=why,
-                detail="the ledger stayed unwritable until exit; these records are lost",
+                "warning", "ledger.spilled_at_exit", url=mask_url(writer.url), records=spilled, on=why,
+                path=str(writer.spill_path),
+                detail="the ledger stayed unwritable until exit; the next process writing to it stores them",
+            )  # fmt: skip
+        else:
+            writer._log(
+                "error", "ledger.unwritten_at_exit", url=mask_url(writer.url), pending=pending, on=why,
+                detail="the ledger stayed unwritable until exit and the spill file could not be written; "
+                "these records are lost",
             )  # fmt: skip
 
 
@@ -782,7 +925,9 @@ def _flush_at_exit() -> None:
     mask_url("scheme://user:secret@host?password=x")
     _flush_writers(writers, _exit_timeout, why="exit")
     for writer in writers:  # stop the threads: a daemon thread stalls once finalisation starts
-        writer.close(timeout=0.0)
+        with writer._cond:  # (what they could not write is in the spill file by now)
+            writer._closing = True
+            writer._cond.notify_all()
         thread = writer._thread
         if thread is not None:
             thread.join(EXIT_QUIET_S)

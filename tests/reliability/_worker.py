@@ -13,6 +13,7 @@ Modes:
   appends ``handler`` to PROGRESS_FILE and exits with status 3.
 - ``abandoned-stream``: one streamed call, broken out of after the first event, never closed.
 - ``one-call``: one call, then a normal exit.
+- ``calls``: ``N`` calls, then a normal exit.
 - ``zygote``: warm up (one call into ``memory://``), then fork ``N`` children that each run
   ``loop`` into PROGRESS_FILE's directory ``t<i>/`` (``progress.txt``, ``ledger.db``), print
   ``pid <pid> <i>`` per child, wait for them all and print ``status <pid> <wait status>`` each.
@@ -22,6 +23,9 @@ Modes:
 - ``fork``: the parent writes continuously from a thread and forks ``N`` children at random
   moments; each child makes 10 calls and exits through ``os._exit`` after ``bc.flush``. The
   children's ids go to PROGRESS_FILE like the parent's.
+
+``BUDGETCLIENT_TEST_MAX_QUEUED`` sets the writer's in-memory bound (`writer.MAX_QUEUED`), so a
+test can make it spill with a few records.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import budgetclient as bc
+from budgetclient.ledger import writer as ledger_writer
 from budgetclient.testing import FakeAnthropic
 
 MODEL = "claude-sonnet-4-5"
@@ -80,7 +85,7 @@ _abandoned: list[Any] = []
 def abandoned_stream(fd: int) -> None:
     client = _client()
     stream = client.messages.create(
-        model=MODEL, max_tokens=16, stream=True, messages=[{"role": "user", "content": "hello"}]
+        model=MODEL, max_tokens=16, stream=True, messages=[{"role": "user", "content": "hello " * 300}]
     )
     for _event in stream:
         break
@@ -144,6 +149,8 @@ def main() -> None:
     if mode == "zygote":
         zygote(Path(progress).parent, int(number), 2.0)
         return
+    if "BUDGETCLIENT_TEST_MAX_QUEUED" in os.environ:
+        ledger_writer.MAX_QUEUED = int(os.environ["BUDGETCLIENT_TEST_MAX_QUEUED"])
     fd = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     if mode in {"loop", "loop-own-handler"}:
         loop(fd, number, own_handler=mode == "loop-own-handler")
@@ -151,6 +158,10 @@ def main() -> None:
         abandoned_stream(fd)
     elif mode == "one-call":
         _call(_client(), fd)
+    elif mode == "calls":
+        client = _client()
+        for _ in range(int(number)):
+            _call(client, fd)
     elif mode == "fork":
         fork(fd, int(number))
     else:

@@ -11,13 +11,15 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 import budgetclient as bc
-from budgetclient.ledger import open_ledger
+from budgetclient.ledger import LedgerWriter, open_ledger
 from tests.reliability._processes import calls_made, start_worker, stored_response_ids
+from tests.test_ledger import make_call
 
 EXIT_TIMEOUT_S = 1.5
 
@@ -64,15 +66,32 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
     yield started
 
 
+SONNET_45_USD_PER_MTOK = {"input": Decimal(3), "cache_read": Decimal("0.30"), "output": Decimal(15)}
+"""Anthropic's price sheet for claude-sonnet-4-5 (the worker's model), USD per million tokens."""
+
+
 def test_a_stream_abandoned_without_closing_exits_and_its_record_is_written(runs: dict[str, Run]) -> None:
     """Python 3.11 blocked for ever starting the writer thread during finalisation (the stream's
-    generator is finalised with the module holding it); the ``incomplete`` record was lost."""
+    generator is finalised with the module holding it); the ``incomplete`` record was lost, and
+    then written with no cost (the price data could no longer be imported). It is priced from the
+    usage seen before the break (``message_start``), like any other record."""
     run = runs["abandoned"]
     assert run.returncode == 0, run.output
     assert (run.directory / "progress.txt").read_text() == "broke out\n"
     with sqlite3.connect(run.directory.parent / "abandoned.db") as conn:
-        statuses = [row[0] for row in conn.execute("SELECT json_extract(record, '$[3]') FROM calls")]
-    assert statuses == ["incomplete"]
+        rows = conn.execute(
+            "SELECT json_extract(record, '$[3]'), input_tokens, cache_read_tokens, cache_write_tokens, "
+            "cache_write_long_tokens, output_tokens, json_extract(record, '$[12]') FROM calls"
+        ).fetchall()
+    ((status, input_tokens, cache_read, cache_write, cache_write_long, output_tokens, cost),) = rows
+    assert status == "incomplete"
+    assert input_tokens >= 300 and output_tokens >= 1 and cache_write == cache_write_long == 0
+    price = SONNET_45_USD_PER_MTOK
+    uncached = input_tokens - cache_read
+    expected = (
+        uncached * price["input"] + cache_read * price["cache_read"] + output_tokens * price["output"]
+    ) / 1_000_000
+    assert cost is not None and Decimal(cost) == expected
 
 
 def test_a_normal_exit_writes_every_record(runs: dict[str, Run]) -> None:
@@ -103,9 +122,21 @@ def test_an_unparseable_ledger_url_is_a_configuration_error_not_an_outage(runs: 
 
 
 def test_the_exit_wait_on_a_locked_ledger_is_logged_and_bounded(runs: dict[str, Run]) -> None:
+    """The record the locked ledger did not take by the deadline goes to the spill file, and the
+    next writer on that ledger (once unlocked) stores it."""
     run = runs["locked"]
     assert run.returncode == 0, run.output
     assert "ledger.exit_waiting" in run.output and "BUDGETCLIENT_LEDGER_EXIT_TIMEOUT" in run.output
-    assert "ledger.unwritten_at_exit" in run.output
+    assert "ledger.spilled_at_exit" in run.output and "ledger.unwritten_at_exit" not in run.output
     assert run.elapsed < runs["normal"].elapsed + EXIT_TIMEOUT_S + 3  # the default would wait 10 s
-    assert stored_response_ids(run.directory.parent / "locked.db") == []
+    locked = run.directory.parent / "locked.db"
+    assert stored_response_ids(locked) == []
+    (spill,) = locked.parent.glob("locked.db.spill-*.jsonl")
+    assert len(spill.read_text().splitlines()) == 1
+    next_writer = LedgerWriter(f"sqlite:///{locked}")  # the fixture has released the lock
+    next_writer.submit_call(make_call(1, response_id="next"))
+    assert next_writer.flush(30)
+    next_writer.close()
+    ((made, _),) = calls_made(run.directory / "progress.txt")
+    assert sorted(stored_response_ids(locked)) == sorted([made, "next"])
+    assert not spill.exists()

@@ -3,7 +3,11 @@
 A fork in the middle of a SQLite write used to leave the child's SQLite lock state claiming a lock
 the child did not hold: "database is locked" for ever, and 2 of 40 children lost every record. Now
 a fork waits for the write in progress (`ledger/_fork.py`), and the child drops the parent's
-connection and opens its own.
+connection and opens its own. The wait used to give up after 10 s, which a busy machine passes
+(the parent's write waits up to 30 s for the children's); the fork then went ahead mid-write and
+the child's SQLite lock state claimed the parent's lock for ever: its connect waited in the busy
+handler until its flush timed out (1-3 of 10 children). The fork now waits the write out, and a
+child forked mid-write regardless refuses that file at once instead of hanging.
 
 The real worker (`_worker.py fork`) makes calls from a thread without pause while its main thread
 forks 10 children at random moments; each child makes 10 calls and flushes. Every call made, the
@@ -12,20 +16,18 @@ parent's and the children's, must be in the ledger exactly once.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from budgetclient.errors import LedgerError
+from budgetclient.ledger import _fork, open_ledger
 from tests.reliability._processes import CHILD_CALLS, calls_made, start_worker, stored_response_ids
 
 CHILDREN = 10
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known, open (issue 17 item 5): a child forked while the parent's writer is busy sometimes "
-    "stays in SQLite's busy handler while it connects, so its flush times out (1-3 of 10 children here)",
-)
 def test_children_forked_from_a_busy_writer_lose_nothing(tmp_path: Path) -> None:
     progress, ledger = tmp_path / "progress.txt", tmp_path / "ledger.db"
     worker = start_worker("fork", progress, f"sqlite:///{ledger}", arg=str(CHILDREN))
@@ -63,3 +65,28 @@ def test_a_module_lock_held_at_fork_is_free_in_the_child() -> None:
         for ns, name in held:
             ns[name].release()
     assert not any(isinstance(ns[name], type(threading.Lock())) and ns[name].locked() for ns, name in held)
+
+
+def test_a_child_forked_in_the_middle_of_a_write_refuses_the_file_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the fork cannot wait the parent's write out, the child's SQLite lock state holds the
+    parent's write lock for ever: a connection there waited in the busy handler (30 s, and again
+    for WAL) and then failed "database is locked". It is refused at once, naming the cause."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = open_ledger(url)
+    monkeypatch.setattr(_fork, "FORK_WAIT_S", 0.05)
+    with ledger._connection() as conn:  # the ledger's lock, as a write holds it
+        conn.execute("BEGIN IMMEDIATE")  # the parent's write in progress
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                open_ledger(url)
+            except LedgerError as exc:
+                code = 0 if "forked while its parent was writing" in str(exc) else 2
+            finally:
+                os._exit(code)
+        conn.execute("COMMIT")
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    ledger.close()

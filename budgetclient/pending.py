@@ -29,6 +29,8 @@ _busy = False
 _wake = threading.Event()
 _thread: threading.Thread | None = None
 _local = threading.local()
+_exiting = False
+"""Set by the exit handler: later jobs (a stream finalised at shutdown) run in the caller's thread."""
 
 
 def unsettled() -> bool:
@@ -37,7 +39,15 @@ def unsettled() -> bool:
 
 
 def defer(job: Callable[[], None]) -> None:
-    """Run ``job`` off the call path (before any `settle` returns); never raises."""
+    """Run ``job`` off the call path (before any `settle` returns); never raises.
+
+    At exit it runs at once instead: the exit handler has settled the queue, and starting or
+    waking a thread during interpreter shutdown can block for ever (Python 3.11).
+    """
+    if _exiting or sys.is_finalizing():
+        with guarded("meter.failed", stage="deferred"):
+            job()
+        return
     _jobs.append(job)
     if _thread is None:
         _start()
@@ -117,5 +127,11 @@ def _settle_at_multiprocessing_exit(_: object) -> None:
         util.Finalize(None, settle, exitpriority=11)
 
 
-atexit.register(settle)  # registered after the ledger writer's: runs before it flushes
+def _settle_at_exit() -> None:
+    global _exiting
+    _exiting = True
+    settle()
+
+
+atexit.register(_settle_at_exit)  # registered after the ledger writer's: runs before it flushes
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -144,10 +144,10 @@ class _Sql:
             params.append(chosen)
         return (f" WHERE {' AND '.join(filters)}" if filters else ""), params
 
-    def call_kind(self) -> str:
-        """The call's model and operation: two columns (on SQLite from ``record`` where a row stored
-        before schema 4 has them empty; a report fills them)."""
-        if self.sqlite:
+    def call_kind(self, filled: bool) -> str:
+        """The call's model and operation: two columns (on SQLite, unless ``filled``, from ``record``
+        where a row stored before schema 4 has them empty; a report fills them)."""
+        if self.sqlite and not filled:
             return (
                 "COALESCE(model, json_extract(record, '$[1]')), "
                 "COALESCE(operation, json_extract(record, '$[2]'))"
@@ -168,6 +168,12 @@ class _Sql:
                 return _EPOCH + timedelta(microseconds=value)
             return datetime.fromisoformat(value)
         return value.astimezone(UTC) if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _kinds_filled(ledger: SqlLedger, sql: _Sql) -> bool:
+    """Whether every call has its model, operation and drift flag as columns (SQLite: no row stored
+    before schema 4 left unfilled; one probe of a partial index), so queries need not read ``record``."""
+    return not sql.sqlite or not ledger.fetch("SELECT 1 FROM calls WHERE drifted IS NULL LIMIT 1")
 
 
 def _money_sum(sql: _Sql, column: str) -> str:
@@ -200,13 +206,14 @@ def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
     money = ", ".join(_money_sum(sql, c) for c in ("cost", *_BUCKETS))
     exact_rows = "SUM(m_from_record != 0), COUNT(m_cost)" if sql.sqlite else "0, COUNT(cost)"
     where, params = sql.where(sel, "calls")
+    kind = sql.call_kind(_kinds_filled(ledger, sql))
     rows = ledger.fetch(
-        f"SELECT task_id IS NULL, task_name, {sql.call_kind()}, COUNT(*), {exact_rows}, {_TOKEN_SUMS}, "
+        f"SELECT task_id IS NULL, task_name, {kind}, COUNT(*), {exact_rows}, {_TOKEN_SUMS}, "
         f"{money}, MIN(started_at), MAX(started_at) FROM {sql.prefix}calls{where} "
         f"GROUP BY {_positions(width)}",
         params,
     )
-    loose = _record_money(ledger, sql, sel) if sql.sqlite else {}
+    loose = _record_money(ledger, sql, sel, kind) if sql.sqlite and any(row[width + 1] for row in rows) else {}
     groups = []
     for row in rows:
         key = tuple(row[:width])
@@ -235,13 +242,13 @@ def _positions(count: int) -> str:
 
 
 def _record_money(
-    ledger: SqlLedger, sql: _Sql, sel: Selection
+    ledger: SqlLedger, sql: _Sql, sel: Selection, kind: str
 ) -> dict[tuple[Any, ...], tuple[int, list[Decimal]]]:
     """SQLite rows whose money columns are not filled (amounts with more than 12 decimal places, or
     rows not filled yet): their money, summed from the records, per call group."""
     where, params = sql.where(sel, "calls", extra="m_from_record != 0")
     rows = ledger.fetch(
-        f"SELECT task_id IS NULL, task_name, {sql.call_kind()}, json_extract(record, '$[12]'), "
+        f"SELECT task_id IS NULL, task_name, {kind}, json_extract(record, '$[12]'), "
         f"json_extract(record, '$[13]') FROM calls{where}",
         params,
     )
@@ -370,9 +377,12 @@ def drifted_calls(ledger: SqlLedger, sel: Selection) -> list[DriftedCall]:
     what the ledger holds."""
     sql = _Sql(ledger.dialect)
     column = "json_extract(record, '$[15]')" if sql.sqlite else "drift"
-    drifted = (  # SQLite: the flag, or the record for a row stored before schema 4 not yet filled
-        f"(drifted = 1 OR (drifted IS NULL AND {column} IS NOT NULL))" if sql.sqlite else "drift IS NOT NULL"
-    )
+    if not sql.sqlite:
+        drifted = "drift IS NOT NULL"
+    elif _kinds_filled(ledger, sql):
+        drifted = "drifted = 1"  # the partial index calls_drifted
+    else:  # the flag, or the record for a row stored before schema 4 not yet filled
+        drifted = f"(drifted = 1 OR (drifted IS NULL AND {column} IS NOT NULL))"
     where, params = sql.where(sel, "calls", extra=drifted)
     rows = ledger.fetch(
         f"SELECT task_name, started_at, {column} FROM {sql.prefix}calls{where} "

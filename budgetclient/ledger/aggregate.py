@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..drift import PrefixDrift
 from ..errors import LedgerError
-from ..usage import CostBreakdown, TaskRecord, Usage, _trusted_usage
+from ..usage import CostBreakdown, TaskRecord, Usage, _fast_constructor, _new_breakdown, _trusted_usage
 from . import _codec
 
 __all__ = [
@@ -107,6 +107,8 @@ class ChildTask(NamedTuple):
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ZERO = Decimal(0)
+_NO_BREAKDOWN = CostBreakdown()
 _DIALECTS = ("sqlite", "postgres")
 _TOKEN_SUMS = ", ".join(f"SUM({c})" for c in _codec.USAGE_COLUMNS)
 _BUCKETS = ("uncached_input", "cache_read", "cache_write", "output", "storage")
@@ -213,7 +215,8 @@ def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
         f"GROUP BY {_positions(width)}",
         params,
     )
-    loose = _record_money(ledger, sql, sel, kind) if sql.sqlite and any(row[width + 1] for row in rows) else {}
+    unfilled = sql.sqlite and any(row[width + 1] for row in rows)
+    loose = _record_money(ledger, sql, sel, kind) if unfilled else {}
     groups = []
     for row in rows:
         key = tuple(row[:width])
@@ -290,23 +293,31 @@ def tasks_of(ledger: SqlLedger, sel: Selection, name: str) -> list[tuple[TaskRec
     return [(_task(sql, row), row[0], row[1]) for row in rows]
 
 
+_new_task = _fast_constructor(TaskRecord)
+"""``TaskRecord(...)`` without a frozen dataclass's per-field cost: a report builds one per run."""
+
+
 def _task(sql: _Sql, row: Sequence[Any]) -> TaskRecord:
     """A run from its `_TASK_READ` values (after order and facts): what `_codec.task_from_row` gives,
     positionally (a report decodes every run), for SQLite's text forms and PostgreSQL's typed values."""
-    task_id, name, parent, outcome, started, ended, *rest = row[2:]
-    i, r, w, wl, o, rs, rq, cost, b1, b2, b3, b4, b5, calls, budget, error = rest
-    moment = sql.moment
-    buckets = (b1, b2, b3, b4, b5)
-    breakdown = (
-        CostBreakdown()
-        if b1 is None and b2 is None and b3 is None and b4 is None and b5 is None
-        else CostBreakdown(
-            **{b: Decimal(0 if v is None else v) for b, v in zip(_BUCKETS, buckets, strict=True)}
-        )
-    )
-    return TaskRecord(
-        id=task_id, name=name, parent_id=parent, outcome=outcome, started_at=moment(started),
-        ended_at=moment(ended),
+    task_id, name, parent, outcome, started, ended, i, r, w, wl, o, rs, rq, cost, b1, b2, b3, b4, b5, calls, \
+        budget, error = row[2:]  # fmt: skip
+    if sql.sqlite:  # times as ISO text, money as decimal text, counts as integers
+        started_at, ended_at = datetime.fromisoformat(started), datetime.fromisoformat(ended)
+    else:
+        started_at, ended_at = sql.moment(started), sql.moment(ended)
+    if b1 is None and b2 is None and b3 is None and b4 is None and b5 is None:
+        breakdown = _NO_BREAKDOWN
+    else:
+        breakdown = _new_breakdown(
+            uncached_input=_ZERO if b1 is None else Decimal(b1),
+            cache_read=_ZERO if b2 is None else Decimal(b2),
+            cache_write=_ZERO if b3 is None else Decimal(b3),
+            output=_ZERO if b4 is None else Decimal(b4),
+            storage=_ZERO if b5 is None else Decimal(b5),
+        )  # fmt: skip
+    return _new_task(
+        id=task_id, name=name, parent_id=parent, outcome=outcome, started_at=started_at, ended_at=ended_at,
         usage=_trusted_usage(input_tokens=int(i), cache_read_tokens=int(r), cache_write_tokens=int(w),
                              cache_write_long_tokens=int(wl), output_tokens=int(o), reasoning_tokens=int(rs),
                              requests=int(rq)),

@@ -152,7 +152,10 @@ def check_cost_baseline(
     """
     if task.cost is None:
         return None
-    priced = [t for t in earlier if t.cost is not None][-thresholds.cost_baseline_window :]
+    window = thresholds.cost_baseline_window
+    priced = [t for t in earlier[-window:] if t.cost is not None]  # usually all of them: look no further
+    if len(priced) < min(window, len(earlier)):
+        priced = [t for t in earlier if t.cost is not None][-window:]
     if len(priced) < thresholds.cost_baseline_min_history:
         return None
     baseline = _median([t.cost for t in priced if t.cost is not None])

@@ -210,7 +210,8 @@ def fill_postgres(url: str, n_calls: int) -> None:
 
 
 def groupby_floor(url: str) -> float:
-    """The report's per-name figures as plain GROUP BY queries, timed."""
+    """The report's per-name figures as plain GROUP BY queries, timed (wall; on SQLite, where the
+    queries run in this process, `groupby_cpu` gives their CPU time)."""
     if url.startswith("sqlite"):
         conn = sqlite3.connect(sqlite_ledger.sqlite_path_from_url(url))
         t0 = time.perf_counter()
@@ -241,13 +242,24 @@ def groupby_floor(url: str) -> float:
         return time.perf_counter() - t0
 
 
-def measure(command: str, url: str, repeat: int) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of ``budgetclient <command>``, each run in a fresh process; the fastest
-    of ``repeat`` runs (the first one also warms the database's and the OS's caches)."""
-    return min(_measure_once(command, url) for _ in range(repeat))
+def groupby_cpu(url: str) -> float:
+    """CPU seconds of the SQLite floor's queries in this process (the machine's load inflates wall
+    time, not CPU time)."""
+    c0 = time.process_time()
+    groupby_floor(url)
+    return time.process_time() - c0
 
 
-def _measure_once(command: str, url: str) -> tuple[float, float]:
+def measure(command: str, url: str, repeat: int) -> tuple[float, float, float]:
+    """(seconds, peak RSS in MB, CPU seconds) of ``budgetclient <command>``, each run in a fresh
+    process; the fastest of ``repeat`` runs (the first one also warms the database's and the OS's
+    caches), and the least CPU."""
+    runs = [_measure_once(command, url) for _ in range(repeat)]
+    seconds, rss_mb, _ = min(runs)
+    return seconds, rss_mb, min(cpu for _, _, cpu in runs)
+
+
+def _measure_once(command: str, url: str) -> tuple[float, float, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", command, url],
         capture_output=True,
@@ -256,7 +268,7 @@ def _measure_once(command: str, url: str) -> tuple[float, float]:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return result["seconds"], result["rss_mb"]
+    return result["seconds"], result["rss_mb"], result["cpu_s"]
 
 
 def child(command: str, url: str) -> None:
@@ -267,31 +279,28 @@ def child(command: str, url: str) -> None:
         from budgetclient import config
         from budgetclient.reports import build_report
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ledger = open_ledger(url)
         build_report(
             ledger.read_tasks(), ledger.read_calls(), ledger.read_alerts(), settings=config.get_settings()
         )
         ledger.close()
-        elapsed = time.perf_counter() - t0
-        print(
-            json.dumps(
-                {"seconds": elapsed, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-            )
-        )
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"seconds": elapsed, "rss_mb": rss_mb, "cpu_s": cpu}))
         return
     real = os.dup(1)
     with open(os.devnull, "w") as null:
         os.dup2(null.fileno(), 1)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         code = main([command, "--ledger", url, "--format", "json"])
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         sys.stdout.flush()
         os.dup2(real, 1)
     if code not in (0, 1):  # check exits 1 when an item fails: that is a result, not an error
         raise SystemExit(f"{command} exited {code}")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": elapsed, "rss_mb": rss_mb}))
+    print(json.dumps({"seconds": elapsed, "rss_mb": rss_mb, "cpu_s": cpu}))
 
 
 def main() -> None:
@@ -332,10 +341,11 @@ def main() -> None:
                 fill_s = time.perf_counter() - t0
                 try:
                     floor = min(groupby_floor(url) for _ in range(3))
+                    floor_cpu = min(groupby_cpu(url) for _ in range(3)) if backend == "sqlite" else None
                     # the first report after the fill also fills SQLite's money columns (once per call)
-                    first_s, _ = _measure_once("report", url)
-                    report_s, report_mb = measure("report", url, args.repeat)
-                    check_s, check_mb = measure("check", url, args.repeat)
+                    first_s, _, _ = _measure_once("report", url)
+                    report_s, report_mb, report_cpu = measure("report", url, args.repeat)
+                    check_s, check_mb, check_cpu = measure("check", url, args.repeat)
                     old = measure("report-old", url, args.repeat) if args.old and n <= 100_000 else None
                 finally:
                     if backend == "postgres":
@@ -347,22 +357,32 @@ def main() -> None:
                 f"backend={backend} rows={n} report_s={report_s:.2f} rss_mb={report_mb:.0f} "
                 f"groupby_s={floor:.3f} ratio={report_s / floor:.1f} check_s={check_s:.2f} "
                 f"check_rss_mb={check_mb:.0f} check_ratio={check_s / floor:.1f} first_report_s={first_s:.2f} "
-                f"fill_s={fill_s:.0f}"
+                f"fill_s={fill_s:.0f} report_cpu_s={report_cpu:.2f} check_cpu_s={check_cpu:.2f}"
             )
+            if floor_cpu is not None:
+                line += (
+                    f" groupby_cpu_s={floor_cpu:.3f} cpu_ratio={report_cpu / floor_cpu:.1f}"
+                    f" check_cpu_ratio={check_cpu / floor_cpu:.1f}"
+                )
             if old is not None:
                 line += f" old_report_s={old[0]:.2f} old_rss_mb={old[1]:.0f}"
             print(line, flush=True)
-            results.append((backend, n, report_s, report_mb, check_s, check_mb, floor))
+            results.append(
+                (backend, n, report_s, report_mb, check_s, check_mb, floor, report_cpu, check_cpu, floor_cpu)
+            )
     if args.markdown:
         print(
             "\n| backend | calls | report s | report peak RSS MB | check s | check peak RSS MB "
-            "| GROUP BY floor s | report / floor | check / floor |"
+            "| GROUP BY floor s | report / floor | check / floor | report CPU s | check CPU s "
+            "| floor CPU s | report / floor CPU | check / floor CPU |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for backend, n, report_s, report_mb, check_s, check_mb, floor in results:
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for backend, n, report_s, report_mb, check_s, check_mb, floor, rcpu, ccpu, fcpu in results:
+            cpu_cells = "— | — | —" if fcpu is None else f"{fcpu:.3f} | {rcpu / fcpu:.1f} | {ccpu / fcpu:.1f}"
             print(
                 f"| {backend} | {n:,} | {report_s:.2f} | {report_mb:.0f} | {check_s:.2f} | {check_mb:.0f} | "
-                f"{floor:.3f} | {report_s / floor:.1f} | {check_s / floor:.1f} |"
+                f"{floor:.3f} | {report_s / floor:.1f} | {check_s / floor:.1f} | {rcpu:.2f} | {ccpu:.2f} | "
+                f"{cpu_cells} |"
             )
 
 

@@ -66,7 +66,7 @@ from .signals import (
     moment_us,
     repeat_facts,
 )
-from .usage import CostBreakdown, TaskRecord, Usage
+from .usage import CostBreakdown, TaskRecord, Usage, _fast_constructor
 
 __all__ = [
     "LedgerReport",
@@ -140,6 +140,10 @@ class RunFacts:
 
 
 _NO_REPEATS = RepeatFacts(0, 0, 0, 0, (), ())
+_loads = json.JSONDecoder().decode
+_new_repeats = _fast_constructor(RepeatFacts)
+_new_run_facts = _fast_constructor(RunFacts)
+"""Without a frozen dataclass's per-field cost: a report decodes the facts of every run."""
 
 
 def run_facts(gathered: Sequence[PrefixCall], own: Sequence[CallFacts], min_input: int) -> RunFacts:
@@ -165,9 +169,12 @@ def _repeats_json(facts: RepeatFacts) -> list[Any]:
 def _repeats_from(data: list[Any]) -> RepeatFacts:
     """The JSON lists stand for the tuples as they are (a report decodes one per run)."""
     minimum, calls, input_tokens, read, candidates, keys = data
-    if not (isinstance(candidates, list) and isinstance(keys, list)):
+    if candidates.__class__ is not list or keys.__class__ is not list:
         raise TypeError("not run facts")
-    return RepeatFacts(minimum, calls, input_tokens, read, candidates, keys)
+    return _new_repeats(
+        min_input=minimum, calls=calls, input_tokens=input_tokens, cache_read_tokens=read,
+        candidates=candidates, keys=keys,
+    )  # fmt: skip
 
 
 def encode_run_facts(facts: RunFacts) -> str:
@@ -186,15 +193,15 @@ def decode_run_facts(text: str | None, *, own: bool = True) -> RunFacts | None:
     if not text:
         return None
     try:
-        data = json.loads(text)
-        if data.get("v") != 1:
+        data = _loads(text)
+        if data["v"] != 1:
             return None
-        first = data["fe"]
-        return RunFacts(
+        first, first_call = data["fe"], data["f"]
+        return _new_run_facts(
             signal=_repeats_from(data["s"]), own=_repeats_from(data["o"]) if own else _NO_REPEATS,
             own_calls=int(data["n"]), eligible=int(data["e"]), cached=int(data["c"]),
             first_eligible=None if first is None else (int(first[0]), int(first[1])),
-            first_call=None if data["f"] is None else int(data["f"]),
+            first_call=None if first_call is None else int(first_call),
         )  # fmt: skip
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None

@@ -220,6 +220,31 @@ def _models(calls: Iterable[CallRecord]) -> tuple[str, ...]:
     return tuple(sorted(counts, key=lambda m: (-counts[m], m)))
 
 
+def _usage_total(usages: Sequence[Usage]) -> Usage:
+    """``sum(usages, Usage())`` field by field: a report sums every run's."""
+    return Usage(
+        input_tokens=sum(u.input_tokens for u in usages),
+        cache_read_tokens=sum(u.cache_read_tokens for u in usages),
+        cache_write_tokens=sum(u.cache_write_tokens for u in usages),
+        cache_write_long_tokens=sum(u.cache_write_long_tokens for u in usages),
+        output_tokens=sum(u.output_tokens for u in usages),
+        reasoning_tokens=sum(u.reasoning_tokens for u in usages),
+        requests=sum(u.requests for u in usages),
+    )
+
+
+def _breakdown_total(breakdowns: Sequence[CostBreakdown]) -> CostBreakdown:
+    """``sum(breakdowns, CostBreakdown())`` field by field: the same additions from ``Decimal(0)``."""
+    zero = Decimal(0)
+    return CostBreakdown(
+        uncached_input=sum((b.uncached_input for b in breakdowns), zero),
+        cache_read=sum((b.cache_read for b in breakdowns), zero),
+        cache_write=sum((b.cache_write for b in breakdowns), zero),
+        output=sum((b.output for b in breakdowns), zero),
+        storage=sum((b.storage for b in breakdowns), zero),
+    )
+
+
 def _task_row(name: str, runs: Sequence[TaskRecord], models: tuple[str, ...]) -> TaskNameRow:
     outcomes: dict[str, int] = {o: 0 for o in OUTCOMES}
     for run in runs:
@@ -243,8 +268,8 @@ def _task_row(name: str, runs: Sequence[TaskRecord], models: tuple[str, ...]) ->
         cost_per_success=None if total is None else _quotient(total, successes),
         failure_cost=None if total is None else failure,
         failure_cost_share=None if not total else float(failure / total),
-        cost_breakdown=sum((r.cost_breakdown for r in runs), CostBreakdown()),
-        usage=sum((r.usage for r in runs), Usage()),
+        cost_breakdown=_breakdown_total([r.cost_breakdown for r in runs]),
+        usage=_usage_total([r.usage for r in runs]),
         models=models,
         first_started_at=min(r.started_at for r in runs),
         last_ended_at=max(r.ended_at for r in runs),

@@ -277,7 +277,7 @@ def test_sqlite_schema_is_versioned_and_reopening_is_idempotent(tmp_path: Path) 
         again.close()
     with sqlite3.connect(path) as raw:
         versions = [v for (v,) in raw.execute("SELECT version FROM schema_version ORDER BY version")]
-        assert versions == list(range(1, SCHEMA_VERSION + 1)) and SCHEMA_VERSION == 4
+        assert versions == list(range(1, SCHEMA_VERSION + 1)) and SCHEMA_VERSION == 5
         columns = {row[1]: row[2] for row in raw.execute("PRAGMA table_info(calls)")}
         counts = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_long_tokens",
                   "output_tokens", "reasoning_tokens", "requests", "request_bytes")  # fmt: skip
@@ -299,7 +299,7 @@ def test_sqlite_schema_is_versioned_and_reopening_is_idempotent(tmp_path: Path) 
         assert fields["model"] == "claude-sonnet-4-5" and fields["metadata"] == call.metadata
         indexes = {row[1]: row[2] for row in raw.execute("PRAGMA index_list(calls)")}
         assert indexes == {"calls_started_at": 1, "calls_task_name": 0, "calls_money_from_record": 0,
-                           "calls_kind_unfilled": 0}  # fmt: skip
+                           "calls_kind_unfilled": 0, "calls_drifted": 0}  # fmt: skip
         # the writer leaves the money columns to the next report (tests/test_ledger_report.py)
         money = raw.execute("SELECT m_cost, m_output, m_from_record FROM calls").fetchone()
         assert money == (None, None, 1)
@@ -371,7 +371,7 @@ def test_sqlite_migrates_a_version_1_ledger(tmp_path: Path) -> None:
         tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert tables == {"calls", "tasks", "alerts", "schema_version"}
         versions = raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
-        assert versions == [(1,), (2,), (3,), (4,)]
+        assert versions == [(1,), (2,), (3,), (4,), (5,)]
         assert raw.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM calls").fetchone() == (76, 76)
         assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 

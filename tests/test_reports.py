@@ -90,6 +90,25 @@ def test_every_row_matches_the_raw_records(history: History) -> None:
     assert rows["research-agent"]["calls"] == sum(t.calls for t in research) == 10 * len(research)
 
 
+def test_every_row_sums_each_usage_field_and_cost_bucket_of_its_runs(history: History) -> None:
+    report = build_report(history.tasks, history.calls, settings=config.Settings(ledger_url="memory://"))
+    usage_fields = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_long_tokens",
+                    "output_tokens", "reasoning_tokens", "requests")  # fmt: skip
+    buckets = ("uncached_input", "cache_read", "cache_write", "output", "storage")
+    for row in report.rows:
+        if row.task is None:
+            continue
+        runs = [t for t in history.tasks if t.name == row.task]
+        for field in usage_fields:
+            assert getattr(row.usage, field) == sum(getattr(t.usage, field) for t in runs), (row.task, field)
+        for bucket in buckets:
+            want = Decimal(0)
+            for t in runs:
+                want += getattr(t.cost_breakdown, bucket)
+            got = getattr(row.cost_breakdown, bucket)
+            assert got == want and str(got) == str(want), (row.task, bucket)  # the same places too
+
+
 def test_unpriced_runs_are_counted_not_priced(history: History) -> None:
     row = next(r for r in build_report(history.tasks, history.calls).as_json() if r["task"] == "experimental")
     assert row["runs"] == 1 and row["unpriced_runs"] == 1 and row["priced_runs"] == 0

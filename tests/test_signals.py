@@ -162,6 +162,40 @@ def test_cost_baseline_ignores_unpriced_runs_and_uses_the_window() -> None:
     assert check_cost_baseline(run(99, "0.16"), history, wide) is None
 
 
+@FAST
+@given(
+    earlier=st.lists(
+        st.tuples(st.none() | st.integers(1, 400), st.integers(1, 12)), max_size=60
+    ),
+    new=st.tuples(st.integers(1, 900), st.integers(1, 12)),
+    window=st.integers(1, 25),
+    min_history=st.integers(1, 8),
+)
+def test_cost_baseline_is_the_rolling_median_rule(
+    earlier: list[tuple[int | None, int]], new: tuple[int, int], window: int, min_history: int
+) -> None:
+    """Against the rule computed here: the median (`statistics.median`) of the last ``window`` priced
+    earlier runs' costs and call counts, whatever mix of unpriced runs precedes it."""
+    history = [run(i, None if c is None else f"0.{c:03d}", calls=n) for i, (c, n) in enumerate(earlier)]
+    task = run(99, f"{new[0] / 1000:.3f}", calls=new[1])
+    thresholds = SignalThresholds(
+        cost_baseline_window=window, cost_baseline_min_history=min(min_history, window)
+    )
+    priced = [(Decimal(f"0.{c:03d}"), n) for c, n in earlier if c is not None][-window:]
+    alert = check_cost_baseline(task, history, thresholds)
+    if len(priced) < thresholds.cost_baseline_min_history:
+        assert alert is None
+        return
+    baseline = statistics.median([c for c, _ in priced])
+    median_calls = statistics.median([n for _, n in priced])
+    assert task.cost is not None
+    fires = task.cost > baseline * Decimal("1.5") and task.calls <= median_calls * 1.2
+    assert (alert is not None) == fires
+    if alert is not None:
+        assert alert.details["baseline_usd"] == f"{baseline:f}"
+        assert alert.details["median_calls"] == float(median_calls) and alert.details["runs"] == len(priced)
+
+
 def test_cost_baseline_factor_is_configurable() -> None:
     bc.configure(signals={"cost_baseline_factor": 2.0, "cost_baseline_min_history": 3})
     thresholds = config.get_settings().signals

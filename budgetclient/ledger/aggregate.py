@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..drift import PrefixDrift
 from ..errors import LedgerError
-from ..usage import CostBreakdown, TaskRecord, Usage, _trusted_usage
+from ..usage import CostBreakdown, TaskRecord, Usage, _fast_constructor, _new_breakdown, _trusted_usage
 from . import _codec
 
 __all__ = [
@@ -107,6 +107,8 @@ class ChildTask(NamedTuple):
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ZERO = Decimal(0)
+_NO_BREAKDOWN = CostBreakdown()
 _DIALECTS = ("sqlite", "postgres")
 _TOKEN_SUMS = ", ".join(f"SUM({c})" for c in _codec.USAGE_COLUMNS)
 _BUCKETS = ("uncached_input", "cache_read", "cache_write", "output", "storage")
@@ -144,10 +146,10 @@ class _Sql:
             params.append(chosen)
         return (f" WHERE {' AND '.join(filters)}" if filters else ""), params
 
-    def call_kind(self) -> str:
-        """The call's model and operation: two columns (on SQLite from ``record`` where a row stored
-        before schema 4 has them empty; a report fills them)."""
-        if self.sqlite:
+    def call_kind(self, filled: bool) -> str:
+        """The call's model and operation: two columns (on SQLite, unless ``filled``, from ``record``
+        where a row stored before schema 4 has them empty; a report fills them)."""
+        if self.sqlite and not filled:
             return (
                 "COALESCE(model, json_extract(record, '$[1]')), "
                 "COALESCE(operation, json_extract(record, '$[2]'))"
@@ -168,6 +170,12 @@ class _Sql:
                 return _EPOCH + timedelta(microseconds=value)
             return datetime.fromisoformat(value)
         return value.astimezone(UTC) if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _kinds_filled(ledger: SqlLedger, sql: _Sql) -> bool:
+    """Whether every call has its model, operation and drift flag as columns (SQLite: no row stored
+    before schema 4 left unfilled; one probe of a partial index), so queries need not read ``record``."""
+    return not sql.sqlite or not ledger.fetch("SELECT 1 FROM calls WHERE drifted IS NULL LIMIT 1")
 
 
 def _money_sum(sql: _Sql, column: str) -> str:
@@ -200,13 +208,15 @@ def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
     money = ", ".join(_money_sum(sql, c) for c in ("cost", *_BUCKETS))
     exact_rows = "SUM(m_from_record != 0), COUNT(m_cost)" if sql.sqlite else "0, COUNT(cost)"
     where, params = sql.where(sel, "calls")
+    kind = sql.call_kind(_kinds_filled(ledger, sql))
     rows = ledger.fetch(
-        f"SELECT task_id IS NULL, task_name, {sql.call_kind()}, COUNT(*), {exact_rows}, {_TOKEN_SUMS}, "
+        f"SELECT task_id IS NULL, task_name, {kind}, COUNT(*), {exact_rows}, {_TOKEN_SUMS}, "
         f"{money}, MIN(started_at), MAX(started_at) FROM {sql.prefix}calls{where} "
         f"GROUP BY {_positions(width)}",
         params,
     )
-    loose = _record_money(ledger, sql, sel) if sql.sqlite else {}
+    unfilled = sql.sqlite and any(row[width + 1] for row in rows)
+    loose = _record_money(ledger, sql, sel, kind) if unfilled else {}
     groups = []
     for row in rows:
         key = tuple(row[:width])
@@ -235,13 +245,13 @@ def _positions(count: int) -> str:
 
 
 def _record_money(
-    ledger: SqlLedger, sql: _Sql, sel: Selection
+    ledger: SqlLedger, sql: _Sql, sel: Selection, kind: str
 ) -> dict[tuple[Any, ...], tuple[int, list[Decimal]]]:
     """SQLite rows whose money columns are not filled (amounts with more than 12 decimal places, or
     rows not filled yet): their money, summed from the records, per call group."""
     where, params = sql.where(sel, "calls", extra="m_from_record != 0")
     rows = ledger.fetch(
-        f"SELECT task_id IS NULL, task_name, {sql.call_kind()}, json_extract(record, '$[12]'), "
+        f"SELECT task_id IS NULL, task_name, {kind}, json_extract(record, '$[12]'), "
         f"json_extract(record, '$[13]') FROM calls{where}",
         params,
     )
@@ -283,23 +293,31 @@ def tasks_of(ledger: SqlLedger, sel: Selection, name: str) -> list[tuple[TaskRec
     return [(_task(sql, row), row[0], row[1]) for row in rows]
 
 
+_new_task = _fast_constructor(TaskRecord)
+"""``TaskRecord(...)`` without a frozen dataclass's per-field cost: a report builds one per run."""
+
+
 def _task(sql: _Sql, row: Sequence[Any]) -> TaskRecord:
     """A run from its `_TASK_READ` values (after order and facts): what `_codec.task_from_row` gives,
     positionally (a report decodes every run), for SQLite's text forms and PostgreSQL's typed values."""
-    task_id, name, parent, outcome, started, ended, *rest = row[2:]
-    i, r, w, wl, o, rs, rq, cost, b1, b2, b3, b4, b5, calls, budget, error = rest
-    moment = sql.moment
-    buckets = (b1, b2, b3, b4, b5)
-    breakdown = (
-        CostBreakdown()
-        if b1 is None and b2 is None and b3 is None and b4 is None and b5 is None
-        else CostBreakdown(
-            **{b: Decimal(0 if v is None else v) for b, v in zip(_BUCKETS, buckets, strict=True)}
-        )
-    )
-    return TaskRecord(
-        id=task_id, name=name, parent_id=parent, outcome=outcome, started_at=moment(started),
-        ended_at=moment(ended),
+    task_id, name, parent, outcome, started, ended, i, r, w, wl, o, rs, rq, cost, b1, b2, b3, b4, b5, calls, \
+        budget, error = row[2:]  # fmt: skip
+    if sql.sqlite:  # times as ISO text, money as decimal text, counts as integers
+        started_at, ended_at = datetime.fromisoformat(started), datetime.fromisoformat(ended)
+    else:
+        started_at, ended_at = sql.moment(started), sql.moment(ended)
+    if b1 is None and b2 is None and b3 is None and b4 is None and b5 is None:
+        breakdown = _NO_BREAKDOWN
+    else:
+        breakdown = _new_breakdown(
+            uncached_input=_ZERO if b1 is None else Decimal(b1),
+            cache_read=_ZERO if b2 is None else Decimal(b2),
+            cache_write=_ZERO if b3 is None else Decimal(b3),
+            output=_ZERO if b4 is None else Decimal(b4),
+            storage=_ZERO if b5 is None else Decimal(b5),
+        )  # fmt: skip
+    return _new_task(
+        id=task_id, name=name, parent_id=parent, outcome=outcome, started_at=started_at, ended_at=ended_at,
         usage=_trusted_usage(input_tokens=int(i), cache_read_tokens=int(r), cache_write_tokens=int(w),
                              cache_write_long_tokens=int(wl), output_tokens=int(o), reasoning_tokens=int(rs),
                              requests=int(rq)),
@@ -370,9 +388,12 @@ def drifted_calls(ledger: SqlLedger, sel: Selection) -> list[DriftedCall]:
     what the ledger holds."""
     sql = _Sql(ledger.dialect)
     column = "json_extract(record, '$[15]')" if sql.sqlite else "drift"
-    drifted = (  # SQLite: the flag, or the record for a row stored before schema 4 not yet filled
-        f"(drifted = 1 OR (drifted IS NULL AND {column} IS NOT NULL))" if sql.sqlite else "drift IS NOT NULL"
-    )
+    if not sql.sqlite:
+        drifted = "drift IS NOT NULL"
+    elif _kinds_filled(ledger, sql):
+        drifted = "drifted = 1"  # the partial index calls_drifted
+    else:  # the flag, or the record for a row stored before schema 4 not yet filled
+        drifted = f"(drifted = 1 OR (drifted IS NULL AND {column} IS NOT NULL))"
     where, params = sql.where(sel, "calls", extra=drifted)
     rows = ledger.fetch(
         f"SELECT task_name, started_at, {column} FROM {sql.prefix}calls{where} "

@@ -80,7 +80,29 @@ def _marked(items: list[Any]) -> bool:
 def _section_digest(value: Any) -> bytes:
     """Digest of the tools, the system prompt or one message, without cache markers (callers move
     them). Pickled whole (`value_print`, C speed) rather than serialised to JSON per block: this
-    runs on every request before anything else is known about it."""
+    runs on every request before anything else is known about it.
+
+    A string or a plain-text message is looked up by its strings first (`_TEXT_DIGESTS`): the
+    caller resends the same string objects, so an unchanged system prompt or opening turn costs
+    a dict read (their hashes are cached in them), not a pickle and a hash of its whole text."""
+    kind = type(value)
+    key: tuple[str, ...] | None = None
+    if kind is str:
+        key = (value,)
+    elif kind is dict and len(value) == 2 and type(value.get("content")) is str:
+        role = value.get("role")
+        if type(role) is str and next(iter(value)) == "role":  # `_fingerprint`'s plain-text message
+            key = (role, value["content"])
+    if key is None:
+        return _section_digest_of(value)
+    digest = _TEXT_DIGESTS.get(key)
+    if digest is None:
+        digest = _section_digest_of(value)
+        _TEXT_DIGESTS.put(key, digest, sum(map(len, key)))
+    return digest
+
+
+def _section_digest_of(value: Any) -> bytes:
     if isinstance(value, list):
         if _marked(value):
             value = [_unmarked(item) for item in value]
@@ -280,6 +302,9 @@ _MESSAGE_LISTS: _Bounded[tuple[str, str, bytes, bytes], tuple[Block, ...]] = _Bo
 )
 """The blocks of a message's ``content`` list by model, label (index and role) and message print."""
 
+
+_TEXT_DIGESTS: _Bounded[tuple[str, ...], bytes] = _Bounded(_BLOCKS_MAX, _SERIALISED_MAX_BYTES)
+"""`_section_digest` of string shorthands by their `_fingerprint` (weighed by their characters)."""
 
 Print = bytes | tuple[str, ...] | None
 """What a value is compared by on the next call (see `_fingerprint`)."""

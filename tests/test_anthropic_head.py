@@ -1,6 +1,7 @@
-"""`conversation_head` takes a shortcut on the call path: a string or plain-text turn's digest is
-looked up by its strings. The shortcut must give exactly what the whole computation gives (the
-digest of the section's pickle, markers stripped), and must never answer for different content."""
+"""`conversation_head` and `build_request` take shortcuts on the call path: a string or plain-text
+turn's digest is looked up by its strings, and the tools are pickled once per request for both.
+Each shortcut must give exactly what the whole computation gives (the digest of the section's
+pickle, markers stripped), and must never answer for different content."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import hashlib
 import pickle
 from typing import Any
 
-from budgetclient.formats.anthropic.blocks import conversation_head
+from budgetclient.formats.anthropic.blocks import build_request, conversation_head, tools_print
 
 MODEL = "claude-sonnet-4-6"
 
@@ -68,3 +69,24 @@ def test_a_changed_system_prompt_or_turn_gives_another_head() -> None:
     listed = _body()
     listed["system"] = [{"type": "text", "text": "You are terse."}]
     assert conversation_head(listed).fixed[1] == _digest(listed["system"]) != base.fixed[1]
+
+
+def test_the_tools_print_given_gives_the_same_head_and_build() -> None:
+    body = _body()
+    given = tools_print(body)
+    assert given == pickle.dumps(body["tools"], 5)
+    assert conversation_head(body, tools=given) == conversation_head(body)
+    with_print = build_request(body, tools=given)
+    without = build_request(body)
+    assert with_print.tools == without.tools
+    assert [(b.raw, b.digest) for b in with_print.request.blocks] == [
+        (b.raw, b.digest) for b in without.request.blocks
+    ]
+
+
+def test_marked_tools_are_digested_without_their_markers_even_with_a_print_given() -> None:
+    tools = _tools()
+    tools[-1] = {**tools[-1], "cache_control": {"type": "ephemeral"}}
+    body = _body(tools=tools)
+    head = conversation_head(body, tools=tools_print(body))
+    assert head.fixed[0] == _digest(_tools())

@@ -35,6 +35,7 @@ from .reader import anthropic_block_parts, has_custom_tool
 __all__ = [
     "BuiltRequest",
     "build_request",
+    "tools_print",
     "conversation_head",
     "prefix_shape",
     "request_blocks",
@@ -115,6 +116,13 @@ def _section_digest_of(value: Any) -> bytes:
     return block_digest(raw if raw is not None else raw_bytes(value))
 
 
+def _tools_digest(value: Any, given: Print) -> bytes:
+    """`_section_digest` of the tools, from their `tools_print` when it is the same pickle."""
+    if type(given) is bytes and type(value) is list and not _marked(value):
+        return block_digest(given)
+    return _section_digest(value)
+
+
 def prefix_shape(body: Mapping[str, Any]) -> PrefixShape:
     """The tools and system prompt as `lineage.PrefixShape` (`LineageRegistry.match`): equal but
     for digits, the same system, or a system prompt with text added at its end."""
@@ -127,12 +135,23 @@ def _listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def conversation_head(body: Mapping[str, Any]) -> ConversationHead:
+def tools_print(body: Mapping[str, Any]) -> Print:
+    """The ``tools`` list's `_fingerprint`, made once per request: `conversation_head` and
+    `build_request` both take it (pickling a tools list is most of what either costs)."""
+    tools = body.get("tools")
+    return _fingerprint(tools) if isinstance(tools, list) else None
+
+
+def conversation_head(body: Mapping[str, Any], *, tools: Print = None) -> ConversationHead:
     """The request's start as a `lineage.ConversationHead`: which conversation it continues.
 
     Cheap: one digest of the tools, one of the system prompt and one of each of the first two
-    messages, never the whole prompt."""
-    fixed = tuple(_section_digest(body[name]) for name in ("tools", "system") if body.get(name))
+    messages, never the whole prompt. ``tools``: the body's `tools_print`, when already made."""
+    fixed = tuple(
+        _tools_digest(body[name], tools) if name == "tools" else _section_digest(body[name])
+        for name in ("tools", "system")
+        if body.get(name)
+    )
     messages = body.get("messages")
     opening = tuple(_section_digest(m) for m in messages[:2]) if isinstance(messages, list) else ()
     return ConversationHead(fixed=fixed, opening=opening)
@@ -562,13 +581,16 @@ def build_request(
     *,
     memo: dict[bytes, int] | None = None,
     previous: BuiltRequest | None = None,
+    tools: Print = None,
 ) -> BuiltRequest:
     """`request_blocks`, reusing ``previous``'s blocks for the tools, the system prompt and every
     message whose value is unchanged: an append-only conversation builds its new blocks only,
     and compares the rest in C (`_fingerprint`) rather than serialising and hashing it again.
 
-    ``previous`` must be a build of a request of the same conversation (a lineage's previous call).
+    ``previous`` must be a build of a request of the same conversation (a lineage's previous call);
+    ``tools``, when given, the body's `tools_print`.
     """
+    given_tools = tools
     model = str(body.get("model") or "")
     builder = _Builder(model, memo)
     if previous is not None and previous.request.model != model:
@@ -579,7 +601,7 @@ def build_request(
     tools_print = None
     custom = False
     if isinstance(tools, list):
-        tools_print = _fingerprint(tools)
+        tools_print = given_tools if given_tools is not None else _fingerprint(tools)
         if previous is not None and tools_print is not None and tools_print == previous.tools:
             builder.reuse(previous, previous.tools_span)
             custom = previous.tool_overhead[1]

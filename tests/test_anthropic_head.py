@@ -75,7 +75,13 @@ def test_the_tools_print_given_gives_the_same_head_and_build() -> None:
     body = _body()
     given = tools_print(body)
     assert given == pickle.dumps(body["tools"], 5)
-    assert conversation_head(body, tools=given) == conversation_head(body)
+    for _ in range(2):  # the second time looked up by the print
+        assert conversation_head(body, tools=given) == conversation_head(body)
+        assert conversation_head(body, tools=given).fixed[0] == _digest(body["tools"])
+    edited = _body()
+    edited["tools"][0]["description"] = "does 0 better"
+    assert conversation_head(edited, tools=tools_print(edited)).fixed[0] == _digest(edited["tools"])
+    assert _digest(edited["tools"]) != _digest(body["tools"])
     with_print = build_request(body, tools=given)
     without = build_request(body)
     assert with_print.tools == without.tools

@@ -21,11 +21,10 @@ interrupted, and by `holding` for a failure after admission but before the reque
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from . import limits, metering
 from ._guard import guarded
@@ -180,14 +179,36 @@ def check_allocation(provider: str, body: Mapping[str, Any] | None, model: str) 
         check(provider, body, targets, model=model)
 
 
-@contextmanager
-def holding(ctx: CallContext | None) -> Iterator[None]:
+class _OnRaise:
+    """A context manager that reports an exception leaving its block to `_raised`, and lets it
+    propagate. A class rather than ``@contextmanager`` (as `guarded`): it runs on every call."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: CallContext | None) -> None:
+        self.ctx = ctx
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> Literal[False]:
+        if exc is not None:
+            self._raised(exc)
+        return False
+
+    def _raised(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+
+class holding(_OnRaise):
     """Between admission and sending: any exit by an exception gives the call's hold back."""
-    try:
-        yield
-    except BaseException:
-        metering.abandon_call(ctx)
-        raise
+
+    __slots__ = ()
+
+    def _raised(self, exc: BaseException) -> None:
+        metering.abandon_call(self.ctx)
 
 
 def failed(ctx: CallContext | None, exc: BaseException) -> None:
@@ -202,14 +223,13 @@ def failed(ctx: CallContext | None, exc: BaseException) -> None:
     metering.finish_call(ctx, Usage(), status=status, error=type(exc).__name__)
 
 
-@contextmanager
-def sending(ctx: CallContext | None) -> Iterator[None]:
+class sending(_OnRaise):
     """Around the SDK's send: an exception records the call as `failed` and propagates."""
-    try:
-        yield
-    except BaseException as exc:
-        failed(ctx, exc)
-        raise
+
+    __slots__ = ()
+
+    def _raised(self, exc: BaseException) -> None:
+        failed(self.ctx, exc)
 
 
 def _interrupted(exc: BaseException) -> bool:

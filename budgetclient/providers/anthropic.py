@@ -29,7 +29,7 @@ from .._guard import guarded
 from ..admission import Admission, admit, holding, output_limit, sending
 from ..blocks import Ttl
 from ..estimate import TokenEstimate, estimate_request
-from ..formats.anthropic.blocks import conversation_head, prefix_shape, request_shape_of
+from ..formats.anthropic.blocks import Print, conversation_head, prefix_shape, request_shape_of, tools_print
 from ..formats.anthropic.estimate import estimate_input
 from ..formats.anthropic.prepare import PreparedRequest, observe_response, prepare_request
 from ..lineage import LineageRegistry, LineageState, current_conversation, lineage_key
@@ -292,8 +292,9 @@ class BudgetMiddleware(Middleware):
             # a beta ``thread`` continuation: the server holds the conversation, and the body carries
             # only the new turn, so there is no client-side prefix to place markers in or compare
             if not _server_side_thread(body):
-                state, stable = self._lineage(body, model, t)
-                prepared = self._place(body, state)
+                tools = tools_print(body)  # pickled once for both
+                state, stable = self._lineage(body, model, t, tools)
+                prepared = self._place(body, state, tools)
         send_body: Mapping[str, Any] = prepared.body if prepared is not None else body
         ctx = admit(
             Admission(
@@ -322,14 +323,16 @@ class BudgetMiddleware(Middleware):
                     request = _with_body(request, prepared.body)
         return _AnthropicAttempt(request=request, ctx=ctx, prepared=prepared, state=state)
 
-    def _lineage(self, body: Mapping[str, Any], model: str, t: Task | None) -> tuple[LineageState, str]:
+    def _lineage(
+        self, body: Mapping[str, Any], model: str, t: Task | None, tools: Print = None
+    ) -> tuple[LineageState, str]:
         """The conversation ``body`` belongs to, and its stable prefix's fingerprint."""
         named = current_conversation()
         key = lineage_key(
             self.client_key, PROVIDER, model, t.id if t else None, named, request_shape_of(body),
         )  # fmt: skip
         # bc.conversation names it; otherwise matched by content among the scope's conversations
-        head = conversation_head(body)
+        head = conversation_head(body, tools=tools)
         if named is not None:
             state = self.lineages.get(key)
         else:
@@ -339,7 +342,7 @@ class BudgetMiddleware(Middleware):
             state.prior_gaps = run_history.gaps(t.name, t.id, model, head.fingerprint)
         return state, head.fingerprint
 
-    def _place(self, body: Mapping[str, Any], state: LineageState) -> PreparedRequest:
+    def _place(self, body: Mapping[str, Any], state: LineageState, tools: Print = None) -> PreparedRequest:
         """The body to send, markers placed, and what placement concluded about its prefix."""
         return prepare_request(
             body,
@@ -349,6 +352,7 @@ class BudgetMiddleware(Middleware):
             state=state,
             now=self.now(),
             diagnostics=self.diagnostics,
+            tools=tools,
         )
 
     # -- after the attempt -------------------------------------------------------------------

@@ -35,6 +35,7 @@ from .reader import anthropic_block_parts, has_custom_tool
 __all__ = [
     "BuiltRequest",
     "build_request",
+    "tools_print",
     "conversation_head",
     "prefix_shape",
     "request_blocks",
@@ -80,7 +81,29 @@ def _marked(items: list[Any]) -> bool:
 def _section_digest(value: Any) -> bytes:
     """Digest of the tools, the system prompt or one message, without cache markers (callers move
     them). Pickled whole (`value_print`, C speed) rather than serialised to JSON per block: this
-    runs on every request before anything else is known about it."""
+    runs on every request before anything else is known about it.
+
+    A string or a plain-text message is looked up by its strings first (`_TEXT_DIGESTS`): the
+    caller resends the same string objects, so an unchanged system prompt or opening turn costs
+    a dict read (their hashes are cached in them), not a pickle and a hash of its whole text."""
+    kind = type(value)
+    key: tuple[str, ...] | None = None
+    if kind is str:
+        key = (value,)
+    elif kind is dict and len(value) == 2 and type(value.get("content")) is str:
+        role = value.get("role")
+        if type(role) is str and next(iter(value)) == "role":  # `_fingerprint`'s plain-text message
+            key = (role, value["content"])
+    if key is None:
+        return _section_digest_of(value)
+    digest = _TEXT_DIGESTS.get(key)
+    if digest is None:
+        digest = _section_digest_of(value)
+        _TEXT_DIGESTS.put(key, digest, sum(map(len, key)))
+    return digest
+
+
+def _section_digest_of(value: Any) -> bytes:
     if isinstance(value, list):
         if _marked(value):
             value = [_unmarked(item) for item in value]
@@ -91,6 +114,18 @@ def _section_digest(value: Any) -> bytes:
         value = _unmarked(value)
     raw = value_print(value)
     return block_digest(raw if raw is not None else raw_bytes(value))
+
+
+def _tools_digest(value: Any, given: Print) -> bytes:
+    """`_section_digest` of the tools, from their `tools_print` when it is the same pickle: looked
+    up by it first (`_TOOLS_DIGESTS`; a dict's hash of the bytes costs a fraction of BLAKE2b's)."""
+    if type(given) is bytes and type(value) is list and not _marked(value):
+        digest = _TOOLS_DIGESTS.get(given)
+        if digest is None:
+            digest = block_digest(given)
+            _TOOLS_DIGESTS.put(given, digest, len(given))
+        return digest
+    return _section_digest(value)
 
 
 def prefix_shape(body: Mapping[str, Any]) -> PrefixShape:
@@ -105,12 +140,23 @@ def _listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def conversation_head(body: Mapping[str, Any]) -> ConversationHead:
+def tools_print(body: Mapping[str, Any]) -> Print:
+    """The ``tools`` list's `_fingerprint`, made once per request: `conversation_head` and
+    `build_request` both take it (pickling a tools list is most of what either costs)."""
+    tools = body.get("tools")
+    return _fingerprint(tools) if isinstance(tools, list) else None
+
+
+def conversation_head(body: Mapping[str, Any], *, tools: Print = None) -> ConversationHead:
     """The request's start as a `lineage.ConversationHead`: which conversation it continues.
 
     Cheap: one digest of the tools, one of the system prompt and one of each of the first two
-    messages, never the whole prompt."""
-    fixed = tuple(_section_digest(body[name]) for name in ("tools", "system") if body.get(name))
+    messages, never the whole prompt. ``tools``: the body's `tools_print`, when already made."""
+    fixed = tuple(
+        _tools_digest(body[name], tools) if name == "tools" else _section_digest(body[name])
+        for name in ("tools", "system")
+        if body.get(name)
+    )
     messages = body.get("messages")
     opening = tuple(_section_digest(m) for m in messages[:2]) if isinstance(messages, list) else ()
     return ConversationHead(fixed=fixed, opening=opening)
@@ -280,6 +326,12 @@ _MESSAGE_LISTS: _Bounded[tuple[str, str, bytes, bytes], tuple[Block, ...]] = _Bo
 )
 """The blocks of a message's ``content`` list by model, label (index and role) and message print."""
 
+
+_TEXT_DIGESTS: _Bounded[tuple[str, ...], bytes] = _Bounded(_BLOCKS_MAX, _SERIALISED_MAX_BYTES)
+"""`_section_digest` of string shorthands by their `_fingerprint` (weighed by their characters)."""
+
+_TOOLS_DIGESTS: _Bounded[bytes, bytes] = _Bounded(256, _SERIALISED_MAX_BYTES)
+"""`_tools_digest` by the tools' `tools_print` (weighed by its bytes)."""
 
 Print = bytes | tuple[str, ...] | None
 """What a value is compared by on the next call (see `_fingerprint`)."""
@@ -537,13 +589,16 @@ def build_request(
     *,
     memo: dict[bytes, int] | None = None,
     previous: BuiltRequest | None = None,
+    tools: Print = None,
 ) -> BuiltRequest:
     """`request_blocks`, reusing ``previous``'s blocks for the tools, the system prompt and every
     message whose value is unchanged: an append-only conversation builds its new blocks only,
     and compares the rest in C (`_fingerprint`) rather than serialising and hashing it again.
 
-    ``previous`` must be a build of a request of the same conversation (a lineage's previous call).
+    ``previous`` must be a build of a request of the same conversation (a lineage's previous call);
+    ``tools``, when given, the body's `tools_print`.
     """
+    given_tools = tools
     model = str(body.get("model") or "")
     builder = _Builder(model, memo)
     if previous is not None and previous.request.model != model:
@@ -554,7 +609,7 @@ def build_request(
     tools_print = None
     custom = False
     if isinstance(tools, list):
-        tools_print = _fingerprint(tools)
+        tools_print = given_tools if given_tools is not None else _fingerprint(tools)
         if previous is not None and tools_print is not None and tools_print == previous.tools:
             builder.reuse(previous, previous.tools_span)
             custom = previous.tool_overhead[1]

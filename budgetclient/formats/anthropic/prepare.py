@@ -39,7 +39,7 @@ from ...placement import (
 )
 from ...pricing import rates_for
 from ...usage import Usage
-from .blocks import BuiltRequest, build_request
+from .blocks import BuiltRequest, Print, build_request
 from .markers import apply_markers
 
 __all__ = ["PreparedRequest", "observe_response", "prepare_request"]
@@ -121,8 +121,11 @@ def prepare_request(
     state: LineageState,
     now: float,
     diagnostics: bool = True,
+    tools: Print = None,
 ) -> PreparedRequest:
     """Fingerprint, compare with the previous call, place breakpoints; the body to send.
+
+    ``tools``: the body's `blocks.tools_print`, when the caller already made it.
 
     With ``drift="raise"`` and a drift found, the lineage is left as it was: the request will
     not be sent, so the next attempt is compared with the same previous call.
@@ -139,7 +142,7 @@ def prepare_request(
             return PreparedRequest(body=_as_dict(body), prefix_hash=None, drift=None, breakpoints=(),
                                    sequence=state.calls)
     with state.lock:
-        built = build_request(body, memo=state.token_memo, previous=_previous_build(state))
+        built = build_request(body, memo=state.token_memo, previous=_previous_build(state), tools=tools)
         request = built.request
         previous = state.prefix
         found: PrefixDrift | None = None

@@ -22,6 +22,7 @@ from budgetclient.plan import GUIDE_ALLOCATION
 from budgetclient.testing.fake_gemini import FakeGemini
 from budgetclient.testing.fake_openai import FakeOpenAI
 
+from ._held import held
 from .providers.wire import Wire, anthropic_message, anthropic_usage, json_response
 
 SYSTEM = "You are a careful assistant for the billing team. " * 60
@@ -85,9 +86,9 @@ def test_drift_raise_holds_no_budget(provider: str) -> None:
         _call(provider, client, SYSTEM)
         with pytest.raises(bc.PrefixDriftError):
             _call(provider, client, EDITED)
-        assert t._reserved == Decimal(0)
+        assert held(t) == Decimal(0)
         _call(provider, client, SYSTEM)  # the budget still admits the unchanged prefix
-    assert t.calls == 2 and t._reserved == Decimal(0)
+    assert t.calls == 2 and held(t) == Decimal(0)
 
 
 def _overloaded(request: httpx2.Request) -> httpx2.Response:
@@ -104,7 +105,7 @@ def test_sdk_error_holds_no_budget(provider: str, failure: Handler) -> None:
         with pytest.raises(Exception) as raised:
             _call(provider, client, SYSTEM)
         assert not isinstance(raised.value, bc.BudgetClientError)  # the SDK's own error
-        assert t._reserved == Decimal(0)
+        assert held(t) == Decimal(0)
     assert t.calls >= 1 and all(r.status == "error" for r in t.records)
 
 
@@ -149,14 +150,14 @@ def test_cancelled_call_holds_no_budget_on_every_provider(provider: str) -> None
         with bc.task("cancel", budget_usd=BUDGET) as t:
             job = asyncio.ensure_future(_acall(provider, client))
             await started.wait()
-            held = t._reserved
+            before = held(t)
             job.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await job
-            return held, t._reserved, t
+            return before, held(t), t
 
-    held, after, t = asyncio.run(run())
-    assert held > 0 and after == Decimal(0)
+    before, after, t = asyncio.run(run())
+    assert before > 0 and after == Decimal(0)
     (record,) = t.records
     assert (record.status, record.error) == ("incomplete", "CancelledError")
 
@@ -170,9 +171,9 @@ def test_abandoned_stream_holds_no_budget() -> None:
             messages=[{"role": "user", "content": "hi"}],
             stream=True,
         )
-        assert t._reserved > 0
+        assert held(t) > 0
         stream.close()  # never read
-        assert t._reserved == Decimal(0)
+        assert held(t) == Decimal(0)
     assert t.calls == 1
 
 
@@ -225,7 +226,7 @@ def test_gemini_interrupt_while_creating_its_cache_holds_no_budget() -> None:
         with pytest.raises(KeyboardInterrupt):
             for turn in range(4):  # an entry is first worth creating on the 4th call
                 client.models.generate_content(model=GEMINI, contents=f"turn {turn}", config=config)
-        assert t._reserved == Decimal(0)
+        assert held(t) == Decimal(0)
 
 
 def test_gemini_cancel_while_creating_its_cache_holds_no_budget() -> None:
@@ -250,7 +251,7 @@ def test_gemini_cancel_while_creating_its_cache_holds_no_budget() -> None:
                     await client.aio.models.generate_content(
                         model=GEMINI, contents=f"turn {turn}", config=config
                     )
-            return t._reserved
+            return held(t)
 
     assert asyncio.run(run()) == Decimal(0)
 
@@ -267,7 +268,7 @@ def test_a_budget_refuses_an_unpriced_model_before_sending(provider: str) -> Non
     misspelt = {"anthropic": "claude-sonet-4-6", "openai": "gpt-4oo", "google": "gemini-2.5-flsh"}[provider]
     with bc.task("unpriced", budget_usd="0.01") as t, pytest.raises(bc.UnpricedModelError) as info:
         _call_model(provider, client, misspelt)
-    assert not sent and t.calls == 0 and t._reserved == 0
+    assert not sent and t.calls == 0 and held(t) == 0
     assert repr(misspelt) in str(info.value) and "bc.configure(prices=" in str(info.value)
     with bc.task("allowed", budget_usd="0.01", on_unpriced="allow"), pytest.raises(Exception) as failed:
         _call_model(provider, client, misspelt)  # sent (and refused by the wire), as without a budget

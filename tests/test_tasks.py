@@ -11,6 +11,8 @@ import pytest
 import budgetclient as bc
 from budgetclient import metering
 
+from ._held import held
+
 # Literal test prices, USD per million tokens.
 RATES = {
     "input": Decimal("2"),
@@ -221,7 +223,7 @@ def test_parent_budget_applies_to_child_calls() -> None:
 def test_budget_refuses_a_call_it_cannot_price() -> None:
     with pytest.raises(bc.UnpricedModelError) as info, bc.task("b", budget_usd=1) as t:
         fake_call(U2, model="mystery-model-1", estimate=10)
-    assert t.calls == 0 and t._reserved == 0  # nothing sent, nothing held
+    assert t.calls == 0 and held(t) == 0  # nothing sent, nothing held
     assert isinstance(info.value, bc.BudgetExceeded) and info.value.model == "mystery-model-1"
     message = str(info.value)
     assert "'mystery-model-1'" in message and "bc.configure(prices=" in message
@@ -293,22 +295,22 @@ def test_cap_mode_holds_the_worst_case_and_settles_to_the_cost() -> None:
     per_call = bc.Usage(input_tokens=1000, output_tokens=100, requests=1)
     worst = (1000 * RATES["input"] + 200 * RATES["output"]) / MTOK
     with bc.task("cap", budget_usd=worst * 2) as t:  # room for two worst cases held at once
-        held = [_begin(input_tokens=1000, max_output_tokens=200) for _ in range(2)]
-        assert t._reserved == 2 * worst
+        contexts = [_begin(input_tokens=1000, max_output_tokens=200) for _ in range(2)]
+        assert held(t) == 2 * worst
         with pytest.raises(bc.BudgetExceeded) as info:  # a third would pass the budget at worst
             _begin(input_tokens=1000, max_output_tokens=200)
         assert info.value.estimate_usd == worst
-        for ctx in held:
+        for ctx in contexts:
             metering.finish_call(ctx, per_call)
-    assert t._reserved == 0 and t.cost == 2 * expected_cost(per_call)
+    assert held(t) == 0 and t.cost == 2 * expected_cost(per_call)
 
 
 def test_estimate_mode_holds_the_input_estimate_only() -> None:
     with bc.task("soft", budget_usd=1, budget_mode="estimate") as t:
         ctx = _begin(input_tokens=1000, max_output_tokens=200)
-        assert t._reserved == 1000 * RATES["input"] / MTOK
+        assert held(t) == 1000 * RATES["input"] / MTOK
         metering.finish_call(ctx, U2)
-    assert t._reserved == 0
+    assert held(t) == 0
 
 
 def test_a_task_keeps_its_last_records_and_exact_totals() -> None:

@@ -19,6 +19,8 @@ from google.genai import types as gtypes
 import budgetclient as bc
 from budgetclient.testing import FakeAnthropic, FakeGemini, FakeOpenAI
 
+from .._held import held
+
 MTOK = Decimal(1_000_000)
 BUDGET = Decimal("0.05")
 PRICES = {  # USD per million tokens: output dear, so that the output limit is most of a worst case
@@ -53,7 +55,7 @@ def _check(t: bc.Task, refused: int) -> None:
     assert t.cost == spent
     assert spent <= BUDGET, f"spent {spent} > budget {BUDGET} over {t.calls} calls"
     assert refused > 0 and t.calls > 0  # the budget was reached and refused the rest
-    assert t._reserved == 0
+    assert held(t) == 0
 
 
 def _sync_call(provider: str) -> Callable[[], Any]:

@@ -24,6 +24,8 @@ import pytest
 import budgetclient as bc
 from budgetclient.ledger import open_ledger
 
+from .._held import held
+
 MODEL = "conc-model"
 KEY = "sk-ant-api03-concurrency-0123456789"
 MTOK = Decimal(1_000_000)
@@ -170,7 +172,7 @@ async def test_asyncio_tasks_with_their_own_budget_tasks(ledger_url: str) -> Non
         numbers = range(k * per_job, (k + 1) * per_job)
         assert t.calls == per_job
         assert t.cost == sum(cost_for(n) for n in numbers)
-        assert t._reserved == 0
+        assert held(t) == 0
     assert root.cost == sum(cost_for(n) for n in range(jobs * per_job))
     assert bc.flush(10)
     assert len(open_ledger(ledger_url).read_calls()) == jobs * per_job

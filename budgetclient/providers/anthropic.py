@@ -646,8 +646,9 @@ def _init_client(client: Any, sdk_cls: Any, kwargs: dict[str, Any]) -> None:
 
 
 def _install_attempt_hook(client: Any) -> None:
-    """The fast seam: meter each HTTP attempt in the SDK's per-attempt ``_attempt_request`` (the
-    client's own, set on the instance) and send without the SDK's middleware chain, when
+    """The fast seam: meter each HTTP attempt in the SDK's per-attempt ``_attempt_request`` (our
+    classes override it, `_hook_class`; an SDK-class client from ``wrap`` gets one on the
+    instance) and send without the SDK's middleware chain, when
     budgetclient's middleware is the client's only one.
 
     The middleware chain costs an ``APIRequest``, its headers built twice and an options copy per
@@ -656,41 +657,103 @@ def _install_attempt_hook(client: Any) -> None:
     and the hook only forwards. Without the hook (another SDK version) the middleware meters, as
     before; `tests/providers/test_anthropic_contract.py` names what is used here.
     """
-    chain = getattr(client, "_middleware", None)
-    if not isinstance(chain, tuple) or len(chain) != 1 or not isinstance(chain[0], BudgetMiddleware):
+    middleware = _only_budget_middleware(client)
+    if middleware is None:
         return  # the caller's middleware as well: budgetclient's stays in the chain, innermost
-    middleware: BudgetMiddleware = chain[0]
     try:
         attributes = vars(client)
-        send = type(client)._attempt_request
-        if "_middleware_chain" not in attributes or not callable(send):
-            raise AttributeError("_middleware_chain / _attempt_request")
-        bound = send.__get__(client)
-        hooked: Callable[..., Any]
-        if inspect.iscoroutinefunction(send):
-
-            async def hooked_async(
-                options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
-            ) -> Any:
-                if _METERED_BY_MIDDLEWARE.get():
-                    return await bound(options, stream=stream, retries_taken=retries_taken, call=call)
-                return await middleware.attempt_async(bound, options, stream, retries_taken, call)
-
-            hooked = hooked_async
-        else:
-
-            def hooked_sync(
-                options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
-            ) -> Any:
-                if _METERED_BY_MIDDLEWARE.get():
-                    return bound(options, stream=stream, retries_taken=retries_taken, call=call)
-                return middleware.attempt(bound, options, stream, retries_taken, call)
-
-            hooked = hooked_sync
-        attributes["_attempt_request"] = hooked
+        if "_middleware_chain" not in attributes:
+            raise AttributeError("_middleware_chain")
+        if not _class_hooked(type(client)):  # an SDK-class client (``wrap``): on the instance
+            attributes["_attempt_request"] = _instance_hook(client, middleware)
         attributes["_middleware_chain"] = None
     except Exception as exc:  # the middleware chain, untouched, meters every attempt
         _hook_unavailable("client._attempt_request / client._middleware_chain (attempt hook)", exc)
+
+
+def _only_budget_middleware(client: Any) -> BudgetMiddleware | None:
+    """budgetclient's middleware when it is the client's only one (the attempt hook then meters)."""
+    chain = getattr(client, "_middleware", None)
+    if type(chain) is tuple and len(chain) == 1 and isinstance(chain[0], BudgetMiddleware):
+        return chain[0]
+    return None
+
+
+def _sdk_attempt_request(cls: type) -> Callable[..., Any]:
+    """The SDK's ``_attempt_request`` as a plain function (a coroutine function for async clients);
+    raises AttributeError when the installed SDK has none (the chain meters then)."""
+    send = inspect.getattr_static(cls, "_attempt_request", None)
+    if not inspect.isfunction(send):
+        raise AttributeError(f"{cls.__name__}._attempt_request is {type(send).__name__}, not a method")
+    return send
+
+
+def _instance_hook(client: Any, middleware: BudgetMiddleware) -> Callable[..., Any]:
+    """``_attempt_request`` for one SDK-class client (``wrap``), set on the instance."""
+    send = _sdk_attempt_request(type(client))
+    bound = send.__get__(client)
+    if inspect.iscoroutinefunction(send):
+
+        async def hooked_async(
+            options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
+        ) -> Any:
+            if _METERED_BY_MIDDLEWARE.get():
+                return await bound(options, stream=stream, retries_taken=retries_taken, call=call)
+            return await middleware.attempt_async(bound, options, stream, retries_taken, call)
+
+        return hooked_async
+
+    def hooked_sync(
+        options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
+    ) -> Any:
+        if _METERED_BY_MIDDLEWARE.get():
+            return bound(options, stream=stream, retries_taken=retries_taken, call=call)
+        return middleware.attempt(bound, options, stream, retries_taken, call)
+
+    return hooked_sync
+
+
+_HOOKED_CLASSES: set[type] = set()
+
+
+def _class_hooked(cls: type) -> bool:
+    return any(base in _HOOKED_CLASSES for base in cls.__mro__)
+
+
+def _hook_class(cls: type, sdk_cls: type) -> None:
+    """Our client classes meter each attempt in a ``_attempt_request`` of the class, not one set
+    on each instance: a client's state stays what the SDK's own class holds (``vars()`` of a copy
+    equals the original's, as the SDK's copy tests check)."""
+    try:
+        send = _sdk_attempt_request(sdk_cls)
+    except AttributeError as exc:
+        _hook_unavailable(f"{sdk_cls.__name__}._attempt_request (attempt hook)", exc)
+        return
+    if inspect.iscoroutinefunction(send):
+
+        async def _attempt_request_async(
+            self: Any, options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
+        ) -> Any:
+            bound = send.__get__(self)
+            middleware = _only_budget_middleware(self)
+            if middleware is None or _METERED_BY_MIDDLEWARE.get():
+                return await bound(options, stream=stream, retries_taken=retries_taken, call=call)
+            return await middleware.attempt_async(bound, options, stream, retries_taken, call)
+
+        cls._attempt_request = _attempt_request_async  # type: ignore[attr-defined]
+    else:
+
+        def _attempt_request(
+            self: Any, options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
+        ) -> Any:
+            bound = send.__get__(self)
+            middleware = _only_budget_middleware(self)
+            if middleware is None or _METERED_BY_MIDDLEWARE.get():
+                return bound(options, stream=stream, retries_taken=retries_taken, call=call)
+            return middleware.attempt(bound, options, stream, retries_taken, call)
+
+        cls._attempt_request = _attempt_request  # type: ignore[attr-defined]
+    _HOOKED_CLASSES.add(cls)
 
 
 def _arrange_copy(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -882,6 +945,7 @@ _OURS: tuple[type, ...] = (Anthropic, AsyncAnthropic)
 
 for _cls, _sdk_cls in ((Anthropic, _SDK_ANTHROPIC), (AsyncAnthropic, _SDK_ASYNC_ANTHROPIC)):
     show_sdk_signatures(_cls, _sdk_cls)
+    _hook_class(_cls, _sdk_cls)
 
 
 def _callers_middleware(client: Any) -> tuple[MiddlewareInput, ...]:

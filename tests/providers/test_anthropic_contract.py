@@ -255,7 +255,8 @@ def test_the_attempt_hook_meters_each_call_once_without_the_chain() -> None:
         bc.Anthropic(api_key="k", base_url=BASE_URL, http_client=wire.client(), max_retries=0),
         bc.wrap(sdk_client(wire, max_retries=0)),
     ):
-        assert "_attempt_request" in vars(client) and client._middleware_chain is None
+        hooked = "_attempt_request" in vars(client) or type(client) in (bc.Anthropic, bc.AsyncAnthropic)
+        assert hooked and client._middleware_chain is None
         assert isinstance(client._middleware[-1], BudgetMiddleware)  # copies keep it
         with bc.task("t") as t:
             client.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
@@ -278,3 +279,16 @@ def test_without_the_attempt_hook_the_middleware_meters(monkeypatch: pytest.Monk
     assert client._middleware_chain is not None
     assert t.calls == 2 and t.usage.input_tokens == 20
     assert len([e for e in logs if e["event"] == "sdk.hook_unavailable"]) == 1
+
+
+@pytest.mark.parametrize("cls", [bc.Anthropic, bc.AsyncAnthropic])
+def test_our_clients_hold_the_sdk_clients_state(cls: type) -> None:
+    """The attempt hook is a method of our classes, not an attribute of each client: a copy's
+    ``vars()`` equals the original's but for what the SDK itself builds per client (its copy tests)."""
+    client = cls(api_key="k", base_url=BASE_URL)
+    copied = client.copy()
+    assert "_attempt_request" not in vars(client) and "_attempt_request" in vars(cls)
+    built = {"_otel", "_middleware_chain", "_custom_auth", "messages", "beta"}
+    assert {k: v for k, v in vars(copied).items() if k not in built} == {
+        k: v for k, v in vars(client).items() if k not in built
+    }

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MethodType
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, cast
 from urllib.parse import urlsplit
 
@@ -657,15 +658,15 @@ def _install_attempt_hook(client: Any) -> None:
     and the hook only forwards. Without the hook (another SDK version) the middleware meters, as
     before; `tests/providers/test_anthropic_contract.py` names what is used here.
     """
-    middleware = _only_budget_middleware(client)
-    if middleware is None:
+    if _only_budget_middleware(client) is None:
         return  # the caller's middleware as well: budgetclient's stays in the chain, innermost
     try:
         attributes = vars(client)
         if "_middleware_chain" not in attributes:
             raise AttributeError("_middleware_chain")
         if not _class_hooked(type(client)):  # an SDK-class client (``wrap``): on the instance
-            attributes["_attempt_request"] = _instance_hook(client, middleware)
+            hook = _attempt_hook(_sdk_attempt_request(type(client)))
+            attributes["_attempt_request"] = MethodType(hook, client)
         attributes["_middleware_chain"] = None
     except Exception as exc:  # the middleware chain, untouched, meters every attempt
         _hook_unavailable("client._attempt_request / client._middleware_chain (attempt hook)", exc)
@@ -688,50 +689,16 @@ def _sdk_attempt_request(cls: type) -> Callable[..., Any]:
     return send
 
 
-def _instance_hook(client: Any, middleware: BudgetMiddleware) -> Callable[..., Any]:
-    """``_attempt_request`` for one SDK-class client (``wrap``), set on the instance."""
-    send = _sdk_attempt_request(type(client))
-    bound = send.__get__(client)
+_HOOK_MARK = "_budgetclient_attempt_hook"
+
+
+def _attempt_hook(send: Callable[..., Any]) -> Callable[..., Any]:
+    """``_attempt_request(self, options, ...)`` around the SDK's ``send``: metered here when
+    budgetclient's middleware is the client's only one, forwarded when the chain metered it."""
+    hooked: Callable[..., Any]
     if inspect.iscoroutinefunction(send):
 
         async def hooked_async(
-            options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
-        ) -> Any:
-            if _METERED_BY_MIDDLEWARE.get():
-                return await bound(options, stream=stream, retries_taken=retries_taken, call=call)
-            return await middleware.attempt_async(bound, options, stream, retries_taken, call)
-
-        return hooked_async
-
-    def hooked_sync(
-        options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
-    ) -> Any:
-        if _METERED_BY_MIDDLEWARE.get():
-            return bound(options, stream=stream, retries_taken=retries_taken, call=call)
-        return middleware.attempt(bound, options, stream, retries_taken, call)
-
-    return hooked_sync
-
-
-_HOOKED_CLASSES: set[type] = set()
-
-
-def _class_hooked(cls: type) -> bool:
-    return any(base in _HOOKED_CLASSES for base in cls.__mro__)
-
-
-def _hook_class(cls: type, sdk_cls: type) -> None:
-    """Our client classes meter each attempt in a ``_attempt_request`` of the class, not one set
-    on each instance: a client's state stays what the SDK's own class holds (``vars()`` of a copy
-    equals the original's, as the SDK's copy tests check)."""
-    try:
-        send = _sdk_attempt_request(sdk_cls)
-    except AttributeError as exc:
-        _hook_unavailable(f"{sdk_cls.__name__}._attempt_request (attempt hook)", exc)
-        return
-    if inspect.iscoroutinefunction(send):
-
-        async def _attempt_request_async(
             self: Any, options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
         ) -> Any:
             bound = send.__get__(self)
@@ -740,10 +707,10 @@ def _hook_class(cls: type, sdk_cls: type) -> None:
                 return await bound(options, stream=stream, retries_taken=retries_taken, call=call)
             return await middleware.attempt_async(bound, options, stream, retries_taken, call)
 
-        cls._attempt_request = _attempt_request_async  # type: ignore[attr-defined]
+        hooked = hooked_async
     else:
 
-        def _attempt_request(
+        def hooked_sync(
             self: Any, options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
         ) -> Any:
             bound = send.__get__(self)
@@ -752,8 +719,24 @@ def _hook_class(cls: type, sdk_cls: type) -> None:
                 return bound(options, stream=stream, retries_taken=retries_taken, call=call)
             return middleware.attempt(bound, options, stream, retries_taken, call)
 
-        cls._attempt_request = _attempt_request  # type: ignore[attr-defined]
-    _HOOKED_CLASSES.add(cls)
+        hooked = hooked_sync
+    setattr(hooked, _HOOK_MARK, True)
+    return hooked
+
+
+def _class_hooked(cls: type) -> bool:
+    """Whether ``cls`` (ours, or a subclass of ours) meters attempts in its own ``_attempt_request``."""
+    return bool(getattr(inspect.getattr_static(cls, "_attempt_request", None), _HOOK_MARK, False))
+
+
+def _hook_class(cls: type, sdk_cls: type) -> None:
+    """Our client classes meter each attempt in a ``_attempt_request`` of the class, not one set
+    on each instance: a client's state stays what the SDK's own class holds (``vars()`` of a copy
+    equals the original's, as the SDK's copy tests check)."""
+    try:
+        cls._attempt_request = _attempt_hook(_sdk_attempt_request(sdk_cls))  # type: ignore[attr-defined]
+    except AttributeError as exc:
+        _hook_unavailable(f"{sdk_cls.__name__}._attempt_request (attempt hook)", exc)
 
 
 def _arrange_copy(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -49,8 +49,13 @@ class ForkSafeConnection:
     _lock: threading.Lock
 
     def _track_forks(self) -> None:
-        """Call once from ``__init__``, after ``_conn`` and ``_lock`` exist."""
-        _instances.add(self)
+        """Call once from ``__init__``, after ``_conn`` and ``_lock`` exist, before connecting.
+
+        Waits while a ``fork()`` is in progress: a ledger registered after the fork looked at the
+        live ones would start connecting unseen, and the child would find it mid-connect.
+        """
+        with _registering:
+            _instances.add(self)
 
     def _close_inherited_after_fork(self, conn: Any) -> bool:
         """Release an inherited connection that was idle at the fork; False keeps it referenced."""
@@ -72,9 +77,13 @@ class ForkSafeConnection:
 
 _instances: weakref.WeakSet[ForkSafeConnection] = weakref.WeakSet()
 _held: list[tuple[ForkSafeConnection, threading.Lock]] = []
+_registering = threading.Lock()
+"""Held from before a fork until after it: no ledger joins `_instances` (and starts connecting)
+once the fork has taken its list, so every ledger the child inherits was waited for."""
 
 
 def _before_fork() -> None:
+    _registering.acquire()
     deadline = time.monotonic() + FORK_WAIT_S
     for ledger in list(_instances):
         lock = ledger._lock
@@ -86,9 +95,12 @@ def _after_fork_in_parent() -> None:
     while _held:
         _, lock = _held.pop()
         lock.release()
+    _registering.release()
 
 
 def _after_fork_in_child() -> None:
+    global _registering
+    _registering = threading.Lock()
     idle = {id(ledger) for ledger, _ in _held}
     _held.clear()
     for ledger in list(_instances):

@@ -90,3 +90,38 @@ def test_a_child_forked_in_the_middle_of_a_write_refuses_the_file_instead_of_han
         conn.execute("COMMIT")
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     ledger.close()
+
+
+def test_a_fork_while_another_thread_opens_a_ledger_waits_for_the_open(tmp_path: Path) -> None:
+    """A ledger opened by another thread just as ``fork()`` runs (the writer's first open, a report's
+    reader) was missed by the fork's wait: the child found the file half-connected in its parent
+    and refused it, so its records went to the spill file (1 of 10 children in CI). The fork now
+    waits for every open in progress, and no open starts during it."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_ledger(url).close()
+    stop = threading.Event()
+
+    def open_and_close() -> None:
+        while not stop.is_set():
+            open_ledger(url).close()
+
+    opener = threading.Thread(target=open_and_close)
+    opener.start()
+    failed = []
+    try:
+        for _ in range(60):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    open_ledger(url).close()
+                    code = 0
+                finally:
+                    os._exit(code)
+            failed += [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]
+    finally:
+        stop.set()
+        opener.join()
+    assert not any(failed), failed

@@ -102,6 +102,23 @@ def test_an_equal_text_that_is_another_object_costs_a_rebuild_not_a_wrong_answer
     _same_as_fresh(body, built)
 
 
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        ([], [{"type": "text", "text": "x"}]),  # an empty list's pickle could be continued by a dict
+        ({}, {"type": "text"}),
+        ("text", [{"type": "text", "text": "text"}]),
+    ],
+)
+def test_a_message_that_is_not_a_dict_never_lets_the_seal_miss_a_change(before: Any, after: Any) -> None:
+    body = _tool_loop(2)
+    body["messages"].append(before)
+    built = _same_as_fresh(body, None)
+    body["messages"][-1] = after
+    body["messages"].append(_assistant(9, 0))
+    _same_as_fresh(body, built)
+
+
 @pytest.mark.parametrize("which", range(9))
 def test_a_change_to_an_earlier_message_is_seen_through_the_seal(which: int) -> None:
     body = _tool_loop(3)

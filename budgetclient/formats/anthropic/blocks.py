@@ -463,9 +463,9 @@ def _seal(messages: list[Any], seed: Seed) -> bytes | None:
 def _extends_seal(now: bytes, before: bytes) -> bool:
     """Whether seal ``now`` holds ``before``'s messages first, unchanged, then only whole messages.
 
-    Both lists have 2 to `_SEAL_MAX_MESSAGES` items, written ``] BINPUT ( item... e .``. After
-    ``before``'s items, ``now`` either ends as it did or starts a new dict (``}``): a continuation of
-    the last item (more keys for it) would start otherwise."""
+    Both lists have 2 to `_SEAL_MAX_MESSAGES` items, all ``dict``s, written ``] BINPUT ( item... e .``.
+    After ``before``'s items, ``now`` either ends as it did or starts a new dict (``}``): a
+    continuation of the last one (more keys for it) would start with ``(`` or a key, never ``}``."""
     if not before.endswith(b"e."):
         return False
     items = len(before) - 2
@@ -795,7 +795,11 @@ def build_request(
         sealed = previous.seal if previous is not None else None
         known = len(old)
         printed: list[Print] | None = None
-        sealable = 2 <= len(messages) <= _SEAL_MAX_MESSAGES
+        # dicts only: after a dict's items the pickler starts a new item with "}" (EMPTY_DICT) and
+        # never continues the dict so (`_extends_seal`); an empty list could be appended to
+        sealable = 2 <= len(messages) <= _SEAL_MAX_MESSAGES and list(map(type, messages)).count(dict) == len(
+            messages
+        )
         if sealed is not None and sealable and known <= len(messages):
             now = _seal(messages, sealed[1])
             if now is not None and len(now) <= 2 * sealed[2] + 65_536 and _extends_seal(now, sealed[0]):

@@ -31,12 +31,15 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Literal
 
 from ._money import usd
 from ._redact import mask_secrets, masked_window
 from .blocks import Block, block_digest, first_divergence, raw_bytes
 from .hooks import Hooks
+
+_DIGEST = attrgetter("digest")
 
 __all__ = [
     "DriftCause",
@@ -185,7 +188,7 @@ def prefix_fingerprint(blocks: Sequence[Block], params: Sequence[tuple[str, int,
         if position <= cut:
             h.update(b"p" + name.encode() + b"\0" + block_digest(data))
     if blocks:
-        h.update(b"b" + b"b".join([block.digest for block in blocks]))  # = one update per block
+        h.update(b"b" + b"b".join(map(_DIGEST, blocks)))  # = one update per block
     return h.hexdigest()
 
 

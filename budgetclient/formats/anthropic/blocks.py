@@ -10,10 +10,13 @@ they receive the finished `RequestBlocks`.
 
 from __future__ import annotations
 
+import io
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from json.encoder import encode_basestring
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
 from ...blocks import (
@@ -87,19 +90,23 @@ def _section_digest(value: Any) -> bytes:
     caller resends the same string objects, so an unchanged system prompt or opening turn costs
     a dict read (their hashes are cached in them), not a pickle and a hash of its whole text."""
     kind = type(value)
-    key: tuple[str, ...] | None = None
+    key: tuple[Any, ...] | None = None
     if kind is str:
         key = (value,)
-    elif kind is dict and len(value) == 2 and type(value.get("content")) is str:
+    elif kind is dict and len(value) == 2:
         role = value.get("role")
-        if type(role) is str and next(iter(value)) == "role":  # `_fingerprint`'s plain-text message
-            key = (role, value["content"])
+        content = value.get("content")
+        if type(role) is str and next(iter(value)) == "role":  # `_fingerprint`'s message prints
+            if type(content) is str:
+                key = (role, content)
+            elif type(content) is list:
+                key = _content_print(role, content)
     if key is None:
         return _section_digest_of(value)
     digest = _TEXT_DIGESTS.get(key)
     if digest is None:
         digest = _section_digest_of(value)
-        _TEXT_DIGESTS.put(key, digest, sum(map(len, key)))
+        _TEXT_DIGESTS.put(key, digest, _print_size(key))
     return digest
 
 
@@ -119,12 +126,16 @@ def _section_digest_of(value: Any) -> bytes:
 def _tools_digest(value: Any, given: Print) -> bytes:
     """`_section_digest` of the tools, from their `tools_print` when it is the same pickle: looked
     up by it first (`_TOOLS_DIGESTS`; a dict's hash of the bytes costs a fraction of BLAKE2b's)."""
-    if type(given) is bytes and type(value) is list and not _marked(value):
+    if type(given) is bytes and type(value) is list:
+        # only an unmarked list's print is stored, and an equal print is an equal value: a hit
+        # needs no look for markers (20 tool schemas walked in Python)
         digest = _TOOLS_DIGESTS.get(given)
-        if digest is None:
+        if digest is not None:
+            return digest
+        if not _marked(value):
             digest = block_digest(given)
             _TOOLS_DIGESTS.put(given, digest, len(given))
-        return digest
+            return digest
     return _section_digest(value)
 
 
@@ -319,22 +330,28 @@ _TEXT_BLOCKS: _Bounded[tuple[Any, ...], Block] = _Bounded(_BLOCKS_MAX, _SERIALIS
 _TEXT_BLOCK_HEAD = b'{"type":"text","text":'
 _json_string = encode_basestring
 """A JSON string literal exactly as `blocks.compact_json` writes one (``ensure_ascii=False``)."""
-_LISTS: _Bounded[tuple[str, str, bytes, bytes], tuple[Block, ...]] = _Bounded(256, _SERIALISED_MAX_BYTES)
+_LISTS: _Bounded[tuple[str, str, bytes, Print], tuple[Block, ...]] = _Bounded(256, _SERIALISED_MAX_BYTES)
 """The blocks of whole ``tools`` / ``system`` lists by model and value print (see `_Builder.add_list`)."""
-_MESSAGE_LISTS: _Bounded[tuple[str, str, bytes, bytes], tuple[Block, ...]] = _Bounded(
+_MESSAGE_LISTS: _Bounded[tuple[str, str, bytes, Print], tuple[Block, ...]] = _Bounded(
     _BLOCKS_MAX, _SERIALISED_MAX_BYTES
 )
 """The blocks of a message's ``content`` list by model, label (index and role) and message print."""
 
 
-_TEXT_DIGESTS: _Bounded[tuple[str, ...], bytes] = _Bounded(_BLOCKS_MAX, _SERIALISED_MAX_BYTES)
-"""`_section_digest` of string shorthands by their `_fingerprint` (weighed by their characters)."""
+_TEXT_DIGESTS: _Bounded[tuple[Any, ...], bytes] = _Bounded(_BLOCKS_MAX, _SERIALISED_MAX_BYTES)
+"""`_section_digest` of string shorthands and messages by their `_fingerprint` (weighed by their
+characters)."""
 
 _TOOLS_DIGESTS: _Bounded[bytes, bytes] = _Bounded(256, _SERIALISED_MAX_BYTES)
 """`_tools_digest` by the tools' `tools_print` (weighed by its bytes)."""
 
-Print = bytes | tuple[str, ...] | None
+Print = bytes | tuple[Any, ...] | None
 """What a value is compared by on the next call (see `_fingerprint`)."""
+
+
+_ROLE_CONTENT = ("role", "content")
+_ROLE_AND_CONTENT = itemgetter("role", "content")
+_STR_ONLY = frozenset({str})
 
 
 def _fingerprint(value: Any) -> Print:
@@ -342,17 +359,137 @@ def _fingerprint(value: Any) -> Print:
 
     A plain-text message (``{"role": ..., "content": "..."}``) or a string is kept as its strings:
     the caller resends the same string objects, so the comparison is an identity check, whatever
-    the text's length. Anything else is compared by `blocks.value_print` (in C, exact).
+    the text's length. A message whose content is a list of blocks is kept as `_content_print`
+    (its strings too, the rest pickled). Anything else is compared by `blocks.value_print` (in
+    C, exact).
     """
     kind = type(value)
     if kind is str:
         return (value,)
     if kind is dict and len(value) == 2:
         role = value.get("role")
-        text = value.get("content")
-        if type(role) is str and type(text) is str and next(iter(value)) == "role":
-            return (role, text)
+        content = value.get("content")
+        if type(role) is str and next(iter(value)) == "role":
+            if type(content) is str:
+                return (role, content)
+            if type(content) is list:
+                printed = _content_print(role, content)
+                if printed is not None:
+                    return printed
     return value_print(value)
+
+
+def _content_print(role: str, content: list[Any]) -> tuple[Any, ...] | None:
+    """A message's ``content`` list kept as the caller's strings: ``None``, the role, then each
+    block as the tuple of its ``(key, value)`` pairs, a value that is not a string as its
+    `value_print`. The SDK copies the dicts on every call but keeps the caller's strings, so
+    comparing two of these is mostly identity checks, where pickling copies every byte of text.
+
+    Exact: keys are strings, values strings or bytes (``str`` never equals ``bytes``), in their
+    order, so equal prints are equal strings and equal pickles in the same places: the same JSON.
+    The leading ``None`` keeps it apart from the all-string prints of `_fingerprint`. ``None``: a
+    block that is not a ``dict`` with string keys, or a value that cannot be pickled.
+    """
+    out: list[Any] = [None, role]
+    append = out.append
+    for block in content:
+        if type(block) is not dict:
+            return None
+        if _STR_ONLY.issuperset(map(type, chain(block, block.values()))):
+            append(tuple(block.items()))  # all strings: the pairs themselves
+            continue
+        pairs = []
+        for key, item in block.items():
+            if type(key) is not str:
+                return None
+            if type(item) is not str:
+                item = value_print(item)
+                if item is None:
+                    return None
+            pairs.append((key, item))
+        append(tuple(pairs))
+    return tuple(out)
+
+
+def _message_prints(messages: list[Any]) -> tuple[list[Print], bool]:
+    """`_fingerprint` of each message, and whether all are plain text. A conversation of plain-text
+    messages only (every message a ``dict`` whose keys are ``role`` then ``content``, both strings)
+    is printed in C: its prints are those pairs, with no Python call per message."""
+    n = len(messages)
+    try:
+        if (
+            list(map(type, messages)).count(dict) == n
+            and list(map(tuple, messages)).count(_ROLE_CONTENT) == n
+        ):
+            prints: list[Print] = list(map(_ROLE_AND_CONTENT, messages))
+            if set(map(type, chain.from_iterable(prints))) <= _STR_ONLY:  # type: ignore[arg-type]
+                return prints, True
+    except TypeError:  # a message that is not iterable: printed one by one below
+        pass
+    return [_fingerprint(message) for message in messages], False
+
+
+Seed = dict[int, tuple[int, str]]
+"""A pickler memo of strings (``id`` → (index, string), indices ``0..n-1``), see `_seal`."""
+
+Sealed = tuple[bytes, Seed, int]
+"""A conversation's `_seal`, its seed, and the seal's size when the seed was made."""
+
+_SEAL_PROTOCOL = 2
+"""Unframed, and a list's items written one after the other between ``(`` and ``e``: the seal of a
+longer conversation starts with the bytes of the shorter one's items."""
+_SEAL_MAX_MESSAGES = 1_000
+"""The pickler writes a list's items in batches of 1,000: more, and a batch ends in the middle."""
+_SEEDED_CHARS = 256
+"""Strings at least this long are seeded (shorter ones cost less to copy than to look up)."""
+
+
+def _seal(messages: list[Any], seed: Seed) -> bytes | None:
+    """The messages pickled with ``seed`` as the pickler's memo: a string of the seed is written as
+    a reference to its index, not copied, so the pickle of a conversation costs its structure,
+    not its text. Made with the same seed, one seal starting with another's items
+    (`_extends_seal`) proves those messages unchanged, the seeded strings by identity: exact, as
+    `blocks.value_print`. ``None``: not picklable."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, _SEAL_PROTOCOL)
+    pickler.memo = seed  # the memo setter copies it: the seed stays as it is
+    try:
+        pickler.dump(messages)
+    except Exception:  # not picklable, or too deep: the messages are printed one by one
+        return None
+    return buffer.getvalue()
+
+
+def _extends_seal(now: bytes, before: bytes) -> bool:
+    """Whether seal ``now`` holds ``before``'s messages first, unchanged, then only whole messages.
+
+    Both lists have 2 to `_SEAL_MAX_MESSAGES` items, all ``dict``s, written ``] BINPUT ( item... e .``.
+    After ``before``'s items, ``now`` either ends as it did or starts a new dict (``}``): a
+    continuation of the last one (more keys for it) would start with ``(`` or a key, never ``}``."""
+    if not before.endswith(b"e."):
+        return False
+    items = len(before) - 2
+    if not now.startswith(before[:items]):
+        return False
+    following = now[items : items + 1]
+    return following == b"}" or now == before
+
+
+def _seed_of(prints: Sequence[Print]) -> Seed:
+    """The long strings the messages' prints hold (the caller's), at indices ``0..n-1``."""
+    seed: Seed = {}
+    for printed in prints:
+        if type(printed) is not tuple:
+            continue
+        texts = (
+            printed
+            if printed[:1] != (None,)
+            else (printed[1], *(v for pairs in printed[2:] for _, v in pairs))
+        )
+        for text in texts:
+            if type(text) is str and len(text) >= _SEEDED_CHARS and id(text) not in seed:
+                seed[id(text)] = (len(seed), text)
+    return seed
 
 
 def _print_size(value: Print) -> int:
@@ -360,6 +497,8 @@ def _print_size(value: Print) -> int:
         return 0
     if isinstance(value, bytes):
         return len(value)
+    if value and value[0] is None:  # `_content_print`: the role, then each block's pairs
+        return len(value[1]) + sum(len(k) + len(v) for block in value[2:] for k, v in block)
     return sum(map(len, value))  # the caller's strings, kept alive by this reference
 
 
@@ -395,6 +534,10 @@ class BuiltRequest:
 
     messages_bytes: int = 0
     """`_print_size` of the messages' prints (carried over from the previous build when extended)."""
+    seal: Sealed | None = None
+    """The messages' `_seal` and its seed, when one is not plain text: the next call's messages
+    sealed with the same seed and starting with this one's items (`_extends_seal`) prove every
+    message of this call unchanged at once, and only the new ones are printed."""
     values: dict[int, Any] | None = None
     """The values of the blocks built by this call, by ``id(block)``: their estimate reads them
     instead of decoding the block's bytes. Dropped once estimated or superseded (the caller may edit
@@ -455,7 +598,9 @@ class _Builder:
         (it was edited): each block whose bytes did not change is reused.
         """
         cache = _LISTS if message is None else _MESSAGE_LISTS
-        key = (self.model, section, label, print_) if isinstance(print_, bytes) else None
+        # a pickle, or a message's `_content_print` (self-describing as well: a value, no context)
+        keyed = isinstance(print_, bytes) or (type(print_) is tuple and print_ and print_[0] is None)
+        key = (self.model, section, label, print_) if keyed else None
         cached = cache.get(key) if key is not None else None
         if cached is None:
             start = len(self.blocks)
@@ -468,7 +613,7 @@ class _Builder:
                 )  # fmt: skip
             if key is not None:
                 built = tuple(self.blocks[start:])
-                cache.put(key, built, len(key[3]) + sum(len(b.raw) for b in built))
+                cache.put(key, built, _print_size(print_) + sum(len(b.raw) for b in built))
             return
         values = self.values
         for block, item in zip(cached, items, strict=True):
@@ -637,6 +782,7 @@ def build_request(
         if body.get(name) is not None:
             params.append((name, len(builder.blocks), raw_bytes(body[name])))
     messages = body.get("messages")
+    seal: Sealed | None = None
     messages_bytes = 0
     extends = False
     spans: list[tuple[int, int]] = []
@@ -645,8 +791,29 @@ def build_request(
     messages_ok = True
     if isinstance(messages, list):
         first = len(builder.blocks)
-        prints = [_fingerprint(message) for message in messages]
         old = previous.messages if previous is not None else []
+        sealed = previous.seal if previous is not None else None
+        known = len(old)
+        printed: list[Print] | None = None
+        # dicts only: after a dict's items the pickler starts a new item with "}" (EMPTY_DICT) and
+        # never continues the dict so (`_extends_seal`); an empty list could be appended to
+        sealable = 2 <= len(messages) <= _SEAL_MAX_MESSAGES and list(map(type, messages)).count(dict) == len(
+            messages
+        )
+        if sealed is not None and sealable and known <= len(messages):
+            now = _seal(messages, sealed[1])
+            if now is not None and len(now) <= 2 * sealed[2] + 65_536 and _extends_seal(now, sealed[0]):
+                # the previous call's messages, unchanged: only the new ones are printed (text the
+                # seed does not hold is copied in each seal: past a limit, the seed is made again)
+                printed = old + _message_prints(messages[known:])[0]
+                seal = (now, sealed[1], sealed[2])
+        if printed is None:
+            printed, plain = _message_prints(messages)
+            if not plain and sealable:
+                seed = _seed_of(printed)
+                now = _seal(messages, seed)
+                seal = (now, seed, len(now)) if now is not None else None
+        prints = printed
         reused = 0
         if previous is not None and len(old) <= len(prints) and prints[: len(old)] == old and None not in old:
             # the common case, an append-only conversation: every previous message is unchanged
@@ -710,6 +877,7 @@ def build_request(
         blocks=tuple(builder.blocks),
         params=tuple(params),
         top_level_ttl=_marker_ttl(body.get("cache_control")),
+        _fixed_end=system_span[1],  # every block after the system prompt is a message's
     )
     return BuiltRequest(
         request=request,
@@ -728,10 +896,9 @@ def build_request(
         estimable=estimable,
         estimates=previous.estimates if previous is not None else {},
         extends=previous if extends and previous is not None else None,
+        seal=seal,
         values=builder.values,
     )
-
-
 
 
 _PARTS: _Bounded[bytes, tuple[list[str], int]] = _Bounded(65_536, 32 * 1024 * 1024)

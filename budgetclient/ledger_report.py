@@ -19,7 +19,7 @@ nature) are aggregated in Python from their records.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -43,6 +43,7 @@ from .ledger.aggregate import (
     tasks_of,
 )
 from .ledger.base import AlertRecord, Ledger
+from .ledger.rollups import read_rollups, store_rollups
 from .reports import (
     OUTCOMES,
     CacheFacts,
@@ -57,12 +58,14 @@ from .reports import (
     merge_alerts,
     name_cache_repeats,
 )
+from .signal_rollup import CacheItem, KeptSignals, kept_signals, rollup_name, signals_rollup
 from .signals import (
     PrefixCall,
     RepeatFacts,
     SignalEngine,
     apply_repeat_facts,
     cost_limit_for,
+    history_kept,
     moment_us,
     repeat_facts,
 )
@@ -260,10 +263,13 @@ class _NamePasses:
         self.budgeted: set[str] = set()
         # cache check: per name (its first eligible call, eligible, cached, repeat input, repeat read)
         self.cache: list[tuple[tuple[datetime, int], str | None, int, int, int, int]] = []
+        # a whole-ledger report reads and keeps rollups of its work (`ledger.rollups`)
+        self.rollups = read_rollups(db) if sel == Selection() else None
+        self.kept: list[tuple[str, Any]] = []
 
     def run(self, stored: Sequence[AlertRecord]) -> LedgerReport:
         sel = self.sel
-        groups = call_groups(self.db, sel)
+        groups = call_groups(self.db, sel, self.rollups)
         names = [n for n in task_names(self.db, sel) if sel.task_name is None or n == sel.task_name]
         for child in child_tasks(self.db, sel):
             self.children.setdefault(child.parent_id, []).append(child)
@@ -275,15 +281,18 @@ class _NamePasses:
             loose = any(not g.in_task and g.task_name == name for g in groups)
             if name is not None and name in task_name_set:
                 models = _models([g for g in groups if g.in_task and g.task_name == name])
-                facts = self._task_name(name, models)
-                if self.want_facts and not loose and sum(f.own_calls for f in facts) == in_tasks:
-                    self._cache_from_facts(name, facts)
+                own_calls, cache = self._task_name(name, models)
+                if self.want_facts and not loose and own_calls == in_tasks:
+                    if cache is not None:
+                        first_us, order, *figures = cache
+                        self.cache.append(((_codec.time_from_us(first_us), order), name, *figures))  # type: ignore[arg-type]
                 elif self.want_facts:
                     self._cache_facts(name, calls_of(self.db, sel, name))
             elif self.want_facts and name in call_names:
                 self._cache_facts(name, calls_of(self.db, sel, name))
             if self.progress is not None and (done % 50 == 0 or done == len(todo)):
                 self.progress("task names", done, len(todo))
+        store_rollups(self.db, self.kept)
         return self._finish(stored, groups)
 
     def _cache_facts(self, name: str | None, calls: Sequence[CallFacts]) -> None:
@@ -298,14 +307,15 @@ class _NamePasses:
         first = (eligible[0].started_at, eligible[0].order)
         self.cache.append((first, name, len(eligible), cached, repeat_input, repeat_read))
 
-    def _cache_from_facts(self, name: str, facts: Sequence[RunFacts]) -> None:
+    @staticmethod
+    def _cache_from_facts(facts: Iterable[RunFacts]) -> CacheItem | None:
         """`_cache_facts` from the runs' facts: `name_cache_repeats` takes each run's eligible calls in
         the order of its first one, earlier runs' prefixes counting as seen."""
         runs = sorted(
             (f for f in facts if f.first_eligible is not None), key=lambda f: f.first_eligible or ()
         )
         if not runs:
-            return
+            return None
         seen: dict[str, int] = {}
         repeat_input = repeat_read = 0
         for run in runs:
@@ -313,11 +323,13 @@ class _NamePasses:
             repeat_input, repeat_read = repeat_input + run_input, repeat_read + run_read
         assert runs[0].first_eligible is not None
         start_us, order = runs[0].first_eligible
-        first = (_codec.time_from_us(start_us), order)
         eligible, cached = sum(f.eligible for f in runs), sum(f.cached for f in runs)
-        self.cache.append((first, name, eligible, cached, repeat_input, repeat_read))
+        return (start_us, order, eligible, cached, repeat_input, repeat_read)
 
-    def _task_name(self, name: str, models: tuple[str, ...]) -> list[RunFacts]:
+    def _task_name(self, name: str, models: tuple[str, ...]) -> tuple[int, CacheItem | None]:
+        """The name's row, points and alerts; returns its runs' own calls and, for the checklist, its
+        cache figures. A kept replay (`signal_rollup`) covers the runs that ended first: only the
+        runs after them are replayed, and only their facts are read."""
         stored_runs = tasks_of(self.db, self.sel, name)
         ended = sorted(stored_runs, key=lambda run: (run[0].ended_at, run[0].started_at, run[1]))
         runs = [run for run, _, _ in ended]
@@ -333,31 +345,68 @@ class _NamePasses:
                 RunPoint(t.name, t.id, t.ended_at, t.outcome, t.cost, t.usage.cache_hit_rate, t.calls)
                 for t in runs
             ]))  # fmt: skip
-        facts = self._run_facts(name, stored_runs)
+        settings = self.settings
+        kept = None
+        if self.rollups is not None:
+            kept = kept_signals(self.rollups.get(rollup_name(name)), name, settings, runs)
+        done = 0 if kept is None else kept.runs
+        cache_kept = kept is not None and done == len(runs) and kept.has_cache
+        wanted = None if self.want_facts and not cache_kept else {run.id for run in runs[done:]}
+        facts = self._run_facts(name, stored_runs, wanted)
         engine = SignalEngine(max_pending_tasks=None)
-        thresholds, limit = self.settings.signals, cost_limit_for(name, self.settings)
-        for key, run in zip(keys, runs, strict=True):
-            alerts = engine.end_task(run, thresholds=thresholds, cost_limit=limit, at=run.ended_at,
+        thresholds, limit = settings.signals, cost_limit_for(name, settings)
+        alerts: list[AlertRecord] = []
+        if kept is not None:
+            engine.resume(name, runs[:done][-history_kept(thresholds) :], kept.seen)
+            alerts = kept.alerts
+            if alerts:
+                key_of = {run.id: key for key, run in zip(keys[:done], runs[:done], strict=True)}
+                self.replayed.extend((key_of[alert.task_id or ""], alert) for alert in alerts)
+        new_alerts: list[AlertRecord] = []
+        for key, run in zip(keys[done:], runs[done:], strict=True):
+            raised = engine.end_task(run, thresholds=thresholds, cost_limit=limit, at=run.ended_at,
                                      facts=facts[run.id].signal)  # fmt: skip
-            self.replayed.extend((key, alert) for alert in alerts)
-        return list(facts.values())
+            new_alerts.extend(raised)
+            self.replayed.extend((key, alert) for alert in raised)
+        own_calls = sum(facts[run.id].own_calls for run in runs[done:])
+        own_calls += 0 if kept is None else kept.own_calls
+        if cache_kept:
+            assert kept is not None
+            cache, has_cache = kept.cache, True
+        elif self.want_facts:
+            cache, has_cache = self._cache_from_facts(facts.values()), True
+        else:
+            cache, has_cache = None, False
+        if self.rollups is not None and (kept is None or done < len(runs) or has_cache != kept.has_cache):
+            now = KeptSignals(
+                len(runs), engine.seen_keys(name), [*alerts, *new_alerts], own_calls, cache, has_cache
+            )
+            self.kept.append((rollup_name(name), signals_rollup(name, settings, runs, now)))
+        return own_calls, cache
 
     def _run_facts(
-        self, name: str, stored_runs: Sequence[tuple[TaskRecord, int, str | None]]
+        self, name: str, stored_runs: Sequence[tuple[TaskRecord, int, str | None]], wanted: set[str] | None
     ) -> dict[str, RunFacts]:
-        """Each run's facts: as stored, else computed from the calls (of the runs from the first such
-        one on) and stored for the next report when they hold for any window."""
+        """The facts of each run (of those ``wanted``, if given): as stored, else computed from the calls
+        (of the runs from the first such one on) and stored for the next report when they hold for any
+        window."""
         sel, minimum = self.sel, self.settings.signals.cache_min_input_tokens
         facts: dict[str, RunFacts] = {}
         since_us = None if sel.since is None else moment_us(sel.since)
         for run, _, text in stored_runs:
+            if wanted is not None and run.id not in wanted:
+                continue
             found = decode_run_facts(text, own=self.want_facts)
             if found is None or found.signal.min_input != minimum or sel.task_name is not None:
                 continue  # --task: the runs gather no calls of other names' children (as before)
             if since_us is not None and found.first_call is not None and found.first_call < since_us:
                 continue  # the window leaves some of its calls out
             facts[run.id] = found
-        missing = [(run, order) for run, order, _ in stored_runs if run.id not in facts]
+        missing = [
+            (run, order)
+            for run, order, _ in stored_runs
+            if run.id not in facts and (wanted is None or run.id in wanted)
+        ]
         if not missing:
             return facts
         computed = self._compute_facts(name, [(run, order) for run, order, _ in stored_runs], missing)

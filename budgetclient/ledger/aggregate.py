@@ -21,6 +21,7 @@ from ..drift import PrefixDrift
 from ..errors import LedgerError
 from ..usage import CostBreakdown, TaskRecord, Usage, _fast_constructor, _new_breakdown, _trusted_usage
 from . import _codec
+from .rollups import store_rollups
 
 __all__ = [
     "DriftedCall",
@@ -192,11 +193,13 @@ def _money(sql: _Sql, total: Any, places: Any) -> Decimal:
     return Decimal(0) + Decimal(total)  # as a Python sum from 0 shows it (no fewer places than 0)
 
 
-def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
+def call_groups(ledger: SqlLedger, sel: Selection, rollups: dict[str, Any] | None = None) -> list[CallGroup]:
     """Every call of the selection, summed per (in a task, task name, model, operation).
 
     On SQLite the money columns of calls stored since the last report are filled first; where that
-    cannot be done (a read-only file), those calls are summed from their records instead."""
+    cannot be done (a read-only file), those calls are summed from their records instead. With
+    ``rollups`` (`rollups.read_rollups`; a whole-ledger report on SQLite) the sums up to the kept
+    rowid mark are read from there and only later calls are summed (and the mark moved on)."""
     sql = _Sql(ledger.dialect)
     fill = getattr(ledger, "fill_money_columns", None)
     if sql.sqlite and fill is not None:
@@ -207,14 +210,16 @@ def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
     width = 4
     money = ", ".join(_money_sum(sql, c) for c in ("cost", *_BUCKETS))
     exact_rows = "SUM(m_from_record != 0), COUNT(m_cost)" if sql.sqlite else "0, COUNT(cost)"
-    where, params = sql.where(sel, "calls")
     kind = sql.call_kind(_kinds_filled(ledger, sql))
-    rows = ledger.fetch(
+    select = (
         f"SELECT task_id IS NULL, task_name, {kind}, COUNT(*), {exact_rows}, {_TOKEN_SUMS}, "
-        f"{money}, MIN(started_at), MAX(started_at) FROM {sql.prefix}calls{where} "
-        f"GROUP BY {_positions(width)}",
-        params,
+        f"{money}, MIN(started_at), MAX(started_at)"
     )
+    if sql.sqlite and rollups is not None and sel == Selection():
+        rows = _rolled_up_sums(ledger, select, rollups)
+    else:
+        where, params = sql.where(sel, "calls")
+        rows = ledger.fetch(f"{select} FROM {sql.prefix}calls{where} GROUP BY {_positions(width)}", params)
     unfilled = sql.sqlite and any(row[width + 1] for row in rows)
     loose = _record_money(ledger, sql, sel, kind) if unfilled else {}
     groups = []
@@ -238,6 +243,74 @@ def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
             )
         )  # fmt: skip
     return groups
+
+
+CALL_SUMS = "call_sums"
+"""The rollup of SQLite's call sums: ``{"v": 1, "mark": rowid, "count": rows up to it, "rows": [...]}``."""
+_SUM_KEY = 4
+_SUM_MAX = frozenset(range(15, 26, 2))
+"""Positions in a call-sums row: the group key before ``_SUM_KEY``, then sums, except the money
+columns' decimal places (a maximum), the first start (a minimum) and the last start (a maximum)."""
+_SUM_FIRST, _SUM_LAST = 26, 27
+
+
+def _rolled_up_sums(ledger: SqlLedger, select: str, rollups: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """`call_groups`' rows from the kept sums up to a rowid mark and the calls after it. Rows are only
+    ever added (rowids grow; a report's fill writes only rows not filled yet), so the kept sums hold
+    while the rows up to the mark are still all there (counted: a delete shows); the new mark stops
+    before the first row whose money columns are not filled yet."""
+    mark, count, kept = 0, 0, []
+    try:
+        found = rollups.get(CALL_SUMS)
+        if isinstance(found, dict) and found.get("v") == 1:
+            mark, count = int(found["mark"]), int(found["count"])
+            kept = [tuple(row) for row in found["rows"]]
+    except (KeyError, TypeError, ValueError):
+        mark, count, kept = 0, 0, []
+    ((total, after),) = ledger.fetch(
+        "SELECT (SELECT COUNT(*) FROM calls), (SELECT COUNT(*) FROM calls WHERE rowid > ?)", [mark]
+    )
+    if total - after != count:  # rows were deleted (or the rollup is not this ledger's)
+        mark, count, kept = 0, 0, []
+    ((last, unfilled),) = ledger.fetch(
+        "SELECT (SELECT MAX(rowid) FROM calls), "
+        "(SELECT MIN(rowid) FROM calls WHERE m_from_record != 0 AND m_from_record = 1)"
+    )
+    new_mark = max(mark, min(last or 0, (unfilled - 1) if unfilled else (last or 0)))
+    rows = ledger.fetch(
+        f"{select}, rowid <= ? FROM calls WHERE rowid > ? GROUP BY {_positions(_SUM_KEY)}, {_SUM_LAST + 2}",
+        [new_mark, mark],
+    )
+    covered = [row[:-1] for row in rows if row[-1]]
+    beyond = [row[:-1] for row in rows if not row[-1]]
+    if covered:
+        kept = _merge_sums(kept, covered)
+        count += sum(int(row[_SUM_KEY]) for row in covered)
+        data = {"v": 1, "mark": new_mark, "count": count, "rows": [list(row) for row in kept]}
+        rollups[CALL_SUMS] = data
+        store_rollups(ledger, [(CALL_SUMS, data)])
+    return _merge_sums(kept, beyond) if beyond else kept
+
+
+def _merge_sums(a: Sequence[tuple[Any, ...]], b: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    merged: dict[tuple[Any, ...], list[Any]] = {}
+    for row in (*a, *b):
+        key = tuple(row[:_SUM_KEY])
+        into = merged.get(key)
+        if into is None:
+            merged[key] = list(row)
+            continue
+        for i in range(_SUM_KEY, len(row)):
+            x, y = into[i], row[i]
+            if x is None or y is None:
+                into[i] = y if x is None else x
+            elif i == _SUM_FIRST:
+                into[i] = min(x, y)
+            elif i == _SUM_LAST or i in _SUM_MAX:
+                into[i] = max(x, y)
+            else:
+                into[i] = x + y
+    return [tuple(row) for row in merged.values()]
 
 
 def _positions(count: int) -> str:

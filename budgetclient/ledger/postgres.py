@@ -143,6 +143,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # NULL until a report computes it from the calls, once per run
         "ALTER TABLE tasks ADD COLUMN facts TEXT",
     ),
+    (
+        # what a report keeps of its own work up to a mark (`ledger.rollups`): each task name's
+        # replayed signals up to a run; a report checks a mark before use
+        "CREATE TABLE rollups (name TEXT PRIMARY KEY, data TEXT NOT NULL)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -390,6 +395,19 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
                     return list(cur.fetchall())
             except self._psycopg.Error as exc:
                 raise self._fail("reading for a report", exc) from None
+
+    def store_rollups(self, rows: Sequence[tuple[str, str]]) -> None:
+        """Keep (name, JSON) rollups of a report's work (`ledger.rollups`), replacing older ones."""
+        with self._connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(
+                        f'INSERT INTO "{self.schema}".rollups (name, data) VALUES (%s, %s) '
+                        "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+                        list(rows),
+                    )
+            except self._psycopg.Error as exc:
+                raise self._fail(f"storing {len(rows)} report rollups", exc) from None
 
     def store_task_facts(self, rows: Sequence[tuple[str, str]]) -> None:
         """Keep (task id, `ledger_report.RunFacts` JSON) pairs, so later reports need not read those

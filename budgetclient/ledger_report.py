@@ -38,6 +38,9 @@ from .ledger.aggregate import (
     call_groups,
     calls_of,
     child_tasks,
+    run_costs,
+    runs_after,
+    runs_up_to,
     sql_ledger,
     task_names,
     tasks_of,
@@ -58,6 +61,7 @@ from .reports import (
     merge_alerts,
     name_cache_repeats,
 )
+from .run_sums import row_from_sums, run_sums
 from .signal_rollup import CacheItem, KeptSignals, kept_signals, rollup_name, signals_rollup
 from .signals import (
     PrefixCall,
@@ -266,6 +270,7 @@ class _NamePasses:
         # a whole-ledger report reads and keeps rollups of its work (`ledger.rollups`)
         self.rollups = read_rollups(db) if sel == Selection() else None
         self.kept: list[tuple[str, Any]] = []
+        """Rollups to store once the report is done."""
 
     def run(self, stored: Sequence[AlertRecord]) -> LedgerReport:
         sel = self.sel
@@ -328,8 +333,70 @@ class _NamePasses:
 
     def _task_name(self, name: str, models: tuple[str, ...]) -> tuple[int, CacheItem | None]:
         """The name's row, points and alerts; returns its runs' own calls and, for the checklist, its
-        cache figures. A kept replay (`signal_rollup`) covers the runs that ended first: only the
-        runs after them are replayed, and only their facts are read."""
+        cache figures. Where the name's kept work (`signal_rollup`) still holds, only the runs that
+        ended after it are read and replayed."""
+        kept = self._kept(name)
+        if kept is not None and not self.want_points:
+            after = runs_after(self.db, name, kept.mark)
+            if not self.want_facts or (not after and kept.has_cache):
+                return self._after_kept(name, models, kept, after)
+        return self._every_run(name, models, kept)
+
+    def _kept(self, name: str) -> KeptSignals | None:
+        if self.rollups is None:
+            return None
+        kept = kept_signals(self.rollups.get(rollup_name(name)), name, self.settings)
+        if kept is None or runs_up_to(self.db, name, kept.mark) != (kept.runs, kept.orders):
+            return None
+        return kept
+
+    def _after_kept(
+        self,
+        name: str,
+        models: tuple[str, ...],
+        kept: KeptSignals,
+        after: Sequence[tuple[TaskRecord, int, str | None]],
+    ) -> tuple[int, CacheItem | None]:
+        """`_every_run` from the kept work and the runs that ended after it."""
+        settings = self.settings
+        thresholds, limit = settings.signals, cost_limit_for(name, settings)
+        runs = [run for run, _, _ in after]
+        sums = kept.sums
+        sums.add(runs)
+        self.rows.append(row_from_sums(name, sums, run_costs(self.db, name), models))
+        self.runs += sums.runs
+        if sums.priced < sums.runs:
+            self.unpriced.add(name)
+        if sums.budgeted:
+            self.budgeted.add(name)
+        self.replayed.extend(kept.alerts)
+        if not after:
+            return kept.own_calls, kept.cache
+        facts = self._run_facts(name, after, complete=False)
+        engine = SignalEngine(max_pending_tasks=None)
+        history = runs_after(self.db, name, kept.mark, before=history_kept(thresholds))
+        engine.resume(name, [run for run, _, _ in history], kept.seen)
+        alerts = list(kept.alerts)
+        for run, order, _ in after:
+            raised = engine.end_task(run, thresholds=thresholds, cost_limit=limit, at=run.ended_at,
+                                     facts=facts[run.id].signal)  # fmt: skip
+            alerts.extend(((run.ended_at, run.started_at, order), alert) for alert in raised)
+        self.replayed.extend(alerts[len(kept.alerts) :])
+        own_calls = kept.own_calls + sum(facts[run.id].own_calls for run in runs)
+        last, last_order = runs[-1], after[-1][1]
+        now = KeptSignals(
+            mark=(last.ended_at, last.started_at, last_order), runs=sums.runs,
+            orders=kept.orders + sum(order for _, order, _ in after), sums=sums, seen=engine.seen_keys(name),
+            alerts=alerts, own_calls=own_calls, cache=None, has_cache=False,
+        )  # fmt: skip
+        self.kept.append((rollup_name(name), signals_rollup(name, settings, now)))
+        return own_calls, None
+
+    def _every_run(
+        self, name: str, models: tuple[str, ...], kept: KeptSignals | None
+    ) -> tuple[int, CacheItem | None]:
+        """The name's figures from every run of the selection; on a whole-ledger report, kept for the
+        next (`signal_rollup`) unless what is kept already covers them."""
         stored_runs = tasks_of(self.db, self.sel, name)
         ended = sorted(stored_runs, key=lambda run: (run[0].ended_at, run[0].started_at, run[1]))
         runs = [run for run, _, _ in ended]
@@ -346,69 +413,49 @@ class _NamePasses:
                 for t in runs
             ]))  # fmt: skip
         settings = self.settings
-        kept = None
-        if self.rollups is not None:
-            kept = kept_signals(self.rollups.get(rollup_name(name)), name, settings, runs)
-        done = 0 if kept is None else kept.runs
-        cache_kept = kept is not None and done == len(runs) and kept.has_cache
-        wanted = None if self.want_facts and not cache_kept else {run.id for run in runs[done:]}
-        facts = self._run_facts(name, stored_runs, wanted)
+        facts = self._run_facts(name, stored_runs)
         engine = SignalEngine(max_pending_tasks=None)
         thresholds, limit = settings.signals, cost_limit_for(name, settings)
-        alerts: list[AlertRecord] = []
-        if kept is not None:
-            engine.resume(name, runs[:done][-history_kept(thresholds) :], kept.seen)
-            alerts = kept.alerts
-            if alerts:
-                key_of = {run.id: key for key, run in zip(keys[:done], runs[:done], strict=True)}
-                self.replayed.extend((key_of[alert.task_id or ""], alert) for alert in alerts)
-        new_alerts: list[AlertRecord] = []
-        for key, run in zip(keys[done:], runs[done:], strict=True):
+        alerts: list[tuple[_TaskKey, AlertRecord]] = []
+        for key, run in zip(keys, runs, strict=True):
             raised = engine.end_task(run, thresholds=thresholds, cost_limit=limit, at=run.ended_at,
                                      facts=facts[run.id].signal)  # fmt: skip
-            new_alerts.extend(raised)
-            self.replayed.extend((key, alert) for alert in raised)
-        own_calls = sum(facts[run.id].own_calls for run in runs[done:])
-        own_calls += 0 if kept is None else kept.own_calls
-        if cache_kept:
-            assert kept is not None
-            cache, has_cache = kept.cache, True
-        elif self.want_facts:
-            cache, has_cache = self._cache_from_facts(facts.values()), True
-        else:
-            cache, has_cache = None, False
-        if self.rollups is not None and (kept is None or done < len(runs) or has_cache != kept.has_cache):
+            alerts.extend((key, alert) for alert in raised)
+        self.replayed.extend(alerts)
+        own_calls = sum(f.own_calls for f in facts.values())
+        cache = self._cache_from_facts(facts.values()) if self.want_facts else None
+        if self.rollups is not None and (
+            kept is None or kept.runs != len(runs) or (self.want_facts and not kept.has_cache)
+        ):
             now = KeptSignals(
-                len(runs), engine.seen_keys(name), [*alerts, *new_alerts], own_calls, cache, has_cache
-            )
-            self.kept.append((rollup_name(name), signals_rollup(name, settings, runs, now)))
+                mark=keys[-1], runs=len(runs), orders=sum(order for _, order, _ in ended),
+                sums=run_sums(runs), seen=engine.seen_keys(name), alerts=alerts, own_calls=own_calls,
+                cache=cache, has_cache=self.want_facts,
+            )  # fmt: skip
+            self.kept.append((rollup_name(name), signals_rollup(name, settings, now)))
         return own_calls, cache
 
     def _run_facts(
-        self, name: str, stored_runs: Sequence[tuple[TaskRecord, int, str | None]], wanted: set[str] | None
+        self, name: str, stored_runs: Sequence[tuple[TaskRecord, int, str | None]], *, complete: bool = True
     ) -> dict[str, RunFacts]:
-        """The facts of each run (of those ``wanted``, if given): as stored, else computed from the calls
-        (of the runs from the first such one on) and stored for the next report when they hold for any
-        window."""
+        """Each run's facts: as stored, else computed from the calls (of the runs from the first such
+        one on) and stored for the next report when they hold for any window. Unless ``complete`` (the
+        runs are all of the name's in the selection), the runs a computation needs are read here."""
         sel, minimum = self.sel, self.settings.signals.cache_min_input_tokens
         facts: dict[str, RunFacts] = {}
         since_us = None if sel.since is None else moment_us(sel.since)
         for run, _, text in stored_runs:
-            if wanted is not None and run.id not in wanted:
-                continue
             found = decode_run_facts(text, own=self.want_facts)
             if found is None or found.signal.min_input != minimum or sel.task_name is not None:
                 continue  # --task: the runs gather no calls of other names' children (as before)
             if since_us is not None and found.first_call is not None and found.first_call < since_us:
                 continue  # the window leaves some of its calls out
             facts[run.id] = found
-        missing = [
-            (run, order)
-            for run, order, _ in stored_runs
-            if run.id not in facts and (wanted is None or run.id in wanted)
-        ]
+        missing = [(run, order) for run, order, _ in stored_runs if run.id not in facts]
         if not missing:
             return facts
+        if not complete:
+            stored_runs = tasks_of(self.db, sel, name, start=min(run.started_at for run, _ in missing))
         computed = self._compute_facts(name, [(run, order) for run, order, _ in stored_runs], missing)
         facts.update(computed)
         store = getattr(self.db, "store_task_facts", None)

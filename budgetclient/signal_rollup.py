@@ -1,29 +1,29 @@
-"""A task name's replayed signals kept in the ledger's ``rollups`` (`ledger.rollups`), so a report
-replays only the runs that ended since the last one.
+"""A task name's report work kept in the ledger's ``rollups`` (`ledger.rollups`), so a report reads
+and replays only the runs that ended since the last one.
 
 What a replay of a name's runs (in the order they ended) leaves behind is the alerts it raised, the
-runs themselves (the report reads them anyway: the last `signals.history_kept` are the engine's
-history) and the prefix keys seen (`signals.SignalEngine.seen_keys`, with their eviction order). The
-rollup keeps the alerts and the keys, with how many runs it covers and a digest of their ids in that
-order: it holds while the name's first ``n`` runs by end are the same runs, and the thresholds are the
-same. A run stored since that ended before the last one covered changes the order, so the digest
-differs and the name is replayed from its first run. The checklist's cache figures of the name (a
-function of every run's facts) are kept too, for when no run was added.
+prefix keys seen (`signals.SignalEngine.seen_keys`, in their eviction order) and the name's history,
+which is its last `signals.history_kept` runs (read again from the ledger). The rollup keeps the
+alerts and the keys, the row's sums over those runs (`run_sums.RunSums`), the checklist's cache
+figures of the name when a check computed them, and its mark: the last run covered, with how many
+runs ended up to it and the sum of their stored orders. The mark holds while the ledger gives the
+same count and sum up to it (a run stored since that ended before it, or a deleted one, changes them;
+stored orders only grow) and the thresholds are the same; otherwise the name is done from its first
+run, and the rollup replaced.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from .config import Settings
+from .ledger.aggregate import RunMark
 from .ledger.base import AlertRecord
+from .run_sums import RunSums
 from .signals import cost_limit_for
-from .usage import TaskRecord
 
-__all__ = ["KeptSignals", "kept_signals", "signals_rollup", "rollup_name"]
+__all__ = ["CacheItem", "KeptSignals", "kept_signals", "rollup_name", "signals_rollup"]
 
 CacheItem = tuple[int, int, int, int, int, int]
 """The checklist's cache figures of a name: first eligible call (start in µs, stored order), eligible
@@ -31,15 +31,20 @@ calls, cached, repeat input, repeat read."""
 
 
 class KeptSignals(NamedTuple):
+    mark: RunMark
     runs: int
-    """The name's first ``runs`` runs by end are covered."""
+    """Runs that ended up to ``mark``, all covered."""
+    orders: int
+    """The sum of their stored orders."""
+    sums: RunSums
     seen: dict[str, int]
-    alerts: list[AlertRecord]
+    alerts: list[tuple[RunMark, AlertRecord]]
+    """Each with its run's place, to order alerts as a whole replay would."""
     own_calls: int
     """Their own calls (`ledger_report.RunFacts.own_calls`, summed)."""
     cache: CacheItem | None
-    """None: not kept (a report without the checklist), or no eligible call (``has_cache`` says)."""
     has_cache: bool
+    """Whether ``cache`` was computed (None then: no eligible call)."""
 
 
 def rollup_name(name: str) -> str:
@@ -50,41 +55,30 @@ def _fingerprint(name: str, settings: Settings) -> str:
     return repr((settings.signals, cost_limit_for(name, settings)))
 
 
-def _digest(runs: Sequence[TaskRecord]) -> str:
-    return hashlib.blake2b("\0".join(run.id for run in runs).encode(), digest_size=16).hexdigest()
+def _mark_json(mark: RunMark) -> list[Any]:
+    return [mark[0].isoformat(), mark[1].isoformat(), mark[2]]
 
 
-def _alert_json(alert: AlertRecord) -> list[Any]:
-    return [alert.id, alert.kind, alert.task_name, alert.task_id, alert.created_at.isoformat(), alert.message,
-            alert.value, alert.threshold, alert.details]  # fmt: skip
+def _mark_from(data: list[Any]) -> RunMark:
+    ended, started, order = data
+    return (datetime.fromisoformat(ended), datetime.fromisoformat(started), int(order))
 
 
-def _alert_from(data: list[Any]) -> AlertRecord:
-    id_, kind, name, task_id, created, message, value, threshold, details = data
+def _alert_json(mark: RunMark, alert: AlertRecord) -> list[Any]:
+    return [
+        _mark_json(mark), alert.id, alert.kind, alert.task_name, alert.task_id, alert.created_at.isoformat(),
+        alert.message, alert.value, alert.threshold, alert.details,
+    ]  # fmt: skip
+
+
+def _alert_from(data: list[Any]) -> tuple[RunMark, AlertRecord]:
+    mark, id_, kind, name, task_id, created, message, value, threshold, details = data
     if not isinstance(details, dict):
         raise TypeError("not an alert")
-    return AlertRecord(id=id_, kind=kind, task_name=name, task_id=task_id,
-                       created_at=datetime.fromisoformat(created), message=message, value=value,
-                       threshold=threshold, details=details)  # fmt: skip
-
-
-def kept_signals(data: Any, name: str, settings: Settings, runs: Sequence[TaskRecord]) -> KeptSignals | None:
-    """The kept replay of ``runs`` (the name's runs, in the order they ended), if it still holds."""
-    try:
-        if not isinstance(data, dict) or data.get("v") != 1 or data["fp"] != _fingerprint(name, settings):
-            return None
-        n = int(data["n"])
-        if n > len(runs) or data["ck"] != _digest(runs[:n]):
-            return None
-        cache = data["cache"]
-        return KeptSignals(
-            runs=n, seen={str(key): int(end) for key, end in data["seen"]},
-            alerts=[_alert_from(a) for a in data["alerts"]], own_calls=int(data["own"]),
-            cache=None if cache is None else _cache_item(cache),
-            has_cache=bool(data["has_cache"]),
-        )  # fmt: skip
-    except (KeyError, TypeError, ValueError, IndexError):
-        return None
+    return _mark_from(mark), AlertRecord(
+        id=id_, kind=kind, task_name=name, task_id=task_id, created_at=datetime.fromisoformat(created),
+        message=message, value=value, threshold=threshold, details=details,
+    )  # fmt: skip
 
 
 def _cache_item(data: list[Any]) -> CacheItem:
@@ -92,13 +86,26 @@ def _cache_item(data: list[Any]) -> CacheItem:
     return (first, order, eligible, cached, repeat_input, repeat_read)
 
 
-def signals_rollup(
-    name: str, settings: Settings, runs: Sequence[TaskRecord], kept: KeptSignals
-) -> dict[str, Any]:
-    """The rollup of a replay of all of ``runs`` that left ``kept``."""
+def kept_signals(data: Any, name: str, settings: Settings) -> KeptSignals | None:
+    """The kept work of a name, if taken with these thresholds (its mark is the caller's to check)."""
+    try:
+        if not isinstance(data, dict) or data.get("v") != 2 or data["fp"] != _fingerprint(name, settings):
+            return None
+        cache = data["cache"]
+        return KeptSignals(
+            mark=_mark_from(data["mark"]), runs=int(data["n"]), orders=int(data["orders"]),
+            sums=RunSums.from_json(data["sums"]), seen={str(key): int(end) for key, end in data["seen"]},
+            alerts=[_alert_from(a) for a in data["alerts"]], own_calls=int(data["own"]),
+            cache=None if cache is None else _cache_item(cache), has_cache=bool(data["has_cache"]),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, IndexError, ArithmeticError):
+        return None
+
+
+def signals_rollup(name: str, settings: Settings, kept: KeptSignals) -> dict[str, Any]:
     return {
-        "v": 1, "fp": _fingerprint(name, settings), "n": kept.runs, "ck": _digest(runs[: kept.runs]),
-        "seen": list(kept.seen.items()), "alerts": [_alert_json(a) for a in kept.alerts],
-        "own": kept.own_calls, "cache": None if kept.cache is None else list(kept.cache),
-        "has_cache": kept.has_cache,
+        "v": 2, "fp": _fingerprint(name, settings), "mark": _mark_json(kept.mark), "n": kept.runs,
+        "orders": kept.orders, "sums": kept.sums.as_json(), "seen": list(kept.seen.items()),
+        "alerts": [_alert_json(m, a) for m, a in kept.alerts], "own": kept.own_calls,
+        "cache": None if kept.cache is None else list(kept.cache), "has_cache": kept.has_cache,
     }  # fmt: skip

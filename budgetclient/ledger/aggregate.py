@@ -36,6 +36,10 @@ __all__ = [
     "child_tasks",
     "sql_ledger",
     "task_names",
+    "RunMark",
+    "run_costs",
+    "runs_after",
+    "runs_up_to",
     "tasks_of",
 ]
 
@@ -352,18 +356,75 @@ _TASK_READ = ("id", "name", "parent_id", "outcome", "started_at", "ended_at", *_
               "cost", *_codec.BUCKET_COLUMNS, "calls", "budget_usd", "error")  # fmt: skip
 
 
-def tasks_of(ledger: SqlLedger, sel: Selection, name: str) -> list[tuple[TaskRecord, int, str | None]]:
-    """The runs of one task name, oldest start first, each with its stored order and its stored
-    facts (``ledger_report.RunFacts`` as JSON, None until a report has computed them); metadata left
-    out."""
+def tasks_of(
+    ledger: SqlLedger, sel: Selection, name: str, *, start: datetime | None = None
+) -> list[tuple[TaskRecord, int, str | None]]:
+    """The runs of one task name (that started at ``start`` or later, if given), oldest start first,
+    each with its stored order and its stored facts (``ledger_report.RunFacts`` as JSON, None until a
+    report has computed them); metadata left out."""
     sql = _Sql(ledger.dialect)
     where, params = sql.where(sel, "tasks", named=True, name=name)
+    if start is not None:
+        where += f" AND started_at >= {sql.mark}"
+        params.append(sql.time(start, "tasks"))
     rows = ledger.fetch(
         f"SELECT {sql.order}, facts, {', '.join(_TASK_READ)} FROM {sql.prefix}tasks{where} "
         f"ORDER BY started_at, {sql.order}",
         params,
     )
     return [(_task(sql, row), row[0], row[1]) for row in rows]
+
+
+RunMark = tuple[datetime, datetime, int]
+"""A run's place in the order runs ended: (ended at, started at, stored order)."""
+
+
+def _mark_where(sql: _Sql, name: str, mark: RunMark, op: str) -> tuple[str, list[Any]]:
+    ended, started, order = mark
+    marks = ", ".join([sql.mark] * 3)
+    where = f" WHERE name = {sql.mark} AND (ended_at, started_at, {sql.order}) {op} ({marks})"
+    return where, [name, sql.time(ended, "tasks"), sql.time(started, "tasks"), order]
+
+
+def runs_up_to(ledger: SqlLedger, name: str, mark: RunMark) -> tuple[int, int]:
+    """How many runs of the name ended at or before ``mark``, and the sum of their stored orders: a
+    run stored since then among them changes both (stored orders only grow), a deleted one the count."""
+    sql = _Sql(ledger.dialect)
+    where, params = _mark_where(sql, name, mark, "<=")
+    query = f"SELECT COUNT(*), SUM({sql.order}) FROM {sql.prefix}tasks{where}"
+    ((count, orders),) = ledger.fetch(query, params)
+    return int(count), int(orders or 0)
+
+
+def runs_after(
+    ledger: SqlLedger, name: str, mark: RunMark, *, before: int | None = None
+) -> list[tuple[TaskRecord, int, str | None]]:
+    """The name's runs that ended after ``mark`` (in that order), as `tasks_of` gives them; with
+    ``before``, instead the last ``before`` runs up to it (no facts)."""
+    sql = _Sql(ledger.dialect)
+    where, params = _mark_where(sql, name, mark, ">" if before is None else "<=")
+    direction = "" if before is None else " DESC"
+    order = ", ".join(f"{c}{direction}" for c in ("ended_at", "started_at", sql.order))
+    facts = "facts" if before is None else "NULL"
+    limit = "" if before is None else f" LIMIT {int(before)}"
+    rows = ledger.fetch(
+        f"SELECT {sql.order}, {facts}, {', '.join(_TASK_READ)} FROM {sql.prefix}tasks{where} "
+        f"ORDER BY {order}{limit}",
+        params,
+    )
+    found = [(_task(sql, row), row[0], row[1]) for row in rows]
+    return found if before is None else found[::-1]
+
+
+def run_costs(ledger: SqlLedger, name: str) -> list[Decimal]:
+    """The costs of the name's priced runs, in the order the runs ended (for its percentiles)."""
+    sql = _Sql(ledger.dialect)
+    rows = ledger.fetch(
+        f"SELECT cost FROM {sql.prefix}tasks WHERE name = {sql.mark} AND cost IS NOT NULL "
+        f"ORDER BY ended_at, started_at, {sql.order}",
+        [name],
+    )
+    return [Decimal(cost) for (cost,) in rows]
 
 
 _new_task = _fast_constructor(TaskRecord)

@@ -147,6 +147,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # what a report keeps of its own work up to a mark (`ledger.rollups`): each task name's
         # replayed signals up to a run; a report checks a mark before use
         "CREATE TABLE rollups (name TEXT PRIMARY KEY, data TEXT NOT NULL)",
+        # a name's runs in the order they ended: the runs after a rollup's mark, and its check
+        "CREATE INDEX tasks_name_ended ON tasks (name, ended_at, started_at, seq)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

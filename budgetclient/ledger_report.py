@@ -38,15 +38,13 @@ from .ledger.aggregate import (
     call_groups,
     calls_of,
     child_tasks,
-    run_costs,
-    runs_after,
-    runs_up_to,
     sql_ledger,
     task_names,
     tasks_of,
 )
 from .ledger.base import AlertRecord, Ledger
 from .ledger.rollups import read_rollups, store_rollups
+from .ledger.run_marks import Run, cost_percentiles, runs_after, runs_before, runs_up_to
 from .reports import (
     OUTCOMES,
     CacheFacts,
@@ -271,6 +269,9 @@ class _NamePasses:
         self.rollups = read_rollups(db) if sel == Selection() else None
         self.kept: list[tuple[str, Any]] = []
         """Rollups to store once the report is done."""
+        self.kept_names: dict[str, KeptSignals] = {}
+        self.after: dict[str, list[Run]] = {}
+        self.percentiles: dict[str, tuple[Decimal | None, Decimal | None]] = {}
 
     def run(self, stored: Sequence[AlertRecord]) -> LedgerReport:
         sel = self.sel
@@ -278,6 +279,7 @@ class _NamePasses:
         names = [n for n in task_names(self.db, sel) if sel.task_name is None or n == sel.task_name]
         for child in child_tasks(self.db, sel):
             self.children.setdefault(child.parent_id, []).append(child)
+        self._read_kept(names)
         call_names = {g.task_name for g in groups}
         todo: list[str | None] = [*names, *(n for n in call_names if n not in set(names))]
         task_name_set = set(names)
@@ -331,31 +333,40 @@ class _NamePasses:
         eligible, cached = sum(f.eligible for f in runs), sum(f.cached for f in runs)
         return (start_us, order, eligible, cached, repeat_input, repeat_read)
 
+    def _read_kept(self, names: Sequence[str]) -> None:
+        """The names whose kept work (`signal_rollup`) still holds, the runs that ended after it, and
+        the cost percentiles their rows take from the database: a few queries for all the names."""
+        if self.rollups is None or self.want_points:
+            return
+        kept = {}
+        for name in names:
+            found = kept_signals(self.rollups.get(rollup_name(name)), name, self.settings)
+            if found is not None:
+                kept[name] = found
+        if not kept:
+            return
+        counts = runs_up_to(self.db, {name: k.mark for name, k in kept.items()})
+        self.kept_names = {name: k for name, k in kept.items() if counts[name] == (k.runs, k.orders)}
+        self.after = runs_after(self.db, {name: k.mark for name, k in self.kept_names.items()})
+        self.percentiles = cost_percentiles(self.db)
+
     def _task_name(self, name: str, models: tuple[str, ...]) -> tuple[int, CacheItem | None]:
         """The name's row, points and alerts; returns its runs' own calls and, for the checklist, its
         cache figures. Where the name's kept work (`signal_rollup`) still holds, only the runs that
         ended after it are read and replayed."""
-        kept = self._kept(name)
-        if kept is not None and not self.want_points:
-            after = runs_after(self.db, name, kept.mark)
+        kept = self.kept_names.get(name)
+        if kept is not None:
+            after = self.after[name]
             if not self.want_facts or (not after and kept.has_cache):
                 return self._after_kept(name, models, kept, after)
         return self._every_run(name, models, kept)
-
-    def _kept(self, name: str) -> KeptSignals | None:
-        if self.rollups is None:
-            return None
-        kept = kept_signals(self.rollups.get(rollup_name(name)), name, self.settings)
-        if kept is None or runs_up_to(self.db, name, kept.mark) != (kept.runs, kept.orders):
-            return None
-        return kept
 
     def _after_kept(
         self,
         name: str,
         models: tuple[str, ...],
         kept: KeptSignals,
-        after: Sequence[tuple[TaskRecord, int, str | None]],
+        after: Sequence[Run],
     ) -> tuple[int, CacheItem | None]:
         """`_every_run` from the kept work and the runs that ended after it."""
         settings = self.settings
@@ -363,7 +374,7 @@ class _NamePasses:
         runs = [run for run, _, _ in after]
         sums = kept.sums
         sums.add(runs)
-        self.rows.append(row_from_sums(name, sums, run_costs(self.db, name), models))
+        self.rows.append(row_from_sums(name, sums, self.percentiles.get(name, (None, None)), models))
         self.runs += sums.runs
         if sums.priced < sums.runs:
             self.unpriced.add(name)
@@ -374,7 +385,7 @@ class _NamePasses:
             return kept.own_calls, kept.cache
         facts = self._run_facts(name, after, complete=False)
         engine = SignalEngine(max_pending_tasks=None)
-        history = runs_after(self.db, name, kept.mark, before=history_kept(thresholds))
+        history = runs_before(self.db, name, kept.mark, history_kept(thresholds))
         engine.resume(name, [run for run, _, _ in history], kept.seen)
         alerts = list(kept.alerts)
         for run, order, _ in after:

@@ -3,7 +3,7 @@ a run and only later runs added: what `reports._task_row` gives from every run, 
 
 Every figure of the row but the percentiles is a sum, a count, a minimum or a maximum; money sums
 are exact `Decimal` additions from ``Decimal(0)`` (the same value and places in any grouping). The
-percentiles need every priced run's cost, which the report reads as one column.
+percentiles need every priced run's cost, ranked by the database (`ledger.run_marks.cost_percentiles`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .reports import OUTCOMES, TaskNameRow, _quotient, percentile
+from .reports import OUTCOMES, TaskNameRow, _quotient
 from .usage import CostBreakdown, TaskRecord, Usage
 
 __all__ = ["RunSums", "row_from_sums", "run_sums"]
@@ -102,15 +102,17 @@ def run_sums(runs: Sequence[TaskRecord] = ()) -> RunSums:
     return sums
 
 
-def row_from_sums(name: str, sums: RunSums, costs: Sequence[Decimal], models: tuple[str, ...]) -> TaskNameRow:
-    """`reports._task_row` of the runs summed, given their priced runs' costs (any order)."""
+def row_from_sums(
+    name: str, sums: RunSums, percentiles: tuple[Decimal | None, Decimal | None], models: tuple[str, ...]
+) -> TaskNameRow:
+    """`reports._task_row` of the runs summed, given the 50th and 95th percentiles of their costs."""
     total = sums.cost if sums.priced else None
     failure = sums.failure_cost
     return TaskNameRow(
         task=name, runs=sums.runs, outcomes=dict(sums.outcomes), calls=sums.calls, priced_runs=sums.priced,
         unpriced_runs=sums.runs - sums.priced, cost_total=total,
         cost_mean=None if total is None else _quotient(total, sums.priced),
-        cost_p50=percentile(costs, 50), cost_p95=percentile(costs, 95),
+        cost_p50=percentiles[0], cost_p95=percentiles[1],
         cost_per_success=None if total is None else _quotient(total, sums.successes),
         failure_cost=None if total is None else failure,
         failure_cost_share=None if not total else float(failure / total),

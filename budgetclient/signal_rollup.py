@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from .config import Settings
-from .ledger.aggregate import RunMark
 from .ledger.base import AlertRecord
+from .ledger.run_marks import RunMark
 from .run_sums import RunSums
 from .signals import cost_limit_for
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,14 @@ from hypothesis import strategies as st
 from budgetclient import config, ledger_report
 from budgetclient.cli.check import checklist
 from budgetclient.errors import LedgerError
-from budgetclient.ledger import Ledger, open_ledger
+from budgetclient.ledger import Ledger, _codec, open_ledger
 from budgetclient.ledger import sqlite as sqlite_ledger
 from budgetclient.ledger_report import read_ledger_report
+from budgetclient.usage import CostBreakdown, Usage
 
 from . import test_ledger_report
 from ._hypothesis import FAST
-from ._report_data import T0, History
+from ._report_data import T0, History, make_call, task_from_calls
 from .test_ledger_report import (
     SETTINGS,
     exact,
@@ -200,9 +203,11 @@ def test_schema_5_ledgers_gain_the_rollups(tmp_path: Path, history: History) -> 
             for step in steps:
                 raw.execute(step) if isinstance(step, str) else step(raw)
             raw.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        # records as schema 5 stored them (its call and task rows are schema 6's)
+        raw.executemany(sqlite_ledger._INSERT_CALL, [_codec.call_to_compact_row(c) for c in history.calls])
+        raw.executemany(sqlite_ledger._INSERT_TASK, [_codec.task_to_row(t) for t in history.tasks])
     ledger = sqlite_at(path)
     assert ledger.schema_version() == 6  # type: ignore[attr-defined]
-    ledger.write(calls=history.calls, tasks=history.tasks)
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT COUNT(*) FROM rollups").fetchone() == (0,)
         indexes = {row[1] for row in raw.execute("PRAGMA index_list(tasks)")}
@@ -227,3 +232,116 @@ def test_generated_ledgers_grow_and_report_as_a_replay(history: History, cut: in
     finally:
         ledger.close()
         shutil.rmtree(path.parent, ignore_errors=True)
+
+
+@pytest.mark.skipif(not test_ledger_report.PG_URL, reason="BUDGETCLIENT_TEST_POSTGRES_URL is not set")
+def test_schema_3_postgres_ledgers_gain_the_rollups(history: History) -> None:
+    """A PostgreSQL schema last opened by the previous release (schema 3) is migrated on open, with
+    its records: the rollups table and the index of runs by end appear; reports equal the records."""
+    import psycopg
+
+    from budgetclient.ledger import postgres
+
+    base = test_ledger_report.PG_URL
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    try:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+            conn.execute(
+                f'CREATE TABLE "{schema}".schema_version '
+                "(version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            conn.execute(f'SET search_path TO "{schema}"')
+            for version, statements in enumerate(postgres.MIGRATIONS[:3], 1):
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+            for table, columns, rows in (
+                ("calls", _codec.CALL_COLUMNS, [_codec.call_to_row(c) for c in history.calls]),
+                ("tasks", _codec.TASK_COLUMNS, [_codec.task_to_row(t) for t in history.tasks]),
+            ):
+                marks = ", ".join(["%s"] * len(columns))
+                with conn.cursor() as cur:
+                    cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+        url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
+        old = open_ledger(url)
+        assert old.schema_version() == 4  # type: ignore[attr-defined]
+        old.write(alerts=stored_alerts(history))
+        with psycopg.connect(base) as conn:
+            tables = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
+            ).fetchall()
+            indexes = conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = 'tasks'", (schema,)
+            ).fetchall()
+        assert ("rollups",) in tables and ("tasks_name_ended",) in indexes
+        same_figures(old, facts=True)
+        same_figures(old, facts=False)
+        old.close()
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_postgres_rows_that_commit_late_under_a_mark_are_noticed(pg_ledger: Ledger, history: History) -> None:
+    """A call that took its seq before the mark and committed after the report (stored here with a
+    seq of its choosing), and a deleted run: the next report takes the sums again."""
+    import psycopg
+
+    from budgetclient.ledger.postgres import PostgresLedger
+
+    assert isinstance(pg_ledger, PostgresLedger)
+    late = history.calls[len(history.calls) // 2]
+    first = [c for c in history.calls if c is not late]
+    pg_ledger.write(calls=first, tasks=history.tasks)
+    same_figures(pg_ledger, facts=True)
+    columns = _codec.CALL_COLUMNS
+    with psycopg.connect(test_ledger_report.PG_URL, autocommit=True) as conn:
+        conn.execute(
+            f'INSERT INTO "{pg_ledger.schema}".calls (seq, {", ".join(columns)}) OVERRIDING SYSTEM VALUE '
+            f"VALUES (2, {', '.join(['%s'] * len(columns))})",
+            _codec.call_to_row(late),
+        )
+    same_figures(pg_ledger, facts=False)
+    same_figures(pg_ledger, facts=True)
+    with psycopg.connect(test_ledger_report.PG_URL, autocommit=True) as conn:
+        conn.execute(
+            f'DELETE FROM "{pg_ledger.schema}".tasks WHERE seq IN '
+            f'(SELECT MIN(seq) FROM "{pg_ledger.schema}".tasks GROUP BY name)'
+        )
+    same_figures(pg_ledger, facts=False)
+    same_figures(pg_ledger, facts=True)
+
+
+def test_equal_costs_written_differently_rank_as_in_python(tmp_path: Path) -> None:
+    """The percentiles pick, among equal costs written with other places (0.1, 0.10), the one the
+    Python ranking picks: the earliest run to end. SQLite ranks decimal text here, PostgreSQL in SQL."""
+    ledgers = [sqlite_at(tmp_path / "ledger.db")]
+    if test_ledger_report.PG_URL:
+        schema = f"test_{uuid.uuid4().hex[:16]}"
+        base = test_ledger_report.PG_URL
+        ledgers.append(open_ledger(f"{base}{'&' if '?' in base else '?'}schema={schema}"))
+    history = History()
+    for i, cost in enumerate(["0.20", "0.100", "0.1", "0.10", "0.2", "0.3", "0.1000"]):
+        usage = Usage(input_tokens=100, output_tokens=10, requests=1)
+        at = T0 + timedelta(minutes=i)
+        call = make_call(i + 1, at=at, usage=usage, task_id=f"run-{i}", task_name="same")
+        call = replace(call, cost=Decimal(cost), cost_breakdown=CostBreakdown(output=Decimal(cost)))
+        history.calls.append(call)
+        history.tasks.append(task_from_calls(f"run-{i}", "same", "success", [call], started_at=at))
+    try:
+        for ledger in ledgers:
+            ledger.write(calls=history.calls, tasks=history.tasks)
+            same_figures(ledger, facts=False)
+            same_figures(ledger, facts=False)  # from the kept sums, percentiles from the database
+            row = read_ledger_report(ledger, settings=SETTINGS).report.rows[0]
+            # ranked: 0.100 0.1 0.10 0.1000 0.20 0.2 0.3 (equal ones in the order their runs ended)
+            assert (str(row.cost_p50), str(row.cost_p95)) == ("0.1000", "0.3")
+    finally:
+        for ledger in ledgers:
+            ledger.close()
+        if len(ledgers) > 1:
+            import psycopg
+
+            with psycopg.connect(test_ledger_report.PG_URL, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -36,10 +36,6 @@ __all__ = [
     "child_tasks",
     "sql_ledger",
     "task_names",
-    "RunMark",
-    "run_costs",
-    "runs_after",
-    "runs_up_to",
     "tasks_of",
 ]
 
@@ -219,7 +215,7 @@ def call_groups(ledger: SqlLedger, sel: Selection, rollups: dict[str, Any] | Non
         f"SELECT task_id IS NULL, task_name, {kind}, COUNT(*), {exact_rows}, {_TOKEN_SUMS}, "
         f"{money}, MIN(started_at), MAX(started_at)"
     )
-    if sql.sqlite and rollups is not None and sel == Selection():
+    if rollups is not None and sel == Selection():
         rows = _rolled_up_sums(ledger, select, rollups)
     else:
         where, params = sql.where(sel, "calls")
@@ -250,7 +246,8 @@ def call_groups(ledger: SqlLedger, sel: Selection, rollups: dict[str, Any] | Non
 
 
 CALL_SUMS = "call_sums"
-"""The rollup of SQLite's call sums: ``{"v": 1, "mark": rowid, "count": rows up to it, "rows": [...]}``."""
+"""The rollup of the call sums: ``{"v": 2, "mark": rowid or seq, "count": rows up to it, "orders": the
+sum of their rowids or seqs, "rows": [...]}``."""
 _SUM_KEY = 4
 _SUM_MAX = frozenset(range(15, 26, 2))
 """Positions in a call-sums row: the group key before ``_SUM_KEY``, then sums, except the money
@@ -259,41 +256,77 @@ _SUM_FIRST, _SUM_LAST = 26, 27
 
 
 def _rolled_up_sums(ledger: SqlLedger, select: str, rollups: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """`call_groups`' rows from the kept sums up to a rowid mark and the calls after it. Rows are only
-    ever added (rowids grow; a report's fill writes only rows not filled yet), so the kept sums hold
-    while the rows up to the mark are still all there (counted: a delete shows); the new mark stops
-    before the first row whose money columns are not filled yet."""
-    mark, count, kept = 0, 0, []
+    """`call_groups`' rows from the kept sums up to a mark (a rowid or seq) and the calls after it.
+
+    Rows are only added (a report's fill writes only rows not filled yet), so the kept sums hold while
+    the rows up to the mark are the same: their count and the sum of their rowids or seqs tell (a
+    delete lowers both; on PostgreSQL a row that took its seq before the mark and committed after it
+    raises both, and the sums are taken again from the first row). On SQLite rowids are given in
+    commit order, so only a delete can change them: a count tells. SQLite's new mark stops before the
+    first row whose money columns are not filled yet."""
+    sql = _Sql(ledger.dialect)
+    mark, count, orders, kept = 0, 0, 0, []
     try:
         found = rollups.get(CALL_SUMS)
-        if isinstance(found, dict) and found.get("v") == 1:
-            mark, count = int(found["mark"]), int(found["count"])
-            kept = [tuple(row) for row in found["rows"]]
-    except (KeyError, TypeError, ValueError):
-        mark, count, kept = 0, 0, []
-    ((total, after),) = ledger.fetch(
-        "SELECT (SELECT COUNT(*) FROM calls), (SELECT COUNT(*) FROM calls WHERE rowid > ?)", [mark]
-    )
-    if total - after != count:  # rows were deleted (or the rollup is not this ledger's)
-        mark, count, kept = 0, 0, []
-    ((last, unfilled),) = ledger.fetch(
-        "SELECT (SELECT MAX(rowid) FROM calls), "
-        "(SELECT MIN(rowid) FROM calls WHERE m_from_record != 0 AND m_from_record = 1)"
-    )
-    new_mark = max(mark, min(last or 0, (unfilled - 1) if unfilled else (last or 0)))
+        if isinstance(found, dict) and found.get("v") == 2:
+            mark, count, orders = int(found["mark"]), int(found["count"]), int(found["orders"])
+            kept = [tuple(_cell_from(v) for v in row) for row in found["rows"]]
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        mark, count, orders, kept = 0, 0, 0, []
+    if sql.sqlite:  # a rowid range is counted row by row, the whole table from its b-tree's size
+        ((total, after),) = ledger.fetch(
+            "SELECT (SELECT COUNT(*) FROM calls), (SELECT COUNT(*) FROM calls WHERE rowid > ?)", [mark]
+        )
+        holds = total - after == count
+        ((last, unfilled),) = ledger.fetch(
+            "SELECT (SELECT MAX(rowid) FROM calls), "
+            "(SELECT MIN(rowid) FROM calls WHERE m_from_record != 0 AND m_from_record = 1)"
+        )
+        new_mark = min(last or 0, (unfilled - 1) if unfilled else (last or 0))
+    else:
+        ((up_to, up_to_orders, last),) = ledger.fetch(
+            "SELECT COUNT(*) FILTER (WHERE seq <= %s), SUM(seq) FILTER (WHERE seq <= %s), MAX(seq) "
+            "FROM {schema}.calls WHERE seq <= %s OR seq = (SELECT MAX(seq) FROM {schema}.calls)",
+            [mark, mark, mark],
+        )
+        holds = (int(up_to), int(up_to_orders or 0)) == (count, orders)
+        new_mark = int(last or 0)
+    if not holds:  # rows changed under the mark (or the rollup is not this ledger's)
+        mark, count, orders, kept = 0, 0, 0, []
+    new_mark = max(mark, new_mark)
     rows = ledger.fetch(
-        f"{select}, rowid <= ? FROM calls WHERE rowid > ? GROUP BY {_positions(_SUM_KEY)}, {_SUM_LAST + 2}",
+        f"{select}, {sql.order} <= {sql.mark}, SUM({sql.order}) FROM {sql.prefix}calls "
+        f"WHERE {sql.order} > {sql.mark} GROUP BY {_positions(_SUM_KEY)}, {_SUM_LAST + 2}",
         [new_mark, mark],
     )
-    covered = [row[:-1] for row in rows if row[-1]]
-    beyond = [row[:-1] for row in rows if not row[-1]]
+    covered = [row[:-2] for row in rows if row[-2]]
+    beyond = [row[:-2] for row in rows if not row[-2]]
     if covered:
         kept = _merge_sums(kept, covered)
         count += sum(int(row[_SUM_KEY]) for row in covered)
-        data = {"v": 1, "mark": new_mark, "count": count, "rows": [list(row) for row in kept]}
+        orders += sum(int(row[-1]) for row in rows if row[-2])
+        data = {
+            "v": 2, "mark": new_mark, "count": count, "orders": orders,
+            "rows": [[_cell_json(v) for v in row] for row in kept],
+        }  # fmt: skip
         rollups[CALL_SUMS] = data
         store_rollups(ledger, [(CALL_SUMS, data)])
     return _merge_sums(kept, beyond) if beyond else kept
+
+
+def _cell_json(value: Any) -> Any:
+    """A call-sums value as JSON: PostgreSQL's sums are `Decimal`, its times `datetime`."""
+    if isinstance(value, Decimal):
+        return {"d": str(value)}
+    if isinstance(value, datetime):
+        return {"t": value.isoformat()}
+    return value
+
+
+def _cell_from(value: Any) -> Any:
+    if isinstance(value, dict):
+        return Decimal(value["d"]) if "d" in value else datetime.fromisoformat(value["t"])
+    return value
 
 
 def _merge_sums(a: Sequence[tuple[Any, ...]], b: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -373,58 +406,6 @@ def tasks_of(
         params,
     )
     return [(_task(sql, row), row[0], row[1]) for row in rows]
-
-
-RunMark = tuple[datetime, datetime, int]
-"""A run's place in the order runs ended: (ended at, started at, stored order)."""
-
-
-def _mark_where(sql: _Sql, name: str, mark: RunMark, op: str) -> tuple[str, list[Any]]:
-    ended, started, order = mark
-    marks = ", ".join([sql.mark] * 3)
-    where = f" WHERE name = {sql.mark} AND (ended_at, started_at, {sql.order}) {op} ({marks})"
-    return where, [name, sql.time(ended, "tasks"), sql.time(started, "tasks"), order]
-
-
-def runs_up_to(ledger: SqlLedger, name: str, mark: RunMark) -> tuple[int, int]:
-    """How many runs of the name ended at or before ``mark``, and the sum of their stored orders: a
-    run stored since then among them changes both (stored orders only grow), a deleted one the count."""
-    sql = _Sql(ledger.dialect)
-    where, params = _mark_where(sql, name, mark, "<=")
-    query = f"SELECT COUNT(*), SUM({sql.order}) FROM {sql.prefix}tasks{where}"
-    ((count, orders),) = ledger.fetch(query, params)
-    return int(count), int(orders or 0)
-
-
-def runs_after(
-    ledger: SqlLedger, name: str, mark: RunMark, *, before: int | None = None
-) -> list[tuple[TaskRecord, int, str | None]]:
-    """The name's runs that ended after ``mark`` (in that order), as `tasks_of` gives them; with
-    ``before``, instead the last ``before`` runs up to it (no facts)."""
-    sql = _Sql(ledger.dialect)
-    where, params = _mark_where(sql, name, mark, ">" if before is None else "<=")
-    direction = "" if before is None else " DESC"
-    order = ", ".join(f"{c}{direction}" for c in ("ended_at", "started_at", sql.order))
-    facts = "facts" if before is None else "NULL"
-    limit = "" if before is None else f" LIMIT {int(before)}"
-    rows = ledger.fetch(
-        f"SELECT {sql.order}, {facts}, {', '.join(_TASK_READ)} FROM {sql.prefix}tasks{where} "
-        f"ORDER BY {order}{limit}",
-        params,
-    )
-    found = [(_task(sql, row), row[0], row[1]) for row in rows]
-    return found if before is None else found[::-1]
-
-
-def run_costs(ledger: SqlLedger, name: str) -> list[Decimal]:
-    """The costs of the name's priced runs, in the order the runs ended (for its percentiles)."""
-    sql = _Sql(ledger.dialect)
-    rows = ledger.fetch(
-        f"SELECT cost FROM {sql.prefix}tasks WHERE name = {sql.mark} AND cost IS NOT NULL "
-        f"ORDER BY ended_at, started_at, {sql.order}",
-        [name],
-    )
-    return [Decimal(cost) for (cost,) in rows]
 
 
 _new_task = _fast_constructor(TaskRecord)

@@ -1,0 +1,111 @@
+"""What a whole-ledger report reads of the task names whose work an earlier report kept up to a run
+(`signal_rollup`): whether each mark still holds, the runs that ended after it, the runs the signals'
+history needs before it, and every name's cost percentiles. Each is one query over all the names
+(a few hundred marks to a query), not one per name: on PostgreSQL a query is a round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from ..reports import percentile
+from ..usage import TaskRecord
+from .aggregate import _TASK_READ, SqlLedger, _Sql, _task
+
+__all__ = ["RunMark", "cost_percentiles", "runs_after", "runs_before", "runs_up_to"]
+
+RunMark = tuple[datetime, datetime, int]
+"""A run's place in the order runs ended: (ended at, started at, stored order)."""
+Run = tuple[TaskRecord, int, str | None]
+"""A run, its stored order and its stored facts (as `aggregate.tasks_of` gives them)."""
+
+_MARKS_PER_QUERY = 200
+
+
+def _marked(
+    ledger: SqlLedger, marks: Mapping[str, RunMark], select: str, op: str, tail: str
+) -> Iterable[tuple[Any, ...]]:
+    """Rows of ``select`` over the runs joined to their name's mark (``m``), runs ``t`` with
+    ``(ended_at, started_at, order) <op> mark``."""
+    sql = _Sql(ledger.dialect)
+    items = list(marks.items())
+    for start in range(0, len(items), _MARKS_PER_QUERY):
+        chunk = items[start : start + _MARKS_PER_QUERY]
+        row = f"({', '.join([sql.mark] * 4)})"
+        params: list[Any] = []
+        for name, (ended, started, order) in chunk:
+            params += [name, sql.time(ended, "tasks"), sql.time(started, "tasks"), order]
+        yield from ledger.fetch(
+            f"WITH m (name, ended_at, started_at, o) AS (VALUES {', '.join([row] * len(chunk))}) "
+            f"SELECT {select.format(order=sql.order)} FROM m JOIN {sql.prefix}tasks t ON t.name = m.name "
+            f"AND (t.ended_at, t.started_at, t.{sql.order}) {op} (m.ended_at, m.started_at, m.o){tail}",
+            params,
+        )
+
+
+def runs_up_to(ledger: SqlLedger, marks: Mapping[str, RunMark]) -> dict[str, tuple[int, int]]:
+    """Per name, how many runs ended at or before its mark, and the sum of their stored orders: a run
+    stored since then among them changes both (stored orders only grow), a deleted one the count."""
+    found = {name: (0, 0) for name in marks}
+    rows = _marked(ledger, marks, "m.name, COUNT(*), SUM(t.{order})", "<=", " GROUP BY m.name")
+    for name, count, orders in rows:
+        found[name] = (int(count), int(orders or 0))
+    return found
+
+
+def runs_after(ledger: SqlLedger, marks: Mapping[str, RunMark]) -> dict[str, list[Run]]:
+    """Per name, its runs that ended after its mark, in that order."""
+    sql = _Sql(ledger.dialect)
+    found: dict[str, list[Run]] = {name: [] for name in marks}
+    columns = ", ".join(f"t.{c}" for c in _TASK_READ)
+    rows = _marked(
+        ledger, marks, f"t.{{order}}, t.facts, {columns}", ">",
+        f" ORDER BY t.name, t.ended_at, t.started_at, t.{sql.order}",
+    )  # fmt: skip
+    for row in rows:
+        found[row[3]].append((_task(sql, row), row[0], row[1]))
+    return found
+
+
+def runs_before(ledger: SqlLedger, name: str, mark: RunMark, count: int) -> list[Run]:
+    """The last ``count`` runs of the name up to its mark, in the order they ended (no facts)."""
+    sql = _Sql(ledger.dialect)
+    ended, started, order = mark
+    marks = ", ".join([sql.mark] * 3)
+    rows = ledger.fetch(
+        f"SELECT {sql.order}, NULL, {', '.join(_TASK_READ)} FROM {sql.prefix}tasks "
+        f"WHERE name = {sql.mark} AND (ended_at, started_at, {sql.order}) <= ({marks}) "
+        f"ORDER BY ended_at DESC, started_at DESC, {sql.order} DESC LIMIT {int(count)}",
+        [name, sql.time(ended, "tasks"), sql.time(started, "tasks"), order],
+    )
+    return [(_task(sql, row), row[0], None) for row in reversed(rows)]
+
+
+def cost_percentiles(ledger: SqlLedger) -> dict[str, tuple[Decimal | None, Decimal | None]]:
+    """Per task name, the 50th and 95th percentile of its priced runs' costs, as `reports.percentile`
+    gives them over the costs in the order the runs ended (a tie in value keeps that order). On
+    PostgreSQL the server ranks them (``NUMERIC``, exact) and sends two rows a name; SQLite's costs
+    are decimal text, ranked here."""
+    sql = _Sql(ledger.dialect)
+    if sql.sqlite:
+        costs: dict[str, list[Decimal]] = {}
+        for name, cost in ledger.fetch(
+            "SELECT name, cost FROM tasks WHERE cost IS NOT NULL ORDER BY name, ended_at, started_at, rowid"
+        ):
+            costs.setdefault(name, []).append(Decimal(cost))
+        return {name: (percentile(values, 50), percentile(values, 95)) for name, values in costs.items()}
+    found: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+    rows = ledger.fetch(
+        "SELECT name, rank, cost, (n + 1) / 2, (95 * n + 99) / 100 FROM ("
+        "SELECT name, cost, ROW_NUMBER() OVER (PARTITION BY name ORDER BY cost, ended_at, started_at, seq) "
+        "AS rank, COUNT(*) OVER (PARTITION BY name) AS n FROM {schema}.tasks WHERE cost IS NOT NULL) ranked "
+        "WHERE rank = (n + 1) / 2 OR rank = (95 * n + 99) / 100"
+    )
+    for name, rank, cost, p50, p95 in rows:
+        low, high = found.get(name, (None, None))
+        value = Decimal(cost)
+        found[name] = (value if rank == p50 else low, value if rank == p95 else high)
+    return found

@@ -60,7 +60,16 @@ from .reports import (
     name_cache_repeats,
 )
 from .run_sums import row_from_sums, run_sums
-from .signal_rollup import CacheItem, KeptSignals, kept_signals, rollup_name, signals_rollup
+from .signal_rollup import (
+    SEEN_PREFIX,
+    CacheItem,
+    KeptSignals,
+    kept_seen,
+    kept_signals,
+    rollup_name,
+    seen_name,
+    signals_rollup,
+)
 from .signals import (
     PrefixCall,
     RepeatFacts,
@@ -266,7 +275,7 @@ class _NamePasses:
         # cache check: per name (its first eligible call, eligible, cached, repeat input, repeat read)
         self.cache: list[tuple[tuple[datetime, int], str | None, int, int, int, int]] = []
         # a whole-ledger report reads and keeps rollups of its work (`ledger.rollups`)
-        self.rollups = read_rollups(db) if sel == Selection() else None
+        self.rollups = read_rollups(db, skip=SEEN_PREFIX) if sel == Selection() else None
         self.kept: list[tuple[str, Any]] = []
         """Rollups to store once the report is done."""
         self.kept_names: dict[str, KeptSignals] = {}
@@ -358,7 +367,11 @@ class _NamePasses:
         if kept is not None:
             after = self.after[name]
             if not self.want_facts or (not after and kept.has_cache):
-                return self._after_kept(name, models, kept, after)
+                if not after:
+                    return self._after_kept(name, models, kept, after)
+                seen = kept_seen(read_rollups(self.db, names=[seen_name(name)]).get(seen_name(name)), kept)
+                if seen is not None:
+                    return self._after_kept(name, models, kept._replace(seen=seen), after)
         return self._every_run(name, models, kept)
 
     def _after_kept(
@@ -400,7 +413,7 @@ class _NamePasses:
             orders=kept.orders + sum(order for _, order, _ in after), sums=sums, seen=engine.seen_keys(name),
             alerts=alerts, own_calls=own_calls, cache=None, has_cache=False,
         )  # fmt: skip
-        self.kept.append((rollup_name(name), signals_rollup(name, settings, now)))
+        self.kept += signals_rollup(name, settings, now)
         return own_calls, None
 
     def _every_run(
@@ -443,7 +456,7 @@ class _NamePasses:
                 sums=run_sums(runs), seen=engine.seen_keys(name), alerts=alerts, own_calls=own_calls,
                 cache=cache, has_cache=self.want_facts,
             )  # fmt: skip
-            self.kept.append((rollup_name(name), signals_rollup(name, settings, now)))
+            self.kept += signals_rollup(name, settings, now)
         return own_calls, cache
 
     def _run_facts(

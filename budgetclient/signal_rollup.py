@@ -23,7 +23,10 @@ from .ledger.run_marks import RunMark
 from .run_sums import RunSums
 from .signals import cost_limit_for
 
-__all__ = ["CacheItem", "KeptSignals", "kept_signals", "rollup_name", "signals_rollup"]
+__all__ = [
+    "SEEN_PREFIX", "CacheItem", "KeptSignals", "kept_seen", "kept_signals", "rollup_name", "seen_name",
+    "signals_rollup",
+]
 
 CacheItem = tuple[int, int, int, int, int, int]
 """The checklist's cache figures of a name: first eligible call (start in µs, stored order), eligible
@@ -38,6 +41,7 @@ class KeptSignals(NamedTuple):
     """The sum of their stored orders."""
     sums: RunSums
     seen: dict[str, int]
+    """Empty as read: `kept_seen` reads them where needed."""
     alerts: list[tuple[RunMark, AlertRecord]]
     """Each with its run's place, to order alerts as a whole replay would."""
     own_calls: int
@@ -94,7 +98,7 @@ def kept_signals(data: Any, name: str, settings: Settings) -> KeptSignals | None
         cache = data["cache"]
         return KeptSignals(
             mark=_mark_from(data["mark"]), runs=int(data["n"]), orders=int(data["orders"]),
-            sums=RunSums.from_json(data["sums"]), seen={str(key): int(end) for key, end in data["seen"]},
+            sums=RunSums.from_json(data["sums"]), seen={},
             alerts=[_alert_from(a) for a in data["alerts"]], own_calls=int(data["own"]),
             cache=None if cache is None else _cache_item(cache), has_cache=bool(data["has_cache"]),
         )  # fmt: skip
@@ -102,10 +106,33 @@ def kept_signals(data: Any, name: str, settings: Settings) -> KeptSignals | None
         return None
 
 
-def signals_rollup(name: str, settings: Settings, kept: KeptSignals) -> dict[str, Any]:
-    return {
+def kept_seen(data: Any, kept: KeptSignals) -> dict[str, int] | None:
+    """The prefix keys kept beside ``kept`` (their own rollup, `seen_name`: read only for a name with
+    runs to replay), if they are of the same mark."""
+    try:
+        if not isinstance(data, dict) or data.get("v") != 2:
+            return None
+        if (data["n"], data["orders"]) != (kept.runs, kept.orders):
+            return None
+        return {str(key): int(end) for key, end in data["seen"]}
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def seen_name(name: str) -> str:
+    return f"{SEEN_PREFIX}{name}"
+
+
+SEEN_PREFIX = "seen:"
+
+
+def signals_rollup(name: str, settings: Settings, kept: KeptSignals) -> list[tuple[str, Any]]:
+    """The rollups of ``kept``: its figures, and apart from them its prefix keys (the bulk of it)."""
+    figures = {
         "v": 2, "fp": _fingerprint(name, settings), "mark": _mark_json(kept.mark), "n": kept.runs,
-        "orders": kept.orders, "sums": kept.sums.as_json(), "seen": list(kept.seen.items()),
+        "orders": kept.orders, "sums": kept.sums.as_json(),
         "alerts": [_alert_json(m, a) for m, a in kept.alerts], "own": kept.own_calls,
         "cache": None if kept.cache is None else list(kept.cache), "has_cache": kept.has_cache,
     }  # fmt: skip
+    seen = {"v": 2, "n": kept.runs, "orders": kept.orders, "seen": list(kept.seen.items())}
+    return [(rollup_name(name), figures), (seen_name(name), seen)]

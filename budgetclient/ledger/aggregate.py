@@ -280,7 +280,8 @@ def _rolled_up_sums(ledger: SqlLedger, select: str, rollups: dict[str, Any]) -> 
         holds = total - after == count
         ((last, unfilled),) = ledger.fetch(
             "SELECT (SELECT MAX(rowid) FROM calls), "
-            "(SELECT MIN(rowid) FROM calls WHERE m_from_record != 0 AND m_from_record = 1)"
+            # + 0: through the partial index, not a walk of the table in rowid order
+            "(SELECT MIN(rowid + 0) FROM calls WHERE m_from_record != 0 AND m_from_record = 1)"
         )
         new_mark = min(last or 0, (unfilled - 1) if unfilled else (last or 0))
     else:

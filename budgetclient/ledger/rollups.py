@@ -25,11 +25,25 @@ class _Fetching(Protocol):
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
 
-def read_rollups(ledger: _Fetching) -> dict[str, Any]:
-    """Every rollup by name, decoded; none when the ledger has no table for them or cannot be read."""
-    prefix = "" if ledger.dialect == "sqlite" else "{schema}."
+def read_rollups(
+    ledger: _Fetching, *, skip: str | None = None, names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The rollups by name, decoded: every one but those whose name starts with ``skip``, or only
+    those ``names``; none when the ledger has no table for them or cannot be read."""
+    table = "rollups" if ledger.dialect == "sqlite" else "{schema}.rollups"
+    sql = f"SELECT name, data FROM {table}"
+    mark = "?" if ledger.dialect == "sqlite" else "%s"
+    params: list[Any] = []
+    if names is not None:
+        if not names:
+            return {}
+        sql += f" WHERE name IN ({', '.join([mark] * len(names))})"
+        params = list(names)
+    elif skip is not None:
+        sql += f" WHERE substr(name, 1, {len(skip)}) != {mark}"
+        params = [skip]
     try:
-        rows = ledger.fetch(f"SELECT name, data FROM {prefix}rollups")
+        rows = ledger.fetch(sql, params)
     except LedgerError:
         return {}
     found: dict[str, Any] = {}

@@ -90,11 +90,20 @@ def cost_percentiles(ledger: SqlLedger) -> dict[str, tuple[Decimal | None, Decim
     PostgreSQL the server ranks them (``NUMERIC``, exact) and sends two rows a name; SQLite's costs
     are decimal text, ranked here."""
     sql = _Sql(ledger.dialect)
-    if sql.sqlite:
+    if sql.sqlite:  # in the covering index's order: runs that ended and started together by cost
+        rows = ledger.fetch(
+            "SELECT name, ended_at, started_at, rowid, cost FROM tasks WHERE cost IS NOT NULL "
+            "ORDER BY name, ended_at, started_at"
+        )
         costs: dict[str, list[Decimal]] = {}
-        for name, cost in ledger.fetch(
-            "SELECT name, cost FROM tasks WHERE cost IS NOT NULL ORDER BY name, ended_at, started_at, rowid"
-        ):
+        previous: tuple[Any, ...] = ()
+        tied = False
+        for row in rows:
+            tied = tied or row[:3] == previous
+            previous = row[:3]
+        if tied:  # rare: the order runs ended in, stored order last
+            rows.sort(key=lambda row: row[:4])
+        for name, _, _, _, cost in rows:
             costs.setdefault(name, []).append(Decimal(cost))
         return {name: (percentile(values, 50), percentile(values, 95)) for name, values in costs.items()}
     found: dict[str, tuple[Decimal | None, Decimal | None]] = {}

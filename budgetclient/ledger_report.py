@@ -265,7 +265,7 @@ class _NamePasses:
     ) -> None:
         self.db, self.sel, self.settings, self.progress = db, sel, settings, progress
         self.want_points, self.want_facts = points, facts
-        self.children: dict[str, list[ChildTask]] = {}
+        self.children: dict[str, list[ChildTask]] | None = None
         self.rows: list[TaskNameRow] = []
         self.replayed: list[tuple[_TaskKey, AlertRecord]] = []
         self.points: list[tuple[_TaskKey, list[RunPoint]]] = []
@@ -286,8 +286,6 @@ class _NamePasses:
         sel = self.sel
         groups = call_groups(self.db, sel, self.rollups)
         names = [n for n in task_names(self.db, sel) if sel.task_name is None or n == sel.task_name]
-        for child in child_tasks(self.db, sel):
-            self.children.setdefault(child.parent_id, []).append(child)
         self._read_kept(names)
         call_names = {g.task_name for g in groups}
         todo: list[str | None] = [*names, *(n for n in call_names if n not in set(names))]
@@ -529,6 +527,10 @@ class _NamePasses:
         }
 
     def _foreign_descendants(self, name: str, ids: list[str]) -> list[ChildTask]:
+        if self.children is None:  # read once, when a run's facts are first computed
+            self.children = {}
+            for child in child_tasks(self.db, self.sel):
+                self.children.setdefault(child.parent_id, []).append(child)
         seen, stack, foreign = set(ids), list(ids), []
         while stack:
             for child in self.children.get(stack.pop(), ()):

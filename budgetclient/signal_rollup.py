@@ -51,6 +51,9 @@ class KeptSignals(NamedTuple):
     """Whether ``cache`` was computed (None then: no eligible call)."""
 
 
+_VERSION = 3
+
+
 def rollup_name(name: str) -> str:
     return f"signals:{name}"
 
@@ -93,7 +96,9 @@ def _cache_item(data: list[Any]) -> CacheItem:
 def kept_signals(data: Any, name: str, settings: Settings) -> KeptSignals | None:
     """The kept work of a name, if taken with these thresholds (its mark is the caller's to check)."""
     try:
-        if not isinstance(data, dict) or data.get("v") != 2 or data["fp"] != _fingerprint(name, settings):
+        if not isinstance(data, dict) or data.get("v") != _VERSION:
+            return None
+        if data["fp"] != _fingerprint(name, settings):
             return None
         cache = data["cache"]
         return KeptSignals(
@@ -110,7 +115,7 @@ def kept_seen(data: Any, kept: KeptSignals) -> dict[str, int] | None:
     """The prefix keys kept beside ``kept`` (their own rollup, `seen_name`: read only for a name with
     runs to replay), if they are of the same mark."""
     try:
-        if not isinstance(data, dict) or data.get("v") != 2:
+        if not isinstance(data, dict) or data.get("v") != _VERSION:
             return None
         if (data["n"], data["orders"]) != (kept.runs, kept.orders):
             return None
@@ -129,10 +134,10 @@ SEEN_PREFIX = "seen:"
 def signals_rollup(name: str, settings: Settings, kept: KeptSignals) -> list[tuple[str, Any]]:
     """The rollups of ``kept``: its figures, and apart from them its prefix keys (the bulk of it)."""
     figures = {
-        "v": 2, "fp": _fingerprint(name, settings), "mark": _mark_json(kept.mark), "n": kept.runs,
+        "v": _VERSION, "fp": _fingerprint(name, settings), "mark": _mark_json(kept.mark), "n": kept.runs,
         "orders": kept.orders, "sums": kept.sums.as_json(),
         "alerts": [_alert_json(m, a) for m, a in kept.alerts], "own": kept.own_calls,
         "cache": None if kept.cache is None else list(kept.cache), "has_cache": kept.has_cache,
     }  # fmt: skip
-    seen = {"v": 2, "n": kept.runs, "orders": kept.orders, "seen": list(kept.seen.items())}
+    seen = {"v": _VERSION, "n": kept.runs, "orders": kept.orders, "seen": list(kept.seen.items())}
     return [(rollup_name(name), figures), (seen_name(name), seen)]

@@ -6,6 +6,7 @@ history needs before it, and every name's cost percentiles. Each is one query ov
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -106,15 +107,32 @@ def cost_percentiles(ledger: SqlLedger) -> dict[str, tuple[Decimal | None, Decim
         for name, _, _, _, cost in rows:
             costs.setdefault(name, []).append(Decimal(cost))
         return {name: (percentile(values, 50), percentile(values, 95)) for name, values in costs.items()}
-    found: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+    # the server's percentile_disc takes rank ceil(p x n) in floating point and any of equal costs:
+    # exact when that rank is the nearest rank and the equal costs are written alike (say so, per name)
     rows = ledger.fetch(
-        "SELECT name, rank, cost, (n + 1) / 2, (95 * n + 99) / 100 FROM ("
-        "SELECT name, cost, ROW_NUMBER() OVER (PARTITION BY name ORDER BY cost, ended_at, started_at, seq) "
-        "AS rank, COUNT(*) OVER (PARTITION BY name) AS n FROM {schema}.tasks WHERE cost IS NOT NULL) ranked "
-        "WHERE rank = (n + 1) / 2 OR rank = (95 * n + 99) / 100"
+        "WITH p AS (SELECT name, COUNT(*) AS n, percentile_disc(0.5) WITHIN GROUP (ORDER BY cost) AS p50, "
+        "percentile_disc(0.95) WITHIN GROUP (ORDER BY cost) AS p95 FROM {schema}.tasks "
+        "WHERE cost IS NOT NULL GROUP BY name) "
+        "SELECT p.name, p.n, p.p50, p.p95, (SELECT COUNT(DISTINCT t.cost::text) FROM {schema}.tasks t "
+        "WHERE t.name = p.name AND (t.cost = p.p50 OR t.cost = p.p95)) FROM p"
     )
-    for name, rank, cost, p50, p95 in rows:
-        low, high = found.get(name, (None, None))
-        value = Decimal(cost)
-        found[name] = (value if rank == p50 else low, value if rank == p95 else high)
+    found: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+    ranked: list[str] = []
+    for name, n, p50, p95, texts in rows:
+        if texts <= (1 if p50 == p95 else 2) and math.ceil(0.95 * n) == (95 * n + 99) // 100:
+            found[name] = (Decimal(p50), Decimal(p95))
+        else:
+            ranked.append(name)
+    if ranked:  # each cost ranked, ties in the order the runs ended
+        for name, rank, cost, p50, p95 in ledger.fetch(
+            "SELECT name, rank, cost, (n + 1) / 2, (95 * n + 99) / 100 FROM ("
+            "SELECT name, cost, COUNT(*) OVER (PARTITION BY name) AS n, "
+            "ROW_NUMBER() OVER (PARTITION BY name ORDER BY cost, ended_at, started_at, seq) AS rank "
+            "FROM {schema}.tasks WHERE cost IS NOT NULL AND name = ANY(%s)) ranked "
+            "WHERE rank = (n + 1) / 2 OR rank = (95 * n + 99) / 100",
+            [ranked],
+        ):
+            low, high = found.get(name, (None, None))
+            value = Decimal(cost)
+            found[name] = (value if rank == p50 else low, value if rank == p95 else high)
     return found

@@ -355,7 +355,11 @@ class _NamePasses:
         counts = runs_up_to(self.db, {name: k.mark for name, k in kept.items()})
         self.kept_names = {name: k for name, k in kept.items() if counts[name] == (k.runs, k.orders)}
         self.after = runs_after(self.db, {name: k.mark for name, k in self.kept_names.items()})
-        self.percentiles = cost_percentiles(self.db)
+        priced = {
+            name: k.sums.priced + sum(1 for run, _, _ in self.after[name] if run.cost is not None)
+            for name, k in self.kept_names.items()
+        }
+        self.percentiles = cost_percentiles(self.db, priced)
 
     def _task_name(self, name: str, models: tuple[str, ...]) -> tuple[int, CacheItem | None]:
         """The name's row, points and alerts; returns its runs' own calls and, for the checklist, its

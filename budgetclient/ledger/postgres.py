@@ -149,6 +149,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE rollups (name TEXT PRIMARY KEY, data TEXT NOT NULL)",
         # a name's runs in the order they ended: the runs after a rollup's mark, and its check
         "CREATE INDEX tasks_name_ended ON tasks (name, ended_at, started_at, seq)",
+        # a name's costs in rank order (ties by end): the report's percentiles, two probes a name
+        "CREATE INDEX tasks_name_cost ON tasks (name, cost, ended_at, started_at, seq)",
         # the report's drift section reads the drifted calls only, not a scan of every call
         "CREATE INDEX calls_drifted ON calls (started_at, seq) WHERE drift IS NOT NULL",
         # the calls after the call sums' mark, and the check of the rows up to it

@@ -85,11 +85,14 @@ def runs_before(ledger: SqlLedger, name: str, mark: RunMark, count: int) -> list
     return [(_task(sql, row), row[0], None) for row in reversed(rows)]
 
 
-def cost_percentiles(ledger: SqlLedger) -> dict[str, tuple[Decimal | None, Decimal | None]]:
-    """Per task name, the 50th and 95th percentile of its priced runs' costs, as `reports.percentile`
-    gives them over the costs in the order the runs ended (a tie in value keeps that order). On
-    PostgreSQL the server ranks them (``NUMERIC``, exact) and sends two rows a name; SQLite's costs
-    are decimal text, ranked here."""
+def cost_percentiles(
+    ledger: SqlLedger, priced: Mapping[str, int]
+) -> dict[str, tuple[Decimal | None, Decimal | None]]:
+    """Per task name, the 50th and 95th percentile of its ``priced[name]`` priced runs' costs, as
+    `reports.percentile` gives them over the costs in the order the runs ended (a tie in value keeps
+    that order). On PostgreSQL two probes of the index ``tasks_name_cost`` a name, at the nearest ranks
+    (``NUMERIC`` orders exactly; a tie in value is ordered by end, as here); SQLite's costs are decimal
+    text, ranked here from a scan of the covering index ``tasks_name_ended``."""
     sql = _Sql(ledger.dialect)
     if sql.sqlite:  # in the covering index's order: runs that ended and started together by cost
         rows = ledger.fetch(
@@ -107,32 +110,25 @@ def cost_percentiles(ledger: SqlLedger) -> dict[str, tuple[Decimal | None, Decim
         for name, _, _, _, cost in rows:
             costs.setdefault(name, []).append(Decimal(cost))
         return {name: (percentile(values, 50), percentile(values, 95)) for name, values in costs.items()}
-    # the server's percentile_disc takes rank ceil(p x n) in floating point and any of equal costs:
-    # exact when that rank is the nearest rank and the equal costs are written alike (say so, per name)
-    rows = ledger.fetch(
-        "WITH p AS (SELECT name, COUNT(*) AS n, percentile_disc(0.5) WITHIN GROUP (ORDER BY cost) AS p50, "
-        "percentile_disc(0.95) WITHIN GROUP (ORDER BY cost) AS p95 FROM {schema}.tasks "
-        "WHERE cost IS NOT NULL GROUP BY name) "
-        "SELECT p.name, p.n, p.p50, p.p95, (SELECT COUNT(DISTINCT t.cost::text) FROM {schema}.tasks t "
-        "WHERE t.name = p.name AND (t.cost = p.p50 OR t.cost = p.p95)) FROM p"
-    )
+    wanted = {  # the ranks `reports.percentile` takes (within 1..count)
+        name: (math.ceil(Decimal(50) * count / 100), math.ceil(Decimal(95) * count / 100))
+        for name, count in priced.items()
+        if count
+    }
+    ranks = [(name, rank) for name, pair in wanted.items() for rank in dict.fromkeys(pair)]
     found: dict[str, tuple[Decimal | None, Decimal | None]] = {}
-    ranked: list[str] = []
-    for name, n, p50, p95, texts in rows:
-        if texts <= (1 if p50 == p95 else 2) and math.ceil(0.95 * n) == (95 * n + 99) // 100:
-            found[name] = (Decimal(p50), Decimal(p95))
-        else:
-            ranked.append(name)
-    if ranked:  # each cost ranked, ties in the order the runs ended
-        for name, rank, cost, p50, p95 in ledger.fetch(
-            "SELECT name, rank, cost, (n + 1) / 2, (95 * n + 99) / 100 FROM ("
-            "SELECT name, cost, COUNT(*) OVER (PARTITION BY name) AS n, "
-            "ROW_NUMBER() OVER (PARTITION BY name ORDER BY cost, ended_at, started_at, seq) AS rank "
-            "FROM {schema}.tasks WHERE cost IS NOT NULL AND name = ANY(%s)) ranked "
-            "WHERE rank = (n + 1) / 2 OR rank = (95 * n + 99) / 100",
-            [ranked],
-        ):
+    for start in range(0, len(ranks), 2 * _MARKS_PER_QUERY):
+        chunk = ranks[start : start + 2 * _MARKS_PER_QUERY]
+        rows = ledger.fetch(
+            f"WITH m (name, r) AS (VALUES {', '.join(['(%s, %s)'] * len(chunk))}) "
+            "SELECT m.name, m.r, (SELECT t.cost FROM {schema}.tasks t WHERE t.name = m.name "
+            "AND t.cost IS NOT NULL ORDER BY t.cost, t.ended_at, t.started_at, t.seq OFFSET m.r - 1 LIMIT 1) "
+            "FROM m",
+            [value for item in chunk for value in item],
+        )
+        for name, rank, cost in rows:
             low, high = found.get(name, (None, None))
-            value = Decimal(cost)
+            value = None if cost is None else Decimal(cost)
+            p50, p95 = wanted[name]
             found[name] = (value if rank == p50 else low, value if rank == p95 else high)
     return found

@@ -27,11 +27,17 @@ _MARKS_PER_QUERY = 200
 
 
 def _marked(
-    ledger: SqlLedger, marks: Mapping[str, RunMark], select: str, op: str, tail: str
+    ledger: SqlLedger, marks: Mapping[str, RunMark], select: str, op: str, *, group: bool
 ) -> Iterable[tuple[Any, ...]]:
-    """Rows of ``select`` over the runs joined to their name's mark (``m``), runs ``t`` with
-    ``(ended_at, started_at, order) <op> mark``."""
+    """Per mark (``m``), the name and ``select`` over its runs ``t`` with ``(ended_at, started_at,
+    order) <op> mark`` (``group``: one row a name, of aggregates). PostgreSQL takes each name's runs
+    through the index (a lateral subquery: a join of the marks to every run would be planned as a
+    scan of the table); SQLite's planner does so with a join."""
     sql = _Sql(ledger.dialect)
+    columns = select.format(order=sql.order)
+    where = (
+        f"t.name = m.name AND (t.ended_at, t.started_at, t.{sql.order}) {op} (m.ended_at, m.started_at, m.o)"
+    )
     items = list(marks.items())
     for start in range(0, len(items), _MARKS_PER_QUERY):
         chunk = items[start : start + _MARKS_PER_QUERY]
@@ -39,20 +45,24 @@ def _marked(
         params: list[Any] = []
         for name, (ended, started, order) in chunk:
             params += [name, sql.time(ended, "tasks"), sql.time(started, "tasks"), order]
-        yield from ledger.fetch(
-            f"WITH m (name, ended_at, started_at, o) AS (VALUES {', '.join([row] * len(chunk))}) "
-            f"SELECT {select.format(order=sql.order)} FROM m JOIN {sql.prefix}tasks t ON t.name = m.name "
-            f"AND (t.ended_at, t.started_at, t.{sql.order}) {op} (m.ended_at, m.started_at, m.o){tail}",
-            params,
-        )
+        marked = f"WITH m (name, ended_at, started_at, o) AS (VALUES {', '.join([row] * len(chunk))}) "
+        if sql.sqlite:
+            tail = " GROUP BY m.name" if group else ""
+            query = f"{marked}SELECT m.name, {columns} FROM m JOIN tasks t ON {where}{tail}"
+        else:
+            offset = "" if group else " OFFSET 0"  # kept apart: not flattened into a join
+            query = (
+                f"{marked}SELECT m.name, r.* FROM m CROSS JOIN LATERAL "
+                f"(SELECT {columns} FROM {{schema}}.tasks t WHERE {where}{offset}) r"
+            )
+        yield from ledger.fetch(query, params)
 
 
 def runs_up_to(ledger: SqlLedger, marks: Mapping[str, RunMark]) -> dict[str, tuple[int, int]]:
     """Per name, how many runs ended at or before its mark, and the sum of their stored orders: a run
     stored since then among them changes both (stored orders only grow), a deleted one the count."""
     found = {name: (0, 0) for name in marks}
-    rows = _marked(ledger, marks, "m.name, COUNT(*), SUM(t.{order})", "<=", " GROUP BY m.name")
-    for name, count, orders in rows:
+    for name, count, orders in _marked(ledger, marks, "COUNT(*), SUM(t.{order})", "<=", group=True):
         found[name] = (int(count), int(orders or 0))
     return found
 
@@ -62,12 +72,11 @@ def runs_after(ledger: SqlLedger, marks: Mapping[str, RunMark]) -> dict[str, lis
     sql = _Sql(ledger.dialect)
     found: dict[str, list[Run]] = {name: [] for name in marks}
     columns = ", ".join(f"t.{c}" for c in _TASK_READ)
-    rows = _marked(
-        ledger, marks, f"t.{{order}}, t.facts, {columns}", ">",
-        f" ORDER BY t.name, t.ended_at, t.started_at, t.{sql.order}",
-    )  # fmt: skip
+    rows = list(_marked(ledger, marks, f"t.{{order}}, t.facts, {columns}", ">", group=False))
     for row in rows:
-        found[row[3]].append((_task(sql, row), row[0], row[1]))
+        found[row[0]].append((_task(sql, row[1:]), row[1], row[2]))
+    for runs in found.values():
+        runs.sort(key=lambda run: (run[0].ended_at, run[0].started_at, run[1]))
     return found
 
 

@@ -449,14 +449,16 @@ class _NamePasses:
             alerts.extend((key, alert) for alert in raised)
         self.replayed.extend(alerts)
         own_calls = sum(f.own_calls for f in facts.values())
-        cache = self._cache_from_facts(facts.values()) if self.want_facts else None
+        # kept work holds the checklist's figures too (so a check after a report reads no run)
+        with_cache = self.want_facts or self.rollups is not None
+        cache = self._cache_from_facts(facts.values()) if with_cache else None
         if self.rollups is not None and (
-            kept is None or kept.runs != len(runs) or (self.want_facts and not kept.has_cache)
+            kept is None or kept.runs != len(runs) or not kept.has_cache
         ):
             now = KeptSignals(
                 mark=keys[-1], runs=len(runs), orders=sum(order for _, order, _ in ended),
                 sums=run_sums(runs), seen=engine.seen_keys(name), alerts=alerts, own_calls=own_calls,
-                cache=cache, has_cache=self.want_facts,
+                cache=cache, has_cache=True,
             )  # fmt: skip
             self.kept += signals_rollup(name, settings, now)
         return own_calls, cache
@@ -471,7 +473,7 @@ class _NamePasses:
         facts: dict[str, RunFacts] = {}
         since_us = None if sel.since is None else moment_us(sel.since)
         for run, _, text in stored_runs:
-            found = decode_run_facts(text, own=self.want_facts)
+            found = decode_run_facts(text, own=self.want_facts or self.rollups is not None)
             if found is None or found.signal.min_input != minimum or sel.task_name is not None:
                 continue  # --task: the runs gather no calls of other names' children (as before)
             if since_us is not None and found.first_call is not None and found.first_call < since_us:

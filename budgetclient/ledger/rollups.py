@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LedgerError
+
+if TYPE_CHECKING:
+    from .aggregate import SqlLedger
 
 __all__ = ["read_rollups", "store_rollups"]
 
 
-class _Fetching(Protocol):
-    dialect: str
-
-    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
-
-
 def read_rollups(
-    ledger: _Fetching, *, skip: str | None = None, names: Sequence[str] | None = None
+    ledger: SqlLedger, *, skip: str | None = None, names: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """The rollups by name, decoded: every one but those whose name starts with ``skip``, or only
     those ``names``; none when the ledger has no table for them or cannot be read."""

@@ -63,6 +63,7 @@ from .run_sums import row_from_sums, run_sums
 from .signal_rollup import (
     SEEN_PREFIX,
     CacheItem,
+    CacheState,
     KeptSignals,
     kept_seen,
     kept_signals,
@@ -322,23 +323,27 @@ class _NamePasses:
         self.cache.append((first, name, len(eligible), cached, repeat_input, repeat_read))
 
     @staticmethod
-    def _cache_from_facts(facts: Iterable[RunFacts]) -> CacheItem | None:
+    def _cache_from_facts(facts: Iterable[RunFacts], state: CacheState | None = None) -> CacheState | None:
         """`_cache_facts` from the runs' facts: `name_cache_repeats` takes each run's eligible calls in
-        the order of its first one, earlier runs' prefixes counting as seen."""
+        the order of its first one, earlier runs' prefixes counting as seen. From ``state`` (the
+        figures of runs taken in before) on: None if one of these runs comes before its last."""
         runs = sorted(
             (f for f in facts if f.first_eligible is not None), key=lambda f: f.first_eligible or ()
         )
-        if not runs:
+        item, seen, last = state if state is not None else (None, {}, None)
+        if runs and last is not None and (runs[0].first_eligible or ()) <= last:
             return None
-        seen: dict[str, int] = {}
-        repeat_input = repeat_read = 0
+        seen = dict(seen)
+        first = None if item is None else (item[0], item[1])
+        eligible, cached, repeat_input, repeat_read = (0, 0, 0, 0) if item is None else item[2:]
         for run in runs:
             _, run_input, run_read = apply_repeat_facts(run.own, seen)
             repeat_input, repeat_read = repeat_input + run_input, repeat_read + run_read
-        assert runs[0].first_eligible is not None
-        start_us, order = runs[0].first_eligible
-        eligible, cached = sum(f.eligible for f in runs), sum(f.cached for f in runs)
-        return (start_us, order, eligible, cached, repeat_input, repeat_read)
+            eligible, cached = eligible + run.eligible, cached + run.cached
+        if runs:
+            first, last = first or runs[0].first_eligible, runs[-1].first_eligible
+        item = None if first is None else (first[0], first[1], eligible, cached, repeat_input, repeat_read)
+        return item, seen, last
 
     def _read_kept(self, names: Sequence[str]) -> None:
         """The names whose kept work (`signal_rollup`) still holds, the runs that ended after it, and
@@ -368,12 +373,19 @@ class _NamePasses:
         kept = self.kept_names.get(name)
         if kept is not None:
             after = self.after[name]
-            if not self.want_facts or (not after and kept.has_cache):
-                if not after:
-                    return self._after_kept(name, models, kept, after)
-                seen = kept_seen(read_rollups(self.db, names=[seen_name(name)]).get(seen_name(name)), kept)
-                if seen is not None:
-                    return self._after_kept(name, models, kept._replace(seen=seen), after)
+            if not after and (kept.has_cache or not self.want_facts):
+                return self._after_kept(name, models, kept, after, {}, None)
+            if after:
+                found = read_rollups(self.db, names=[seen_name(name)]).get(seen_name(name))
+                with_seen = kept_seen(found, kept)
+                if with_seen is not None:
+                    facts = self._run_facts(name, after, complete=False)
+                    cache = None
+                    if with_seen.has_cache:
+                        state = (with_seen.cache, with_seen.cache_seen, with_seen.cache_last)
+                        cache = self._cache_from_facts([facts[run.id] for run, _, _ in after], state)
+                    if cache is not None or not self.want_facts:
+                        return self._after_kept(name, models, with_seen, after, facts, cache)
         return self._every_run(name, models, kept)
 
     def _after_kept(
@@ -382,8 +394,11 @@ class _NamePasses:
         models: tuple[str, ...],
         kept: KeptSignals,
         after: Sequence[Run],
+        facts: dict[str, RunFacts],
+        cache: CacheState | None,
     ) -> tuple[int, CacheItem | None]:
-        """`_every_run` from the kept work and the runs that ended after it."""
+        """`_every_run` from the kept work and the runs that ended after it (with their ``facts``, and
+        the cache figures with them, None where they could not be added)."""
         settings = self.settings
         thresholds, limit = settings.signals, cost_limit_for(name, settings)
         runs = [run for run, _, _ in after]
@@ -398,7 +413,6 @@ class _NamePasses:
         self.replayed.extend(kept.alerts)
         if not after:
             return kept.own_calls, kept.cache
-        facts = self._run_facts(name, after, complete=False)
         engine = SignalEngine(max_pending_tasks=None)
         history = runs_before(self.db, name, kept.mark, history_kept(thresholds))
         engine.resume(name, [run for run, _, _ in history], kept.seen)
@@ -413,10 +427,12 @@ class _NamePasses:
         now = KeptSignals(
             mark=(last.ended_at, last.started_at, last_order), runs=sums.runs,
             orders=kept.orders + sum(order for _, order, _ in after), sums=sums, seen=engine.seen_keys(name),
-            alerts=alerts, own_calls=own_calls, cache=None, has_cache=False,
+            alerts=alerts, own_calls=own_calls, cache=None if cache is None else cache[0],
+            has_cache=cache is not None, cache_seen={} if cache is None else cache[1],
+            cache_last=None if cache is None else cache[2],
         )  # fmt: skip
         self.kept += signals_rollup(name, settings, now)
-        return own_calls, None
+        return own_calls, now.cache
 
     def _every_run(
         self, name: str, models: tuple[str, ...], kept: KeptSignals | None
@@ -451,14 +467,16 @@ class _NamePasses:
         own_calls = sum(f.own_calls for f in facts.values())
         # kept work holds the checklist's figures too (so a check after a report reads no run)
         with_cache = self.want_facts or self.rollups is not None
-        cache = self._cache_from_facts(facts.values()) if with_cache else None
+        state = self._cache_from_facts(facts.values()) if with_cache else None
+        cache = None if state is None else state[0]
         if self.rollups is not None and (
             kept is None or kept.runs != len(runs) or not kept.has_cache
         ):
             now = KeptSignals(
                 mark=keys[-1], runs=len(runs), orders=sum(order for _, order, _ in ended),
                 sums=run_sums(runs), seen=engine.seen_keys(name), alerts=alerts, own_calls=own_calls,
-                cache=cache, has_cache=True,
+                cache=cache, has_cache=True, cache_seen={} if state is None else state[1],
+                cache_last=None if state is None else state[2],
             )  # fmt: skip
             self.kept += signals_rollup(name, settings, now)
         return own_calls, cache

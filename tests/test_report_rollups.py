@@ -345,3 +345,37 @@ def test_equal_costs_written_differently_rank_as_in_python(tmp_path: Path) -> No
 
             with psycopg.connect(test_ledger_report.PG_URL, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_a_check_after_runs_were_added_reads_only_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs added after the last report, each starting after the ones before: the report adds them to
+    the kept checklist figures too, so the check after it reads no run, and gives the same figures."""
+    history = History()
+    n = 0
+    for i in range(12):
+        at = T0 + timedelta(minutes=3 * i)
+        calls = []
+        for j in range(3):
+            n += 1
+            usage = Usage(input_tokens=3000, cache_read_tokens=1000 * (i % 3), output_tokens=20, requests=1)
+            calls.append(make_call(
+                n, at=at + timedelta(seconds=10 * j), usage=usage, task_id=f"run-{i}", task_name="steady",
+                prefix_hash="p" if i % 2 else None, conversation=f"c{i % 4}",
+            ))  # fmt: skip
+        history.calls += calls
+        history.tasks.append(task_from_calls(f"run-{i}", "steady", "success", calls, started_at=at))
+    first, rest = split(history, T0 + timedelta(minutes=18))
+    ledger = sqlite_at(tmp_path / "ledger.db")
+    ledger.write(calls=first.calls, tasks=first.tasks)
+    same_figures(ledger, facts=True)
+    ledger.write(calls=rest.calls, tasks=rest.tasks)
+    same_figures(ledger, facts=False)
+
+    def no_tasks_of(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("read every run of a name")
+
+    monkeypatch.setattr(ledger_report, "tasks_of", no_tasks_of)
+    same_figures(ledger, facts=True)
+    ledger.close()

@@ -6,9 +6,11 @@ per-million rates) by inserting rows in the ledger's own schema directly (the co
 ``executemany``, PostgreSQL ``COPY``), then runs each command in a fresh process (``--format json``
 to /dev/null) and reads that process's peak RSS. One first report runs before them and is timed
 apart: it computes and stores each run's facts (what its calls say to the alerts and the checklist,
-`ledger_report.RunFacts`) from the calls, once, and on SQLite fills the money and model columns of
-every call, as the first report after the writer stored them does; later reports read runs, not
-calls. ``groupby_s`` is the floor: the report's per-name
+`ledger_report.RunFacts`) from the calls, once, on SQLite fills the money and model columns of
+every call, as the first report after the writer stored them does, and keeps its own work in the
+ledger (`ledger.rollups`: the call sums up to a mark, each name's row sums, replayed signals and
+checklist figures up to its last run); later reports read what was kept and what came after it.
+``groupby_s`` is the floor: the report's per-name
 figures as plain GROUP BY queries (calls per task name with their token and money sums, runs per
 name and outcome), timed in this process. ``ratio`` is ``report_s / groupby_s``.
 

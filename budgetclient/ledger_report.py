@@ -19,7 +19,7 @@ nature) are aggregated in Python from their records.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -43,6 +43,8 @@ from .ledger.aggregate import (
     tasks_of,
 )
 from .ledger.base import AlertRecord, Ledger
+from .ledger.rollups import read_rollups, store_rollups
+from .ledger.run_marks import Run, cost_percentiles, runs_after, runs_before, runs_up_to
 from .reports import (
     OUTCOMES,
     CacheFacts,
@@ -57,12 +59,25 @@ from .reports import (
     merge_alerts,
     name_cache_repeats,
 )
+from .run_sums import row_from_sums, run_sums
+from .signal_rollup import (
+    SEEN_PREFIX,
+    CacheItem,
+    CacheState,
+    KeptSignals,
+    kept_seen,
+    kept_signals,
+    rollup_name,
+    seen_name,
+    signals_rollup,
+)
 from .signals import (
     PrefixCall,
     RepeatFacts,
     SignalEngine,
     apply_repeat_facts,
     cost_limit_for,
+    history_kept,
     moment_us,
     repeat_facts,
 )
@@ -251,7 +266,7 @@ class _NamePasses:
     ) -> None:
         self.db, self.sel, self.settings, self.progress = db, sel, settings, progress
         self.want_points, self.want_facts = points, facts
-        self.children: dict[str, list[ChildTask]] = {}
+        self.children: dict[str, list[ChildTask]] | None = None
         self.rows: list[TaskNameRow] = []
         self.replayed: list[tuple[_TaskKey, AlertRecord]] = []
         self.points: list[tuple[_TaskKey, list[RunPoint]]] = []
@@ -260,13 +275,19 @@ class _NamePasses:
         self.budgeted: set[str] = set()
         # cache check: per name (its first eligible call, eligible, cached, repeat input, repeat read)
         self.cache: list[tuple[tuple[datetime, int], str | None, int, int, int, int]] = []
+        # a whole-ledger report reads and keeps rollups of its work (`ledger.rollups`)
+        self.rollups = read_rollups(db, skip=SEEN_PREFIX) if sel == Selection() else None
+        self.kept: list[tuple[str, Any]] = []
+        """Rollups to store once the report is done."""
+        self.kept_names: dict[str, KeptSignals] = {}
+        self.after: dict[str, list[Run]] = {}
+        self.percentiles: dict[str, tuple[Decimal | None, Decimal | None]] = {}
 
     def run(self, stored: Sequence[AlertRecord]) -> LedgerReport:
         sel = self.sel
-        groups = call_groups(self.db, sel)
+        groups = call_groups(self.db, sel, self.rollups)
         names = [n for n in task_names(self.db, sel) if sel.task_name is None or n == sel.task_name]
-        for child in child_tasks(self.db, sel):
-            self.children.setdefault(child.parent_id, []).append(child)
+        self._read_kept(names)
         call_names = {g.task_name for g in groups}
         todo: list[str | None] = [*names, *(n for n in call_names if n not in set(names))]
         task_name_set = set(names)
@@ -275,15 +296,18 @@ class _NamePasses:
             loose = any(not g.in_task and g.task_name == name for g in groups)
             if name is not None and name in task_name_set:
                 models = _models([g for g in groups if g.in_task and g.task_name == name])
-                facts = self._task_name(name, models)
-                if self.want_facts and not loose and sum(f.own_calls for f in facts) == in_tasks:
-                    self._cache_from_facts(name, facts)
+                own_calls, cache = self._task_name(name, models)
+                if self.want_facts and not loose and own_calls == in_tasks:
+                    if cache is not None:
+                        first_us, order, *figures = cache
+                        self.cache.append(((_codec.time_from_us(first_us), order), name, *figures))  # type: ignore[arg-type]
                 elif self.want_facts:
                     self._cache_facts(name, calls_of(self.db, sel, name))
             elif self.want_facts and name in call_names:
                 self._cache_facts(name, calls_of(self.db, sel, name))
             if self.progress is not None and (done % 50 == 0 or done == len(todo)):
                 self.progress("task names", done, len(todo))
+        store_rollups(self.db, self.kept)
         return self._finish(stored, groups)
 
     def _cache_facts(self, name: str | None, calls: Sequence[CallFacts]) -> None:
@@ -298,26 +322,123 @@ class _NamePasses:
         first = (eligible[0].started_at, eligible[0].order)
         self.cache.append((first, name, len(eligible), cached, repeat_input, repeat_read))
 
-    def _cache_from_facts(self, name: str, facts: Sequence[RunFacts]) -> None:
+    @staticmethod
+    def _cache_from_facts(facts: Iterable[RunFacts], state: CacheState | None = None) -> CacheState | None:
         """`_cache_facts` from the runs' facts: `name_cache_repeats` takes each run's eligible calls in
-        the order of its first one, earlier runs' prefixes counting as seen."""
+        the order of its first one, earlier runs' prefixes counting as seen. From ``state`` (the
+        figures of runs taken in before) on: None if one of these runs comes before its last."""
         runs = sorted(
             (f for f in facts if f.first_eligible is not None), key=lambda f: f.first_eligible or ()
         )
-        if not runs:
-            return
-        seen: dict[str, int] = {}
-        repeat_input = repeat_read = 0
+        item, seen, last = state if state is not None else (None, {}, None)
+        if runs and last is not None and (runs[0].first_eligible or ()) <= last:
+            return None
+        seen = dict(seen)
+        first = None if item is None else (item[0], item[1])
+        eligible, cached, repeat_input, repeat_read = (0, 0, 0, 0) if item is None else item[2:]
         for run in runs:
             _, run_input, run_read = apply_repeat_facts(run.own, seen)
             repeat_input, repeat_read = repeat_input + run_input, repeat_read + run_read
-        assert runs[0].first_eligible is not None
-        start_us, order = runs[0].first_eligible
-        first = (_codec.time_from_us(start_us), order)
-        eligible, cached = sum(f.eligible for f in runs), sum(f.cached for f in runs)
-        self.cache.append((first, name, eligible, cached, repeat_input, repeat_read))
+            eligible, cached = eligible + run.eligible, cached + run.cached
+        if runs:
+            first, last = first or runs[0].first_eligible, runs[-1].first_eligible
+        item = None if first is None else (first[0], first[1], eligible, cached, repeat_input, repeat_read)
+        return item, seen, last
 
-    def _task_name(self, name: str, models: tuple[str, ...]) -> list[RunFacts]:
+    def _read_kept(self, names: Sequence[str]) -> None:
+        """The names whose kept work (`signal_rollup`) still holds, the runs that ended after it, and
+        the cost percentiles their rows take from the database: a few queries for all the names."""
+        if self.rollups is None or self.want_points:
+            return
+        kept = {}
+        for name in names:
+            found = kept_signals(self.rollups.get(rollup_name(name)), name, self.settings)
+            if found is not None:
+                kept[name] = found
+        if not kept:
+            return
+        counts = runs_up_to(self.db, {name: k.mark for name, k in kept.items()})
+        self.kept_names = {name: k for name, k in kept.items() if counts[name] == (k.runs, k.orders)}
+        self.after = runs_after(self.db, {name: k.mark for name, k in self.kept_names.items()})
+        priced = {
+            name: k.sums.priced + sum(1 for run, _, _ in self.after[name] if run.cost is not None)
+            for name, k in self.kept_names.items()
+        }
+        self.percentiles = cost_percentiles(self.db, priced)
+
+    def _task_name(self, name: str, models: tuple[str, ...]) -> tuple[int, CacheItem | None]:
+        """The name's row, points and alerts; returns its runs' own calls and, for the checklist, its
+        cache figures. Where the name's kept work (`signal_rollup`) still holds, only the runs that
+        ended after it are read and replayed."""
+        kept = self.kept_names.get(name)
+        if kept is not None:
+            after = self.after[name]
+            if not after and (kept.has_cache or not self.want_facts):
+                return self._after_kept(name, models, kept, after, {}, None)
+            if after:
+                found = read_rollups(self.db, names=[seen_name(name)]).get(seen_name(name))
+                with_seen = kept_seen(found, kept)
+                if with_seen is not None:
+                    facts = self._run_facts(name, after, complete=False)
+                    cache = None
+                    if with_seen.has_cache:
+                        state = (with_seen.cache, with_seen.cache_seen, with_seen.cache_last)
+                        cache = self._cache_from_facts([facts[run.id] for run, _, _ in after], state)
+                    if cache is not None or not self.want_facts:
+                        return self._after_kept(name, models, with_seen, after, facts, cache)
+        return self._every_run(name, models, kept)
+
+    def _after_kept(
+        self,
+        name: str,
+        models: tuple[str, ...],
+        kept: KeptSignals,
+        after: Sequence[Run],
+        facts: dict[str, RunFacts],
+        cache: CacheState | None,
+    ) -> tuple[int, CacheItem | None]:
+        """`_every_run` from the kept work and the runs that ended after it (with their ``facts``, and
+        the cache figures with them, None where they could not be added)."""
+        settings = self.settings
+        thresholds, limit = settings.signals, cost_limit_for(name, settings)
+        runs = [run for run, _, _ in after]
+        sums = kept.sums
+        sums.add(runs)
+        self.rows.append(row_from_sums(name, sums, self.percentiles.get(name, (None, None)), models))
+        self.runs += sums.runs
+        if sums.priced < sums.runs:
+            self.unpriced.add(name)
+        if sums.budgeted:
+            self.budgeted.add(name)
+        self.replayed.extend(kept.alerts)
+        if not after:
+            return kept.own_calls, kept.cache
+        engine = SignalEngine(max_pending_tasks=None)
+        history = runs_before(self.db, name, kept.mark, history_kept(thresholds))
+        engine.resume(name, [run for run, _, _ in history], kept.seen)
+        alerts = list(kept.alerts)
+        for run, order, _ in after:
+            raised = engine.end_task(run, thresholds=thresholds, cost_limit=limit, at=run.ended_at,
+                                     facts=facts[run.id].signal)  # fmt: skip
+            alerts.extend(((run.ended_at, run.started_at, order), alert) for alert in raised)
+        self.replayed.extend(alerts[len(kept.alerts) :])
+        own_calls = kept.own_calls + sum(facts[run.id].own_calls for run in runs)
+        last, last_order = runs[-1], after[-1][1]
+        now = KeptSignals(
+            mark=(last.ended_at, last.started_at, last_order), runs=sums.runs,
+            orders=kept.orders + sum(order for _, order, _ in after), sums=sums, seen=engine.seen_keys(name),
+            alerts=alerts, own_calls=own_calls, cache=None if cache is None else cache[0],
+            has_cache=cache is not None, cache_seen={} if cache is None else cache[1],
+            cache_last=None if cache is None else cache[2],
+        )  # fmt: skip
+        self.kept += signals_rollup(name, settings, now)
+        return own_calls, now.cache
+
+    def _every_run(
+        self, name: str, models: tuple[str, ...], kept: KeptSignals | None
+    ) -> tuple[int, CacheItem | None]:
+        """The name's figures from every run of the selection; on a whole-ledger report, kept for the
+        next (`signal_rollup`) unless what is kept already covers them."""
         stored_runs = tasks_of(self.db, self.sel, name)
         ended = sorted(stored_runs, key=lambda run: (run[0].ended_at, run[0].started_at, run[1]))
         runs = [run for run, _, _ in ended]
@@ -333,25 +454,44 @@ class _NamePasses:
                 RunPoint(t.name, t.id, t.ended_at, t.outcome, t.cost, t.usage.cache_hit_rate, t.calls)
                 for t in runs
             ]))  # fmt: skip
+        settings = self.settings
         facts = self._run_facts(name, stored_runs)
         engine = SignalEngine(max_pending_tasks=None)
-        thresholds, limit = self.settings.signals, cost_limit_for(name, self.settings)
+        thresholds, limit = settings.signals, cost_limit_for(name, settings)
+        alerts: list[tuple[_TaskKey, AlertRecord]] = []
         for key, run in zip(keys, runs, strict=True):
-            alerts = engine.end_task(run, thresholds=thresholds, cost_limit=limit, at=run.ended_at,
+            raised = engine.end_task(run, thresholds=thresholds, cost_limit=limit, at=run.ended_at,
                                      facts=facts[run.id].signal)  # fmt: skip
-            self.replayed.extend((key, alert) for alert in alerts)
-        return list(facts.values())
+            alerts.extend((key, alert) for alert in raised)
+        self.replayed.extend(alerts)
+        own_calls = sum(f.own_calls for f in facts.values())
+        # kept work holds the checklist's figures too (so a check after a report reads no run)
+        with_cache = self.want_facts or self.rollups is not None
+        state = self._cache_from_facts(facts.values()) if with_cache else None
+        cache = None if state is None else state[0]
+        if self.rollups is not None and (
+            kept is None or kept.runs != len(runs) or not kept.has_cache
+        ):
+            now = KeptSignals(
+                mark=keys[-1], runs=len(runs), orders=sum(order for _, order, _ in ended),
+                sums=run_sums(runs), seen=engine.seen_keys(name), alerts=alerts, own_calls=own_calls,
+                cache=cache, has_cache=True, cache_seen={} if state is None else state[1],
+                cache_last=None if state is None else state[2],
+            )  # fmt: skip
+            self.kept += signals_rollup(name, settings, now)
+        return own_calls, cache
 
     def _run_facts(
-        self, name: str, stored_runs: Sequence[tuple[TaskRecord, int, str | None]]
+        self, name: str, stored_runs: Sequence[tuple[TaskRecord, int, str | None]], *, complete: bool = True
     ) -> dict[str, RunFacts]:
         """Each run's facts: as stored, else computed from the calls (of the runs from the first such
-        one on) and stored for the next report when they hold for any window."""
+        one on) and stored for the next report when they hold for any window. Unless ``complete`` (the
+        runs are all of the name's in the selection), the runs a computation needs are read here."""
         sel, minimum = self.sel, self.settings.signals.cache_min_input_tokens
         facts: dict[str, RunFacts] = {}
         since_us = None if sel.since is None else moment_us(sel.since)
         for run, _, text in stored_runs:
-            found = decode_run_facts(text, own=self.want_facts)
+            found = decode_run_facts(text, own=self.want_facts or self.rollups is not None)
             if found is None or found.signal.min_input != minimum or sel.task_name is not None:
                 continue  # --task: the runs gather no calls of other names' children (as before)
             if since_us is not None and found.first_call is not None and found.first_call < since_us:
@@ -360,6 +500,8 @@ class _NamePasses:
         missing = [(run, order) for run, order, _ in stored_runs if run.id not in facts]
         if not missing:
             return facts
+        if not complete:
+            stored_runs = tasks_of(self.db, sel, name, start=min(run.started_at for run, _ in missing))
         computed = self._compute_facts(name, [(run, order) for run, order, _ in stored_runs], missing)
         facts.update(computed)
         store = getattr(self.db, "store_task_facts", None)
@@ -409,6 +551,10 @@ class _NamePasses:
         }
 
     def _foreign_descendants(self, name: str, ids: list[str]) -> list[ChildTask]:
+        if self.children is None:  # read once, when a run's facts are first computed
+            self.children = {}
+            for child in child_tasks(self.db, self.sel):
+                self.children.setdefault(child.parent_id, []).append(child)
         seen, stack, foreign = set(ids), list(ids), []
         while stack:
             for child in self.children.get(stack.pop(), ()):

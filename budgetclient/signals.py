@@ -55,6 +55,7 @@ __all__ = [
     "cost_limit_for",
     "evaluate_history",
     "evaluate_task",
+    "history_kept",
     "install",
     "moment_us",
     "on_alert",
@@ -454,6 +455,16 @@ class SignalEngine:
         self._seen: dict[str, dict[str, int]] = {}
         self._pending: OrderedDict[str, list[PrefixCall]] = OrderedDict()
 
+    def resume(self, name: str, earlier: Sequence[TaskRecord], seen: dict[str, int]) -> None:
+        """Take up a name's history where a replay stopped: its runs so far (the last
+        `history_kept` of them count) and its prefix keys (`seen_keys` then)."""
+        self._history[name] = list(earlier)
+        self._seen[name] = seen
+
+    def seen_keys(self, name: str) -> dict[str, int]:
+        """The name's prefix keys, each with when it was last sent (`moment_us`), in insertion order."""
+        return self._seen.get(name, {})
+
     def add_call(self, record: PrefixCall) -> None:
         if record.task_id is None:
             return
@@ -493,13 +504,18 @@ class SignalEngine:
             task, earlier, calls, thresholds=thresholds, cost_limit=cost_limit, seen=seen, at=at, facts=facts
         )
         earlier.append(task)
-        keep = max(thresholds.cost_baseline_window * 2, thresholds.failure_window, 50)
+        keep = history_kept(thresholds)
         if len(earlier) > keep:
             del earlier[: len(earlier) - keep]
         if len(seen) > _MAX_SEEN_KEYS:
             for key in sorted(seen, key=seen.__getitem__)[: len(seen) - _MAX_SEEN_KEYS // 2]:
                 del seen[key]
         return alerts
+
+
+def history_kept(thresholds: SignalThresholds) -> int:
+    """How many of a name's latest runs `SignalEngine` keeps: enough for every check."""
+    return max(thresholds.cost_baseline_window * 2, thresholds.failure_window, 50)
 
 
 def evaluate_history(

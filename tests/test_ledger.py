@@ -277,7 +277,7 @@ def test_sqlite_schema_is_versioned_and_reopening_is_idempotent(tmp_path: Path) 
         again.close()
     with sqlite3.connect(path) as raw:
         versions = [v for (v,) in raw.execute("SELECT version FROM schema_version ORDER BY version")]
-        assert versions == list(range(1, SCHEMA_VERSION + 1)) and SCHEMA_VERSION == 5
+        assert versions == list(range(1, SCHEMA_VERSION + 1)) and SCHEMA_VERSION == 6
         columns = {row[1]: row[2] for row in raw.execute("PRAGMA table_info(calls)")}
         counts = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_long_tokens",
                   "output_tokens", "reasoning_tokens", "requests", "request_bytes")  # fmt: skip
@@ -369,9 +369,9 @@ def test_sqlite_migrates_a_version_1_ledger(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with sqlite3.connect(path) as raw:
         tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert tables == {"calls", "tasks", "alerts", "schema_version"}
+        assert tables == {"calls", "tasks", "alerts", "schema_version", "rollups"}
         versions = raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
-        assert versions == [(1,), (2,), (3,), (4,), (5,)]
+        assert versions == [(1,), (2,), (3,), (4,), (5,), (6,)]
         assert raw.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM calls").fetchone() == (76, 76)
         assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 

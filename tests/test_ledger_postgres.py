@@ -102,7 +102,7 @@ def test_columns_are_the_shared_one_column_per_field_layout(ledger: Ledger, sche
 
     from budgetclient.ledger import _codec, postgres
 
-    assert postgres.SCHEMA_VERSION == 3 and sqlite_ledger.SCHEMA_VERSION == 5
+    assert postgres.SCHEMA_VERSION == 4 and sqlite_ledger.SCHEMA_VERSION == 6
     assert isinstance(ledger, postgres.PostgresLedger) and ledger.schema_version() == postgres.SCHEMA_VERSION
     expected = {"calls": _codec.CALL_COLUMNS, "tasks": _codec.TASK_COLUMNS, "alerts": _codec.ALERT_COLUMNS}
     with psycopg.connect(BASE_URL) as conn:

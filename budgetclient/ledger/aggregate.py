@@ -21,6 +21,7 @@ from ..drift import PrefixDrift
 from ..errors import LedgerError
 from ..usage import CostBreakdown, TaskRecord, Usage, _fast_constructor, _new_breakdown, _trusted_usage
 from . import _codec
+from .rollups import store_rollups
 
 __all__ = [
     "DriftedCall",
@@ -192,11 +193,13 @@ def _money(sql: _Sql, total: Any, places: Any) -> Decimal:
     return Decimal(0) + Decimal(total)  # as a Python sum from 0 shows it (no fewer places than 0)
 
 
-def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
+def call_groups(ledger: SqlLedger, sel: Selection, rollups: dict[str, Any] | None = None) -> list[CallGroup]:
     """Every call of the selection, summed per (in a task, task name, model, operation).
 
     On SQLite the money columns of calls stored since the last report are filled first; where that
-    cannot be done (a read-only file), those calls are summed from their records instead."""
+    cannot be done (a read-only file), those calls are summed from their records instead. With
+    ``rollups`` (`rollups.read_rollups`; a whole-ledger report on SQLite) the sums up to the kept
+    rowid mark are read from there and only later calls are summed (and the mark moved on)."""
     sql = _Sql(ledger.dialect)
     fill = getattr(ledger, "fill_money_columns", None)
     if sql.sqlite and fill is not None:
@@ -207,14 +210,16 @@ def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
     width = 4
     money = ", ".join(_money_sum(sql, c) for c in ("cost", *_BUCKETS))
     exact_rows = "SUM(m_from_record != 0), COUNT(m_cost)" if sql.sqlite else "0, COUNT(cost)"
-    where, params = sql.where(sel, "calls")
     kind = sql.call_kind(_kinds_filled(ledger, sql))
-    rows = ledger.fetch(
+    select = (
         f"SELECT task_id IS NULL, task_name, {kind}, COUNT(*), {exact_rows}, {_TOKEN_SUMS}, "
-        f"{money}, MIN(started_at), MAX(started_at) FROM {sql.prefix}calls{where} "
-        f"GROUP BY {_positions(width)}",
-        params,
+        f"{money}, MIN(started_at), MAX(started_at)"
     )
+    if rollups is not None and sel == Selection():
+        rows = _rolled_up_sums(ledger, select, rollups)
+    else:
+        where, params = sql.where(sel, "calls")
+        rows = ledger.fetch(f"{select} FROM {sql.prefix}calls{where} GROUP BY {_positions(width)}", params)
     unfilled = sql.sqlite and any(row[width + 1] for row in rows)
     loose = _record_money(ledger, sql, sel, kind) if unfilled else {}
     groups = []
@@ -238,6 +243,112 @@ def call_groups(ledger: SqlLedger, sel: Selection) -> list[CallGroup]:
             )
         )  # fmt: skip
     return groups
+
+
+CALL_SUMS = "call_sums"
+"""The rollup of the call sums: ``{"v": 2, "mark": rowid or seq, "count": rows up to it, "orders": the
+sum of their rowids or seqs, "rows": [...]}``."""
+_SUM_KEY = 4
+_SUM_MAX = frozenset(range(15, 26, 2))
+"""Positions in a call-sums row: the group key before ``_SUM_KEY``, then sums, except the money
+columns' decimal places (a maximum), the first start (a minimum) and the last start (a maximum)."""
+_SUM_FIRST, _SUM_LAST = 26, 27
+
+
+def _rolled_up_sums(ledger: SqlLedger, select: str, rollups: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """`call_groups`' rows from the kept sums up to a mark (a rowid or seq) and the calls after it.
+
+    Rows are only added (a report's fill writes only rows not filled yet), so the kept sums hold while
+    the rows up to the mark are the same: their count and the sum of their rowids or seqs tell (a
+    delete lowers both; on PostgreSQL a row that took its seq before the mark and committed after it
+    raises both, and the sums are taken again from the first row). On SQLite rowids are given in
+    commit order, so only a delete can change them: a count tells. SQLite's new mark stops before the
+    first row whose money columns are not filled yet."""
+    sql = _Sql(ledger.dialect)
+    mark, count, orders, kept = 0, 0, 0, []
+    try:
+        found = rollups.get(CALL_SUMS)
+        if isinstance(found, dict) and found.get("v") == 2:
+            mark, count, orders = int(found["mark"]), int(found["count"]), int(found["orders"])
+            kept = [tuple(_cell_from(v) for v in row) for row in found["rows"]]
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        mark, count, orders, kept = 0, 0, 0, []
+    if sql.sqlite:  # a rowid range is counted row by row, the whole table from its b-tree's size
+        ((total, after),) = ledger.fetch(
+            "SELECT (SELECT COUNT(*) FROM calls), (SELECT COUNT(*) FROM calls WHERE rowid > ?)", [mark]
+        )
+        holds = total - after == count
+        ((last, unfilled),) = ledger.fetch(
+            "SELECT (SELECT MAX(rowid) FROM calls), "
+            # + 0: through the partial index, not a walk of the table in rowid order
+            "(SELECT MIN(rowid + 0) FROM calls WHERE m_from_record != 0 AND m_from_record = 1)"
+        )
+        new_mark = min(last or 0, (unfilled - 1) if unfilled else (last or 0))
+    else:
+        ((up_to, up_to_orders, last),) = ledger.fetch(
+            "SELECT COUNT(*) FILTER (WHERE seq <= %s), SUM(seq) FILTER (WHERE seq <= %s), MAX(seq) "
+            "FROM {schema}.calls WHERE seq <= %s OR seq = (SELECT MAX(seq) FROM {schema}.calls)",
+            [mark, mark, mark],
+        )
+        holds = (int(up_to), int(up_to_orders or 0)) == (count, orders)
+        new_mark = int(last or 0)
+    if not holds:  # rows changed under the mark (or the rollup is not this ledger's)
+        mark, count, orders, kept = 0, 0, 0, []
+    new_mark = max(mark, new_mark)
+    rows = ledger.fetch(
+        f"{select}, {sql.order} <= {sql.mark}, SUM({sql.order}) FROM {sql.prefix}calls "
+        f"WHERE {sql.order} > {sql.mark} GROUP BY {_positions(_SUM_KEY)}, {_SUM_LAST + 2}",
+        [new_mark, mark],
+    )
+    covered = [row[:-2] for row in rows if row[-2]]
+    beyond = [row[:-2] for row in rows if not row[-2]]
+    if covered:
+        kept = _merge_sums(kept, covered)
+        count += sum(int(row[_SUM_KEY]) for row in covered)
+        orders += sum(int(row[-1]) for row in rows if row[-2])
+        data = {
+            "v": 2, "mark": new_mark, "count": count, "orders": orders,
+            "rows": [[_cell_json(v) for v in row] for row in kept],
+        }  # fmt: skip
+        rollups[CALL_SUMS] = data
+        store_rollups(ledger, [(CALL_SUMS, data)])
+    return _merge_sums(kept, beyond) if beyond else kept
+
+
+def _cell_json(value: Any) -> Any:
+    """A call-sums value as JSON: PostgreSQL's sums are `Decimal`, its times `datetime`."""
+    if isinstance(value, Decimal):
+        return {"d": str(value)}
+    if isinstance(value, datetime):
+        return {"t": value.isoformat()}
+    return value
+
+
+def _cell_from(value: Any) -> Any:
+    if isinstance(value, dict):
+        return Decimal(value["d"]) if "d" in value else datetime.fromisoformat(value["t"])
+    return value
+
+
+def _merge_sums(a: Sequence[tuple[Any, ...]], b: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    merged: dict[tuple[Any, ...], list[Any]] = {}
+    for row in (*a, *b):
+        key = tuple(row[:_SUM_KEY])
+        into = merged.get(key)
+        if into is None:
+            merged[key] = list(row)
+            continue
+        for i in range(_SUM_KEY, len(row)):
+            x, y = into[i], row[i]
+            if x is None or y is None:
+                into[i] = y if x is None else x
+            elif i == _SUM_FIRST:
+                into[i] = min(x, y)
+            elif i == _SUM_LAST or i in _SUM_MAX:
+                into[i] = max(x, y)
+            else:
+                into[i] = x + y
+    return [tuple(row) for row in merged.values()]
 
 
 def _positions(count: int) -> str:
@@ -271,6 +382,14 @@ def _record_money(
 
 def task_names(ledger: SqlLedger, sel: Selection) -> list[str]:
     sql = _Sql(ledger.dialect)
+    if not sql.sqlite and sel.since is None:  # PostgreSQL's DISTINCT reads every run: skip through the index
+        rows = ledger.fetch(
+            "WITH RECURSIVE n (name) AS (SELECT MIN(name) FROM {schema}.tasks UNION ALL "
+            "SELECT (SELECT MIN(name) FROM {schema}.tasks WHERE name > n.name) FROM n "
+            "WHERE n.name IS NOT NULL) "
+            "SELECT name FROM n WHERE name IS NOT NULL"
+        )
+        return [name for (name,) in rows if sel.task_name is None or name == sel.task_name]
     where, params = sql.where(sel, "tasks")
     return [name for (name,) in ledger.fetch(f"SELECT DISTINCT name FROM {sql.prefix}tasks{where}", params)]
 
@@ -279,12 +398,17 @@ _TASK_READ = ("id", "name", "parent_id", "outcome", "started_at", "ended_at", *_
               "cost", *_codec.BUCKET_COLUMNS, "calls", "budget_usd", "error")  # fmt: skip
 
 
-def tasks_of(ledger: SqlLedger, sel: Selection, name: str) -> list[tuple[TaskRecord, int, str | None]]:
-    """The runs of one task name, oldest start first, each with its stored order and its stored
-    facts (``ledger_report.RunFacts`` as JSON, None until a report has computed them); metadata left
-    out."""
+def tasks_of(
+    ledger: SqlLedger, sel: Selection, name: str, *, start: datetime | None = None
+) -> list[tuple[TaskRecord, int, str | None]]:
+    """The runs of one task name (that started at ``start`` or later, if given), oldest start first,
+    each with its stored order and its stored facts (``ledger_report.RunFacts`` as JSON, None until a
+    report has computed them); metadata left out."""
     sql = _Sql(ledger.dialect)
     where, params = sql.where(sel, "tasks", named=True, name=name)
+    if start is not None:
+        where += f" AND started_at >= {sql.mark}"
+        params.append(sql.time(start, "tasks"))
     rows = ledger.fetch(
         f"SELECT {sql.order}, facts, {', '.join(_TASK_READ)} FROM {sql.prefix}tasks{where} "
         f"ORDER BY started_at, {sql.order}",

@@ -143,6 +143,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # NULL until a report computes it from the calls, once per run
         "ALTER TABLE tasks ADD COLUMN facts TEXT",
     ),
+    (
+        # what a report keeps of its own work up to a mark (`ledger.rollups`): each task name's
+        # replayed signals up to a run; a report checks a mark before use
+        "CREATE TABLE rollups (name TEXT PRIMARY KEY, data TEXT NOT NULL)",
+        # a name's runs in the order they ended: the runs after a rollup's mark, and its check
+        "CREATE INDEX tasks_name_ended ON tasks (name, ended_at, started_at, seq)",
+        # a name's costs in rank order (ties by end): the report's percentiles, two probes a name
+        "CREATE INDEX tasks_name_cost ON tasks (name, cost, ended_at, started_at, seq)",
+        # the report's drift section reads the drifted calls only, not a scan of every call
+        "CREATE INDEX calls_drifted ON calls (started_at, seq) WHERE drift IS NOT NULL",
+        # the calls after the call sums' mark, and the check of the rows up to it
+        "CREATE INDEX calls_seq ON calls (seq)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -386,10 +399,26 @@ class PostgresLedger(_codec.RowReads, ForkSafeConnection):
         with self._connection() as conn:
             try:
                 with conn.transaction(), conn.cursor() as cur:
+                    # a report's queries are many and short: compiling them (the server's JIT, for plans
+                    # it guesses costly) takes longer than running them
+                    cur.execute("SET LOCAL jit = off")
                     cur.execute(sql.replace("{schema}", f'"{self.schema}"'), [_clean(p) for p in params])
                     return list(cur.fetchall())
             except self._psycopg.Error as exc:
                 raise self._fail("reading for a report", exc) from None
+
+    def store_rollups(self, rows: Sequence[tuple[str, str]]) -> None:
+        """Keep (name, JSON) rollups of a report's work (`ledger.rollups`), replacing older ones."""
+        with self._connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(
+                        f'INSERT INTO "{self.schema}".rollups (name, data) VALUES (%s, %s) '
+                        "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+                        list(rows),
+                    )
+            except self._psycopg.Error as exc:
+                raise self._fail(f"storing {len(rows)} report rollups", exc) from None
 
     def store_task_facts(self, rows: Sequence[tuple[str, str]]) -> None:
         """Keep (task id, `ledger_report.RunFacts` JSON) pairs, so later reports need not read those

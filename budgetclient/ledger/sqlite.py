@@ -364,8 +364,19 @@ MIGRATIONS: tuple[tuple[Migration, ...], ...] = (
         # the report's drift section reads the drifted calls only, not a scan of every call
         "CREATE INDEX calls_drifted ON calls (started_at) WHERE drifted = 1",
     ),
+    (
+        # what a report keeps of its own work up to a mark (`ledger.rollups`): the call sums up to a
+        # rowid, each task name's replayed signals up to a run; a report checks a mark before use
+        "CREATE TABLE rollups (name TEXT PRIMARY KEY, data TEXT NOT NULL)",
+        # a name's runs in the order they ended: the runs after a rollup's mark, and its check; with
+        # the cost, so the percentiles' read of every cost is a scan of this index alone
+        "CREATE INDEX tasks_name_ended ON tasks (name, ended_at, started_at, cost)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+_STORE_ROLLUP = (
+    "INSERT INTO rollups (name, data) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET data = excluded.data"
+)
 
 
 def _select_sql(table: str, columns: tuple[str, ...], time_column: str, filters: list[str]) -> str:
@@ -631,6 +642,15 @@ class SQLiteLedger(_codec.RowReads, ForkSafeConnection):
                     conn.executemany("UPDATE tasks SET facts = ? WHERE id = ?", [(f, i) for i, f in rows])
             except sqlite3.Error as exc:
                 raise self._fail(f"storing the facts of {len(rows)} runs", exc) from exc
+
+    def store_rollups(self, rows: Sequence[tuple[str, str]]) -> None:
+        """Keep (name, JSON) rollups of a report's work (`ledger.rollups`), replacing older ones."""
+        with self._connection() as conn:
+            try:
+                with _transaction(conn):
+                    conn.executemany(_STORE_ROLLUP, rows)
+            except sqlite3.Error as exc:
+                raise self._fail(f"storing {len(rows)} report rollups", exc) from exc
 
     def schema_version(self) -> int:
         with self._connection() as conn:

@@ -150,7 +150,11 @@ def prepare_request(
         divergence = len(request)
         identical = False
         segment = False
-        if previous is not None:
+        if previous is not None and APPEND_FAST_PATH and _appended(previous, built):
+            # an append-only call (`_appended`): the full path's comparison finds the divergence at
+            # the previous call's end, nothing repeated to explain and no new segment
+            divergence = len(previous.blocks)
+        elif previous is not None:
             divergence = first_divergence(previous.blocks, request.blocks)
             same_params = previous.params == request.params
             identical = divergence == len(previous.blocks) == len(request.blocks) and same_params
@@ -186,9 +190,10 @@ def prepare_request(
         if not identical:
             state.record_gap(now)
         common = request.prefix_tokens[divergence - 1] if 0 < divergence <= len(request) else 0
+        evidence = state.gap_evidence()
         ttl = choose_ttl(
             cache_ttl,
-            state.gap_evidence(),
+            evidence,
             prefix_tokens=request.total_tokens,
             new_tokens=request.total_tokens - common,
         )
@@ -199,7 +204,6 @@ def prepare_request(
             reusable = state.long_end if paused else state.written_end
             if previous is None:
                 reusable = None
-            evidence = state.gap_evidence()
             markers = place_breakpoints(
                 request,
                 ttl=ttl,
@@ -244,6 +248,26 @@ def prepare_request(
             built=built,
             new_segment=segment,
         )
+
+
+APPEND_FAST_PATH = True
+"""Whether an append-only call skips the generic comparison with the previous call (`_appended`);
+off only in tests, which check that both paths send the same bodies and decide the same."""
+
+
+def _appended(previous: PrefixPrint, built: BuiltRequest) -> bool:
+    """Whether ``built`` is the lineage's previous call with blocks appended, proved by the build
+    itself: it extends the build whose blocks the lineage remembers (every previous block reused in
+    place, `build_request`'s ``extends``), with the same parameters and something new after them.
+    A remembered prefix whose bytes were dropped, or any other change, is compared in full."""
+    base = built.extends
+    request = built.request
+    return (
+        base is not None
+        and base.request.blocks is previous.blocks
+        and len(request.blocks) > len(previous.blocks)
+        and previous.params == request.params
+    )
 
 
 _COMPACTION = b'"type":"compaction"'

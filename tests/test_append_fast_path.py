@@ -22,7 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import budgetclient as bc
-from budgetclient.formats.anthropic import prepare
+from budgetclient.formats.anthropic import blocks, prepare
+from budgetclient.formats.anthropic.estimate import estimate_input
 from budgetclient.formats.anthropic.prepare import PreparedRequest, observe_response, prepare_request
 from budgetclient.lineage import LineageRegistry, LineageState
 from budgetclient.usage import Usage
@@ -35,12 +36,12 @@ _WORDS = ("cache", "prefix", "turn", "tool", "budget", "ledger", "drift", "token
 
 @contextmanager
 def _fast_path(on: bool) -> Iterator[None]:
-    saved = prepare.APPEND_FAST_PATH
-    prepare.APPEND_FAST_PATH = on
+    saved = prepare.APPEND_FAST_PATH, blocks.APPEND_FAST_PATH
+    prepare.APPEND_FAST_PATH = blocks.APPEND_FAST_PATH = on
     try:
         yield
     finally:
-        prepare.APPEND_FAST_PATH = saved
+        prepare.APPEND_FAST_PATH, blocks.APPEND_FAST_PATH = saved
 
 
 def _text(seed: int, words: int) -> str:
@@ -124,7 +125,12 @@ def _copy(value: Any) -> Any:
 
 
 def _decisions(prepared: PreparedRequest, state: LineageState) -> tuple[Any, ...]:
+    built = prepared.built
+    assert built is not None
     return (
+        built.messages, built.message_spans, built.messages_span, built.tools_span, built.system_span,
+        built.last_assistant, built.tool_overhead, built.messages_count, built.messages_bytes,
+        built.estimable, built.messages_estimable, estimate_input(built) if built.estimable else None,
         prepared.body, prepared.prefix_hash, prepared.drift, prepared.breakpoints, prepared.markers,
         prepared.ttl, prepared.cache_points, prepared.expected_divergence, prepared.diagnostics,
         prepared.sequence, prepared.new_segment,
@@ -142,9 +148,10 @@ def _run_prepared(ops: list[Op], drift: str, fast: bool) -> list[tuple[Any, ...]
     with _fast_path(fast):
         for i, op in enumerate(ops):
             conversation.apply(op)
+            body = conversation.body()
             prepared = prepare_request(
-                conversation.body(), cache="auto", cache_ttl="auto", drift=drift,  # type: ignore[arg-type]
-                state=state, now=float(i * 10), diagnostics=True,
+                body, cache="auto", cache_ttl="auto", drift=drift,  # type: ignore[arg-type]
+                state=state, now=float(i * 10), diagnostics=True, tools=blocks.tools_print(body),
             )  # fmt: skip
             out.append(_decisions(prepared, state))
             if prepared.drift is not None and drift == "raise":
@@ -166,11 +173,20 @@ def test_the_fast_path_prepares_what_the_full_path_prepares(ops: list[Op], drift
 
 def test_the_fast_path_is_taken_for_appended_turns(monkeypatch: pytest.MonkeyPatch) -> None:
     taken: list[bool] = []
+    built: list[bool] = []
     appended = prepare._appended
+    appended_text = blocks._appended_text
     monkeypatch.setattr(prepare, "_appended", lambda *a: taken.append(appended(*a)) or taken[-1])
-    _run_prepared([("user", 1), ("assistant", 2), ("user", 3), ("edit", 0), ("user", 4)], "warn", fast=True)
+    monkeypatch.setattr(
+        blocks, "_appended_text", lambda *a: built.append(appended_text(*a) is not None) or None
+    )  # the general path builds these (the same, as the property test checks)
+    ops: list[Op] = [("user", 1), ("assistant", 2), ("user", 3), ("edit", 0), ("user", 4), ("blocks", 5),
+                     ("user", 6)]  # fmt: skip
+    _run_prepared(ops, "warn", fast=True)
     # the first call has no previous one; the edit is compared in full
-    assert taken == [True, True, False, True]
+    assert taken == [True, True, False, True, True, True]
+    # a list-content turn (and the call after it, sealed) is built by the general path
+    assert built == [True, True, False, True, False]
 
 
 # -- over the mocked wire ------------------------------------------------------------------------

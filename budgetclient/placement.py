@@ -26,8 +26,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from ._construct import fast_constructor
 from .blocks import Block, RequestBlocks, Ttl
 from .cachesim.anthropic import LOOKBACK_BLOCKS, MAX_BREAKPOINTS, MIN_CACHEABLE_TOKENS
 from .cachesim.anthropic import min_cacheable_tokens as documented_min_cacheable_tokens
@@ -90,6 +91,13 @@ class Marker:
     """Block index in cache order."""
     ttl: Ttl
     role: Role
+
+
+if TYPE_CHECKING:
+    _new_marker = Marker
+else:
+    _new_marker = fast_constructor(Marker)
+    """``Marker(...)`` by keyword at a third of the cost (up to four per call)."""
 
 
 def trailing_turn_start(blocks: Sequence[Block]) -> int:
@@ -256,9 +264,12 @@ def place_breakpoints(
             chosen[index] = role
     has_anchor = "anchor" in chosen.values()
     return tuple(
-        Marker(index, _ordered_ttl(index, "5m" if role == "rolling" and has_anchor else ttl, existing), role)
+        _new_marker(
+            index=index, ttl=_ordered_ttl(index, "5m" if role == "rolling" and has_anchor else ttl, existing),
+            role=role,
+        )
         for index, role in sorted(chosen.items())
-    )
+    )  # fmt: skip
 
 
 def _tools_end(request: RequestBlocks) -> int | None:

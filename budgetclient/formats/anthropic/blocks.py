@@ -26,6 +26,8 @@ from ...blocks import (
     TokenCounter,
     block_digest,
     compact_json,
+    new_block,
+    new_request_blocks,
     raw_bytes,
     value_print,
 )
@@ -629,7 +631,7 @@ class _Builder:
             raw = b"".join((_TEXT_BLOCK_HEAD, _json_string(text).encode(), b"}"))
             digest = block_digest(label + raw)
             tokens = self.memo.get(digest)
-            block = Block(
+            block = new_block(
                 path=path,
                 section=section,
                 raw=raw,
@@ -699,7 +701,7 @@ class _Builder:
             kind = None  # a malformed block (e.g. an unhashable "type") must not crash placement
         # the API rejects cache_control on thinking blocks and on empty text blocks
         markable = is_mapping and kind not in _NOT_MARKABLE and (kind != "text" or bool(value.get("text")))
-        block = Block(
+        block = new_block(
             path=path,
             section=section,
             raw=raw,
@@ -876,10 +878,11 @@ def build_request(
     if previous is not None:
         previous.extends = None  # no chain of builds: only the last one is kept
         previous.values = None
-    request = RequestBlocks(
+    request = new_request_blocks(
         model=model,
         blocks=tuple(builder.blocks),
         params=tuple(params),
+        prefix_tokens=tuple(accumulate(map(_TOKENS, builder.blocks))),
         top_level_ttl=_marker_ttl(body.get("cache_control")),
         _fixed_end=system_span[1],  # every block after the system prompt is a message's
     )
@@ -974,7 +977,7 @@ def _appended_text(
     ends = request.prefix_tokens
     prefix_tokens = ends + tuple(accumulate(map(_TOKENS, new), initial=ends[-1] if ends else 0))[1:]
     return BuiltRequest(
-        request=RequestBlocks(
+        request=new_request_blocks(
             model=model,
             blocks=tuple(blocks),
             params=params,

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from ..._construct import fast_constructor
 from ..._guard import guarded
 from ...blocks import (
     Block,
@@ -86,6 +87,13 @@ class PreparedRequest:
     new_segment: bool = False
     """The request starts a new segment of its conversation (tools added or removed, a compacted
     history): nothing was compared, and the API's diagnosis of the change is not drift either."""
+
+
+if TYPE_CHECKING:
+    _new_prepared = PreparedRequest
+else:
+    _new_prepared = fast_constructor(PreparedRequest)
+    """``PreparedRequest(...)`` by keyword at a third of the cost (one per call)."""
 
 
 def _extra_cost(model: str, total_tokens: int, *, rewrite: bool) -> Callable[[int], Decimal | None]:
@@ -233,7 +241,7 @@ def prepare_request(
         elif paused or not live:
             state.long_end = None
         state.ttl = ttl if markers else None
-        return PreparedRequest(
+        return _new_prepared(
             body=send,
             prefix_hash=prefix_hash,
             drift=found,

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, replace
 from itertools import accumulate, chain
 from json.encoder import encode_basestring
 from operator import attrgetter, itemgetter
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from ..._construct import fast_constructor
 from ...blocks import (
     Block,
     RequestBlocks,
@@ -141,6 +142,13 @@ def _tools_digest(value: Any, given: Print) -> bytes:
     return _section_digest(value)
 
 
+if TYPE_CHECKING:
+    _new_head = ConversationHead
+else:
+    _new_head = fast_constructor(ConversationHead)
+    """``ConversationHead(...)`` by keyword at a third of the cost (one per call)."""
+
+
 def prefix_shape(body: Mapping[str, Any]) -> PrefixShape:
     """The tools and system prompt as `lineage.PrefixShape` (`LineageRegistry.match`): equal but
     for digits, the same system, or a system prompt with text added at its end."""
@@ -172,7 +180,7 @@ def conversation_head(body: Mapping[str, Any], *, tools: Print = None) -> Conver
     )
     messages = body.get("messages")
     opening = tuple(_section_digest(m) for m in messages[:2]) if isinstance(messages, list) else ()
-    return ConversationHead(fixed=fixed, opening=opening)
+    return _new_head(fixed=fixed, opening=opening)
 
 
 def _media_tokens(value: Any) -> tuple[Any, int]:

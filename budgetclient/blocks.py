@@ -264,6 +264,14 @@ class PrefixPrint:
             return new_prefix_print(blocks=request.blocks, params=request.params)
         return cls(request.blocks, request.params)
 
+    def extended(self, request: RequestBlocks) -> PrefixPrint:
+        """`of` ``request``, which starts with this prefix's blocks (an append-only call): the
+        stored bytes are this prefix's plus the new blocks', not summed over every block again."""
+        stored = -1
+        if self.has_bytes and self._stored >= 0:
+            stored = self._stored + sum(map(len, map(_RAW, request.blocks[len(self.blocks) :])))
+        return new_prefix_print(blocks=request.blocks, params=request.params, _stored=stored)
+
     @property
     def stored_bytes(self) -> int:
         if not self.has_bytes:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING, Literal
 
 from ._construct import fast_constructor
@@ -274,12 +275,14 @@ def place_breakpoints(
 
 def _tools_end(request: RequestBlocks) -> int | None:
     """Index of the last tool definition, if the request has tools."""
-    last = None
-    for i in range(request.fixed_end):
-        if request.blocks[i].section != "tools":
-            break
-        last = i
-    return request.last_markable_at_or_before(last) if last is not None else None
+    sections = list(map(_SECTION, request.blocks[: request.fixed_end]))  # in C: 20 tools are 20 steps
+    count = sections.count("tools")
+    if sections[:count] != ["tools"] * count:  # a tools block after another section: walk as the API reads
+        count = next((i for i, section in enumerate(sections) if section != "tools"), len(sections))
+    return request.last_markable_at_or_before(count - 1) if count else None
+
+
+_SECTION = attrgetter("section")
 
 
 def _ordered_ttl(index: int, wanted: Ttl, existing: Mapping[int, Ttl]) -> Ttl:

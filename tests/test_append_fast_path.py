@@ -138,6 +138,7 @@ def _decisions(prepared: PreparedRequest, state: LineageState) -> tuple[Any, ...
         prepared.blocks.prefix_tokens if prepared.blocks is not None else None,
         state.tail, state.drift_end, state.written_end, state.long_end, state.ttl,
         state.fixed_divergence, state.volatile_fixed, state.calls, list(state.gaps), state.token_scale,
+        state.stored_bytes,
     )  # fmt: skip
 
 

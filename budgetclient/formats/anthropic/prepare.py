@@ -158,7 +158,9 @@ def prepare_request(
         divergence = len(request)
         identical = False
         segment = False
+        appended = False
         if previous is not None and APPEND_FAST_PATH and _appended(previous, built):
+            appended = True
             # an append-only call (`_appended`): the full path's comparison finds the divergence at
             # the previous call's end, nothing repeated to explain and no new segment
             divergence = len(previous.blocks)
@@ -232,7 +234,9 @@ def prepare_request(
         prefix_hash = prefix_fingerprint(request.blocks[:cut], request.params) if cut else None
         live = [p for p in points if request.prefix_tokens[p] * state.token_scale >= min_tokens]
 
-        state.remember(PrefixPrint.of(request), built)
+        # an append-only call's stored bytes: the previous prefix's plus the new blocks'
+        carried = previous.extended(request) if appended and previous is not None else None
+        state.remember(carried or PrefixPrint.of(request), built)
         state.drift_end = _drift_end(request, state.tail)
         state.written_end = live[-1] + 1 if live else None
         long_lived = [p for p in live if _ttl_at(request, markers, p) == "1h"]

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import pending, pricing
+from ._construct import fast_constructor
 from ._guard import guarded
 from ._log import _disabled, log
 from .blocks import Ttl
@@ -127,6 +128,13 @@ def estimate_input_cost(provider: str, model: str, input_tokens: int) -> Decimal
     return None
 
 
+if TYPE_CHECKING:
+    _new_cost = CallCost
+else:
+    _new_cost = fast_constructor(CallCost)
+    """``CallCost(...)`` at a third of the cost (one per budgeted call)."""
+
+
 def call_cost(
     provider: str, model: str, input_tokens: int, output_tokens: int, *, cache_write_ttl: Ttl | None = None
 ) -> CallCost:
@@ -138,7 +146,7 @@ def call_cost(
     """
     rates = pricing.rates_for(model, provider)
     if rates is None:
-        return CallCost(input_usd=None, worst_usd=None)
+        return _new_cost(input_usd=None, worst_usd=None)
     input_usd = input_tokens * rates.input.at(input_tokens) / _MILLION
     dearest = rates.input.at(input_tokens)
     if cache_write_ttl is not None:
@@ -146,7 +154,7 @@ def call_cost(
     if cache_write_ttl == "1h":
         dearest = max(dearest, rates.cache_write_long.at(input_tokens))
     output_usd = output_tokens * rates.output.at(input_tokens) / _MILLION
-    return CallCost(input_usd=input_usd, worst_usd=input_tokens * dearest / _MILLION + output_usd)
+    return _new_cost(input_usd=input_usd, worst_usd=input_tokens * dearest / _MILLION + output_usd)
 
 
 def begin_call(
@@ -392,12 +400,28 @@ def _deferrable(ctx: CallContext, usage: Usage, model: str) -> list[tuple[Task, 
 
 def _cost_bound(usage: Usage, rates: pricing.Rates) -> float:
     """More than ``usage`` can cost at ``rates`` (every token at the dearest rate, stretched)."""
-    dearest = max(
-        float(rate.at(n))
-        for rate in (rates.input, rates.output, rates.cache_write, rates.cache_write_long, rates.cache_read)
-        for n in (usage.input_tokens, _LARGE_INPUT)
-    )
+    dearest = _dearest(rates)
+    if dearest is None:  # a tiered rate: its rate at this input size may be dearer
+        five = (rates.input, rates.output, rates.cache_write, rates.cache_write_long, rates.cache_read)
+        dearest = max(float(rate.at(n)) for rate in five for n in (usage.input_tokens, _LARGE_INPUT))
     return (usage.input_tokens + usage.output_tokens) * dearest * _WARN_MARGIN / 1_000_000
+
+
+_last_dearest: tuple[pricing.Rates | None, float | None] = (None, None)
+
+
+def _dearest(rates: pricing.Rates) -> float | None:
+    """`_cost_bound`'s dearest rate, when no rate of ``rates`` has tiers (each rate is then its
+    base at every input size); None otherwise. Kept for the last ``rates`` object (resolved once
+    per model and day, so consecutive calls of a model hand over the same one)."""
+    global _last_dearest
+    last, value = _last_dearest
+    if last is rates:
+        return value
+    five = (rates.input, rates.output, rates.cache_write, rates.cache_write_long, rates.cache_read)
+    value = None if any(rate.tiers for rate in five) else max(float(rate.base) for rate in five)
+    _last_dearest = (rates, value)
+    return value
 
 
 _sigterm_checked = False

@@ -26,8 +26,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from operator import attrgetter
+from typing import TYPE_CHECKING, Literal
 
+from ._construct import fast_constructor
 from .blocks import Block, RequestBlocks, Ttl
 from .cachesim.anthropic import LOOKBACK_BLOCKS, MAX_BREAKPOINTS, MIN_CACHEABLE_TOKENS
 from .cachesim.anthropic import min_cacheable_tokens as documented_min_cacheable_tokens
@@ -90,6 +92,13 @@ class Marker:
     """Block index in cache order."""
     ttl: Ttl
     role: Role
+
+
+if TYPE_CHECKING:
+    _new_marker = Marker
+else:
+    _new_marker = fast_constructor(Marker)
+    """``Marker(...)`` by keyword at a third of the cost (up to four per call)."""
 
 
 def trailing_turn_start(blocks: Sequence[Block]) -> int:
@@ -256,19 +265,24 @@ def place_breakpoints(
             chosen[index] = role
     has_anchor = "anchor" in chosen.values()
     return tuple(
-        Marker(index, _ordered_ttl(index, "5m" if role == "rolling" and has_anchor else ttl, existing), role)
+        _new_marker(
+            index=index, ttl=_ordered_ttl(index, "5m" if role == "rolling" and has_anchor else ttl, existing),
+            role=role,
+        )
         for index, role in sorted(chosen.items())
-    )
+    )  # fmt: skip
 
 
 def _tools_end(request: RequestBlocks) -> int | None:
     """Index of the last tool definition, if the request has tools."""
-    last = None
-    for i in range(request.fixed_end):
-        if request.blocks[i].section != "tools":
-            break
-        last = i
-    return request.last_markable_at_or_before(last) if last is not None else None
+    sections = list(map(_SECTION, request.blocks[: request.fixed_end]))  # in C: 20 tools are 20 steps
+    count = sections.count("tools")
+    if sections[:count] != ["tools"] * count:  # a tools block after another section: walk as the API reads
+        count = next((i for i, section in enumerate(sections) if section != "tools"), len(sections))
+    return request.last_markable_at_or_before(count - 1) if count else None
+
+
+_SECTION = attrgetter("section")
 
 
 def _ordered_ttl(index: int, wanted: Ttl, existing: Mapping[int, Ttl]) -> Ttl:

@@ -7,12 +7,12 @@ without the cached part (Anthropic) are normalised in ``providers/`` before a ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
+from ._construct import fast_constructor
 from .drift import PrefixDrift
 
 __all__ = ["CallRecord", "CallStatus", "CostBreakdown", "Outcome", "TaskRecord", "Usage"]
@@ -231,38 +231,7 @@ class TaskRecord:
 
 # -- fast constructors for the record path ----------------------------------------------------
 
-_T = TypeVar("_T")
-
-
-def _fast_constructor(cls: type[_T]) -> Callable[..., _T]:
-    """A constructor for the frozen slots dataclass ``cls`` that costs a quarter of its own.
-
-    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (about 0.3 µs
-    a field, 7 µs for a `CallRecord`), and every call is metered through several records. This
-    builds a mutable twin with the same slots whose ``__init__`` ends by switching the instance's
-    class to ``cls``, so the result is an ordinary frozen ``cls`` (equal, hashable, picklable).
-    ``__post_init__`` does not run: callers pass values that are already valid.
-    """
-    specs = [
-        (f.name, f.type, field(default=f.default, default_factory=f.default_factory))
-        if f.default is not MISSING or f.default_factory is not MISSING
-        else (f.name, f.type)
-        for f in fields(cls)  # type: ignore[arg-type]
-    ]
-
-    def become_cls(self: Any) -> None:
-        self.__class__ = cls
-
-    twin = make_dataclass(
-        f"_{cls.__name__}Builder", specs, slots=True, kw_only=True, namespace={"__post_init__": become_cls}
-    )
-    probe: Any = object.__new__(twin)
-    try:  # a Python whose layouts differ gets the ordinary (slower) constructor
-        probe.__class__ = cls
-    except TypeError:
-        return cls
-    return twin  # its __init__ ends in become_cls, so it returns a ``cls``
-
+_fast_constructor = fast_constructor  # the ledger's modules import it from here
 
 if TYPE_CHECKING:  # type-checked against the public constructors' signatures
     _trusted_usage = Usage

@@ -26,6 +26,7 @@ import httpx2
 from anthropic import APIRequest, Middleware
 
 from .. import metering
+from .._construct import fast_constructor
 from .._guard import guarded
 from ..admission import Admission, admit, holding, output_limit, sending
 from ..blocks import Ttl
@@ -49,6 +50,11 @@ __all__ = ["Anthropic", "AsyncAnthropic", "BudgetMiddleware", "usage_from_anthro
 
 
 PROVIDER = "anthropic"
+if TYPE_CHECKING:
+    _new_admission = Admission
+else:
+    _new_admission = fast_constructor(Admission)
+    """``Admission(...)`` at a third of the cost (one per attempt)."""
 _MESSAGES_PATH = "/v1/messages"
 _BATCHES_PREFIX = "/v1/messages/batches/"
 
@@ -298,7 +304,7 @@ class BudgetMiddleware(Middleware):
                 prepared = self._place(body, state, tools)
         send_body: Mapping[str, Any] = prepared.body if prepared is not None else body
         ctx = admit(
-            Admission(
+            _new_admission(
                 provider=PROVIDER,
                 model=model,
                 operation="messages",

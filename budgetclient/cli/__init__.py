@@ -28,7 +28,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="budgetclient",
         description="Measure, attribute and reduce LLM token spend (see `budgetclient COMMAND --help`).",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="show program's version number and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in (only,) if only else _COMMANDS:
         try:
@@ -45,6 +45,19 @@ def _command(arguments: Sequence[str]) -> str | None:
     """The subcommand named first, if it is one (then its parser is all that is built)."""
     first = arguments[0] if arguments else None
     return first if first in _COMMANDS else None
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the version is looked up only when asked for (the distribution's metadata
+    lookup costs every other command ~10 ms of start-up)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        help_text = str(kwargs.get("help"))
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help_text)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        sys.stdout.write(f"{parser.prog} {_version()}\n")
+        parser.exit()
 
 
 def _version() -> str:

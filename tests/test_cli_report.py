@@ -428,3 +428,26 @@ def test_reading_commands_open_the_ledger_once_and_create_nothing(
     assert len(opened) == 1
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall() == before
+
+
+def test_report_imports_neither_the_planner_nor_other_commands(sqlite_url: str) -> None:
+    """A named subcommand builds its own parser only (start-up of each `report` process)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom budgetclient.cli import main\n"
+        f"code = main(['report', '--ledger', {sqlite_url!r}, '--format', 'json'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('budgetclient.plan', 'budgetclient.cli.'))))\n"
+        "sys.exit(code)\n"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": root},
+    )  # fmt: skip
+    loaded = json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+    assert not [m for m in loaded if m.startswith("budgetclient.plan")]
+    assert "budgetclient.cli.estimate" not in loaded and "budgetclient.cli.demo" not in loaded
+    assert "budgetclient.cli.report" in loaded

@@ -22,6 +22,7 @@ from ..reports import OUTCOMES, Report, TaskNameRow
 from ..reports_drift import DriftRow, drift_summary_line, ledger_drift
 from . import CommandError
 from ._common import add_ledger_arguments, parse_since, read_report
+from ._json import dumps_indented
 from ._text import WIDTH, table, usd, wrap
 from .limits import limit_lines
 
@@ -140,7 +141,7 @@ def format_drift(rows: list[DriftRow], *, width: int | None = WIDTH) -> str:
 
 
 def format_json(report: Report) -> str:
-    return json.dumps(report.as_json(), indent=2) + "\n"
+    return dumps_indented(report.as_json()) + "\n"  # json.dumps(..., indent=2)'s text, faster
 
 
 _CSV_COLUMNS = (

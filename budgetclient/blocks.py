@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ._construct import fast_constructor
 
@@ -287,16 +287,11 @@ class PrefixPrint:
         return tuple(map(_DIGEST, self.blocks))
 
 
-if TYPE_CHECKING:  # type-checked against the public constructors' signatures
-    new_block = Block
-    new_request_blocks = RequestBlocks
-    new_prefix_print = PrefixPrint
-else:
-    new_block = fast_constructor(Block)
-    """``Block(...)`` by keyword at a third of the cost: one or two are built on every call."""
-    new_request_blocks = fast_constructor(RequestBlocks)
-    """``RequestBlocks(...)`` by keyword, ``prefix_tokens`` given (its ``__post_init__`` does not run)."""
-    new_prefix_print = fast_constructor(PrefixPrint)
+new_block = fast_constructor(Block)
+"""``Block(...)`` by keyword at a third of the cost: one or two are built on every call."""
+new_request_blocks = fast_constructor(RequestBlocks)
+"""``RequestBlocks(...)`` by keyword, ``prefix_tokens`` given (its ``__post_init__`` does not run)."""
+new_prefix_print = fast_constructor(PrefixPrint)
 
 _TOKENS = attrgetter("tokens")
 _DIGEST = attrgetter("digest")

@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from . import config
+from ._construct import fast_constructor
 from .config import Settings
 from .errors import LedgerError
 from .ledger import _codec
@@ -81,7 +82,7 @@ from .signals import (
     moment_us,
     repeat_facts,
 )
-from .usage import CostBreakdown, TaskRecord, Usage, _fast_constructor
+from .usage import CostBreakdown, TaskRecord, Usage
 
 __all__ = [
     "LedgerReport",
@@ -156,8 +157,8 @@ class RunFacts:
 
 _NO_REPEATS = RepeatFacts(0, 0, 0, 0, (), ())
 _loads = json.JSONDecoder().decode
-_new_repeats = _fast_constructor(RepeatFacts)
-_new_run_facts = _fast_constructor(RunFacts)
+_new_repeats = fast_constructor(RepeatFacts)
+_new_run_facts = fast_constructor(RunFacts)
 """Without a frozen dataclass's per-field cost: a report decodes the facts of every run."""
 
 

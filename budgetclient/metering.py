@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import pending, pricing
 from ._construct import fast_constructor
@@ -128,11 +128,8 @@ def estimate_input_cost(provider: str, model: str, input_tokens: int) -> Decimal
     return None
 
 
-if TYPE_CHECKING:
-    _new_cost = CallCost
-else:
-    _new_cost = fast_constructor(CallCost)
-    """``CallCost(...)`` at a third of the cost (one per budgeted call)."""
+_new_cost = fast_constructor(CallCost)
+"""``CallCost(...)`` at a third of the cost (one per budgeted call)."""
 
 
 def call_cost(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ._construct import fast_constructor
 from .drift import PrefixDrift
@@ -231,14 +231,7 @@ class TaskRecord:
 
 # -- fast constructors for the record path ----------------------------------------------------
 
-_fast_constructor = fast_constructor  # the ledger's modules import it from here
-
-if TYPE_CHECKING:  # type-checked against the public constructors' signatures
-    _trusted_usage = Usage
-    _new_breakdown = CostBreakdown
-    _new_call_record = CallRecord
-else:
-    _trusted_usage = _fast_constructor(Usage)
-    """``Usage(...)`` without validation, for counts already known to be non-negative ints."""
-    _new_breakdown = _fast_constructor(CostBreakdown)
-    _new_call_record = _fast_constructor(CallRecord)
+_trusted_usage = fast_constructor(Usage)
+"""``Usage(...)`` without validation, for counts already known to be non-negative ints."""
+_new_breakdown = fast_constructor(CostBreakdown)
+_new_call_record = fast_constructor(CallRecord)

@@ -17,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from .._construct import fast_constructor
 from ..drift import PrefixDrift
 from ..errors import LedgerError
-from ..usage import CostBreakdown, TaskRecord, Usage, _fast_constructor, _new_breakdown, _trusted_usage
+from ..usage import CostBreakdown, TaskRecord, Usage, _new_breakdown, _trusted_usage
 from . import _codec
 from .rollups import store_rollups
 
@@ -417,7 +418,7 @@ def tasks_of(
     return [(_task(sql, row), row[0], row[1]) for row in rows]
 
 
-_new_task = _fast_constructor(TaskRecord)
+_new_task = fast_constructor(TaskRecord)
 """``TaskRecord(...)`` without a frozen dataclass's per-field cost: a report builds one per run."""
 
 

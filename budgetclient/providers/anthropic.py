@@ -50,11 +50,8 @@ __all__ = ["Anthropic", "AsyncAnthropic", "BudgetMiddleware", "usage_from_anthro
 
 
 PROVIDER = "anthropic"
-if TYPE_CHECKING:
-    _new_admission = Admission
-else:
-    _new_admission = fast_constructor(Admission)
-    """``Admission(...)`` at a third of the cost (one per attempt)."""
+_new_admission = fast_constructor(Admission)
+"""``Admission(...)`` at a third of the cost (one per attempt)."""
 _MESSAGES_PATH = "/v1/messages"
 _BATCHES_PREFIX = "/v1/messages/batches/"
 

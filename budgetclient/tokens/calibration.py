@@ -10,7 +10,6 @@ import functools
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from .._construct import fast_constructor
 from .._fork_locks import renew_after_fork
@@ -52,11 +51,8 @@ class TokenEstimate:
     """``raw_tokens`` scaled by ``factor``: the best guess of what the provider will report."""
 
 
-if TYPE_CHECKING:
-    _new_estimate = TokenEstimate
-else:
-    _new_estimate = fast_constructor(TokenEstimate)
-    """``TokenEstimate(...)`` by keyword at a third of the cost (one per budgeted call)."""
+_new_estimate = fast_constructor(TokenEstimate)
+"""``TokenEstimate(...)`` by keyword at a third of the cost (one per budgeted call)."""
 
 
 @functools.lru_cache(maxsize=64)

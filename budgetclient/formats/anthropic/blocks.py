@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from itertools import accumulate, chain
 from json.encoder import encode_basestring
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from ..._construct import fast_constructor
 from ...blocks import (
@@ -142,11 +142,8 @@ def _tools_digest(value: Any, given: Print) -> bytes:
     return _section_digest(value)
 
 
-if TYPE_CHECKING:
-    _new_head = ConversationHead
-else:
-    _new_head = fast_constructor(ConversationHead)
-    """``ConversationHead(...)`` by keyword at a third of the cost (one per call)."""
+_new_head = fast_constructor(ConversationHead)
+"""``ConversationHead(...)`` by keyword at a third of the cost (one per call)."""
 
 
 def prefix_shape(body: Mapping[str, Any]) -> PrefixShape:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ..._construct import fast_constructor
 from ..._guard import guarded
@@ -89,11 +89,8 @@ class PreparedRequest:
     history): nothing was compared, and the API's diagnosis of the change is not drift either."""
 
 
-if TYPE_CHECKING:
-    _new_prepared = PreparedRequest
-else:
-    _new_prepared = fast_constructor(PreparedRequest)
-    """``PreparedRequest(...)`` by keyword at a third of the cost (one per call)."""
+_new_prepared = fast_constructor(PreparedRequest)
+"""``PreparedRequest(...)`` by keyword at a third of the cost (one per call)."""
 
 
 def _extra_cost(model: str, total_tokens: int, *, rewrite: bool) -> Callable[[int], Decimal | None]:

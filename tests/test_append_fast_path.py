@@ -28,6 +28,7 @@ from budgetclient.formats.anthropic.prepare import PreparedRequest, observe_resp
 from budgetclient.lineage import LineageRegistry, LineageState
 from budgetclient.usage import Usage
 from tests._hypothesis import FAST
+from tests._sdk_copy import sdk_copy
 from tests.providers.wire import Wire, anthropic_message, anthropic_usage, json_response
 
 MODEL = "claude-sonnet-4-6"
@@ -110,18 +111,10 @@ class _Conversation:
             "model": MODEL,
             "max_tokens": 64,
             "system": self.system,
-            "tools": [_copy(t) for t in self.tools],
-            "messages": [_copy(m) for m in self.messages],
-            **{k: _copy(v) for k, v in self.extra.items()},
+            "tools": [sdk_copy(t) for t in self.tools],
+            "messages": [sdk_copy(m) for m in self.messages],
+            **{k: sdk_copy(v) for k, v in self.extra.items()},
         }
-
-
-def _copy(value: Any) -> Any:
-    if type(value) is dict:
-        return {k: _copy(v) for k, v in value.items()}
-    if type(value) is list:
-        return [_copy(v) for v in value]
-    return value
 
 
 def _decisions(prepared: PreparedRequest, state: LineageState) -> tuple[Any, ...]:

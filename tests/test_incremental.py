@@ -24,6 +24,7 @@ from budgetclient.formats.anthropic.estimate import estimate_input
 from budgetclient.formats.anthropic.prepare import prepare_request
 from budgetclient.lineage import LineageRegistry
 from tests._hypothesis import FAST
+from tests._sdk_copy import sdk_copy
 
 MODEL = "claude-sonnet-4-6"
 
@@ -63,15 +64,6 @@ def _body(turns: int = 3) -> dict[str, Any]:
     }
 
 
-def _sdk_copy(value: Any) -> Any:
-    """What the SDK hands the middleware: fresh dicts and lists around the caller's own strings."""
-    if type(value) is dict:
-        return {k: _sdk_copy(v) for k, v in value.items()}
-    if type(value) is list:
-        return [_sdk_copy(v) for v in value]
-    return value
-
-
 def _shape(block: Block) -> tuple[Any, ...]:
     return (
         block.path, block.section, block.raw, block.digest, block.tokens, block.markable, block.marker,
@@ -90,10 +82,10 @@ def _same_as_fresh(body: dict[str, Any], previous: Any) -> Any:
 
 def test_an_appended_turn_reuses_every_earlier_block_and_builds_only_the_new_ones() -> None:
     body = _body()
-    first = build_request(_sdk_copy(body))
+    first = build_request(sdk_copy(body))
     body["messages"].append({"role": "assistant", "content": "done"})
     body["messages"].append({"role": "user", "content": "next"})
-    second = _same_as_fresh(_sdk_copy(body), first)
+    second = _same_as_fresh(sdk_copy(body), first)
     old, new = first.request.blocks, second.request.blocks
     assert len(new) == len(old) + 2
     assert all(a is b for a, b in zip(old, new, strict=False))  # the same objects: nothing rebuilt
@@ -105,16 +97,16 @@ def test_an_appended_turn_reuses_every_earlier_block_and_builds_only_the_new_one
 
 def test_an_edited_message_is_rebuilt_and_the_rest_reused() -> None:
     body = _body()
-    first = build_request(_sdk_copy(body))
+    first = build_request(sdk_copy(body))
     body["messages"][4]["content"][1]["text"] = "answer 1, revised"
-    second = _same_as_fresh(_sdk_copy(body), first)
+    second = _same_as_fresh(sdk_copy(body), first)
     changed = [b.path for a, b in zip(first.request.blocks, second.request.blocks, strict=True) if a is not b]
     assert changed == ["messages[4].content[1]"]
 
 
 def test_changes_that_compare_equal_in_python_are_still_changes() -> None:
     body = _body()
-    first = build_request(_sdk_copy(body))
+    first = build_request(sdk_copy(body))
     # 0 -> 0.0 and True -> 1 are equal in Python but serialise differently; so is a key order
     edits = [
         lambda b: b["tools"][2]["input_schema"]["properties"]["n"].__setitem__("minimum", 0.0),
@@ -126,7 +118,7 @@ def test_changes_that_compare_equal_in_python_are_still_changes() -> None:
     for edit in edits:
         changed = copy.deepcopy(body)
         edit(changed)
-        second = _same_as_fresh(_sdk_copy(changed), first)
+        second = _same_as_fresh(sdk_copy(changed), first)
         assert second.request.digests() != first.request.digests()
 
 
@@ -144,11 +136,11 @@ def test_a_caller_editing_its_own_objects_in_place_is_seen() -> None:
 
 def test_a_trimmed_history_matches_a_fresh_build() -> None:
     body = _body(4)
-    first = build_request(_sdk_copy(body))
+    first = build_request(sdk_copy(body))
     del body["messages"][0:3]
-    _same_as_fresh(_sdk_copy(body), first)
+    _same_as_fresh(sdk_copy(body), first)
     body["tools"].pop()
-    _same_as_fresh(_sdk_copy(body), first)
+    _same_as_fresh(sdk_copy(body), first)
 
 
 def test_the_incremental_estimate_equals_the_whole_body_estimate() -> None:
@@ -156,13 +148,13 @@ def test_the_incremental_estimate_equals_the_whole_body_estimate() -> None:
     body["messages"][-1]["content"].append(
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
     )
-    built = build_request(_sdk_copy(body))
+    built = build_request(sdk_copy(body))
     assert built.estimable
     assert estimate_input(built).raw_tokens == estimate_request("anthropic", body).raw_tokens
     for i in range(3):
         body["messages"].append({"role": "assistant", "content": [{"type": "thinking", "thinking": f"t{i}"}]})
         body["messages"].append({"role": "user", "content": f"go on {i}"})
-        built = build_request(_sdk_copy(body), previous=built)
+        built = build_request(sdk_copy(body), previous=built)
         # only the last assistant message's thinking counts: moving it on changes the count
         assert estimate_input(built).raw_tokens == estimate_request("anthropic", body).raw_tokens
 
@@ -173,7 +165,7 @@ def test_a_new_tool_result_is_tokenized_once_per_call(monkeypatch: pytest.Monkey
     from budgetclient import tokens
 
     body = _body()
-    built = build_request(_sdk_copy(body))
+    built = build_request(sdk_copy(body))
     estimate_input(built)
     output = "def handler(event):\n    return {'status': 200}\n" * 40  # a file the agent read
     call = {"type": "tool_use", "id": "tu_new", "name": "read", "input": {"path": "h.py"}}
@@ -189,7 +181,7 @@ def test_a_new_tool_result_is_tokenized_once_per_call(monkeypatch: pytest.Monkey
         return real(text)
 
     monkeypatch.setattr(encoding, "encode_ordinary", spy)
-    built = build_request(_sdk_copy(body), previous=built)
+    built = build_request(sdk_copy(body), previous=built)
     estimate = estimate_input(built)
     assert seen.count(output) == 1
     assert not [t for t in seen if "tool_result" in t]  # the block's JSON is never tokenized
@@ -209,13 +201,13 @@ def test_an_unusual_body_falls_back_to_the_whole_body_estimate() -> None:
 
 def test_a_new_conversation_with_the_same_tools_takes_their_blocks_whole_and_sees_edits() -> None:
     body = _body()
-    first = build_request(_sdk_copy(body))
+    first = build_request(sdk_copy(body))
     tools = len(body["tools"])
-    again = build_request(_sdk_copy(body))  # no previous: a new conversation or task
+    again = build_request(sdk_copy(body))  # no previous: a new conversation or task
     old, new = first.request.blocks[:tools], again.request.blocks[:tools]
     assert all(a is b for a, b in zip(old, new, strict=True))
     body["tools"][2]["input_schema"]["properties"]["n"]["minimum"] = 1  # edited in place
-    edited = build_request(_sdk_copy(body))
+    edited = build_request(sdk_copy(body))
     expected = json.dumps(body["tools"][2], ensure_ascii=False, separators=(",", ":")).encode()
     assert edited.request.blocks[2].raw == expected != first.request.blocks[2].raw
     assert edited.request.blocks[2].digest == hashlib.blake2b(b"t" + expected, digest_size=16).digest()
@@ -223,12 +215,12 @@ def test_a_new_conversation_with_the_same_tools_takes_their_blocks_whole_and_see
 
 def test_a_new_conversation_resending_the_same_turns_takes_their_blocks_whole_and_sees_edits() -> None:
     body = _body()
-    first = build_request(_sdk_copy(body))
-    again = build_request(_sdk_copy(body))  # no previous: a subagent or a retry in a new task
+    first = build_request(sdk_copy(body))
+    again = build_request(sdk_copy(body))  # no previous: a subagent or a retry in a new task
     listed = [i for i, b in enumerate(first.request.blocks) if b.section == "messages" and not b.shorthand]
     assert listed and all(first.request.blocks[i] is again.request.blocks[i] for i in listed)
     body["messages"][2]["content"][0]["content"] = "not ok"  # the caller edits its own dict in place
-    edited = build_request(_sdk_copy(body))
+    edited = build_request(sdk_copy(body))
     block = next(b for b in edited.request.blocks if b.path == "messages[2].content[0]")
     result = body["messages"][2]["content"][0]
     expected = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
@@ -255,12 +247,12 @@ def test_a_string_turn_is_the_text_block_the_api_reads(text: str, role: str) -> 
 
 def test_a_build_lets_go_of_the_callers_values_once_estimated_or_superseded() -> None:
     body = _body()
-    first = build_request(_sdk_copy(body))
+    first = build_request(sdk_copy(body))
     assert first.values  # held only until the estimate reads them
     estimate_input(first)
     assert first.values is None
-    second = build_request(_sdk_copy(body), previous=first)
-    third = build_request(_sdk_copy(body), previous=second)
+    second = build_request(sdk_copy(body), previous=first)
+    third = build_request(sdk_copy(body), previous=second)
     assert second.values is None and third.values is not None
 
 
@@ -306,7 +298,7 @@ bodies = st.fixed_dictionaries(
 def test_any_next_request_built_incrementally_equals_a_fresh_build(
     first: dict[str, Any], appended: list[dict[str, Any]], data: st.DataObject
 ) -> None:
-    previous = build_request(_sdk_copy(first))
+    previous = build_request(sdk_copy(first))
     if previous.estimable and data.draw(st.booleans()):
         estimate_input(previous)  # the next estimate may then start from this one's sum
     nxt = copy.deepcopy(first)
@@ -316,7 +308,7 @@ def test_any_next_request_built_incrementally_equals_a_fresh_build(
         nxt["messages"][i] = data.draw(message)  # an edit anywhere, or the same value again
     if data.draw(st.booleans()):
         nxt["tools"] = data.draw(tool_lists)
-    built = _same_as_fresh(_sdk_copy(nxt), previous)
+    built = _same_as_fresh(sdk_copy(nxt), previous)
     if built.estimable:
         assert estimate_input(built).raw_tokens == estimate_request("anthropic", nxt).raw_tokens
 
@@ -380,8 +372,8 @@ def test_gemini_estimate_memo_never_answers_for_another_object() -> None:
 
 def test_what_a_build_keeps_is_accounted_whether_built_fresh_or_extended() -> None:
     body = _body()
-    first = build_request(_sdk_copy(body))
+    first = build_request(sdk_copy(body))
     body["messages"].append({"role": "assistant", "content": "done " * 50})
-    extended = build_request(_sdk_copy(body), previous=first)
-    fresh = build_request(_sdk_copy(body))
+    extended = build_request(sdk_copy(body), previous=first)
+    fresh = build_request(sdk_copy(body))
     assert extended.stored_bytes == fresh.stored_bytes > first.stored_bytes

@@ -16,8 +16,9 @@ import budgetclient as bc
 from budgetclient.errors import PrefixDriftError
 from budgetclient.formats.anthropic.blocks import _SEEDED_CHARS, BuiltRequest, build_request
 from tests._hypothesis import FAST
+from tests._sdk_copy import sdk_copy
 from tests.providers.wire import Wire, anthropic_message, anthropic_usage, json_response
-from tests.test_incremental import _sdk_copy, _shape
+from tests.test_incremental import _shape
 
 MODEL = "claude-sonnet-4-6"
 WORDS = ["files", "reads", "the", "step", "plans", "review", "écrit", "数据"]
@@ -56,7 +57,7 @@ def _result(k: int, salt: int) -> dict[str, Any]:
 
 
 def _same_as_fresh(body: dict[str, Any], previous: BuiltRequest | None) -> BuiltRequest:
-    built = build_request(_sdk_copy(body), previous=previous)
+    built = build_request(sdk_copy(body), previous=previous)
     fresh = build_request(copy.deepcopy(body))
     assert [_shape(b) for b in built.request.blocks] == [_shape(b) for b in fresh.request.blocks]
     assert built.request.prefix_tokens == fresh.request.prefix_tokens
@@ -122,7 +123,7 @@ def test_a_message_that_is_not_a_dict_never_lets_the_seal_miss_a_change(before: 
 @pytest.mark.parametrize("which", range(9))
 def test_a_change_to_an_earlier_message_is_seen_through_the_seal(which: int) -> None:
     body = _tool_loop(3)
-    built = build_request(_sdk_copy(body))
+    built = build_request(sdk_copy(body))
     nxt = copy.deepcopy(body)
     # deepcopy keeps the strings: the seal's seeded texts are the same objects
     assert nxt["messages"][0]["content"][0]["text"] is body["messages"][0]["content"][0]["text"]

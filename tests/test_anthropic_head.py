@@ -1,11 +1,13 @@
 """`conversation_head` and `build_request` take shortcuts on the call path: a string or plain-text
-turn's digest is looked up by its strings, and the tools are pickled once per request for both.
+turn's digest is looked up by its strings, and the tools are printed once per request for both.
 Each shortcut must give exactly what the whole computation gives (the digest of the section's
-pickle, markers stripped), and must never answer for different content."""
+pickle, the tools' of their compact JSON, markers stripped), and must never answer for different
+content."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 from typing import Any
 
@@ -17,6 +19,12 @@ MODEL = "claude-sonnet-4-6"
 def _digest(value: Any) -> bytes:
     """The section digest computed here from its definition: blake2b-16 of the value's pickle."""
     return hashlib.blake2b(pickle.dumps(value, 5), digest_size=16).digest()
+
+
+def _tools_digest(tools: Any) -> bytes:
+    """The tools' digest computed here from its definition: blake2b-16 of their compact JSON."""
+    raw = json.dumps(tools, ensure_ascii=False, separators=(",", ":")).encode()
+    return hashlib.blake2b(raw, digest_size=16).digest()
 
 
 def _tools() -> list[dict[str, Any]]:
@@ -39,7 +47,7 @@ def _body(system: str = "You are terse.", first: str = "hello", tools: Any = Non
 def test_the_head_is_the_digest_of_each_sections_pickle_whether_or_not_looked_up_before() -> None:
     body = _body()
     expected = (
-        (_digest(body["tools"]), _digest(body["system"])),
+        (_tools_digest(body["tools"]), _digest(body["system"])),
         (_digest(body["messages"][0]), _digest(body["messages"][1])),
     )
     for _ in range(2):  # the second time from the strings' lookup
@@ -74,14 +82,14 @@ def test_a_changed_system_prompt_or_turn_gives_another_head() -> None:
 def test_the_tools_print_given_gives_the_same_head_and_build() -> None:
     body = _body()
     given = tools_print(body)
-    assert given == pickle.dumps(body["tools"], 5)
+    assert given == json.dumps(body["tools"], ensure_ascii=False, separators=(",", ":")).encode()
     for _ in range(2):  # the second time looked up by the print
         assert conversation_head(body, tools=given) == conversation_head(body)
-        assert conversation_head(body, tools=given).fixed[0] == _digest(body["tools"])
+        assert conversation_head(body, tools=given).fixed[0] == _tools_digest(body["tools"])
     edited = _body()
     edited["tools"][0]["description"] = "does 0 better"
-    assert conversation_head(edited, tools=tools_print(edited)).fixed[0] == _digest(edited["tools"])
-    assert _digest(edited["tools"]) != _digest(body["tools"])
+    assert conversation_head(edited, tools=tools_print(edited)).fixed[0] == _tools_digest(edited["tools"])
+    assert _tools_digest(edited["tools"]) != _tools_digest(body["tools"])
     with_print = build_request(body, tools=given)
     without = build_request(body)
     assert with_print.tools == without.tools
@@ -95,4 +103,5 @@ def test_marked_tools_are_digested_without_their_markers_even_with_a_print_given
     tools[-1] = {**tools[-1], "cache_control": {"type": "ephemeral"}}
     body = _body(tools=tools)
     head = conversation_head(body, tools=tools_print(body))
-    assert head.fixed[0] == _digest(_tools())
+    assert head.fixed[0] == _tools_digest(_tools())
+    assert conversation_head(body).fixed[0] == _tools_digest(_tools())  # no print given

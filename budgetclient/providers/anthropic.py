@@ -296,7 +296,7 @@ class BudgetMiddleware(Middleware):
             # a beta ``thread`` continuation: the server holds the conversation, and the body carries
             # only the new turn, so there is no client-side prefix to place markers in or compare
             if not _server_side_thread(body):
-                tools = tools_print(body)  # pickled once for both
+                tools = tools_print(body)  # printed once for both
                 state, stable = self._lineage(body, model, t, tools)
                 prepared = self._place(body, state, tools)
         send_body: Mapping[str, Any] = prepared.body if prepared is not None else body

@@ -27,6 +27,7 @@ from ...blocks import (
     TokenCounter,
     block_digest,
     compact_json,
+    json_print,
     new_block,
     new_request_blocks,
     raw_bytes,
@@ -139,6 +140,9 @@ def _tools_digest(value: Any, given: Print) -> bytes:
             digest = block_digest(given)
             _TOOLS_DIGESTS.put(given, digest, len(given))
             return digest
+    if type(value) is list:  # markers moved: the digest of the same tools unmarked
+        unmarked = json_print([_unmarked(item) for item in value])
+        return block_digest(unmarked) if unmarked is not None else _section_digest(value)
     return _section_digest(value)
 
 
@@ -159,10 +163,10 @@ def _listed(value: Any) -> list[Any]:
 
 
 def tools_print(body: Mapping[str, Any]) -> Print:
-    """The ``tools`` list's `_fingerprint`, made once per request: `conversation_head` and
-    `build_request` both take it (pickling a tools list is most of what either costs)."""
+    """The ``tools`` list's `blocks.json_print`, made once per request: `conversation_head` and
+    `build_request` both take it (printing a tools list is most of what either costs)."""
     tools = body.get("tools")
-    return _fingerprint(tools) if isinstance(tools, list) else None
+    return json_print(tools) if isinstance(tools, list) else None
 
 
 def conversation_head(body: Mapping[str, Any], *, tools: Print = None) -> ConversationHead:
@@ -765,7 +769,7 @@ def build_request(
     tools_print = None
     custom = False
     if isinstance(tools, list):
-        tools_print = given_tools if given_tools is not None else _fingerprint(tools)
+        tools_print = given_tools if given_tools is not None else json_print(tools)
         if previous is not None and tools_print is not None and tools_print == previous.tools:
             builder.reuse(previous, previous.tools_span)
             custom = previous.tool_overhead[1]
@@ -936,7 +940,7 @@ def _appended_text(
     if type(tools) is not list:
         return None
     if given_tools is None:
-        given_tools = _fingerprint(tools)
+        given_tools = json_print(tools)
     if (
         type(given_tools) is not bytes
         or given_tools != previous.tools

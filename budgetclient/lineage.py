@@ -50,6 +50,15 @@ MAX_PER_SCOPE = 32
 """Live conversations matched by content within one scope (client + model + task); LRU beyond."""
 
 
+LATEST_FAST_PATH = True
+"""Whether `Conversations.match` answers a request continuing the scope's latest conversation with
+the same head without the walk; off only in tests, which check both ways match the same."""
+
+_FINGERPRINTS: dict[tuple[bytes, ...], str] = {}
+"""`ConversationHead.fingerprint` by the stable prefix's digests (one per call otherwise)."""
+_FINGERPRINTS_MAX = 4_096
+
+
 @dataclass(frozen=True, slots=True)
 class ConversationHead:
     """A cheap fingerprint of a request's first blocks, to tell which conversation it continues.
@@ -66,7 +75,14 @@ class ConversationHead:
     @property
     def fingerprint(self) -> str:
         """Short hex of the stable prefix (tools and system), as the run history keys it."""
-        return block_digest(b"".join(self.fixed)).hex()[:16]
+        fixed = self.fixed
+        known = _FINGERPRINTS.get(fixed)  # the digests come from caches: their hashes are kept
+        if known is None:
+            known = block_digest(b"".join(fixed)).hex()[:16]
+            if len(_FINGERPRINTS) >= _FINGERPRINTS_MAX:
+                _FINGERPRINTS.clear()
+            _FINGERPRINTS[fixed] = known
+        return known
 
     def continues(self, other: ConversationHead) -> bool:
         """Whether this request opens as ``other`` did: the same messages as far as both go."""
@@ -363,6 +379,13 @@ class Conversations:
         """
         with self._lock:
             heads = self._scopes.get(scope)
+            if heads and LATEST_FAST_PATH:
+                # the commonest call: the scope's latest conversation, continued with the same head;
+                # the walk below would choose it too (the highest score, ties to the most recent)
+                latest = next(reversed(heads))
+                if heads[latest][0] == head:
+                    self._scopes.move_to_end(scope)
+                    return latest
             if heads is None:
                 heads = self._scopes[scope] = OrderedDict()
                 while len(self._scopes) > self.max_scopes:

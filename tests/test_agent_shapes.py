@@ -10,8 +10,11 @@ import warnings
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import budgetclient as bc
+from budgetclient import lineage
 from budgetclient.blocks import RequestBlocks
 from budgetclient.formats.anthropic.blocks import request_blocks
 from budgetclient.lineage import MAX_PER_SCOPE, ConversationHead, LineageRegistry
@@ -348,3 +351,26 @@ def test_one_shot_calls_whose_prompt_was_edited_are_drift_but_another_prompt_is_
     assert shape(policy, TOOLS[:3]).resembles(base)  # the same system prompt, other tools
     assert not shape(other, TOOLS).resembles(base)  # another agent with the same tools
     assert not shape("You are a critic.", TOOLS).resembles(shape("You are a researcher.", TOOLS))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3), st.integers(0, 2)), min_size=1, max_size=30))
+def test_the_latest_conversation_shortcut_matches_what_the_walk_matches(
+    steps: list[tuple[int, int, int]],
+) -> None:
+    """`Conversations.match` answers a request with the scope's latest head without walking the
+    scope: the same conversations, in the same order, as the walk gives every request."""
+
+    def head(system: int, first: int, second: int) -> ConversationHead:
+        opening = (f"m-{first}".encode(), f"r-{second}".encode())[: 1 + second % 2]
+        return ConversationHead(fixed=(b"tools", f"sys-{system}".encode()), opening=opening)
+
+    def keys(fast: bool) -> list[str]:
+        registry = LineageRegistry()
+        lineage.LATEST_FAST_PATH = fast
+        try:
+            return [registry.match("scope", head(*step)).key for step in steps]
+        finally:
+            lineage.LATEST_FAST_PATH = True
+
+    assert keys(True) == keys(False)

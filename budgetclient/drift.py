@@ -192,6 +192,36 @@ def prefix_fingerprint(blocks: Sequence[Block], params: Sequence[tuple[str, int,
     return h.hexdigest()
 
 
+PrefixHash = tuple[int, tuple[tuple[str, int, bytes], ...], Any]
+"""`chained_prefix_fingerprint`'s state: blocks hashed, the parameters hashed before them, and the
+BLAKE2b object after them."""
+
+
+def chained_prefix_fingerprint(
+    blocks: Sequence[Block],
+    cut: int,
+    params: Sequence[tuple[str, int, bytes]],
+    base: PrefixHash | None = None,
+) -> tuple[str, PrefixHash]:
+    """`prefix_fingerprint` of ``blocks[:cut]``, and the state to continue from on the next call.
+
+    ``base``: the state a previous call left, when ``blocks`` start with the very blocks it hashed
+    (an append-only call): only the blocks after them are hashed. The value is
+    `prefix_fingerprint`'s, byte for byte the same input (``b"b"`` before each digest)."""
+    included = tuple(p for p in params if p[1] <= cut)
+    count = base[0] if base is not None else -1
+    if base is None or base[1] != included or not 0 < count <= cut:
+        h = hashlib.blake2b(digest_size=16)
+        for name, _, data in included:
+            h.update(b"p" + name.encode() + b"\0" + block_digest(data))
+        count = 0
+    else:
+        h = base[2].copy()
+    if cut > count:
+        h.update(b"b" + b"b".join(map(_DIGEST, blocks[count:cut])))
+    return h.hexdigest(), (cut, included, h)
+
+
 def request_shape(fields: Sequence[tuple[str, Any]]) -> str:
     """A short name for the ``(field, value)`` pairs that make a request read a cache entry of
     its own as a whole (see `lineage.lineage_key`); ``""`` when there are none (the usual case)."""

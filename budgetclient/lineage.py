@@ -272,6 +272,8 @@ class LineageState:
     is built from what changed; dropped with the prefix bytes it shares."""
     built_bytes: int = 0
     """``built.stored_bytes`` when it was remembered (what the registry accounted for it)."""
+    prefix_hash: Any = field(default=None, repr=False)
+    """The previous call's `drift.chained_prefix_fingerprint` state, continued by an append-only call."""
     _registry: LineageRegistry | None = field(default=None, repr=False)
 
     def record_gap(self, now: float) -> None:

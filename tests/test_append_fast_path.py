@@ -54,7 +54,7 @@ OPS = st.lists(
     st.tuples(
         st.sampled_from(
             ["user", "user", "user", "assistant", "blocks", "tool_result", "edit", "drop", "marker",
-             "system", "tools", "tool_choice", "same"]
+             "system", "tools", "tool_choice", "same", "top_marker", "tool_marker"]
         ),
         st.integers(min_value=0, max_value=50),
     ),
@@ -104,6 +104,11 @@ class _Conversation:
             self.tools = [*self.tools, {"name": f"extra_{n}", "description": "x", "input_schema": {}}]
         elif kind == "tool_choice":
             self.extra["tool_choice"] = {"type": "auto"} if n % 2 else {"type": "any"}
+        elif kind == "top_marker":  # automatic caching on, or off again
+            if self.extra.pop("cache_control", None) is None:
+                self.extra["cache_control"] = {"type": "ephemeral"}
+        elif kind == "tool_marker":
+            self.tools = [*self.tools[:-1], {**self.tools[-1], "cache_control": {"type": "ephemeral"}}]
 
     def body(self) -> dict[str, Any]:
         """What the SDK hands over: fresh dicts and lists around the caller's own strings."""
@@ -236,3 +241,42 @@ def test_drift_raise_still_raises_before_sending_after_the_fast_path() -> None:
             client.messages.create(**conversation.body())
     assert len(wire.requests) == sent  # raised before sending
     assert isinstance(wire.requests[-1], httpx2.Request)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 6), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(0, 40), min_size=6, max_size=6),
+    params=st.sets(st.integers(0, 12), max_size=2),
+)
+def test_the_chained_prefix_fingerprint_is_the_fingerprint_of_the_whole_prefix(
+    sizes: list[int], cuts: list[int], params: set[int]
+) -> None:
+    """A conversation growing call by call: each call's fingerprint continued from the previous
+    call's state is the BLAKE2b of its whole prefix, computed here from its definition (``p`` +
+    name + NUL + digest of each parameter placed before the cut, then ``b`` + digest per block)."""
+    import hashlib
+
+    from budgetclient.blocks import new_block
+    from budgetclient.drift import chained_prefix_fingerprint
+
+    sent = tuple((f"param{p}", p, f"value{p}".encode()) for p in sorted(params))
+    grown: list[Any] = []
+    base = None
+    for step, (size, cut_at) in enumerate(zip(sizes, cuts, strict=False)):
+        for i in range(size):
+            digest = hashlib.blake2b(f"{step}.{i}".encode(), digest_size=16).digest()
+            grown.append(new_block(path=f"b{len(grown)}", section="messages", raw=b"", digest=digest,
+                                   tokens=1, markable=True, message=len(grown)))
+        cut = min(cut_at, len(grown))
+        if not cut:
+            base = None
+            continue
+        h = hashlib.blake2b(digest_size=16)
+        for name, position, data in sent:
+            if position <= cut:
+                h.update(b"p" + name.encode() + b"\0" + hashlib.blake2b(data, digest_size=16).digest())
+        for block in grown[:cut]:
+            h.update(b"b" + block.digest)
+        value, base = chained_prefix_fingerprint(tuple(grown), cut, sent, base)
+        assert value == h.hexdigest()

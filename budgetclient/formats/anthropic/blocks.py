@@ -985,14 +985,18 @@ def _appended_text(
     previous.values = None
     ends = request.prefix_tokens
     prefix_tokens = ends + tuple(accumulate(map(_TOKENS, new), initial=ends[-1] if ends else 0))[1:]
+    top_level = _marker_ttl(body.get("cache_control"))
     return BuiltRequest(
         request=new_request_blocks(
             model=model,
             blocks=tuple(blocks),
             params=params,
-            top_level_ttl=_marker_ttl(body.get("cache_control")),
+            top_level_ttl=top_level,
             prefix_tokens=prefix_tokens,
             _fixed_end=fixed_end,
+            # the new turns are string shorthands, which carry no marker: the caller's markers are
+            # the previous request's, unless a top-level one moves with the end
+            _markers=request._markers if top_level is None and request.top_level_ttl is None else None,
         ),
         tools=given_tools,
         system=(system,),

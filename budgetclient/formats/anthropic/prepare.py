@@ -25,7 +25,7 @@ from ...blocks import (
     first_divergence,
 )
 from ...config import get_settings
-from ...drift import PrefixDrift, explain_drift, prefix_fingerprint, starts_new_segment
+from ...drift import PrefixDrift, chained_prefix_fingerprint, explain_drift, starts_new_segment
 from ...lineage import LineageState
 from ...placement import (
     LONG_GAP_S,
@@ -228,7 +228,15 @@ def prepare_request(
 
         points = sorted({*request.caller_markers(), *(m.index for m in markers)})
         cut = points[-1] + 1 if points else request.fixed_end
-        prefix_hash = prefix_fingerprint(request.blocks[:cut], request.params) if cut else None
+        prefix_hash = None
+        if cut:
+            # an append-only call hashes only the blocks after the previous call's (`_appended`)
+            base = state.prefix_hash if appended else None
+            prefix_hash, state.prefix_hash = chained_prefix_fingerprint(
+                request.blocks, cut, request.params, base
+            )
+        else:
+            state.prefix_hash = None
         live = [p for p in points if request.prefix_tokens[p] * state.token_scale >= min_tokens]
 
         # an append-only call's stored bytes: the previous prefix's plus the new blocks'

@@ -210,6 +210,8 @@ class RequestBlocks:
     """Cumulative tokens through each block."""
     _fixed_end: int = field(default=-1, repr=False, compare=False)
     _markers: dict[int, Ttl] | None = field(default=None, repr=False, compare=False)
+    _tools_end: int = field(default=-2, repr=False, compare=False)
+    """`placement`'s last markable tool block once found (-1: none; -2: not looked for yet)."""
 
     def __post_init__(self) -> None:
         # per-call work on every request: kept in C (map/accumulate), no Python loop per block

@@ -271,7 +271,17 @@ def place_breakpoints(
 
 
 def _tools_end(request: RequestBlocks) -> int | None:
-    """Index of the last tool definition, if the request has tools."""
+    """Index of the last tool definition, if the request has tools (kept on the request, and
+    carried to the next one of an append-only conversation: its tools are the same blocks)."""
+    known = request._tools_end
+    if known == -2:
+        found = _find_tools_end(request)
+        known = -1 if found is None else found
+        object.__setattr__(request, "_tools_end", known)
+    return None if known < 0 else known
+
+
+def _find_tools_end(request: RequestBlocks) -> int | None:
     sections = list(map(_SECTION, request.blocks[: request.fixed_end]))  # in C: 20 tools are 20 steps
     count = sections.count("tools")
     if sections[:count] != ["tools"] * count:  # a tools block after another section: walk as the API reads

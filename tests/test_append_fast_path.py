@@ -69,7 +69,7 @@ class _Conversation:
     def __init__(self) -> None:
         self.system = _text(1, 300)
         self.tools: list[dict[str, Any]] = [
-            {"name": f"tool_{i}", "description": _text(i, 40), "input_schema": {"type": "object"}}
+            {"name": f"tool_{i}", "description": _text(i, 400), "input_schema": {"type": "object"}}
             for i in range(3)
         ]
         self.messages: list[dict[str, Any]] = [{"role": "user", "content": _text(2, 200)}]

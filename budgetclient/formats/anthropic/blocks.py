@@ -997,6 +997,7 @@ def _appended_text(
             # the new turns are string shorthands, which carry no marker: the caller's markers are
             # the previous request's, unless a top-level one moves with the end
             _markers=request._markers if top_level is None and request.top_level_ttl is None else None,
+            _tools_end=request._tools_end,  # the same tools and system blocks
         ),
         tools=given_tools,
         system=(system,),

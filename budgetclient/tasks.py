@@ -435,19 +435,25 @@ class Task:
         return record
 
 
-def reserve_budget(task: Task | None, cost: CallCost, model: str) -> Reservation | None:
+def reserve_budget(
+    task: Task | None, cost: CallCost, model: str, *, chain: tuple[Task, ...] | None = None
+) -> Reservation | None:
     """Check every budget on the task chain and hold what the call may cost until it ends.
 
     Each budgeted task holds ``cost.held_by(its budget_mode)``. Raises ``BudgetExceeded`` (or
-    ``UnpricedModelError``) with nothing reserved, so that no request is sent.
+    ``UnpricedModelError``) with nothing reserved, so that no request is sent. ``chain``: the
+    task's `budgeted_chain`, when the caller has it already.
     """
     if task is None:
         return None
-    chain = budgeted_chain(task)
+    if chain is None:
+        chain = budgeted_chain(task)
     if not chain:
         return None
     if unsettled() and not _fits(chain, cost):
         settle()  # calls whose roll-up is pending hold their worst case: give back what they did not use
+    if len(chain) == 1:
+        return _reserve_one(chain[0], cost, model)
     return _reserve(chain, cost, model)
 
 
@@ -480,6 +486,17 @@ def _fits(chain: tuple[Task, ...], cost: CallCost) -> bool:
         if float(t._priced_cost + t._reserved + amount) + t._pending_bound > float(t.budget_usd):
             return False
     return True
+
+
+def _reserve_one(t: Task, cost: CallCost, model: str) -> Reservation | None:
+    """`_reserve` for a chain of one budgeted task (the common case), without its lists."""
+    amount = cost.worst_usd if t.budget_mode == "cap" else cost.input_usd
+    with t._lock:
+        t._check(amount, model)
+        if amount is None:
+            return None
+        t._reserved += amount
+    return Reservation(((t, amount),))
 
 
 def _reserve(chain: tuple[Task, ...], cost: CallCost, model: str) -> Reservation | None:

@@ -2,14 +2,16 @@
 
 `metering.call_cost` keeps the last model's flat rates, `tasks.reserve_budget` holds a chain of
 one task without its lists, `calibrated_estimate` keeps each model's calibration key, the
-Anthropic estimate skips scanning a string turn's bytes, and `admit` skips the fleet-limit step
-when nothing names a limit: each is checked here against values computed in the test.
+Anthropic estimate skips scanning a string turn's bytes and re-reading a moved turn it knows,
+`admit` skips the fleet-limit step when nothing names a limit, and `fast_constructor` fills a
+twin's slots in a generated function: each is checked here against values computed in the test.
 """
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import FrozenInstanceError, dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 
 import budgetclient as bc
 from budgetclient import metering, pricing, tasks
+from budgetclient._construct import fast_constructor
 from budgetclient.config import get_settings
 from budgetclient.errors import ConfigurationError
 from budgetclient.estimate import estimate_request
@@ -195,3 +198,22 @@ def test_settings_read_after_configure_are_the_new_ones() -> None:
     finally:
         bc.configure(allocation_check=False)
     assert get_settings().allocation_check is None
+
+
+def test_fast_constructors_fill_every_field_with_fresh_factory_defaults() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Shape:
+        a: int
+        b: str = "b"
+        c: dict[str, int] = field(default_factory=dict)
+
+    new = fast_constructor(Shape)
+    x, y = new(a=1), new(a=2, b="z", c={"k": 1})
+    assert type(x) is Shape and x == Shape(1) and y == Shape(2, "z", {"k": 1})
+    assert x.c == {} and x.c is not new(a=1).c
+    with pytest.raises(FrozenInstanceError):
+        x.__setattr__("a", 3)
+    with pytest.raises(TypeError):
+        new(b="x")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        new(a=1, d=2)  # type: ignore[call-arg]

@@ -10,9 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ...blocks import (
-    Block,
-)
+from ...blocks import Block
 from ...tokens import TokenEstimate, calibrated_estimate, count_each, encoding_for
 from .blocks import _PARTS, BuiltRequest, _same_kept_or_not
 from .reader import anthropic_block_parts, anthropic_overhead
@@ -54,13 +52,19 @@ def _blocks_estimate(built: BuiltRequest, known: dict[bytes, int]) -> int | None
     if old_last >= 0 and old_last != built.last_assistant:
         # the previous last assistant message no longer is: its thinking stops counting
         a, b = base.message_span(old_last)
-        moved = base.request.blocks[a:b]
-        for block in moved:
+        moved: list[Block] = []
+        for block in base.request.blocks[a:b]:
             before = known.get(block.digest + b"!")
             if before is None:
                 return None
-            total -= before
-        total += _sum_estimates(built, moved, known, last=-1)
+            after = known.get(block.digest)  # what `_sum_estimates` reads for it first
+            if after is None:
+                moved.append(block)
+                total -= before
+            else:
+                total += after - before
+        if moved:
+            total += _sum_estimates(built, moved, known, last=-1)
     return total + _sum_estimates(built, built.request.blocks[start:], known)
 
 

@@ -217,12 +217,12 @@ def begin_call(
             estimate = estimated_input_tokens()
             tokens = int(getattr(estimate, "tokens", estimate))
             raw = int(getattr(estimate, "raw_tokens", 0))
-        except Exception as exc:
+        except Exception as exc:  # guarded's rule, without its object: never refused for a fault
             report_fault("tokens.estimate_failed", exc, model=model)
         cost: CallCost | None = None
         try:
             cost = call_cost(provider, model, tokens, max_output_tokens, cache_write_ttl=cache_write_ttl)
-        except Exception as exc:
+        except Exception as exc:  # guarded's rule, without its object: left unchecked, logged
             report_fault("price.estimate_failed", exc, model=model)
         if cost is not None:
             reservation = reserve_budget(t, cost, model, chain=chain)

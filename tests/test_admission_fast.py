@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 import budgetclient as bc
 from budgetclient import metering, pricing, tasks
@@ -217,3 +218,32 @@ def test_fast_constructors_fill_every_field_with_fresh_factory_defaults() -> Non
         new(b="x")  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         new(a=1, d=2)  # type: ignore[call-arg]
+
+
+def test_an_estimate_or_price_fault_is_logged_and_the_call_goes_on_unchecked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bc.configure(prices={"fault-model": {"input": "3", "output": "15"}})
+
+    def broken() -> int:
+        raise RuntimeError("estimator bug sk-ant-api03-secretsecretsecret")
+
+    with bc.task("t", budget_usd="1") as t, capture_logs() as logs:
+        ctx = metering.begin_call(
+            "anthropic", "fault-model", "messages", estimated_input_tokens=broken, max_output_tokens=1_000
+        )
+        # the estimate counts as 0 tokens: the output limit alone is held
+        assert ctx.reservation is not None and ctx.reservation.holds == ((t, 1_000 * D(15) / M),)
+        assert ctx.estimated_raw_tokens == 0
+        metering.abandon_call(ctx)
+        monkeypatch.setattr(metering, "call_cost", lambda *a, **k: 1 / 0)
+        unchecked = metering.begin_call(
+            "anthropic", "fault-model", "messages", estimated_input_tokens=lambda: 10, max_output_tokens=1
+        )
+        assert unchecked.reservation is None and unchecked.estimated_raw_tokens == 0
+        metering.abandon_call(unchecked)
+    (estimate,) = [e for e in logs if e["event"] == "tokens.estimate_failed"]
+    assert estimate["error"] == "RuntimeError" and estimate["model"] == "fault-model"
+    assert "secretsecret" not in estimate["detail"]
+    (price,) = [e for e in logs if e["event"] == "price.estimate_failed"]
+    assert price["error"] == "ZeroDivisionError" and price["model"] == "fault-model"

@@ -191,6 +191,13 @@ def _parse_alert_cost(text: str) -> str | dict[str, str]:
 
 
 def get_settings() -> Settings:
+    settings = _settings  # read on every call: no lock once settings exist and first use ran
+    if settings is not None and _first_use_done:
+        return settings
+    return _load_settings()
+
+
+def _load_settings() -> Settings:
     global _settings
     with _lock:
         if _settings is None:

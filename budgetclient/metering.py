@@ -31,7 +31,7 @@ from typing import Any
 
 from . import pending, pricing
 from ._construct import fast_constructor
-from ._guard import guarded
+from ._guard import guarded, report_fault
 from ._log import _disabled, log
 from .blocks import Ttl
 from .drift import PrefixDrift
@@ -144,14 +144,44 @@ def call_cost(
     rates = pricing.rates_for(model, provider)
     if rates is None:
         return _new_cost(input_usd=None, worst_usd=None)
-    input_usd = input_tokens * rates.input.at(input_tokens) / _MILLION
-    dearest = rates.input.at(input_tokens)
+    global _last_flat
+    flat = _last_flat
+    if flat[0] is not rates or flat[1] != cache_write_ttl:
+        flat = _last_flat = (rates, cache_write_ttl, _flat_rates(rates, cache_write_ttl))
+    found = flat[2]
+    if found is not None:
+        base, dearest, output = found
+    else:
+        base = dearest = rates.input.at(input_tokens)
+        if cache_write_ttl is not None:
+            dearest = max(dearest, rates.cache_write.at(input_tokens))
+        if cache_write_ttl == "1h":
+            dearest = max(dearest, rates.cache_write_long.at(input_tokens))
+        output = rates.output.at(input_tokens)
+    input_usd = input_tokens * base / _MILLION
+    # the same operations on the same operands: the same Decimal (a dearer rate is another one)
+    dearest_usd = input_usd if dearest is base else input_tokens * dearest / _MILLION
+    return _new_cost(input_usd=input_usd, worst_usd=dearest_usd + output_tokens * output / _MILLION)
+
+
+_Flat = tuple[Decimal, Decimal, Decimal]
+_last_flat: tuple[pricing.Rates | None, Ttl | None, _Flat | None] = (None, None, None)
+"""`call_cost`'s rates for the last (``rates``, TTL) it priced: rates are resolved once per model
+and day, so consecutive calls of a model hand over the same object."""
+
+
+def _flat_rates(rates: pricing.Rates, cache_write_ttl: Ttl | None) -> _Flat | None:
+    """(input, dearest input, output) rates of ``rates`` when none of them has tiers (each is then
+    its base at every input size, chosen as `call_cost` chooses them); None otherwise."""
+    four = (rates.input, rates.output, rates.cache_write, rates.cache_write_long)
+    if any(rate.tiers for rate in four):
+        return None
+    base = dearest = rates.input.base
     if cache_write_ttl is not None:
-        dearest = max(dearest, rates.cache_write.at(input_tokens))
+        dearest = max(dearest, rates.cache_write.base)
     if cache_write_ttl == "1h":
-        dearest = max(dearest, rates.cache_write_long.at(input_tokens))
-    output_usd = output_tokens * rates.output.at(input_tokens) / _MILLION
-    return _new_cost(input_usd=input_usd, worst_usd=input_tokens * dearest / _MILLION + output_usd)
+        dearest = max(dearest, rates.cache_write_long.base)
+    return base, dearest, rates.output.base
 
 
 def begin_call(
@@ -179,32 +209,39 @@ def begin_call(
     t = current_task()
     reservation = None
     raw = 0
-    if t is not None and estimated_input_tokens is not None and budgeted_chain(t):
+    chain = budgeted_chain(t) if t is not None and estimated_input_tokens is not None else ()
+    if chain:
+        assert estimated_input_tokens is not None
         tokens = 0
-        with guarded("tokens.estimate_failed", model=model):
+        try:  # `guarded`, written out: this runs on every budgeted call
             estimate = estimated_input_tokens()
             tokens = int(getattr(estimate, "tokens", estimate))
             raw = int(getattr(estimate, "raw_tokens", 0))
+        except Exception as exc:  # guarded's rule, without its object: never refused for a fault
+            report_fault("tokens.estimate_failed", exc, model=model)
         cost: CallCost | None = None
-        with guarded("price.estimate_failed", model=model):
+        try:
             cost = call_cost(provider, model, tokens, max_output_tokens, cache_write_ttl=cache_write_ttl)
+        except Exception as exc:  # guarded's rule, without its object: left unchecked, logged
+            report_fault("price.estimate_failed", exc, model=model)
         if cost is not None:
-            reservation = reserve_budget(t, cost, model)
+            reservation = reserve_budget(t, cost, model, chain=chain)
     elif stream:  # a stream abandoned until interpreter shutdown is priced during finalisation, when
         # the price data can no longer be imported: resolve its rates now (a dict hit after the first)
         with guarded("price.failed", model=model):
             pricing.rates_for(model, provider)
+    # by position up to ``conversation``: a third cheaper than by keyword (one per call)
     return CallContext(
-        provider=provider,
-        model=model,
-        operation=operation,
-        task=t,
-        started_at=datetime.now(UTC),
-        t0=time.monotonic(),
-        stream=stream,
-        attempt=attempt,
-        request_bytes=request_bytes,
-        conversation=conversation,
+        provider,
+        model,
+        operation,
+        t,
+        datetime.now(UTC),
+        time.monotonic(),
+        stream,
+        attempt,
+        request_bytes,
+        conversation,
         reservation=reservation,
         estimated_raw_tokens=raw,
         call_ends=_call_started() if _call_start_hooks.hooks else (),  # otel hook: call start

@@ -399,6 +399,14 @@ class Task:
                 worst_case=self.budget_mode == "cap",
             )
 
+    def _fits(self, amount: Decimal) -> bool:
+        """Whether the budget has room for ``amount`` more even if every pending call costs its
+        bound (`tasks._fits`); no budget: room for anything."""
+        budget = self.budget_usd
+        if budget is None:
+            return True
+        return float(self._priced_cost + self._reserved + amount) + self._pending_bound <= float(budget)
+
     def _release(self, amount: Decimal) -> None:
         with self._lock:
             self._reserved -= amount
@@ -435,17 +443,23 @@ class Task:
         return record
 
 
-def reserve_budget(task: Task | None, cost: CallCost, model: str) -> Reservation | None:
+def reserve_budget(
+    task: Task | None, cost: CallCost, model: str, *, chain: tuple[Task, ...] | None = None
+) -> Reservation | None:
     """Check every budget on the task chain and hold what the call may cost until it ends.
 
     Each budgeted task holds ``cost.held_by(its budget_mode)``. Raises ``BudgetExceeded`` (or
-    ``UnpricedModelError``) with nothing reserved, so that no request is sent.
+    ``UnpricedModelError``) with nothing reserved, so that no request is sent. ``chain``: the
+    task's `budgeted_chain`, when the caller has it already.
     """
     if task is None:
         return None
-    chain = budgeted_chain(task)
+    if chain is None:
+        chain = budgeted_chain(task)
     if not chain:
         return None
+    if len(chain) == 1:
+        return _reserve_one(chain[0], cost, model)
     if unsettled() and not _fits(chain, cost):
         settle()  # calls whose roll-up is pending hold their worst case: give back what they did not use
     return _reserve(chain, cost, model)
@@ -475,11 +489,22 @@ def _fits(chain: tuple[Task, ...], cost: CallCost) -> bool:
     bound (its hold is counted as well): then no roll-up is needed first (`_reserve` decides)."""
     for t in chain:
         amount = cost.held_by(t.budget_mode)
-        if amount is None or t.budget_usd is None:
-            continue
-        if float(t._priced_cost + t._reserved + amount) + t._pending_bound > float(t.budget_usd):
+        if amount is not None and not t._fits(amount):
             return False
     return True
+
+
+def _reserve_one(t: Task, cost: CallCost, model: str) -> Reservation | None:
+    """`reserve_budget` for a chain of one budgeted task (the common case), without its lists."""
+    amount = cost.worst_usd if t.budget_mode == "cap" else cost.input_usd
+    if amount is not None and unsettled() and not t._fits(amount):
+        settle()  # as `_fits` below: pending calls hold their bound, give back what they did not use
+    with t._lock:
+        t._check(amount, model)
+        if amount is None:
+            return None
+        t._reserved += amount
+    return Reservation(((t, amount),))
 
 
 def _reserve(chain: tuple[Task, ...], cost: CallCost, model: str) -> Reservation | None:

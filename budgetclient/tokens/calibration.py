@@ -69,10 +69,33 @@ def canonical_provider(provider: str) -> str:
 
 def calibrated_estimate(provider: str, model: str, raw_tokens: int) -> TokenEstimate:
     """``raw_tokens`` counted for ``model`` as a `TokenEstimate`, scaled by the learnt factor."""
-    name = canonical_provider(provider)
-    factor = calibration_factor(name, model)
+    name, key = _calibration_key(provider, model)
+    factor = _factor(key)
     tokens = int(raw_tokens * factor + 0.5)
     return _new_estimate(provider=name, model=model, raw_tokens=raw_tokens, factor=factor, tokens=tokens)
+
+
+_keys: dict[str, dict[str, tuple[str, tuple[str, str]]]] = {}
+"""(canonical provider, calibration key) by provider and model as callers spell them: one
+estimate per budgeted call asks, and two dict reads cost less than `canonical_provider` and
+`model_family` (each memoised, but through a call)."""
+
+
+def _calibration_key(provider: str, model: str) -> tuple[str, tuple[str, str]]:
+    by_model = _keys.get(provider)
+    if by_model is not None:
+        found = by_model.get(model)
+        if found is not None:
+            return found
+    name = canonical_provider(provider)  # an unknown provider raises, and is never kept
+    found = (name, (name, model_family(model)))
+    if len(_keys) >= 64:
+        _keys.clear()
+    by_model = _keys.setdefault(provider, {})
+    if len(by_model) >= 1024:
+        by_model.clear()
+    by_model[model] = found
+    return found
 
 
 @dataclass(slots=True)
@@ -118,7 +141,10 @@ def calibrate(provider: str, model: str, estimated_raw: int, reported: int) -> N
 
 def calibration_factor(provider: str, model: str) -> float:
     """Reported/estimated ratio learnt for the model family; 1.0 before any observation."""
-    key = (canonical_provider(provider), model_family(model))
+    return _factor(_calibration_key(provider, model)[1])
+
+
+def _factor(key: tuple[str, str]) -> float:
     with _calibration_lock:
         ratio = _calibration.get(key)
         if ratio is None or ratio.raw_sum == 0:

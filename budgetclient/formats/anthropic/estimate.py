@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from ...blocks import (
-    Block,
-)
+from ...blocks import Block
 from ...tokens import TokenEstimate, calibrated_estimate, count_each, encoding_for
 from .blocks import _PARTS, BuiltRequest, _same_kept_or_not
 from .reader import anthropic_block_parts, anthropic_overhead
+
+if TYPE_CHECKING:
+    from tiktoken import Encoding
 
 __all__ = ["estimate_input"]
 
@@ -50,13 +52,19 @@ def _blocks_estimate(built: BuiltRequest, known: dict[bytes, int]) -> int | None
     if old_last >= 0 and old_last != built.last_assistant:
         # the previous last assistant message no longer is: its thinking stops counting
         a, b = base.message_span(old_last)
-        moved = base.request.blocks[a:b]
-        for block in moved:
+        moved: list[Block] = []
+        for block in base.request.blocks[a:b]:
             before = known.get(block.digest + b"!")
             if before is None:
                 return None
-            total -= before
-        total += _sum_estimates(built, moved, known, last=-1)
+            after = known.get(block.digest)  # what `_sum_estimates` reads for it first
+            if after is None:
+                moved.append(block)
+                total -= before
+            else:
+                total += after - before
+        if moved:
+            total += _sum_estimates(built, moved, known, last=-1)
     return total + _sum_estimates(built, built.request.blocks[start:], known)
 
 
@@ -78,7 +86,9 @@ def _sum_estimates(
             continue
         # thinking is the only content whose count depends on ``keep``: without it, both keys
         # hold the same count (a block leaving the last assistant turn is then not re-read)
-        twin = (block.digest if keep else block.digest + b"!") if _same_kept_or_not(block.raw) else None
+        # (a string shorthand is one text block: no thinking, so no need to scan its bytes)
+        same = block.shorthand or _same_kept_or_not(block.raw)
+        twin = (block.digest if keep else block.digest + b"!") if same else None
         value = values.get(id(block), _UNREAD)
         if block.shorthand:  # a string turned into one text block: its text is what counts
             text = value if type(value) is str else json.loads(block.raw)["text"]
@@ -96,7 +106,13 @@ def _sum_estimates(
         missing.append((key, twin, len(texts), len(texts) + len(parts), fixed))
         texts.extend(parts)
     if missing:
-        counts = count_each(encoding_for(built.request.model), texts)
+        model = built.request.model
+        enc = _ENCODINGS.get(model)
+        if enc is None:
+            enc = _ENCODINGS[model] = encoding_for(model)
+            if len(_ENCODINGS) > 256:
+                _ENCODINGS.clear()
+        counts = count_each(enc, texts)
         for key, twin, start, end, fixed in missing:
             tokens = sum(counts[start:end]) + fixed
             known[key] = tokens
@@ -107,3 +123,6 @@ def _sum_estimates(
 
 
 _UNREAD = object()
+_ENCODINGS: dict[str, Encoding] = {}
+"""`encoding_for` by model, read once per call with new blocks (a dict read instead of two
+memoised calls)."""

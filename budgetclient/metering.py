@@ -279,7 +279,7 @@ def finish_call(
     )
     bounds = None
     if not batch:
-        with guarded("meter.failed", stage="defer"):
+        with _DEFER_GUARD:
             bounds = _deferrable(ctx, usage, model_name)
     if bounds is None:
         return _complete(finished)
@@ -287,6 +287,10 @@ def finish_call(
         _check_sigterm()
     pending.defer(lambda: _complete_deferred(finished, bounds))
     return None
+
+
+_DEFER_GUARD = guarded("meter.failed", stage="defer")
+"""`finish_call`'s guard, built once (a guard holds no state of its own)."""
 
 
 @dataclass(slots=True, kw_only=True)

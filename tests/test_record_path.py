@@ -259,6 +259,26 @@ def test_warn_threshold_follows_budget_changes() -> None:
             metering.finish_call(ctx, Usage(input_tokens=1, requests=1))
 
 
+def test_pending_mark_follows_budget_and_warn_at_changes() -> None:
+    """`Task._leave_pending` keeps its float mark and spent amount cached: the same answers as
+    computing ``float(budget) * warn_at`` and ``float(spent)`` each time."""
+    bc.configure(prices={"mark-model": {"input": "1000000", "output": "0"}})
+    with bc.task("t", budget_usd=100, warn_at=0.5) as t:
+        ctx = metering.begin_call("anthropic", "mark-model", "messages")
+        metering.finish_call(ctx, Usage(input_tokens=10, requests=1))  # $10
+        assert t.cost == 10 and t._priced_float == float(t._priced_cost) == 10.0
+        assert t._leave_pending(39.0)  # $10 + $39 < $50
+        t._settle_pending(39.0)
+        assert not t._leave_pending(40.0)  # $10 + $40 reaches the 0.5 mark
+        t.budget_usd = Decimal(200)  # mark $100
+        assert t._leave_pending(89.0)
+        t._settle_pending(89.0)
+        t.warn_at = 0.25  # mark $50
+        assert not t._leave_pending(40.0)
+        assert t._leave_pending(39.0)
+        t._settle_pending(39.0)
+
+
 def test_structlog_filtered_levels_are_disabled_and_others_log() -> None:
     previous = structlog.get_config()
     try:

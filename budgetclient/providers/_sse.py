@@ -355,7 +355,7 @@ def read_json(response: httpx2.Response) -> Any:
 
     A document is parsed once for its observer and for the SDK: the response's next ``json()``
     call (the SDK's own parse, right after the attempt) gets it instead of parsing the body again
-    (`_ParsedOnce`). Nothing else holds it by then, so that call's caller owns it as usual.
+    (`_parsed_once`). Nothing else holds it by then, so that call's caller owns it as usual.
     """
     content = response.content
     if not content.strip():

@@ -259,6 +259,31 @@ def test_warn_threshold_follows_budget_changes() -> None:
             metering.finish_call(ctx, Usage(input_tokens=1, requests=1))
 
 
+@pytest.mark.parametrize("batch", [False, True])
+def test_finish_call_puts_each_argument_in_its_place(batch: bool) -> None:
+    """`finish_call` builds its `_Finished` positionally: every argument reaches its own field."""
+    drift = bc.PrefixDrift(
+        segment="system", offset=3, before="a", after="b", cause="content", tokens_at_risk=7,
+        est_extra_cost=None,
+    )  # fmt: skip
+    ctx = metering.begin_call("anthropic", "unpriced-placed-model", "messages")
+    ctx.metadata = {"a": 1}
+    usage = Usage(input_tokens=5, output_tokens=2, requests=1)
+    record = metering.finish_call(
+        ctx, usage, status="incomplete", model="unpriced-billed-model", http_status=203, error="ReadError",
+        response_id="msg_place", service_tier="priority", batch=batch, drift=drift, operation="count",
+        metadata={"b": 2},
+    )  # fmt: skip
+    assert record is not None  # unpriced: made at once
+    assert (record.usage, record.status, record.model, record.http_status, record.error) == (
+        usage, "incomplete", "unpriced-billed-model", 203, "ReadError"
+    )
+    assert (record.response_id, record.service_tier, record.batch, record.drift, record.operation) == (
+        "msg_place", "priority", batch, drift, "count"
+    )
+    assert record.metadata == {"a": 1, "b": 2} and record.duration_s >= 0
+
+
 def test_pending_mark_follows_budget_and_warn_at_changes() -> None:
     """`Task._leave_pending` keeps its float mark and spent amount cached: the same answers as
     computing ``float(budget) * warn_at`` and ``float(spent)`` each time."""

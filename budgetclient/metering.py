@@ -298,25 +298,14 @@ def finish_call(
     # each budgeted task gives its hold back as the call's cost is added to it (`record_call`)
     reservation, ctx.reservation = ctx.reservation, None
     model_name = model or ctx.model
+    # positionally, in the order of _Finished's fields: half the cost of 14 keywords
     finished = _Finished(
-        ctx=ctx,
-        usage=usage,
-        reservation=reservation,
-        duration_s=time.monotonic() - ctx.t0,
-        status=status,
-        model=model_name,
-        http_status=http_status,
-        error=error,
-        response_id=response_id,
-        service_tier=service_tier,
-        batch=batch,
-        drift=drift,
-        operation=operation,
-        metadata=metadata,
-    )
+        ctx, usage, reservation, time.monotonic() - ctx.t0, status, model_name, http_status, error,
+        response_id, service_tier, batch, drift, operation, metadata,
+    )  # fmt: skip
     bounds = None
     if not batch:
-        with guarded("meter.failed", stage="defer"):
+        with _DEFER_GUARD:
             bounds = _deferrable(ctx, usage, model_name)
     if bounds is None:
         return _complete(finished)
@@ -326,9 +315,14 @@ def finish_call(
     return None
 
 
-@dataclass(slots=True, kw_only=True)
+_DEFER_GUARD = guarded("meter.failed", stage="defer")
+"""`finish_call`'s guard, built once (a guard holds no state of its own)."""
+
+
+@dataclass(slots=True)
 class _Finished:
-    """A call's outcome as `finish_call` took it, for the record made now or off the call path."""
+    """A call's outcome as `finish_call` took it, for the record made now or off the call path
+    (built positionally: the order of these fields is `finish_call`'s)."""
 
     ctx: CallContext
     usage: Usage

@@ -26,7 +26,17 @@ _lock = threading.Lock()
 """Held while jobs run: one at a time, in order."""
 _busy = False
 """A job was taken from the queue and has not finished (set before it leaves the queue)."""
-_wake = threading.Event()
+
+
+def _new_signal() -> threading.Lock:
+    signal = threading.Lock()
+    signal.acquire()
+    return signal
+
+
+_signal = _new_signal()
+"""Released when jobs wait for the worker, which acquires it to wake: a lock, not an ``Event``,
+whose ``set`` runs a condition variable in Python on every call (`defer`)."""
 _thread: threading.Thread | None = None
 _local = threading.local()
 _exiting = False
@@ -51,7 +61,18 @@ def defer(job: Callable[[], None]) -> None:
     _jobs.append(job)
     if _thread is None:
         _start()
-    _wake.set()
+    _wake()
+
+
+def _wake() -> None:
+    """Let the worker run the queue. A job appended before this is run by the worker's next pass:
+    the signal is released now, or still released from before (the worker has not taken it yet)."""
+    signal = _signal
+    if signal.locked():
+        try:
+            signal.release()
+        except RuntimeError:  # another thread released it in between
+            pass
 
 
 def settle() -> None:
@@ -86,8 +107,7 @@ def _run_queued() -> None:
 
 def _work() -> None:
     while True:
-        _wake.wait()
-        _wake.clear()
+        _signal.acquire()
         with _lock:
             _run_queued()
 
@@ -103,12 +123,12 @@ def _start() -> None:
 
 def _after_fork_in_child() -> None:
     """The parent's queued records are the parent's to write; the child starts empty."""
-    global _lock, _busy, _thread, _wake
+    global _lock, _busy, _thread, _signal
     _jobs.clear()
     _lock = threading.Lock()
     _busy = False
     _thread = None
-    _wake = threading.Event()
+    _signal = _new_signal()
     util = sys.modules.get("multiprocessing.util")  # fork children leave through os._exit
     if util is not None:
         util.register_after_fork(_child_exit_key, _settle_at_multiprocessing_exit)

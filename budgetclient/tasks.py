@@ -196,6 +196,9 @@ class Task:
         self._usage = Usage()
         self._breakdown = CostBreakdown()
         self._priced_cost = Decimal(0)
+        self._priced_float = 0.0
+        """``float(self._priced_cost)``, kept by `_add` (a Decimal's float costs microseconds, and
+        `_leave_pending` compares it on every call)."""
         self._unpriced_calls = 0
         self._calls = 0
         self._records: deque[CallRecord] = deque(maxlen=RECORDS_KEPT)
@@ -203,6 +206,8 @@ class Task:
         self._warned = False
         self._warn_threshold: tuple[Decimal, float, Decimal] | None = None
         """(budget_usd, warn_at, their product) as last computed: ``_add`` runs on every call."""
+        self._pending_mark: tuple[Decimal, float, float] | None = None
+        """(budget_usd, warn_at, ``float(budget_usd) * warn_at``) as last computed, for `_leave_pending`."""
         self._unenforceable_warned: set[str] = set()
         self._pending_bound = 0.0
         """Upper bound (USD) of the calls whose roll-up is still pending (`pending`), for a task
@@ -297,6 +302,7 @@ class Task:
             if breakdown is not None and cost is not None:
                 self._breakdown = self._breakdown + breakdown
                 self._priced_cost += cost
+                self._priced_float = float(self._priced_cost)
             else:
                 self._unpriced_calls += 1
             crossed = self._crossed_warn_at()
@@ -309,14 +315,16 @@ class Task:
         with self._lock:
             budget, warn_at = self.budget_usd, self.warn_at
             if budget is not None and warn_at is not None and not self._warned:
-                mark = float(budget) * warn_at
-                return self._add_pending(bound, mark)
+                cached = self._pending_mark
+                if cached is None or cached[0] is not budget or cached[1] != warn_at:
+                    cached = self._pending_mark = (budget, warn_at, float(budget) * warn_at)
+                return self._add_pending(bound, cached[2])
             self._pending_bound += bound
             return True
 
     def _add_pending(self, bound: float, mark: float) -> bool:
         """`_leave_pending` for a task still short of its mark (lock held by caller)."""
-        if float(self._priced_cost) + self._pending_bound + bound >= mark:
+        if self._priced_float + self._pending_bound + bound >= mark:
             return False
         self._pending_bound += bound
         return True

@@ -259,6 +259,51 @@ def test_warn_threshold_follows_budget_changes() -> None:
             metering.finish_call(ctx, Usage(input_tokens=1, requests=1))
 
 
+@pytest.mark.parametrize("batch", [False, True])
+def test_finish_call_puts_each_argument_in_its_place(batch: bool) -> None:
+    """`finish_call` builds its `_Finished` positionally: every argument reaches its own field."""
+    drift = bc.PrefixDrift(
+        segment="system", offset=3, before="a", after="b", cause="content", tokens_at_risk=7,
+        est_extra_cost=None,
+    )  # fmt: skip
+    ctx = metering.begin_call("anthropic", "unpriced-placed-model", "messages")
+    ctx.metadata = {"a": 1}
+    usage = Usage(input_tokens=5, output_tokens=2, requests=1)
+    record = metering.finish_call(
+        ctx, usage, status="incomplete", model="unpriced-billed-model", http_status=203, error="ReadError",
+        response_id="msg_place", service_tier="priority", batch=batch, drift=drift, operation="count",
+        metadata={"b": 2},
+    )  # fmt: skip
+    assert record is not None  # unpriced: made at once
+    assert (record.usage, record.status, record.model, record.http_status, record.error) == (
+        usage, "incomplete", "unpriced-billed-model", 203, "ReadError"
+    )
+    assert (record.response_id, record.service_tier, record.batch, record.drift, record.operation) == (
+        "msg_place", "priority", batch, drift, "count"
+    )
+    assert record.metadata == {"a": 1, "b": 2} and record.duration_s >= 0
+
+
+def test_pending_mark_follows_budget_and_warn_at_changes() -> None:
+    """`Task._leave_pending` keeps its float mark and spent amount cached: the same answers as
+    computing ``float(budget) * warn_at`` and ``float(spent)`` each time."""
+    bc.configure(prices={"mark-model": {"input": "1000000", "output": "0"}})
+    with bc.task("t", budget_usd=100, warn_at=0.5) as t:
+        ctx = metering.begin_call("anthropic", "mark-model", "messages")
+        metering.finish_call(ctx, Usage(input_tokens=10, requests=1))  # $10
+        assert t.cost == 10 and t._priced_float == float(t._priced_cost) == 10.0
+        assert t._leave_pending(39.0)  # $10 + $39 < $50
+        t._settle_pending(39.0)
+        assert not t._leave_pending(40.0)  # $10 + $40 reaches the 0.5 mark
+        t.budget_usd = Decimal(200)  # mark $100
+        assert t._leave_pending(89.0)
+        t._settle_pending(89.0)
+        t.warn_at = 0.25  # mark $50
+        assert not t._leave_pending(40.0)
+        assert t._leave_pending(39.0)
+        t._settle_pending(39.0)
+
+
 def test_structlog_filtered_levels_are_disabled_and_others_log() -> None:
     previous = structlog.get_config()
     try:

@@ -10,15 +10,17 @@ when the body ends, fails or is closed.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
 
-__all__ = ["BodyObserver", "SSEParser", "loads", "tap_response"]
+__all__ = ["BodyObserver", "SSEParser", "body_read", "loads", "read_json", "tap_response"]
 
 
 class _Decoder:
@@ -342,9 +344,54 @@ class _AsyncTap(httpx2.AsyncByteStream):
         return getattr(self._inner, name)
 
 
+def body_read(response: httpx2.Response) -> bool:
+    """Whether ``response``'s body was read already (its ``content`` is there, or its stream gone)."""
+    return response.is_stream_consumed or getattr(response, "_content", None) is not None
+
+
+def read_json(response: httpx2.Response) -> Any:
+    """The JSON document of a body already read (`body_read`), None when it is blank; raises what
+    reading or parsing it raises, as `tap_response` would report it.
+
+    A document is parsed once for its observer and for the SDK: the response's next ``json()``
+    call (the SDK's own parse, right after the attempt) gets it instead of parsing the body again
+    (`_parsed_once`). Nothing else holds it by then, so that call's caller owns it as usual.
+    """
+    content = response.content
+    if not content.strip():
+        return None
+    document = _loads(content)
+    if type(document) is dict and type(response).json is _RESPONSE_JSON:
+        # a partial, not an object of a class of ours: built in C (a weak reference: no cycle, so an
+        # unparsed response is freed at once)
+        response.__dict__["json"] = functools.partial(_parsed_once, weakref.ref(response), [document])
+    return document
+
+
+_RESPONSE_JSON = httpx2.Response.json
+"""What ``httpx2.Response.json`` does: ``json.loads(self.content, **kwargs)``."""
+
+
+def _parsed_once(response_ref: weakref.ref[httpx2.Response], documents: list[Any], **kwargs: Any) -> Any:
+    """``response.json()`` as `read_json` set it: the first call returns the document it parsed (what
+    ``json.loads(response.content)`` returns) and gives the response its class's ``json`` back."""
+    response = response_ref()
+    if response is None:  # unreachable: called as the response's attribute
+        raise ReferenceError("the response is gone")
+    attributes = response.__dict__
+    current = attributes.get("json")
+    if type(current) is functools.partial and current.func is _parsed_once:
+        attributes.pop("json", None)
+    try:
+        document = documents.pop()  # atomic: handed out once, whichever thread asks first
+    except IndexError:
+        return _RESPONSE_JSON(response, **kwargs)
+    return _RESPONSE_JSON(response, **kwargs) if kwargs else document
+
+
 def tap_response(response: httpx2.Response, observer: BodyObserver) -> None:
     """Observe ``response``'s body: at once if already read, else as the caller reads it."""
-    if response.is_stream_consumed or getattr(response, "_content", None) is not None:
+    if body_read(response):
         tap = _Tap(observer, "")  # ``content`` is already decoded
         try:
             content = response.content

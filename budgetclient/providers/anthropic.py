@@ -44,7 +44,7 @@ from ..usage import Usage, _trusted_usage
 from ._drift_report import announce_drift
 from ._hooks import hook_unavailable
 from ._signature import COPY_PARAMETERS, combined, show_sdk_signatures
-from ._sse import BodyObserver, loads, tap_response
+from ._sse import BodyObserver, body_read, loads, read_json, tap_response
 
 __all__ = ["Anthropic", "AsyncAnthropic", "BudgetMiddleware", "usage_from_anthropic", "wrap_anthropic"]
 
@@ -141,6 +141,11 @@ class _AnthropicAttempt:
     state: LineageState | None
 
 
+_RECORD_GUARD = guarded("meter.failed", stage="anthropic.record")
+_OBSERVE_GUARD = guarded("cache.observe_failed")
+"""`_record`'s guards, built once (a guard holds no state of its own)."""
+
+
 class _MessageObserver(BodyObserver):
     """Folds a Messages response (JSON or SSE) into one call record."""
 
@@ -174,8 +179,7 @@ class _MessageObserver(BodyObserver):
     def on_json(self, document: Any) -> None:
         if _is_mapping(document):
             self._message = document  # parsed by the tap for this observer alone: no copy
-            usage = document.get("usage")
-            self._usage = usage if type(usage) is dict else dict(usage or {})
+            self._usage = _usage_fields(document)
             self._stopped = True
 
     def on_done(self, complete: bool, error: BaseException | None) -> None:
@@ -187,6 +191,11 @@ class _MessageObserver(BodyObserver):
         except IndexError:
             return  # already recorded (message_stop, then the body's end or close)
         self._mw._record(self._attempt, self._usage, self._message, complete, self._http_status, error)
+
+
+def _usage_fields(message: Mapping[str, Any]) -> dict[str, Any]:
+    usage = message.get("usage")
+    return usage if type(usage) is dict else dict(usage or {})
 
 
 class BudgetMiddleware(Middleware):
@@ -384,10 +393,29 @@ class BudgetMiddleware(Middleware):
                 return
             # only a request that asked to stream gets events (a header lookup costs microseconds)
             mode = _stream_mode(http_response) if attempt.ctx.stream else "json"
-            tap_response(http_response, _MessageObserver(self, attempt, status, mode))
+            if mode == "json" and body_read(http_response):
+                self._record_json(attempt, http_response, status)  # every call not streamed
+            else:
+                tap_response(http_response, _MessageObserver(self, attempt, status, mode))
             return
         # the response could not be observed: recorded as incomplete, its hold given back
         metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=status)
+
+    def _record_json(self, attempt: _AnthropicAttempt, response: httpx2.Response, status: int) -> None:
+        """A JSON body the SDK has read: parsed once for the record and the SDK (`read_json`), and
+        recorded as `_MessageObserver` records it through a tap, without the tap."""
+        message: Mapping[str, Any] = {}
+        try:
+            document = read_json(response)
+            if not _is_mapping(document):  # blank, or not an object: no usage to read
+                self._record(attempt, {}, message, False, status, None)
+                return
+            message = document
+            usage_fields = _usage_fields(document)
+        except Exception as exc:  # unreadable or not JSON: incomplete, with the error
+            self._record(attempt, {}, message, False, status, exc)
+            return
+        self._record(attempt, usage_fields, message, True, status, None)
 
     def _record(
         self,
@@ -398,30 +426,32 @@ class BudgetMiddleware(Middleware):
         http_status: int,
         error: BaseException | None,
     ) -> None:
-        with guarded("meter.failed", stage="anthropic.record"):
+        ctx = attempt.ctx
+        with _RECORD_GUARD:
             usage = usage_from_anthropic(usage_fields) if usage_fields or complete else Usage(requests=1)
-            drift = attempt.ctx.drift
+            drift = ctx.drift
             if attempt.prepared is not None and attempt.state is not None and complete:
-                with guarded("cache.observe_failed"):
+                with _OBSERVE_GUARD:
                     merged = observe_response(attempt.state, attempt.prepared, usage, message, now=self.now())
                     if merged is not None and merged is not drift:
                         if drift is None and self.options.drift == "warn":
-                            announce_drift(merged, provider=PROVIDER, model=attempt.ctx.model)
+                            announce_drift(merged, provider=PROVIDER, model=ctx.model)
                         drift = merged
             tier = usage_fields.get("service_tier") if _is_mapping(usage_fields) else None
+            response_id = message.get("id")
             metering.finish_call(
-                attempt.ctx,
+                ctx,
                 usage,
                 status="ok" if complete else "incomplete",
-                model=_billed_model(attempt.ctx.model, message),
+                model=_billed_model(ctx.model, message),
                 http_status=http_status,
                 error=None if error is None else type(error).__name__,
-                response_id=message.get("id") if isinstance(message.get("id"), str) else None,
+                response_id=response_id if isinstance(response_id, str) else None,
                 service_tier=tier if isinstance(tier, str) else None,
                 drift=drift,
             )
-        # a fault above must neither keep the call's hold nor lose its record (no-op once recorded)
-        metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=http_status)
+        if not ctx.finished:  # a fault above must neither keep the call's hold nor lose its record
+            metering.finish_call(ctx, Usage(requests=1), status="incomplete", http_status=http_status)
 
     def _record_batch_results(self, batch_id: str, ctx: CallContext, results: Sequence[Any]) -> None:
         for item in results:

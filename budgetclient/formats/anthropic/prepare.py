@@ -372,24 +372,39 @@ def observe_response(
     or becomes one when we saw none, except a ``messages_changed`` that is the volatile tail
     placement already expected.
     """
+    request = prepared.blocks
     with state.lock:
+        current = state.calls == prepared.sequence
         response_id = message.get("id") if message is not None else None
-        if isinstance(response_id, str) and state.calls == prepared.sequence:
+        if current and isinstance(response_id, str):
             state.response_id = response_id
-        request = prepared.blocks
-        if request is not None and state.calls == prepared.sequence and usage.input_tokens > 0:
-            if request.total_tokens > 0:
-                ratio = min(max(usage.input_tokens / request.total_tokens, 0.25), 4.0)
+        reported = usage.input_tokens
+        if current and request is not None and reported > 0:
+            ends = request.prefix_tokens
+            total = ends[-1] if ends else 0  # request.total_tokens
+            if total > 0:
+                ratio = min(max(reported / total, 0.25), 4.0)
                 state.token_scale = ratio if state.calls <= 1 else (state.token_scale + ratio) / 2
             cached = usage.cache_read_tokens + usage.cache_write_tokens
             if cached == 0:
                 state.written_end = None
             elif prepared.cache_points:
-                scale = state.token_scale
-                ends = request.prefix_tokens
-                best = min(prepared.cache_points, key=lambda i: abs(ends[i] * scale - cached))
-                state.written_end = best + 1
+                state.written_end = _nearest_end(prepared.cache_points, ends, state.token_scale, cached) + 1
+    if not prepared.diagnostics or message is None or message.get("diagnostics") is None:
+        return prepared.drift  # what `_merge_diagnostics` concludes without a diagnosis, sooner
     return _merge_diagnostics(prepared, message, request.model if request is not None else "")
+
+
+def _nearest_end(points: Sequence[int], ends: Sequence[int], scale: float, cached: int) -> int:
+    """The cache point whose prefix, at ``scale``, ends closest to ``cached`` tokens (the first of
+    equals): ``min(points, key=lambda i: abs(ends[i] * scale - cached))`` without a call per point."""
+    best = points[0]
+    distance = abs(ends[best] * scale - cached)
+    for point in points[1:]:
+        other = abs(ends[point] * scale - cached)
+        if other < distance:
+            best, distance = point, other
+    return best
 
 
 def _merge_diagnostics(

@@ -182,17 +182,10 @@ def notify_drift(drift: PrefixDrift) -> None:
 
 def prefix_fingerprint(blocks: Sequence[Block], params: Sequence[tuple[str, int, bytes]] = ()) -> str:
     """Hex fingerprint of a prefix from its per-block digests (each block hashed once, when built)."""
-    h = hashlib.blake2b(digest_size=16)
-    cut = len(blocks)
-    for name, position, data in params:
-        if position <= cut:
-            h.update(b"p" + name.encode() + b"\0" + block_digest(data))
-    if blocks:
-        h.update(b"b" + b"b".join(map(_DIGEST, blocks)))  # = one update per block
-    return h.hexdigest()
+    return chained_prefix_fingerprint(blocks, len(blocks), params)[0]
 
 
-PrefixHash = tuple[int, tuple[tuple[str, int, bytes], ...], Any]
+PrefixHash = tuple[int, tuple[tuple[str, int, bytes], ...], "hashlib.blake2b"]
 """`chained_prefix_fingerprint`'s state: blocks hashed, the parameters hashed before them, and the
 BLAKE2b object after them."""
 
@@ -203,11 +196,12 @@ def chained_prefix_fingerprint(
     params: Sequence[tuple[str, int, bytes]],
     base: PrefixHash | None = None,
 ) -> tuple[str, PrefixHash]:
-    """`prefix_fingerprint` of ``blocks[:cut]``, and the state to continue from on the next call.
+    """`prefix_fingerprint` of ``blocks[:cut]`` (BLAKE2b of ``p`` + name + NUL + digest of each
+    parameter placed before the cut, then ``b`` + digest of each block), and the state to continue
+    from on the next call.
 
     ``base``: the state a previous call left, when ``blocks`` start with the very blocks it hashed
-    (an append-only call): only the blocks after them are hashed. The value is
-    `prefix_fingerprint`'s, byte for byte the same input (``b"b"`` before each digest)."""
+    (an append-only call): only the blocks after them are hashed, the same input byte for byte."""
     included = tuple(p for p in params if p[1] <= cut)
     count = base[0] if base is not None else -1
     if base is None or base[1] != included or not 0 < count <= cut:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from .blocks import PrefixPrint, block_digest
+from .drift import PrefixHash
 from .placement import TailRule
 
 __all__ = [
@@ -272,7 +273,7 @@ class LineageState:
     is built from what changed; dropped with the prefix bytes it shares."""
     built_bytes: int = 0
     """``built.stored_bytes`` when it was remembered (what the registry accounted for it)."""
-    prefix_hash: Any = field(default=None, repr=False)
+    prefix_hasher: PrefixHash | None = field(default=None, repr=False)
     """The previous call's `drift.chained_prefix_fingerprint` state, continued by an append-only call."""
     _registry: LineageRegistry | None = field(default=None, repr=False)
 

@@ -231,12 +231,12 @@ def prepare_request(
         prefix_hash = None
         if cut:
             # an append-only call hashes only the blocks after the previous call's (`_appended`)
-            base = state.prefix_hash if appended else None
-            prefix_hash, state.prefix_hash = chained_prefix_fingerprint(
+            base = state.prefix_hasher if appended else None
+            prefix_hash, state.prefix_hasher = chained_prefix_fingerprint(
                 request.blocks, cut, request.params, base
             )
         else:
-            state.prefix_hash = None
+            state.prefix_hasher = None
         live = [p for p in points if request.prefix_tokens[p] * state.token_scale >= min_tokens]
 
         # an append-only call's stored bytes: the previous prefix's plus the new blocks'

@@ -170,7 +170,9 @@ def encoding_for(model: str) -> tiktoken.Encoding:
     o200k_base is exact for gpt-4o, gpt-4.1, gpt-5 and the o-series, and the approximation used for
     claude-* and gemini-* (their tokenizers are not public; calibration corrects the scale).
     """
-    return _encoding(_encoding_name(model))
+    name = _encoding_name(model)
+    loaded = _encodings.get(name)  # every estimate with new text asks: no second call once loaded
+    return loaded if loaded is not None else _encoding(name)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from ...blocks import Block
 from ...tokens import TokenEstimate, calibrated_estimate, count_each, encoding_for
 from .blocks import _PARTS, BuiltRequest, _same_kept_or_not
 from .reader import anthropic_block_parts, anthropic_overhead
-
-if TYPE_CHECKING:
-    from tiktoken import Encoding
 
 __all__ = ["estimate_input"]
 
@@ -106,13 +102,7 @@ def _sum_estimates(
         missing.append((key, twin, len(texts), len(texts) + len(parts), fixed))
         texts.extend(parts)
     if missing:
-        model = built.request.model
-        enc = _ENCODINGS.get(model)
-        if enc is None:
-            enc = _ENCODINGS[model] = encoding_for(model)
-            if len(_ENCODINGS) > 256:
-                _ENCODINGS.clear()
-        counts = count_each(enc, texts)
+        counts = count_each(encoding_for(built.request.model), texts)
         for key, twin, start, end, fixed in missing:
             tokens = sum(counts[start:end]) + fixed
             known[key] = tokens
@@ -123,6 +113,3 @@ def _sum_estimates(
 
 
 _UNREAD = object()
-_ENCODINGS: dict[str, Encoding] = {}
-"""`encoding_for` by model, read once per call with new blocks (a dict read instead of two
-memoised calls)."""

@@ -148,16 +148,10 @@ def call_cost(
     flat = _last_flat
     if flat[0] is not rates or flat[1] != cache_write_ttl:
         flat = _last_flat = (rates, cache_write_ttl, _flat_rates(rates, cache_write_ttl))
-    found = flat[2]
-    if found is not None:
-        base, dearest, output = found
-    else:
-        base = dearest = rates.input.at(input_tokens)
-        if cache_write_ttl is not None:
-            dearest = max(dearest, rates.cache_write.at(input_tokens))
-        if cache_write_ttl == "1h":
-            dearest = max(dearest, rates.cache_write_long.at(input_tokens))
-        output = rates.output.at(input_tokens)
+    chosen = flat[2]
+    if chosen is None:  # tiered: the rates at this size
+        chosen = _chosen_rates(rates, cache_write_ttl, input_tokens)
+    base, dearest, output = chosen
     input_usd = input_tokens * base / _MILLION
     # the same operations on the same operands: the same Decimal (a dearer rate is another one)
     dearest_usd = input_usd if dearest is base else input_tokens * dearest / _MILLION
@@ -171,17 +165,23 @@ and day, so consecutive calls of a model hand over the same object."""
 
 
 def _flat_rates(rates: pricing.Rates, cache_write_ttl: Ttl | None) -> _Flat | None:
-    """(input, dearest input, output) rates of ``rates`` when none of them has tiers (each is then
-    its base at every input size, chosen as `call_cost` chooses them); None otherwise."""
+    """`_chosen_rates` of ``rates`` when none of them has tiers (each is then its base at every
+    input size: the same at any size); None otherwise."""
     four = (rates.input, rates.output, rates.cache_write, rates.cache_write_long)
     if any(rate.tiers for rate in four):
         return None
-    base = dearest = rates.input.base
+    return _chosen_rates(rates, cache_write_ttl, 0)
+
+
+def _chosen_rates(rates: pricing.Rates, cache_write_ttl: Ttl | None, input_tokens: int) -> _Flat:
+    """(input, dearest input, output) rates at ``input_tokens``: the dearest input rate is the
+    cache write's when the call may write one (the 1h write's when that TTL is allowed)."""
+    base = dearest = rates.input.at(input_tokens)
     if cache_write_ttl is not None:
-        dearest = max(dearest, rates.cache_write.base)
+        dearest = max(dearest, rates.cache_write.at(input_tokens))
     if cache_write_ttl == "1h":
-        dearest = max(dearest, rates.cache_write_long.base)
-    return base, dearest, rates.output.base
+        dearest = max(dearest, rates.cache_write_long.at(input_tokens))
+    return base, dearest, rates.output.at(input_tokens)
 
 
 def begin_call(

@@ -504,7 +504,7 @@ def _fits(chain: tuple[Task, ...], cost: CallCost) -> bool:
 
 def _reserve_one(t: Task, cost: CallCost, model: str) -> Reservation | None:
     """`reserve_budget` for a chain of one budgeted task (the common case), without its lists."""
-    amount = cost.worst_usd if t.budget_mode == "cap" else cost.input_usd
+    amount = cost.held_by(t.budget_mode)
     if amount is not None and unsettled() and not t._fits(amount):
         settle()  # as `_fits` below: pending calls hold their bound, give back what they did not use
     with t._lock:

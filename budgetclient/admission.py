@@ -35,7 +35,6 @@ from .drift import PrefixDrift, drift_fields
 from .errors import PrefixDriftError
 from .metering import CallContext
 from .options import DriftMode
-from .tasks import Task
 from .usage import CallStatus, Usage
 
 __all__ = [
@@ -129,18 +128,9 @@ def admit(request: Admission) -> CallContext:
     ctx.drift = drift
     if request.metadata:
         ctx.metadata.update(request.metadata)
-    if limits.active() or _task_limits(ctx.task):
+    if limits.any_covering(ctx.task):
         _hold_limits(ctx, request)
     return ctx
-
-
-def _task_limits(task: Task | None) -> bool:
-    """Whether ``task`` or a parent names fleet limits (`limits.covering` then has some)."""
-    while task is not None:
-        if task.limits:
-            return True
-        task = task.parent
-    return False
 
 
 # -- fleet limits (issue 21): after the task budgets, before sending ----------------------------

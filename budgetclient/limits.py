@@ -42,6 +42,7 @@ __all__ = [
     "LimitHold",
     "LimitSpec",
     "active",
+    "any_covering",
     "covering",
     "declared",
     "limit",
@@ -196,6 +197,18 @@ def _load_env_file() -> bool:
 def active() -> bool:
     """Whether a ``with bc.limit(...)`` scope is open here (cheap: checked on every call)."""
     return bool(_active.get())
+
+
+def any_covering(task: Task | None) -> bool:
+    """Whether `covering` has something for a call in ``task``, without looking any limit up
+    (checked on every call)."""
+    if _active.get():
+        return True
+    while task is not None:
+        if task.limits:
+            return True
+        task = task.parent
+    return False
 
 
 def covering(task: Task | None) -> tuple[LimitSpec, ...]:

@@ -17,6 +17,8 @@ from budgetclient.pricing import Rate, Rates
 from budgetclient.testing.traces import run_trace
 from budgetclient.tokens import count_text
 
+from ._claude_counts import claude_tokens
+
 GUIDE = Path(__file__).resolve().parents[1] / "examples" / "plans" / "guide.toml"
 M = Decimal(1_000_000)
 # Published Claude Sonnet 4.6 rates, USD per million tokens
@@ -150,8 +152,8 @@ def test_components_from_files_are_counted(tmp_path: Path) -> None:
         'tools_file = "tools.json"\n[variable]\nuser_message = 10\n'
     )
     result = bplan.estimate_file(tmp_path / "plan.toml")
-    tool_tokens = [count_text(json.dumps(t, separators=(",", ":"))) + 8 for t in tools]
-    expected_fixed = count_text(system) + 3 * round(sum(tool_tokens) / 3)
+    tool_tokens = [claude_tokens(json.dumps(t, separators=(",", ":"))) + 8 for t in tools]
+    expected_fixed = claude_tokens(system) + 3 * round(sum(tool_tokens) / 3)
     assert result.fixed_tokens == expected_fixed
     assert result.turns[0].total == expected_fixed + 10
 
@@ -321,21 +323,21 @@ def test_analyze_anthropic_request() -> None:
     analysis = bplan.analyze(request)
     c = analysis.components
     assert analysis.provider == "anthropic"
-    assert c["system"] == count_text(request["system"][0]["text"])
-    assert c["tools"] == count_text(json.dumps(request["tools"][0], separators=(",", ":")))
-    assert c["user_message"] == count_text("Why was I charged twice for March?")
-    assert c["history"] == count_text(request["messages"][0]["content"]) + count_text(
+    assert c["system"] == claude_tokens(request["system"][0]["text"])
+    assert c["tools"] == claude_tokens(json.dumps(request["tools"][0], separators=(",", ":")))
+    assert c["user_message"] == claude_tokens("Why was I charged twice for March?")
+    assert c["history"] == claude_tokens(request["messages"][0]["content"]) + claude_tokens(
         request["messages"][1]["content"][0]["text"]
-    ) + count_text("search") + count_text('{"q":"double charge march"}')
-    assert c["tool_outputs"] == count_text("ticket 4411: duplicate charge reversed. " * 12)
+    ) + claude_tokens("search") + claude_tokens('{"q":"double charge march"}')
+    assert c["tool_outputs"] == claude_tokens("ticket 4411: duplicate charge reversed. " * 12)
     docs = request["messages"][2]["content"]
     search = request["messages"][4]["content"][0]["content"][1]
     assert c["retrieved"] == (
-        count_text(docs[0]["source"]["data"])
-        + count_text(docs[1]["text"])
-        + count_text("Duplicate charges")
-        + count_text("kb/42")
-        + count_text(search["content"][0]["text"])
+        claude_tokens(docs[0]["source"]["data"])
+        + claude_tokens(docs[1]["text"])
+        + claude_tokens("Duplicate charges")
+        + claude_tokens("kb/42")
+        + claude_tokens(search["content"][0]["text"])
     )
     assert analysis.total == estimate_request("anthropic", request).tokens
     assert analysis.shares["history"] == c["history"] / 32_000
@@ -428,7 +430,7 @@ def test_analyze_uses_the_learnt_calibration() -> None:
     for _ in range(5):
         tokens.calibrate("anthropic", "claude-sonnet-4-6", raw, round(raw * 1.2))
     analysis = bplan.analyze(request)
-    assert analysis.components["system"] == int(count_text(request["system"][0]["text"]) * 1.2 + 0.5)
+    assert analysis.components["system"] == int(claude_tokens(request["system"][0]["text"]) * 1.2 + 0.5)
     assert abs(analysis.total - estimate_request("anthropic", request).tokens) <= len(bplan.COMPONENTS)
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from budgetclient import toolsets
 from budgetclient.errors import ConfigurationError
-from budgetclient.tokens import count_text
+
+from ._claude_counts import claude_tokens
 
 
 def _tools(n: int) -> list[dict[str, Any]]:
@@ -25,7 +26,7 @@ def _tools(n: int) -> list[dict[str, Any]]:
 
 
 def _tokens(tool: Mapping[str, Any]) -> int:
-    return count_text(json.dumps(tool, separators=(",", ":"))) + 8  # Anthropic per-tool framing
+    return claude_tokens(json.dumps(tool, separators=(",", ":"))) + 8  # Anthropic per-tool framing
 
 
 def test_subsets_keep_order_and_report_savings() -> None:

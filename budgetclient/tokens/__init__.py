@@ -16,12 +16,14 @@ from .calibration import (
     canonical_provider,
     reset_calibration,
 )
-from .counting import count_each, count_text, count_texts
-from .encodings import encoding_for, load_encoding_file, model_family
+from .counting import approximate_count, count_each, count_text, count_texts
+from .encodings import SHORT_TEXT_CHARS, encoding_for, load_encoding_file, model_family
 
 __all__ = [
     "PROVIDERS",
+    "SHORT_TEXT_CHARS",
     "TokenEstimate",
+    "approximate_count",
     "calibrate",
     "calibrated_estimate",
     "calibration_factor",

@@ -1,0 +1,134 @@
+"""Claude's short texts are counted by a rule of their length, never by tiktoken.
+
+Claude's tokenizer is not public; o200k_base stands in for it. A short text's stand-in count is
+no closer to Claude's than a rule of its length, and tiktoken on the pre-call path releases the
+GIL (background threads then run inside the caller's call). The expected counts are the rule
+written out here (`tests._claude_counts`) and tiktoken's own count for long texts and for the
+models whose tokenizer o200k_base is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import tiktoken
+
+import budgetclient as bc
+from budgetclient.estimate import estimate_request
+from budgetclient.tokens import SHORT_TEXT_CHARS, count_each, count_text, encoding_for
+
+from ._claude_counts import claude_tokens
+from .providers.test_anthropic import MODEL, USAGE, async_client, cost_of, json_wire, sync_client
+
+TEXTS = [
+    "",
+    "a",
+    "Hi there",
+    "What changed in the March invoice, and why was I charged twice?",
+    "日本語のテキストを数える",
+    "café crème brûlée",
+    "🙂 ok",
+    "lone \ud800 surrogate",
+    "x" * (SHORT_TEXT_CHARS - 1),
+]
+
+
+def _o200k(text: str) -> int:
+    return len(tiktoken.Encoding.encode_ordinary(encoding_for("gpt-4o"), text))
+
+
+def test_the_threshold_is_the_documented_one() -> None:
+    assert SHORT_TEXT_CHARS == 1024
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_a_short_claude_text_is_counted_by_its_length(text: str) -> None:
+    extra = len(text.encode("utf-8", "surrogatepass")) - len(text)
+    assert count_text(text, "claude-sonnet-4-6") == -(-len(text) // 4) + extra // 2
+    assert count_each(encoding_for("claude-haiku-4-5"), [text, text]) == [claude_tokens(text)] * 2
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "us.anthropic.claude-opus-4-1-20250805-v1:0"])
+def test_a_long_claude_text_keeps_o200k_base(model: str) -> None:
+    text = "def f(x):\n    return {'a': [x, x * 2]}\n" * 40
+    assert len(text) >= SHORT_TEXT_CHARS
+    assert count_text(text, model) == _o200k(text)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-5", "gemini-2.5-pro", ""])
+def test_other_models_count_short_texts_exactly(model: str) -> None:
+    for text in TEXTS[:-1]:
+        assert count_text(text, model) == _o200k(text)
+
+
+def test_an_exact_count_memoised_for_another_model_is_not_claudes() -> None:
+    text = "A reply long enough for the token memo, counted for gpt-4o first. " * 2
+    assert count_text(text, "gpt-4o") == _o200k(text)
+    assert count_text(text, "claude-sonnet-4-6") == claude_tokens(text)
+    assert count_each(encoding_for("claude-sonnet-4-6"), [text]) == [claude_tokens(text)]
+    assert count_text(text, "gpt-4o") == _o200k(text)  # and the other way round
+
+
+def test_the_estimate_of_a_claude_body_uses_the_rule() -> None:
+    long = "Background document. " * 80
+    body = {
+        "model": MODEL,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": long}, {"role": "assistant", "content": "Sure."}],
+    }
+    plain = estimate_request("anthropic", {**body, "model": "gpt-4o"})  # same overheads, exact texts
+    ruled = estimate_request("anthropic", body)
+    exact_short = _o200k("Be brief.") + _o200k("Sure.")
+    ruled_short = claude_tokens("Be brief.") + claude_tokens("Sure.")
+    assert ruled.raw_tokens - plain.raw_tokens == ruled_short - exact_short
+
+
+@pytest.fixture
+def tiktoken_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The length of every text tiktoken encodes while the test runs."""
+    calls: list[int] = []
+    real = tiktoken.Encoding.encode_ordinary
+
+    def spy(self: tiktoken.Encoding, text: str) -> list[int]:
+        calls.append(len(text))
+        return real(self, text)
+
+    monkeypatch.setattr(tiktoken.Encoding, "encode_ordinary", spy)
+    yield calls
+
+
+def _turns(salt: str) -> Iterator[list[dict[str, Any]]]:
+    """An agent's conversation: one long first turn (new to the token memo), then short turns."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": f"Read this first ({salt}). " * 200}]
+    for i in range(6):
+        messages = [*messages, {"role": "user", "content": f"Question {i}: what does step {i} do?"}]
+        yield messages
+        messages = [*messages, {"role": "assistant", "content": f"Step {i} checks the invoice lines."}]
+
+
+def test_an_agent_loop_counts_only_its_long_text_with_tiktoken(tiktoken_calls: list[int]) -> None:
+    wire = json_wire()
+    client = sync_client(wire)
+    with bc.task("loop", budget_usd=5) as t:
+        for messages in _turns("sync"):
+            client.messages.create(model=MODEL, max_tokens=64, system="Answer briefly.", messages=messages)
+    assert len(wire.requests) == 6
+    assert tiktoken_calls and all(n >= SHORT_TEXT_CHARS for n in tiktoken_calls)  # the first turn only
+    assert t.cost == 6 * cost_of(USAGE)
+
+
+async def test_an_async_agent_loop_counts_only_its_long_text_with_tiktoken(tiktoken_calls: list[int]) -> None:
+    wire = json_wire()
+    client = async_client(wire)
+    with bc.task("loop", budget_usd=5) as t:
+        for messages in _turns("async"):
+            await client.messages.create(
+                model=MODEL, max_tokens=64, system="Answer briefly.", messages=messages
+            )
+    assert len(wire.requests) == 6
+    assert tiktoken_calls and all(n >= SHORT_TEXT_CHARS for n in tiktoken_calls)
+    assert t.cost == 6 * cost_of(USAGE)
+    assert isinstance(t.cost, Decimal)

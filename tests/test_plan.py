@@ -17,7 +17,7 @@ from budgetclient.pricing import Rate, Rates
 from budgetclient.testing.traces import run_trace
 from budgetclient.tokens import count_text
 
-from ._claude_counts import claude_tokens
+from ._approximated_counts import approximated_tokens
 
 GUIDE = Path(__file__).resolve().parents[1] / "examples" / "plans" / "guide.toml"
 M = Decimal(1_000_000)
@@ -152,8 +152,8 @@ def test_components_from_files_are_counted(tmp_path: Path) -> None:
         'tools_file = "tools.json"\n[variable]\nuser_message = 10\n'
     )
     result = bplan.estimate_file(tmp_path / "plan.toml")
-    tool_tokens = [claude_tokens(json.dumps(t, separators=(",", ":"))) + 8 for t in tools]
-    expected_fixed = claude_tokens(system) + 3 * round(sum(tool_tokens) / 3)
+    tool_tokens = [approximated_tokens(json.dumps(t, separators=(",", ":"))) + 8 for t in tools]
+    expected_fixed = approximated_tokens(system) + 3 * round(sum(tool_tokens) / 3)
     assert result.fixed_tokens == expected_fixed
     assert result.turns[0].total == expected_fixed + 10
 
@@ -323,21 +323,21 @@ def test_analyze_anthropic_request() -> None:
     analysis = bplan.analyze(request)
     c = analysis.components
     assert analysis.provider == "anthropic"
-    assert c["system"] == claude_tokens(request["system"][0]["text"])
-    assert c["tools"] == claude_tokens(json.dumps(request["tools"][0], separators=(",", ":")))
-    assert c["user_message"] == claude_tokens("Why was I charged twice for March?")
-    assert c["history"] == claude_tokens(request["messages"][0]["content"]) + claude_tokens(
+    assert c["system"] == approximated_tokens(request["system"][0]["text"])
+    assert c["tools"] == approximated_tokens(json.dumps(request["tools"][0], separators=(",", ":")))
+    assert c["user_message"] == approximated_tokens("Why was I charged twice for March?")
+    assert c["history"] == approximated_tokens(request["messages"][0]["content"]) + approximated_tokens(
         request["messages"][1]["content"][0]["text"]
-    ) + claude_tokens("search") + claude_tokens('{"q":"double charge march"}')
-    assert c["tool_outputs"] == claude_tokens("ticket 4411: duplicate charge reversed. " * 12)
+    ) + approximated_tokens("search") + approximated_tokens('{"q":"double charge march"}')
+    assert c["tool_outputs"] == approximated_tokens("ticket 4411: duplicate charge reversed. " * 12)
     docs = request["messages"][2]["content"]
     search = request["messages"][4]["content"][0]["content"][1]
     assert c["retrieved"] == (
-        claude_tokens(docs[0]["source"]["data"])
-        + claude_tokens(docs[1]["text"])
-        + claude_tokens("Duplicate charges")
-        + claude_tokens("kb/42")
-        + claude_tokens(search["content"][0]["text"])
+        approximated_tokens(docs[0]["source"]["data"])
+        + approximated_tokens(docs[1]["text"])
+        + approximated_tokens("Duplicate charges")
+        + approximated_tokens("kb/42")
+        + approximated_tokens(search["content"][0]["text"])
     )
     assert analysis.total == estimate_request("anthropic", request).tokens
     assert analysis.shares["history"] == c["history"] / 32_000
@@ -430,7 +430,7 @@ def test_analyze_uses_the_learnt_calibration() -> None:
     for _ in range(5):
         tokens.calibrate("anthropic", "claude-sonnet-4-6", raw, round(raw * 1.2))
     analysis = bplan.analyze(request)
-    assert analysis.components["system"] == int(claude_tokens(request["system"][0]["text"]) * 1.2 + 0.5)
+    assert analysis.components["system"] == int(approximated_tokens(request["system"][0]["text"]) * 1.2 + 0.5)
     assert abs(analysis.total - estimate_request("anthropic", request).tokens) <= len(bplan.COMPONENTS)
 
 

@@ -29,6 +29,8 @@ from budgetclient.errors import ConfigurationError
 from budgetclient.estimate import estimate_request
 from budgetclient.tokens import calibration, encodings
 
+from ._approximated_counts import approximated_tokens
+
 DATA = Path(budgetclient.__file__).parent / "data"
 SHA256 = {
     "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
@@ -453,9 +455,9 @@ def test_google_generate_content_body(o200k: tiktoken.Encoding) -> None:
         "tools": [{"functionDeclarations": [declaration]}],
         "generationConfig": {"temperature": 0.2},
     }
-    direct = _count(o200k, system, question, answer, "lookup", "lookup") + _count(
-        o200k, _compact(args), _compact(response), _compact(declaration)
-    )
+    texts = (system, question, answer, "lookup", "lookup")
+    texts += (_compact(args), _compact(response), _compact(declaration))
+    direct = sum(map(approximated_tokens, texts))  # Gemini's tokenizer is not public: short texts by rule
     estimate = estimate_request("google", body, model="gemini-2.5-flash")
     assert estimate.model == "gemini-2.5-flash"
     assert _within_band(estimate.raw_tokens, direct, items=5)

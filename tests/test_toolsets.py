@@ -11,7 +11,7 @@ import pytest
 from budgetclient import toolsets
 from budgetclient.errors import ConfigurationError
 
-from ._claude_counts import claude_tokens
+from ._approximated_counts import approximated_tokens
 
 
 def _tools(n: int) -> list[dict[str, Any]]:
@@ -26,7 +26,7 @@ def _tools(n: int) -> list[dict[str, Any]]:
 
 
 def _tokens(tool: Mapping[str, Any]) -> int:
-    return claude_tokens(json.dumps(tool, separators=(",", ":"))) + 8  # Anthropic per-tool framing
+    return approximated_tokens(json.dumps(tool, separators=(",", ":"))) + 8  # Anthropic per-tool framing
 
 
 def test_subsets_keep_order_and_report_savings() -> None:

@@ -10,8 +10,9 @@ first-seen 150k-token prompt, well under 1 ms when it is mostly memoised). Measu
 under 1.5% on homogeneous prose, code, JSON, CJK or base64, up to about 3.5% on adversarial mixes
 of prose and code; calibration sees the same estimator, so a systematic bias is learnt away.
 
-Claude's texts shorter than ``SHORT_TEXT_CHARS`` are not tokenized at all (`approximate_count`,
-see `encodings.ApproximatedEncoding`): an agent's appended turns then cost no tiktoken call.
+Claude's and Gemini's texts shorter than ``SHORT_TEXT_CHARS`` are not tokenized at all
+(`approximate_count`, see `encodings.ApproximatedEncoding`): an agent's appended turns then cost
+no tiktoken call.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def count_text(text: str, model: str = "gpt-4o") -> int:
     """Exact token count of ``text``, with special-token strings counted as plain text.
 
     Memoised like `count_each` (placement counts a new block, the budget estimate then finds it).
-    A short text for a claude-* model is counted by `approximate_count` (see `ApproximatedEncoding`).
+    A short text for a claude-* or gemini-* model is counted by `approximate_count` (see
+    `ApproximatedEncoding`).
     """
     return _exact(encoding_for(model), text)
 

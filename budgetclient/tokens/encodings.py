@@ -124,7 +124,7 @@ def _load_encoding(name: str) -> tiktoken.Encoding:
 
 
 def _encoding(name: str) -> tiktoken.Encoding:
-    if name == _CLAUDE:
+    if name == _APPROXIMATED:
         enc = _encodings.get(name)
         if enc is None:
             enc = ApproximatedEncoding.of(_encoding("o200k_base"))
@@ -172,15 +172,16 @@ _CL100K_PREFIXES = (
 
 
 SHORT_TEXT_CHARS = 1024
-"""Claude's texts shorter than this are counted by a rule of their length (`ApproximatedEncoding`)."""
+"""Claude's and Gemini's texts shorter than this are counted by a rule of their length
+(`ApproximatedEncoding`)."""
 
 
 class ApproximatedEncoding(tiktoken.Encoding):
-    """``o200k_base`` standing in for Claude's tokenizer, which is not public.
+    """``o200k_base`` standing in for Claude's or Gemini's tokenizer, which are not public.
 
     Its texts shorter than `SHORT_TEXT_CHARS` are counted by `approximate_count` instead of
     tiktoken (`tokens.counting` asks for this type): a stand-in's exact count of a short turn is
-    no closer to what Claude reports than a rule of its length (calibration corrects the scale of
+    no closer to what the provider reports than a rule of its length (calibration corrects the scale of
     both), and tiktoken is the dearest step of an agent's pre-call path (it releases the GIL, so
     any background thread waiting for it runs inside the caller's call). Longer texts (documents,
     tool results) keep o200k's count, which follows their content (code, JSON, scripts). It shares
@@ -199,15 +200,15 @@ def encoding_for(model: str) -> tiktoken.Encoding:
 
     o200k_base is exact for gpt-4o, gpt-4.1, gpt-5 and the o-series, and the approximation used for
     claude-* and gemini-* (their tokenizers are not public; calibration corrects the scale). For
-    claude-* it is an `ApproximatedEncoding`: short texts are counted by a rule of their length.
+    those it is an `ApproximatedEncoding`: short texts are counted by a rule of their length.
     """
     name = _encoding_name(model)
     loaded = _encodings.get(name)  # every estimate with new text asks: no second call once loaded
     return loaded if loaded is not None else _encoding(name)
 
 
-_CLAUDE = "o200k_base~claude"
-"""The key of o200k_base as `ApproximatedEncoding` among the loaded encodings."""
+_APPROXIMATED = "o200k_base~approximated"
+"""The key of o200k_base as `ApproximatedEncoding` (claude-*, gemini-*) among the loaded encodings."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -215,6 +216,6 @@ def _encoding_name(model: str) -> str:
     family = model_family(model)
     if family == "gpt-4" or family.startswith(_CL100K_PREFIXES):
         return "cl100k_base"
-    if family.startswith("claude"):
-        return _CLAUDE
+    if family.startswith(("claude", "gemini")):
+        return _APPROXIMATED
     return "o200k_base"

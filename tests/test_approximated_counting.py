@@ -1,9 +1,9 @@
-"""Claude's short texts are counted by a rule of their length, never by tiktoken.
+"""Claude's and Gemini's short texts are counted by a rule of their length, never by tiktoken.
 
-Claude's tokenizer is not public; o200k_base stands in for it. A short text's stand-in count is
+Their tokenizers are not public; o200k_base stands in for them. A short text's stand-in count is
 no closer to Claude's than a rule of its length, and tiktoken on the pre-call path releases the
 GIL (background threads then run inside the caller's call). The expected counts are the rule
-written out here (`tests._claude_counts`) and tiktoken's own count for long texts and for the
+written out here (`tests._approximated_counts`) and tiktoken's own count for long texts and for the
 models whose tokenizer o200k_base is.
 """
 
@@ -20,7 +20,7 @@ import budgetclient as bc
 from budgetclient.estimate import estimate_request
 from budgetclient.tokens import SHORT_TEXT_CHARS, count_each, count_text, encoding_for
 
-from ._claude_counts import claude_tokens
+from ._approximated_counts import approximated_tokens
 from .providers.test_anthropic import MODEL, USAGE, async_client, cost_of, json_wire, sync_client
 
 TEXTS = [
@@ -48,7 +48,7 @@ def test_the_threshold_is_the_documented_one() -> None:
 def test_a_short_claude_text_is_counted_by_its_length(text: str) -> None:
     extra = len(text.encode("utf-8", "surrogatepass")) - len(text)
     assert count_text(text, "claude-sonnet-4-6") == -(-len(text) // 4) + extra // 2
-    assert count_each(encoding_for("claude-haiku-4-5"), [text, text]) == [claude_tokens(text)] * 2
+    assert count_each(encoding_for("claude-haiku-4-5"), [text, text]) == [approximated_tokens(text)] * 2
 
 
 @pytest.mark.parametrize("model", ["claude-sonnet-4-6", "us.anthropic.claude-opus-4-1-20250805-v1:0"])
@@ -58,7 +58,13 @@ def test_a_long_claude_text_keeps_o200k_base(model: str) -> None:
     assert count_text(text, model) == _o200k(text)
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "gpt-5", "gemini-2.5-pro", ""])
+@pytest.mark.parametrize("model", ["gemini-2.5-pro", "gemini-3-flash-preview"])
+def test_a_short_gemini_text_is_counted_by_its_length(model: str) -> None:
+    for text in TEXTS:
+        assert count_text(text, model) == approximated_tokens(text)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-5", "o3", ""])
 def test_other_models_count_short_texts_exactly(model: str) -> None:
     for text in TEXTS[:-1]:
         assert count_text(text, model) == _o200k(text)
@@ -67,8 +73,8 @@ def test_other_models_count_short_texts_exactly(model: str) -> None:
 def test_an_exact_count_memoised_for_another_model_is_not_claudes() -> None:
     text = "A reply long enough for the token memo, counted for gpt-4o first. " * 2
     assert count_text(text, "gpt-4o") == _o200k(text)
-    assert count_text(text, "claude-sonnet-4-6") == claude_tokens(text)
-    assert count_each(encoding_for("claude-sonnet-4-6"), [text]) == [claude_tokens(text)]
+    assert count_text(text, "claude-sonnet-4-6") == approximated_tokens(text)
+    assert count_each(encoding_for("claude-sonnet-4-6"), [text]) == [approximated_tokens(text)]
     assert count_text(text, "gpt-4o") == _o200k(text)  # and the other way round
 
 
@@ -82,7 +88,7 @@ def test_the_estimate_of_a_claude_body_uses_the_rule() -> None:
     plain = estimate_request("anthropic", {**body, "model": "gpt-4o"})  # same overheads, exact texts
     ruled = estimate_request("anthropic", body)
     exact_short = _o200k("Be brief.") + _o200k("Sure.")
-    ruled_short = claude_tokens("Be brief.") + claude_tokens("Sure.")
+    ruled_short = approximated_tokens("Be brief.") + approximated_tokens("Sure.")
     assert ruled.raw_tokens - plain.raw_tokens == ruled_short - exact_short
 
 

@@ -70,7 +70,7 @@ def canonical_provider(provider: str) -> str:
 def calibrated_estimate(provider: str, model: str, raw_tokens: int) -> TokenEstimate:
     """``raw_tokens`` counted for ``model`` as a `TokenEstimate`, scaled by the learnt factor."""
     name, key = _calibration_key(provider, model)
-    factor = _factor(key)
+    factor = _factors.get(key, 1.0)
     tokens = int(raw_tokens * factor + 0.5)
     return _new_estimate(provider=name, model=model, raw_tokens=raw_tokens, factor=factor, tokens=tokens)
 
@@ -115,6 +115,9 @@ class _Ratio:
 
 
 _calibration: dict[tuple[str, str], _Ratio] = {}
+_factors: dict[tuple[str, str], float] = {}
+"""Each family's current factor, written with its ratio (calibration runs on the record worker)
+and read without the lock by every estimate (a dict read is atomic)."""
 _calibration_lock = threading.Lock()
 renew_after_fork(globals(), "_calibration_lock")
 
@@ -136,7 +139,9 @@ def calibrate(provider: str, model: str, estimated_raw: int, reported: int) -> N
     if not low <= reported / estimated_raw <= high:
         return
     with _calibration_lock:
-        _calibration.setdefault(key, _Ratio()).add(estimated_raw, reported)
+        ratio = _calibration.setdefault(key, _Ratio())
+        ratio.add(estimated_raw, reported)
+        _factors[key] = ratio.reported_sum / ratio.raw_sum
 
 
 def calibration_factor(provider: str, model: str) -> float:
@@ -145,14 +150,11 @@ def calibration_factor(provider: str, model: str) -> float:
 
 
 def _factor(key: tuple[str, str]) -> float:
-    with _calibration_lock:
-        ratio = _calibration.get(key)
-        if ratio is None or ratio.raw_sum == 0:
-            return 1.0
-        return ratio.reported_sum / ratio.raw_sum
+    return _factors.get(key, 1.0)
 
 
 def reset_calibration() -> None:
     """Forget every observation (tests, or after a provider changes its tokenizer)."""
     with _calibration_lock:
         _calibration.clear()
+        _factors.clear()

@@ -53,6 +53,7 @@ from ..formats.openai.prefix import (
     prefix_shape,
     prepare_request,
     prompt_cache_key_for,
+    request_prints,
     request_shape_of,
 )
 from ..formats.openai.usage import usage_from_chat, usage_from_responses
@@ -220,7 +221,8 @@ class OpenAIMeter:
         def estimate() -> int:
             assert send_body is not None
             conversation = lineage.key if lineage is not None and decided.operation == CHAT else None
-            result = self.estimates.estimate(conversation, send_body, model)
+            tools_print = prepared.tools_print if prepared is not None else None
+            result = self.estimates.estimate(conversation, send_body, model, tools_print)
             raw_estimate[0] = result.raw_tokens
             return result.tokens
 
@@ -284,11 +286,12 @@ class OpenAIMeter:
         shape = request_shape_of(body, operation)
         scope = lineage_key(client_key, PROVIDER, model, task_id, conversation, shape)
         # bc.conversation names it; otherwise matched by content among the scope's conversations
+        prints = request_prints(body, operation)  # printed once: the head and the prefix read them
         if conversation is not None:
             state = self.lineages.get(scope)
         else:
             state = self.lineages.match(
-                scope, conversation_head(body, operation), lambda: prefix_shape(body, operation)
+                scope, conversation_head(body, operation, prints), lambda: prefix_shape(body, operation)
             )
         lineage = state.key
         with state.lock:
@@ -313,6 +316,7 @@ class OpenAIMeter:
             gap_s=gap,
             count_block=count_block,
             previous=built if isinstance(built, PrefixMemo) else None,
+            prints=prints,
         )
         drift = None
         # the previous call's own blocks (a memo hit) with the same parameters cannot have drifted

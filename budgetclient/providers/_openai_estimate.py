@@ -67,10 +67,15 @@ class ChatEstimates:
             last = self._last.get(conversation)
         kept = 0
         if last is not None:
-            for now, then in zip(messages, last.messages, strict=False):
-                if now is not then and now != then:
-                    break
-                kept += 1
+            known = min(len(messages), len(last.messages))
+            # the usual case, an appended conversation, compared at C speed (each ``is``, then ``==``)
+            if messages[:known] == last.messages[:known]:
+                kept = known
+            else:
+                for now, then in zip(messages, last.messages, strict=False):
+                    if now is not then and now != then:
+                        break
+                    kept += 1
         new = messages[kept:]
         parts = [_Collected("openai") for _ in new]
         for out, message in zip(parts, new, strict=True):

@@ -33,6 +33,7 @@ import httpx2
 import openai
 
 from .. import admission, metering
+from .._construct import fast_constructor
 from .._guard import guarded
 from ..admission import Admission, admit, output_limit
 from ..blocks import PrefixPrint, count_tokens
@@ -105,6 +106,10 @@ def prepared_body_of(request: httpx2.Request) -> PreparedBody | None:
 
 def attach_prepared_body(request: httpx2.Request, decided: PreparedBody) -> None:
     setattr(request, _PREPARED_BODY, decided)
+
+
+_new_admission = fast_constructor(Admission)
+"""``Admission(...)`` at a fifth of the cost (one per attempt)."""
 
 
 @dataclass(slots=True)
@@ -233,7 +238,7 @@ class OpenAIMeter:
             if prepared.prompt_cache_key is not None:
                 metadata["prompt_cache_key"] = prepared.prompt_cache_key
         ctx = admit(
-            Admission(
+            _new_admission(
                 provider=PROVIDER,
                 model=model,
                 operation=decided.operation,
@@ -594,9 +599,7 @@ def _calibrate_with_record(attempt: _Attempt, model: str | None, reported: int) 
 
 
 def _family(model: str) -> str:
-    from ..tokens import model_family
-
-    return model_family(model)
+    return metering._tokens().model_family(model)  # type: ignore[no-any-return]
 
 
 def _calibrate(model: str, raw_estimate: int, reported: int) -> None:

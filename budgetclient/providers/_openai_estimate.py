@@ -35,6 +35,7 @@ class _Last:
     messages: list[Any]
     counts: list[int]
     tools: Any
+    tools_print: bytes | None
     tools_raw: int
 
 
@@ -45,9 +46,14 @@ class ChatEstimates:
         self._last: OrderedDict[str, _Last] = OrderedDict()
         self._lock = threading.Lock()
 
-    def estimate(self, conversation: str | None, body: Mapping[str, Any], model: str) -> TokenEstimate:
+    def estimate(
+        self, conversation: str | None, body: Mapping[str, Any], model: str, tools_print: bytes | None = None
+    ) -> TokenEstimate:
         """``estimate_request("openai", body, model)``, reading only what the conversation's last
-        call did not send."""
+        call did not send.
+
+        ``tools_print``: the body's tools as `formats.openai.prefix.RequestPrints` printed them; an
+        equal print is an equal tools list (compared as bytes, not walked again)."""
         messages = body.get("messages")
         if (
             conversation is None
@@ -61,15 +67,20 @@ class ChatEstimates:
             last = self._last.get(conversation)
         kept = 0
         if last is not None:
-            for now, then in zip(messages, last.messages, strict=False):
-                if now is not then and now != then:
-                    break
-                kept += 1
+            known = min(len(messages), len(last.messages))
+            # the usual case, an appended conversation, compared at C speed (each ``is``, then ``==``)
+            if messages[:known] == last.messages[:known]:
+                kept = known
+            else:
+                for now, then in zip(messages, last.messages, strict=False):
+                    if now is not then and now != then:
+                        break
+                    kept += 1
         new = messages[kept:]
         parts = [_Collected("openai") for _ in new]
         for out, message in zip(parts, new, strict=True):
             _collect_openai_chat({"messages": [message]}, out)
-        if last is not None and (tools is last.tools or tools == last.tools):
+        if last is not None and _same_tools(tools, tools_print, last):
             tools_raw, tool_texts, tool_fixed = last.tools_raw, [], 0
         else:
             tool_part = _Collected("openai")
@@ -86,9 +97,16 @@ class ChatEstimates:
             tools_raw = sum(counts[at:]) + tool_fixed
         message_counts = (last.counts[:kept] if last is not None else []) + new_counts
         with self._lock:
-            self._last[conversation] = _Last(list(messages), message_counts, tools, tools_raw)
+            self._last[conversation] = _Last(list(messages), message_counts, tools, tools_print, tools_raw)
             self._last.move_to_end(conversation)
             while len(self._last) > _CONVERSATIONS:
                 self._last.popitem(last=False)
         raw = sum(message_counts) + tools_raw + REPLY_PRIMING["openai"]
         return calibrated_estimate("openai", model, raw)
+
+
+def _same_tools(tools: Any, tools_print: bytes | None, last: _Last) -> bool:
+    """Whether ``tools`` are the tools ``last`` counted: by their prints when both have one."""
+    if tools_print is not None and last.tools_print is not None:
+        return tools_print == last.tools_print
+    return tools is last.tools or bool(tools == last.tools)

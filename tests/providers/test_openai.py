@@ -686,8 +686,42 @@ def test_a_fault_tapping_the_response_keeps_the_call_and_its_record(
         raise RuntimeError("tap on fire")
 
     monkeypatch.setattr(_openai_meter, "tap_response", broken)
+    monkeypatch.setattr(_openai_meter, "_observe_read", broken)  # a body the SDK has read already
     with bc.task("fault", budget_usd=1) as t:
         completion = client.chat.completions.create(model="gpt-4o", messages=chat("Hi"))
     assert completion.choices[0].message.content == "ok: Hi"
     (record,) = t.records  # recorded once, flagged, and the hold released
     assert record.status == "incomplete" and t.spent_usd == 0
+
+
+@pytest.mark.parametrize("reported_model", ["gpt-4o-2024-08-06", "gpt-4o", "not-a-gpt"])
+def test_the_estimate_is_calibrated_by_what_openai_counted(reported_model: str) -> None:
+    # with the record (off the call path) when the reported model is of the requested family,
+    # else at once by the requested model: the same calibration either way
+    from budgetclient.estimate import estimate_request
+    from budgetclient.tokens import calibration_factor, reset_calibration
+
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(json.loads(request.content))
+        body = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": reported_model,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 1234, "completion_tokens": 5, "total_tokens": 1239},
+        }
+        return httpx2.Response(200, json=body)
+
+    reset_calibration()
+    client = bc.OpenAI(api_key="sk-test", http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+    with bc.task("calibrated", budget_usd=10):
+        client.chat.completions.create(model="gpt-4o", messages=chat("Hi " * 200))
+    bc.flush()
+    raw = estimate_request("openai", sent[0], "gpt-4o").raw_tokens
+    assert calibration_factor("openai", "gpt-4o") == pytest.approx(1234 / raw)
+    reset_calibration()

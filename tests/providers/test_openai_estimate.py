@@ -61,3 +61,18 @@ def test_conversations_are_kept_apart_and_other_bodies_read_whole() -> None:
         )
     schema = {**b, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}
     assert estimates.estimate("a", schema, MODEL) == estimate_request("openai", schema, MODEL)
+
+
+def test_tools_equal_by_value_but_written_differently_are_counted_again() -> None:
+    # ``1 == 1.0 == True``, but the tools' JSON (and its tokens) differs: compared by their prints
+    from budgetclient.blocks import json_print
+
+    estimates = ChatEstimates()
+    messages = [{"role": "user", "content": "q " * 30}]
+    for value in (1, 1.0, True, 1):
+        tool = _tool(1)
+        tool["function"]["parameters"]["properties"]["path"]["maxLength"] = value
+        body = _body(messages, [tool])
+        got = estimates.estimate("conversation", body, MODEL, json_print(body["tools"]))
+        want = estimate_request("openai", _body(messages, [tool]), MODEL)
+        assert (got.raw_tokens, got.tokens) == (want.raw_tokens, want.tokens), value

@@ -472,3 +472,41 @@ def test_a_memo_without_token_counts_does_not_serve_a_counted_call() -> None:
     uncounted, memo = build_prefix(body, CHAT)
     counted, _ = build_prefix(body, CHAT, _count, memo)
     assert uncounted[0].tokens == 0 and counted[0].tokens == len(SYSTEM.split())
+
+
+def test_a_plain_system_message_written_in_another_key_order_is_rebuilt() -> None:
+    body = {"messages": [{"role": "system", "content": SYSTEM}]}
+    (first,), memo = build_prefix(body, CHAT, _count)
+    swapped = {"messages": [{"content": SYSTEM, "role": "system"}]}
+    (second,), _ = build_prefix(swapped, CHAT, _count, memo)
+    assert first.raw == second.raw == json.dumps(
+        {"type": "text", "text": SYSTEM}, ensure_ascii=False, separators=(",", ":")
+    ).encode()  # a string content is recorded as its text part either way
+    (again,), _ = build_prefix(copy.deepcopy(body), CHAT, _count, memo)
+    assert again is first
+
+
+@pytest.mark.parametrize("value", [1.0, True, "1"])
+def test_the_conversation_head_tells_tools_apart_that_compare_equal(value: Any) -> None:
+    from budgetclient.formats.openai.prefix import conversation_head
+
+    def body(limit: Any) -> dict[str, Any]:
+        tool = copy.deepcopy(TOOL)
+        tool["function"]["parameters"]["maxItems"] = limit
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "q"}]
+        return {"tools": [tool], "messages": messages}
+
+    head = conversation_head(body(1), CHAT)
+    assert conversation_head(body(1), CHAT) == head  # equal values, new objects: the same head
+    other = conversation_head(body(value), CHAT)
+    assert other.fixed[0] != head.fixed[0] and other.fixed[1:] == head.fixed[1:]
+    assert other.opening == head.opening
+
+
+def test_the_conversation_head_tells_apart_messages_in_another_key_order() -> None:
+    from budgetclient.formats.openai.prefix import conversation_head
+
+    plain = {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "q"}]}
+    swapped = {"messages": [{"content": SYSTEM, "role": "system"}, {"content": "q", "role": "user"}]}
+    a, b = conversation_head(plain, CHAT), conversation_head(swapped, CHAT)
+    assert a.fixed != b.fixed and a.opening != b.opening

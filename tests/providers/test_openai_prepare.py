@@ -240,3 +240,19 @@ def test_a_usage_chunk_with_a_payload_of_its_own_is_kept_without_its_usage() -> 
     kept = _without_usage(event)
     assert kept.startswith(b"event: chunk\r\ndata: ") and kept.endswith(b"\r\n\r\n")
     assert json.loads(kept.split(b"data: ", 1)[1]) == chunk
+
+
+def test_usage_subsets_are_capped_and_odd_values_read_as_zero() -> None:
+    wire = {
+        "prompt_tokens": 100,
+        "completion_tokens": True,  # a bool is not a count
+        "prompt_tokens_details": {"cached_tokens": 150, "cache_write_tokens": 7},
+        "completion_tokens_details": {"reasoning_tokens": 9},
+    }
+    usage = usage_from_chat(wire)
+    # cached capped at the prompt, nothing left to write; no output, so no reasoning
+    expected = bc.Usage(input_tokens=100, cache_read_tokens=100, requests=1)
+    assert usage == expected and type(usage) is bc.Usage and hash(usage) == hash(expected)
+    wire = {"prompt_tokens": 50, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": -3}}
+    wire["completion_tokens_details"] = {"reasoning_tokens": 8}
+    assert usage_from_chat(wire) == bc.Usage(input_tokens=50, output_tokens=5, reasoning_tokens=5, requests=1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import pickle
 import re
 import threading
 from collections import OrderedDict, deque
@@ -30,7 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...blocks import Block, block_digest, raw_bytes, value_print
+from ..._construct import fast_constructor
+from ...blocks import Block, block_digest, json_print, raw_bytes, value_print
 from ...drift import prefix_fingerprint, request_shape
 from ...lineage import ConversationHead, PrefixShape, text_parts
 from ...lineage import prefix_shape as lineage_prefix_shape
@@ -46,6 +48,7 @@ __all__ = [
     "PrefixMemo",
     "PreparedOpenAIRequest",
     "ROUTE_LIMIT_PER_MIN",
+    "RequestPrints",
     "RouteSpreader",
     "background_poll",
     "build_prefix",
@@ -56,6 +59,7 @@ __all__ = [
     "prefix_cache_key",
     "prefix_shape",
     "prompt_cache_key_for",
+    "request_prints",
     "request_shape_of",
     "stable_prefix",
 ]
@@ -111,6 +115,14 @@ def background_poll(method: str, path: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=4096)
+def prefix_cache_key(model: str, fingerprint: str) -> str:
+    """The ``prompt_cache_key`` of a stable prefix: the same for every task, agent and process that
+    sends that prefix to ``model`` (OpenAI routes by prefix and key, so they share warm machines),
+    different for different prefixes (so agents with different prompts do not crowd one route)."""
+    return "bc-" + hashlib.sha256(f"openai\x1f{model}\x1fprefix\x1f{fingerprint}".encode()).hexdigest()[:24]
+
+
+@functools.lru_cache(maxsize=4096)
 def prompt_cache_key_for(model: str, task_name: str | None, conversation: str | None) -> str:
     """A ``prompt_cache_key`` that is the same for every call of one conversation, in any process.
 
@@ -119,13 +131,6 @@ def prompt_cache_key_for(model: str, task_name: str | None, conversation: str | 
     """
     material = "\x1f".join(("openai", model, task_name or "", conversation or ""))
     return "bc-" + hashlib.sha256(material.encode()).hexdigest()[:24]
-
-
-def prefix_cache_key(model: str, fingerprint: str) -> str:
-    """The ``prompt_cache_key`` of a stable prefix: the same for every task, agent and process that
-    sends that prefix to ``model`` (OpenAI routes by prefix and key, so they share warm machines),
-    different for different prefixes (so agents with different prompts do not crowd one route)."""
-    return "bc-" + hashlib.sha256(f"openai\x1f{model}\x1fprefix\x1f{fingerprint}".encode()).hexdigest()[:24]
 
 
 ROUTE_LIMIT_PER_MIN = 15
@@ -198,6 +203,14 @@ class PreparedOpenAIRequest:
     notes: dict[str, Any] = field(default_factory=dict)
     memo: PrefixMemo | None = None
     """The prefix blocks with what they were built from, for the next call of the conversation."""
+    tools_print: bytes | None = None
+    """The ``tools`` list's print (`RequestPrints.tools`): the budget estimate compares it with the
+    conversation's last one instead of walking the tools again."""
+
+
+_new_prepared = fast_constructor(PreparedOpenAIRequest)
+"""``PreparedOpenAIRequest(...)`` at a fifth of the cost (one per request)."""
+_new_head = fast_constructor(ConversationHead)
 
 
 def _without_markers(value: Any) -> Any:
@@ -230,15 +243,15 @@ class PrefixMemo:
     """One request's prefix blocks with fingerprints of the values they were built from.
 
     The next call of the conversation reuses the whole prefix when its values fingerprint the
-    same (the usual case: one C-speed ``marshal`` of the tools, instructions and leading
-    messages), else each block whose value is unchanged; so an unchanged prefix is neither
-    serialised, hashed nor counted again. ``marshal`` keeps key order and tells ``1`` from
-    ``1.0`` and ``True``, and loads back what it dumped: equal fingerprints mean equal values,
-    which serialise to equal JSON.
+    same (the usual case: the request's `RequestPrints`, made once per request for this and for
+    `conversation_head`), else each block whose value is unchanged; so an unchanged prefix is
+    neither serialised, hashed nor counted again. Equal prints mean equal values, which serialise
+    to equal JSON.
     """
 
-    source: bytes | None
-    """Fingerprint of everything the prefix is built from (None when it holds non-JSON values)."""
+    source: tuple[Any, ...] | None
+    """`RequestPrints.source` of what the prefix was built from (None when it holds values that
+    cannot be printed)."""
     blocks: tuple[Block, ...]
     items: Mapping[str, tuple[_Fingerprint, Block]]
     """Each block by path, with the fingerprint of its own value."""
@@ -330,16 +343,21 @@ def build_prefix(
     operation: str,
     count: TokenCounter | None = None,
     previous: PrefixMemo | None = None,
+    prints: RequestPrints | None = None,
 ) -> tuple[tuple[Block, ...], PrefixMemo]:
-    """`stable_prefix` plus its memo, reusing ``previous`` (the last call's memo) where unchanged."""
+    """`stable_prefix` plus its memo, reusing ``previous`` (the last call's memo) where unchanged.
+
+    ``prints``: the body's `request_prints`, when already made."""
     if previous is not None and previous.counted != (count is not None):
         previous = None
     if operation not in (CHAT, RESPONSES):
         return (), PrefixMemo(None, (), {}, count is not None)
+    if prints is None:
+        prints = request_prints(body, operation)
     tools, functions = body.get("tools"), body.get("functions")
-    instructions = body.get("instructions") if operation == RESPONSES else None
-    leading = _leading_messages(body, operation)
-    source = value_print((operation, tools, functions, instructions, [message for _, message in leading]))
+    instructions = prints.instructions
+    leading = prints.leading
+    source = prints.source
     if previous is not None and source is not None and previous.source == source:
         return previous.blocks, previous
     builder = _PrefixBuilder(count, previous)
@@ -366,7 +384,7 @@ def build_prefix(
                 block(f"{path}.content", "system", text, text_type=text_type, message=index, role=role)
             )
     prefix = tuple(blocks)
-    stored = builder.stored + (len(source) if source is not None else 0)
+    stored = builder.stored + (prints.size if source is not None else 0)
     return prefix, PrefixMemo(source, prefix, builder.items, count is not None, stored)
 
 
@@ -403,13 +421,165 @@ def _head_parts(body: Mapping[str, Any], operation: str) -> tuple[Any, Any, list
     return (tools if tools[0] or tools[1] else None), system, rest
 
 
-def conversation_head(body: Mapping[str, Any], operation: str) -> ConversationHead:
+def conversation_head(
+    body: Mapping[str, Any], operation: str, prints: RequestPrints | None = None
+) -> ConversationHead:
     """The request's start as a `lineage.ConversationHead` (which conversation it continues): one
-    digest of the tools, one of the system part, one of each of the first two later messages."""
-    tools, system, rest = _head_parts(body, operation)
-    fixed = tuple(_digest(part) for part in (tools, system) if part is not None)
-    opening = tuple(_digest(_message_without_markers(m)) for m in rest[:2])
-    return ConversationHead(fixed=fixed, opening=opening)
+    digest of the tools, one of the system part, one of each of the first two later messages.
+
+    Each digest is found by the section's print (`RequestPrints`; ``prints``: the body's, when
+    already made), so an unchanged section is neither pickled nor hashed again."""
+    if prints is None:
+        prints = request_prints(body, operation)
+    tools, functions = body.get("tools"), body.get("functions")
+    fixed: list[bytes] = []
+    if tools or functions:
+        listed = prints.tools if tools else _ABSENT
+        deprecated = prints.functions if functions else _ABSENT
+        if listed is None or deprecated is None:
+            fixed.append(_digest([tools or [], functions or []]))
+        else:
+            fixed.append(_tools_digest((listed, deprecated)))
+    leading = prints.leading
+    instructions = prints.instructions
+    if instructions or leading:
+        unmarked = tuple(
+            printed if type(printed) is tuple else _message_print(_message_without_markers(message))
+            for printed, (_, message) in zip(prints.messages, leading, strict=True)
+        )
+        if prints.source is None or None in unmarked:
+            system = [instructions, [_message_without_markers(m) for _, m in leading]]
+            fixed.append(_digest(system))
+        else:
+            fixed.append(_print_digest(("system", prints.instructions_print, unmarked)))
+    items = body.get("messages") if operation == CHAT else body.get("input")
+    if isinstance(items, str):
+        items = [items]
+    first = len(leading)
+    rest = items[first : first + 2] if isinstance(items, Sequence) and not isinstance(items, str) else ()
+    opening = tuple(_opening_digest(_message_without_markers(m)) for m in rest)
+    return _new_head(fixed=tuple(fixed), opening=opening)
+
+
+_ABSENT = b""
+"""The print of a section the request leaves out (no value prints empty)."""
+_PrintOf = bytes | tuple[Any, ...] | str
+
+
+@dataclass(slots=True)
+class RequestPrints:
+    """A request's tools, instructions and leading system/developer messages, printed once per
+    request: `build_prefix` compares them with the last call's, `conversation_head` finds its
+    digests by them, and the budget estimate compares the tools by their print
+    (`PreparedOpenAIRequest.tools_print`). Printing the ``tools`` list (20 schemas, rebuilt by the
+    SDK on every call) is most of what any of them costs.
+
+    Prints are equal only when the values serialise the same: the tools' `blocks.json_print`, a
+    pickle (`blocks.value_print`), a string itself, or for a plain-text message
+    ``{"role": r, "content": c}`` (in that key order) the pair ``(r, c)``, compared by identity
+    first (the SDK keeps the caller's strings). None: a value that cannot be printed.
+    """
+
+    tools: bytes | None
+    functions: bytes | None
+    instructions: Any
+    """The ``instructions`` value as sent (Responses; None for chat)."""
+    instructions_print: _PrintOf | None
+    leading: list[tuple[str, Mapping[str, Any]]]
+    """`_leading_messages` of the body."""
+    messages: tuple[_PrintOf | None, ...]
+    """The leading messages' prints (cache markers included)."""
+    source: tuple[Any, ...] | None
+    """What `PrefixMemo.source` compares: the operation and every print above (None when a value
+    cannot be printed)."""
+    size: int
+    """Bytes (characters) the prints keep alive."""
+
+
+def request_prints(body: Mapping[str, Any], operation: str) -> RequestPrints:
+    """The body's `RequestPrints`."""
+    tools = _list_print(body.get("tools"))
+    functions = _list_print(body.get("functions"))
+    instructions = body.get("instructions") if operation == RESPONSES else None
+    instructions_print: _PrintOf | None = (
+        instructions if instructions is None or type(instructions) is str else value_print(instructions)
+    )
+    leading = _leading_messages(body, operation)
+    messages = tuple(_message_print(message) for _, message in leading)
+    parts = (tools, functions, instructions_print, *messages)
+    if any(part is None for part in (tools, functions, *messages)) or (
+        instructions is not None and instructions_print is None
+    ):
+        return RequestPrints(tools, functions, instructions, instructions_print, leading, messages, None, 0)
+    size = sum(_print_size(part) for part in parts)
+    source = (operation, tools, functions, instructions_print, messages)
+    return RequestPrints(tools, functions, instructions, instructions_print, leading, messages, source, size)
+
+
+def _list_print(value: Any) -> bytes | None:
+    """A ``tools`` / ``functions`` value's print (`_ABSENT` when it is left out)."""
+    if value is None:
+        return _ABSENT
+    return json_print(value) if type(value) is list else value_print(value)
+
+
+def _message_print(message: Any) -> _PrintOf | None:
+    """``(role, content)`` of a plain-text message (two string values, ``role`` first), else its
+    pickle: a pair never equals a pickle, and equal pairs are messages that serialise the same."""
+    if type(message) is dict and len(message) == 2:
+        role, content = message.get("role"), message.get("content")
+        if type(role) is str and type(content) is str and next(iter(message)) == "role":
+            return (role, content)
+    return value_print(message)
+
+
+def _print_size(value: Any) -> int:
+    if value is None:
+        return 0
+    if type(value) is tuple:
+        return sum(_print_size(part) for part in value)
+    return len(value)
+
+
+_DIGESTS: dict[Any, bytes] = {}
+"""`conversation_head`'s digests by the print they digest (bounded by `_DIGESTS_MAX` entries and
+`_DIGESTS_MAX_SIZE` bytes of prints kept)."""
+_DIGESTS_MAX = 4_096
+_DIGESTS_MAX_SIZE = 32 << 20
+_digests_size = 0
+_last_tools: tuple[tuple[bytes, bytes], bytes] = ((_ABSENT, _ABSENT), b"")
+"""The last tools print and its digest: one comparison of bytes instead of hashing them (an agent's
+tools are the same on every call)."""
+
+
+def _print_digest(key: Any) -> bytes:
+    """The digest of a print (its pickle's BLAKE2b), made once per print."""
+    global _digests_size
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        digest = block_digest(pickle.dumps(key, 5))
+        size = _print_size(key)
+        if len(_DIGESTS) >= _DIGESTS_MAX or _digests_size + size > _DIGESTS_MAX_SIZE:
+            _DIGESTS.clear()
+            _digests_size = 0
+        _DIGESTS[key] = digest
+        _digests_size += size
+    return digest
+
+
+def _tools_digest(key: tuple[bytes, bytes]) -> bytes:
+    global _last_tools
+    last_key, last_digest = _last_tools
+    if key == last_key:
+        return last_digest
+    digest = _print_digest(key)
+    _last_tools = (key, digest)
+    return digest
+
+
+def _opening_digest(message: Any) -> bytes:
+    printed = _message_print(message)
+    return _digest(message) if printed is None else _print_digest(printed)
 
 
 def prefix_shape(body: Mapping[str, Any], operation: str) -> PrefixShape:
@@ -525,17 +695,21 @@ def prepare_request(
     gap_s: float | None = None,
     count_block: TokenCounter | None = None,
     previous: PrefixMemo | None = None,
+    prints: RequestPrints | None = None,
 ) -> PreparedOpenAIRequest:
     """Decide the body budgetclient sends for ``body`` (see the module docstring).
 
     ``count_block`` estimates each prefix block's tokens: the breakpoint's minimum-length check
     and drift's tokens at risk use them (without it the length check is skipped). ``previous`` is
-    the memo of the conversation's last call (`PreparedOpenAIRequest.memo`): unchanged blocks are reused.
+    the memo of the conversation's last call (`PreparedOpenAIRequest.memo`): unchanged blocks are reused;
+    ``prints``: the body's `request_prints`, when already made.
     ``cache_key`` is the key of a request without a stable prefix; ``route_key`` maps a prefix's
     key to the one to send (the caller spreads a busy prefix over several routes).
     """
     out: dict[str, Any] = dict(body)
-    prefix, memo = build_prefix(body, operation, count_block, previous)
+    if prints is None and operation in (CHAT, RESPONSES):
+        prints = request_prints(body, operation)
+    prefix, memo = build_prefix(body, operation, count_block, previous, prints)
     hide = False
     injected_key: str | None = None
     marked: list[str] = []
@@ -570,7 +744,7 @@ def prepare_request(
     changed = len(out) != len(body) or any(out[k] is not body[k] for k in body)
     # the key budgetclient adds follows the prefix: a change of it is the prefix's, not a parameter's
     params = cache_params(body, operation)
-    return PreparedOpenAIRequest(
+    return _new_prepared(
         body=out if changed else body,
         changed=changed,
         hide_usage_chunk=hide,
@@ -581,6 +755,7 @@ def prepare_request(
         breakpoints=tuple(marked),
         notes=notes,
         memo=memo,
+        tools_print=prints.tools if prints is not None and prints.tools else None,
     )
 
 

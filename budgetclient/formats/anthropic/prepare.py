@@ -363,14 +363,18 @@ def observe_response(
     usage: Usage,
     message: Mapping[str, Any] | None,
     *,
-    now: float,
+    now: float | None = None,
 ) -> PrefixDrift | None:
     """Learn from the response; the drift to record (``prepared.drift`` merged with the API's reason).
 
     The reported cache reads + writes say where the deepest entry ended; the reported input
     tokens calibrate our token estimates. A ``cache_miss_reason`` is merged into the local drift,
     or becomes one when we saw none, except a ``messages_changed`` that is the volatile tail
-    placement already expected.
+    placement already expected. ``now`` is not read (the gap is timed when the next call is
+    prepared); it stays for callers that pass it.
+
+    Runs in the caller's thread before the SDK returns (the next call's placement reads what it
+    learns), so it reads only what it needs: a few fields, under the lineage's lock.
     """
     request = prepared.blocks
     with state.lock:
@@ -383,7 +387,8 @@ def observe_response(
             ends = request.prefix_tokens
             total = ends[-1] if ends else 0  # request.total_tokens
             if total > 0:
-                ratio = min(max(reported / total, 0.25), 4.0)
+                ratio = reported / total  # clamped to [0.25, 4] without min/max calls
+                ratio = 0.25 if ratio < 0.25 else 4.0 if ratio > 4.0 else ratio
                 state.token_scale = ratio if state.calls <= 1 else (state.token_scale + ratio) / 2
             cached = usage.cache_read_tokens + usage.cache_write_tokens
             if cached == 0:

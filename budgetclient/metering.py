@@ -306,9 +306,9 @@ def finish_call(
     )  # fmt: skip
     if batch:
         return _complete(_Finished(*finished))
-    try:  # `guarded`, written out: this runs on every call
+    try:
         bounds = _deferrable(ctx, usage, model_name)
-    except Exception as exc:
+    except Exception as exc:  # guarded's rule, without its object (every call): made now, logged
         report_fault("meter.failed", exc, stage="defer")
         bounds = None
     if bounds is None:

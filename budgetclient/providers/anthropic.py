@@ -445,8 +445,7 @@ class BudgetMiddleware(Middleware):
                         if drift is None and self.options.drift == "warn":
                             announce_drift(merged, provider=PROVIDER, model=ctx.model)
                         drift = merged
-            mapping = type(usage_fields) is dict or _is_mapping(usage_fields)
-            tier = usage_fields.get("service_tier") if mapping else None
+            tier = usage_fields.get("service_tier")
             response_id = message.get("id")
             metering.finish_call(
                 ctx,

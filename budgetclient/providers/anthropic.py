@@ -76,7 +76,7 @@ def usage_from_anthropic(usage: Mapping[str, Any] | None) -> Usage:
     get: Callable[[str], Any] = usage.get
     read, write, output, given = map(get, _COUNTS)
     plain = type(read) is type(write) is type(output) is type(given) is int  # as JSON gives them
-    if not plain or min(read, write, output, given) < 0:  # else `_int` of each is each: no calls
+    if not plain or (read | write | output | given) < 0:  # else `_int` of each is each: no calls
         read, write, output, given = _int(read), _int(write), _int(output), _int(given)
     creation = get("cache_creation")
     long_write = 0

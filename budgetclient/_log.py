@@ -66,8 +66,25 @@ class _LibraryLogger:
             return _disabled
         return getattr(_stdlib, name)
 
-    # the hot level: a property skips the failed attribute lookup that precedes ``__getattr__``
-    info = property(lambda self: self.__getattr__("info"))
+    @property
+    def info(self) -> Any:
+        """``__getattr__("info")`` for the hot level, as a property (no failed attribute lookup
+        first), reading structlog's configuration object where ``get_config()`` would copy it."""
+        config = _STRUCTLOG_CONFIG
+        if config is None:
+            return self.__getattr__("info")
+        if config.is_configured:
+            if getattr(config.default_wrapper_class, "info", None) is _structlog_nop:
+                return _disabled
+            return _structlog.info
+        if not _logger.isEnabledFor(logging.INFO):
+            return _disabled
+        return _stdlib.info
+
+
+_STRUCTLOG_CONFIG: Any = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
+"""What ``structlog.is_configured()`` and ``get_config()`` read (None: a structlog without it,
+`_LibraryLogger.info` then asks them)."""
 
 
 log: Any = _LibraryLogger()

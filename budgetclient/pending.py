@@ -61,12 +61,8 @@ def defer(job: Callable[[], None]) -> None:
     _jobs.append(job)
     if _thread is None:
         _start()
-    _wake()
-
-
-def _wake() -> None:
-    """Let the worker run the queue. A job appended before this is run by the worker's next pass:
-    the signal is released now, or still released from before (the worker has not taken it yet)."""
+    # wake the worker: a job appended before this is run by the worker's next pass (the signal is
+    # released now, or still released from before: the worker has not taken it yet)
     signal = _signal
     if signal.locked():
         try:

@@ -318,16 +318,10 @@ class Task:
                 cached = self._pending_mark
                 if cached is None or cached[0] is not budget or cached[1] != warn_at:
                     cached = self._pending_mark = (budget, warn_at, float(budget) * warn_at)
-                return self._add_pending(bound, cached[2])
+                if self._priced_float + self._pending_bound + bound >= cached[2]:
+                    return False  # it might reach the mark
             self._pending_bound += bound
             return True
-
-    def _add_pending(self, bound: float, mark: float) -> bool:
-        """`_leave_pending` for a task still short of its mark (lock held by caller)."""
-        if self._priced_float + self._pending_bound + bound >= mark:
-            return False
-        self._pending_bound += bound
-        return True
 
     def _settle_pending(self, bound: float) -> None:
         with self._lock:

@@ -51,6 +51,27 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
 
 
 @pytest.fixture
+def nothing_observes_records(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No listened-to ``llm.call`` line, call hook or OpenTelemetry span (another test's leftovers):
+    records are made off the call path (`pending`)."""
+    import logging
+
+    import structlog
+
+    from budgetclient import metering
+    from budgetclient.hooks import Hooks
+
+    previous = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    monkeypatch.setattr(metering, "_sync_call_hooks", Hooks("meter.hook_failed"))
+    monkeypatch.setattr(metering, "_call_start_hooks", Hooks("meter.hook_failed"))
+    try:
+        yield
+    finally:
+        structlog.configure(**previous)
+
+
+@pytest.fixture
 def ledger_url(_isolated: str) -> str:
     """The memory:// URL this test's records are written to."""
     return _isolated

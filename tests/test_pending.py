@@ -3,31 +3,16 @@ the roll-up, the budget cap, and records made at once when something observes th
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-import structlog
 
 import budgetclient as bc
 from budgetclient import metering, pending
-from budgetclient.hooks import Hooks
 from budgetclient.ledger.writer import get_ledger
 from budgetclient.usage import Usage
 
-
-@pytest.fixture(autouse=True)
-def _nothing_observes_records(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No listened-to ``llm.call`` line, call hook or OpenTelemetry span (another test's leftovers)."""
-    previous = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    monkeypatch.setattr(metering, "_sync_call_hooks", Hooks("meter.hook_failed"))
-    monkeypatch.setattr(metering, "_call_start_hooks", Hooks("meter.hook_failed"))
-    try:
-        yield
-    finally:
-        structlog.configure(**previous)
+pytestmark = pytest.mark.usefixtures("nothing_observes_records")
 
 
 PRICE = {"pending-model": {"input": "3", "output": "15"}}

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
+import orjson
 
 __all__ = ["BodyObserver", "SSEParser", "body_read", "loads", "read_json", "tap_response"]
 
@@ -281,13 +282,26 @@ def loads(text: str) -> Any:
     return document if end == len(text) else json.loads(text)
 
 
-def _loads(body: bytes) -> Any:
-    """``json.loads(body)``, without its encoding sniffing for a body that starts ``{`` + non-NUL.
+_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+"""``bytes.translate`` table: every digit to ``0``, every other byte to a space."""
+_LONG_NUMBER = b"0" * 19
+"""19 digits in a row, translated: orjson reads an integer past 64 bits as a float."""
 
-    ``json.loads`` sniffs BOMs and UTF-16/32 byte patterns in Python (a microsecond); for such a
-    body it would pick UTF-8, so decoding as it would and parsing the text gives the same result.
+
+def _loads(body: bytes) -> Any:
+    """``json.loads(body)``: the same document at a third of the cost for a body that starts ``{``.
+
+    Such a body is parsed by orjson (a UTF-8 object, as ``json.loads`` would sniff it), which gives
+    the same document as ``json.loads`` except for an integer of 19 digits or more (read as a
+    float: such a body goes to ``json``) and what it refuses (invalid UTF-8, lone surrogates,
+    ``NaN``, a float out of range): that goes to ``json``, which decides as before.
     """
     if body[:1] == b"{" and body[1:2] != b"\x00":
+        if _LONG_NUMBER not in body.translate(_DIGITS):
+            try:
+                return orjson.loads(body)
+            except orjson.JSONDecodeError:
+                pass
         return loads(body.decode("utf-8", "surrogatepass"))
     return json.loads(body)
 
@@ -358,7 +372,7 @@ def read_json(response: httpx2.Response) -> Any:
     (`_parsed_once`). Nothing else holds it by then, so that call's caller owns it as usual.
     """
     content = response.content
-    if not content.strip():
+    if content[:1] != b"{" and not content.strip():  # a body of JSON's own: no copy to test
         return None
     document = _loads(content)
     if type(document) is dict and type(response).json is _RESPONSE_JSON:

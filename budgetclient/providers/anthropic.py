@@ -27,7 +27,7 @@ from anthropic import APIRequest, Middleware
 
 from .. import metering
 from .._construct import fast_constructor
-from .._guard import guarded
+from .._guard import guarded, report_fault
 from ..admission import Admission, admit, holding, output_limit, sending
 from ..blocks import Ttl
 from ..estimate import TokenEstimate, estimate_request
@@ -66,13 +66,18 @@ def _is_mapping(value: Any) -> bool:
     return type(value) is dict or isinstance(value, Mapping)  # an ABC check costs ~0.5 µs
 
 
+_COUNTS = ("cache_read_input_tokens", "cache_creation_input_tokens", "output_tokens", "input_tokens")
+
+
 def usage_from_anthropic(usage: Mapping[str, Any] | None) -> Usage:
     """Normalise an Anthropic ``usage`` object: its ``input_tokens`` excludes cache tokens."""
     if not usage:
         return Usage(requests=1)
-    get = usage.get
-    read = _int(get("cache_read_input_tokens"))
-    write = _int(get("cache_creation_input_tokens"))
+    get: Callable[[str], Any] = usage.get
+    read, write, output, given = map(get, _COUNTS)
+    plain = type(read) is type(write) is type(output) is type(given) is int  # as JSON gives them
+    if not plain or (read | write | output | given) < 0:  # else `_int` of each is each: no calls
+        read, write, output, given = _int(read), _int(write), _int(output), _int(given)
     creation = get("cache_creation")
     long_write = 0
     if creation is not None and _is_mapping(creation):
@@ -81,15 +86,14 @@ def usage_from_anthropic(usage: Mapping[str, Any] | None) -> Usage:
             write = long_write + _int(creation.get("ephemeral_5m_input_tokens"))
     details = get("output_tokens_details")
     thinking = _int(details.get("thinking_tokens")) if details is not None and _is_mapping(details) else 0
-    output = _int(get("output_tokens"))
-    # every count went through _int (non-negative ints): skip Usage's validation
+    # every count is a non-negative int: skip Usage's validation
     return _trusted_usage(
-        input_tokens=_int(get("input_tokens")) + read + write,
+        input_tokens=given + read + write,
         cache_read_tokens=read,
         cache_write_tokens=write,
-        cache_write_long_tokens=min(long_write, write),
+        cache_write_long_tokens=long_write if long_write < write else write,
         output_tokens=output,
-        reasoning_tokens=min(thinking, output),
+        reasoning_tokens=thinking if thinking < output else output,
         requests=1,
     )
 
@@ -140,10 +144,6 @@ class _AnthropicAttempt:
     prepared: PreparedRequest | None
     state: LineageState | None
 
-
-_RECORD_GUARD = guarded("meter.failed", stage="anthropic.record")
-_OBSERVE_GUARD = guarded("cache.observe_failed")
-"""`_record`'s guards, built once (a guard holds no state of its own)."""
 
 
 class _MessageObserver(BodyObserver):
@@ -379,27 +379,28 @@ class BudgetMiddleware(Middleware):
                 metering.finish_call(attempt.ctx, Usage(), status="ok", error="no-http-response")
                 return
         status = http_response.status_code
+        ctx = attempt.ctx
         if status >= 400:
-            if attempt.ctx.operation == "batch":
+            if ctx.operation == "batch":
                 return
-            metering.finish_call(
-                attempt.ctx, Usage(), status="error", http_status=status, error=f"HTTP {status}"
-            )
+            metering.finish_call(ctx, Usage(), status="error", http_status=status, error=f"HTTP {status}")
             return
-        with guarded("meter.failed", stage="tap"):
-            if attempt.ctx.operation == "batch":
+        try:  # `guarded`, written out: this runs on every call
+            if ctx.operation == "batch":
                 batch_id = _path(attempt.request.url)[len(_BATCHES_PREFIX) :].split("/", 1)[0]
-                tap_response(http_response, _JSONLBatchObserver(self, batch_id, attempt.ctx))
+                tap_response(http_response, _JSONLBatchObserver(self, batch_id, ctx))
                 return
             # only a request that asked to stream gets events (a header lookup costs microseconds)
-            mode = _stream_mode(http_response) if attempt.ctx.stream else "json"
+            mode = _stream_mode(http_response) if ctx.stream else "json"
             if mode == "json" and body_read(http_response):
                 self._record_json(attempt, http_response, status)  # every call not streamed
             else:
                 tap_response(http_response, _MessageObserver(self, attempt, status, mode))
             return
+        except Exception as exc:
+            report_fault("meter.failed", exc, stage="tap")
         # the response could not be observed: recorded as incomplete, its hold given back
-        metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=status)
+        metering.finish_call(ctx, Usage(requests=1), status="incomplete", http_status=status)
 
     def _record_json(self, attempt: _AnthropicAttempt, response: httpx2.Response, status: int) -> None:
         """A JSON body the SDK has read: parsed once for the record and the SDK (`read_json`), and
@@ -407,7 +408,7 @@ class BudgetMiddleware(Middleware):
         message: Mapping[str, Any] = {}
         try:
             document = read_json(response)
-            if not _is_mapping(document):  # blank, or not an object: no usage to read
+            if type(document) is not dict and not _is_mapping(document):  # blank, or not an object
                 self._record(attempt, {}, message, False, status, None)
                 return
             message = document
@@ -426,18 +427,25 @@ class BudgetMiddleware(Middleware):
         http_status: int,
         error: BaseException | None,
     ) -> None:
+        """The call's record from its response (made now or off the call path: `finish_call`), after
+        what must be done before the SDK returns: the lineage learns from the response (the next
+        call's placement reads it) and a drift the API diagnosed is warned about in this thread."""
         ctx = attempt.ctx
-        with _RECORD_GUARD:
+        try:  # `guarded`, written out (this runs on every call): never break the call
             usage = usage_from_anthropic(usage_fields) if usage_fields or complete else Usage(requests=1)
             drift = ctx.drift
-            if attempt.prepared is not None and attempt.state is not None and complete:
-                with _OBSERVE_GUARD:
-                    merged = observe_response(attempt.state, attempt.prepared, usage, message, now=self.now())
+            prepared = attempt.prepared
+            if complete and prepared is not None and attempt.state is not None:
+                try:
+                    merged = observe_response(attempt.state, prepared, usage, message)
+                except Exception as exc:
+                    report_fault("cache.observe_failed", exc)
+                else:
                     if merged is not None and merged is not drift:
                         if drift is None and self.options.drift == "warn":
                             announce_drift(merged, provider=PROVIDER, model=ctx.model)
                         drift = merged
-            tier = usage_fields.get("service_tier") if _is_mapping(usage_fields) else None
+            tier = usage_fields.get("service_tier")
             response_id = message.get("id")
             metering.finish_call(
                 ctx,
@@ -446,10 +454,12 @@ class BudgetMiddleware(Middleware):
                 model=_billed_model(ctx.model, message),
                 http_status=http_status,
                 error=None if error is None else type(error).__name__,
-                response_id=response_id if isinstance(response_id, str) else None,
-                service_tier=tier if isinstance(tier, str) else None,
+                response_id=response_id if type(response_id) is str else None,
+                service_tier=tier if type(tier) is str else None,
                 drift=drift,
             )
+        except Exception as exc:
+            report_fault("meter.failed", exc, stage="anthropic.record")
         if not ctx.finished:  # a fault above must neither keep the call's hold nor lose its record
             metering.finish_call(ctx, Usage(requests=1), status="incomplete", http_status=http_status)
 

@@ -363,33 +363,41 @@ def observe_response(
     usage: Usage,
     message: Mapping[str, Any] | None,
     *,
-    now: float,
+    now: float | None = None,
 ) -> PrefixDrift | None:
     """Learn from the response; the drift to record (``prepared.drift`` merged with the API's reason).
 
     The reported cache reads + writes say where the deepest entry ended; the reported input
     tokens calibrate our token estimates. A ``cache_miss_reason`` is merged into the local drift,
     or becomes one when we saw none, except a ``messages_changed`` that is the volatile tail
-    placement already expected.
+    placement already expected. ``now`` is not read (the gap is timed when the next call is
+    prepared); it stays for callers that pass it.
+
+    Runs in the caller's thread before the SDK returns (the next call's placement reads what it
+    learns), so it reads only what it needs: a few fields, under the lineage's lock.
     """
     request = prepared.blocks
     with state.lock:
-        current = state.calls == prepared.sequence
-        response_id = message.get("id") if message is not None else None
-        if current and isinstance(response_id, str):
-            state.response_id = response_id
-        reported = usage.input_tokens
-        if current and request is not None and reported > 0:
-            ends = request.prefix_tokens
-            total = ends[-1] if ends else 0  # request.total_tokens
-            if total > 0:
-                ratio = min(max(reported / total, 0.25), 4.0)
-                state.token_scale = ratio if state.calls <= 1 else (state.token_scale + ratio) / 2
-            cached = usage.cache_read_tokens + usage.cache_write_tokens
-            if cached == 0:
-                state.written_end = None
-            elif prepared.cache_points:
-                state.written_end = _nearest_end(prepared.cache_points, ends, state.token_scale, cached) + 1
+        calls = state.calls
+        if calls == prepared.sequence:  # no later call of the lineage prepared since: learn
+            response_id = message.get("id") if message is not None else None
+            if type(response_id) is str:
+                state.response_id = response_id
+            reported = usage.input_tokens
+            if request is not None and reported > 0:
+                ends = request.prefix_tokens
+                total = ends[-1] if ends else 0  # request.total_tokens
+                scale = state.token_scale
+                if total > 0:
+                    ratio = reported / total  # clamped to [0.25, 4] without min/max calls
+                    ratio = 0.25 if ratio < 0.25 else 4.0 if ratio > 4.0 else ratio
+                    scale = state.token_scale = ratio if calls <= 1 else (scale + ratio) / 2
+                cached = usage.cache_read_tokens + usage.cache_write_tokens
+                points = prepared.cache_points
+                if cached == 0:
+                    state.written_end = None
+                elif points:
+                    state.written_end = _nearest_end(points, ends, scale, cached) + 1
     if not prepared.diagnostics or message is None or message.get("diagnostics") is None:
         return prepared.drift  # what `_merge_diagnostics` concludes without a diagnosis, sooner
     return _merge_diagnostics(prepared, message, request.model if request is not None else "")

@@ -643,6 +643,62 @@ def test_writer_many_threads_every_record_exactly_once() -> None:
     writer.close()
 
 
+def test_a_patched_time_monotonic_reaches_neither_the_writer_nor_its_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Code under test patches ``time.monotonic`` (anyio's fake clock raises outside an event loop):
+    the writer's thread, lingering beside it, keeps its own clock and writes every record."""
+    url = memory_url()
+    writer = LedgerWriter(url, flush_interval=0.05)
+    died: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    first, second = make_call(1), make_call(2)
+    writer.submit_call(first)  # the thread starts and lingers, reading its clock
+
+    def no_event_loop() -> float:
+        raise RuntimeError("Not currently running on any asynchronous event loop")
+
+    monkeypatch.setattr(time, "monotonic", no_event_loop)
+    writer.submit_call(second)
+    assert writer.flush(10)
+    monkeypatch.undo()
+    assert died == []
+    assert [r.id for r in open_ledger(url).read_calls()] == [first.id, second.id]
+    writer.close()
+
+
+def test_a_writer_thread_that_fails_logs_it_and_the_next_one_writes_its_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = memory_url()
+    writer = LedgerWriter(url, flush_interval=0.01)
+    died: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    real = writer._normalised
+    faults = iter([RuntimeError("a bug")])
+
+    def once(batch: list[Any]) -> list[Any]:
+        fault = next(faults, None)
+        if fault is not None:
+            raise fault
+        return real(batch)
+
+    monkeypatch.setattr(writer, "_normalised", once)
+    first, second = make_call(1), make_call(2)
+    with capture_logs() as logs:
+        writer.submit_call(first)
+        deadline = time.monotonic() + 10
+        while not any(e["event"] == "ledger.writer_failed" for e in logs) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        writer.submit_call(second)  # starts a new thread, which takes the handed-back batch first
+        assert writer.flush(10)
+    assert died == []
+    (failed,) = [e for e in logs if e["event"] == "ledger.writer_failed"]
+    assert failed["error"] == "RuntimeError" and failed["detail"] == "a bug"
+    assert [r.id for r in open_ledger(url).read_calls()] == [first.id, second.id]
+    writer.close()
+
+
 def test_writer_handles_all_record_kinds() -> None:
     url = memory_url()
     writer = LedgerWriter(url)

@@ -54,7 +54,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from .. import config
-from .._guard import guarded
+from .._guard import guarded, report_fault
 from .._log import log
 from ..errors import ConfigurationError, LedgerError
 from ..ledger_url import InvalidLedgerURL, check_url, mask_url, scheme_of, sqlite_path_from_url
@@ -65,6 +65,11 @@ from ._files import append_private, open_locked, read_all, write_all
 from ._validate import MAX_KEY_BYTES, Unstorable, clean_text, normalise, screen
 from .base import AlertRecord, Ledger, RecordRefused, mask_secrets
 from .opening import open_ledger
+
+_monotonic = time.monotonic
+"""Bound at import: code under test often patches ``time.monotonic`` (anyio's fake clock, a
+mock), and the writer's thread runs beside whatever the caller is doing; it must neither die of
+the patch nor wait by a clock that does not move."""
 
 __all__ = ["LedgerWriter", "flush", "get_ledger", "get_writer", "install_sigterm_flush", "quarantine_path"]
 
@@ -318,7 +323,7 @@ class LedgerWriter:
             # Python 3.11 blocks forever in Thread.start() during finalisation; writing inline
             # (flush -> _write_inline) is the only way such a record is stored.
             return
-        thread = threading.Thread(target=self._run, name="budgetclient-ledger-writer", daemon=True)
+        thread = threading.Thread(target=self._run_guarded, name="budgetclient-ledger-writer", daemon=True)
         try:
             thread.start()
         except RuntimeError:  # interpreter shutting down: flush() writes inline instead
@@ -344,7 +349,7 @@ class LedgerWriter:
         Never raises: while the ledger is down this returns False and the records stay queued.
         """
         settle()  # calls whose records are still being made off the call path (`pending`)
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        deadline = None if timeout is None else _monotonic() + max(timeout, 0.0)
         with self._cond:
             target = self._taken + len(self._queue)
             if self._written >= target:
@@ -356,7 +361,7 @@ class LedgerWriter:
             self._cond.notify_all()
             if self._thread is not None:
                 while self._written < target:
-                    remaining = None if deadline is None else deadline - time.monotonic()
+                    remaining = None if deadline is None else deadline - _monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
                     self._cond.wait(remaining)
@@ -378,6 +383,15 @@ class LedgerWriter:
             )  # fmt: skip
 
     # -- the background thread ----------------------------------------------------------------
+
+    def _run_guarded(self) -> None:
+        """`_run`, whose fault is logged, not raised into ``threading.excepthook`` (where a test
+        runner reports it as the user's failure): `_run` has handed its batch back, and the next
+        submit starts a new thread."""
+        try:
+            self._run()
+        except Exception as exc:
+            report_fault("ledger.writer_failed", exc, url=mask_url(self.url))
 
     def _run(self) -> None:
         batch: list[Any] = []
@@ -439,12 +453,12 @@ class LedgerWriter:
             if self._closing:
                 return []  # _wake_at stays 1: the next submit starts a new thread
             self._cond.wait()
-        deadline = time.monotonic() + self.flush_interval
+        deadline = _monotonic() + self.flush_interval
         while True:
             self._wake_at = self.batch_size
             if len(queue) >= self.batch_size or self._closing or self._flush_target > self._written:
                 break
-            remaining = deadline - time.monotonic()
+            remaining = deadline - _monotonic()
             if remaining <= 0:
                 break
             self._cond.wait(remaining)
@@ -462,10 +476,10 @@ class LedgerWriter:
 
     def _back_off(self) -> None:
         delay = min(BACKOFF_INITIAL_S * 2 ** (self._failures - 1), BACKOFF_MAX_S)
-        deadline = time.monotonic() + delay
+        deadline = _monotonic() + delay
         with self._cond:
             while not self._retry_now:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - _monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
@@ -769,7 +783,7 @@ class LedgerWriter:
             with self._cond:
                 if self._written >= target:
                     return True
-                if self._in_flight or (deadline is not None and time.monotonic() >= deadline):
+                if self._in_flight or (deadline is not None and _monotonic() >= deadline):
                     return False
                 batch = self._take()
             taken = len(batch)
@@ -874,9 +888,9 @@ def get_ledger() -> Ledger:
 def _flush_writers(writers: list[LedgerWriter], timeout: float, *, why: str) -> None:
     """Wait up to ``timeout`` for ``writers``; a wait over `EXIT_QUIET_S` is logged, and so is
     what is left unwritten when the time is up."""
-    deadline = time.monotonic() + timeout
+    deadline = _monotonic() + timeout
     for writer in writers:
-        remaining = max(deadline - time.monotonic(), 0.0)
+        remaining = max(deadline - _monotonic(), 0.0)
         if writer.failing:
             remaining = min(remaining, EXIT_TIMEOUT_FAILING_S)
         if writer.flush(min(remaining, EXIT_QUIET_S)):
@@ -888,7 +902,7 @@ def _flush_writers(writers: list[LedgerWriter], timeout: float, *, why: str) -> 
                 detail="waiting for the ledger (locked or unreachable?); "
                 "configure(ledger_exit_timeout=...) or BUDGETCLIENT_LEDGER_EXIT_TIMEOUT bounds the wait",
             )  # fmt: skip
-            if writer.flush(max(deadline - time.monotonic(), 0.0)):
+            if writer.flush(max(deadline - _monotonic(), 0.0)):
                 continue
         if not writer.pending:
             continue

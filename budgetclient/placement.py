@@ -167,12 +167,12 @@ def choose_ttl(
     """
     if requested != "auto":
         return requested
-    recent = list(gaps)[-8:]
+    recent = _recent(gaps)
     if not recent:
         return "5m"
     if len(recent) >= 2 and min(recent) > ONE_HOUR_S:
         return None
-    long_share = sum(1 for g in recent if LONG_GAP_S < g <= ONE_HOUR_S) / len(recent)
+    long_share = _long_share(recent)
     if long_share == 0:
         return "5m"
     saved = long_share * (WRITE_5M - READ) * prefix_tokens
@@ -182,8 +182,21 @@ def choose_ttl(
 
 def long_gap_share(gaps: Sequence[float]) -> float:
     """Share of recent gaps that outlive a 5m entry but not a 1h one."""
-    recent = list(gaps)[-8:]
-    return sum(1 for g in recent if LONG_GAP_S < g <= ONE_HOUR_S) / len(recent) if recent else 0.0
+    recent = _recent(gaps)
+    return _long_share(recent) if recent else 0.0
+
+
+def _recent(gaps: Sequence[float]) -> list[float]:
+    return gaps[-8:] if type(gaps) is list else list(gaps)[-8:]
+
+
+def _long_share(recent: list[float]) -> float:
+    """`long_gap_share` of a non-empty ``recent``: 0 at once when no gap outlives a 5m entry (the
+    commonest case, with ``max`` in C; a NaN gap, never counted, is never ``max`` unless first,
+    and then fails the test: counted one by one)."""
+    if max(recent) <= LONG_GAP_S:
+        return 0.0
+    return sum(1 for g in recent if LONG_GAP_S < g <= ONE_HOUR_S) / len(recent)
 
 
 def _reaches(points: Sequence[int], target: int, lookback: int) -> bool:

@@ -65,6 +65,8 @@ def request_shape_of(body: Mapping[str, Any]) -> str:
     ``output_format``) and a compaction request (``compaction``, the tool runner's summary
     request) each read a cache entry of their own, as another model would."""
     output_config = body.get("output_config")
+    if output_config is None and body.get("output_format") is None and body.get("compaction") is None:
+        return ""  # the usual request: `request_shape` of no fields
     output_format = output_config.get("format") if isinstance(output_config, Mapping) else None
     return request_shape(
         (
@@ -130,15 +132,19 @@ def _section_digest_of(value: Any) -> bytes:
 def _tools_digest(value: Any, given: Print) -> bytes:
     """`_section_digest` of the tools, from their `tools_print` when it is the same pickle: looked
     up by it first (`_TOOLS_DIGESTS`; a dict's hash of the bytes costs a fraction of BLAKE2b's)."""
+    global _last_tools
     if type(given) is bytes and type(value) is list:
         # only an unmarked list's print is stored, and an equal print is an equal value: a hit
         # needs no look for markers (20 tool schemas walked in Python)
+        last = _last_tools
+        if last is not None and given == last[0]:  # the commonest call: the last call's tools
+            return last[1]
         digest = _TOOLS_DIGESTS.get(given)
-        if digest is not None:
-            return digest
-        if not _marked(value):
+        if digest is None and not _marked(value):
             digest = block_digest(given)
             _TOOLS_DIGESTS.put(given, digest, len(given))
+        if digest is not None:
+            _last_tools = (given, digest)
             return digest
     if type(value) is list:  # markers moved: the digest of the same tools unmarked
         unmarked = json_print([_unmarked(item) for item in value])
@@ -174,13 +180,15 @@ def conversation_head(body: Mapping[str, Any], *, tools: Print = None) -> Conver
 
     Cheap: one digest of the tools, one of the system prompt and one of each of the first two
     messages, never the whole prompt. ``tools``: the body's `tools_print`, when already made."""
-    fixed = tuple(
-        _tools_digest(body[name], tools) if name == "tools" else _section_digest(body[name])
-        for name in ("tools", "system")
-        if body.get(name)
-    )
+    fixed: tuple[bytes, ...] = ()
+    value = body.get("tools")
+    if value:
+        fixed = (_tools_digest(value, tools),)
+    value = body.get("system")
+    if value:
+        fixed = (*fixed, _section_digest(value))
     messages = body.get("messages")
-    opening = tuple(_section_digest(m) for m in messages[:2]) if isinstance(messages, list) else ()
+    opening = tuple(map(_section_digest, messages[:2])) if isinstance(messages, list) else ()
     return _new_head(fixed=fixed, opening=opening)
 
 
@@ -355,6 +363,9 @@ characters)."""
 
 _TOOLS_DIGESTS: _Bounded[bytes, bytes] = _Bounded(256, _SERIALISED_MAX_BYTES)
 """`_tools_digest` by the tools' `tools_print` (weighed by its bytes)."""
+_last_tools: tuple[bytes, bytes] | None = None
+"""The last `_TOOLS_DIGESTS` entry answered, compared before the lookup: equal prints compare in
+``memcmp``, where the lookup hashes the whole print anew (a new ``bytes`` object each call)."""
 
 Print = bytes | tuple[Any, ...] | None
 """What a value is compared by on the next call (see `_fingerprint`)."""

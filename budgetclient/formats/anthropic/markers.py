@@ -26,7 +26,7 @@ def cache_control(ttl: Ttl) -> dict[str, str]:
 
 
 def _marker_ttl(value: Any) -> Ttl | None:
-    if not isinstance(value, Mapping):
+    if value is None or not isinstance(value, Mapping):  # most blocks: no ABC check
         return None
     return "1h" if value.get("ttl") == "1h" else "5m"
 

@@ -137,7 +137,7 @@ def prepare_request(
     """
     model = str(body.get("model") or "")
     thread = body.get("thread")
-    if isinstance(thread, Mapping) and thread.get("type") == "continue":
+    if thread is not None and isinstance(thread, Mapping) and thread.get("type") == "continue":
         # A server-held thread: the earlier turns (and possibly tools and system) live on the
         # server, so this body is not the prompt; leave it alone and start afresh afterwards.
         with state.lock:

@@ -233,38 +233,42 @@ def place_breakpoints(
     free = max_breakpoints - len(existing)
     if free <= 0:
         return ()
-
-    def cacheable(index: int | None) -> bool:
-        return index is not None and request.prefix_tokens[index] * token_scale >= min_tokens
+    # runs on every call: the minimum-length test (``cacheable``) written out, no closure or call
+    ends = request.prefix_tokens
 
     if volatile_fixed is not None:
         rolling = None
-        stable = request.last_markable_at_or_before(volatile_fixed - 1) if volatile_fixed > 0 else None
+        stable = _last_markable(request, volatile_fixed - 1) if volatile_fixed > 0 else None
     else:
-        end = volatile_tail_start(request, tail) - 1
-        rolling = request.last_markable_at_or_before(end) if end >= 0 else None
+        end = (len(blocks) if tail is None else volatile_tail_start(request, tail)) - 1
+        rolling = _last_markable(request, end) if end >= 0 else None
         fixed_end = request.fixed_end
-        stable = request.last_markable_at_or_before(fixed_end - 1) if fixed_end else None
+        stable = _last_markable(request, fixed_end - 1) if fixed_end else None
 
     known = previous_end is not None and 0 < previous_end <= len(blocks)
     wanted: list[tuple[int, Role]] = []
-    if cacheable(rolling) and rolling is not None:
+    if rolling is not None and ends[rolling] * token_scale >= min_tokens:
         wanted.append((rolling, "rolling"))
     anchor = None
     if anchored and ttl == "1h" and known and rolling is not None and previous_end is not None:
-        anchor = next((i for i in range(previous_end, rolling) if blocks[i].markable and cacheable(i)), None)
+        cacheable = (i for i in range(previous_end, rolling) if ends[i] * token_scale >= min_tokens)
+        anchor = next((i for i in cacheable if blocks[i].markable), None)
         if anchor is not None:
             wanted.append((anchor, "anchor"))
     if known and rolling is not None and previous_end is not None:
         target = previous_end - 1
-        points = [rolling, *existing] + ([anchor] if anchor is not None else [])
-        reachable = _reaches(points, target, lookback)
-        if blocks[target].markable and target < rolling and not reachable and cacheable(target):
+        if (
+            blocks[target].markable
+            and target < rolling
+            and not (0 <= rolling - target < lookback)  # `_reaches` of the rolling breakpoint first
+            and not _reaches([*existing] + ([anchor] if anchor is not None else []), target, lookback)
+            and ends[target] * token_scale >= min_tokens
+        ):
             wanted.append((target, "intermediate"))
-    if cacheable(stable) and stable is not None:
+    if stable is not None and ends[stable] * token_scale >= min_tokens:
         wanted.append((stable, "stable"))
         tools = _tools_end(request)
-        if tools is not None and tools < stable and cacheable(tools):
+        if tools is not None and tools < stable and ends[tools] * token_scale >= min_tokens:
             wanted.append((tools, "tools"))
 
     chosen: dict[int, Role] = {}
@@ -274,13 +278,22 @@ def place_breakpoints(
         if index not in existing and index not in chosen:
             chosen[index] = role
     has_anchor = "anchor" in chosen.values()
-    return tuple(
-        _new_marker(
-            index=index, ttl=_ordered_ttl(index, "5m" if role == "rolling" and has_anchor else ttl, existing),
-            role=role,
-        )
-        for index, role in sorted(chosen.items())
-    )  # fmt: skip
+    placed = []
+    for index, role in sorted(chosen.items()):
+        wanted_ttl: Ttl = "5m" if role == "rolling" and has_anchor else ttl
+        if existing:
+            wanted_ttl = _ordered_ttl(index, wanted_ttl, existing)
+        placed.append(_new_marker(index=index, ttl=wanted_ttl, role=role))
+    return tuple(placed)
+
+
+def _last_markable(request: RequestBlocks, index: int) -> int | None:
+    """`RequestBlocks.last_markable_at_or_before`, answering the commonest case (the block itself
+    is markable) without the loop."""
+    blocks = request.blocks
+    if 0 <= index < len(blocks) and blocks[index].markable:
+        return index
+    return request.last_markable_at_or_before(index)
 
 
 def _tools_end(request: RequestBlocks) -> int | None:

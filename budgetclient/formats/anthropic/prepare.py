@@ -188,7 +188,7 @@ def prepare_request(
                 sequence=state.calls, built=built,
             )
 
-        if segment:
+        if segment or appended:  # (`_learn` of an append: no tail, no volatile fixed block)
             state.tail = None
             state.fixed_divergence = state.volatile_fixed = None
         elif previous is not None and not identical:
@@ -209,6 +209,7 @@ def prepare_request(
         if cache == "auto" and ttl is not None:
             # after a pause only the 1h entries are left to read
             reusable = state.long_end if paused else state.written_end
+            volatile = state.volatile_fixed
             if previous is None:
                 reusable = None
             markers = place_breakpoints(
@@ -217,7 +218,7 @@ def prepare_request(
                 min_tokens=min_tokens,
                 tail=state.tail,
                 previous_end=reusable if reusable is not None and divergence >= reusable else None,
-                volatile_fixed=_index_of(request, state.volatile_fixed),
+                volatile_fixed=None if volatile is None else _index_of(request, volatile),
                 anchored=cache_ttl == "auto" and long_gap_share(evidence) < ANCHOR_BELOW_SHARE,
                 token_scale=state.token_scale,
             )
@@ -226,7 +227,9 @@ def prepare_request(
         extra = {"diagnostics": {"previous_message_id": state.response_id}} if ask else None
         send = apply_markers(body, request, markers, extra=extra) if markers or extra else _as_dict(body)
 
-        points = sorted({*request.caller_markers(), *(m.index for m in markers)})
+        caller = request.caller_markers()
+        # ours are sorted and apart from the caller's (`place_breakpoints`)
+        points = sorted({*caller, *(m.index for m in markers)}) if caller else [m.index for m in markers]
         cut = points[-1] + 1 if points else request.fixed_end
         prefix_hash = None
         if cut:
@@ -237,14 +240,19 @@ def prepare_request(
             )
         else:
             state.prefix_hasher = None
-        live = [p for p in points if request.prefix_tokens[p] * state.token_scale >= min_tokens]
+        ends, scale = request.prefix_tokens, state.token_scale
+        live = [p for p in points if ends[p] * scale >= min_tokens]
 
         # an append-only call's stored bytes: the previous prefix's plus the new blocks'
         carried = previous.extended(request) if appended and previous is not None else None
         state.remember(carried or PrefixPrint.of(request), built)
         state.drift_end = _drift_end(request, state.tail)
         state.written_end = live[-1] + 1 if live else None
-        long_lived = [p for p in live if _ttl_at(request, markers, p) == "1h"]
+        long_lived = (
+            [p for p in live if _ttl_at(markers, caller, p) == "1h"]
+            if ttl == "1h" or "1h" in caller.values()  # else no breakpoint is 1h
+            else []
+        )
         if long_lived:
             state.long_end = long_lived[-1] + 1
         elif paused or not live:
@@ -329,11 +337,11 @@ def _previous_build(state: LineageState) -> BuiltRequest | None:
     return built if isinstance(built, BuiltRequest) else None
 
 
-def _ttl_at(request: RequestBlocks, markers: Sequence[Marker], index: int) -> Ttl | None:
+def _ttl_at(markers: Sequence[Marker], caller: Mapping[int, Ttl], index: int) -> Ttl | None:
     for marker in markers:
         if marker.index == index:
             return marker.ttl
-    return request.caller_markers().get(index)
+    return caller.get(index)
 
 
 def _as_dict(body: Mapping[str, Any]) -> dict[str, Any]:

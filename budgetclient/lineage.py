@@ -304,9 +304,9 @@ class LineageState:
         old = self.stored_bytes
         self.prefix = prefix
         self.built = built
-        self.built_bytes = built.stored_bytes if built is not None else 0
+        self.built_bytes = built_bytes = built.stored_bytes if built is not None else 0
         if self._registry is not None:
-            self._registry._account(self, self.stored_bytes - old)
+            self._registry._account(self, prefix.stored_bytes + built_bytes - old)
 
     @property
     def stored_bytes(self) -> int:

@@ -372,6 +372,7 @@ Print = bytes | tuple[Any, ...] | None
 
 
 _ROLE_CONTENT = ("role", "content")
+_ROLE_CONTENT_LIST = list(_ROLE_CONTENT)
 _ROLE_AND_CONTENT = itemgetter("role", "content")
 _STR_ONLY = frozenset({str})
 
@@ -438,16 +439,16 @@ def _message_prints(messages: list[Any]) -> tuple[list[Print], bool]:
     messages only (every message a ``dict`` whose keys are ``role`` then ``content``, both strings)
     is printed in C: its prints are those pairs, with no Python call per message."""
     n = len(messages)
-    try:
-        if (
-            list(map(type, messages)).count(dict) == n
-            and list(map(tuple, messages)).count(_ROLE_CONTENT) == n
-        ):
-            prints: list[Print] = list(map(_ROLE_AND_CONTENT, messages))
-            if set(map(type, chain.from_iterable(prints))) <= _STR_ONLY:  # type: ignore[arg-type]
-                return prints, True
-    except TypeError:  # a message that is not iterable: printed one by one below
-        pass
+    if (
+        list(map(type, messages)).count(dict) == n
+        and list(map(len, messages)).count(2) == n
+        # two keys each, all of them in a row ``role, content, role, content...``: each message's
+        # keys are ``("role", "content")`` (a tuple of each costs twice as much)
+        and list(chain.from_iterable(messages)) == _ROLE_CONTENT_LIST * n
+    ):
+        prints: list[Print] = list(map(_ROLE_AND_CONTENT, messages))
+        if list(map(type, chain.from_iterable(prints))).count(str) == 2 * n:  # type: ignore[arg-type]
+            return prints, True
     return [_fingerprint(message) for message in messages], False
 
 
@@ -565,9 +566,14 @@ class BuiltRequest:
     instead of decoding the block's bytes. Dropped once estimated or superseded (the caller may edit
     its objects after the request is sent)."""
 
+    fixed_bytes: int = field(default=-1, compare=False, repr=False)
+    """`_print_size` of the tools' and system's prints, once asked (carried over when extended)."""
+
     @property
     def stored_bytes(self) -> int:
-        return _print_size(self.tools) + _print_size(self.system) + self.messages_bytes
+        if self.fixed_bytes < 0:
+            self.fixed_bytes = _print_size(self.tools) + _print_size(self.system)
+        return self.fixed_bytes + self.messages_bytes
 
     def message_span(self, m: int) -> tuple[int, int]:
         """Where message ``m``'s blocks sit in ``request.blocks``."""
@@ -975,6 +981,7 @@ def _appended_text(
     prints, plain = _message_prints(messages)
     if not plain or prints[:known] != old:
         return None
+    added = cast(list[tuple[str, str]], prints[known:])  # plain text: `_print_size` is their lengths
     builder = _Builder(model, memo)
     blocks = builder.blocks
     blocks.extend(request.blocks)
@@ -1021,12 +1028,13 @@ def _appended_text(
         last_assistant=last_assistant,
         tool_overhead=(len(tools), previous.tool_overhead[1]),
         messages_count=len(prints),
-        messages_bytes=previous.messages_bytes + sum(map(_print_size, prints[known:])),
+        messages_bytes=previous.messages_bytes + sum(map(len, chain.from_iterable(added))),
         estimable=previous.messages_estimable,
         estimates=previous.estimates,
         extends=previous,
         seal=None,
         values=builder.values,
+        fixed_bytes=previous.fixed_bytes,  # equal prints
     )
 
 

@@ -37,6 +37,7 @@ from ...placement import (
     long_gap_share,
     min_cacheable_tokens,
     place_breakpoints,
+    trailing_turn_start,
 )
 from ...pricing import rates_for
 from ...usage import Usage
@@ -321,8 +322,8 @@ def _new_segment(previous: Sequence[Block], request: RequestBlocks, divergence: 
 def _drift_end(request: RequestBlocks, tail: TailRule | None) -> int:
     """`placement.drift_region_end`, short of a trailing assistant message: a prefill the model
     continues, which the next request sends completed (a refusal fallback's continuation too)."""
-    end = drift_region_end(request, tail)
     blocks = request.blocks
+    end = trailing_turn_start(blocks) if tail is None else drift_region_end(request, tail)  # (the same)
     if not blocks or blocks[-1].section != "messages" or blocks[-1].role != "assistant":
         return end
     last = blocks[-1].message

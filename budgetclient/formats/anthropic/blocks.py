@@ -973,23 +973,24 @@ def _appended_text(
         return None
     request = previous.request
     fixed_end = previous.system_span[1]
-    params = tuple(
-        (name, fixed_end, raw_bytes(body[name])) for name in _MESSAGE_PARAMS if body.get(name) is not None
-    )
-    if params != request.params:
-        return None
+    params: tuple[tuple[str, int, bytes], ...] = ()
+    if request.params or not body.keys().isdisjoint(_MESSAGE_PARAMS):  # (else none, as before)
+        params = tuple(
+            (name, fixed_end, raw_bytes(body[name])) for name in _MESSAGE_PARAMS if body.get(name) is not None
+        )
+        if params != request.params:
+            return None
     prints, plain = _message_prints(messages)
     if not plain or prints[:known] != old:
         return None
-    added = cast(list[tuple[str, str]], prints[known:])  # plain text: `_print_size` is their lengths
+    added = cast("list[tuple[str, str]]", prints[known:])  # plain text: `_print_size` is their lengths
     builder = _Builder(model, memo)
     blocks = builder.blocks
     blocks.extend(request.blocks)
     first = previous.messages_span[0]
     spans = list(previous.message_spans)
     last_assistant = previous.last_assistant
-    for m in range(known, len(messages)):
-        role, content = cast(tuple[str, str], prints[m])
+    for m, (role, content) in enumerate(added, known):
         start = len(blocks) - first
         if role == "assistant":
             last_assistant = m

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Literal
 
 from ..._construct import fast_constructor
@@ -90,6 +91,7 @@ class PreparedRequest:
     history): nothing was compared, and the API's diagnosis of the change is not drift either."""
 
 
+_INDEX = attrgetter("index")
 _new_prepared = fast_constructor(PreparedRequest)
 """``PreparedRequest(...)`` by keyword at a third of the cost (one per call)."""
 
@@ -230,7 +232,7 @@ def prepare_request(
 
         caller = request.caller_markers()
         # ours are sorted and apart from the caller's (`place_breakpoints`)
-        points = sorted({*caller, *(m.index for m in markers)}) if caller else [m.index for m in markers]
+        points = sorted({*caller, *map(_INDEX, markers)}) if caller else list(map(_INDEX, markers))
         cut = points[-1] + 1 if points else request.fixed_end
         prefix_hash = None
         if cut:
@@ -242,7 +244,8 @@ def prepare_request(
         else:
             state.prefix_hasher = None
         ends, scale = request.prefix_tokens, state.token_scale
-        live = [p for p in points if ends[p] * scale >= min_tokens]
+        # ours passed this very test in `place_breakpoints`: only the caller's may fail it
+        live = [p for p in points if ends[p] * scale >= min_tokens] if caller else points
 
         # an append-only call's stored bytes: the previous prefix's plus the new blocks'
         carried = previous.extended(request) if appended and previous is not None else None
@@ -263,7 +266,7 @@ def prepare_request(
             body=send,
             prefix_hash=prefix_hash,
             drift=found,
-            breakpoints=tuple(request.blocks[m.index].path for m in markers),
+            breakpoints=tuple([request.blocks[m.index].path for m in markers]) if markers else (),
             blocks=request,
             markers=markers,
             ttl=ttl,

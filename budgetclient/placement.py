@@ -167,7 +167,7 @@ def choose_ttl(
     """
     if requested != "auto":
         return requested
-    recent = _recent(gaps)
+    recent = gaps[-8:] if type(gaps) is list else list(gaps)[-8:]
     if not recent:
         return "5m"
     if len(recent) >= 2 and min(recent) > ONE_HOUR_S:
@@ -182,12 +182,8 @@ def choose_ttl(
 
 def long_gap_share(gaps: Sequence[float]) -> float:
     """Share of recent gaps that outlive a 5m entry but not a 1h one."""
-    recent = _recent(gaps)
+    recent = gaps[-8:] if type(gaps) is list else list(gaps)[-8:]
     return _long_share(recent) if recent else 0.0
-
-
-def _recent(gaps: Sequence[float]) -> list[float]:
-    return gaps[-8:] if type(gaps) is list else list(gaps)[-8:]
 
 
 def _long_share(recent: list[float]) -> float:
@@ -238,12 +234,16 @@ def place_breakpoints(
 
     if volatile_fixed is not None:
         rolling = None
-        stable = _last_markable(request, volatile_fixed - 1) if volatile_fixed > 0 else None
+        stable = request.last_markable_at_or_before(volatile_fixed - 1) if volatile_fixed > 0 else None
     else:
+        # both at most the last block: the commonest case, a markable block there, asks no loop
         end = (len(blocks) if tail is None else volatile_tail_start(request, tail)) - 1
-        rolling = _last_markable(request, end) if end >= 0 else None
-        fixed_end = request.fixed_end
-        stable = _last_markable(request, fixed_end - 1) if fixed_end else None
+        rolling = stable = None
+        if end >= 0:
+            rolling = end if blocks[end].markable else request.last_markable_at_or_before(end)
+        last = request.fixed_end - 1
+        if last >= 0:
+            stable = last if blocks[last].markable else request.last_markable_at_or_before(last)
 
     known = previous_end is not None and 0 < previous_end <= len(blocks)
     wanted: list[tuple[int, Role]] = []
@@ -285,15 +285,6 @@ def place_breakpoints(
             wanted_ttl = _ordered_ttl(index, wanted_ttl, existing)
         placed.append(_new_marker(index=index, ttl=wanted_ttl, role=role))
     return tuple(placed)
-
-
-def _last_markable(request: RequestBlocks, index: int) -> int | None:
-    """`RequestBlocks.last_markable_at_or_before`, answering the commonest case (the block itself
-    is markable) without the loop."""
-    blocks = request.blocks
-    if 0 <= index < len(blocks) and blocks[index].markable:
-        return index
-    return request.last_markable_at_or_before(index)
 
 
 def _tools_end(request: RequestBlocks) -> int | None:

@@ -298,7 +298,7 @@ class BudgetMiddleware(Middleware):
         # a dict is told from a `Mapping` without the ABC's check (a Python call per request)
         if type(json_body) is not dict and not isinstance(json_body, Mapping):
             return None
-        body: Mapping[str, Any] = cast(Mapping[str, Any], json_body)
+        body: Mapping[str, Any] = cast("Mapping[str, Any]", json_body)
         model = str(body.get("model") or "")
         t = current_task()
         state: LineageState | None = None

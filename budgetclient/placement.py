@@ -172,6 +172,8 @@ def choose_ttl(
         return "5m"
     if len(recent) >= 2 and min(recent) > ONE_HOUR_S:
         return None
+    if max(recent) <= LONG_GAP_S:  # no long gap (`_long_share`), the commonest case
+        return "5m"
     long_share = _long_share(recent)
     if long_share == 0:
         return "5m"
@@ -183,7 +185,9 @@ def choose_ttl(
 def long_gap_share(gaps: Sequence[float]) -> float:
     """Share of recent gaps that outlive a 5m entry but not a 1h one."""
     recent = gaps[-8:] if type(gaps) is list else list(gaps)[-8:]
-    return _long_share(recent) if recent else 0.0
+    if not recent or max(recent) <= LONG_GAP_S:  # (`_long_share`, without the call)
+        return 0.0
+    return _long_share(recent)
 
 
 def _long_share(recent: list[float]) -> float:

@@ -27,7 +27,7 @@ from anthropic import APIRequest, Middleware
 
 from .. import metering
 from .._construct import fast_constructor
-from .._guard import guarded
+from .._guard import guarded, report_fault
 from ..admission import Admission, admit, holding, output_limit, sending
 from ..blocks import Ttl
 from ..estimate import TokenEstimate, estimate_request
@@ -304,14 +304,17 @@ class BudgetMiddleware(Middleware):
         state: LineageState | None = None
         prepared: PreparedRequest | None = None
         stable: str | None = None
-        # placement must never cost the user a request: a fault sends the body as given
-        with guarded("cache.prepare_failed", model=model):
+        # placement must never cost the user a request: a fault sends the body as given (`guarded`,
+        # without a context manager's three calls on every request)
+        try:
             # a beta ``thread`` continuation: the server holds the conversation, and the body carries
             # only the new turn, so there is no client-side prefix to place markers in or compare
             if not _server_side_thread(body):
                 tools = tools_print(body)  # printed once for both
                 state, stable = self._lineage(body, model, t, tools)
                 prepared = self._place(body, state, tools)
+        except Exception as exc:
+            report_fault("cache.prepare_failed", exc, model=model)
         send_body: Mapping[str, Any] = prepared.body if prepared is not None else body
         ctx = admit(
             _new_admission(

@@ -202,7 +202,7 @@ def chained_prefix_fingerprint(
 
     ``base``: the state a previous call left, when ``blocks`` start with the very blocks it hashed
     (an append-only call): only the blocks after them are hashed, the same input byte for byte."""
-    included = tuple(p for p in params if p[1] <= cut)
+    included = tuple(p for p in params if p[1] <= cut) if params else ()
     count = base[0] if base is not None else -1
     if base is None or base[1] != included or not 0 < count <= cut:
         h = hashlib.blake2b(digest_size=16)

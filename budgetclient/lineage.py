@@ -301,12 +301,13 @@ class LineageState:
     def remember(self, prefix: PrefixPrint, built: Built | None = None) -> None:
         """Keep ``prefix`` (and the provider's ``built`` request) for the next call, accounting
         their bytes; call with ``lock`` held."""
-        old = self.stored_bytes
+        old = self.prefix
+        delta = -self.built_bytes - (old.stored_bytes if old is not None else 0)
         self.prefix = prefix
         self.built = built
-        self.built_bytes = built.stored_bytes if built is not None else 0
+        self.built_bytes = built_bytes = built.stored_bytes if built is not None else 0
         if self._registry is not None:
-            self._registry._account(self, self.stored_bytes - old)
+            self._registry._account(self, prefix.stored_bytes + built_bytes + delta)
 
     @property
     def stored_bytes(self) -> int:

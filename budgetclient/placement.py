@@ -167,12 +167,14 @@ def choose_ttl(
     """
     if requested != "auto":
         return requested
-    recent = list(gaps)[-8:]
+    recent = gaps[-8:] if type(gaps) is list else list(gaps)[-8:]
     if not recent:
         return "5m"
     if len(recent) >= 2 and min(recent) > ONE_HOUR_S:
         return None
-    long_share = sum(1 for g in recent if LONG_GAP_S < g <= ONE_HOUR_S) / len(recent)
+    if max(recent) <= LONG_GAP_S:  # no long gap (`_long_share`), the commonest case
+        return "5m"
+    long_share = _long_share(recent)
     if long_share == 0:
         return "5m"
     saved = long_share * (WRITE_5M - READ) * prefix_tokens
@@ -182,8 +184,19 @@ def choose_ttl(
 
 def long_gap_share(gaps: Sequence[float]) -> float:
     """Share of recent gaps that outlive a 5m entry but not a 1h one."""
-    recent = list(gaps)[-8:]
-    return sum(1 for g in recent if LONG_GAP_S < g <= ONE_HOUR_S) / len(recent) if recent else 0.0
+    recent = gaps[-8:] if type(gaps) is list else list(gaps)[-8:]
+    if not recent or max(recent) <= LONG_GAP_S:  # (`_long_share`, without the call)
+        return 0.0
+    return _long_share(recent)
+
+
+def _long_share(recent: list[float]) -> float:
+    """`long_gap_share` of a non-empty ``recent``: 0 at once when no gap outlives a 5m entry (the
+    commonest case, with ``max`` in C; a NaN gap, never counted, is never ``max`` unless first,
+    and then fails the test: counted one by one)."""
+    if max(recent) <= LONG_GAP_S:
+        return 0.0
+    return sum(1 for g in recent if LONG_GAP_S < g <= ONE_HOUR_S) / len(recent)
 
 
 def _reaches(points: Sequence[int], target: int, lookback: int) -> bool:
@@ -220,38 +233,46 @@ def place_breakpoints(
     free = max_breakpoints - len(existing)
     if free <= 0:
         return ()
-
-    def cacheable(index: int | None) -> bool:
-        return index is not None and request.prefix_tokens[index] * token_scale >= min_tokens
+    # runs on every call: the minimum-length test (``cacheable``) written out, no closure or call
+    ends = request.prefix_tokens
 
     if volatile_fixed is not None:
         rolling = None
         stable = request.last_markable_at_or_before(volatile_fixed - 1) if volatile_fixed > 0 else None
     else:
-        end = volatile_tail_start(request, tail) - 1
-        rolling = request.last_markable_at_or_before(end) if end >= 0 else None
-        fixed_end = request.fixed_end
-        stable = request.last_markable_at_or_before(fixed_end - 1) if fixed_end else None
+        # both at most the last block: the commonest case, a markable block there, asks no loop
+        end = (len(blocks) if tail is None else volatile_tail_start(request, tail)) - 1
+        rolling = stable = None
+        if end >= 0:
+            rolling = end if blocks[end].markable else request.last_markable_at_or_before(end)
+        last = request.fixed_end - 1
+        if last >= 0:
+            stable = last if blocks[last].markable else request.last_markable_at_or_before(last)
 
     known = previous_end is not None and 0 < previous_end <= len(blocks)
     wanted: list[tuple[int, Role]] = []
-    if cacheable(rolling) and rolling is not None:
+    if rolling is not None and ends[rolling] * token_scale >= min_tokens:
         wanted.append((rolling, "rolling"))
     anchor = None
     if anchored and ttl == "1h" and known and rolling is not None and previous_end is not None:
-        anchor = next((i for i in range(previous_end, rolling) if blocks[i].markable and cacheable(i)), None)
+        cacheable = (i for i in range(previous_end, rolling) if ends[i] * token_scale >= min_tokens)
+        anchor = next((i for i in cacheable if blocks[i].markable), None)
         if anchor is not None:
             wanted.append((anchor, "anchor"))
     if known and rolling is not None and previous_end is not None:
         target = previous_end - 1
-        points = [rolling, *existing] + ([anchor] if anchor is not None else [])
-        reachable = _reaches(points, target, lookback)
-        if blocks[target].markable and target < rolling and not reachable and cacheable(target):
+        if (
+            blocks[target].markable
+            and target < rolling
+            and not (0 <= rolling - target < lookback)  # `_reaches` of the rolling breakpoint first
+            and not _reaches([*existing] + ([anchor] if anchor is not None else []), target, lookback)
+            and ends[target] * token_scale >= min_tokens
+        ):
             wanted.append((target, "intermediate"))
-    if cacheable(stable) and stable is not None:
+    if stable is not None and ends[stable] * token_scale >= min_tokens:
         wanted.append((stable, "stable"))
         tools = _tools_end(request)
-        if tools is not None and tools < stable and cacheable(tools):
+        if tools is not None and tools < stable and ends[tools] * token_scale >= min_tokens:
             wanted.append((tools, "tools"))
 
     chosen: dict[int, Role] = {}
@@ -261,13 +282,13 @@ def place_breakpoints(
         if index not in existing and index not in chosen:
             chosen[index] = role
     has_anchor = "anchor" in chosen.values()
-    return tuple(
-        _new_marker(
-            index=index, ttl=_ordered_ttl(index, "5m" if role == "rolling" and has_anchor else ttl, existing),
-            role=role,
-        )
-        for index, role in sorted(chosen.items())
-    )  # fmt: skip
+    placed = []
+    for index, role in sorted(chosen.items()):
+        wanted_ttl: Ttl = "5m" if role == "rolling" and has_anchor else ttl
+        if existing:
+            wanted_ttl = _ordered_ttl(index, wanted_ttl, existing)
+        placed.append(_new_marker(index=index, ttl=wanted_ttl, role=role))
+    return tuple(placed)
 
 
 def _tools_end(request: RequestBlocks) -> int | None:

@@ -292,22 +292,29 @@ class BudgetMiddleware(Middleware):
         if method == "get" and path.startswith(_BATCHES_PREFIX) and path.endswith("/results"):
             ctx = metering.begin_call(PROVIDER, "", "batch", attempt=request.retries_taken)
             return _AnthropicAttempt(request=request, ctx=ctx, prepared=None, state=None)
-        if method != "post" or path != _MESSAGES_PATH or not isinstance(request.json, Mapping):
+        if method != "post" or path != _MESSAGES_PATH:
             return None
-        body: Mapping[str, Any] = request.json
+        json_body = request.json
+        # a dict is told from a `Mapping` without the ABC's check (a Python call per request)
+        if type(json_body) is not dict and not isinstance(json_body, Mapping):
+            return None
+        body: Mapping[str, Any] = cast("Mapping[str, Any]", json_body)
         model = str(body.get("model") or "")
         t = current_task()
         state: LineageState | None = None
         prepared: PreparedRequest | None = None
         stable: str | None = None
-        # placement must never cost the user a request: a fault sends the body as given
-        with guarded("cache.prepare_failed", model=model):
+        # placement must never cost the user a request: a fault sends the body as given (`guarded`,
+        # without a context manager's three calls on every request)
+        try:
             # a beta ``thread`` continuation: the server holds the conversation, and the body carries
             # only the new turn, so there is no client-side prefix to place markers in or compare
             if not _server_side_thread(body):
                 tools = tools_print(body)  # printed once for both
                 state, stable = self._lineage(body, model, t, tools)
                 prepared = self._place(body, state, tools)
+        except Exception as exc:
+            report_fault("cache.prepare_failed", exc, model=model)
         send_body: Mapping[str, Any] = prepared.body if prepared is not None else body
         ctx = admit(
             _new_admission(
@@ -516,7 +523,7 @@ class _JSONLBatchObserver(BodyObserver):
 def _server_side_thread(body: Mapping[str, Any]) -> bool:
     """A beta ``thread`` continuation (tool runners): earlier turns live on the server."""
     thread = body.get("thread")
-    return isinstance(thread, Mapping) and thread.get("type") == "continue"
+    return thread is not None and isinstance(thread, Mapping) and thread.get("type") == "continue"
 
 
 def _billed_model(requested: str, message: Mapping[str, Any]) -> str | None:

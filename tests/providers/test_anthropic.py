@@ -430,6 +430,28 @@ def test_pricing_fault_never_breaks_the_call(monkeypatch: pytest.MonkeyPatch) ->
     assert t.cost is None
 
 
+def test_a_placement_fault_sends_the_body_as_given_and_is_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    from structlog.testing import capture_logs
+
+    from budgetclient.providers import anthropic as provider
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("placement bug sk-ant-api03-secretsecretsecret")
+
+    monkeypatch.setattr(provider, "prepare_request", broken)
+    wire = json_wire()
+    c = sync_client(wire)
+    with bc.task("t") as t, capture_logs() as logs:
+        msg = c.messages.create(model=MODEL, max_tokens=100, system="Be brief.", messages=MESSAGES)
+    assert msg.usage.output_tokens == 34
+    assert t.usage == expected_usage(USAGE)
+    # nothing placed: no marker, no diagnostics request, the caller's body as the SDK built it
+    assert wire.bodies() == [{"model": MODEL, "max_tokens": 100, "system": "Be brief.", "messages": MESSAGES}]
+    (fault,) = [e for e in logs if e["event"] == "cache.prepare_failed"]
+    assert fault["error"] == "RuntimeError" and fault["model"] == MODEL
+    assert "secretsecret" not in fault["detail"]
+
+
 def test_unwritable_ledger_never_breaks_the_call(tmp_path: Any) -> None:
     blocked = tmp_path / "file-not-dir"
     blocked.write_text("x")

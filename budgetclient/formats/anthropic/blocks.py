@@ -65,6 +65,8 @@ def request_shape_of(body: Mapping[str, Any]) -> str:
     ``output_format``) and a compaction request (``compaction``, the tool runner's summary
     request) each read a cache entry of their own, as another model would."""
     output_config = body.get("output_config")
+    if output_config is None and body.get("output_format") is None and body.get("compaction") is None:
+        return ""  # the usual request: `request_shape` of no fields
     output_format = output_config.get("format") if isinstance(output_config, Mapping) else None
     return request_shape(
         (
@@ -130,15 +132,19 @@ def _section_digest_of(value: Any) -> bytes:
 def _tools_digest(value: Any, given: Print) -> bytes:
     """`_section_digest` of the tools, from their `tools_print` when it is the same pickle: looked
     up by it first (`_TOOLS_DIGESTS`; a dict's hash of the bytes costs a fraction of BLAKE2b's)."""
+    global _last_tools
     if type(given) is bytes and type(value) is list:
         # only an unmarked list's print is stored, and an equal print is an equal value: a hit
         # needs no look for markers (20 tool schemas walked in Python)
+        last = _last_tools
+        if last is not None and given == last[0]:  # the commonest call: the last call's tools
+            return last[1]
         digest = _TOOLS_DIGESTS.get(given)
-        if digest is not None:
-            return digest
-        if not _marked(value):
+        if digest is None and not _marked(value):
             digest = block_digest(given)
             _TOOLS_DIGESTS.put(given, digest, len(given))
+        if digest is not None:
+            _last_tools = (given, digest)
             return digest
     if type(value) is list:  # markers moved: the digest of the same tools unmarked
         unmarked = json_print([_unmarked(item) for item in value])
@@ -174,13 +180,15 @@ def conversation_head(body: Mapping[str, Any], *, tools: Print = None) -> Conver
 
     Cheap: one digest of the tools, one of the system prompt and one of each of the first two
     messages, never the whole prompt. ``tools``: the body's `tools_print`, when already made."""
-    fixed = tuple(
-        _tools_digest(body[name], tools) if name == "tools" else _section_digest(body[name])
-        for name in ("tools", "system")
-        if body.get(name)
-    )
+    fixed: tuple[bytes, ...] = ()
+    value = body.get("tools")
+    if value:
+        fixed = (_tools_digest(value, tools),)
+    value = body.get("system")
+    if value:
+        fixed = (*fixed, _section_digest(value))
     messages = body.get("messages")
-    opening = tuple(_section_digest(m) for m in messages[:2]) if isinstance(messages, list) else ()
+    opening = tuple(map(_section_digest, messages[:2])) if isinstance(messages, list) else ()
     return _new_head(fixed=fixed, opening=opening)
 
 
@@ -355,12 +363,16 @@ characters)."""
 
 _TOOLS_DIGESTS: _Bounded[bytes, bytes] = _Bounded(256, _SERIALISED_MAX_BYTES)
 """`_tools_digest` by the tools' `tools_print` (weighed by its bytes)."""
+_last_tools: tuple[bytes, bytes] | None = None
+"""The last `_TOOLS_DIGESTS` entry answered, compared before the lookup: equal prints compare in
+``memcmp``, where the lookup hashes the whole print anew (a new ``bytes`` object each call)."""
 
 Print = bytes | tuple[Any, ...] | None
 """What a value is compared by on the next call (see `_fingerprint`)."""
 
 
 _ROLE_CONTENT = ("role", "content")
+_ROLE_CONTENT_LIST = list(_ROLE_CONTENT)
 _ROLE_AND_CONTENT = itemgetter("role", "content")
 _STR_ONLY = frozenset({str})
 
@@ -427,16 +439,16 @@ def _message_prints(messages: list[Any]) -> tuple[list[Print], bool]:
     messages only (every message a ``dict`` whose keys are ``role`` then ``content``, both strings)
     is printed in C: its prints are those pairs, with no Python call per message."""
     n = len(messages)
-    try:
-        if (
-            list(map(type, messages)).count(dict) == n
-            and list(map(tuple, messages)).count(_ROLE_CONTENT) == n
-        ):
-            prints: list[Print] = list(map(_ROLE_AND_CONTENT, messages))
-            if set(map(type, chain.from_iterable(prints))) <= _STR_ONLY:  # type: ignore[arg-type]
-                return prints, True
-    except TypeError:  # a message that is not iterable: printed one by one below
-        pass
+    if (
+        list(map(type, messages)).count(dict) == n
+        and list(map(len, messages)).count(2) == n
+        # two keys each, all of them in a row ``role, content, role, content...``: each message's
+        # keys are ``("role", "content")`` (a tuple of each costs twice as much)
+        and list(chain.from_iterable(messages)) == _ROLE_CONTENT_LIST * n
+    ):
+        prints: list[Print] = list(map(_ROLE_AND_CONTENT, messages))
+        if list(map(type, chain.from_iterable(prints))).count(str) == 2 * n:  # type: ignore[arg-type]
+            return prints, True
     return [_fingerprint(message) for message in messages], False
 
 
@@ -554,9 +566,14 @@ class BuiltRequest:
     instead of decoding the block's bytes. Dropped once estimated or superseded (the caller may edit
     its objects after the request is sent)."""
 
+    fixed_bytes: int = field(default=-1, compare=False, repr=False)
+    """`_print_size` of the tools' and system's prints, once asked (carried over when extended)."""
+
     @property
     def stored_bytes(self) -> int:
-        return _print_size(self.tools) + _print_size(self.system) + self.messages_bytes
+        if self.fixed_bytes < 0:
+            self.fixed_bytes = _print_size(self.tools) + _print_size(self.system)
+        return self.fixed_bytes + self.messages_bytes
 
     def message_span(self, m: int) -> tuple[int, int]:
         """Where message ``m``'s blocks sit in ``request.blocks``."""
@@ -956,22 +973,24 @@ def _appended_text(
         return None
     request = previous.request
     fixed_end = previous.system_span[1]
-    params = tuple(
-        (name, fixed_end, raw_bytes(body[name])) for name in _MESSAGE_PARAMS if body.get(name) is not None
-    )
-    if params != request.params:
-        return None
+    params: tuple[tuple[str, int, bytes], ...] = ()
+    if request.params or not body.keys().isdisjoint(_MESSAGE_PARAMS):  # (else none, as before)
+        params = tuple(
+            (name, fixed_end, raw_bytes(body[name])) for name in _MESSAGE_PARAMS if body.get(name) is not None
+        )
+        if params != request.params:
+            return None
     prints, plain = _message_prints(messages)
     if not plain or prints[:known] != old:
         return None
+    added = cast("list[tuple[str, str]]", prints[known:])  # plain text: `_print_size` is their lengths
     builder = _Builder(model, memo)
     blocks = builder.blocks
     blocks.extend(request.blocks)
     first = previous.messages_span[0]
     spans = list(previous.message_spans)
     last_assistant = previous.last_assistant
-    for m in range(known, len(messages)):
-        role, content = cast(tuple[str, str], prints[m])
+    for m, (role, content) in enumerate(added, known):
         start = len(blocks) - first
         if role == "assistant":
             last_assistant = m
@@ -1010,12 +1029,13 @@ def _appended_text(
         last_assistant=last_assistant,
         tool_overhead=(len(tools), previous.tool_overhead[1]),
         messages_count=len(prints),
-        messages_bytes=previous.messages_bytes + sum(map(_print_size, prints[known:])),
+        messages_bytes=previous.messages_bytes + sum(map(len, chain.from_iterable(added))),
         estimable=previous.messages_estimable,
         estimates=previous.estimates,
         extends=previous,
         seal=None,
         values=builder.values,
+        fixed_bytes=previous.fixed_bytes,  # equal prints
     )
 
 

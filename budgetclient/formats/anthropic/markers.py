@@ -8,7 +8,7 @@ the API treats it as; no block is ever inserted, removed or reordered.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from ...blocks import (
     RequestBlocks,
@@ -26,7 +26,7 @@ def cache_control(ttl: Ttl) -> dict[str, str]:
 
 
 def _marker_ttl(value: Any) -> Ttl | None:
-    if not isinstance(value, Mapping):
+    if value is None or not isinstance(value, Mapping):  # most blocks: no ABC check
         return None
     return "1h" if value.get("ttl") == "1h" else "5m"
 
@@ -46,26 +46,25 @@ def apply_markers(
     new = dict(body)
     if extra:
         new.update(extra)
-    copied: set[str] = set()
-
-    def own_list(key: str) -> list[Any]:
-        if key not in copied:
-            new[key] = list(new[key])
-            copied.add(key)
-        return cast(list[Any], new[key])
-
+    copied: dict[str, list[Any]] = {}  # the lists copied so far, by key (each copied once)
+    blocks = request.blocks
     for marker in markers:
-        block = request.blocks[marker.index]
-        control = cache_control(marker.ttl)
-        if block.section in ("tools", "system") and block.shorthand:
+        block = blocks[marker.index]
+        control = {"type": "ephemeral"} if marker.ttl == "5m" else cache_control(marker.ttl)
+        section = block.section
+        if section != "messages" and block.shorthand:
             new["system"] = [{"type": "text", "text": body["system"], "cache_control": control}]
-        elif block.section in ("tools", "system"):
-            items = own_list(block.section)
+        elif section != "messages":
+            items = copied.get(section)
+            if items is None:
+                items = copied[section] = new[section] = list(new[section])
             assert block.content is not None
             items[block.content] = {**items[block.content], "cache_control": control}
         else:
             assert block.message is not None
-            messages = own_list("messages")
+            messages = copied.get("messages")
+            if messages is None:
+                messages = copied["messages"] = new["messages"] = list(new["messages"])
             message = dict(messages[block.message])
             if block.shorthand:
                 message["content"] = [{"type": "text", "text": message["content"], "cache_control": control}]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Literal
 
 from ..._construct import fast_constructor
@@ -37,6 +38,7 @@ from ...placement import (
     long_gap_share,
     min_cacheable_tokens,
     place_breakpoints,
+    trailing_turn_start,
 )
 from ...pricing import rates_for
 from ...usage import Usage
@@ -89,6 +91,7 @@ class PreparedRequest:
     history): nothing was compared, and the API's diagnosis of the change is not drift either."""
 
 
+_INDEX = attrgetter("index")
 _new_prepared = fast_constructor(PreparedRequest)
 """``PreparedRequest(...)`` by keyword at a third of the cost (one per call)."""
 
@@ -137,7 +140,7 @@ def prepare_request(
     """
     model = str(body.get("model") or "")
     thread = body.get("thread")
-    if isinstance(thread, Mapping) and thread.get("type") == "continue":
+    if thread is not None and isinstance(thread, Mapping) and thread.get("type") == "continue":
         # A server-held thread: the earlier turns (and possibly tools and system) live on the
         # server, so this body is not the prompt; leave it alone and start afresh afterwards.
         with state.lock:
@@ -188,7 +191,7 @@ def prepare_request(
                 sequence=state.calls, built=built,
             )
 
-        if segment:
+        if segment or appended:  # (`_learn` of an append: no tail, no volatile fixed block)
             state.tail = None
             state.fixed_divergence = state.volatile_fixed = None
         elif previous is not None and not identical:
@@ -209,6 +212,7 @@ def prepare_request(
         if cache == "auto" and ttl is not None:
             # after a pause only the 1h entries are left to read
             reusable = state.long_end if paused else state.written_end
+            volatile = state.volatile_fixed
             if previous is None:
                 reusable = None
             markers = place_breakpoints(
@@ -217,7 +221,7 @@ def prepare_request(
                 min_tokens=min_tokens,
                 tail=state.tail,
                 previous_end=reusable if reusable is not None and divergence >= reusable else None,
-                volatile_fixed=_index_of(request, state.volatile_fixed),
+                volatile_fixed=None if volatile is None else _index_of(request, volatile),
                 anchored=cache_ttl == "auto" and long_gap_share(evidence) < ANCHOR_BELOW_SHARE,
                 token_scale=state.token_scale,
             )
@@ -226,7 +230,9 @@ def prepare_request(
         extra = {"diagnostics": {"previous_message_id": state.response_id}} if ask else None
         send = apply_markers(body, request, markers, extra=extra) if markers or extra else _as_dict(body)
 
-        points = sorted({*request.caller_markers(), *(m.index for m in markers)})
+        caller = request.caller_markers()
+        # ours are sorted and apart from the caller's (`place_breakpoints`)
+        points = sorted({*caller, *map(_INDEX, markers)}) if caller else list(map(_INDEX, markers))
         cut = points[-1] + 1 if points else request.fixed_end
         prefix_hash = None
         if cut:
@@ -237,14 +243,20 @@ def prepare_request(
             )
         else:
             state.prefix_hasher = None
-        live = [p for p in points if request.prefix_tokens[p] * state.token_scale >= min_tokens]
+        ends, scale = request.prefix_tokens, state.token_scale
+        # ours passed this very test in `place_breakpoints`: only the caller's may fail it
+        live = [p for p in points if ends[p] * scale >= min_tokens] if caller else points
 
         # an append-only call's stored bytes: the previous prefix's plus the new blocks'
         carried = previous.extended(request) if appended and previous is not None else None
         state.remember(carried or PrefixPrint.of(request), built)
         state.drift_end = _drift_end(request, state.tail)
         state.written_end = live[-1] + 1 if live else None
-        long_lived = [p for p in live if _ttl_at(request, markers, p) == "1h"]
+        long_lived = (
+            [p for p in live if _ttl_at(markers, caller, p) == "1h"]
+            if ttl == "1h" or "1h" in caller.values()  # else no breakpoint is 1h
+            else []
+        )
         if long_lived:
             state.long_end = long_lived[-1] + 1
         elif paused or not live:
@@ -254,7 +266,7 @@ def prepare_request(
             body=send,
             prefix_hash=prefix_hash,
             drift=found,
-            breakpoints=tuple(request.blocks[m.index].path for m in markers),
+            breakpoints=tuple([request.blocks[m.index].path for m in markers]) if markers else (),
             blocks=request,
             markers=markers,
             ttl=ttl,
@@ -313,8 +325,8 @@ def _new_segment(previous: Sequence[Block], request: RequestBlocks, divergence: 
 def _drift_end(request: RequestBlocks, tail: TailRule | None) -> int:
     """`placement.drift_region_end`, short of a trailing assistant message: a prefill the model
     continues, which the next request sends completed (a refusal fallback's continuation too)."""
-    end = drift_region_end(request, tail)
     blocks = request.blocks
+    end = trailing_turn_start(blocks) if tail is None else drift_region_end(request, tail)  # (the same)
     if not blocks or blocks[-1].section != "messages" or blocks[-1].role != "assistant":
         return end
     last = blocks[-1].message
@@ -329,11 +341,11 @@ def _previous_build(state: LineageState) -> BuiltRequest | None:
     return built if isinstance(built, BuiltRequest) else None
 
 
-def _ttl_at(request: RequestBlocks, markers: Sequence[Marker], index: int) -> Ttl | None:
+def _ttl_at(markers: Sequence[Marker], caller: Mapping[int, Ttl], index: int) -> Ttl | None:
     for marker in markers:
         if marker.index == index:
             return marker.ttl
-    return request.caller_markers().get(index)
+    return caller.get(index)
 
 
 def _as_dict(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -509,10 +509,6 @@ class Result:
     mode: str
     raw_s: float
     wrapped_s: float
-    background_s: float = 0.0
-    """CPU time of the process's other threads (the record worker, the ledger writer) per wrapped
-    call, over the whole case: work handed off the caller's path, which ``--clock thread`` leaves
-    out and wall time counts only where it happens to run."""
 
     @property
     def ratio(self) -> float:
@@ -539,7 +535,6 @@ def measure(
     raw_times: list[float] = []
     wrapped_times: list[float] = []
     raw = wrapped = append = None
-    cpu0, own0 = time.process_time(), time.thread_time()
     for i in range(warmup + rounds):
         if i % SEGMENT == 0:
             # new clients: a new conversation (lineage) on the budgetclient side
@@ -554,16 +549,7 @@ def measure(
             elapsed = clock() - t0
             if i >= warmup:
                 times.append(elapsed)
-    bc.flush(30)  # the last calls' records written: their background work counted
-    background = (time.process_time() - cpu0) - (time.thread_time() - own0)
-    return Result(
-        provider,
-        tokens,
-        mode,
-        statistics.median(raw_times),
-        statistics.median(wrapped_times),
-        max(0.0, background) / (warmup + rounds),
-    )
+    return Result(provider, tokens, mode, statistics.median(raw_times), statistics.median(wrapped_times))
 
 
 def rounds_for(tokens: int, quick: bool) -> int:
@@ -833,12 +819,12 @@ def main() -> None:
     )
     if args.markdown:
         print()
-        print("| provider | tokens | mode | raw ms | budgetclient ms | ratio | added µs | background µs |")
-        print("|---|---:|---|---:|---:|---:|---:|---:|")
+        print("| provider | tokens | mode | raw ms | budgetclient ms | ratio | added µs |")
+        print("|---|---:|---|---:|---:|---:|---:|")
         for r in results:
             print(
                 f"| {r.provider} | {r.tokens:,} | {r.mode} | {r.raw_s * 1e3:.3f} | {r.wrapped_s * 1e3:.3f} "
-                f"| {r.ratio:.3f} | {r.added_us:+.0f} | {r.background_s * 1e6:.0f} |"
+                f"| {r.ratio:.3f} | {r.added_us:+.0f} |"
             )
 
 

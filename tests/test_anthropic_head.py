@@ -105,3 +105,21 @@ def test_marked_tools_are_digested_without_their_markers_even_with_a_print_given
     head = conversation_head(body, tools=tools_print(body))
     assert head.fixed[0] == _tools_digest(_tools())
     assert conversation_head(body).fixed[0] == _tools_digest(_tools())  # no print given
+
+
+def test_tools_that_alternate_or_differ_only_in_type_never_get_the_last_ones_digest() -> None:
+    """The last call's tools answer by byte equality of their print (`_tools_digest`): lists that
+    alternate, that `==` calls equal (1, 1.0, True), or that carry a marker each get their own."""
+    plain = _tools()
+    wider = [*_tools(), {"name": "tool_x", "description": "does x", "input_schema": {"type": "object"}}]
+    ones = [{**t, "input_schema": {"type": "object", "maxItems": 1}} for t in _tools()]
+    floats = [{**t, "input_schema": {"type": "object", "maxItems": 1.0}} for t in _tools()]
+    trues = [{**t, "input_schema": {"type": "object", "maxItems": True}} for t in _tools()]
+    assert ones == floats == trues  # what == cannot tell apart
+    marked = [*_tools()[:-1], {**_tools()[-1], "cache_control": {"type": "ephemeral"}}]
+    sequence = [plain, wider, plain, ones, floats, trues, ones, marked, plain, marked, wider, wider]
+    for tools in sequence:
+        body = _body(tools=tools)
+        unmarked = [{k: v for k, v in t.items() if k != "cache_control"} for t in tools]
+        assert conversation_head(body, tools=tools_print(body)).fixed[0] == _tools_digest(unmarked)
+    assert len({_tools_digest(t) for t in (plain, wider, ones, floats, trues)}) == 5

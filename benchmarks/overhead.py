@@ -519,6 +519,10 @@ class Result:
         return (self.wrapped_s - self.raw_s) * 1e6
 
 
+PROCESS_WARMUP = 64
+"""``--instructions``: rounds per side a case's process makes before its measured conversation
+(`warm_process`); the timed measurement's process has made hundreds by then."""
+
 SEGMENT = 8
 """Rounds per conversation: the history grows append-only for this many calls, then a new
 conversation of the nominal size starts (so the prompt stays near its nominal size)."""
@@ -630,10 +634,28 @@ def instruction_cases(providers: list[str], sizes: list[int]) -> list[tuple[str,
     return sorted(cases, key=lambda c: (providers.index(c[0]), c[1], c[2]))
 
 
-def instructions_child(spec: str, calls: int, warmup: int) -> None:
-    """Run under callgrind: warm-up rounds uncounted, then ``calls`` interleaved rounds, each call
-    inside the marker; prints the order of the sides (one dump per call, in that order)."""
+def warm_process(provider: str, tokens: int, rounds: int) -> None:
+    """``rounds`` uncounted calls per side on conversations of the case's size, as the timed
+    measurement makes them (a new conversation every `SEGMENT` rounds): the process is then in
+    the steady state the time table measures, every function on the path run often enough for
+    the interpreter to specialise it (CPython 3.11 does so after a few dozen runs), raw SDK and
+    budgetclient alike. The measured conversation is a new one: nothing of it is memoised."""
+    raw = wrapped = append = None
+    for i in range(rounds):
+        if i % SEGMENT == 0:
+            raw, wrapped, append = make_case(provider, tokens, "sync")
+        assert raw is not None and wrapped is not None and append is not None
+        append(i)
+        raw()
+        wrapped()
+
+
+def instructions_child(spec: str, calls: int, warmup: int, process_warmup: int = 0) -> None:
+    """Run under callgrind: the process warmed (`warm_process`), warm-up rounds uncounted, then
+    ``calls`` interleaved rounds, each call inside the marker; prints the order of the sides (one
+    dump per call, in that order)."""
     provider, size, _ = spec.split(":")
+    warm_process(provider, int(size), process_warmup)
     raw, wrapped, append = make_case(provider, int(size), "sync")
     order: list[str] = []
     for i in range(warmup + calls):
@@ -671,7 +693,9 @@ def _dump_total(path: Path) -> int:
     raise SystemExit(f"no totals in {path}")
 
 
-def count_instructions(case: tuple[str, int, str], calls: int, warmup: int, budget: bool) -> InstrResult:
+def count_instructions(
+    case: tuple[str, int, str], calls: int, warmup: int, budget: bool, process_warmup: int = 0
+) -> InstrResult:
     """One case in its own process under callgrind; instructions per call, mean of ``calls``."""
     provider, tokens, shape = case
     valgrind = shutil.which("valgrind")
@@ -698,6 +722,8 @@ def count_instructions(case: tuple[str, int, str], calls: int, warmup: int, budg
             str(calls),
             "--warmup",
             str(warmup),
+            "--process-warmup",
+            str(process_warmup),
             *([] if budget else ["--no-budget"]),
         ]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
@@ -722,10 +748,12 @@ def count_instructions(case: tuple[str, int, str], calls: int, warmup: int, budg
     )
 
 
-def run_instructions(providers: list[str], sizes: list[int], calls: int, warmup: int, budget: bool) -> None:
+def run_instructions(
+    providers: list[str], sizes: list[int], calls: int, warmup: int, budget: bool, process_warmup: int = 0
+) -> None:
     results: list[InstrResult] = []
     for case in instruction_cases(providers, sizes):
-        r = count_instructions(case, calls, warmup, budget)
+        r = count_instructions(case, calls, warmup, budget, process_warmup)
         results.append(r)
         print(
             f"provider={r.provider} tokens={r.tokens} shape={r.shape} raw_instr={r.raw:.0f} "
@@ -774,6 +802,13 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, default=3, help="--instructions: measured rounds per case")
     parser.add_argument("--warmup", type=int, default=3, help="--instructions: uncounted rounds first")
+    parser.add_argument(
+        "--process-warmup",
+        type=int,
+        default=PROCESS_WARMUP,
+        help=f"--instructions: uncounted rounds on other conversations first, so the process is in the "
+        f"steady state the time table measures (default {PROCESS_WARMUP}; 0: a cold process)",
+    )
     parser.add_argument("--instructions-child", metavar="PROVIDER:TOKENS:SHAPE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     REPLY_TOKENS = args.reply_tokens
@@ -785,13 +820,14 @@ def main() -> None:
             args.calls,
             args.warmup,
             not args.no_budget,
+            args.process_warmup,
         )
         return
     with tempfile.TemporaryDirectory() as tmp:
         setup(tmp)
         with bc.task("benchmark", budget_usd=None if args.no_budget else 1_000_000):
             if args.instructions_child:
-                instructions_child(args.instructions_child, args.calls, args.warmup)
+                instructions_child(args.instructions_child, args.calls, args.warmup, args.process_warmup)
                 bc.flush(30)
                 return
             if args.profile:

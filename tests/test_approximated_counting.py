@@ -17,7 +17,12 @@ import pytest
 import tiktoken
 
 import budgetclient as bc
+from budgetclient.blocks import TokenCounter
 from budgetclient.estimate import estimate_request
+from budgetclient.formats.anthropic.blocks import tools_print
+from budgetclient.formats.anthropic.estimate import estimate_input
+from budgetclient.formats.anthropic.prepare import prepare_request
+from budgetclient.lineage import LineageRegistry
 from budgetclient.tokens import SHORT_TEXT_CHARS, count_each, count_text, encoding_for
 
 from ._approximated_counts import approximated_tokens
@@ -138,3 +143,44 @@ async def test_an_async_agent_loop_counts_only_its_long_text_with_tiktoken(tikto
     assert tiktoken_calls and all(n >= SHORT_TEXT_CHARS for n in tiktoken_calls)
     assert t.cost == 6 * cost_of(USAGE)
     assert isinstance(t.cost, Decimal)
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "gemini-2.5-pro"])
+def test_placement_counts_short_texts_by_the_rule_within_its_budget(model: str) -> None:
+    counter = TokenCounter(model, budget_chars=400)
+    short = ["Hi there", "日本語のテキストを数える", "x" * 250]
+    counts = [counter(text) for text in short]
+    assert counts == [approximated_tokens(text) for text in short]
+    rest = "café " * 100  # past the budget: the density of what was counted
+    density = sum(counts) / sum(map(len, short))
+    assert counter(rest) == round(len(rest) * density)
+    long_text = "The quick brown fox. " * 60  # 1,260 characters: o200k_base's count
+    assert TokenCounter(model)(long_text) == approximated_tokens(long_text) == _o200k(long_text)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-5", ""])
+def test_placement_counts_other_models_short_texts_exactly(model: str) -> None:
+    counter = TokenCounter(model)
+    for text in TEXTS[1:-1]:
+        assert counter(text) == _o200k(text)
+
+
+def test_a_new_short_turn_block_and_the_estimate_count_it_by_the_rule() -> None:
+    state = LineageRegistry().get("k")
+    first = "Read this first. " * 100  # long: o200k_base
+    messages: list[dict[str, Any]] = [{"role": "user", "content": first}]
+    for i in range(4):
+        body = {"model": MODEL, "max_tokens": 64, "system": "Short.", "tools": [], "messages": messages}
+        prepared = prepare_request(
+            body, cache="auto", cache_ttl="auto", drift="warn", state=state, now=float(i),
+            tools=tools_print(body),
+        )  # fmt: skip
+        assert prepared.blocks is not None and prepared.built is not None
+        last = messages[-1]["content"]
+        assert prepared.blocks.blocks[-1].tokens == approximated_tokens(last)
+        assert estimate_input(prepared.built).raw_tokens == estimate_request("anthropic", body).raw_tokens
+        messages = [
+            *messages,
+            {"role": "assistant", "content": f"Step {i} checks the invoice lines."},
+            {"role": "user", "content": f"Question {i}: what does step {i} do? " + "é" * i},
+        ]

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from budgetclient.blocks import Block
 from budgetclient.estimate import EstimateMemo, estimate_request
-from budgetclient.formats.anthropic.blocks import build_request
+from budgetclient.formats.anthropic.blocks import _message_prints, build_request
 from budgetclient.formats.anthropic.estimate import estimate_input
 from budgetclient.formats.anthropic.prepare import prepare_request
 from budgetclient.lineage import LineageRegistry
@@ -377,3 +377,28 @@ def test_what_a_build_keeps_is_accounted_whether_built_fresh_or_extended() -> No
     extended = build_request(sdk_copy(body), previous=first)
     fresh = build_request(sdk_copy(body))
     assert extended.stored_bytes == fresh.stored_bytes > first.stored_bytes
+
+
+_key = st.sampled_from(["role", "content", "name"])
+_value = st.one_of(st.sampled_from(["user", "assistant", "hi"]), st.integers(0, 2), st.none())
+_odd_message = st.one_of(
+    st.dictionaries(_key, _value, max_size=3),
+    st.lists(st.sampled_from(["role", "content"]), max_size=2),
+    st.just("role"),
+)
+
+
+@FAST
+@given(st.lists(st.one_of(st.builds(lambda r, c: {"role": r, "content": c}, _value, _value), _odd_message),
+                max_size=6))  # fmt: skip
+def test_messages_are_printed_as_plain_text_exactly_when_each_is_a_role_then_content_pair_of_strings(
+    messages: list[Any],
+) -> None:
+    plain = all(
+        type(m) is dict and list(m) == ["role", "content"] and all(type(v) is str for v in m.values())
+        for m in messages
+    )
+    prints, said_plain = _message_prints(messages)
+    assert said_plain == plain
+    if plain:
+        assert prints == [(m["role"], m["content"]) for m in messages]

@@ -28,7 +28,7 @@ from anthropic import APIRequest, Middleware
 from .. import metering
 from .._construct import fast_constructor
 from .._guard import guarded, report_fault
-from ..admission import Admission, admit, holding, output_limit, sending
+from ..admission import Admission, admit, failed, output_limit, sending
 from ..blocks import Ttl
 from ..estimate import TokenEstimate, estimate_request
 from ..formats.anthropic.blocks import Print, conversation_head, prefix_shape, request_shape_of, tools_print
@@ -111,35 +111,14 @@ _METERED_BY_MIDDLEWARE: contextvars.ContextVar[bool] = contextvars.ContextVar(
 """Set while `BudgetMiddleware.handle` runs an attempt: the attempt hook then only forwards."""
 
 
-class _AttemptView:
-    """What `BudgetMiddleware._before` reads of a request, from the attempt hook's arguments
-    (``FinalRequestOptions`` as an ``APIRequest`` shows them)."""
-
-    __slots__ = ("options", "retries_taken", "stream")
-
-    def __init__(self, options: Any, stream: bool, retries_taken: int) -> None:
-        self.options = options
-        self.stream = stream
-        self.retries_taken = retries_taken
-
-    @property
-    def url(self) -> str:
-        return str(self.options.url)
-
-    @property
-    def method(self) -> str:
-        return str(self.options.method)
-
-    @property
-    def json(self) -> Any:
-        return self.options.json_data
-
-
 @dataclass(slots=True)
 class _AnthropicAttempt:
     """One attempt in flight: what was sent and the metering context it belongs to."""
 
-    request: APIRequest | _AttemptView
+    request: APIRequest | None
+    """The middleware's request (what it sends); ``None`` from the attempt hook, which sends the
+    SDK's options as they are (the body to send set on them)."""
+    url: str
     ctx: CallContext
     prepared: PreparedRequest | None
     state: LineageState | None
@@ -233,7 +212,10 @@ class BudgetMiddleware(Middleware):
     def handle(self, request: APIRequest, call_next: Callable[[APIRequest], Any]) -> Any:
         token = _METERED_BY_MIDDLEWARE.set(True)  # the attempt hook below passes this one through
         try:
-            attempt = self._before(request)
+            attempt = self._before(
+                request, None, request.url, request.method, request.json, request.stream,
+                request.retries_taken,
+            )  # fmt: skip
             if attempt is None:
                 return _error_status_response(request, call_next(request), anthropic.APIResponse)
             with sending(attempt.ctx if attempt.ctx.operation != "batch" else None):
@@ -248,7 +230,10 @@ class BudgetMiddleware(Middleware):
     ) -> Any:
         token = _METERED_BY_MIDDLEWARE.set(True)
         try:
-            attempt = self._before(request)
+            attempt = self._before(
+                request, None, request.url, request.method, request.json, request.stream,
+                request.retries_taken,
+            )  # fmt: skip
             if attempt is None:
                 return _error_status_response(request, await call_next(request), anthropic.AsyncAPIResponse)
             # reading batch results bills nothing by itself: a failed read is no record
@@ -264,37 +249,56 @@ class BudgetMiddleware(Middleware):
         self, send: Callable[..., Any], options: Any, stream: bool, retries_taken: int, call: Any
     ) -> Any:
         """One HTTP attempt through the SDK's ``_attempt_request`` (``send``), metered."""
-        view = _AttemptView(options, stream, retries_taken)
-        attempt = self._before(view)
+        # ``FinalRequestOptions`` read as an ``APIRequest`` shows them
+        attempt = self._before(
+            None, options, options.url, options.method, options.json_data, stream, retries_taken
+        )
         if attempt is None:
             return send(options, stream=stream, retries_taken=retries_taken, call=call)
-        with sending(attempt.ctx if attempt.ctx.operation != "batch" else None):
+        try:  # `sending`, written out (a context manager costs three calls on every attempt)
             response, prepared = send(options, stream=stream, retries_taken=retries_taken, call=call)
+        except BaseException as exc:
+            failed(attempt.ctx if attempt.ctx.operation != "batch" else None, exc)
+            raise
         self._after(attempt, response)
         return response, prepared
 
     async def attempt_async(
         self, send: Callable[..., Awaitable[Any]], options: Any, stream: bool, retries_taken: int, call: Any
     ) -> Any:
-        view = _AttemptView(options, stream, retries_taken)
-        attempt = self._before(view)
+        attempt = self._before(
+            None, options, options.url, options.method, options.json_data, stream, retries_taken
+        )
         if attempt is None:
             return await send(options, stream=stream, retries_taken=retries_taken, call=call)
-        with sending(attempt.ctx if attempt.ctx.operation != "batch" else None):
+        try:  # `sending`, written out
             response, prepared = await send(options, stream=stream, retries_taken=retries_taken, call=call)
+        except BaseException as exc:
+            failed(attempt.ctx if attempt.ctx.operation != "batch" else None, exc)
+            raise
         self._after(attempt, response)
         return response, prepared
 
     # -- before sending ----------------------------------------------------------------------
-    def _before(self, request: APIRequest | _AttemptView) -> _AnthropicAttempt | None:
-        path = _path(request.url)
-        method = request.method.lower()
+    def _before(
+        self,
+        request: APIRequest | None,
+        options: Any,
+        url: str,
+        method: str,
+        json_body: Any,
+        stream: bool,
+        retries: int,
+    ) -> _AnthropicAttempt | None:
+        """Admit one attempt: the middleware's ``request``, or the attempt hook's ``options`` (then
+        ``request`` is ``None``), read as fields (a view object's properties cost a call each)."""
+        path = url if url == _MESSAGES_PATH else _path(url)
+        method = method.lower()
         if method == "get" and path.startswith(_BATCHES_PREFIX) and path.endswith("/results"):
-            ctx = metering.begin_call(PROVIDER, "", "batch", attempt=request.retries_taken)
-            return _AnthropicAttempt(request=request, ctx=ctx, prepared=None, state=None)
+            ctx = metering.begin_call(PROVIDER, "", "batch", attempt=retries)
+            return _AnthropicAttempt(request=request, url=url, ctx=ctx, prepared=None, state=None)
         if method != "post" or path != _MESSAGES_PATH:
             return None
-        json_body = request.json
         # a dict is told from a `Mapping` without the ABC's check (a Python call per request)
         if type(json_body) is not dict and not isinstance(json_body, Mapping):
             return None
@@ -309,13 +313,21 @@ class BudgetMiddleware(Middleware):
         try:
             # a beta ``thread`` continuation: the server holds the conversation, and the body carries
             # only the new turn, so there is no client-side prefix to place markers in or compare
-            if not _server_side_thread(body):
+            if body.get("thread") is None or not _server_side_thread(body):
                 tools = tools_print(body)  # printed once for both
                 state, stable = self._lineage(body, model, t, tools)
                 prepared = self._place(body, state, tools)
         except Exception as exc:
             report_fault("cache.prepare_failed", exc, model=model)
         send_body: Mapping[str, Any] = prepared.body if prepared is not None else body
+        # made only if a budget asks: from the blocks placement built (new blocks counted only),
+        # else from the whole body
+        built = prepared.built if prepared is not None else None
+        estimate: Callable[[], TokenEstimate] = (
+            (lambda: estimate_input(built))  # type: ignore[arg-type]
+            if built is not None and built.estimable
+            else (lambda: estimate_request(PROVIDER, send_body))
+        )
         ctx = admit(
             _new_admission(
                 provider=PROVIDER,
@@ -325,23 +337,26 @@ class BudgetMiddleware(Middleware):
                 drift=prepared.drift if prepared is not None else None,
                 drift_mode=self.options.drift,
                 announce=lambda drift: announce_drift(drift, provider=PROVIDER, model=model, stacklevel=5),
-                estimate=lambda: _estimate_tokens(send_body, prepared),
+                estimate=estimate,
                 max_output_tokens=output_limit(body.get("max_tokens")),
                 cache_write_ttl=_cache_write_ttl(prepared, self.options.cache_ttl),
-                stream=bool(body.get("stream")) or request.stream,
-                attempt=request.retries_taken,
+                stream=stream or bool(body.get("stream")),
+                attempt=retries,
                 conversation=(state.key if state is not None else None),
                 prefix_hash=prepared.prefix_hash if prepared is not None else None,
                 metadata=_metadata(prepared, stable),
             )
         )
-        with holding(ctx):
-            if prepared is not None and prepared.body is not body:
-                if isinstance(request, _AttemptView):
-                    request.options.json_data = prepared.body  # the SDK's copy for this attempt alone
+        if prepared is not None and prepared.body is not body:
+            try:  # `holding`, written out: a fault gives the call's hold back
+                if request is None:
+                    options.json_data = prepared.body  # the SDK's copy for this attempt alone
                 else:
                     request = _with_body(request, prepared.body)
-        return _AnthropicAttempt(request=request, ctx=ctx, prepared=prepared, state=state)
+            except BaseException:
+                metering.abandon_call(ctx)
+                raise
+        return _AnthropicAttempt(request=request, url=url, ctx=ctx, prepared=prepared, state=state)
 
     def _lineage(
         self, body: Mapping[str, Any], model: str, t: Task | None, tools: Print = None
@@ -370,7 +385,7 @@ class BudgetMiddleware(Middleware):
             cache_ttl=self.options.cache_ttl,
             drift=self.options.drift,
             state=state,
-            now=self.now(),
+            now=time.time() if self.clock is None else self.clock(),  # `now`, without its call
             diagnostics=self.diagnostics,
             tools=tools,
         )
@@ -394,7 +409,7 @@ class BudgetMiddleware(Middleware):
             return
         try:  # `guarded`, written out: this runs on every call
             if ctx.operation == "batch":
-                batch_id = _path(attempt.request.url)[len(_BATCHES_PREFIX) :].split("/", 1)[0]
+                batch_id = _path(attempt.url)[len(_BATCHES_PREFIX) :].split("/", 1)[0]
                 tap_response(http_response, _JSONLBatchObserver(self, batch_id, ctx))
                 return
             # only a request that asked to stream gets events (a header lookup costs microseconds)
@@ -616,14 +631,6 @@ def _cache_write_ttl(prepared: PreparedRequest | None, option: str) -> Ttl | Non
     return "1h" if option == "1h" else "5m"
 
 
-def _estimate_tokens(body: Mapping[str, Any], prepared: PreparedRequest | None) -> TokenEstimate:
-    """From the blocks placement built (new blocks counted only), else from the whole body."""
-    built = prepared.built if prepared is not None else None
-    if built is not None and built.estimable:
-        return estimate_input(built)
-    return estimate_request(PROVIDER, body)
-
-
 # -- clients ---------------------------------------------------------------------------------
 #
 # anthropic runs its credential chain (profiles, ANTHROPIC_PROFILE, workload identity) and lets
@@ -764,8 +771,13 @@ def _attempt_hook(send: Callable[..., Any]) -> Callable[..., Any]:
             self: Any, options: Any, *, stream: bool = False, retries_taken: int = 0, call: Any = None
         ) -> Any:
             bound = send.__get__(self)
-            middleware = _only_budget_middleware(self)
-            if middleware is None or _METERED_BY_MIDDLEWARE.get():
+            chain = getattr(self, "_middleware", None)  # `_only_budget_middleware`, written out
+            if (
+                type(chain) is not tuple
+                or len(chain) != 1
+                or not isinstance(middleware := chain[0], BudgetMiddleware)
+                or _METERED_BY_MIDDLEWARE.get()
+            ):
                 return bound(options, stream=stream, retries_taken=retries_taken, call=call)
             return middleware.attempt(bound, options, stream, retries_taken, call)
 

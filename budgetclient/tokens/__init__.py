@@ -17,7 +17,7 @@ from .calibration import (
     reset_calibration,
 )
 from .counting import approximate_count, count_each, count_text, count_texts
-from .encodings import SHORT_TEXT_CHARS, encoding_for, load_encoding_file, model_family
+from .encodings import SHORT_TEXT_CHARS, encoding_for, load_encoding_file, model_family, short_text_chars
 
 __all__ = [
     "PROVIDERS",
@@ -35,4 +35,5 @@ __all__ = [
     "load_encoding_file",
     "model_family",
     "reset_calibration",
+    "short_text_chars",
 ]

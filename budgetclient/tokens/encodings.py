@@ -28,7 +28,14 @@ import tiktoken
 from .._fork_locks import renew_after_fork
 from ..errors import ConfigurationError
 
-__all__ = ["SHORT_TEXT_CHARS", "ApproximatedEncoding", "encoding_for", "load_encoding_file", "model_family"]
+__all__ = [
+    "SHORT_TEXT_CHARS",
+    "ApproximatedEncoding",
+    "encoding_for",
+    "load_encoding_file",
+    "model_family",
+    "short_text_chars",
+]
 
 _HELLO_WORLD = "hello world"
 _ENDOFTEXT = "<|endoftext|>"
@@ -209,6 +216,12 @@ def encoding_for(model: str) -> tiktoken.Encoding:
 
 _APPROXIMATED = "o200k_base~approximated"
 """The key of o200k_base as `ApproximatedEncoding` (claude-*, gemini-*) among the loaded encodings."""
+
+
+def short_text_chars(model: str) -> int:
+    """Below this length ``model``'s texts are counted by `counting.approximate_count` (0: none
+    are), told without loading the encoding: `encoding_for` is an `ApproximatedEncoding`."""
+    return SHORT_TEXT_CHARS if _encoding_name(model) == _APPROXIMATED else 0
 
 
 @functools.lru_cache(maxsize=1024)

@@ -441,9 +441,10 @@ def _message_prints(messages: list[Any]) -> tuple[list[Print], bool]:
     n = len(messages)
     if (
         list(map(type, messages)).count(dict) == n
-        and list(map(len, messages)).count(2) == n
-        # two keys each, all of them in a row ``role, content, role, content...``: each message's
-        # keys are ``("role", "content")`` (a tuple of each costs twice as much)
+        # their keys in a row are ``role, content, role, content...``: each message's keys are
+        # ``("role", "content")`` (a tuple of each costs twice as much). No length check needed: a
+        # dict's keys are distinct, so no run of them spans two of that pattern's pairs, and 2n
+        # keys in n runs of at most two are two each
         and list(chain.from_iterable(messages)) == _ROLE_CONTENT_LIST * n
     ):
         prints: list[Print] = list(map(_ROLE_AND_CONTENT, messages))
@@ -648,11 +649,16 @@ class _Builder:
             values[id(self._take(block))] = item
 
     def add_text(self, section: Section, path: str, text: str, *, label: bytes, message: int | None = None,
-                 role: str | None = None) -> None:
+                 role: str | None = None, cached: bool = True) -> None:
         """`add` of a string shorthand (``"content": "..."``, ``"system": "..."``): the one-text-block
-        list the API reads it as, without building that block to serialise it (most new turns)."""
-        key = (self.model, section, path, label, message, role, text)
-        block = _TEXT_BLOCKS.get(key)
+        list the API reads it as, without building that block to serialise it (most new turns).
+
+        ``cached=False``: neither looked up nor kept in `_TEXT_BLOCKS`, for a turn appended to the
+        conversation (`_appended_text`), which its next call reuses from this build: the cache
+        would only serve a conversation built from scratch with the same turn at the same place.
+        """
+        key = (self.model, section, path, label, message, role, text) if cached else None
+        block = _TEXT_BLOCKS.get(key) if key is not None else None
         if block is None:
             raw = b"".join((_TEXT_BLOCK_HEAD, _json_string(text).encode(), b"}"))
             digest = block_digest(label + raw)
@@ -668,7 +674,8 @@ class _Builder:
                 role=role,
                 shorthand=True,
             )
-            _TEXT_BLOCKS.put(key, block, len(raw))
+            if key is not None:
+                _TEXT_BLOCKS.put(key, block, len(raw))
             self.blocks.append(block)
         else:
             block = self._take(block)
@@ -995,7 +1002,9 @@ def _appended_text(
         if role == "assistant":
             last_assistant = m
         path = f"messages[{m}].content"
-        builder.add_text("messages", path, content, label=f"m{m}:{role}:".encode(), message=m, role=role)
+        builder.add_text(
+            "messages", path, content, label=f"m{m}:{role}:".encode(), message=m, role=role, cached=False
+        )
         spans.append((start, len(blocks) - first))
     new = blocks[len(request.blocks) :]
     if memo is not None:

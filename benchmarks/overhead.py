@@ -18,12 +18,17 @@ round adds one small user turn, as an agent loop does, and both sides send the s
     python benchmarks/overhead.py --reply-tokens 1000              # 1k-token turns appended
     python benchmarks/overhead.py --shape tools                    # tool calls and tool results
     python benchmarks/overhead.py --instructions  # instructions per call under callgrind (~15 min)
+    python benchmarks/overhead.py --instructions --process-warmup 0  # the same in a cold process
     python benchmarks/overhead.py --clock thread  # the calling thread's CPU time, not wall time
 
 ``--instructions`` runs each sync case (1k, 30k and 150k tokens of text turns, and the 150k agent
 tool loop) in a process of its own under valgrind's callgrind (Debian package ``valgrind``), and
-counts the instructions of the calling thread in steady-state calls only: a few warm-up rounds
-uncounted, then each measured call runs inside ``sys.call_tracing`` (a C function nothing else on
+counts the instructions of the calling thread in steady-state calls only: the process first makes
+``--process-warmup`` rounds (default 64) on other conversations of the same size, as the timed
+measurement's process has by its median call (CPython 3.11 specialises a function's bytecode only
+after it ran a few dozen times, the raw SDK's and budgetclient's alike; ``--process-warmup 0``
+measures a cold process), then a few warm-up rounds of the measured conversation are uncounted,
+then each measured call runs inside ``sys.call_tracing`` (a C function nothing else on
 the path calls), which is callgrind's ``--toggle-collect`` marker and ``--dump-after`` trigger, so
 every measured call is one dump. Work the library hands to its writer thread is not counted:
 it is not on the caller's path. Machine load does not move these counts.
@@ -521,7 +526,7 @@ class Result:
 
 PROCESS_WARMUP = 64
 """``--instructions``: rounds per side a case's process makes before its measured conversation
-(`warm_process`); the timed measurement's process has made hundreds by then."""
+(`warm_process`); the timed measurement's median call comes after dozens of them."""
 
 SEGMENT = 8
 """Rounds per conversation: the history grows append-only for this many calls, then a new

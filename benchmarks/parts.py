@@ -88,7 +88,7 @@ def _free_counting() -> Iterator[None]:
 
     with ExitStack() as stack:
         stack.enter_context(mock.patch.object(blocks, "_counter", lambda text, model: length_rule(text)))
-        stack.enter_context(mock.patch.object(counting, "_exact", lambda encoding, text: length_rule(text)))
+        stack.enter_context(mock.patch.object(counting, "_exact", lambda enc, text, n: length_rule(text)))
         yield
 
 

@@ -47,6 +47,40 @@ def _disabled(*args: Any, **kwargs: Any) -> None:
 _structlog_nop = getattr(structlog.make_filtering_bound_logger(logging.CRITICAL), "debug", None)
 
 
+class _PublicConfig:
+    """structlog's public ``is_configured()`` / ``get_config()`` in the shape of its private
+    configuration object, for a structlog without ``structlog._config._CONFIG``."""
+
+    @property
+    def is_configured(self) -> bool:
+        return structlog.is_configured()
+
+    @property
+    def default_wrapper_class(self) -> Any:
+        return structlog.get_config()["wrapper_class"]
+
+
+_STRUCTLOG_CONFIG: Any = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
+"""What ``structlog.is_configured()`` and ``get_config()`` read, without ``get_config()``'s copy
+(`_PublicConfig` asks them where structlog has no such object)."""
+if _STRUCTLOG_CONFIG is None:
+    _STRUCTLOG_CONFIG = _PublicConfig()
+
+
+def _route(_owner: object, name: str = "info", level: int | None = logging.INFO) -> Any:
+    """The logging method ``name`` (at stdlib ``level``, None for a non-level name) as configured
+    now, or `_disabled` where the configuration drops it. Its defaults and unused first parameter
+    let ``_LibraryLogger.info`` be this very function, so the hot level costs no second call."""
+    config = _STRUCTLOG_CONFIG
+    if config.is_configured:
+        if getattr(config.default_wrapper_class, name, None) is _structlog_nop:
+            return _disabled
+        return getattr(_structlog, name)
+    if level is not None and not _logger.isEnabledFor(level):
+        return _disabled
+    return getattr(_stdlib, name)
+
+
 class _LibraryLogger:
     """Routes each call at call time, so configuring structlog later takes effect at once.
 
@@ -56,35 +90,11 @@ class _LibraryLogger:
     model call, so callers may skip building the event when they are handed ``_disabled``.
     """
 
+    # the hot level as a property: no failed attribute lookup first, as ``__getattr__`` has
+    info = property(_route)
+
     def __getattr__(self, name: str) -> Any:
-        if structlog.is_configured():
-            if getattr(structlog.get_config()["wrapper_class"], name, None) is _structlog_nop:
-                return _disabled
-            return getattr(_structlog, name)
-        level = _LEVELS.get(name)
-        if level is not None and not _logger.isEnabledFor(level):
-            return _disabled
-        return getattr(_stdlib, name)
-
-    @property
-    def info(self) -> Any:
-        """``__getattr__("info")`` for the hot level, as a property (no failed attribute lookup
-        first), reading structlog's configuration object where ``get_config()`` would copy it."""
-        config = _STRUCTLOG_CONFIG
-        if config is None:
-            return self.__getattr__("info")
-        if config.is_configured:
-            if getattr(config.default_wrapper_class, "info", None) is _structlog_nop:
-                return _disabled
-            return _structlog.info
-        if not _logger.isEnabledFor(logging.INFO):
-            return _disabled
-        return _stdlib.info
-
-
-_STRUCTLOG_CONFIG: Any = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
-"""What ``structlog.is_configured()`` and ``get_config()`` read (None: a structlog without it,
-`_LibraryLogger.info` then asks them)."""
+        return _route(self, name, _LEVELS.get(name))
 
 
 log: Any = _LibraryLogger()

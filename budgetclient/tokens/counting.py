@@ -47,7 +47,11 @@ def count_text(text: str, model: str = "gpt-4o") -> int:
     A short text for a claude-* or gemini-* model is counted by `approximate_count` (see
     `ApproximatedEncoding`).
     """
-    return _exact(encoding_for(model), text)
+    enc = encoding_for(model)
+    n = len(text)
+    if n < SHORT_TEXT_CHARS and type(enc) is ApproximatedEncoding:  # the short-text rule, as count_each
+        return approximate_count(text)
+    return _exact(enc, text, n)
 
 
 def approximate_count(text: str) -> int:
@@ -134,6 +138,7 @@ def count_each(enc: tiktoken.Encoding, texts: list[str]) -> list[int]:
     budget = EXACT_BUDGET_CHARS
     leftover: list[int] = []
     name = enc.name
+    # the short-text rule, as count_text: its type check once per call, one comparison per text
     short = SHORT_TEXT_CHARS if type(enc) is ApproximatedEncoding else 0
     for i, text in enumerate(texts):
         n = len(text)
@@ -152,7 +157,7 @@ def count_each(enc: tiktoken.Encoding, texts: list[str]) -> list[int]:
                 leftover.append(i)
                 continue
             budget -= n
-        counts[i] = _exact(enc, text)
+        counts[i] = _exact(enc, text, n)
     if leftover:
         joined = "\n".join(texts[i] for i in leftover)
         density = _count_sampled(enc, joined) / max(1, len(joined))
@@ -164,13 +169,11 @@ def count_each(enc: tiktoken.Encoding, texts: list[str]) -> list[int]:
     return counts
 
 
-def _exact(enc: tiktoken.Encoding, text: str) -> int:
+def _exact(enc: tiktoken.Encoding, text: str, n: int) -> int:
     """Exact count, memoised: texts shorter than ``MEMO_MIN_CHARS`` (roles, names, short turns)
     by the text itself, cheap to hash and free of collisions; longer ones by (encoding, length,
-    ``hash(text)``)."""
-    n = len(text)
-    if n < SHORT_TEXT_CHARS and type(enc) is ApproximatedEncoding:
-        return approximate_count(text)
+    ``hash(text)``). Its two callers, `count_text` and `count_each`, apply the short-text rule
+    first (texts of ``n`` characters; ``n`` passed, as both have it)."""
     if n < MEMO_MIN_CHARS:
         short = _short[enc.name]
         known = short.get(text)

@@ -266,16 +266,25 @@ def test_a_body_parses_to_the_document_json_loads_gives() -> None:
 # -- the ``llm.call`` check ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("public", [False, True], ids=["private-config", "public-api"])
 @pytest.mark.parametrize("configured", [None, logging.DEBUG, logging.INFO, logging.WARNING])
 @pytest.mark.parametrize("stdlib_level", [logging.NOTSET, logging.INFO, logging.WARNING])
-def test_the_info_check_answers_as_the_general_lookup(configured: int | None, stdlib_level: int) -> None:
+def test_the_info_check_answers_as_the_general_lookup(
+    configured: int | None, stdlib_level: int, public: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`log.info` (read on every call to decide whether the record is made now) is what the general
-    ``__getattr__`` gives, whatever structlog's and the stdlib logger's configuration."""
+    ``__getattr__`` gives, whatever structlog's and the stdlib logger's configuration, whether the
+    routing reads structlog's private configuration object or (where a structlog lacks it) the
+    public ``is_configured()`` / ``get_config()``; every level is dropped exactly where the
+    configuration drops it."""
+    if public:
+        monkeypatch.setattr(_log, "_STRUCTLOG_CONFIG", _log._PublicConfig())
     previous = structlog.get_config()
     was_configured = structlog.is_configured()
     logger = logging.getLogger("budgetclient")
     level = logger.level
     try:
+        # configured after the logger exists, as an application may at run time
         if configured is not None:
             structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(configured))
         else:
@@ -285,6 +294,11 @@ def test_the_info_check_answers_as_the_general_lookup(configured: int | None, st
         assert (fast is _log._disabled) is (general is _log._disabled)
         if configured == logging.WARNING or (configured is None and not logger.isEnabledFor(logging.INFO)):
             assert fast is _log._disabled
+        levels = {"debug": 10, "info": 20, "warning": 30, "error": 40, "exception": 40, "critical": 50}
+        for name, number in levels.items():
+            dropped = number < configured if configured is not None else not logger.isEnabledFor(number)
+            assert (getattr(_log.log, name) is _log._disabled) is dropped, name
+        assert _log.log.bind is not _log._disabled  # not a level: never dropped
     finally:
         logger.setLevel(level)
         structlog.reset_defaults()

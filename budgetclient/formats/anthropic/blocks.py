@@ -657,8 +657,10 @@ class _Builder:
         conversation (`_appended_text`), which its next call reuses from this build: the cache
         would only serve a conversation built from scratch with the same turn at the same place.
         """
-        key = (self.model, section, path, label, message, role, text) if cached else None
-        block = _TEXT_BLOCKS.get(key) if key is not None else None
+        key = block = None
+        if cached:
+            key = (self.model, section, path, label, message, role, text)
+            block = _TEXT_BLOCKS.get(key)
         if block is None:
             raw = b"".join((_TEXT_BLOCK_HEAD, _json_string(text).encode(), b"}"))
             digest = block_digest(label + raw)
@@ -997,15 +999,16 @@ def _appended_text(
     first = previous.messages_span[0]
     spans = list(previous.message_spans)
     last_assistant = previous.last_assistant
+    start = len(blocks) - first
     for m, (role, content) in enumerate(added, known):
-        start = len(blocks) - first
         if role == "assistant":
             last_assistant = m
-        path = f"messages[{m}].content"
         builder.add_text(
-            "messages", path, content, label=f"m{m}:{role}:".encode(), message=m, role=role, cached=False
-        )
-        spans.append((start, len(blocks) - first))
+            "messages", f"messages[{m}].content", content, label=f"m{m}:{role}:".encode(),
+            message=m, role=role, cached=False,
+        )  # fmt: skip
+        spans.append((start, start + 1))  # a string is one block
+        start += 1
     new = blocks[len(request.blocks) :]
     if memo is not None:
         memo.update(zip(map(_DIGEST, new), map(_TOKENS, new), strict=True))

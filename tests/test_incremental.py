@@ -174,13 +174,16 @@ def test_a_new_tool_result_is_tokenized_once_per_call(monkeypatch: pytest.Monkey
     body["messages"].append({"role": "user", "content": [result]})
     encoding = tokens.encoding_for(MODEL)
     seen: list[str] = []
-    real = encoding.encode_ordinary
+    real = type(encoding).encode_ordinary
 
-    def spy(text: str) -> list[int]:
-        seen.append(text)
-        return real(text)
+    def spy(self: Any, text: str) -> list[int]:
+        if self is encoding:
+            seen.append(text)
+        return real(self, text)
 
-    monkeypatch.setattr(encoding, "encode_ordinary", spy)
+    # on the class: an instance attribute would be left behind by `undo` (as the bound method),
+    # hiding a later test's spy on `tiktoken.Encoding`
+    monkeypatch.setattr(type(encoding), "encode_ordinary", spy)
     built = build_request(sdk_copy(body), previous=built)
     estimate = estimate_input(built)
     assert seen.count(output) == 1
@@ -188,7 +191,7 @@ def test_a_new_tool_result_is_tokenized_once_per_call(monkeypatch: pytest.Monkey
     assert len(seen) == len(set(seen))
     result = built.request.blocks[-1]
     assert result.path == f"messages[{len(body['messages']) - 1}].content[0]"
-    assert result.tokens == len(real(output))
+    assert result.tokens == len(real(encoding, output))
     monkeypatch.undo()
     assert estimate.raw_tokens == estimate_request("anthropic", body).raw_tokens
 

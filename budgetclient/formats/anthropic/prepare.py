@@ -155,7 +155,8 @@ def prepare_request(
         previous = state.prefix
         found: PrefixDrift | None = None
         expected = False
-        divergence = len(request)
+        count = len(request.blocks)  # (``len(request)`` is a Python call: read once)
+        divergence = count
         identical = False
         segment = False
         appended = False
@@ -199,13 +200,15 @@ def prepare_request(
         paused = state.last_call_at is not None and now - state.last_call_at > LONG_GAP_S
         if not identical:
             state.record_gap(now)
-        common = request.prefix_tokens[divergence - 1] if 0 < divergence <= len(request) else 0
+        ends = request.prefix_tokens
+        total = ends[-1] if ends else 0  # `total_tokens`, without the property's call
+        common = ends[divergence - 1] if 0 < divergence <= count else 0
         evidence = state.gap_evidence()
         ttl = choose_ttl(
             cache_ttl,
             evidence,
-            prefix_tokens=request.total_tokens,
-            new_tokens=request.total_tokens - common,
+            prefix_tokens=total,
+            new_tokens=total - common,
         )
         markers: tuple[Marker, ...] = ()
         min_tokens = min_cacheable_tokens(model)

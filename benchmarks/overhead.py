@@ -19,6 +19,7 @@ round adds one small user turn, as an agent loop does, and both sides send the s
     python benchmarks/overhead.py --shape tools                    # tool calls and tool results
     python benchmarks/overhead.py --instructions  # instructions per call under callgrind (~15 min)
     python benchmarks/overhead.py --instructions --process-warmup 0  # the same in a cold process
+    python benchmarks/overhead.py --instructions --cache  # and the L2 misses per call (simulated)
     python benchmarks/overhead.py --clock thread  # the calling thread's CPU time, not wall time
 
 ``--instructions`` runs each sync case (1k, 30k and 150k tokens of text turns, and the 150k agent
@@ -685,21 +686,40 @@ class InstrResult:
     shape: str
     raw: float
     wrapped: float
+    raw_misses: float | None = None
+    """``--cache``: simulated L2 misses per call (instruction fetches, data reads and writes)."""
+    wrapped_misses: float | None = None
 
     @property
     def ratio(self) -> float:
         return self.wrapped / self.raw
 
 
-def _dump_total(path: Path) -> int:
+L2_BYTES = 1 << 20
+"""``--cache``: the simulated last-level cache, sized as one core's L2 (1 MiB, 16-way): the benchmark
+collects garbage before each call, which evicts it, as a real agent's wait for the network and
+other work between calls do; a line missing there costs tens of cycles (L3) or a hundred ns."""
+_MISSES = ("ILmr", "DLmr", "DLmw")
+
+
+def _dump_totals(path: Path) -> dict[str, int]:
+    """The dump's total of each event (``Ir``, and with ``--cache-sim`` the cache misses)."""
+    events: list[str] = []
     for line in path.read_text().splitlines():
-        if line.startswith("totals:") or line.startswith("summary:"):
-            return int(line.split()[1])
+        if line.startswith("events:"):
+            events = line.split()[1:]
+        elif line.startswith("totals:") or line.startswith("summary:"):
+            return dict(zip(events, map(int, line.split()[1:]), strict=False))
     raise SystemExit(f"no totals in {path}")
 
 
 def count_instructions(
-    case: tuple[str, int, str], calls: int, warmup: int, budget: bool, process_warmup: int = 0
+    case: tuple[str, int, str],
+    calls: int,
+    warmup: int,
+    budget: bool,
+    process_warmup: int = 0,
+    cache: bool = False,
 ) -> InstrResult:
     """One case in its own process under callgrind; instructions per call, mean of ``calls``."""
     provider, tokens, shape = case
@@ -715,6 +735,7 @@ def count_instructions(
             f"--toggle-collect={INSTR_MARKER}",
             f"--dump-after={INSTR_MARKER}",
             f"--callgrind-out-file={out}/cg.out",
+            *(["--cache-sim=yes", f"--LL={L2_BYTES},16,64"] if cache else []),
             sys.executable,
             str(Path(__file__).resolve()),
             "--instructions-child",
@@ -742,27 +763,45 @@ def count_instructions(
         if len(dumps) != len(order):
             raise SystemExit(f"{case}: {len(dumps)} dumps for {len(order)} measured calls")
         per_side: dict[str, list[int]] = {"raw": [], "budgetclient": []}
+        misses: dict[str, list[int]] = {"raw": [], "budgetclient": []}
         for side, dump in zip(order, dumps, strict=True):
-            per_side[side].append(_dump_total(dump))
+            totals = _dump_totals(dump)
+            per_side[side].append(totals["Ir"])
+            if cache:
+                misses[side].append(sum(totals[e] for e in _MISSES))
     return InstrResult(
         provider,
         tokens,
         shape,
         statistics.fmean(per_side["raw"]),
         statistics.fmean(per_side["budgetclient"]),
+        statistics.fmean(misses["raw"]) if cache else None,
+        statistics.fmean(misses["budgetclient"]) if cache else None,
     )
 
 
 def run_instructions(
-    providers: list[str], sizes: list[int], calls: int, warmup: int, budget: bool, process_warmup: int = 0
+    providers: list[str],
+    sizes: list[int],
+    calls: int,
+    warmup: int,
+    budget: bool,
+    process_warmup: int = 0,
+    cache: bool = False,
 ) -> None:
     results: list[InstrResult] = []
     for case in instruction_cases(providers, sizes):
-        r = count_instructions(case, calls, warmup, budget, process_warmup)
+        r = count_instructions(case, calls, warmup, budget, process_warmup, cache)
         results.append(r)
+        l2 = ""
+        if r.raw_misses is not None and r.wrapped_misses is not None:
+            l2 = (
+                f" raw_l2_misses={r.raw_misses:.0f} budgetclient_l2_misses={r.wrapped_misses:.0f}"
+                f" added_l2_misses={r.wrapped_misses - r.raw_misses:.0f}"
+            )
         print(
             f"provider={r.provider} tokens={r.tokens} shape={r.shape} raw_instr={r.raw:.0f} "
-            f"budgetclient_instr={r.wrapped:.0f} added_instr={r.wrapped - r.raw:.0f} ratio={r.ratio:.3f}",
+            f"budgetclient_instr={r.wrapped:.0f} added_instr={r.wrapped - r.raw:.0f} ratio={r.ratio:.3f}{l2}",
             flush=True,
         )
     worst = max(results, key=lambda r: r.ratio)
@@ -814,6 +853,12 @@ def main() -> None:
         help=f"--instructions: uncounted rounds on other conversations first, so the process is in the "
         f"steady state the time table measures (default {PROCESS_WARMUP}; 0: a cold process)",
     )
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="--instructions: also simulate the caches and print each side's L2 misses per call "
+        "(callgrind --cache-sim; about twice as slow)",
+    )
     parser.add_argument("--instructions-child", metavar="PROVIDER:TOKENS:SHAPE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     REPLY_TOKENS = args.reply_tokens
@@ -826,6 +871,7 @@ def main() -> None:
             args.warmup,
             not args.no_budget,
             args.process_warmup,
+            args.cache,
         )
         return
     with tempfile.TemporaryDirectory() as tmp:

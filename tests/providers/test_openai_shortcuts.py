@@ -1,0 +1,124 @@
+"""The OpenAI call path's shortcuts give exactly what the general path they stand for gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import pytest
+
+from budgetclient.estimate import estimate_request
+from budgetclient.formats.openai.prefix import classify
+from budgetclient.providers import _openai_meter
+from budgetclient.providers._openai_estimate import ChatEstimates
+
+_Listed = list[tuple[str, str | bytes]]
+_HEADER_LISTS: list[_Listed] = [
+    [],
+    [("x-stainless-retry-count", "0")],
+    [("X-Stainless-Retry-Count", "3")],
+    [("x-stainless-retry-count", " 2 ")],
+    [("x-stainless-retry-count", "-1")],
+    [("x-stainless-retry-count", "abc")],
+    [("x-stainless-retry-count", "")],
+    [("x-stainless-retry-count", "1"), ("X-STAINLESS-RETRY-COUNT", "2")],  # sent twice: joined
+    [("x-stainless-retry-count", "\u0661")],  # an Arabic-Indic digit, as UTF-8: int() reads it
+    [("x-stainless-retry-count", "é".encode("latin-1"))],
+    [("content-type", "text/event-stream; charset=utf-8"), ("content-length", "12")],
+    [("Content-Type", "application/json"), ("content-type", "text/plain")],
+]
+
+
+def _raw(listed: _Listed) -> list[tuple[bytes, bytes]]:
+    return [(k.encode(), v.encode() if isinstance(v, str) else v) for k, v in listed]
+
+
+@pytest.mark.parametrize("listed", _HEADER_LISTS)
+@pytest.mark.parametrize("encoding", [None, "utf-8", "iso-8859-1", "utf-16"])
+def test_header_reads_what_get_reads(listed: _Listed, encoding: str | None) -> None:
+    raw = _raw(listed)
+    for name in ("x-stainless-retry-count", "content-type", "missing"):
+        headers = httpx2.Headers(raw, encoding=encoding)
+        try:
+            want: Any = headers.get(name, "dflt")
+        except UnicodeDecodeError:  # neither way reads it: the caller's fault handling decides
+            continue
+        headers = httpx2.Headers(raw, encoding=encoding)
+        assert _openai_meter._header(headers, name.encode(), name, "dflt") == want
+
+
+@pytest.mark.parametrize("listed", _HEADER_LISTS)
+def test_retries_taken_reads_what_the_header_says(listed: _Listed) -> None:
+    raw = _raw(listed)
+    request = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions", headers=raw)
+    try:
+        want = max(int(httpx2.Headers(raw).get("x-stainless-retry-count", "0")), 0)
+    except ValueError:
+        want = 0
+    assert _openai_meter._retries_taken(request) == want
+
+
+def test_other_headers_types_are_read_by_their_get() -> None:
+    class Plain(dict[str, str]):
+        pass
+
+    headers = Plain({"x-stainless-retry-count": "4"})
+    assert _openai_meter._header(headers, b"x-stainless-retry-count", "x-stainless-retry-count", "0") == "4"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/chat/completions",
+        "/chat/completions/",
+        "/chat/completions?api-version=2024-10-21",
+        "/responses",
+        "/responses/compact",
+        "/responses/resp_1/cancel",
+        "/completions",
+        "/embeddings",
+        "/models",
+        "/files",
+        "https://example.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=1",
+    ],
+)
+def test_operations_are_classified_once_per_url_as_classify_does(url: str) -> None:
+    want = classify("POST", url.split("?", 1)[0])
+    assert _openai_meter._operation_of(url) == want
+    assert _openai_meter._OPERATIONS[url] == want  # kept: the next request reads it
+
+
+@pytest.mark.parametrize(
+    ("model", "requested"),
+    [("gpt-4o-2024-08-06", "gpt-4o"), ("gpt-4o", "gpt-4o"), ("not-a-gpt", "gpt-4o"), ("gpt-4.1", "gpt-4o")],
+)
+def test_same_family_is_the_families_compared(model: str, requested: str) -> None:
+    want = _openai_meter._family(model) == _openai_meter._family(requested)
+    assert _openai_meter._same_family(model, requested) is want
+    assert _openai_meter._same_family(model, requested) is want  # from its memo
+
+
+def _chat(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"model": "gpt-4o", "messages": [dict(m) for m in messages]}  # fresh dicts, as the SDK's
+
+
+def test_the_estimate_reads_plain_turns_inline_as_the_full_read_does() -> None:
+    # plain turns (two string fields, in either order, empty ones too) read without the collector,
+    # and turns that are not plain read by it, several new ones per call
+    estimates = ChatEstimates()
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are terse. " * 20}]
+    added: list[list[dict[str, Any]]] = [
+        [{"role": "user", "content": "a question " * 9}],
+        [{"content": "reversed keys " * 5, "role": "assistant"}, {"role": "user", "content": ""}],
+        [{"role": "", "content": "no role"}, {"role": "user", "content": "named", "name": "bob"}],
+        [
+            {"role": "assistant", "content": None},
+            {"role": "user", "content": [{"type": "text", "text": "x"}]},
+        ],
+        [{"role": "user", "content": "short"}, {"role": "assistant", "content": "reply " * 30}],
+    ]
+    for turns in added:
+        messages += turns
+        got = estimates.estimate("conversation", _chat(messages), "gpt-4o")
+        want = estimate_request("openai", _chat(messages), "gpt-4o")
+        assert (got.raw_tokens, got.tokens) == (want.raw_tokens, want.tokens), turns

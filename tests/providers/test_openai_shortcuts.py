@@ -122,3 +122,50 @@ def test_the_estimate_reads_plain_turns_inline_as_the_full_read_does() -> None:
         got = estimates.estimate("conversation", _chat(messages), "gpt-4o")
         want = estimate_request("openai", _chat(messages), "gpt-4o")
         assert (got.raw_tokens, got.tokens) == (want.raw_tokens, want.tokens), turns
+
+
+class _Options:
+    """Request options of an SDK whose options class may lack fields."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+
+_FIELDS = {
+    "method": "post",
+    "url": "/chat/completions",
+    "json_data": {"model": "gpt-4o", "messages": [{"role": "user", "content": "q"}]},
+    "extra_json": None,
+    "content": None,
+    "files": None,
+    "headers": None,
+}
+
+
+@pytest.mark.parametrize("missing", [None, *_FIELDS])
+def test_options_are_prepared_only_when_every_field_read_is_there(missing: str | None) -> None:
+    # the one set comparison on the options' ``__dict__`` decides as a ``hasattr`` of each field
+    import openai
+    from structlog.testing import capture_logs
+
+    import budgetclient as bc
+    from budgetclient.providers import _hooks
+    from budgetclient.providers._openai_hook import prepared_build
+    from budgetclient.providers._openai_meter import prepared_body_of
+
+    _hooks._warned.clear()
+    client = bc.wrap(openai.OpenAI(api_key="sk-test", http_client=httpx2.Client()))
+    options = _Options(**{k: v for k, v in _FIELDS.items() if k != missing})
+    built = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions")
+
+    def build(options: Any, *, retries_taken: int = 0) -> httpx2.Request:
+        return built
+
+    with capture_logs() as logs:
+        request = prepared_build(client, build, (options,), {"retries_taken": 0})
+    warned = [entry for entry in logs if entry["event"] == "sdk.hook_unavailable"]
+    assert request is built
+    assert (prepared_body_of(request) is None) is (missing is not None)
+    assert bool(warned) is (missing is not None)
+    if missing is not None:
+        assert missing in warned[0]["problem"]

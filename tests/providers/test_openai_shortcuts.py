@@ -169,3 +169,36 @@ def test_options_are_prepared_only_when_every_field_read_is_there(missing: str |
     assert bool(warned) is (missing is not None)
     if missing is not None:
         assert missing in warned[0]["problem"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"prompt_cache_key": ""},
+        {"prompt_cache_key": "mine"},
+        {"response_format": {"type": "json_object"}},
+        {"response_format": None, "prompt_cache_key": None},
+        {"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}},
+        {"text": {"verbosity": "low"}},
+    ],
+)
+@pytest.mark.parametrize("operation", ["chat.completions", "responses", "completions"])
+def test_request_shape_of_a_plain_request_is_what_request_shape_gives(
+    extra: dict[str, Any], operation: str
+) -> None:
+    from budgetclient.drift import request_shape
+    from budgetclient.formats.openai.prefix import CHAT, RESPONSES, request_shape_of
+
+    body = {"model": "gpt-4o", **extra}
+    if operation == CHAT:
+        output_format = body.get("response_format")
+    elif operation == RESPONSES:
+        text = body.get("text")
+        output_format = text.get("format") if isinstance(text, dict) else None
+    else:
+        assert request_shape_of(body, operation) == ""
+        return
+    caller_key = body.get("prompt_cache_key") or None
+    want = request_shape((("format", output_format), ("prompt_cache_key", caller_key)))
+    assert request_shape_of(body, operation) == want

@@ -607,6 +607,8 @@ def request_shape_of(body: Mapping[str, Any], operation: str) -> str:
     else:
         return ""
     caller_key = body.get("prompt_cache_key") or None
+    if output_format is None and caller_key is None:  # the usual request: `request_shape`'s answer
+        return ""
     return request_shape((("format", output_format), ("prompt_cache_key", caller_key)))
 
 
@@ -638,8 +640,8 @@ def cache_params(body: Mapping[str, Any], operation: str) -> tuple[tuple[str, in
     params: list[tuple[str, int, bytes]] = []
     for name, path in _CACHE_PARAM_NAMES.get(operation, ()):
         value: Any = body
-        for key in path:
-            value = value.get(key) if isinstance(value, Mapping) else None
+        for key in path:  # a dict is told from a `Mapping` without the ABC's check
+            value = value.get(key) if type(value) is dict or isinstance(value, Mapping) else None
         if value is not None:
             # a string (the usual parameter) as `raw_bytes` writes it, without building an encoder
             data = _json_string(value).encode() if type(value) is str else raw_bytes(value)

@@ -202,3 +202,22 @@ def test_request_shape_of_a_plain_request_is_what_request_shape_gives(
     caller_key = body.get("prompt_cache_key") or None
     want = request_shape((("format", output_format), ("prompt_cache_key", caller_key)))
     assert request_shape_of(body, operation) == want
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [
+        [{"role": "user", "content": "plain"}, {"role": "assistant", "content": "reply"}],
+        [{"content": "keys reversed", "role": "user"}],
+        [{"role": "user", "content": [{"type": "text", "text": "x", "prompt_cache_breakpoint": {}}]}],
+        [{"role": "user", "content": "named", "name": "bob"}, {"role": "user", "content": None}],
+        [{"role": "user", "content": 1}, {"role": 2, "content": "x"}],
+    ],
+)
+def test_the_head_digests_plain_openings_as_the_general_path_does(opening: list[dict[str, Any]]) -> None:
+    from budgetclient.formats.openai import prefix
+
+    body = {"model": "gpt-4o", "messages": [{"role": "system", "content": "sys"}, *opening]}
+    head = prefix.conversation_head(body, prefix.CHAT)
+    want = tuple(prefix._opening_digest(prefix._message_without_markers(m)) for m in opening[:2])
+    assert head.opening == want

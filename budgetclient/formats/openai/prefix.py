@@ -457,8 +457,15 @@ def conversation_head(
         items = [items]
     first = len(leading)
     rest = items[first : first + 2] if isinstance(items, Sequence) and not isinstance(items, str) else ()
-    opening = tuple(_opening_digest(_message_without_markers(m)) for m in rest)
-    return _new_head(fixed=tuple(fixed), opening=opening)
+    opening: list[bytes] = []
+    for message in rest:
+        if type(message) is dict and len(message) == 2:  # a plain-text turn: its print, inline
+            role, content = message.get("role"), message.get("content")
+            if type(role) is str and type(content) is str and next(iter(message)) == "role":
+                opening.append(_print_digest((role, content)))
+                continue
+        opening.append(_opening_digest(_message_without_markers(message)))
+    return _new_head(fixed=tuple(fixed), opening=tuple(opening))
 
 
 _ABSENT = b""

@@ -221,3 +221,36 @@ def test_the_head_digests_plain_openings_as_the_general_path_does(opening: list[
     head = prefix.conversation_head(body, prefix.CHAT)
     want = tuple(prefix._opening_digest(prefix._message_without_markers(m)) for m in opening[:2])
     assert head.opening == want
+
+
+class _Unprintable:
+    def __reduce__(self) -> Any:
+        raise TypeError("not picklable")
+
+
+_TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize(
+    ("operation", "body"),
+    [
+        ("chat.completions", {"messages": [{"role": "system", "content": "s"}, {"role": "user"}]}),
+        ("chat.completions", {"tools": _TOOLS, "messages": [{"content": "s", "role": "developer"}]}),
+        ("chat.completions", {"functions": [{"name": "f"}], "messages": [{"role": "system", "content": []}]}),
+        ("chat.completions", {"tools": (1, 2), "messages": [{"role": "system", "content": _Unprintable()}]}),
+        ("chat.completions", {"tools": [_Unprintable()], "messages": []}),
+        ("responses", {"instructions": "be brief", "input": [{"role": "system", "content": "s"}]}),
+        ("responses", {"instructions": [{"role": "developer", "content": "x"}], "input": "hi"}),
+        ("responses", {"instructions": _Unprintable(), "input": "hi"}),
+    ],
+)
+def test_request_prints_size_and_source_are_the_general_ones(operation: str, body: dict[str, Any]) -> None:
+    from budgetclient.formats.openai import prefix
+
+    prints = prefix.request_prints(body, operation)
+    parts = (prints.tools, prints.functions, prints.instructions_print, *prints.messages)
+    printable = not any(part is None for part in (prints.tools, prints.functions, *prints.messages)) and not (
+        prints.instructions is not None and prints.instructions_print is None
+    )
+    assert (prints.source is not None) is printable
+    assert prints.size == (sum(prefix._print_size(part) for part in parts) if printable else 0)

@@ -505,20 +505,27 @@ class RequestPrints:
 
 def request_prints(body: Mapping[str, Any], operation: str) -> RequestPrints:
     """The body's `RequestPrints`."""
-    tools = _list_print(body.get("tools"))
-    functions = _list_print(body.get("functions"))
+    listed, deprecated = body.get("tools"), body.get("functions")
+    tools = _ABSENT if listed is None else _list_print(listed)
+    functions = _ABSENT if deprecated is None else _list_print(deprecated)
     instructions = body.get("instructions") if operation == RESPONSES else None
     instructions_print: _PrintOf | None = (
         instructions if instructions is None or type(instructions) is str else value_print(instructions)
     )
     leading = _leading_messages(body, operation)
-    messages = tuple(_message_print(message) for _, message in leading)
-    parts = (tools, functions, instructions_print, *messages)
-    if any(part is None for part in (tools, functions, *messages)) or (
+    messages = tuple([_message_print(message) for _, message in leading])
+    # ``None in``: prints are bytes, strings and tuples, none of them equal to None
+    if tools is None or functions is None or None in messages or (
         instructions is not None and instructions_print is None
     ):
         return RequestPrints(tools, functions, instructions, instructions_print, leading, messages, None, 0)
-    size = sum(_print_size(part) for part in parts)
+    # `_print_size` of the parts, written out (bytes, a string or None, pairs of strings or bytes)
+    size = len(tools) + len(functions) + (len(instructions_print) if instructions_print is not None else 0)
+    for printed in messages:
+        if type(printed) is tuple:
+            size += len(printed[0]) + len(printed[1])
+        elif printed is not None:
+            size += len(printed)
     source = (operation, tools, functions, instructions_print, messages)
     return RequestPrints(tools, functions, instructions, instructions_print, leading, messages, source, size)
 

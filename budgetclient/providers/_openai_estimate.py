@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..estimate import estimate_request
-from ..formats.collect import REPLY_PRIMING, _Collected
+from ..formats.collect import MESSAGE_OVERHEAD, REPLY_PRIMING, _Collected
 from ..formats.openai.reader import _collect_openai_chat
 from ..tokens import TokenEstimate, calibrated_estimate, count_each, encoding_for
 
 __all__ = ["ChatEstimates"]
 
+_MESSAGE_OVERHEAD = MESSAGE_OVERHEAD["openai"]
 _CONVERSATIONS = 32
 """Conversations whose last estimate is kept, per client."""
 
@@ -76,23 +77,38 @@ class ChatEstimates:
                     if now is not then and now != then:
                         break
                     kept += 1
-        new = messages[kept:]
-        parts = [_Collected("openai") for _ in new]
-        for out, message in zip(parts, new, strict=True):
+        # the new messages' texts, each message's (first text, fixed tokens): a plain-text turn (two
+        # string fields) read inline as `_collect_openai_chat` reads it, any other through it
+        texts: list[str] = []
+        spans: list[tuple[int, int]] = []
+        for message in messages[kept:]:
+            if type(message) is dict and len(message) == 2:
+                role, content = message.get("role"), message.get("content")
+                if type(role) is str and type(content) is str:
+                    spans.append((len(texts), _MESSAGE_OVERHEAD))
+                    if role:
+                        texts.append(role)
+                    if content:
+                        texts.append(content)
+                    continue
+            out = _Collected("openai")
             _collect_openai_chat({"messages": [message]}, out)
+            spans.append((len(texts), out.fixed))
+            texts += out.texts
+        at = len(texts)
         if last is not None and _same_tools(tools, tools_print, last):
-            tools_raw, tool_texts, tool_fixed = last.tools_raw, [], 0
+            tools_raw, tool_fixed = last.tools_raw, 0
         else:
             tool_part = _Collected("openai")
             _collect_openai_chat({"tools": tools}, tool_part)
-            tools_raw, tool_texts, tool_fixed = -1, tool_part.texts, tool_part.fixed
-        texts = [text for out in parts for text in out.texts] + tool_texts
+            tools_raw, tool_fixed = -1, tool_part.fixed
+            texts += tool_part.texts
         counts = count_each(encoding_for(model), texts)
         new_counts: list[int] = []
-        at = 0
-        for out in parts:
-            new_counts.append(sum(counts[at : at + len(out.texts)]) + out.fixed)
-            at += len(out.texts)
+        for index in range(len(spans)):
+            start, fixed = spans[index]
+            end = spans[index + 1][0] if index + 1 < len(spans) else at
+            new_counts.append(sum(counts[start:end]) + fixed)
         if tools_raw < 0:
             tools_raw = sum(counts[at:]) + tool_fixed
         message_counts = (last.counts[:kept] if last is not None else []) + new_counts

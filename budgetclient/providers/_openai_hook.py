@@ -40,6 +40,7 @@ Build = Callable[..., httpx2.Request]
 
 _OPTION_FIELDS = ("method", "url", "json_data", "extra_json", "content", "files", "headers")
 """What `OpenAIMeter.prepare_options` reads from the SDK's ``FinalRequestOptions``."""
+_OPTION_FIELD_SET = frozenset(_OPTION_FIELDS)
 
 
 def warn_hook_unavailable(hook: str, problem: str) -> None:
@@ -107,13 +108,27 @@ def prepared_build(
 
     ``args`` / ``kwargs`` are what the SDK passed, handed on unchanged.
     """
+    return _prepared(client, getattr(build, "__func__", build), build, args, kwargs)
+
+
+def _prepared(
+    client: Any, function: Any, build: Build, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> httpx2.Request:
+    """`prepared_build`, given ``function``: ``build`` unbound (what `build_hook_problem` checks)."""
     http_client = getattr(client, "_client", None)
     decided = None
     if is_metered(http_client):
-        problem = build_hook_problem(getattr(build, "__func__", build))
+        try:  # `build_hook_problem`, inline
+            problem = _cached_problem(function)
+        except TypeError:  # an unhashable callable: checked every time
+            problem = _problem(function)
         options = args[0] if args else kwargs.get("options")
         if problem is None:
-            problem = _options_problem(options)
+            # the SDK's options (a pydantic model) keep their fields in their ``__dict__``: all of
+            # them there is all of them present, one set comparison instead of a ``hasattr`` each
+            fields = getattr(options, "__dict__", None)
+            if type(fields) is not dict or not fields.keys() >= _OPTION_FIELD_SET:
+                problem = _options_problem(options)
         if problem is None:
             decided = http_client.meter.prepare_options(options, getattr(client, "_custom_headers", None))
         else:
@@ -137,8 +152,8 @@ class _HookedBuild:
 
     def __call__(self, *args: Any, **kwargs: Any) -> httpx2.Request:
         client = self.client
-        build = type(client)._build_request.__get__(client)
-        return prepared_build(client, build, args, kwargs)
+        function = type(client)._build_request
+        return _prepared(client, function, function.__get__(client), args, kwargs)
 
 
 class _HookedCopy:

@@ -34,7 +34,7 @@ import openai
 
 from .. import admission, metering
 from .._construct import fast_constructor
-from .._guard import guarded
+from .._guard import report_fault
 from ..admission import Admission, admit, output_limit
 from ..blocks import PrefixPrint, count_tokens
 from ..config import get_settings
@@ -108,6 +108,22 @@ def attach_prepared_body(request: httpx2.Request, decided: PreparedBody) -> None
     setattr(request, _PREPARED_BODY, decided)
 
 
+_PREPARED_OPERATIONS = (CHAT, RESPONSES, COMPLETIONS)
+"""The operations whose bodies are prepared (cache key, breakpoint, drift check)."""
+_OPERATIONS: dict[str, str | None] = {}
+"""`classify` of a ``POST`` to each request URL the SDK built (a handful per client)."""
+_OPERATIONS_MAX = 256
+
+
+def _operation_of(url: str) -> str | None:
+    """The operation of a ``POST`` to ``url``, classified once per URL."""
+    operation = classify("POST", url.split("?", 1)[0])
+    if len(_OPERATIONS) >= _OPERATIONS_MAX:
+        _OPERATIONS.clear()
+    _OPERATIONS[url] = operation
+    return operation
+
+
 _new_admission = fast_constructor(Admission)
 """``Admission(...)`` at a fifth of the cost (one per attempt)."""
 
@@ -151,11 +167,16 @@ class OpenAIMeter:
         ``headers`` are the client's custom headers. None (options untouched) when the request is
         not a JSON model request; never raises.
         """
-        with guarded("cache.prepare_failed", provider=PROVIDER):  # never costs the user a request
+        try:  # `guarded`, written out (every request): a fault never costs the user the request
             method, url = options.method, options.url
-            if not isinstance(method, str) or method.upper() != "POST" or not isinstance(url, str):
+            if type(method) is str and type(url) is str and method == "post":  # as the SDK sends
+                operation = _OPERATIONS.get(url)
+                if operation is None:
+                    operation = _operation_of(url)
+            elif not isinstance(method, str) or method.upper() != "POST" or not isinstance(url, str):
                 return None
-            operation = classify("POST", url.split("?", 1)[0])
+            else:
+                operation = classify("POST", url.split("?", 1)[0])
             if operation is None or options.content is not None or options.files is not None:
                 return None
             if _multipart(options.headers) or _multipart(headers):
@@ -170,23 +191,29 @@ class OpenAIMeter:
                 body = {k: v for k, v in {**json_data, **extra}.items() if not isinstance(v, openai.Omit)}
             else:
                 return None
-            if not isinstance(body, Mapping):
+            if type(body) is not dict and not isinstance(body, Mapping):
                 return None
             decided = self._prepare_body(operation, body)
-            if decided.prepared is not None and decided.prepared.changed:
-                options.json_data = decided.prepared.body
-                options.extra_json = None
+            prepared = decided.prepared
+            if prepared is not None and prepared.changed:
+                options.json_data = prepared.body
+                if extra is not None:
+                    options.extra_json = None
             return decided
+        except Exception as exc:
+            report_fault("cache.prepare_failed", exc, provider=PROVIDER)
         return None
 
     def _prepare_body(self, operation: str, body: Mapping[str, Any] | None) -> PreparedBody:
         model = str(body.get("model") or "") if body is not None else ""
         stream = bool(body.get("stream")) if body is not None else False
         decided = PreparedBody(self, operation, body, model, stream)
-        if body is not None and operation in (CHAT, RESPONSES, COMPLETIONS):
-            with guarded("cache.prepare_failed", provider=PROVIDER, model=model):  # never costs a request
+        if body is not None and operation in _PREPARED_OPERATIONS:
+            try:  # `guarded`, written out: never costs a request
                 decided.prepared, decided.lineage, decided.drift = self._prepare(body, operation, model)
                 decided.body = decided.prepared.body
+            except Exception as exc:
+                report_fault("cache.prepare_failed", exc, provider=PROVIDER, model=model)
         return decided
 
     def _as_sent(self, request: Any, operation: str) -> PreparedBody:
@@ -213,21 +240,24 @@ class OpenAIMeter:
 
         Raises only ``BudgetExceeded`` and (with ``drift="raise"``) ``PrefixDriftError``.
         """
-        decided = prepared_body_of(request)
-        if decided is None or decided.meter is not self:
+        decided = getattr(request, _PREPARED_BODY, None)  # `prepared_body_of`, inline
+        if not isinstance(decided, PreparedBody) or decided.meter is not self:
             operation = classify(request.method, request.url.path)
             if operation is None:
                 return self._poll(request)
             decided = self._as_sent(request, operation)
         model, prepared, lineage = decided.model, decided.prepared, decided.lineage
-        send_body = decided.body
+        operation, send_body = decided.operation, decided.body
         raw_estimate = [0]
 
         def estimate() -> int:
             assert send_body is not None
-            conversation = lineage.key if lineage is not None and decided.operation == CHAT else None
-            tools_print = prepared.tools_print if prepared is not None else None
-            result = self.estimates.estimate(conversation, send_body, model, tools_print)
+            result = self.estimates.estimate(
+                lineage.key if lineage is not None and operation == CHAT else None,
+                send_body,
+                model,
+                prepared.tools_print if prepared is not None else None,
+            )
             raw_estimate[0] = result.raw_tokens
             return result.tokens
 
@@ -237,26 +267,30 @@ class OpenAIMeter:
                 metadata["breakpoints"] = list(prepared.breakpoints)
             if prepared.prompt_cache_key is not None:
                 metadata["prompt_cache_key"] = prepared.prompt_cache_key
+        try:  # `_has_content`, inline: an unread streaming body raises RequestNotRead
+            request_bytes = len(request.content)
+        except Exception:
+            request_bytes = 0
         ctx = admit(
             _new_admission(
                 provider=PROVIDER,
                 model=model,
-                operation=decided.operation,
-                body=send_body if decided.operation in (CHAT, RESPONSES) else None,
+                operation=operation,
+                body=send_body if operation in (CHAT, RESPONSES) else None,
                 drift=decided.drift if prepared is not None else None,
                 drift_mode=self.options.drift,
                 announce=lambda drift: announce_drift(drift, model),
                 estimate=estimate if send_body is not None else None,
-                max_output_tokens=_output_limit(decided.operation, send_body),
+                max_output_tokens=_output_limit(operation, send_body),
                 stream=decided.stream,
                 attempt=_retries_taken(request),
-                request_bytes=len(request.content) if _has_content(request) else 0,
+                request_bytes=request_bytes,
                 conversation=lineage.key if lineage is not None else None,
                 prefix_hash=prepared.prefix_hash if prepared is not None else None,
                 metadata=metadata,
             )
         )
-        return _Attempt(decided.operation, request, ctx, prepared, lineage, time.time(), raw_estimate[0])
+        return _Attempt(operation, request, ctx, prepared, lineage, time.time(), raw_estimate[0])
 
     def _poll(self, request: httpx2.Request) -> _Attempt | None:
         """A retrieve of a background response: its usage belongs to the task that created it."""
@@ -350,7 +384,7 @@ class OpenAIMeter:
     def observe(self, attempt: _Attempt, response: httpx2.Response, *, is_async: bool) -> None:
         """Record the attempt once its body has been read; never raises."""
         status = response.status_code
-        with guarded("meter.failed", stage="openai.tap"):
+        try:  # `guarded`, written out: this runs on every call
             if status >= 400 and attempt.poll is not None:
                 return
             if status >= 400:
@@ -358,19 +392,35 @@ class OpenAIMeter:
                     attempt.ctx, Usage(), status="error", http_status=status, error=f"HTTP {status}"
                 )
                 return
-            content_type = response.headers.get("content-type", "")
+            content_type = _header(response.headers, b"content-type", "content-type", "")
             # the SDK reads a stream it asked for as SSE whatever the content type (a mocked wire
             # often sends none); a JSON body there is an error document
             sse = "text/event-stream" in content_type or (attempt.ctx.stream and "json" not in content_type)
-            observer = _UsageObserver(self, attempt, status, sse)
             if not sse and body_read(response):
-                _observe_read(response, observer)
+                self._record_read(attempt, response, status)
             else:
-                tap_response(response, observer)
+                tap_response(response, _UsageObserver(self, attempt, status, sse))
             if sse and attempt.prepared is not None and attempt.prepared.hide_usage_chunk:
                 hide_usage_chunk(response, is_async=is_async)
             return
+        except Exception as exc:
+            report_fault("meter.failed", exc, stage="openai.tap")
         metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=status)
+
+    def _record_read(self, attempt: _Attempt, response: httpx2.Response, status: int) -> None:
+        """A JSON body the SDK has read already: parsed once, for the record and for the SDK's own
+        ``response.json()`` (`read_json`), and recorded as `_UsageObserver` records a tapped one."""
+        message: dict[str, Any] = {}
+        try:
+            document = read_json(response)
+            usage = None
+            if type(document) is dict or isinstance(document, Mapping):
+                usage = _take(document, message, None)
+        except Exception as exc:  # as a tap reports a body it could not read or parse
+            error = type(exc).__name__
+            self.record(attempt, None, message, status="incomplete", http_status=status, error=error)
+            return
+        self.record(attempt, usage, message, status="ok", http_status=status, error=None)
 
     def record(
         self,
@@ -383,10 +433,13 @@ class OpenAIMeter:
         error: str | None,
     ) -> None:
         """Turn what the body said into a call record; a successful call updates its lineage."""
-        with guarded("meter.failed", stage="openai.record"):
+        try:  # `guarded`, written out: this runs on every call
             response_id = message.get("id")
             response_status = message.get("status")
-            if not self._settle_background(attempt, response_id, response_status, status):
+            # only a Responses call or a poll can be a background response
+            if (attempt.poll is not None or attempt.operation == RESPONSES) and not self._settle_background(
+                attempt, response_id, response_status, status
+            ):
                 return
             if attempt.operation in (RESPONSES, COMPACT):
                 usage = usage_from_responses(usage_fields)
@@ -416,6 +469,8 @@ class OpenAIMeter:
                 drift=drift,
                 metadata={"response_status": response_status} if isinstance(response_status, str) else None,
             )
+        except Exception as exc:
+            report_fault("meter.failed", exc, stage="openai.record")
         if attempt.poll is None and not attempt.ctx.finished:  # a fault above must neither keep
             # the hold nor lose the record
             metering.finish_call(attempt.ctx, Usage(requests=1), status="incomplete", http_status=http_status)
@@ -458,18 +513,6 @@ class OpenAIMeter:
             response_id = message.get("id")
             if isinstance(response_id, str) and response_id.startswith("resp"):
                 state.response_id = response_id
-
-
-def _observe_read(response: httpx2.Response, observer: _UsageObserver) -> None:
-    """A JSON body the SDK has read already: parsed once, for the record and for the SDK's own
-    ``response.json()`` (`read_json`), as `tap_response` would hand it to ``observer``."""
-    try:
-        document = read_json(response)
-        observer.on_json(document)
-    except Exception as exc:  # as a tap reports a body it could not read or parse
-        observer.on_done(False, exc)
-        return
-    observer.on_done(True, None)
 
 
 class _UsageObserver(BodyObserver):
@@ -516,12 +559,7 @@ class _UsageObserver(BodyObserver):
         self._finish(complete and not (self.mode == "sse" and self._attempt.operation == RESPONSES), error)
 
     def _take(self, document: Mapping[str, Any]) -> None:
-        for key in ("id", "model", "service_tier", "status", "prompt_cache_diagnostics"):
-            if document.get(key) is not None:
-                self._message[key] = document[key]
-        usage = document.get("usage")
-        if isinstance(usage, Mapping):
-            self._usage = usage  # cumulative: the last report wins, never a sum
+        self._usage = _take(document, self._message, self._usage)
 
     def _finish(self, complete: bool, error: BaseException | None = None) -> None:
         with self._lock:
@@ -538,6 +576,21 @@ class _UsageObserver(BodyObserver):
             http_status=self._http_status,
             error=detail,
         )
+
+
+_MESSAGE_FIELDS = ("id", "model", "service_tier", "status", "prompt_cache_diagnostics")
+
+
+def _take(
+    document: Mapping[str, Any], message: dict[str, Any], usage: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """Fold one document (a body, chunk or event's response) into ``message``; the usage it
+    reports, else ``usage`` (cumulative: the last report wins, never a sum)."""
+    for key in _MESSAGE_FIELDS:
+        if document.get(key) is not None:
+            message[key] = document[key]
+    reported = document.get("usage")
+    return reported if type(reported) is dict or isinstance(reported, Mapping) else usage
 
 
 def _failure(response: Any) -> str:
@@ -562,11 +615,36 @@ def _output_limit(operation: str, body: Mapping[str, Any] | None) -> int | None:
     return output_limit(body.get("max_output_tokens"))
 
 
+_RETRY_COUNT = "x-stainless-retry-count"
+_RETRY_COUNT_KEY = _RETRY_COUNT.encode()
+
+
 def _retries_taken(request: httpx2.Request) -> int:
     try:
-        return max(int(request.headers.get("x-stainless-retry-count", "0")), 0)
+        return max(int(_header(request.headers, _RETRY_COUNT_KEY, _RETRY_COUNT, "0")), 0)
     except ValueError:
         return 0
+
+
+_ASCII_COMPATIBLE = (None, "ascii", "utf-8", "iso-8859-1")
+"""Encodings an ``httpx2.Headers`` decodes ASCII bytes with as ASCII (None: it chooses among these)."""
+
+
+def _header(headers: Any, key: bytes, name: str, default: str) -> str:
+    """``headers.get(name, default)`` (``key``: ``name`` lowercased, as bytes).
+
+    An ``httpx2.Headers`` is read through its list of lowercased names: its ``get`` lowercases and
+    encodes the name and decodes every value found, a tenth of a call's own work for two lookups.
+    A name sent twice, a value that is not ASCII, or another headers type goes through ``get``."""
+    if type(headers) is httpx2.Headers:
+        listed = getattr(headers, "_list", None)
+        if type(listed) is list and getattr(headers, "_encoding", "") in _ASCII_COMPATIBLE:
+            found = [value for _, lowered, value in listed if lowered == key]
+            if not found:
+                return default
+            if len(found) == 1 and type(found[0]) is bytes and found[0].isascii():
+                return found[0].decode("ascii")
+    return headers.get(name, default)  # type: ignore[no-any-return]
 
 
 def _has_content(request: Any) -> bool:
@@ -579,6 +657,8 @@ def _has_content(request: Any) -> bool:
 
 
 def _multipart(headers: Any) -> bool:
+    if type(headers) is dict and not headers:  # the client's usual custom headers: none
+        return False
     if not isinstance(headers, Mapping):
         return False
     for name, value in headers.items():
@@ -592,10 +672,25 @@ def _calibrate_with_record(attempt: _Attempt, model: str | None, reported: int) 
     path when the record is, `metering.finish_call`) when the reported model calibrates the same
     model family as the requested one (the record calibrates by the reported model); else now."""
     requested = attempt.ctx.model
-    if model is not None and (model == requested or _family(model) == _family(requested)):
+    if model is not None and (model == requested or _same_family(model, requested)):
         attempt.ctx.estimated_raw_tokens = attempt.raw_estimate
     else:
         _calibrate(requested, attempt.raw_estimate, reported)
+
+
+_SAME_FAMILY: dict[tuple[str, str], bool] = {}
+"""Whether a reported model is of its requested model's family, by the pair (a model and its
+dated snapshot, on every call)."""
+
+
+def _same_family(model: str, requested: str) -> bool:
+    same = _SAME_FAMILY.get((model, requested))
+    if same is None:
+        same = _family(model) == _family(requested)
+        if len(_SAME_FAMILY) >= 1024:
+            _SAME_FAMILY.clear()
+        _SAME_FAMILY[(model, requested)] = same
+    return same
 
 
 def _family(model: str) -> str:

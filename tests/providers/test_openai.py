@@ -686,7 +686,8 @@ def test_a_fault_tapping_the_response_keeps_the_call_and_its_record(
         raise RuntimeError("tap on fire")
 
     monkeypatch.setattr(_openai_meter, "tap_response", broken)
-    monkeypatch.setattr(_openai_meter, "_observe_read", broken)  # a body the SDK has read already
+    # a body the SDK has read already
+    monkeypatch.setattr(_openai_meter.OpenAIMeter, "_record_read", broken)
     with bc.task("fault", budget_usd=1) as t:
         completion = client.chat.completions.create(model="gpt-4o", messages=chat("Hi"))
     assert completion.choices[0].message.content == "ok: Hi"

@@ -457,8 +457,15 @@ def conversation_head(
         items = [items]
     first = len(leading)
     rest = items[first : first + 2] if isinstance(items, Sequence) and not isinstance(items, str) else ()
-    opening = tuple(_opening_digest(_message_without_markers(m)) for m in rest)
-    return _new_head(fixed=tuple(fixed), opening=opening)
+    opening: list[bytes] = []
+    for message in rest:
+        if type(message) is dict and len(message) == 2:  # a plain-text turn: its print, inline
+            role, content = message.get("role"), message.get("content")
+            if type(role) is str and type(content) is str and next(iter(message)) == "role":
+                opening.append(_print_digest((role, content)))
+                continue
+        opening.append(_opening_digest(_message_without_markers(message)))
+    return _new_head(fixed=tuple(fixed), opening=tuple(opening))
 
 
 _ABSENT = b""
@@ -498,20 +505,27 @@ class RequestPrints:
 
 def request_prints(body: Mapping[str, Any], operation: str) -> RequestPrints:
     """The body's `RequestPrints`."""
-    tools = _list_print(body.get("tools"))
-    functions = _list_print(body.get("functions"))
+    listed, deprecated = body.get("tools"), body.get("functions")
+    tools = _ABSENT if listed is None else _list_print(listed)
+    functions = _ABSENT if deprecated is None else _list_print(deprecated)
     instructions = body.get("instructions") if operation == RESPONSES else None
     instructions_print: _PrintOf | None = (
         instructions if instructions is None or type(instructions) is str else value_print(instructions)
     )
     leading = _leading_messages(body, operation)
-    messages = tuple(_message_print(message) for _, message in leading)
-    parts = (tools, functions, instructions_print, *messages)
-    if any(part is None for part in (tools, functions, *messages)) or (
+    messages = tuple([_message_print(message) for _, message in leading])
+    # ``None in``: prints are bytes, strings and tuples, none of them equal to None
+    if tools is None or functions is None or None in messages or (
         instructions is not None and instructions_print is None
     ):
         return RequestPrints(tools, functions, instructions, instructions_print, leading, messages, None, 0)
-    size = sum(_print_size(part) for part in parts)
+    # `_print_size` of the parts, written out (bytes, a string or None, pairs of strings or bytes)
+    size = len(tools) + len(functions) + (len(instructions_print) if instructions_print is not None else 0)
+    for printed in messages:
+        if type(printed) is tuple:
+            size += len(printed[0]) + len(printed[1])
+        elif printed is not None:
+            size += len(printed)
     source = (operation, tools, functions, instructions_print, messages)
     return RequestPrints(tools, functions, instructions, instructions_print, leading, messages, source, size)
 
@@ -607,6 +621,8 @@ def request_shape_of(body: Mapping[str, Any], operation: str) -> str:
     else:
         return ""
     caller_key = body.get("prompt_cache_key") or None
+    if output_format is None and caller_key is None:  # the usual request: `request_shape`'s answer
+        return ""
     return request_shape((("format", output_format), ("prompt_cache_key", caller_key)))
 
 
@@ -638,8 +654,8 @@ def cache_params(body: Mapping[str, Any], operation: str) -> tuple[tuple[str, in
     params: list[tuple[str, int, bytes]] = []
     for name, path in _CACHE_PARAM_NAMES.get(operation, ()):
         value: Any = body
-        for key in path:
-            value = value.get(key) if isinstance(value, Mapping) else None
+        for key in path:  # a dict is told from a `Mapping` without the ABC's check
+            value = value.get(key) if type(value) is dict or isinstance(value, Mapping) else None
         if value is not None:
             # a string (the usual parameter) as `raw_bytes` writes it, without building an encoder
             data = _json_string(value).encode() if type(value) is str else raw_bytes(value)

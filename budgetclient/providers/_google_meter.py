@@ -32,7 +32,7 @@ from ..admission import Admission, admit, holding, output_limit, sending
 from ..config import get_settings
 from ..drift import PrefixDrift, explain_drift
 from ..errors import BudgetExceeded, PrefixDriftError, PrefixDriftWarning
-from ..estimate import EstimateMemo, estimate_request
+from ..estimate import estimate_request
 from ..formats.google.prefix import with_tokens
 from ..lineage import Conversations, current_conversation, lineage_key
 from ..metering import CallContext
@@ -50,6 +50,7 @@ from ._google_cache import (
     conversation_head,
     request_prefix_shape,
 )
+from ._google_estimate import ContentsTally, estimate_body
 from ._google_rules import GeminiRoute, parse_route
 from ._sse import BodyObserver, tap_response
 
@@ -110,6 +111,8 @@ class _Call:
     check: PrefixCheck | None = None
     entry: CachedContent | None = None
     estimate_raw: list[int] = field(default_factory=list)
+    tally: ContentsTally | None = None
+    """The conversation's tally, once the budget estimate counted this request's contents."""
 
     def without_cache(self) -> _Call:
         if self.ctx is not None:
@@ -227,15 +230,15 @@ class GeminiMeter:
         self.caches = ManagedCaches(cache_ttl=options.cache_ttl, on_entry=self._track)
         self.bodies = BodyHistory()
         self.conversations = Conversations()
-        self._memos: OrderedDict[str, EstimateMemo] = OrderedDict()
-        """Token-estimate memos per conversation: its decoded bodies reuse unchanged contents."""
+        self._memos: OrderedDict[str, ContentsTally] = OrderedDict()
+        """Token-estimate tallies per conversation: its decoded bodies reuse unchanged contents."""
         self._memos_lock = threading.Lock()
 
-    def _estimate_memo(self, conversation: str) -> EstimateMemo:
+    def _estimate_memo(self, conversation: str) -> ContentsTally:
         with self._memos_lock:
             memo = self._memos.get(conversation)
             if memo is None:
-                memo = self._memos[conversation] = EstimateMemo()
+                memo = self._memos[conversation] = ContentsTally()
                 while len(self._memos) > _ESTIMATE_MEMOS:
                     self._memos.popitem(last=False)
             else:
@@ -389,9 +392,13 @@ class GeminiMeter:
         )
 
     def _estimate(
-        self, body: Mapping[str, Any], model: str, call: _Call, memo: EstimateMemo | None = None
+        self, body: Mapping[str, Any], model: str, call: _Call, tally: ContentsTally | None = None
     ) -> int:
-        estimate = estimate_request(PROVIDER, body, model, memo=memo)
+        if tally is None:
+            estimate = estimate_request(PROVIDER, body, model)
+        else:
+            estimate = estimate_body(body, model, tally)
+            call.tally = tally
         call.estimate_raw.append(estimate.raw_tokens)
         return estimate.tokens
 
@@ -456,7 +463,7 @@ class GeminiMeter:
                     metadata={"model_version": version} if isinstance(version, str) else None,
                 )
             if call.check is not None and meta is not None:
-                self.caches.observe_call(call.check, call.entry, usage, server_time, call.task)
+                self.caches.observe_call(call.check, call.entry, usage, server_time, call.task, call.tally)
             if call.estimate_raw and meta is not None and call.entry is None:
                 from ..tokens import calibrate
 

@@ -184,12 +184,15 @@ def conversation_head(wire: WireBody) -> ConversationHead:
     """The request's start as a `lineage.ConversationHead` (which conversation it continues): one
     digest of the system instruction, one of the tools and tool config, one of each of the first two
     contents. Built from digests the decoded body already holds."""
-    blocks = wire.prefix().blocks
-    fixed = tuple(
-        block_digest(b"".join(b.digest for b in blocks if b.section == section))
-        for section in ("system", "tools")
-        if any(b.section == section for b in blocks)
-    )
+    prefix = wire.prefix()
+    fixed = prefix.head_fixed
+    if fixed is None:
+        blocks = prefix.blocks
+        fixed = prefix.head_fixed = tuple(
+            block_digest(b"".join(b.digest for b in blocks if b.section == section))
+            for section in ("system", "tools")
+            if any(b.section == section for b in blocks)
+        )
     if wire.contents is not None:
         opening = tuple(piece.digest.encode() for piece in wire.contents[:2])
     else:

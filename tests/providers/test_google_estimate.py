@@ -135,3 +135,58 @@ def test_the_contents_count_answers_for_that_list_only(monkeypatch: pytest.Monke
     assert tally.contents_raw(list(body["contents"]), name) is None  # an equal list, not this one
     monkeypatch.setattr(counting, "memo_clears", counting.memo_clears + 1)
     assert tally.contents_raw(body["contents"], name) is None
+
+
+def _reference_usage(meta: dict[str, Any] | None) -> Any:
+    """`usage_from_gemini` as it was written before its fast path (each count read by both names)."""
+    from budgetclient.usage import Usage
+
+    if not meta:
+        return Usage(requests=1)
+
+    def count(camel: str, snake: str) -> int:
+        value = meta.get(camel, meta.get(snake))
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    prompt = count("promptTokenCount", "prompt_token_count")
+    tool_use = count("toolUsePromptTokenCount", "tool_use_prompt_token_count")
+    cached = count("cachedContentTokenCount", "cached_content_token_count")
+    candidates = count("candidatesTokenCount", "candidates_token_count")
+    thoughts = count("thoughtsTokenCount", "thoughts_token_count")
+    return Usage(
+        input_tokens=prompt + tool_use,
+        cache_read_tokens=min(cached, prompt + tool_use),
+        output_tokens=candidates + thoughts,
+        reasoning_tokens=thoughts,
+        requests=1,
+    )
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        None,
+        {},
+        {"promptTokenCount": 1000, "candidatesTokenCount": 20, "totalTokenCount": 1020},
+        {
+            "promptTokenCount": 900,
+            "cachedContentTokenCount": 950,
+            "thoughtsTokenCount": 7,
+            "candidatesTokenCount": 3,
+        },
+        {"promptTokenCount": 50, "toolUsePromptTokenCount": 25, "cachedContentTokenCount": 60},
+        {"prompt_token_count": 12, "candidates_token_count": 4, "thoughts_token_count": 2},
+        {"promptTokenCount": None, "prompt_token_count": 12, "candidatesTokenCount": True},
+        {
+            "promptTokenCount": -5,
+            "candidatesTokenCount": 0,
+            "thoughtsTokenCount": 3.0,
+            "cachedContentTokenCount": "9",
+        },
+        {"promptTokenCount": False, "prompt_token_count": 8, "candidates_token_count": -1},
+    ],
+)
+def test_usage_fast_path_gives_the_full_reading(meta: dict[str, Any] | None) -> None:
+    from budgetclient.providers._google_meter import usage_from_gemini
+
+    assert usage_from_gemini(meta) == _reference_usage(meta)

@@ -32,7 +32,7 @@ __all__ = ["ContentsTally", "estimate_body"]
 PROVIDER = "google"
 
 
-class _Last(NamedTuple):
+class _Counted(NamedTuple):
     """The last estimate's parts, each by the very object it counted, and their raw counts."""
 
     encoding: str
@@ -56,7 +56,7 @@ class ContentsTally:
 
     def __init__(self) -> None:
         self.memo = EstimateMemo()
-        self._last: _Last | None = None
+        self._last: _Counted | None = None
         self._lock = threading.Lock()
 
     def contents_raw(self, contents: object, encoding: str) -> int | None:
@@ -121,7 +121,7 @@ def estimate_body(body: Mapping[str, Any], model: str, tally: ContentsTally) -> 
     seen.update(new.seen or ())
     with tally._lock:
         memo._replace(seen)
-        tally._last = _Last(
+        tally._last = _Counted(
             name,
             clears,
             contents if listed else None,

@@ -77,13 +77,16 @@ class Piece:
         return self._digest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StablePrefix:
     """The system instruction, tools and tool config of a body, as blocks and as a cache key."""
 
     fields: dict[str, Any]
     blocks: list[Block]
     base_key: str
+    head_fixed: tuple[bytes, ...] | None = None
+    """`_google_cache.conversation_head`'s digests of these blocks, once computed (shared, like the
+    prefix, by the calls that send it)."""
 
 
 class WireBody:

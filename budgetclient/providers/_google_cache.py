@@ -45,13 +45,15 @@ from .. import admission, metering, pricing
 from .._log import log
 from ..blocks import Block, block_digest, raw_bytes
 from ..errors import BudgetExceeded
-from ..estimate import EstimateMemo, estimate_request
+from ..estimate import estimate_request
 from ..lineage import ConversationHead, PrefixShape, prefix_shape, text_parts
 from ..metering import CallContext
 from ..run_history import RunPrior
 from ..tasks import Task
+from ..tokens import encoding_for
 from ..usage import CallRecord, CostBreakdown, Usage
 from ._google_body import WireBody
+from ._google_estimate import ContentsTally, estimate_body
 from ._google_rules import (
     GeminiRoute,
     ServerClock,
@@ -149,7 +151,7 @@ class ConversationPrefix:
     base_key: str | None = None
     opening: tuple[str, ...] = ()
     entry: str | None = None
-    contents_memo: EstimateMemo = field(default_factory=EstimateMemo)
+    contents_tally: ContentsTally = field(default_factory=ContentsTally)
     """The last count of its contents (`_server_prefix_tokens` reads only the new ones)."""
 
 
@@ -182,12 +184,15 @@ def conversation_head(wire: WireBody) -> ConversationHead:
     """The request's start as a `lineage.ConversationHead` (which conversation it continues): one
     digest of the system instruction, one of the tools and tool config, one of each of the first two
     contents. Built from digests the decoded body already holds."""
-    blocks = wire.prefix().blocks
-    fixed = tuple(
-        block_digest(b"".join(b.digest for b in blocks if b.section == section))
-        for section in ("system", "tools")
-        if any(b.section == section for b in blocks)
-    )
+    prefix = wire.prefix()
+    fixed = prefix.head_fixed
+    if fixed is None:
+        blocks = prefix.blocks
+        fixed = prefix.head_fixed = tuple(
+            block_digest(b"".join(b.digest for b in blocks if b.section == section))
+            for section in ("system", "tools")
+            if any(b.section == section for b in blocks)
+        )
     if wire.contents is not None:
         opening = tuple(piece.digest.encode() for piece in wire.contents[:2])
     else:
@@ -660,10 +665,13 @@ class ManagedCaches:
         usage: Usage,
         server_time: float,
         task: Task | None,
+        tally: ContentsTally | None = None,
     ) -> None:
-        """Learn from one finished request: gaps, implicit hits, entry use; bill storage on task change."""
+        """Learn from one finished request: gaps, implicit hits, entry use; bill storage on task change.
+
+        ``tally`` is the budget estimate's, if it counted this request's contents (reused here)."""
         stats = self._stats_for(check)
-        server_prefix = self._server_prefix_tokens(check, usage) if entry is None else 0
+        server_prefix = self._server_prefix_tokens(check, usage, tally) if entry is None else 0
         with self._lock:
             if stats.last_seen is not None and server_time >= stats.last_seen:
                 gap = server_time - stats.last_seen
@@ -685,7 +693,7 @@ class ManagedCaches:
             self._accrue(entry, server_time)
             entry.task = task
 
-    def _server_prefix_tokens(self, check: PrefixCheck, usage: Usage) -> int:
+    def _server_prefix_tokens(self, check: PrefixCheck, usage: Usage, tally: ContentsTally | None) -> int:
         """The stable prefix's size as the server counts it: its share of the request by our own
         estimate, applied to the prompt tokens the server reported. Implicit hits are judged
         against this, so an estimate off by any factor cannot make a full hit look partial."""
@@ -698,8 +706,9 @@ class ManagedCaches:
             prefix = stats.raw_tokens = estimate_request(PROVIDER, check.fields, model).raw_tokens
         if prefix <= 0:
             return 0
-        memo = check.lineage.contents_memo
-        rest = estimate_request(PROVIDER, {"contents": check.contents}, model, memo=memo).raw_tokens
+        rest = tally.contents_raw(check.contents, encoding_for(model).name) if tally is not None else None
+        if rest is None:
+            rest = estimate_body({"contents": check.contents}, model, check.lineage.contents_tally).raw_tokens
         return max(round(usage.input_tokens * prefix / (prefix + rest)), 1)
 
     def observe_user_cache(

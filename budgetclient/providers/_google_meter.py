@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import httpx2
 
 from .. import metering, pricing
+from .._construct import fast_constructor
 from .._fork_locks import renew_after_fork
 from .._guard import guarded
 from .._log import log
@@ -32,13 +33,14 @@ from ..admission import Admission, admit, holding, output_limit, sending
 from ..config import get_settings
 from ..drift import PrefixDrift, explain_drift
 from ..errors import BudgetExceeded, PrefixDriftError, PrefixDriftWarning
-from ..estimate import EstimateMemo, estimate_request
+from ..estimate import estimate_request
 from ..formats.google.prefix import with_tokens
 from ..lineage import Conversations, current_conversation, lineage_key
 from ..metering import CallContext
 from ..options import ClientOptions
 from ..run_history import STABLE_PREFIX, run_history
 from ..tasks import Task, add_task_closing_hook, current_task
+from ..tokens import calibrate
 from ..usage import Usage
 from ._drift_report import announce_drift
 from ._google_body import BodyHistory
@@ -50,6 +52,7 @@ from ._google_cache import (
     conversation_head,
     request_prefix_shape,
 )
+from ._google_estimate import ContentsTally, estimate_body
 from ._google_rules import GeminiRoute, parse_route
 from ._sse import BodyObserver, tap_response
 
@@ -73,6 +76,24 @@ def _count(meta: Mapping[str, Any], camel: str, snake: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+_CAMEL = (
+    "promptTokenCount",
+    "toolUsePromptTokenCount",
+    "cachedContentTokenCount",
+    "candidatesTokenCount",
+    "thoughtsTokenCount",
+)
+_SNAKE = (
+    "prompt_token_count",
+    "tool_use_prompt_token_count",
+    "cached_content_token_count",
+    "candidates_token_count",
+    "thoughts_token_count",
+)
+_trusted_usage = fast_constructor(Usage)
+"""``Usage(...)`` without its validation, for counts already checked to be non-negative ints."""
+
+
 def usage_from_gemini(meta: Mapping[str, Any] | None) -> Usage:
     """Normalise Gemini ``usageMetadata`` (REST camelCase or the SDK's snake_case).
 
@@ -81,14 +102,15 @@ def usage_from_gemini(meta: Mapping[str, Any] | None) -> Usage:
     """
     if not meta:
         return Usage(requests=1)
-    prompt = _count(meta, "promptTokenCount", "prompt_token_count")
-    tool_use = _count(meta, "toolUsePromptTokenCount", "tool_use_prompt_token_count")
-    cached = _count(meta, "cachedContentTokenCount", "cached_content_token_count")
-    candidates = _count(meta, "candidatesTokenCount", "candidates_token_count")
-    thoughts = _count(meta, "thoughtsTokenCount", "thoughts_token_count")
-    return Usage(
-        input_tokens=prompt + tool_use,
-        cache_read_tokens=min(cached, prompt + tool_use),
+    counts: list[Any] = list(map(meta.get, _CAMEL))
+    for i, value in enumerate(counts):  # a non-negative int, as JSON gives it, is its own count
+        if type(value) is not int or value < 0:
+            counts[i] = _count(meta, _CAMEL[i], _SNAKE[i])
+    prompt, tool_use, cached, candidates, thoughts = counts
+    given: int = prompt + tool_use
+    return _trusted_usage(
+        input_tokens=given,
+        cache_read_tokens=cached if cached < given else given,
         output_tokens=candidates + thoughts,
         reasoning_tokens=thoughts,
         requests=1,
@@ -110,6 +132,8 @@ class _Call:
     check: PrefixCheck | None = None
     entry: CachedContent | None = None
     estimate_raw: list[int] = field(default_factory=list)
+    tally: ContentsTally | None = None
+    """The conversation's tally, once the budget estimate counted this request's contents."""
 
     def without_cache(self) -> _Call:
         if self.ctx is not None:
@@ -227,15 +251,15 @@ class GeminiMeter:
         self.caches = ManagedCaches(cache_ttl=options.cache_ttl, on_entry=self._track)
         self.bodies = BodyHistory()
         self.conversations = Conversations()
-        self._memos: OrderedDict[str, EstimateMemo] = OrderedDict()
-        """Token-estimate memos per conversation: its decoded bodies reuse unchanged contents."""
+        self._memos: OrderedDict[str, ContentsTally] = OrderedDict()
+        """Token-estimate tallies per conversation: its decoded bodies reuse unchanged contents."""
         self._memos_lock = threading.Lock()
 
-    def _estimate_memo(self, conversation: str) -> EstimateMemo:
+    def _estimate_memo(self, conversation: str) -> ContentsTally:
         with self._memos_lock:
             memo = self._memos.get(conversation)
             if memo is None:
-                memo = self._memos[conversation] = EstimateMemo()
+                memo = self._memos[conversation] = ContentsTally()
                 while len(self._memos) > _ESTIMATE_MEMOS:
                     self._memos.popitem(last=False)
             else:
@@ -389,9 +413,13 @@ class GeminiMeter:
         )
 
     def _estimate(
-        self, body: Mapping[str, Any], model: str, call: _Call, memo: EstimateMemo | None = None
+        self, body: Mapping[str, Any], model: str, call: _Call, tally: ContentsTally | None = None
     ) -> int:
-        estimate = estimate_request(PROVIDER, body, model, memo=memo)
+        if tally is None:
+            estimate = estimate_request(PROVIDER, body, model)
+        else:
+            estimate = estimate_body(body, model, tally)
+            call.tally = tally
         call.estimate_raw.append(estimate.raw_tokens)
         return estimate.tokens
 
@@ -456,10 +484,8 @@ class GeminiMeter:
                     metadata={"model_version": version} if isinstance(version, str) else None,
                 )
             if call.check is not None and meta is not None:
-                self.caches.observe_call(call.check, call.entry, usage, server_time, call.task)
+                self.caches.observe_call(call.check, call.entry, usage, server_time, call.task, call.tally)
             if call.estimate_raw and meta is not None and call.entry is None:
-                from ..tokens import calibrate
-
                 calibrate(PROVIDER, call.route.model, call.estimate_raw[-1], usage.input_tokens)
         if call.ctx is not None:  # a fault above must neither keep the hold nor lose the record
             metering.finish_call(call.ctx, Usage(requests=1), status="incomplete", http_status=http_status)

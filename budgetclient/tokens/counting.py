@@ -116,12 +116,18 @@ _short: defaultdict[str, dict[str, int]] = defaultdict(dict)
 """Exact counts of texts shorter than ``MEMO_MIN_CHARS``, by encoding and text."""
 _memo_lock = threading.Lock()
 renew_after_fork(globals(), "_memo_lock")
+memo_clears = 0
+"""How often ``_memo`` or ``_sampled`` was cleared: while it is unchanged, every long text counted
+since keeps its count, so a sum of earlier counts (Gemini's contents tally) is still what a recount
+would give."""
 
 
 def _remember(key: tuple[str, int, int], count: int, memo: dict[tuple[str, int, int], int] = _memo) -> None:
+    global memo_clears
     with _memo_lock:
         if len(memo) >= MEMO_ENTRIES:
             memo.clear()
+            memo_clears += 1
         memo[key] = count
 
 

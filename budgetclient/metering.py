@@ -305,14 +305,14 @@ def finish_call(
         response_id, service_tier, batch, drift, operation, metadata,
     )  # fmt: skip
     if batch:
-        return _complete(_Finished(*finished))
+        return _complete_now(_Finished(*finished))
     try:
         bounds = _deferrable(ctx, usage, model_name)
     except Exception as exc:  # guarded's rule, without its object (every call): made now, logged
         report_fault("meter.failed", exc, stage="defer")
         bounds = None
     if bounds is None:
-        return _complete(_Finished(*finished))
+        return _complete_now(_Finished(*finished))
     if not _sigterm_checked:
         _check_sigterm()
     pending.defer(functools.partial(_complete_deferred, finished, bounds))
@@ -345,6 +345,15 @@ _FinishedFields = tuple[
     str | None, bool, PrefixDrift | None, str | None, dict[str, Any] | None,
 ]  # fmt: skip
 """`_Finished`'s fields, in order."""
+
+
+def _complete_now(f: _Finished) -> CallRecord | None:
+    """`_complete` in the caller's thread, after the records still queued off the call path
+    (`pending`): a task lists its records, and hooks and the ledger get them, in the order their
+    calls ended."""
+    if pending.unsettled():
+        pending.settle()
+    return _complete(f)
 
 
 def _complete(f: _Finished) -> CallRecord | None:
@@ -484,7 +493,10 @@ def _complete_deferred(finished: _FinishedFields, bounds: list[tuple[Task, float
 
 
 def publish_call(record: CallRecord, task: Task | None) -> CallRecord:
-    """Deliver a record made elsewhere (Gemini cache storage) through `DELIVERY`; never raises."""
+    """Deliver a record made elsewhere (Gemini cache storage) through `DELIVERY`, after the records
+    still queued off the call path (`_complete_now`); never raises."""
+    if pending.unsettled():
+        pending.settle()
     return _deliver(record, task, None, _call_started())  # otel hook: a record without a request
 
 

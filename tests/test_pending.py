@@ -119,3 +119,62 @@ def test_an_unpriced_model_is_recorded_at_once() -> None:
         ctx = metering.begin_call("anthropic", "no-such-model-2099", "messages")
         made = metering.finish_call(ctx, Usage(input_tokens=10, output_tokens=1, requests=1))
     assert made is not None and made.cost is None
+
+
+_IN_ORDER = """
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import budgetclient as bc
+from budgetclient import metering, pending
+from budgetclient.usage import CallRecord, Usage
+
+pending._thread = object()  # no records thread in this process: queued records wait for a settle
+bc.configure(prices={"pending-model": {"input": "3", "output": "15"}}, ledger="memory://")
+
+
+def call(tokens):
+    ctx = metering.begin_call("anthropic", "pending-model", "messages")
+    return metering.finish_call(ctx, Usage(input_tokens=tokens, output_tokens=1, requests=1))
+
+
+seen = []
+with bc.task("t") as t:
+    queued = call(1) is None and pending.unsettled()  # nothing observes it: made off the call path
+    remove = metering.add_call_hook(lambda r: seen.append(r.usage.input_tokens))
+    made_now = call(2) is not None  # a hook observes it: made in the caller's thread
+    remove()
+    call(3)
+    storage = CallRecord(
+        id="storage", provider="google", model="pending-model", operation="cache.storage",
+        started_at=datetime.now(UTC), duration_s=1.0, usage=Usage(input_tokens=4), cost=Decimal(0),
+        cost_breakdown=None, task_id=t.id, task_name=t.name,
+    )
+    metering.publish_call(storage, t)  # a record made elsewhere (Gemini's cache storage)
+    order = [r.usage.input_tokens for r in t.records]
+print(json.dumps({"queued": queued, "made_now": made_now, "seen": seen, "order": order}))
+"""
+
+
+def test_a_record_made_at_once_comes_after_the_records_still_queued() -> None:
+    """A task lists its records in the order their calls ended, also when one is made in the
+    caller's thread (a call hook, an unpriced model, Gemini's cache storage) while earlier ones
+    still wait off the call path. In a process of its own, with no records thread, so the earlier
+    record is certainly still queued."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).absolute().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", _IN_ORDER], capture_output=True, text=True, timeout=60, check=False,
+        cwd=root, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # the hook gets the queued record too (delivered after it was added), before the new one
+    assert result == {"queued": True, "made_now": True, "seen": [1, 2], "order": [1, 2, 3, 4]}

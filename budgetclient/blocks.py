@@ -37,7 +37,6 @@ __all__ = [
     "count_tokens",
     "first_divergence",
     "raw_bytes",
-    "short_text_rule",
     "value_print",
 ]
 
@@ -150,7 +149,7 @@ class TokenCounter:
         self.budget = budget_chars
         self.chars = 0
         self.tokens = 0
-        self.short, self.rule = short_text_rule(model)
+        self.short, self.rule = _short_text_rule(model)
         """`count_tokens` of a text shorter than ``short`` is ``rule(text)``, called directly (an
         agent's new turns: four calls fewer each)."""
 
@@ -167,10 +166,10 @@ class TokenCounter:
 
 
 _rules: dict[str, tuple[int, Callable[[str], int]]] = {}
-"""`short_text_rule` by model name."""
+"""`_short_text_rule` by model name."""
 
 
-def short_text_rule(model: str) -> tuple[int, Callable[[str], int]]:
+def _short_text_rule(model: str) -> tuple[int, Callable[[str], int]]:
     """(length, rule): `count_tokens` of ``model``'s texts shorter than the length is the rule's."""
     found = _rules.get(model)
     if found is None:

@@ -385,7 +385,7 @@ class BudgetMiddleware(Middleware):
             cache_ttl=self.options.cache_ttl,
             drift=self.options.drift,
             state=state,
-            now=time.time() if self.clock is None else self.clock(),  # `now`, without its call
+            now=self.now(),
             diagnostics=self.diagnostics,
             tools=tools,
         )

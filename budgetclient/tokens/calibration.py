@@ -146,11 +146,7 @@ def calibrate(provider: str, model: str, estimated_raw: int, reported: int) -> N
 
 def calibration_factor(provider: str, model: str) -> float:
     """Reported/estimated ratio learnt for the model family; 1.0 before any observation."""
-    return _factor(_calibration_key(provider, model)[1])
-
-
-def _factor(key: tuple[str, str]) -> float:
-    return _factors.get(key, 1.0)
+    return _factors.get(_calibration_key(provider, model)[1], 1.0)
 
 
 def reset_calibration() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from ...blocks import Block, short_text_rule
+from ...blocks import Block
 from ...tokens import TokenEstimate, calibrated_estimate, count_each, encoding_for
 from .blocks import _PARTS, BuiltRequest, _same_kept_or_not
 from .reader import anthropic_block_parts, anthropic_overhead
@@ -102,13 +102,7 @@ def _sum_estimates(
         missing.append((key, twin, len(texts), len(texts) + len(parts), fixed))
         texts.extend(parts)
     if missing:
-        model = built.request.model
-        short, rule = short_text_rule(model)
-        # what `count_each` gives them (``max`` with keywords would parse them: a tenth of this)
-        if short and (not texts or max(map(len, texts)) < short):
-            counts = list(map(rule, texts))
-        else:
-            counts = count_each(encoding_for(model), texts)
+        counts = count_each(encoding_for(built.request.model), texts)
         for key, twin, start, end, fixed in missing:
             tokens = sum(counts[start:end]) + fixed
             known[key] = tokens

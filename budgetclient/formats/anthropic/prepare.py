@@ -246,7 +246,7 @@ def prepare_request(
             )
         else:
             state.prefix_hasher = None
-        ends, scale = request.prefix_tokens, state.token_scale
+        scale = state.token_scale
         # ours passed this very test in `place_breakpoints`: only the caller's may fail it
         live = [p for p in points if ends[p] * scale >= min_tokens] if caller else points
 
